@@ -1,0 +1,140 @@
+/* cli.c: the `godwit run` options: parsing, validation and help text. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "log.h"
+
+void cli_usage_run(FILE *out)
+{
+    fprintf(out,
+            "Usage: godwit run --kernel FILE [options]\n"
+            "Boots a Linux kernel in a new KVM virtual machine, with its serial console on\n"
+            "this terminal (or on stdin/stdout when they are not a terminal).\n"
+            "\n"
+            "  -k, --kernel FILE     kernel: a bzImage or an uncompressed vmlinux ELF\n"
+            "  -i, --initrd FILE     initial ramdisk\n"
+            "  -c, --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
+            "  -m, --memory MIB      guest RAM in MiB, at least 64 (default: %d)\n"
+            "  -p, --cpus N          number of vCPUs, 1 to %d (default: 1)\n"
+            "      --hugepages       back guest RAM with 2 MiB huge pages\n"
+            "      --no-reboot       exit (status 3) when the guest reboots, instead of\n"
+            "                        restarting it\n"
+            "  -v, --verbose         more messages;  -q, --quiet  errors only\n"
+            "  -h, --help            this text\n"
+            "\n"
+            "On a terminal, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n"
+            "Exit status: 0 guest powered off, 1 VMM error, 2 bad usage, 3 guest reboot\n"
+            "(--no-reboot), 4 guest crash (triple fault, KVM internal error), 5 guest\n"
+            "kernel panic, 6 stopped from the host (escape, SIGINT, SIGTERM, SIGHUP).\n",
+            DEFAULT_MEMORY_MIB, VM_MAX_VCPUS);
+}
+
+void cli_usage_main(FILE *out)
+{
+    fprintf(out, "Usage: godwit COMMAND [options]\n"
+                 "\n"
+                 "Commands:\n"
+                 "  run       boot a virtual machine (godwit run --help)\n"
+                 "  version   print the version\n"
+                 "  help      this text\n");
+}
+
+/* Parses a decimal number in [min, max]; on failure prints one line naming the option. */
+static int parse_number(const char *opt, const char *arg, uint64_t min, uint64_t max,
+                        uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (arg[0] < '0' || arg[0] > '9') {
+        log_error("%s: '%s' is not a number", opt, arg);
+        return -EINVAL;
+    }
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (errno == ERANGE) {
+        log_error("%s: '%s' is out of range", opt, arg);
+        return -ERANGE;
+    }
+    if (errno || *end != '\0') {
+        log_error("%s: '%s' is not a number", opt, arg);
+        return -EINVAL;
+    }
+    if (v < min || v > max) {
+        log_error("%s: %llu is out of range (%" PRIu64 " to %" PRIu64 ")", opt, v, min, max);
+        return -ERANGE;
+    }
+    *out = v;
+    return 0;
+}
+
+static uint64_t host_memory_mib(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page_size <= 0)
+        return UINT64_MAX >> 20;
+    return ((uint64_t)pages * (uint64_t)page_size) >> 20;
+}
+
+enum { OPT_HUGEPAGES = 256, OPT_NO_REBOOT };
+
+int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
+{
+    static const struct option options[] = {
+        { "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
+        { "cmdline", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
+        { "cpus", required_argument, NULL, 'p' },   { "hugepages", no_argument, NULL, OPT_HUGEPAGES },
+        { "no-reboot", no_argument, NULL, OPT_NO_REBOOT }, { "verbose", no_argument, NULL, 'v' },
+        { "quiet", no_argument, NULL, 'q' },        { "help", no_argument, NULL, 'h' },
+        { 0 },
+    };
+    uint64_t value;
+    int opt;
+
+    *cfg = (struct vm_config){ .memory_mib = DEFAULT_MEMORY_MIB, .nr_cpus = 1,
+                               .cmdline = DEFAULT_CMDLINE, .console_out_fd = STDOUT_FILENO };
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":k:i:c:m:p:vqh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'k': cfg->kernel_path = optarg; break;
+        case 'i': cfg->initrd_path = optarg; break;
+        case 'c': cfg->cmdline = optarg; break;
+        case 'm':
+            if (parse_number("--memory", optarg, GM_MIN_SIZE >> 20, host_memory_mib(), &value) < 0)
+                return -EINVAL;
+            cfg->memory_mib = value;
+            break;
+        case 'p':
+            if (parse_number("--cpus", optarg, 1, VM_MAX_VCPUS, &value) < 0)
+                return -EINVAL;
+            cfg->nr_cpus = (unsigned)value;
+            break;
+        case OPT_HUGEPAGES: cfg->hugepages = true; break;
+        case OPT_NO_REBOOT: cfg->no_reboot = true; break;
+        case 'v': log_set_level(LOG_LVL_DEBUG); break;
+        case 'q': log_set_level(LOG_LVL_ERROR); break;
+        case 'h': return CLI_HELP;
+        case ':':
+            log_error("%s needs a value (see godwit run --help)", argv[optind - 1]);
+            return -EINVAL;
+        default:
+            log_error("unknown option '%s' (see godwit run --help)", argv[optind - 1]);
+            return -EINVAL;
+        }
+    }
+    if (optind < argc) {
+        log_error("unexpected argument '%s' (see godwit run --help)", argv[optind]);
+        return -EINVAL;
+    }
+    if (!cfg->kernel_path) {
+        log_error("--kernel is required (see godwit run --help)");
+        return -EINVAL;
+    }
+    return 0;
+}
+

@@ -1,0 +1,147 @@
+/* devices.c: creates the legacy platform devices and puts them on the VM's buses. */
+#include "devices.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "boot/layout.h"
+#include "log.h"
+#include "mmio/acpi_pm.h"
+#include "mmio/i8042.h"
+#include "mmio/pci_ecam.h"
+#include "mmio/pci_host.h"
+#include "mmio/pvpanic.h"
+#include "mmio/reset.h"
+#include "mmio/rtc.h"
+#include "mmio/uart.h"
+#include "vm.h"
+
+/* Each device's state, and whether its init ran (so that teardown undoes only that). */
+struct vm_devices {
+    struct uart com1;
+    struct rtc rtc;
+    struct i8042 kbc;
+    struct pci_host pci;
+    struct acpi_pm pm;
+    struct reset_port reset;
+    struct pvpanic pvpanic;
+    bool com1_ready, rtc_ready, kbc_ready, pci_ready, pm_ready;
+};
+
+/* Serial output goes straight to the console fd. A failed write means the reader is gone;
+ * the guest must not stall on it, so the rest is dropped. */
+static void com1_output(void *ctx, const uint8_t *buf, size_t len)
+{
+    const struct vm *vm = ctx;
+    while (len > 0) {
+        ssize_t n = write(vm->cfg->console_out_fd, buf, len);
+        if (n <= 0)
+            return;
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+static struct irq_line vm_irq_line(struct vm *vm, uint32_t gsi)
+{
+    return (struct irq_line){ .set_level = vm_set_irq_level, .ctx = vm, .gsi = gsi };
+}
+
+static int devices_init(struct vm *vm, struct vm_devices *d)
+{
+    struct irq_line com1_irq = vm_irq_line(vm, IRQ_COM1);
+    struct irq_line sci = vm_irq_line(vm, IRQ_ACPI_SCI);
+    struct uart_host_ops com1_host = { .out = com1_output, .ctx = vm };
+    uint64_t low = gm_low_ram_end(&vm->mem);
+    int ret;
+
+    if ((ret = uart_init(&d->com1, &com1_irq, &com1_host)) < 0)
+        return ret;
+    d->com1_ready = true;
+    if ((ret = rtc_init(&d->rtc, low, vm->mem.ram_size - low)) < 0)
+        return ret;
+    d->rtc_ready = true;
+    if ((ret = i8042_init(&d->kbc, &vm->events)) < 0)
+        return ret;
+    d->kbc_ready = true;
+    if ((ret = pci_host_init(&d->pci)) < 0)
+        return ret;
+    d->pci_ready = true;
+    if ((ret = acpi_pm_init(&d->pm, &sci, &vm->events)) < 0)
+        return ret;
+    d->pm_ready = true;
+    reset_port_init(&d->reset, &vm->events);
+    pvpanic_init(&d->pvpanic, &vm->events);
+    return 0;
+}
+
+/* The port and MMIO map of the platform; see docs/memory-map.md. */
+static int devices_register(struct vm *vm, struct vm_devices *d)
+{
+    const struct {
+        struct bus *bus;
+        uint64_t base, len;
+        const char *name;
+        const struct device_ops *ops;
+        void *dev;
+    } map[] = {
+        { &vm->pio, PORT_COM1, UART_IO_LEN, "com1", &uart_ops, &d->com1 },
+        { &vm->pio, PORT_RTC, RTC_IO_LEN, "rtc", &rtc_ops, &d->rtc },
+        { &vm->pio, PORT_I8042_DATA, I8042_IO_LEN, "i8042-data", &i8042_data_ops, &d->kbc },
+        { &vm->pio, PORT_I8042_CMD, I8042_IO_LEN, "i8042-cmd", &i8042_command_ops, &d->kbc },
+        { &vm->pio, PORT_PCI_CONFIG, PCI_HOST_IO_LEN, "pci-host", &pci_host_io_ops, &d->pci },
+        { &vm->pio, PORT_ACPI_PM, ACPI_PM_IO_LEN, "acpi-pm", &acpi_pm_ops, &d->pm },
+        { &vm->pio, PORT_ACPI_RESET, RESET_PORT_IO_LEN, "acpi-reset", &reset_port_ops, &d->reset },
+        { &vm->pio, PORT_PVPANIC, PVPANIC_IO_LEN, "pvpanic", &pvpanic_ops, &d->pvpanic },
+        { &vm->mmio, LAYOUT_PCI_ECAM, LAYOUT_PCI_ECAM_SIZE, "pci-ecam", &pci_ecam_ops, &d->pci },
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        int ret = bus_register(map[i].bus, map[i].base, map[i].len, map[i].name, map[i].ops,
+                               map[i].dev);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+int vm_devices_create(struct vm *vm)
+{
+    struct vm_devices *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    vm->devices = d;
+    int ret = devices_init(vm, d);
+    if (ret < 0) {
+        log_error("devices: initialisation failed: %s", strerror(-ret));
+        return ret;
+    }
+    return devices_register(vm, d);
+}
+
+void vm_devices_destroy(struct vm *vm)
+{
+    struct vm_devices *d = vm->devices;
+    if (!d)
+        return;
+    if (d->pm_ready)
+        acpi_pm_destroy(&d->pm);
+    if (d->pci_ready)
+        pci_host_destroy(&d->pci);
+    if (d->kbc_ready)
+        i8042_destroy(&d->kbc);
+    if (d->rtc_ready)
+        rtc_destroy(&d->rtc);
+    if (d->com1_ready)
+        uart_destroy(&d->com1);
+    free(d);
+    vm->devices = NULL;
+}
+
+size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len)
+{
+    struct uart *com1 = &vm->devices->com1;
+    size_t room = uart_rx_space(com1);
+    return uart_receive(com1, buf, len < room ? len : room);
+}

@@ -1,0 +1,118 @@
+/* loop.c: an io_uring event loop: polls and timeouts dispatched to callbacks. */
+#include "io/loop.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "log.h"
+
+int loop_init(struct event_loop *loop, unsigned entries)
+{
+    memset(loop, 0, sizeof(*loop));
+    int ret = io_uring_queue_init(entries, &loop->ring, 0);
+    if (ret < 0)
+        log_error("io_uring: cannot set up a ring: %s", strerror(-ret));
+    return ret;
+}
+
+void loop_destroy(struct event_loop *loop)
+{
+    io_uring_queue_exit(&loop->ring);
+}
+
+static struct io_uring_sqe *loop_get_sqe(struct event_loop *loop)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+    if (!sqe) {
+        /* The submission queue is full: hand it to the kernel and try once more. */
+        io_uring_submit(&loop->ring);
+        sqe = io_uring_get_sqe(&loop->ring);
+    }
+    return sqe;
+}
+
+static int loop_arm_poll(struct event_loop *loop, struct loop_watch *w)
+{
+    struct io_uring_sqe *sqe = loop_get_sqe(loop);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_poll_add(sqe, w->fd, POLLIN);
+    io_uring_sqe_set_data(sqe, w);
+    w->armed = true;
+    return 0;
+}
+
+int loop_watch_readable(struct event_loop *loop, struct loop_watch *w, int fd, loop_callback fn,
+                        void *opaque)
+{
+    *w = (struct loop_watch){ .fn = fn, .opaque = opaque, .fd = fd };
+    return loop_arm_poll(loop, w);
+}
+
+void loop_unwatch(struct event_loop *loop, struct loop_watch *w)
+{
+    w->cancelled = true;
+    if (!w->armed)
+        return;
+    struct io_uring_sqe *sqe = loop_get_sqe(loop);
+    if (sqe) {
+        io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)w);
+        io_uring_sqe_set_data(sqe, NULL);
+    }
+}
+
+int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_callback fn,
+               void *opaque)
+{
+    /* The timespec is read at submission time, so a stack copy is fine. */
+    struct __kernel_timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long long)(ms % 1000) * 1000000 };
+    struct io_uring_sqe *sqe = loop_get_sqe(loop);
+    if (!sqe)
+        return -EBUSY;
+    *w = (struct loop_watch){ .fn = fn, .opaque = opaque, .fd = -1, .oneshot = true, .armed = true };
+    io_uring_prep_timeout(sqe, &ts, 0, 0);
+    io_uring_sqe_set_data(sqe, w);
+    return io_uring_submit(&loop->ring) < 0 ? -EIO : 0;
+}
+
+static void loop_dispatch(struct event_loop *loop, struct io_uring_cqe *cqe)
+{
+    struct loop_watch *w = io_uring_cqe_get_data(cqe);
+    int res = cqe->res;
+
+    /* A cancelled poll's completion: its watch may already be armed again. */
+    if (!w || res == -ECANCELED)
+        return;
+    w->armed = false;
+    if (w->cancelled)
+        return;
+    if (w->oneshot) {
+        w->fn(loop, w->opaque, res == -ETIME ? 0 : res);
+        return;
+    }
+    w->fn(loop, w->opaque, res);
+    /* Level-triggered: poll again, so that data the callback left unread wakes us at once. */
+    if (!w->cancelled && !w->armed && res >= 0 && !loop->stop)
+        loop_arm_poll(loop, w);
+}
+
+int loop_run(struct event_loop *loop)
+{
+    while (!loop->stop) {
+        struct io_uring_cqe *cqe;
+        int ret = io_uring_submit_and_wait(&loop->ring, 1);
+        if (ret < 0 && ret != -EINTR) {
+            log_error("io_uring: wait failed: %s", strerror(-ret));
+            return ret;
+        }
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&loop->ring, head, cqe) {
+            loop_dispatch(loop, cqe);
+            seen++;
+        }
+        io_uring_cq_advance(&loop->ring, seen);
+    }
+    return 0;
+}

@@ -1,0 +1,115 @@
+/* memory.c: guest RAM backed by one memfd, split around the 32-bit MMIO hole. */
+#define _GNU_SOURCE
+#include "memory.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static int gm_map_region(struct guest_memory *gm, uint64_t gpa, uint64_t size, bool hugepages)
+{
+    struct gm_region *r = &gm->regions[gm->nr_regions];
+    uint64_t offset = gm->ram_size;
+    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                      gm->memfd, (off_t)offset);
+    if (host == MAP_FAILED)
+        return -errno;
+    /* Guest RAM has no place in a core dump of the VMM: it is large and it is private. */
+    madvise(host, size, MADV_DONTDUMP);
+    if (!hugepages)
+        madvise(host, size, MADV_HUGEPAGE);
+    *r = (struct gm_region){ .gpa = gpa, .size = size, .host = host, .file_offset = offset };
+    gm->nr_regions++;
+    gm->ram_size += size;
+    return 0;
+}
+
+int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
+{
+    const uint64_t low_max = GM_MMIO_HOLE_START;
+    const uint64_t align = hugepages ? (2ULL << 20) : 4096;
+    int ret;
+
+    memset(gm, 0, sizeof(*gm));
+    gm->memfd = -1;
+    if (size < GM_MIN_SIZE || size % align != 0) {
+        log_error("memory: %llu MiB is invalid: need at least %llu MiB%s",
+                  (unsigned long long)(size >> 20), (unsigned long long)(GM_MIN_SIZE >> 20),
+                  hugepages ? " in multiples of 2 MiB" : "");
+        return -EINVAL;
+    }
+    gm->memfd = memfd_create("godwit-ram", MFD_CLOEXEC | (hugepages ? MFD_HUGETLB : 0));
+    if (gm->memfd < 0) {
+        ret = -errno;
+        log_error("memory: memfd_create%s failed: %s", hugepages ? " (huge pages)" : "",
+                  strerror(errno));
+        return ret;
+    }
+    if (ftruncate(gm->memfd, (off_t)size) < 0) {
+        ret = -errno;
+        log_error("memory: cannot size guest RAM to %llu MiB: %s",
+                  (unsigned long long)(size >> 20), strerror(errno));
+        gm_destroy(gm);
+        return ret;
+    }
+    uint64_t low = size < low_max ? size : low_max;
+    ret = gm_map_region(gm, 0, low, hugepages);
+    if (ret == 0 && size > low)
+        ret = gm_map_region(gm, GM_MMIO_HOLE_END, size - low, hugepages);
+    if (ret < 0) {
+        log_error("memory: cannot map %llu MiB of guest RAM: %s",
+                  (unsigned long long)(size >> 20), strerror(-ret));
+        gm_destroy(gm);
+    }
+    return ret;
+}
+
+void gm_destroy(struct guest_memory *gm)
+{
+    for (unsigned i = 0; i < gm->nr_regions; i++)
+        munmap(gm->regions[i].host, gm->regions[i].size);
+    if (gm->memfd >= 0)
+        close(gm->memfd);
+    gm->nr_regions = 0;
+    gm->memfd = -1;
+}
+
+void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+    for (unsigned i = 0; i < gm->nr_regions; i++) {
+        const struct gm_region *r = &gm->regions[i];
+        if (gpa < r->gpa)
+            continue;
+        uint64_t off = gpa - r->gpa;
+        /* Written so that no sum can overflow: off < size, then len <= size - off. */
+        if (off < r->size && len <= r->size - off)
+            return r->host + off;
+    }
+    return NULL;
+}
+
+int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len)
+{
+    void *dst = gm_ptr(gm, gpa, len);
+    if (!dst)
+        return -EFAULT;
+    memcpy(dst, src, len);
+    return 0;
+}
+
+int gm_read(const struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len)
+{
+    const void *src = gm_ptr(gm, gpa, len);
+    if (!src)
+        return -EFAULT;
+    memcpy(dst, src, len);
+    return 0;
+}
+
+uint64_t gm_low_ram_end(const struct guest_memory *gm)
+{
+    return gm->nr_regions ? gm->regions[0].gpa + gm->regions[0].size : 0;
+}

@@ -1,0 +1,388 @@
+/* uart.c: 16550A UART: registers, receive FIFO, interrupt identification, host I/O. */
+#include "mmio/uart.h"
+
+#include <string.h>
+
+/*
+ * Simplifications, all invisible to Linux's 8250 driver:
+ * - The transmitter is infinitely fast: a THR write goes straight to the host (or, in
+ *   loopback, into the receive FIFO), so LSR always shows THRE and TEMT, and the THRE
+ *   interrupt that a real chip raises once the byte has left is latched at once.
+ * - Receive trigger levels (FCR bits 6-7) are honoured, but the character timeout is not
+ *   timed: fewer bytes than the trigger level are reported at once as a timeout interrupt
+ *   (IIR 0x0c), where a real chip waits four character times. Either way the driver reads
+ *   RBR while LSR.DR is set.
+ * - Line speed, parity and word length (LCR, divisor latch) are stored but have no effect;
+ *   no parity, framing or break errors ever occur, so LSR bit 7 stays 0.
+ * - With loopback off the modem lines read as a connected modem: DCD, DSR and CTS set.
+ */
+
+enum uart_reg {
+    REG_RBR_THR = 0, /* DLAB=1: divisor latch low */
+    REG_IER = 1,     /* DLAB=1: divisor latch high */
+    REG_IIR_FCR = 2, /* IIR on read, FCR on write, whatever DLAB */
+    REG_LCR = 3,
+    REG_MCR = 4,
+    REG_LSR = 5,
+    REG_MSR = 6,
+    REG_SCR = 7,
+};
+
+#define IER_ERBFI 0x01 /* received data available */
+#define IER_ETBEI 0x02 /* transmitter holding register empty */
+#define IER_ELSI 0x04  /* receiver line status */
+#define IER_EDSSI 0x08 /* modem status */
+#define IER_MASK 0x0f  /* bits 4-7 read 0 on a 16550A; Linux's probe checks it */
+
+#define IIR_MODEM_STATUS 0x00
+#define IIR_NO_INT 0x01
+#define IIR_THRE 0x02
+#define IIR_RX_DATA 0x04
+#define IIR_LINE_STATUS 0x06
+#define IIR_RX_TIMEOUT 0x0c
+#define IIR_FIFOS_ENABLED 0xc0 /* both bits: a 16550A with working FIFOs */
+
+#define FCR_ENABLE_FIFO 0x01
+#define FCR_CLEAR_RX 0x02
+#define FCR_TRIGGER_SHIFT 6
+
+#define LCR_DLAB 0x80
+
+#define MCR_DTR 0x01
+#define MCR_RTS 0x02
+#define MCR_OUT1 0x04
+#define MCR_OUT2 0x08 /* on a PC, gates the UART's interrupt onto the ISA IRQ line */
+#define MCR_LOOP 0x10
+#define MCR_MASK 0x1f
+
+#define LSR_DR 0x01
+#define LSR_OE 0x02
+#define LSR_ERRORS 0x1e /* OE, PE, FE, BI */
+#define LSR_THRE 0x20
+#define LSR_TEMT 0x40
+
+#define MSR_DCTS 0x01
+#define MSR_DDSR 0x02
+#define MSR_TERI 0x04
+#define MSR_DDCD 0x08
+#define MSR_CTS 0x10
+#define MSR_DSR 0x20
+#define MSR_RI 0x40
+#define MSR_DCD 0x80
+
+static unsigned uart_rx_capacity(const struct uart *u)
+{
+    return u->fifo_enabled ? UART_FIFO_SIZE : 1;
+}
+
+static size_t uart_rx_space_locked(const struct uart *u)
+{
+    return uart_rx_capacity(u) - u->rx_count;
+}
+
+static bool uart_rx_push(struct uart *u, uint8_t byte)
+{
+    if (u->rx_count >= uart_rx_capacity(u))
+        return false;
+    u->rx_fifo[(u->rx_head + u->rx_count) % UART_FIFO_SIZE] = byte;
+    u->rx_count++;
+    return true;
+}
+
+static uint8_t uart_rx_pop(struct uart *u)
+{
+    uint8_t byte;
+    if (u->rx_count == 0)
+        return 0;
+    byte = u->rx_fifo[u->rx_head];
+    u->rx_head = (u->rx_head + 1) % UART_FIFO_SIZE;
+    u->rx_count--;
+    return byte;
+}
+
+static void uart_rx_clear(struct uart *u)
+{
+    u->rx_head = 0;
+    u->rx_count = 0;
+}
+
+/* The modem status inputs (MSR bits 4-7): wired to MCR's outputs in loopback. */
+static uint8_t uart_modem_inputs(const struct uart *u)
+{
+    uint8_t in = 0;
+    if (!(u->mcr & MCR_LOOP))
+        return MSR_DCD | MSR_DSR | MSR_CTS;
+    if (u->mcr & MCR_DTR)
+        in |= MSR_DSR;
+    if (u->mcr & MCR_RTS)
+        in |= MSR_CTS;
+    if (u->mcr & MCR_OUT1)
+        in |= MSR_RI;
+    if (u->mcr & MCR_OUT2)
+        in |= MSR_DCD;
+    return in;
+}
+
+/* Highest-priority pending interrupt, as IIR bits 0-3 report it. */
+static uint8_t uart_pending_interrupt(const struct uart *u)
+{
+    if ((u->ier & IER_ELSI) && (u->lsr_errors & LSR_ERRORS))
+        return IIR_LINE_STATUS;
+    if ((u->ier & IER_ERBFI) && u->rx_count > 0) {
+        if (!u->fifo_enabled || u->rx_count >= u->rx_trigger)
+            return IIR_RX_DATA;
+        return IIR_RX_TIMEOUT;
+    }
+    if ((u->ier & IER_ETBEI) && u->thre_pending)
+        return IIR_THRE;
+    if ((u->ier & IER_EDSSI) && u->msr_delta)
+        return IIR_MODEM_STATUS;
+    return IIR_NO_INT;
+}
+
+/* Recomputes the line; only changes reach the irqchip (one ioctl each). Lock held. */
+static void uart_update_irq(struct uart *u)
+{
+    /* In loopback the chip forces its OUT2 pin inactive, which on a PC cuts the IRQ. */
+    bool gate_open = (u->mcr & (MCR_OUT2 | MCR_LOOP)) == MCR_OUT2;
+    int level = gate_open && uart_pending_interrupt(u) != IIR_NO_INT;
+    if (level != u->irq_level) {
+        u->irq_level = level;
+        irq_line_set(&u->irq, level);
+    }
+}
+
+static uint8_t uart_read_iir(struct uart *u)
+{
+    uint8_t id = uart_pending_interrupt(u);
+    /* Reading IIR acknowledges a THRE interrupt, and only when IIR reported it. */
+    if (id == IIR_THRE)
+        u->thre_pending = false;
+    return id | (u->fifo_enabled ? IIR_FIFOS_ENABLED : 0);
+}
+
+static uint8_t uart_read_lsr(struct uart *u)
+{
+    uint8_t lsr = LSR_THRE | LSR_TEMT | u->lsr_errors;
+    if (u->rx_count > 0)
+        lsr |= LSR_DR;
+    u->lsr_errors = 0;
+    return lsr;
+}
+
+static uint8_t uart_read_msr(struct uart *u)
+{
+    uint8_t msr = uart_modem_inputs(u) | u->msr_delta;
+    u->msr_delta = 0;
+    return msr;
+}
+
+static uint8_t uart_read_reg(struct uart *u, unsigned reg)
+{
+    bool dlab = u->lcr & LCR_DLAB;
+    switch (reg) {
+    case REG_RBR_THR:
+        return dlab ? u->dll : uart_rx_pop(u);
+    case REG_IER:
+        return dlab ? u->dlm : u->ier;
+    case REG_IIR_FCR:
+        return uart_read_iir(u);
+    case REG_LCR:
+        return u->lcr;
+    case REG_MCR:
+        return u->mcr;
+    case REG_LSR:
+        return uart_read_lsr(u);
+    case REG_MSR:
+        return uart_read_msr(u);
+    case REG_SCR:
+        return u->scr;
+    }
+    return 0xff;
+}
+
+static void uart_write_thr(struct uart *u, uint8_t byte)
+{
+    if (u->mcr & MCR_LOOP) {
+        if (!uart_rx_push(u, byte))
+            u->lsr_errors |= LSR_OE;
+    } else if (u->host.out) {
+        u->host.out(u->host.ctx, &byte, 1);
+    }
+    /* Writing THR clears the THRE interrupt; the byte leaves at once, which sets it again. */
+    u->thre_pending = true;
+}
+
+static void uart_write_ier(struct uart *u, uint8_t val)
+{
+    uint8_t enabled_now = val & ~u->ier;
+    u->ier = val & IER_MASK;
+    /* A 16550 raises THRE whenever ETBEI goes on while THR is empty: always, here.
+     * Linux's startup test relies on this being repeatable (off, on, interrupt again). */
+    if (enabled_now & IER_ETBEI)
+        u->thre_pending = true;
+    else if (!(u->ier & IER_ETBEI))
+        u->thre_pending = false;
+}
+
+static void uart_write_fcr(struct uart *u, uint8_t val)
+{
+    static const uint8_t trigger_levels[4] = { 1, 4, 8, 14 };
+    bool enable = val & FCR_ENABLE_FIFO;
+
+    if (enable != u->fifo_enabled) {
+        /* Turning the FIFOs on or off empties them. */
+        u->fifo_enabled = enable;
+        uart_rx_clear(u);
+    }
+    if (!enable)
+        return; /* the other FCR bits take effect only together with bit 0 */
+    if (val & FCR_CLEAR_RX)
+        uart_rx_clear(u);
+    u->rx_trigger = trigger_levels[val >> FCR_TRIGGER_SHIFT];
+}
+
+static void uart_write_mcr(struct uart *u, uint8_t val)
+{
+    uint8_t before = uart_modem_inputs(u), after, changed;
+
+    u->mcr = val & MCR_MASK;
+    after = uart_modem_inputs(u);
+    changed = before ^ after;
+    if (changed & MSR_CTS)
+        u->msr_delta |= MSR_DCTS;
+    if (changed & MSR_DSR)
+        u->msr_delta |= MSR_DDSR;
+    if ((before & MSR_RI) && !(after & MSR_RI))
+        u->msr_delta |= MSR_TERI; /* trailing edge only */
+    if (changed & MSR_DCD)
+        u->msr_delta |= MSR_DDCD;
+}
+
+static void uart_write_reg(struct uart *u, unsigned reg, uint8_t val)
+{
+    bool dlab = u->lcr & LCR_DLAB;
+    switch (reg) {
+    case REG_RBR_THR:
+        if (dlab)
+            u->dll = val;
+        else
+            uart_write_thr(u, val);
+        break;
+    case REG_IER:
+        if (dlab)
+            u->dlm = val;
+        else
+            uart_write_ier(u, val);
+        break;
+    case REG_IIR_FCR:
+        uart_write_fcr(u, val);
+        break;
+    case REG_LCR:
+        u->lcr = val;
+        break;
+    case REG_MCR:
+        uart_write_mcr(u, val);
+        break;
+    case REG_SCR:
+        u->scr = val;
+        break;
+    default:
+        break; /* LSR and MSR: read-only (a real chip's factory-test writes are not modelled) */
+    }
+}
+
+/* Byte i of an access at offset lands on a register; false past the eight registers. */
+static bool uart_reg_valid(uint64_t offset, uint32_t i)
+{
+    return offset < UART_IO_LEN && i < UART_IO_LEN - offset;
+}
+
+/* Ends a register access: interrupt line, then whether to tell the host there is room. */
+static bool uart_finish_access(struct uart *u, size_t space_before)
+{
+    uart_update_irq(u);
+    return space_before == 0 && uart_rx_space_locked(u) > 0 && u->host.rx_ready;
+}
+
+/* Wider accesses act like an ISA bus splitting them into byte accesses on consecutive ports. */
+static void uart_read(void *dev, uint64_t offset, uint8_t *data, uint32_t len)
+{
+    struct uart *u = dev;
+    bool room_again;
+
+    pthread_mutex_lock(&u->lock);
+    size_t space_before = uart_rx_space_locked(u);
+    for (uint32_t i = 0; i < len; i++)
+        data[i] = uart_reg_valid(offset, i) ? uart_read_reg(u, (unsigned)(offset + i)) : 0xff;
+    room_again = uart_finish_access(u, space_before);
+    pthread_mutex_unlock(&u->lock);
+    if (room_again)
+        u->host.rx_ready(u->host.ctx);
+}
+
+static void uart_write(void *dev, uint64_t offset, const uint8_t *data, uint32_t len)
+{
+    struct uart *u = dev;
+    bool room_again;
+
+    pthread_mutex_lock(&u->lock);
+    size_t space_before = uart_rx_space_locked(u);
+    for (uint32_t i = 0; i < len; i++)
+        if (uart_reg_valid(offset, i))
+            uart_write_reg(u, (unsigned)(offset + i), data[i]);
+    room_again = uart_finish_access(u, space_before);
+    pthread_mutex_unlock(&u->lock);
+    if (room_again)
+        u->host.rx_ready(u->host.ctx);
+}
+
+const struct device_ops uart_ops = { .read = uart_read, .write = uart_write };
+
+int uart_init(struct uart *u, const struct irq_line *irq, const struct uart_host_ops *host)
+{
+    int ret;
+
+    memset(u, 0, sizeof(*u));
+    ret = pthread_mutex_init(&u->lock, NULL);
+    if (ret)
+        return -ret;
+    if (irq)
+        u->irq = *irq;
+    if (host)
+        u->host = *host;
+    /* 8N1 at 9600 baud, as a PC BIOS leaves COM1; Linux reprograms all of it. */
+    u->lcr = 0x03;
+    u->dll = 12;
+    u->rx_trigger = 1;
+    return 0;
+}
+
+void uart_destroy(struct uart *u)
+{
+    pthread_mutex_destroy(&u->lock);
+}
+
+size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len)
+{
+    size_t accepted = 0;
+
+    pthread_mutex_lock(&u->lock);
+    while (accepted < len && uart_rx_push(u, buf[accepted]))
+        accepted++;
+    if (accepted < len)
+        u->lsr_errors |= LSR_OE;
+    uart_update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+    return accepted;
+}
+
+size_t uart_rx_space(struct uart *u)
+{
+    size_t space;
+
+    pthread_mutex_lock(&u->lock);
+    space = uart_rx_space_locked(u);
+    pthread_mutex_unlock(&u->lock);
+    return space;
+}

@@ -1,0 +1,197 @@
+/* vcpu.c: vCPU creation, initial state, and the thread that runs KVM_RUN. */
+#define _GNU_SOURCE
+#include "vcpu/vcpu.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "vm.h"
+
+/* The signal that kicks a vCPU thread out of KVM_RUN; its handler does nothing. */
+#define VCPU_KICK_SIGNAL SIGUSR1
+
+#define APIC_LVT0 0x350
+#define APIC_LVT1 0x360
+#define APIC_MODE_EXTINT 0x7
+#define APIC_MODE_NMI 0x4
+
+static void vcpu_kick_handler(int sig)
+{
+    (void)sig;
+}
+
+static int vcpu_set_cpuid(struct vcpu *vcpu)
+{
+    struct kvm_cpuid2 *cpuid = cpuid_build(vcpu->vm->supported_cpuid, vcpu->index,
+                                           vcpu->vm->nr_vcpus);
+    if (!cpuid)
+        return -ENOMEM;
+    int ret = ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0 ? -errno : 0;
+    free(cpuid);
+    return ret;
+}
+
+static void lapic_set_lvt_mode(struct kvm_lapic_state *lapic, unsigned reg, uint32_t mode)
+{
+    uint32_t value;
+    memcpy(&value, &lapic->regs[reg], sizeof(value));
+    value = (value & ~0x700u) | (mode << 8);
+    memcpy(&lapic->regs[reg], &value, sizeof(value));
+}
+
+/* LINT0 delivers the PIC's ExtINT and LINT1 NMIs, as firmware leaves them on a PC. */
+static int vcpu_set_lapic(struct vcpu *vcpu)
+{
+    struct kvm_lapic_state lapic;
+    if (ioctl(vcpu->fd, KVM_GET_LAPIC, &lapic) < 0)
+        return -errno;
+    lapic_set_lvt_mode(&lapic, APIC_LVT0, APIC_MODE_EXTINT);
+    lapic_set_lvt_mode(&lapic, APIC_LVT1, APIC_MODE_NMI);
+    return ioctl(vcpu->fd, KVM_SET_LAPIC, &lapic) < 0 ? -errno : 0;
+}
+
+static int vcpu_set_fpu(struct vcpu *vcpu)
+{
+    struct kvm_fpu fpu = { .fcw = 0x37f, .mxcsr = 0x1f80 };
+    return ioctl(vcpu->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+}
+
+int vcpu_init(struct vcpu *vcpu, struct vm *vm, unsigned index)
+{
+    int ret;
+    const char *step;
+
+    memset(vcpu, 0, sizeof(*vcpu));
+    vcpu->vm = vm;
+    vcpu->index = index;
+    vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
+    if (vcpu->fd < 0) {
+        ret = -errno;
+        step = "KVM_CREATE_VCPU";
+        goto fail;
+    }
+    vcpu->run = mmap(NULL, (size_t)vm->vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     vcpu->fd, 0);
+    if (vcpu->run == MAP_FAILED) {
+        vcpu->run = NULL;
+        ret = -errno;
+        step = "mapping kvm_run";
+        goto fail;
+    }
+    step = "setting CPUID";
+    if ((ret = vcpu_set_cpuid(vcpu)) < 0)
+        goto fail;
+    step = "setting MSRs";
+    if ((ret = vcpu_set_boot_msrs(vcpu->fd)) < 0)
+        goto fail;
+    step = "setting the local APIC";
+    if ((ret = vcpu_set_lapic(vcpu)) < 0)
+        goto fail;
+    step = "setting the FPU";
+    if ((ret = vcpu_set_fpu(vcpu)) < 0)
+        goto fail;
+    return 0;
+fail:
+    log_error("vcpu %u: %s failed: %s", index, step, strerror(-ret));
+    return ret;
+}
+
+int vcpu_set_boot_regs(struct vcpu *vcpu, const struct boot_entry *entry)
+{
+    struct kvm_sregs sregs;
+    struct kvm_regs regs;
+
+    if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
+        goto fail;
+    boot_fill_sregs(&sregs, entry->mode);
+    if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0)
+        goto fail;
+    boot_fill_regs(&regs, entry);
+    if (ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
+        goto fail;
+    return 0;
+fail:
+    log_error("vcpu %u: setting boot registers failed: %s", vcpu->index, strerror(errno));
+    return -errno;
+}
+
+static bool vcpu_should_stop(const struct vcpu *vcpu)
+{
+    return vcpu->vm->exit_reason != VM_EXIT_NONE;
+}
+
+static void *vcpu_thread(void *arg)
+{
+    struct vcpu *vcpu = arg;
+    sigset_t kick;
+
+    sigemptyset(&kick);
+    sigaddset(&kick, VCPU_KICK_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+
+    while (!vcpu_should_stop(vcpu)) {
+        if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            log_error("vcpu %u: KVM_RUN failed: %s", vcpu->index, strerror(errno));
+            vm_request_exit(vcpu->vm, VM_EXIT_VMM_ERROR);
+            break;
+        }
+        if (!vcpu_handle_exit(vcpu))
+            break;
+    }
+    return NULL;
+}
+
+int vcpu_start(struct vcpu *vcpu)
+{
+    struct sigaction sa = { .sa_handler = vcpu_kick_handler };
+    char name[16];
+
+    /* No SA_RESTART: KVM_RUN must return EINTR when kicked. */
+    sigemptyset(&sa.sa_mask);
+    sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
+    int ret = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
+    if (ret != 0) {
+        log_error("vcpu %u: cannot start its thread: %s", vcpu->index, strerror(ret));
+        return -ret;
+    }
+    snprintf(name, sizeof(name), "vcpu%u", vcpu->index);
+    pthread_setname_np(vcpu->thread, name);
+    vcpu->thread_started = true;
+    return 0;
+}
+
+void vcpu_kick(struct vcpu *vcpu)
+{
+    if (!vcpu->thread_started)
+        return;
+    /* immediate_exit covers the window between the stop check and entering KVM_RUN, where a
+     * signal alone would be lost. */
+    __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_join(struct vcpu *vcpu)
+{
+    if (vcpu->thread_started)
+        pthread_join(vcpu->thread, NULL);
+    vcpu->thread_started = false;
+}
+
+void vcpu_destroy(struct vcpu *vcpu)
+{
+    if (vcpu->run)
+        munmap(vcpu->run, (size_t)vcpu->vm->vcpu_mmap_size);
+    if (vcpu->fd >= 0)
+        close(vcpu->fd);
+    vcpu->run = NULL;
+    vcpu->fd = -1;
+}

@@ -1,0 +1,52 @@
+/* vcpu.h: a virtual CPU: its KVM fd, its shared kvm_run page and its thread. */
+#ifndef GODWIT_VCPU_H
+#define GODWIT_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "boot/boot.h"
+
+struct vm;
+
+struct vcpu {
+    struct vm *vm;
+    unsigned index; /* also its APIC ID */
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool thread_started;
+};
+
+/* Creates the vCPU and gives it CPUID, MSRs, LAPIC and FPU state. */
+int vcpu_init(struct vcpu *vcpu, struct vm *vm, unsigned index);
+/* Sets the boot vCPU's registers for the kernel's entry point. */
+int vcpu_set_boot_regs(struct vcpu *vcpu, const struct boot_entry *entry);
+int vcpu_start(struct vcpu *vcpu);
+/* Makes the vCPU leave KVM_RUN promptly and not enter it again. */
+void vcpu_kick(struct vcpu *vcpu);
+void vcpu_join(struct vcpu *vcpu);
+void vcpu_destroy(struct vcpu *vcpu);
+
+/* One place for every exit reason KVM_RUN can return (vcpu/exit.c). Returns false when the
+ * vCPU must stop running. */
+bool vcpu_handle_exit(struct vcpu *vcpu);
+/* Logs the general and segment registers, for crashes. */
+void vcpu_log_registers(struct vcpu *vcpu);
+
+/* Guest-visible CPU model (vcpu/cpuid.c): from KVM's supported list to one vCPU's table.
+ * Returns a malloc'ed table or NULL. */
+struct kvm_cpuid2 *cpuid_build(const struct kvm_cpuid2 *supported, unsigned vcpu_index,
+                               unsigned nr_vcpus);
+
+/* MSR values every vCPU starts with (vcpu/msr.c). */
+int vcpu_set_boot_msrs(int vcpu_fd);
+
+/* Boot-time register and page-table setup (vcpu/regs.c). */
+int boot_write_page_tables(const struct guest_memory *gm);
+int boot_write_gdt(const struct guest_memory *gm, enum boot_entry_mode mode);
+void boot_fill_sregs(struct kvm_sregs *sregs, enum boot_entry_mode mode);
+void boot_fill_regs(struct kvm_regs *regs, const struct boot_entry *entry);
+
+#endif

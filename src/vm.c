@@ -1,0 +1,392 @@
+/* vm.c: assembles a VM in one readable order, and runs down its lifecycle. */
+#define _GNU_SOURCE
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boot/layout.h"
+#include "devices.h"
+#include "log.h"
+#include "vcpu/vcpu.h"
+
+#define KVM_DEVICE "/dev/kvm"
+#define KVM_MAX_CPUID_ENTRIES 256
+#define CPUID_1_ECX_TSC_DEADLINE (1u << 24)
+
+const char *vm_exit_reason_name(enum vm_exit_reason reason)
+{
+    switch (reason) {
+    case VM_EXIT_NONE: return "running";
+    case VM_EXIT_POWEROFF: return "guest powered off";
+    case VM_EXIT_RESET: return "guest requested a reboot";
+    case VM_EXIT_PANIC: return "guest kernel panicked";
+    case VM_EXIT_CRASH: return "guest crashed";
+    case VM_EXIT_STOPPED: return "stopped by the host";
+    case VM_EXIT_VMM_ERROR: return "VMM error";
+    }
+    return "unknown";
+}
+
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason)
+{
+    int expected = VM_EXIT_NONE;
+    if (atomic_compare_exchange_strong(&vm->exit_reason, &expected, (int)reason)) {
+        uint64_t one = 1;
+        if (write(vm->exit_fd, &one, sizeof(one)) < 0)
+            log_error("vm: cannot wake the main loop: %s", strerror(errno));
+    }
+}
+
+static void vm_platform_event(void *ctx, enum platform_event event)
+{
+    static const enum vm_exit_reason reasons[] = {
+        [PLATFORM_EVENT_POWEROFF] = VM_EXIT_POWEROFF,
+        [PLATFORM_EVENT_RESET] = VM_EXIT_RESET,
+        [PLATFORM_EVENT_PANIC] = VM_EXIT_PANIC,
+    };
+    vm_request_exit(ctx, reasons[event]);
+}
+
+void vm_set_irq_level(void *opaque, uint32_t gsi, int level)
+{
+    struct vm *vm = opaque;
+    struct kvm_irq_level irq = { .irq = gsi, .level = (uint32_t)level };
+    if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+        log_warn("vm: KVM_IRQ_LINE %u failed: %s", gsi, strerror(errno));
+}
+
+static int kvm_check_extension(const struct vm *vm, unsigned long cap)
+{
+    return ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, cap);
+}
+
+static int vm_open_kvm(struct vm *vm)
+{
+    static const struct { unsigned long cap; const char *name; } required[] = {
+        { KVM_CAP_IRQCHIP, "in-kernel irqchip" },   { KVM_CAP_USER_MEMORY, "user memory" },
+        { KVM_CAP_SET_TSS_ADDR, "TSS address" },    { KVM_CAP_EXT_CPUID, "CPUID2" },
+        { KVM_CAP_PIT2, "in-kernel PIT" },          { KVM_CAP_IMMEDIATE_EXIT, "immediate exit" },
+    };
+    vm->kvm_fd = open(KVM_DEVICE, O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        log_error("cannot open %s: %s (is the kvm module loaded, may this user open it?)", KVM_DEVICE,
+                  strerror(errno));
+        return -errno;
+    }
+    int version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+    if (version != KVM_API_VERSION) {
+        log_error("%s speaks KVM API %d, godwit needs %d", KVM_DEVICE, version, KVM_API_VERSION);
+        return -ENOTSUP;
+    }
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (kvm_check_extension(vm, required[i].cap) <= 0) {
+            log_error("KVM lacks a capability godwit needs: %s", required[i].name);
+            return -ENOTSUP;
+        }
+    }
+    int max_vcpus = kvm_check_extension(vm, KVM_CAP_MAX_VCPUS);
+    if (max_vcpus <= 0)
+        max_vcpus = kvm_check_extension(vm, KVM_CAP_NR_VCPUS);
+    if (max_vcpus > 0 && vm->cfg->nr_cpus > (unsigned)max_vcpus) {
+        log_error("--cpus %u: this host's KVM allows at most %d", vm->cfg->nr_cpus, max_vcpus);
+        return -EINVAL;
+    }
+    vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (vm->vcpu_mmap_size < (int)sizeof(struct kvm_run)) {
+        log_error("KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
+        return -EIO;
+    }
+    return 0;
+}
+
+static int vm_get_supported_cpuid(struct vm *vm)
+{
+    vm->supported_cpuid = calloc(1, sizeof(struct kvm_cpuid2) +
+                                        KVM_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2));
+    if (!vm->supported_cpuid)
+        return -ENOMEM;
+    vm->supported_cpuid->nent = KVM_MAX_CPUID_ENTRIES;
+    if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->supported_cpuid) < 0) {
+        log_error("KVM_GET_SUPPORTED_CPUID failed: %s", strerror(errno));
+        return -errno;
+    }
+    /* KVM emulates the TSC-deadline timer in its LAPIC but leaves the bit to the VMM. Without
+     * it the guest must calibrate the LAPIC timer against the PIT, a slow and fragile step. */
+    if (kvm_check_extension(vm, KVM_CAP_TSC_DEADLINE_TIMER) > 0) {
+        for (unsigned i = 0; i < vm->supported_cpuid->nent; i++)
+            if (vm->supported_cpuid->entries[i].function == 1)
+                vm->supported_cpuid->entries[i].ecx |= CPUID_1_ECX_TSC_DEADLINE;
+    }
+    return 0;
+}
+
+/*
+ * GSI routing of a PC: ISA IRQ n reaches PIC pin n and IOAPIC pin n, except that the PIT's
+ * IRQ 0 is wired to IOAPIC pin 2 (the override the MADT and MP table declare). KVM's default
+ * routing sends GSI 0 to IOAPIC pin 0, where the guest never listens.
+ */
+#define IOAPIC_PINS 24
+#define PIC_PINS 16
+static int vm_set_irq_routing(struct vm *vm)
+{
+    struct kvm_irq_routing *routing =
+        calloc(1, sizeof(*routing) + (IOAPIC_PINS + PIC_PINS) * sizeof(struct kvm_irq_routing_entry));
+    if (!routing)
+        return -ENOMEM;
+    unsigned n = 0;
+    for (unsigned gsi = 0; gsi < PIC_PINS; gsi++) {
+        if (gsi == 2)
+            continue; /* the cascade */
+        routing->entries[n++] = (struct kvm_irq_routing_entry){
+            .gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+            .u.irqchip = { .irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE,
+                           .pin = gsi % 8 },
+        };
+    }
+    for (unsigned gsi = 0; gsi < IOAPIC_PINS; gsi++) {
+        if (gsi == 2)
+            continue; /* pin 2 is reached through GSI 0 */
+        routing->entries[n++] = (struct kvm_irq_routing_entry){
+            .gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
+            .u.irqchip = { .irqchip = KVM_IRQCHIP_IOAPIC, .pin = gsi == 0 ? 2 : gsi },
+        };
+    }
+    routing->nr = n;
+    int ret = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, routing) < 0 ? -errno : 0;
+    free(routing);
+    return ret;
+}
+
+/* The VM-wide KVM objects: the VM, its irqchip (PIC + IOAPIC + LAPICs) and PIT. */
+static int vm_create_kvm_vm(struct vm *vm)
+{
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+    const char *step = "KVM_CREATE_VM";
+
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0)
+        goto fail;
+    step = "KVM_SET_TSS_ADDR";
+    if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
+        goto fail;
+    uint64_t identity_map = LAYOUT_KVM_IDENTITY_MAP;
+    step = "KVM_SET_IDENTITY_MAP_ADDR";
+    if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &identity_map) < 0)
+        goto fail;
+    step = "KVM_CREATE_IRQCHIP";
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        goto fail;
+    step = "KVM_SET_GSI_ROUTING";
+    if ((errno = -vm_set_irq_routing(vm)) != 0)
+        goto fail;
+    step = "KVM_CREATE_PIT2";
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+        goto fail;
+    return 0;
+fail:
+    log_error("%s failed: %s", step, strerror(errno));
+    return -errno;
+}
+
+static int vm_map_memory(struct vm *vm)
+{
+    int ret = gm_init(&vm->mem, vm->cfg->memory_mib << 20, vm->cfg->hugepages);
+    if (ret < 0)
+        return ret;
+    for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
+        const struct gm_region *r = &vm->mem.regions[i];
+        struct kvm_userspace_memory_region slot = {
+            .slot = i,
+            .guest_phys_addr = r->gpa,
+            .memory_size = r->size,
+            .userspace_addr = (uint64_t)(uintptr_t)r->host,
+        };
+        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
+            log_error("KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB) failed: %s", i,
+                      (unsigned long long)(r->size >> 20), strerror(errno));
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* Reads a whole file (kernel or initrd) into memory; a mapping would do, but a copy cannot
+ * change under us while the loader validates it. */
+static int read_whole_file(const char *what, const char *path, uint8_t **buf, size_t *len)
+{
+    struct stat st;
+    int ret = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        ret = -errno;
+        log_error("%s: cannot open %s: %s", what, path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+        ret = -EINVAL;
+        log_error("%s: %s is %s", what, path, S_ISREG(st.st_mode) ? "empty" : "not a regular file");
+        goto out;
+    }
+    *len = (size_t)st.st_size;
+    *buf = malloc(*len);
+    if (!*buf) {
+        ret = -ENOMEM;
+        log_error("%s: %s is too large to read (%zu bytes)", what, path, *len);
+        goto out;
+    }
+    for (size_t done = 0; done < *len;) {
+        ssize_t n = read(fd, *buf + done, *len - done);
+        if (n <= 0) {
+            ret = n < 0 ? -errno : -EIO;
+            log_error("%s: reading %s failed: %s", what, path, n < 0 ? strerror(errno) : "short read");
+            free(*buf);
+            *buf = NULL;
+            goto out;
+        }
+        done += (size_t)n;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    return ret;
+}
+
+/* Reads the kernel and initrd before anything else, so that a bad path is reported as such
+ * on any host. */
+static int vm_read_images(struct vm *vm)
+{
+    int ret = read_whole_file("kernel", vm->cfg->kernel_path, &vm->kernel, &vm->kernel_len);
+    if (ret < 0)
+        return ret;
+    if (kernel_detect_format(vm->kernel, vm->kernel_len) == KERNEL_FORMAT_UNKNOWN) {
+        log_error("kernel: %s is neither a bzImage nor an ELF vmlinux", vm->cfg->kernel_path);
+        return -ENOEXEC;
+    }
+    if (vm->cfg->initrd_path)
+        ret = read_whole_file("initrd", vm->cfg->initrd_path, &vm->initrd, &vm->initrd_len);
+    return ret;
+}
+
+static void vm_free_images(struct vm *vm)
+{
+    free(vm->kernel);
+    free(vm->initrd);
+    vm->kernel = vm->initrd = NULL;
+}
+
+static int vm_load_guest(struct vm *vm)
+{
+    struct platform_tables_config tables = { .nr_cpus = vm->nr_vcpus };
+    struct boot_request req = {
+        .kernel = vm->kernel, .kernel_len = vm->kernel_len,
+        .initrd = vm->initrd, .initrd_len = vm->initrd_len,
+        .cmdline = vm->cfg->cmdline,
+    };
+    int ret;
+
+    req.rsdp_gpa = acpi_build(&vm->mem, &tables);
+    if (req.rsdp_gpa == 0)
+        return -ENOSPC;
+    if (vm->nr_vcpus <= MPTABLE_MAX_CPUS && (ret = mptable_build(&vm->mem, &tables)) < 0)
+        return ret;
+    if ((ret = boot_load_linux(&vm->mem, &req, &vm->entry)) < 0)
+        return ret;
+    if ((ret = boot_write_gdt(&vm->mem, vm->entry.mode)) < 0 ||
+        (ret = boot_write_page_tables(&vm->mem)) < 0)
+        log_error("boot: low memory is too small for the boot page tables");
+    vm_free_images(vm);
+    return ret;
+}
+
+static int vm_create_vcpus(struct vm *vm)
+{
+    vm->vcpus = calloc(vm->nr_vcpus, sizeof(*vm->vcpus));
+    if (!vm->vcpus)
+        return -ENOMEM;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vm->vcpus[i].fd = -1;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        int ret = vcpu_init(&vm->vcpus[i], vm, i);
+        if (ret < 0)
+            return ret;
+    }
+    /* Only the boot CPU gets registers: the others wait for INIT/SIPI in the in-kernel LAPIC. */
+    return vcpu_set_boot_regs(&vm->vcpus[0], &vm->entry);
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg)
+{
+    int ret;
+
+    memset(vm, 0, sizeof(*vm));
+    vm->cfg = cfg;
+    vm->kvm_fd = vm->vm_fd = -1;
+    vm->mem.memfd = -1;
+    vm->nr_vcpus = cfg->nr_cpus;
+    vm->events = (struct platform_events){ .notify = vm_platform_event, .ctx = vm };
+    bus_init(&vm->pio, "pio");
+    bus_init(&vm->mmio, "mmio");
+    vm->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->exit_fd < 0)
+        return -errno;
+
+    if ((ret = vm_read_images(vm)) < 0 || (ret = vm_open_kvm(vm)) < 0 ||
+        (ret = vm_get_supported_cpuid(vm)) < 0 ||
+        (ret = vm_create_kvm_vm(vm)) < 0 || (ret = vm_map_memory(vm)) < 0 ||
+        (ret = vm_devices_create(vm)) < 0 || (ret = vm_load_guest(vm)) < 0 ||
+        (ret = vm_create_vcpus(vm)) < 0)
+        return ret;
+    return 0;
+}
+
+int vm_start(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        int ret = vcpu_start(&vm->vcpus[i]);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+void vm_stop(struct vm *vm)
+{
+    vm_request_exit(vm, VM_EXIT_STOPPED);
+    for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)
+        vcpu_kick(&vm->vcpus[i]);
+    for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)
+        vcpu_join(&vm->vcpus[i]);
+}
+
+void vm_destroy(struct vm *vm)
+{
+    if (vm->vcpus) {
+        for (unsigned i = 0; i < vm->nr_vcpus; i++)
+            vcpu_destroy(&vm->vcpus[i]);
+        free(vm->vcpus);
+        vm->vcpus = NULL;
+    }
+    vm_devices_destroy(vm);
+    vm_free_images(vm);
+    bus_destroy(&vm->pio);
+    bus_destroy(&vm->mmio);
+    gm_destroy(&vm->mem);
+    free(vm->supported_cpuid);
+    vm->supported_cpuid = NULL;
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+    if (vm->exit_fd >= 0)
+        close(vm->exit_fd);
+    vm->vm_fd = vm->kvm_fd = vm->exit_fd = -1;
+}

@@ -1,0 +1,80 @@
+/* vm.h: one virtual machine: its KVM handles, memory, buses, devices and lifecycle. */
+#ifndef GODWIT_VM_H
+#define GODWIT_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "boot/boot.h"
+#include "memory.h"
+#include "mmio/bus.h"
+#include "platform_events.h"
+
+struct vcpu;
+struct kvm_cpuid2;
+struct vm_devices;
+
+#define VM_MAX_VCPUS 255
+
+struct vm_config {
+    const char *kernel_path;
+    const char *initrd_path; /* NULL: none */
+    const char *cmdline;     /* NULL: the default command line */
+    uint64_t memory_mib;
+    unsigned nr_cpus;
+    bool hugepages;
+    bool no_reboot; /* a guest reboot ends the process instead of restarting the VM */
+    int console_out_fd; /* where the serial console's output goes */
+};
+
+/* Why the VM stopped running; main() turns it into the process exit status. */
+enum vm_exit_reason {
+    VM_EXIT_NONE = 0,   /* still running */
+    VM_EXIT_POWEROFF,   /* the guest powered off (ACPI S5) */
+    VM_EXIT_RESET,      /* the guest asked for a reset (reboot) */
+    VM_EXIT_PANIC,      /* the guest kernel reported a panic (pvpanic) */
+    VM_EXIT_CRASH,      /* triple fault, KVM internal error, failed entry */
+    VM_EXIT_STOPPED,    /* stopped from the host (signal) */
+    VM_EXIT_VMM_ERROR,  /* the VMM itself failed */
+};
+
+struct vm {
+    const struct vm_config *cfg;
+    int kvm_fd;
+    int vm_fd;
+    int vcpu_mmap_size;
+    struct kvm_cpuid2 *supported_cpuid;
+    struct guest_memory mem;
+    struct bus pio;
+    struct bus mmio;
+    struct vm_devices *devices;
+    struct platform_events events; /* how devices reach vm_request_exit() */
+    unsigned nr_vcpus;
+    struct vcpu *vcpus;
+    struct boot_entry entry;
+    uint8_t *kernel, *initrd; /* file contents, held until loaded into guest RAM */
+    size_t kernel_len, initrd_len;
+
+    /* Lifecycle: the first exit reason wins; exit_fd wakes the main loop. */
+    _Atomic int exit_reason;
+    int exit_fd; /* eventfd */
+};
+
+/* Builds the whole VM (memory, devices, tables, kernel, vCPUs). Returns 0 or -errno. */
+int vm_create(struct vm *vm, const struct vm_config *cfg);
+/* Starts one thread per vCPU. */
+int vm_start(struct vm *vm);
+/* Records why the VM must stop (first reason wins) and wakes the main loop. */
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason);
+/* Kicks every vCPU out of KVM_RUN and joins the threads. */
+void vm_stop(struct vm *vm);
+void vm_destroy(struct vm *vm);
+
+/* Wires a guest interrupt line (GSI) from a device to the in-kernel irqchip. */
+void vm_set_irq_level(void *vm, uint32_t gsi, int level);
+
+const char *vm_exit_reason_name(enum vm_exit_reason reason);
+
+#endif

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# run-e2e.sh: boots the stock Debian kernel under godwit and checks what a user relies on.
+# Needs a /dev/kvm that runs unmodified kernels (tools/run-tests.sh runs it in the test host).
+# Usage: tests/e2e/run-e2e.sh BUILD_DIR
+set -uo pipefail
+
+build=${1:?usage: run-e2e.sh BUILD_DIR}
+godwit=$(readlink -f "$build/godwit")
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$(mktemp -d /tmp/godwit-e2e.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+eval "$("$root/guests/build-guest.sh" --print)" || { echo "e2e: default guest not built (guests/build-guest.sh)"; exit 2; }
+[ -c /dev/kvm ] || { echo "e2e: /dev/kvm missing"; exit 2; }
+
+passed=0 failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n 40; }
+
+# Memory and CPUs of every case; the guest's own command line is added per case.
+base_cmdline="console=ttyS0 reboot=acpi panic=1 quiet"
+common=(--memory 256 --initrd "$initrd")
+
+# boot NAME TIMEOUT STDIN [godwit run args...]: runs godwit with output in $work/NAME.log
+# and leaves the exit status in $status.
+boot() {
+  local name=$1 secs=$2 input=$3; shift 3
+  timeout -k 5 "$secs" "$godwit" run "$@" <"$input" >"$work/$name.log" 2>&1
+  status=$?
+}
+
+expect_status() { # NAME WANT
+  [ "$status" -eq "$2" ] && return 0
+  fail "$1" "exit status $status, expected $2"
+  return 1
+}
+
+expect_line() { # NAME PATTERN
+  grep -Eq -- "$2" "$work/$1.log" && return 0
+  fail "$1" "no line matching '$2'"
+  return 1
+}
+
+expect_clean() { # NAME: no sanitizer report, no crash of the VMM itself
+  grep -Eq 'Sanitizer|runtime error|Segmentation|core dumped' "$work/$1.log" || return 0
+  fail "$1" "the VMM reported a memory error or crashed"
+  return 1
+}
+
+# An interactive session: typed lines reach the guest's shell only once it runs, so
+# feed them after the guest prints its init banner.
+case_shell_smp_vmlinux() {
+  local name=shell_smp_vmlinux fifo="$work/shell.in"
+  mkfifo "$fifo"
+  timeout -k 5 180 "$godwit" run --kernel "$kernel_vmlinux" --cpus 2 "${common[@]}" \
+    --cmdline "$base_cmdline" <"$fifo" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  exec 7>"$fifo"
+  for _ in $(seq 1 1700); do
+    grep -q 'godwit-guest: init started' "$work/$name.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  sleep 1
+  printf 'echo "nproc=$(nproc) sum=$((40 + 2))"\n' >&7
+  sleep 2
+  printf 'poweroff -f\n' >&7
+  wait "$pid"
+  status=$?
+  exec 7>&-
+  expect_status $name 0 && expect_line $name 'godwit-guest: init started' &&
+    expect_line $name 'godwit-guest: cpus=2' && expect_line $name 'nproc=2 sum=42' &&
+    expect_clean $name && pass $name
+}
+
+case_poweroff_bzimage() {
+  boot poweroff_bzimage 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" \
+    --cmdline "$base_cmdline godwit.test=poweroff"
+  expect_status poweroff_bzimage 0 && expect_line poweroff_bzimage 'godwit-guest: init started' &&
+    expect_clean poweroff_bzimage && pass poweroff_bzimage
+}
+
+case_reboot_exits_with_no_reboot() {
+  boot reboot_no_reboot 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" --no-reboot \
+    --cmdline "$base_cmdline godwit.test=reboot"
+  expect_status reboot_no_reboot 3 && expect_line reboot_no_reboot 'godwit-guest: init started' &&
+    expect_clean reboot_no_reboot && pass reboot_no_reboot
+}
+
+# Without --no-reboot a reboot restarts the guest; SIGTERM then stops it with status 6.
+case_reboot_restarts() {
+  local name=reboot_restarts
+  timeout -k 5 300 "$godwit" run --kernel "$kernel_vmlinux" "${common[@]}" \
+    --cmdline "$base_cmdline godwit.test=reboot" </dev/null >"$work/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 2800); do
+    [ "$(grep -c 'godwit-guest: init started' "$work/$name.log")" -ge 2 ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid"
+  status=$?
+  local boots
+  boots=$(grep -c 'godwit-guest: init started' "$work/$name.log")
+  [ "$boots" -ge 2 ] || { fail $name "guest booted $boots times, expected a restart"; return; }
+  expect_status $name 6 && expect_clean $name && pass $name
+}
+
+case_panic_reported() {
+  boot panic 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" \
+    --cmdline "$base_cmdline godwit.test=panic"
+  expect_status panic 5 && expect_line panic 'Kernel panic' && expect_line panic 'panicked' &&
+    expect_clean panic && pass panic
+}
+
+case_corrupt_kernel_refused() {
+  local name=corrupt_kernel
+  head -c 600000 "$kernel_bzimage" >"$work/truncated"
+  boot $name 30 /dev/null --kernel "$work/truncated" "${common[@]}"
+  expect_status $name 1 && expect_line $name 'error: kernel' && expect_clean $name && pass $name
+}
+
+cd "$work"
+case_corrupt_kernel_refused
+case_shell_smp_vmlinux
+case_poweroff_bzimage
+case_reboot_exits_with_no_reboot
+case_reboot_restarts
+case_panic_reported
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

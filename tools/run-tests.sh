@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# run-tests.sh: the whole suite on a fresh Debian machine: set-up, builds, then tests from the
+# quickest to the slowest (unit tests, tiny guests on /dev/kvm, Linux guests in the test host).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export GODWIT_CACHE=${GODWIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/godwit}
+
+tools/install-deps.sh
+tools/build.sh --asan
+
+echo "== unit tests (release, then ASan/UBSan)"
+ctest --test-dir build -L unit --output-on-failure -j2
+ctest --test-dir build-asan -L unit --output-on-failure -j2
+
+echo "== default guest (Debian's kernel and a busybox initramfs)"
+guests/build-guest.sh >/dev/null
+
+# Tiny guests run under the sanitizer build; Linux guests under the release build, whose
+# speed is what users get (the sanitizer build is also booted once, by the kvm suite).
+suites='kvm=0 e2e=0
+tests/kvm/run-kvm-tests.sh build-asan || kvm=$?
+tests/e2e/run-e2e.sh build || e2e=$?
+[ "$kvm" -eq 0 ] && [ "$e2e" -eq 0 ]'
+if tools/testhost/have-kvm.sh; then
+  echo "== guests on this machine's /dev/kvm"
+  bash -c "$suites"
+else
+  echo "== guests in the test host (this machine's /dev/kvm cannot run them)"
+  tools/testhost/testhost.sh -- bash -c "$suites"
+fi
