@@ -31,7 +31,8 @@ void cli_usage_run(FILE *out)
             "On a terminal, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n"
             "Exit status: 0 guest powered off, 1 VMM error, 2 bad usage, 3 guest reboot\n"
             "(--no-reboot), 4 guest crash (triple fault, KVM internal error), 5 guest\n"
-            "kernel panic, 6 stopped from the host (escape, SIGINT, SIGTERM, SIGHUP).\n",
+            "kernel panic, 6 stopped from the host (escape, SIGINT, SIGHUP; SIGTERM asks\n"
+            "the guest to power off and stops it after 30 s).\n",
             DEFAULT_MEMORY_MIB, VM_MAX_VCPUS);
 }
 

@@ -145,3 +145,8 @@ size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len)
     size_t room = uart_rx_space(com1);
     return uart_receive(com1, buf, len < room ? len : room);
 }
+
+void vm_press_power_button(struct vm *vm)
+{
+    acpi_pm_press_power_button(&vm->devices->pm);
+}

@@ -14,4 +14,7 @@ void vm_devices_destroy(struct vm *vm);
 /* Console input for the guest's serial port; returns the bytes accepted (0: FIFO full). */
 size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len);
 
+/* Presses the ACPI power button: the guest is asked to shut down. */
+void vm_press_power_button(struct vm *vm);
+
 #endif

@@ -43,6 +43,10 @@ void vm_request_exit(struct vm *vm, enum vm_exit_reason reason)
         uint64_t one = 1;
         if (write(vm->exit_fd, &one, sizeof(one)) < 0)
             log_error("vm: cannot wake the main loop: %s", strerror(errno));
+        /* A vm_pause() waiting for vCPUs that will now never park must give up. */
+        pthread_mutex_lock(&vm->pause_lock);
+        pthread_cond_broadcast(&vm->pause_cond);
+        pthread_mutex_unlock(&vm->pause_lock);
     }
 }
 
@@ -329,12 +333,17 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 
     memset(vm, 0, sizeof(*vm));
     vm->cfg = cfg;
-    vm->kvm_fd = vm->vm_fd = -1;
+    vm->kvm_fd = vm->vm_fd = vm->exit_fd = -1;
     vm->mem.memfd = -1;
     vm->nr_vcpus = cfg->nr_cpus;
     vm->events = (struct platform_events){ .notify = vm_platform_event, .ctx = vm };
     bus_init(&vm->pio, "pio");
     bus_init(&vm->mmio, "mmio");
+    pthread_mutex_init(&vm->pause_lock, NULL);
+    pthread_cond_init(&vm->pause_cond, NULL);
+    vm->clock_at_pause = calloc(1, sizeof(*vm->clock_at_pause));
+    if (!vm->clock_at_pause)
+        return -ENOMEM;
     vm->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->exit_fd < 0)
         return -errno;
@@ -358,11 +367,85 @@ int vm_start(struct vm *vm)
     return 0;
 }
 
+static void vm_kick_all(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)
+        vcpu_kick(&vm->vcpus[i]);
+}
+
+int vm_pause(struct vm *vm)
+{
+    int ret = 0;
+    pthread_mutex_lock(&vm->pause_lock);
+    if (vm->paused || vm->exit_reason != VM_EXIT_NONE) {
+        ret = vm->paused ? -EALREADY : -ESRCH;
+        goto out;
+    }
+    vm->pause_requested = true;
+    vm_kick_all(vm);
+    while (vm->vcpus_parked < vm->nr_vcpus && vm->exit_reason == VM_EXIT_NONE)
+        pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+    if (vm->exit_reason != VM_EXIT_NONE) {
+        vm->pause_requested = false;
+        pthread_cond_broadcast(&vm->pause_cond);
+        ret = -ESRCH;
+        goto out;
+    }
+    /* kvmclock follows host time unless told otherwise: freeze it for the guest. */
+    if (ioctl(vm->vm_fd, KVM_GET_CLOCK, vm->clock_at_pause) < 0)
+        log_warn("vm: KVM_GET_CLOCK failed: %s", strerror(errno));
+    vm->paused = true;
+out:
+    pthread_mutex_unlock(&vm->pause_lock);
+    return ret;
+}
+
+int vm_resume(struct vm *vm)
+{
+    int ret = 0;
+    pthread_mutex_lock(&vm->pause_lock);
+    if (!vm->paused) {
+        ret = -EALREADY;
+        goto out;
+    }
+    struct kvm_clock_data clock = { .clock = vm->clock_at_pause->clock };
+    if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
+        log_warn("vm: KVM_SET_CLOCK failed: %s", strerror(errno));
+    vm->paused = false;
+    vm->pause_requested = false;
+    pthread_cond_broadcast(&vm->pause_cond);
+out:
+    pthread_mutex_unlock(&vm->pause_lock);
+    return ret;
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->pause_lock);
+    bool paused = vm->paused;
+    pthread_mutex_unlock(&vm->pause_lock);
+    return paused;
+}
+
+void vm_park_vcpu(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->pause_lock);
+    vm->vcpus_parked++;
+    pthread_cond_broadcast(&vm->pause_cond);
+    while (vm->pause_requested && vm->exit_reason == VM_EXIT_NONE)
+        pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+    vm->vcpus_parked--;
+    pthread_mutex_unlock(&vm->pause_lock);
+}
+
 void vm_stop(struct vm *vm)
 {
     vm_request_exit(vm, VM_EXIT_STOPPED);
-    for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)
-        vcpu_kick(&vm->vcpus[i]);
+    /* Parked vCPUs wait on the condition, not in KVM_RUN: wake them too. */
+    pthread_mutex_lock(&vm->pause_lock);
+    pthread_cond_broadcast(&vm->pause_cond);
+    pthread_mutex_unlock(&vm->pause_lock);
+    vm_kick_all(vm);
     for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)
         vcpu_join(&vm->vcpus[i]);
 }
@@ -381,7 +464,11 @@ void vm_destroy(struct vm *vm)
     bus_destroy(&vm->mmio);
     gm_destroy(&vm->mem);
     free(vm->supported_cpuid);
+    free(vm->clock_at_pause);
     vm->supported_cpuid = NULL;
+    vm->clock_at_pause = NULL;
+    pthread_mutex_destroy(&vm->pause_lock);
+    pthread_cond_destroy(&vm->pause_cond);
     if (vm->vm_fd >= 0)
         close(vm->vm_fd);
     if (vm->kvm_fd >= 0)

@@ -60,6 +60,14 @@ struct vm {
     /* Lifecycle: the first exit reason wins; exit_fd wakes the main loop. */
     _Atomic int exit_reason;
     int exit_fd; /* eventfd */
+
+    /* Pause: vCPU threads park on `pause_cond` while `pause_requested` is set. */
+    pthread_mutex_t pause_lock;
+    pthread_cond_t pause_cond;
+    _Atomic bool pause_requested;
+    unsigned vcpus_parked;
+    bool paused;
+    struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
 };
 
 /* Builds the whole VM (memory, devices, tables, kernel, vCPUs). Returns 0 or -errno. */
@@ -68,6 +76,14 @@ int vm_create(struct vm *vm, const struct vm_config *cfg);
 int vm_start(struct vm *vm);
 /* Records why the VM must stop (first reason wins) and wakes the main loop. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason);
+/* Stops every vCPU at an instruction boundary and the guest's clock with them; returns once
+ * all are parked. Resume restarts them where they were. Both return 0 or -errno. */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+bool vm_is_paused(struct vm *vm);
+/* Called by a vCPU thread that saw pause_requested: waits until resumed or stopped. */
+void vm_park_vcpu(struct vm *vm);
+
 /* Kicks every vCPU out of KVM_RUN and joins the threads. */
 void vm_stop(struct vm *vm);
 void vm_destroy(struct vm *vm);

@@ -1,19 +1,85 @@
-/* godwit.h: the public interface of godwit, a KVM virtual machine monitor. */
+/* godwit.h: the public interface of godwit, a KVM virtual machine monitor (libgodwit). */
 #ifndef GODWIT_GODWIT_H
 #define GODWIT_GODWIT_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /*
- * Exit status of `godwit run`, one per way a VM can end. Scripts and supervisors rely on
- * these values; they do not change between releases.
+ * Exit status of `godwit run`, one per way a VM can end; godwit_wait() returns the same
+ * values. Scripts and supervisors rely on them; they do not change between releases.
  */
 enum godwit_exit_status {
     GODWIT_EXIT_POWEROFF = 0,  /* the guest powered off */
     GODWIT_EXIT_VMM_ERROR = 1, /* godwit failed (cannot open /dev/kvm, bad image, ...) */
-    GODWIT_EXIT_USAGE = 2,     /* bad command line */
-    GODWIT_EXIT_REBOOT = 3,    /* the guest asked to reboot and --no-reboot was given */
+    GODWIT_EXIT_USAGE = 2,     /* bad command line or configuration */
+    GODWIT_EXIT_REBOOT = 3,    /* the guest asked to reboot and no_reboot was set */
     GODWIT_EXIT_CRASH = 4,     /* triple fault or KVM internal error; registers were logged */
     GODWIT_EXIT_PANIC = 5,     /* the guest kernel panicked (reported through pvpanic) */
-    GODWIT_EXIT_STOPPED = 6,   /* stopped from the host: escape key, SIGINT, SIGTERM, SIGHUP */
+    GODWIT_EXIT_STOPPED = 6,   /* stopped from the host: escape key, signal, API or library */
 };
+
+enum godwit_state {
+    GODWIT_STATE_CREATED,  /* configured, not started */
+    GODWIT_STATE_RUNNING,
+    GODWIT_STATE_PAUSED,
+    GODWIT_STATE_STOPPED,  /* ended; godwit_wait() returns at once */
+};
+
+enum godwit_event {
+    GODWIT_EVENT_STARTED,     /* the vCPUs run (again, after a guest reboot) */
+    GODWIT_EVENT_PAUSED,
+    GODWIT_EVENT_RESUMED,
+    GODWIT_EVENT_POWERED_OFF, /* the guest powered off */
+    GODWIT_EVENT_ENDED,       /* the VM ended for any other reason; see godwit_wait() */
+    GODWIT_EVENT_ERROR,       /* the VMM failed */
+};
+
+/* What a VM is made of. Strings are copied by godwit_create(). */
+struct godwit_config {
+    const char *kernel;   /* bzImage or vmlinux ELF; required */
+    const char *initrd;   /* NULL: none */
+    const char *cmdline;  /* NULL: "console=ttyS0 reboot=acpi panic=1" */
+    uint64_t memory_mib;  /* 0: 512 */
+    unsigned cpus;        /* 0: 1 */
+    bool hugepages;
+    bool no_reboot;       /* a guest reboot ends the VM instead of restarting it */
+    int console_in_fd;    /* serial console input; -1: none */
+    int console_out_fd;   /* serial console output; -1: discarded */
+};
+
+struct godwit_vm;
+
+typedef void (*godwit_event_fn)(struct godwit_vm *vm, enum godwit_event event, void *opaque);
+
+/* Validates the configuration and reads the kernel; NULL (with one logged line) on error. */
+struct godwit_vm *godwit_create(const struct godwit_config *config);
+/* Called from godwit's own thread; must be quick and must not call godwit_destroy(). */
+void godwit_set_event_callback(struct godwit_vm *vm, godwit_event_fn fn, void *opaque);
+/* Boots the VM on godwit's own threads. Returns 0 or -errno. */
+int godwit_start(struct godwit_vm *vm);
+int godwit_pause(struct godwit_vm *vm);
+int godwit_resume(struct godwit_vm *vm);
+/* Asks the guest to power off (ACPI power button); stops it after timeout_ms. */
+int godwit_shutdown(struct godwit_vm *vm, unsigned timeout_ms);
+/* Resets the guest at once (as its reset line would). */
+int godwit_reboot(struct godwit_vm *vm);
+/* Stops the VM at once. */
+int godwit_stop(struct godwit_vm *vm);
+enum godwit_state godwit_get_state(struct godwit_vm *vm);
+/* Blocks until the VM has ended; returns its enum godwit_exit_status. */
+int godwit_wait(struct godwit_vm *vm);
+/* Ends the VM if it still runs and frees everything. */
+void godwit_destroy(struct godwit_vm *vm);
+
+const char *godwit_state_name(enum godwit_state state);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

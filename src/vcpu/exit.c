@@ -75,10 +75,30 @@ static bool vcpu_handle_system_event(struct vcpu *vcpu)
     }
 }
 
+const char *const vcpu_exit_kind_names[VCPU_EXIT_KINDS] = {
+    [VCPU_EXIT_PIO] = "pio", [VCPU_EXIT_MMIO] = "mmio", [VCPU_EXIT_INTERRUPTED] = "interrupted",
+    [VCPU_EXIT_SYSTEM_EVENT] = "system_event", [VCPU_EXIT_OTHER] = "other",
+};
+
+static void vcpu_count_exit(struct vcpu *vcpu, uint32_t reason)
+{
+    enum vcpu_exit_kind kind;
+    switch (reason) {
+    case KVM_EXIT_IO: kind = VCPU_EXIT_PIO; break;
+    case KVM_EXIT_MMIO: kind = VCPU_EXIT_MMIO; break;
+    case KVM_EXIT_INTR:
+    case KVM_EXIT_IRQ_WINDOW_OPEN: kind = VCPU_EXIT_INTERRUPTED; break;
+    case KVM_EXIT_SYSTEM_EVENT: kind = VCPU_EXIT_SYSTEM_EVENT; break;
+    default: kind = VCPU_EXIT_OTHER; break;
+    }
+    __atomic_store_n(&vcpu->exits[kind], vcpu->exits[kind] + 1, __ATOMIC_RELAXED);
+}
+
 bool vcpu_handle_exit(struct vcpu *vcpu)
 {
     struct kvm_run *run = vcpu->run;
 
+    vcpu_count_exit(vcpu, run->exit_reason);
     switch (run->exit_reason) {
     case KVM_EXIT_IO:
         return vcpu_handle_io(vcpu);

@@ -127,6 +127,16 @@ static bool vcpu_should_stop(const struct vcpu *vcpu)
     return vcpu->vm->exit_reason != VM_EXIT_NONE;
 }
 
+/*
+ * After a pause the kick's immediate_exit must be cleared, or KVM_RUN would return at once
+ * forever. Clear it first and check the flags after: a kick that lands in between sets it
+ * again, so no stop or pause request can be lost.
+ */
+static void vcpu_rearm(struct vcpu *vcpu)
+{
+    __atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *vcpu = arg;
@@ -137,6 +147,11 @@ static void *vcpu_thread(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
 
     while (!vcpu_should_stop(vcpu)) {
+        if (vcpu->vm->pause_requested) {
+            vm_park_vcpu(vcpu->vm);
+            vcpu_rearm(vcpu);
+            continue;
+        }
         if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN)
                 continue;

@@ -10,6 +10,17 @@
 
 struct vm;
 
+/* Exit counters, by what the exit was for (GET /vm/counters). */
+enum vcpu_exit_kind {
+    VCPU_EXIT_PIO,
+    VCPU_EXIT_MMIO,
+    VCPU_EXIT_INTERRUPTED, /* signals, interrupt windows */
+    VCPU_EXIT_SYSTEM_EVENT,
+    VCPU_EXIT_OTHER,
+    VCPU_EXIT_KINDS,
+};
+extern const char *const vcpu_exit_kind_names[VCPU_EXIT_KINDS];
+
 struct vcpu {
     struct vm *vm;
     unsigned index; /* also its APIC ID */
@@ -17,6 +28,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;
+    uint64_t exits[VCPU_EXIT_KINDS]; /* written by the vCPU thread, read relaxed by others */
 };
 
 /* Creates the vCPU and gives it CPUID, MSRs, LAPIC and FPU state. */

@@ -88,7 +88,7 @@ case_reboot_exits_with_no_reboot() {
     expect_clean reboot_no_reboot && pass reboot_no_reboot
 }
 
-# Without --no-reboot a reboot restarts the guest; SIGTERM then stops it with status 6.
+# Without --no-reboot a reboot restarts the guest; SIGINT then stops it with status 6.
 case_reboot_restarts() {
   local name=reboot_restarts
   timeout -k 5 300 "$godwit" run --kernel "$kernel_vmlinux" "${common[@]}" \
@@ -99,7 +99,7 @@ case_reboot_restarts() {
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -TERM "$pid" 2>/dev/null
+  kill -INT "$pid" 2>/dev/null
   wait "$pid"
   status=$?
   local boots

@@ -1,0 +1,85 @@
+/* runtime.c: where a VM's API socket lives, and how its name is made unique on the host. */
+#define _GNU_SOURCE
+#include "api/runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+
+int runtime_dir(char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (geteuid() == 0)
+        n = snprintf(buf, len, "/run/godwit");
+    else if (xdg && xdg[0] == '/')
+        n = snprintf(buf, len, "%s/godwit", xdg);
+    else
+        n = snprintf(buf, len, "/tmp/godwit-%u", (unsigned)geteuid());
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    /* Private to the user: sockets in it control VMs. */
+    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+bool runtime_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > RUNTIME_NAME_MAX || name[0] == '.' || name[0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+void runtime_generate_name(char *buf, size_t len)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+    snprintf(buf, len, "vm-%08x", r);
+}
+
+int runtime_socket_path(const char *name, char *buf, size_t len)
+{
+    char dir[RUNTIME_PATH_MAX];
+    int ret = runtime_dir(dir, sizeof(dir));
+    if (ret < 0)
+        return ret;
+    int n = snprintf(buf, len, "%s/%s.sock", dir, name);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int runtime_claim_name(const char *name)
+{
+    char dir[RUNTIME_PATH_MAX], path[RUNTIME_PATH_MAX + 80];
+    int ret = runtime_dir(dir, sizeof(dir));
+    if (ret < 0)
+        return ret;
+    snprintf(path, sizeof(path), "%s/%s.lock", dir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        ret = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+        close(fd);
+        return ret;
+    }
+    return fd;
+}

@@ -1,0 +1,11 @@
+/* ctl.h: the CLI commands that control running VMs through their API sockets. */
+#ifndef GODWIT_CTL_H
+#define GODWIT_CTL_H
+
+#include <stdbool.h>
+
+/* Handles `godwit ps|info|pause|resume|shutdown|reboot|stop|console ...`; returns the exit
+ * status, or -1 when `cmd` is not one of them. */
+int ctl_main(const char *cmd, int argc, char **argv);
+
+#endif

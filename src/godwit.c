@@ -1,0 +1,420 @@
+/* godwit.c: libgodwit: a VM's lifecycle on its own threads (the main loop and the vCPUs). */
+#define _GNU_SOURCE
+#include "godwit/godwit.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "console.h"
+#include "devices.h"
+#include "godwit_internal.h"
+#include "io/loop.h"
+#include "log.h"
+#include "vm.h"
+
+/* Requests other threads hand to the main loop through `command_fd`. */
+enum { COMMAND_SHUTDOWN_TIMER = 1 };
+
+struct godwit_vm {
+    struct vm_config cfg;
+    char *kernel, *initrd, *cmdline; /* owned copies behind cfg's pointers */
+    int console_in_fd;
+
+    pthread_mutex_t lock;   /* guards everything below */
+    pthread_cond_t ended_cond;
+    enum godwit_state state;
+    int exit_status;
+    struct vm *vm;          /* the running VM, NULL between boots */
+    bool host_reboot;       /* a reboot asked by the host restarts even with no_reboot */
+    unsigned shutdown_timeout_ms;
+    godwit_event_fn event_fn;
+    void *event_opaque;
+
+    pthread_t thread;
+    bool thread_started;
+    struct event_loop loop;
+    bool loop_ready;
+    struct console console;
+    bool console_attached;
+    int command_fd;
+    struct loop_watch exit_watch, command_watch, shutdown_timer;
+    struct godwit_hooks hooks;
+};
+
+const char *godwit_state_name(enum godwit_state state)
+{
+    switch (state) {
+    case GODWIT_STATE_CREATED: return "created";
+    case GODWIT_STATE_RUNNING: return "running";
+    case GODWIT_STATE_PAUSED: return "paused";
+    case GODWIT_STATE_STOPPED: return "stopped";
+    }
+    return "unknown";
+}
+
+static void emit(struct godwit_vm *gv, enum godwit_event event)
+{
+    if (gv->event_fn)
+        gv->event_fn(gv, event, gv->event_opaque);
+}
+
+static char *dup_or_null(const char *s, bool *failed)
+{
+    if (!s)
+        return NULL;
+    char *copy = strdup(s);
+    if (!copy)
+        *failed = true;
+    return copy;
+}
+
+struct godwit_vm *godwit_create(const struct godwit_config *config)
+{
+    bool failed = false;
+    if (!config || !config->kernel) {
+        log_error("config: a kernel is required");
+        return NULL;
+    }
+    if (config->cpus > VM_MAX_VCPUS || (config->memory_mib && config->memory_mib < 64)) {
+        log_error("config: %s is out of range", config->cpus > VM_MAX_VCPUS ? "cpus" : "memory");
+        return NULL;
+    }
+    struct godwit_vm *gv = calloc(1, sizeof(*gv));
+    if (!gv)
+        return NULL;
+    pthread_mutex_init(&gv->lock, NULL);
+    pthread_cond_init(&gv->ended_cond, NULL);
+    gv->command_fd = -1;
+    gv->kernel = dup_or_null(config->kernel, &failed);
+    gv->initrd = dup_or_null(config->initrd, &failed);
+    gv->cmdline = dup_or_null(config->cmdline ? config->cmdline : DEFAULT_CMDLINE, &failed);
+    if (failed) {
+        godwit_destroy(gv);
+        return NULL;
+    }
+    gv->cfg = (struct vm_config){
+        .kernel_path = gv->kernel, .initrd_path = gv->initrd, .cmdline = gv->cmdline,
+        .memory_mib = config->memory_mib ? config->memory_mib : DEFAULT_MEMORY_MIB,
+        .nr_cpus = config->cpus ? config->cpus : 1,
+        .hugepages = config->hugepages, .no_reboot = config->no_reboot,
+        .console_out_fd = config->console_out_fd,
+    };
+    gv->console_in_fd = config->console_in_fd;
+    gv->state = GODWIT_STATE_CREATED;
+    return gv;
+}
+
+void godwit_set_event_callback(struct godwit_vm *gv, godwit_event_fn fn, void *opaque)
+{
+    gv->event_fn = fn;
+    gv->event_opaque = opaque;
+}
+
+void godwit_set_hooks(struct godwit_vm *gv, const struct godwit_hooks *hooks)
+{
+    gv->hooks = *hooks;
+}
+
+struct event_loop *godwit_loop(struct godwit_vm *gv)
+{
+    return &gv->loop;
+}
+
+const struct vm_config *godwit_config(struct godwit_vm *gv)
+{
+    return &gv->cfg;
+}
+
+static int exit_status_for(enum vm_exit_reason reason)
+{
+    switch (reason) {
+    case VM_EXIT_POWEROFF: return GODWIT_EXIT_POWEROFF;
+    case VM_EXIT_RESET: return GODWIT_EXIT_REBOOT;
+    case VM_EXIT_PANIC: return GODWIT_EXIT_PANIC;
+    case VM_EXIT_CRASH: return GODWIT_EXIT_CRASH;
+    case VM_EXIT_STOPPED: return GODWIT_EXIT_STOPPED;
+    case VM_EXIT_NONE:
+    case VM_EXIT_VMM_ERROR: break;
+    }
+    return GODWIT_EXIT_VMM_ERROR;
+}
+
+static void on_vm_exit(struct event_loop *loop, void *opaque, int res)
+{
+    struct godwit_vm *gv = opaque;
+    uint64_t count;
+    (void)res;
+    if (read(gv->vm->exit_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        log_warn("reading the exit event failed: %s", strerror(errno));
+    loop->stop = true;
+}
+
+static void on_shutdown_timeout(struct event_loop *loop, void *opaque, int res)
+{
+    struct godwit_vm *gv = opaque;
+    (void)loop;
+    (void)res;
+    pthread_mutex_lock(&gv->lock);
+    if (gv->vm) {
+        log_warn("the guest did not power off in time: stopping it");
+        vm_request_exit(gv->vm, VM_EXIT_STOPPED);
+    }
+    pthread_mutex_unlock(&gv->lock);
+}
+
+static void on_command(struct event_loop *loop, void *opaque, int res)
+{
+    struct godwit_vm *gv = opaque;
+    uint64_t commands;
+    (void)res;
+    if (read(gv->command_fd, &commands, sizeof(commands)) != sizeof(commands))
+        return;
+    pthread_mutex_lock(&gv->lock);
+    unsigned timeout = gv->shutdown_timeout_ms;
+    gv->shutdown_timeout_ms = 0;
+    pthread_mutex_unlock(&gv->lock);
+    if (timeout)
+        loop_after(loop, &gv->shutdown_timer, timeout, on_shutdown_timeout, gv);
+}
+
+static size_t console_to_guest(void *opaque, const uint8_t *buf, size_t len)
+{
+    struct godwit_vm *gv = opaque;
+    return gv->vm ? vm_console_input(gv->vm, buf, len) : 0;
+}
+
+static void set_state(struct godwit_vm *gv, enum godwit_state state)
+{
+    pthread_mutex_lock(&gv->lock);
+    gv->state = state;
+    pthread_mutex_unlock(&gv->lock);
+}
+
+/* Boots the VM once and runs the main loop until it ends; returns why it ended. */
+static enum vm_exit_reason run_once(struct godwit_vm *gv)
+{
+    struct vm *vm = calloc(1, sizeof(*vm));
+    enum vm_exit_reason reason = VM_EXIT_VMM_ERROR;
+
+    if (!vm)
+        return reason;
+    gv->loop.stop = false;
+    if (vm_create(vm, &gv->cfg) < 0)
+        goto out;
+    pthread_mutex_lock(&gv->lock);
+    gv->vm = vm;
+    pthread_mutex_unlock(&gv->lock);
+    if (loop_watch_readable(&gv->loop, &gv->exit_watch, vm->exit_fd, on_vm_exit, gv) < 0 ||
+        vm_start(vm) < 0) {
+        vm_request_exit(vm, VM_EXIT_VMM_ERROR);
+    } else {
+        set_state(gv, GODWIT_STATE_RUNNING);
+        emit(gv, GODWIT_EVENT_STARTED);
+        if (gv->hooks.started)
+            gv->hooks.started(gv->hooks.opaque);
+        if (loop_run(&gv->loop) < 0)
+            vm_request_exit(vm, VM_EXIT_VMM_ERROR);
+    }
+    loop_unwatch(&gv->loop, &gv->exit_watch);
+    loop_unwatch(&gv->loop, &gv->shutdown_timer);
+    vm_stop(vm);
+    reason = (enum vm_exit_reason)vm->exit_reason;
+out:
+    pthread_mutex_lock(&gv->lock);
+    gv->vm = NULL;
+    pthread_mutex_unlock(&gv->lock);
+    vm_destroy(vm);
+    free(vm);
+    return reason;
+}
+
+static bool should_restart(struct godwit_vm *gv, enum vm_exit_reason reason)
+{
+    pthread_mutex_lock(&gv->lock);
+    bool host = gv->host_reboot;
+    gv->host_reboot = false;
+    pthread_mutex_unlock(&gv->lock);
+    return reason == VM_EXIT_RESET && (host || !gv->cfg.no_reboot);
+}
+
+static void *main_loop_thread(void *arg)
+{
+    struct godwit_vm *gv = arg;
+    enum vm_exit_reason reason;
+
+    for (;;) {
+        reason = run_once(gv);
+        if (!should_restart(gv, reason))
+            break;
+        log_info("guest rebooted: restarting the VM");
+    }
+    if (gv->console_attached)
+        console_restore(&gv->console);
+    if (reason == VM_EXIT_PANIC || reason == VM_EXIT_RESET)
+        log_info("%s", vm_exit_reason_name(reason));
+    pthread_mutex_lock(&gv->lock);
+    gv->exit_status = exit_status_for(reason);
+    gv->state = GODWIT_STATE_STOPPED;
+    pthread_cond_broadcast(&gv->ended_cond);
+    pthread_mutex_unlock(&gv->lock);
+    if (gv->hooks.ended)
+        gv->hooks.ended(gv->hooks.opaque);
+    emit(gv, reason == VM_EXIT_POWEROFF ? GODWIT_EVENT_POWERED_OFF
+             : reason == VM_EXIT_VMM_ERROR ? GODWIT_EVENT_ERROR : GODWIT_EVENT_ENDED);
+    return NULL;
+}
+
+int godwit_start(struct godwit_vm *gv)
+{
+    int ret;
+    if (gv->state != GODWIT_STATE_CREATED)
+        return -EALREADY;
+    if ((ret = loop_init(&gv->loop, 256)) < 0)
+        return ret;
+    gv->loop_ready = true;
+    gv->command_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (gv->command_fd < 0)
+        return -errno;
+    if ((ret = loop_watch_readable(&gv->loop, &gv->command_watch, gv->command_fd, on_command,
+                                   gv)) < 0)
+        return ret;
+    if (gv->console_in_fd >= 0) {
+        if ((ret = console_init(&gv->console, gv->console_in_fd, console_to_guest, gv)) < 0 ||
+            (ret = console_attach(&gv->console, &gv->loop)) < 0)
+            return ret;
+        gv->console_attached = true;
+    }
+    if (gv->hooks.before_start && (ret = gv->hooks.before_start(gv->hooks.opaque)) < 0)
+        return ret;
+    ret = pthread_create(&gv->thread, NULL, main_loop_thread, gv);
+    if (ret != 0)
+        return -ret;
+    pthread_setname_np(gv->thread, "godwit-main");
+    gv->thread_started = true;
+    return 0;
+}
+
+/* Runs fn on the current VM under the lock; -ESRCH when none runs. */
+static int with_vm(struct godwit_vm *gv, int (*fn)(struct godwit_vm *, struct vm *, void *),
+                   void *arg)
+{
+    pthread_mutex_lock(&gv->lock);
+    int ret = gv->vm ? fn(gv, gv->vm, arg) : -ESRCH;
+    pthread_mutex_unlock(&gv->lock);
+    return ret;
+}
+
+static int do_pause(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    (void)arg;
+    int ret = vm_pause(vm);
+    if (ret == 0)
+        gv->state = GODWIT_STATE_PAUSED;
+    return ret;
+}
+
+static int do_resume(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    (void)arg;
+    int ret = vm_resume(vm);
+    if (ret == 0)
+        gv->state = GODWIT_STATE_RUNNING;
+    return ret;
+}
+
+int godwit_pause(struct godwit_vm *gv)
+{
+    int ret = with_vm(gv, do_pause, NULL);
+    if (ret == 0)
+        emit(gv, GODWIT_EVENT_PAUSED);
+    return ret;
+}
+
+int godwit_resume(struct godwit_vm *gv)
+{
+    int ret = with_vm(gv, do_resume, NULL);
+    if (ret == 0)
+        emit(gv, GODWIT_EVENT_RESUMED);
+    return ret;
+}
+
+static int do_shutdown(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    const uint64_t one = 1;
+    /* A paused guest cannot see the button: let it run to answer. */
+    if (vm_is_paused(vm) && vm_resume(vm) == 0)
+        gv->state = GODWIT_STATE_RUNNING;
+    vm_press_power_button(vm);
+    gv->shutdown_timeout_ms = *(unsigned *)arg ? *(unsigned *)arg : 1;
+    return write(gv->command_fd, &one, sizeof(one)) < 0 ? -errno : 0;
+}
+
+int godwit_shutdown(struct godwit_vm *gv, unsigned timeout_ms)
+{
+    return with_vm(gv, do_shutdown, &timeout_ms);
+}
+
+static int do_request_exit(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    enum vm_exit_reason reason = *(enum vm_exit_reason *)arg;
+    if (reason == VM_EXIT_RESET)
+        gv->host_reboot = true;
+    vm_request_exit(vm, reason);
+    return 0;
+}
+
+int godwit_reboot(struct godwit_vm *gv)
+{
+    enum vm_exit_reason reason = VM_EXIT_RESET;
+    return with_vm(gv, do_request_exit, &reason);
+}
+
+int godwit_stop(struct godwit_vm *gv)
+{
+    enum vm_exit_reason reason = VM_EXIT_STOPPED;
+    return with_vm(gv, do_request_exit, &reason);
+}
+
+enum godwit_state godwit_get_state(struct godwit_vm *gv)
+{
+    pthread_mutex_lock(&gv->lock);
+    enum godwit_state state = gv->state;
+    pthread_mutex_unlock(&gv->lock);
+    return state;
+}
+
+int godwit_wait(struct godwit_vm *gv)
+{
+    if (!gv->thread_started)
+        return gv->state == GODWIT_STATE_STOPPED ? gv->exit_status : GODWIT_EXIT_VMM_ERROR;
+    pthread_join(gv->thread, NULL);
+    gv->thread_started = false;
+    return gv->exit_status;
+}
+
+void godwit_destroy(struct godwit_vm *gv)
+{
+    if (!gv)
+        return;
+    if (gv->thread_started) {
+        godwit_stop(gv);
+        godwit_wait(gv);
+    }
+    if (gv->console_attached)
+        console_restore(&gv->console);
+    if (gv->loop_ready)
+        loop_destroy(&gv->loop);
+    if (gv->command_fd >= 0)
+        close(gv->command_fd);
+    pthread_mutex_destroy(&gv->lock);
+    pthread_cond_destroy(&gv->ended_cond);
+    free(gv->kernel);
+    free(gv->initrd);
+    free(gv->cmdline);
+    free(gv);
+}
