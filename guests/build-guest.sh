@@ -40,6 +40,7 @@ guest_modules=(
     virtio_rng
     crc16 mbcache jbd2 crc32c_generic crc32c_intel ext4
     pvpanic pvpanic_mmio pvpanic_pci
+    button evdev
 )
 
 need() {
@@ -336,6 +337,14 @@ while read -r m; do
 done </etc/modules.order
 [ -n "$failed" ] && echo "godwit-guest: modules not loaded:$failed"
 
+# The ACPI power button (the VMM's graceful shutdown) powers the guest off. Its input
+# device reports each press; the first byte read is enough.
+for d in /sys/class/input/event*; do
+    [ "$(cat "$d/device/name" 2>/dev/null)" = "Power Button" ] || continue
+    (head -c 1 "/dev/input/${d##*/}" >/dev/null &&
+        echo "godwit-guest: power button pressed" && sync && poweroff -f) &
+done
+
 cpus=$(nproc 2>/dev/null)
 [ -n "$cpus" ] || cpus=$(cat /sys/devices/system/cpu/online)
 echo "godwit-guest: cpus=$cpus"
@@ -369,6 +378,16 @@ panic)
     echo "godwit-guest: panic"
     # Writes to sysrq-trigger are allowed whatever kernel.sysrq says.
     echo c >/proc/sysrq-trigger
+    ;;
+ticker)
+    # One line a second with the guest's own uptime: shows when the guest runs and
+    # whether its clock stood still while the VM was paused.
+    n=0
+    while :; do
+        n=$((n + 1))
+        echo "godwit-guest: tick $n uptime $(cut -d' ' -f1 /proc/uptime)"
+        sleep 1
+    done
     ;;
 echo)
     stty -echo 2>/dev/null

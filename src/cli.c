@@ -6,8 +6,10 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "api/runtime.h"
 #include "log.h"
 
 void cli_usage_run(FILE *out)
@@ -17,6 +19,8 @@ void cli_usage_run(FILE *out)
             "Boots a Linux kernel in a new KVM virtual machine, with its serial console on\n"
             "this terminal (or on stdin/stdout when they are not a terminal).\n"
             "\n"
+            "      --config FILE     read these settings from a JSON file (docs/config.md);\n"
+            "                        options given here override the file\n"
             "  -k, --kernel FILE     kernel: a bzImage or an uncompressed vmlinux ELF\n"
             "  -i, --initrd FILE     initial ramdisk\n"
             "  -c, --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
@@ -25,6 +29,9 @@ void cli_usage_run(FILE *out)
             "      --hugepages       back guest RAM with 2 MiB huge pages\n"
             "      --no-reboot       exit (status 3) when the guest reboots, instead of\n"
             "                        restarting it\n"
+            "      --name NAME       the VM's name on this host (default: generated)\n"
+            "      --api-socket PATH the API socket (default: /run/godwit/NAME.sock, or\n"
+            "                        $XDG_RUNTIME_DIR/godwit/NAME.sock when not root)\n"
             "  -v, --verbose         more messages;  -q, --quiet  errors only\n"
             "  -h, --help            this text\n"
             "\n"
@@ -41,9 +48,17 @@ void cli_usage_main(FILE *out)
     fprintf(out, "Usage: godwit COMMAND [options]\n"
                  "\n"
                  "Commands:\n"
-                 "  run       boot a virtual machine (godwit run --help)\n"
-                 "  version   print the version\n"
-                 "  help      this text\n");
+                 "  run          boot a virtual machine (godwit run --help)\n"
+                 "  ps           list the VMs running on this host\n"
+                 "  info NAME    a VM's state and configuration\n"
+                 "  pause NAME, resume NAME\n"
+                 "  shutdown NAME  ask the guest to power off (ACPI power button)\n"
+                 "  reboot NAME, stop NAME\n"
+                 "  counters NAME  exit and device counters\n"
+                 "  console NAME attach to a VM's serial console (Ctrl-] detaches)\n"
+                 "  check-host   can this host run godwit's VMs? one line per check\n"
+                 "  version      print the version\n"
+                 "  help         this text\n");
 }
 
 /* Parses a decimal number in [min, max]; on failure prints one line naming the option. */
@@ -81,26 +96,54 @@ static uint64_t host_memory_mib(void)
     return ((uint64_t)pages * (uint64_t)page_size) >> 20;
 }
 
-enum { OPT_HUGEPAGES = 256, OPT_NO_REBOOT };
+enum { OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET };
 
-int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
+/* The file named by --config (the last one given), or NULL: a first pass of the same parser,
+ * so that abbreviations (--conf) and --config=FILE mean what they mean in the second. */
+static const char *find_config_file(int argc, char **argv, const struct option *options,
+                                    const char *shortopts)
 {
+    const char *file = NULL;
+    int opt;
+    opterr = 0;
+    optind = 0; /* 0: glibc starts a fresh scan */
+    while ((opt = getopt_long(argc, argv, shortopts, options, NULL)) != -1)
+        if (opt == OPT_CONFIG)
+            file = optarg;
+    return file;
+}
+
+void cli_run_options_free(struct cli_run_options *opts)
+{
+    config_strings_free(&opts->owned);
+}
+
+int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
+{
+    struct vm_config *cfg = &opts->cfg;
     static const struct option options[] = {
         { "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
         { "cmdline", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
         { "cpus", required_argument, NULL, 'p' },   { "hugepages", no_argument, NULL, OPT_HUGEPAGES },
         { "no-reboot", no_argument, NULL, OPT_NO_REBOOT }, { "verbose", no_argument, NULL, 'v' },
         { "quiet", no_argument, NULL, 'q' },        { "help", no_argument, NULL, 'h' },
+        { "config", required_argument, NULL, OPT_CONFIG },
+        { "name", required_argument, NULL, OPT_NAME },
+        { "api-socket", required_argument, NULL, OPT_API_SOCKET },
         { 0 },
     };
+    static const char shortopts[] = ":k:i:c:m:p:vqh";
     uint64_t value;
     int opt;
 
-    *cfg = (struct vm_config){ .memory_mib = DEFAULT_MEMORY_MIB, .nr_cpus = 1,
-                               .cmdline = DEFAULT_CMDLINE, .console_out_fd = STDOUT_FILENO };
+    memset(opts, 0, sizeof(*opts));
+    config_defaults(cfg, &opts->extra);
+    const char *file = find_config_file(argc, argv, options, shortopts);
+    if (file && config_load_file(file, cfg, &opts->extra, &opts->owned, NULL) < 0)
+        return -EINVAL;
     opterr = 0;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, ":k:i:c:m:p:vqh", options, NULL)) != -1) {
+    optind = 0; /* 0: glibc starts a fresh scan */
+    while ((opt = getopt_long(argc, argv, shortopts, options, NULL)) != -1) {
         switch (opt) {
         case 'k': cfg->kernel_path = optarg; break;
         case 'i': cfg->initrd_path = optarg; break;
@@ -117,6 +160,15 @@ int cli_parse_run(int argc, char **argv, struct vm_config *cfg)
             break;
         case OPT_HUGEPAGES: cfg->hugepages = true; break;
         case OPT_NO_REBOOT: cfg->no_reboot = true; break;
+        case OPT_CONFIG: break; /* read first, above */
+        case OPT_NAME:
+            if (!runtime_name_valid(optarg)) {
+                log_error("--name: '%s' is not a valid name (1-64 of A-Z a-z 0-9 . _ -)", optarg);
+                return -EINVAL;
+            }
+            opts->extra.name = optarg;
+            break;
+        case OPT_API_SOCKET: opts->extra.api_socket = optarg; break;
         case 'v': log_set_level(LOG_LVL_DEBUG); break;
         case 'q': log_set_level(LOG_LVL_ERROR); break;
         case 'h': return CLI_HELP;

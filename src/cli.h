@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "config.h"
 #include "vm.h"
 
 #define DEFAULT_MEMORY_MIB 512
@@ -12,9 +13,18 @@
 
 #define CLI_HELP 1 /* cli_parse_run: --help was given */
 
-/* Fills cfg from `run`'s arguments (argv[0] is "run"). Returns 0, CLI_HELP, or -EINVAL
- * after logging one line that names the problem. */
-int cli_parse_run(int argc, char **argv, struct vm_config *cfg);
+/* Everything `godwit run` was told, from --config FILE and then the command line. */
+struct cli_run_options {
+    struct vm_config cfg;
+    struct config_extra extra;    /* name and API socket (NULL: defaults) */
+    struct config_strings owned;  /* strings from the config file */
+};
+
+/* Fills opts from `run`'s arguments (argv[0] is "run"): the --config file's values first,
+ * then each option given, which overrides the file. Returns 0, CLI_HELP, or -EINVAL after
+ * logging one line that names the problem. Free with cli_run_options_free(). */
+int cli_parse_run(int argc, char **argv, struct cli_run_options *opts);
+void cli_run_options_free(struct cli_run_options *opts);
 void cli_usage_run(FILE *out);
 void cli_usage_main(FILE *out);
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -96,7 +97,7 @@ static size_t console_filter_escape(struct console *con, uint8_t *buf, size_t le
     return out;
 }
 
-static void console_on_input(struct event_loop *loop, void *opaque, int res);
+static bool console_on_input(struct event_loop *loop, void *opaque, int res);
 
 /* Hands pending bytes to the device; true when all are delivered. */
 static bool console_flush(struct console *con)
@@ -112,7 +113,7 @@ static bool console_flush(struct console *con)
     return true;
 }
 
-static void console_on_retry(struct event_loop *loop, void *opaque, int res)
+static bool console_on_retry(struct event_loop *loop, void *opaque, int res)
 {
     struct console *con = opaque;
     (void)res;
@@ -120,9 +121,10 @@ static void console_on_retry(struct event_loop *loop, void *opaque, int res)
         loop_watch_readable(loop, &con->in_watch, con->in_fd, console_on_input, con);
     else
         loop_after(loop, &con->retry_watch, CONSOLE_RETRY_MS, console_on_retry, con);
+    return false;
 }
 
-static void console_on_input(struct event_loop *loop, void *opaque, int res)
+static bool console_on_input(struct event_loop *loop, void *opaque, int res)
 {
     struct console *con = opaque;
     ssize_t n = -1;
@@ -130,24 +132,40 @@ static void console_on_input(struct event_loop *loop, void *opaque, int res)
     if (res >= 0) {
         n = read(con->in_fd, con->pending, sizeof(con->pending));
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            return;
+            return true;
     }
     if (n <= 0) {
         /* End of input (or an error on it): the guest keeps running without a keyboard. */
         con->input_closed = true;
-        loop_unwatch(loop, &con->in_watch);
-        return;
+        if (con->on_closed)
+            con->on_closed(con->sink_opaque);
+        return false;
     }
     con->pending_off = 0;
     con->pending_len = console_filter_escape(con, con->pending, (size_t)n);
     if (con->quit_requested) {
         loop->stop = true;
-        return;
+        return true;
     }
     if (!console_flush(con)) {
         /* The device's FIFO is full: stop reading until the guest drains it. */
-        loop_unwatch(loop, &con->in_watch);
         loop_after(loop, &con->retry_watch, CONSOLE_RETRY_MS, console_on_retry, con);
+        return false;
+    }
+    return true;
+}
+
+void console_write_all(int fd, const uint8_t *buf, size_t len, bool nonblocking)
+{
+    while (len > 0) {
+        ssize_t n = nonblocking ? send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                                : write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* the reader is gone or too slow: the guest must not stall on it */
+        buf += n;
+        len -= (size_t)n;
     }
 }
 

@@ -30,11 +30,14 @@ struct console {
     size_t pending_off, pending_len;
     struct loop_watch in_watch;
     struct loop_watch retry_watch;
+    void (*on_closed)(void *opaque); /* optional: input reached its end */
 };
 
 /* Puts a terminal into raw mode (restored by console_restore and on fatal signals). */
 int console_init(struct console *con, int in_fd, console_sink sink, void *sink_opaque);
 int console_attach(struct console *con, struct event_loop *loop);
 void console_restore(struct console *con);
+/* Copies bytes to fd in full unless it fails or would block; for console output. */
+void console_write_all(int fd, const uint8_t *buf, size_t len, bool nonblocking);
 
 #endif

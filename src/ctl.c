@@ -3,6 +3,9 @@
 #include "ctl.h"
 
 #include <dirent.h>
+#include <poll.h>
+#include <termios.h>
+#include <unistd.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -115,6 +118,95 @@ static int ctl_ps(void)
     return 0;
 }
 
+#define CONSOLE_DETACH_CHAR 0x1d /* Ctrl-], as telnet and virsh console */
+
+/* Reads the API's answer to the console request, up to the end of its head. */
+static int console_handshake(int fd, const char *name)
+{
+    static const char request[] = "GET /vm/console HTTP/1.1\r\nHost: localhost\r\n"
+                                  "Connection: Upgrade\r\nUpgrade: godwit-console\r\n\r\n";
+    char head[1024];
+    size_t len = 0;
+    if (write(fd, request, sizeof(request) - 1) != (ssize_t)(sizeof(request) - 1))
+        return report_failure(name, -errno, NULL);
+    while (len < sizeof(head) - 1) {
+        /* Byte by byte: what follows the head is already console output. */
+        ssize_t n = read(fd, head + len, 1);
+        if (n <= 0)
+            return report_failure(name, n < 0 ? -errno : -ECONNRESET, NULL);
+        len++;
+        head[len] = '\0';
+        if (len >= 4 && memcmp(head + len - 4, "\r\n\r\n", 4) == 0)
+            break;
+    }
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+        char *body = strstr(head, "\r\n\r\n");
+        char rest[512] = "";
+        ssize_t n = read(fd, rest, sizeof(rest) - 1);
+        struct api_response resp = { .status = 409, .body = n > 0 ? rest : (body ? body : head) };
+        return report_failure(name, 0, &resp);
+    }
+    return 0;
+}
+
+/* Copies the terminal to the console and back until Ctrl-] or the VM closes it. */
+static void console_relay(int fd)
+{
+    struct pollfd fds[2] = { { .fd = STDIN_FILENO, .events = POLLIN }, { .fd = fd, .events = POLLIN } };
+    char buf[4096];
+    for (;;) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        if (fds[1].revents) {
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0 || write(STDOUT_FILENO, buf, (size_t)n) != n)
+                return;
+        }
+        if (fds[0].revents) {
+            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+            if (n <= 0)
+                return;
+            char *detach = memchr(buf, CONSOLE_DETACH_CHAR, (size_t)n);
+            size_t len = detach ? (size_t)(detach - buf) : (size_t)n;
+            if (len && write(fd, buf, len) != (ssize_t)len)
+                return;
+            if (detach)
+                return;
+        }
+    }
+}
+
+static int ctl_console(const char *name)
+{
+    char path[RUNTIME_PATH_MAX + 80];
+    struct termios saved, raw;
+    if (socket_for(name, path, sizeof(path)) < 0)
+        return 2;
+    int fd = api_connect(path);
+    if (fd < 0)
+        return report_failure(name, fd, NULL);
+    if (console_handshake(fd, name) != 0) {
+        close(fd);
+        return 1;
+    }
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    fprintf(stderr, "godwit: connected to %s's console; Ctrl-] detaches\r\n", name);
+    if (tty) {
+        raw = saved;
+        cfmakeraw(&raw);
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    }
+    console_relay(fd);
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    fprintf(stderr, "\ngodwit: detached from %s\n", name);
+    close(fd);
+    return 0;
+}
+
 int ctl_main(const char *cmd, int argc, char **argv)
 {
     static const struct { const char *cmd, *method, *target; bool print; } actions[] = {
@@ -123,6 +215,13 @@ int ctl_main(const char *cmd, int argc, char **argv)
         { "reboot", "PUT", "/vm/reboot", false },  { "stop", "PUT", "/vm/stop", false },
         { "counters", "GET", "/vm/counters", true },
     };
+    if (strcmp(cmd, "console") == 0) {
+        if (argc != 2) {
+            log_error("usage: godwit console NAME");
+            return 2;
+        }
+        return ctl_console(argv[1]);
+    }
     if (strcmp(cmd, "ps") == 0) {
         if (argc != 1) {
             log_error("usage: godwit ps");

@@ -2,11 +2,13 @@
 #include "devices.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "boot/layout.h"
+#include "console.h"
 #include "log.h"
 #include "mmio/acpi_pm.h"
 #include "mmio/i8042.h"
@@ -28,6 +30,7 @@ struct vm_devices {
     struct reset_port reset;
     struct pvpanic pvpanic;
     bool com1_ready, rtc_ready, kbc_ready, pci_ready, pm_ready;
+    uint64_t com1_tx_bytes, com1_rx_bytes; /* atomic: vCPU threads and the main loop */
 };
 
 /* Serial output goes straight to the console fd. A failed write means the reader is gone;
@@ -35,13 +38,12 @@ struct vm_devices {
 static void com1_output(void *ctx, const uint8_t *buf, size_t len)
 {
     const struct vm *vm = ctx;
-    while (len > 0) {
-        ssize_t n = write(vm->cfg->console_out_fd, buf, len);
-        if (n <= 0)
-            return;
-        buf += n;
-        len -= (size_t)n;
+    __atomic_fetch_add(&vm->devices->com1_tx_bytes, len, __ATOMIC_RELAXED);
+    if (vm->cfg->console_out) {
+        vm->cfg->console_out(vm->cfg->console_opaque, buf, len);
+        return;
     }
+    console_write_all(vm->cfg->console_out_fd, buf, len, false);
 }
 
 static struct irq_line vm_irq_line(struct vm *vm, uint32_t gsi)
@@ -143,7 +145,21 @@ size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len)
 {
     struct uart *com1 = &vm->devices->com1;
     size_t room = uart_rx_space(com1);
-    return uart_receive(com1, buf, len < room ? len : room);
+    size_t taken = uart_receive(com1, buf, len < room ? len : room);
+    __atomic_fetch_add(&vm->devices->com1_rx_bytes, taken, __ATOMIC_RELAXED);
+    return taken;
+}
+
+struct json_object *vm_devices_counters_json(struct vm *vm)
+{
+    struct json_object *devices = json_object_new_object();
+    struct json_object *com1 = json_object_new_object();
+    json_object_object_add(com1, "tx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
+                                                 &vm->devices->com1_tx_bytes, __ATOMIC_RELAXED)));
+    json_object_object_add(com1, "rx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
+                                                 &vm->devices->com1_rx_bytes, __ATOMIC_RELAXED)));
+    json_object_object_add(devices, "com1", com1);
+    return devices;
 }
 
 void vm_press_power_button(struct vm *vm)

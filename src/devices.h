@@ -14,6 +14,10 @@ void vm_devices_destroy(struct vm *vm);
 /* Console input for the guest's serial port; returns the bytes accepted (0: FIFO full). */
 size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len);
 
+struct json_object;
+/* Per-device traffic counters, for GET /vm/counters. */
+struct json_object *vm_devices_counters_json(struct vm *vm);
+
 /* Presses the ACPI power button: the guest is asked to shut down. */
 void vm_press_power_button(struct vm *vm);
 

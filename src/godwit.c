@@ -3,6 +3,7 @@
 #include "godwit/godwit.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "godwit_internal.h"
 #include "io/loop.h"
 #include "log.h"
+#include "vcpu/vcpu.h"
 #include "vm.h"
 
 /* Requests other threads hand to the main loop through `command_fd`. */
@@ -44,6 +46,12 @@ struct godwit_vm {
     int command_fd;
     struct loop_watch exit_watch, command_watch, shutdown_timer;
     struct godwit_hooks hooks;
+
+    /* A client attached to the serial console through the API (at most one). */
+    pthread_mutex_t remote_lock; /* vCPU threads write to remote_fd */
+    int remote_fd;
+    struct console remote;
+    int console_out_fd;
 };
 
 const char *godwit_state_name(enum godwit_state state)
@@ -73,6 +81,18 @@ static char *dup_or_null(const char *s, bool *failed)
     return copy;
 }
 
+/* The guest's serial output: to the local console and to the attached client, if any. */
+static void console_output(void *opaque, const uint8_t *buf, size_t len)
+{
+    struct godwit_vm *gv = opaque;
+    if (gv->console_out_fd >= 0)
+        console_write_all(gv->console_out_fd, buf, len, false);
+    pthread_mutex_lock(&gv->remote_lock);
+    if (gv->remote_fd >= 0)
+        console_write_all(gv->remote_fd, buf, len, true);
+    pthread_mutex_unlock(&gv->remote_lock);
+}
+
 struct godwit_vm *godwit_create(const struct godwit_config *config)
 {
     bool failed = false;
@@ -89,7 +109,9 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         return NULL;
     pthread_mutex_init(&gv->lock, NULL);
     pthread_cond_init(&gv->ended_cond, NULL);
+    pthread_mutex_init(&gv->remote_lock, NULL);
     gv->command_fd = -1;
+    gv->remote_fd = -1;
     gv->kernel = dup_or_null(config->kernel, &failed);
     gv->initrd = dup_or_null(config->initrd, &failed);
     gv->cmdline = dup_or_null(config->cmdline ? config->cmdline : DEFAULT_CMDLINE, &failed);
@@ -103,7 +125,9 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         .nr_cpus = config->cpus ? config->cpus : 1,
         .hugepages = config->hugepages, .no_reboot = config->no_reboot,
         .console_out_fd = config->console_out_fd,
+        .console_out = console_output, .console_opaque = gv,
     };
+    gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
     return gv;
@@ -144,7 +168,7 @@ static int exit_status_for(enum vm_exit_reason reason)
     return GODWIT_EXIT_VMM_ERROR;
 }
 
-static void on_vm_exit(struct event_loop *loop, void *opaque, int res)
+static bool on_vm_exit(struct event_loop *loop, void *opaque, int res)
 {
     struct godwit_vm *gv = opaque;
     uint64_t count;
@@ -152,9 +176,10 @@ static void on_vm_exit(struct event_loop *loop, void *opaque, int res)
     if (read(gv->vm->exit_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
         log_warn("reading the exit event failed: %s", strerror(errno));
     loop->stop = true;
+    return false; /* this VM is ending; the next boot watches its own exit_fd */
 }
 
-static void on_shutdown_timeout(struct event_loop *loop, void *opaque, int res)
+static bool on_shutdown_timeout(struct event_loop *loop, void *opaque, int res)
 {
     struct godwit_vm *gv = opaque;
     (void)loop;
@@ -165,27 +190,54 @@ static void on_shutdown_timeout(struct event_loop *loop, void *opaque, int res)
         vm_request_exit(gv->vm, VM_EXIT_STOPPED);
     }
     pthread_mutex_unlock(&gv->lock);
+    return false;
 }
 
-static void on_command(struct event_loop *loop, void *opaque, int res)
+static bool on_command(struct event_loop *loop, void *opaque, int res)
 {
     struct godwit_vm *gv = opaque;
     uint64_t commands;
     (void)res;
     if (read(gv->command_fd, &commands, sizeof(commands)) != sizeof(commands))
-        return;
+        return true;
     pthread_mutex_lock(&gv->lock);
     unsigned timeout = gv->shutdown_timeout_ms;
     gv->shutdown_timeout_ms = 0;
     pthread_mutex_unlock(&gv->lock);
     if (timeout)
         loop_after(loop, &gv->shutdown_timer, timeout, on_shutdown_timeout, gv);
+    return true;
 }
 
 static size_t console_to_guest(void *opaque, const uint8_t *buf, size_t len)
 {
     struct godwit_vm *gv = opaque;
     return gv->vm ? vm_console_input(gv->vm, buf, len) : 0;
+}
+
+static void remote_console_closed(void *opaque)
+{
+    struct godwit_vm *gv = opaque;
+    pthread_mutex_lock(&gv->remote_lock);
+    close(gv->remote_fd);
+    gv->remote_fd = -1;
+    pthread_mutex_unlock(&gv->remote_lock);
+}
+
+int godwit_console_attach(struct godwit_vm *gv, int fd, const char *greeting)
+{
+    pthread_mutex_lock(&gv->remote_lock);
+    int ret = gv->remote_fd >= 0 ? -EBUSY : 0;
+    if (ret == 0 && (ret = console_init(&gv->remote, fd, console_to_guest, gv)) == 0) {
+        console_write_all(fd, (const uint8_t *)greeting, strlen(greeting), true);
+        gv->remote.on_closed = remote_console_closed;
+        gv->remote_fd = fd;
+    }
+    pthread_mutex_unlock(&gv->remote_lock);
+    /* On the loop's thread (the API calls this from a request): watch the client's input. */
+    if (ret == 0 && (ret = console_attach(&gv->remote, &gv->loop)) < 0)
+        remote_console_closed(gv);
+    return ret;
 }
 
 static void set_state(struct godwit_vm *gv, enum godwit_state state)
@@ -297,6 +349,40 @@ int godwit_start(struct godwit_vm *gv)
     pthread_setname_np(gv->thread, "godwit-main");
     gv->thread_started = true;
     return 0;
+}
+
+static struct json_object *exits_json(const uint64_t *exits)
+{
+    struct json_object *obj = json_object_new_object();
+    for (unsigned k = 0; k < VCPU_EXIT_KINDS; k++)
+        json_object_object_add(obj, vcpu_exit_kind_names[k], json_object_new_int64((int64_t)exits[k]));
+    return obj;
+}
+
+struct json_object *godwit_counters_json(struct godwit_vm *gv)
+{
+    uint64_t total[VCPU_EXIT_KINDS] = { 0 };
+    pthread_mutex_lock(&gv->lock);
+    struct vm *vm = gv->vm;
+    if (!vm) {
+        pthread_mutex_unlock(&gv->lock);
+        return NULL;
+    }
+    struct json_object *obj = json_object_new_object();
+    struct json_object *per_vcpu = json_object_new_array();
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        uint64_t exits[VCPU_EXIT_KINDS];
+        for (unsigned k = 0; k < VCPU_EXIT_KINDS; k++) {
+            exits[k] = __atomic_load_n(&vm->vcpus[i].exits[k], __ATOMIC_RELAXED);
+            total[k] += exits[k];
+        }
+        json_object_array_add(per_vcpu, exits_json(exits));
+    }
+    json_object_object_add(obj, "exits", exits_json(total));
+    json_object_object_add(obj, "vcpus", per_vcpu);
+    json_object_object_add(obj, "devices", vm_devices_counters_json(vm));
+    pthread_mutex_unlock(&gv->lock);
+    return obj;
 }
 
 /* Runs fn on the current VM under the lock; -ESRCH when none runs. */
@@ -411,6 +497,9 @@ void godwit_destroy(struct godwit_vm *gv)
         loop_destroy(&gv->loop);
     if (gv->command_fd >= 0)
         close(gv->command_fd);
+    if (gv->remote_fd >= 0)
+        close(gv->remote_fd);
+    pthread_mutex_destroy(&gv->remote_lock);
     pthread_mutex_destroy(&gv->lock);
     pthread_cond_destroy(&gv->ended_cond);
     free(gv->kernel);

@@ -19,4 +19,13 @@ void godwit_set_hooks(struct godwit_vm *vm, const struct godwit_hooks *hooks);
 struct event_loop *godwit_loop(struct godwit_vm *vm);
 const struct vm_config *godwit_config(struct godwit_vm *vm);
 
+/* Hands a connected client's socket to the serial console (input and output), after sending
+ * it `greeting` (before any console output). Call on the main loop's thread. Returns 0, or
+ * -EBUSY when another client is attached. */
+int godwit_console_attach(struct godwit_vm *vm, int fd, const char *greeting);
+
+struct json_object;
+/* Exits by reason (all vCPUs and each) and per-device traffic, or NULL when no VM runs. */
+struct json_object *godwit_counters_json(struct godwit_vm *vm);
+
 #endif

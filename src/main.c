@@ -8,17 +8,26 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/runtime.h"
+#include "api/server.h"
+#include "check_host.h"
 #include "cli.h"
+#include "ctl.h"
 #include "godwit/godwit.h"
 #include "godwit_internal.h"
 #include "log.h"
+#include "sd_notify.h"
 
 /* Sent to the main thread when the VM has ended, to end its wait for signals. */
 #define SIGNAL_VM_ENDED SIGUSR2
+#define SHUTDOWN_TIMEOUT_MS 30000
 
 struct run_context {
     pthread_t main_thread;
-    unsigned shutdown_timeout_ms;
+    struct godwit_vm *vm;
+    const char *name;
+    char socket_path[RUNTIME_PATH_MAX + 80];
+    struct api_server *api;
 };
 
 static void on_event(struct godwit_vm *vm, enum godwit_event event, void *opaque)
@@ -30,11 +39,27 @@ static void on_event(struct godwit_vm *vm, enum godwit_event event, void *opaque
         pthread_kill(ctx->main_thread, SIGNAL_VM_ENDED);
 }
 
+/* The API socket opens on the main loop before it starts turning. */
+static int start_api(void *opaque)
+{
+    struct run_context *ctx = opaque;
+    return api_server_start(&ctx->api, godwit_loop(ctx->vm), ctx->vm, ctx->name, ctx->socket_path);
+}
+
+static void vm_started(void *opaque)
+{
+    struct run_context *ctx = opaque;
+    char status[256];
+    snprintf(status, sizeof(status), "READY=1\nSTATUS=VM %s running, API on %s", ctx->name,
+             ctx->socket_path);
+    sd_notify_send(status);
+}
+
 /*
  * SIGTERM asks the guest to power off and stops it after the shutdown timeout (a second
  * SIGTERM stops it at once); SIGINT and SIGHUP stop it at once.
  */
-static void handle_signals(struct godwit_vm *vm, const sigset_t *mask, const struct run_context *ctx)
+static void handle_signals(struct godwit_vm *vm, const sigset_t *mask)
 {
     bool shutdown_requested = false;
     for (;;) {
@@ -43,10 +68,11 @@ static void handle_signals(struct godwit_vm *vm, const sigset_t *mask, const str
             continue;
         if (sig == SIGNAL_VM_ENDED || godwit_get_state(vm) == GODWIT_STATE_STOPPED)
             return;
+        sd_notify_send("STOPPING=1");
         if (sig == SIGTERM && !shutdown_requested) {
             log_info("SIGTERM: asking the guest to power off");
             shutdown_requested = true;
-            godwit_shutdown(vm, ctx->shutdown_timeout_ms);
+            godwit_shutdown(vm, SHUTDOWN_TIMEOUT_MS);
             continue;
         }
         log_info("stopped by signal %s", strsignal(sig));
@@ -54,29 +80,75 @@ static void handle_signals(struct godwit_vm *vm, const sigset_t *mask, const str
     }
 }
 
-static int cmd_run(int argc, char **argv)
+/* Claims the VM's name on this host and works out its API socket. Returns the lock fd. */
+static int claim_identity(struct run_context *ctx, struct cli_run_options *opts, char *generated,
+                          size_t len)
 {
-    struct vm_config cfg;
-    struct run_context ctx = { .main_thread = pthread_self(), .shutdown_timeout_ms = 30000 };
-    sigset_t mask;
-
-    int parsed = cli_parse_run(argc, argv, &cfg);
-    if (parsed == CLI_HELP) {
-        cli_usage_run(stdout);
-        return 0;
+    if (!opts->extra.name) {
+        runtime_generate_name(generated, len);
+        ctx->name = generated;
+    } else {
+        ctx->name = opts->extra.name;
     }
-    if (parsed < 0)
-        return GODWIT_EXIT_USAGE;
+    int lock = runtime_claim_name(ctx->name);
+    if (lock == -EADDRINUSE) {
+        log_error("--name: a VM named '%s' is already running on this host", ctx->name);
+        return lock;
+    }
+    if (lock < 0) {
+        log_error("cannot claim the name '%s' in the runtime directory: %s", ctx->name,
+                  strerror(-lock));
+        return lock;
+    }
+    int ret = opts->extra.api_socket
+                  ? (snprintf(ctx->socket_path, sizeof(ctx->socket_path), "%s",
+                              opts->extra.api_socket) < (int)sizeof(ctx->socket_path) ? 0 : -ENAMETOOLONG)
+                  : runtime_socket_path(ctx->name, ctx->socket_path, sizeof(ctx->socket_path));
+    if (ret < 0) {
+        log_error("--api-socket: the path is too long");
+        close(lock);
+        return ret;
+    }
+    return lock;
+}
+
+static struct godwit_vm *create_vm(const struct vm_config *cfg)
+{
     struct godwit_config config = {
-        .kernel = cfg.kernel_path, .initrd = cfg.initrd_path, .cmdline = cfg.cmdline,
-        .memory_mib = cfg.memory_mib, .cpus = cfg.nr_cpus, .hugepages = cfg.hugepages,
-        .no_reboot = cfg.no_reboot, .console_in_fd = STDIN_FILENO,
+        .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
+        .memory_mib = cfg->memory_mib, .cpus = cfg->nr_cpus, .hugepages = cfg->hugepages,
+        .no_reboot = cfg->no_reboot, .console_in_fd = STDIN_FILENO,
         .console_out_fd = STDOUT_FILENO,
     };
-    struct godwit_vm *vm = godwit_create(&config);
-    if (!vm)
-        return GODWIT_EXIT_VMM_ERROR;
-    godwit_set_event_callback(vm, on_event, &ctx);
+    return godwit_create(&config);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct cli_run_options opts;
+    struct run_context ctx = { .main_thread = pthread_self() };
+    char generated[RUNTIME_NAME_MAX + 1];
+    sigset_t mask;
+    int status = GODWIT_EXIT_VMM_ERROR;
+
+    int parsed = cli_parse_run(argc, argv, &opts);
+    if (parsed != 0) {
+        if (parsed == CLI_HELP)
+            cli_usage_run(stdout);
+        cli_run_options_free(&opts);
+        return parsed == CLI_HELP ? 0 : GODWIT_EXIT_USAGE;
+    }
+    int lock = claim_identity(&ctx, &opts, generated, sizeof(generated));
+    if (lock < 0) {
+        cli_run_options_free(&opts);
+        return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
+    }
+    ctx.vm = create_vm(&opts.cfg);
+    if (!ctx.vm)
+        goto out;
+    godwit_set_event_callback(ctx.vm, on_event, &ctx);
+    struct godwit_hooks hooks = { .before_start = start_api, .started = vm_started, .opaque = &ctx };
+    godwit_set_hooks(ctx.vm, &hooks);
 
     /* Blocked before any thread starts, so that every thread inherits the mask and only
      * this one receives them. */
@@ -88,15 +160,19 @@ static int cmd_run(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int ret = godwit_start(vm);
+    int ret = godwit_start(ctx.vm);
     if (ret < 0) {
         log_error("cannot start the VM: %s", strerror(-ret));
-        godwit_destroy(vm);
-        return GODWIT_EXIT_VMM_ERROR;
+        goto out;
     }
-    handle_signals(vm, &mask, &ctx);
-    int status = godwit_wait(vm);
-    godwit_destroy(vm);
+    log_info("VM %s started; API on %s", ctx.name, ctx.socket_path);
+    handle_signals(ctx.vm, &mask);
+    status = godwit_wait(ctx.vm);
+out:
+    godwit_destroy(ctx.vm);
+    api_server_destroy(ctx.api);
+    close(lock);
+    cli_run_options_free(&opts);
     return status;
 }
 
@@ -117,6 +193,13 @@ int main(int argc, char **argv)
         cli_usage_main(stdout);
         return 0;
     }
+    if (strcmp(cmd, "check-host") == 0) {
+        struct check_host_env env = { .root = "", .kvm_device = NULL };
+        return check_host_run(&env, stdout) > 0 ? 1 : 0;
+    }
+    int status = ctl_main(cmd, argc - 1, argv + 1);
+    if (status >= 0)
+        return status;
     log_error("unknown command '%s' (see godwit help)", cmd);
     return GODWIT_EXIT_USAGE;
 }

@@ -26,7 +26,10 @@ struct vm_config {
     unsigned nr_cpus;
     bool hugepages;
     bool no_reboot; /* a guest reboot ends the process instead of restarting the VM */
-    int console_out_fd; /* where the serial console's output goes */
+    int console_out_fd; /* where the serial console's output goes, unless console_out is set */
+    /* Serial console output, on vCPU threads; libgodwit sends it to attached clients too. */
+    void (*console_out)(void *opaque, const uint8_t *buf, size_t len);
+    void *console_opaque;
 };
 
 /* Why the VM stopped running; main() turns it into the process exit status. */

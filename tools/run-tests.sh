@@ -17,12 +17,13 @@ ctest --test-dir build-asan -L unit --output-on-failure -j2
 echo "== default guest (Debian's kernel and a busybox initramfs)"
 guests/build-guest.sh >/dev/null
 
-# Tiny guests run under the sanitizer build; Linux guests under the release build, whose
-# speed is what users get (the sanitizer build is also booted once, by the kvm suite).
-suites='kvm=0 e2e=0
-tests/kvm/run-kvm-tests.sh build-asan || kvm=$?
-tests/e2e/run-e2e.sh build || e2e=$?
-[ "$kvm" -eq 0 ] && [ "$e2e" -eq 0 ]'
+# One test-host boot runs every guest suite. Tiny guests run under the sanitizer build;
+# Linux guests under the release build, whose speed is what users get.
+suites='failed=0
+tests/kvm/run-kvm-tests.sh build-asan || failed=1
+tests/e2e/run-e2e.sh build || failed=1
+tests/api/run-api-tests.sh build || failed=1
+exit $failed'
 if tools/testhost/have-kvm.sh; then
   echo "== guests on this machine's /dev/kvm"
   bash -c "$suites"

@@ -82,7 +82,7 @@ static void loop_dispatch(struct event_loop *loop, struct io_uring_cqe *cqe)
     struct loop_watch *w = io_uring_cqe_get_data(cqe);
     int res = cqe->res;
 
-    /* A cancelled poll's completion: its watch may already be armed again. */
+    /* A cancelled poll's completion: its watch may already be armed again, or be gone. */
     if (!w || res == -ECANCELED)
         return;
     w->armed = false;
@@ -90,11 +90,11 @@ static void loop_dispatch(struct event_loop *loop, struct io_uring_cqe *cqe)
         return;
     if (w->oneshot) {
         w->fn(loop, w->opaque, res == -ETIME ? 0 : res);
-        return;
+        return; /* the callback may have freed or reused w */
     }
-    w->fn(loop, w->opaque, res);
-    /* Level-triggered: poll again, so that data the callback left unread wakes us at once. */
-    if (!w->cancelled && !w->armed && res >= 0 && !loop->stop)
+    if (!w->fn(loop, w->opaque, res))
+        return; /* w may be freed */
+    if (res >= 0 && !w->cancelled && !w->armed)
         loop_arm_poll(loop, w);
 }
 

@@ -7,10 +7,14 @@
 
 struct event_loop;
 
-/* Called on the loop's thread with the completion's result (poll mask, or -errno). */
-typedef void (*loop_callback)(struct event_loop *loop, void *opaque, int res);
+/*
+ * Called on the loop's thread with the completion's result (poll mask, or -errno). A poll
+ * callback returns true to keep watching (level-triggered: the fd is polled again at once)
+ * or false to stop, after which it may free the watch; a timer's return value is ignored.
+ */
+typedef bool (*loop_callback)(struct event_loop *loop, void *opaque, int res);
 
-/* One registration; lives as long as it is armed (embed it in the owner's struct). */
+/* One registration; its memory must stay valid while it is armed (embed it in the owner). */
 struct loop_watch {
     loop_callback fn;
     void *opaque;
@@ -28,10 +32,11 @@ struct event_loop {
 int loop_init(struct event_loop *loop, unsigned entries);
 void loop_destroy(struct event_loop *loop);
 
-/* Calls fn whenever fd is readable (level-triggered: re-polled after each callback). */
+/* Calls fn whenever fd is readable, for as long as fn returns true. */
 int loop_watch_readable(struct event_loop *loop, struct loop_watch *w, int fd, loop_callback fn,
                         void *opaque);
-/* Stops calling w's callback (its poll is cancelled; a completion already queued is dropped). */
+/* Stops calling w's callback from outside it (its poll is cancelled; a completion already
+ * queued is dropped). Inside its own callback, return false instead. */
 void loop_unwatch(struct event_loop *loop, struct loop_watch *w);
 /* Calls fn once after `ms` milliseconds. `w` must stay valid until then. */
 int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_callback fn,

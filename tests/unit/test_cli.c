@@ -10,9 +10,14 @@
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])) - 1)
 
+/* Parses into a static options struct; cfg points into it (its strings may come from it). */
 static int parse(int argc, char **argv, struct vm_config *cfg)
 {
-    return cli_parse_run(argc, argv, cfg);
+    static struct cli_run_options opts;
+    cli_run_options_free(&opts);
+    int ret = cli_parse_run(argc, argv, &opts);
+    *cfg = opts.cfg;
+    return ret;
 }
 
 static void test_defaults(void **state)

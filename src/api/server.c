@@ -1,0 +1,429 @@
+/* server.c: the VM's REST API (HTTP/1.1 + JSON) on a UNIX socket, served by the main loop. */
+#define _GNU_SOURCE
+#include "api/server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/http.h"
+#include "config.h"
+#include "godwit_internal.h"
+#include "log.h"
+
+#define API_TICK_MS 500
+#define API_RESPONSE_MAX 16384
+#define API_SHUTDOWN_TIMEOUT_MS 30000
+
+struct api_conn {
+    struct api_server *server;
+    int fd;
+    struct timespec deadline;
+    bool draining; /* answered an error early: discard the rest of the request until EOF */
+    struct loop_watch watch;
+    struct api_conn *next;
+    struct http_parser parser; /* large: last */
+};
+
+struct api_server {
+    struct event_loop *loop;
+    struct godwit_vm *vm;
+    char name[64];
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int listen_fd;
+    struct timespec started;
+    struct loop_watch accept_watch;
+    struct loop_watch tick;
+    struct api_conn *conns;
+    unsigned nr_conns;
+};
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Sends what fits; responses are a few KiB and the socket buffer holds them. */
+static void conn_send(struct api_conn *c, const char *buf, int len)
+{
+    if (len > 0 && send(c->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug("api: client went away: %s", strerror(errno));
+}
+
+static void conn_send_error(struct api_conn *c, int status, const char *message)
+{
+    char buf[1024];
+    conn_send(c, buf, http_format_error(buf, sizeof(buf), status, message, NULL, true));
+}
+
+/* Closes and frees a connection; only ever called from its own poll callback. */
+static void conn_close(struct api_conn *c)
+{
+    struct api_server *s = c->server;
+    for (struct api_conn **p = &s->conns; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    s->nr_conns--;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+}
+
+/* --- handlers ------------------------------------------------------------------------ */
+
+/* What a handler sees: the server, and room for the body it answers with. */
+struct handler_ctx {
+    struct api_server *server;
+    char body[API_RESPONSE_MAX - 1024];
+};
+
+static void reply_json(struct handler_ctx *h, struct http_response *resp, struct json_object *obj)
+{
+    const char *text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+    size_t len = strlen(text);
+    if (len >= sizeof(h->body)) {
+        resp->status = 500;
+        len = 0;
+    } else {
+        resp->status = 200;
+    }
+    memcpy(h->body, text, len);
+    resp->content_type = "application/json";
+    resp->body = h->body;
+    resp->body_len = len;
+    json_object_put(obj);
+}
+
+static void reply_error(struct handler_ctx *h, struct http_response *resp, int status,
+                        const char *message)
+{
+    int len = http_error_body(h->body, sizeof(h->body), message);
+    resp->status = status;
+    resp->content_type = "application/json";
+    resp->body = h->body;
+    resp->body_len = len > 0 ? (size_t)len : 0;
+}
+
+/* The outcome of an action: 204 on success, 409 when the VM's state forbids it. */
+static void reply_action(struct handler_ctx *h, struct http_response *resp, int ret,
+                         const char *what)
+{
+    char msg[160];
+    if (ret == 0) {
+        resp->status = 204;
+        return;
+    }
+    bool conflict = ret == -EALREADY || ret == -ESRCH;
+    snprintf(msg, sizeof(msg), "cannot %s: the VM is %s", what,
+             conflict ? godwit_state_name(godwit_get_state(h->server->vm)) : strerror(-ret));
+    reply_error(h, resp, conflict ? 409 : 500, msg);
+}
+
+static void handle_get_vm(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    struct api_server *s = h->server;
+    const struct vm_config *cfg = godwit_config(s->vm);
+    struct config_extra extra = { .name = s->name, .api_socket = s->path };
+    (void)req;
+
+    struct json_object *obj = json_object_new_object();
+    json_object_object_add(obj, "name", json_object_new_string(s->name));
+    json_object_object_add(obj, "pid", json_object_new_int(getpid()));
+    json_object_object_add(obj, "state",
+                           json_object_new_string(godwit_state_name(godwit_get_state(s->vm))));
+    json_object_object_add(obj, "uptime_s", json_object_new_double(seconds_since(&s->started)));
+    json_object_object_add(obj, "vcpus", json_object_new_int((int)cfg->nr_cpus));
+    json_object_object_add(obj, "memory_mib", json_object_new_int64((int64_t)cfg->memory_mib));
+    json_object_object_add(obj, "config", config_to_json_object(cfg, &extra));
+    reply_json(h, resp, obj);
+}
+
+static void handle_get_counters(void *ctx, const struct http_request *req,
+                                struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    struct json_object *obj = godwit_counters_json(h->server->vm);
+    if (!obj) {
+        reply_error(h, resp, 409, "no counters: the VM is not running");
+        return;
+    }
+    reply_json(h, resp, obj);
+}
+
+static void handle_pause(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    reply_action(h, resp, godwit_pause(h->server->vm), "pause");
+}
+
+static void handle_resume(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    reply_action(h, resp, godwit_resume(h->server->vm), "resume");
+}
+
+static void handle_shutdown(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    reply_action(h, resp, godwit_shutdown(h->server->vm, API_SHUTDOWN_TIMEOUT_MS), "shut down");
+}
+
+static void handle_reboot(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    reply_action(h, resp, godwit_reboot(h->server->vm), "reboot");
+}
+
+static void handle_stop(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    reply_action(h, resp, godwit_stop(h->server->vm), "stop");
+}
+
+/* GET /vm/console is answered by conn_attach_console(): it takes the connection over. */
+static void handle_console_busy(void *ctx, const struct http_request *req,
+                                struct http_response *resp)
+{
+    (void)req;
+    reply_error(ctx, resp, 409, "another client is attached to the console");
+}
+
+/* Keep in agreement with docs/api.yaml (tests/api checks both ways). */
+static const struct http_route api_routes[] = {
+    { "GET", "/vm", handle_get_vm },
+    { "GET", "/vm/console", handle_console_busy },
+    { "GET", "/vm/counters", handle_get_counters },
+    { "PUT", "/vm/pause", handle_pause },
+    { "PUT", "/vm/resume", handle_resume },
+    { "PUT", "/vm/shutdown", handle_shutdown },
+    { "PUT", "/vm/reboot", handle_reboot },
+    { "PUT", "/vm/stop", handle_stop },
+};
+
+/* --- connections --------------------------------------------------------------------- */
+
+static void conn_answer(struct api_conn *c)
+{
+    const struct http_request *req = &c->parser.req;
+    char allow[HTTP_ALLOW_MAX];
+    int status;
+    static_assert(sizeof(struct handler_ctx) < 32768, "handler context lives on the stack");
+    struct handler_ctx h = { .server = c->server };
+    char out[API_RESPONSE_MAX];
+
+    const struct http_route *route =
+        http_route_find(api_routes, sizeof(api_routes) / sizeof(api_routes[0]), req->method,
+                        req->path, &status, allow, sizeof(allow));
+    if (!route) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), status == 404 ? "no such resource: %s" : "%s not allowed here",
+                 status == 404 ? req->path : req->method);
+        conn_send(c, out, http_format_error(out, sizeof(out), status, msg,
+                                            status == 405 ? allow : NULL, true));
+        return;
+    }
+    struct http_response resp = { .status = 500 };
+    route->handler(&h, req, &resp);
+    resp.close = true;
+    conn_send(c, out, http_format(out, sizeof(out), &resp));
+}
+
+/*
+ * GET /vm/console turns the connection into the serial console: after "101 Switching
+ * Protocols" the bytes each way are the guest's console. Returns true when it took the
+ * connection over (and freed c, whose socket the console now owns).
+ */
+static bool conn_attach_console(struct api_conn *c)
+{
+    static const char upgraded[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                   "Connection: Upgrade\r\nUpgrade: godwit-console\r\n\r\n";
+    struct api_server *s = c->server;
+    if (strcmp(c->parser.req.method, "GET") != 0 || strcmp(c->parser.req.path, "/vm/console") != 0)
+        return false;
+    if (godwit_console_attach(s->vm, c->fd, upgraded) < 0)
+        return false; /* busy: answered by its route with 409 */
+    c->fd = -1;
+    conn_close(c);
+    return true;
+}
+
+/* One request per connection: the CLI and curl both open one per call. */
+static bool on_conn_readable(struct event_loop *loop, void *opaque, int res)
+{
+    struct api_conn *c = opaque;
+    (void)loop;
+    size_t room = c->draining ? SIZE_MAX : http_parser_room(&c->parser);
+    char chunk[4096];
+    ssize_t n = res < 0 ? -1 : read(c->fd, chunk, room < sizeof(chunk) ? room : sizeof(chunk));
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return true;
+        conn_close(c); /* the client went away, or the deadline shut the socket */
+        return false;
+    }
+    if (c->draining)
+        return true;
+    http_parser_feed(&c->parser, chunk, (size_t)n);
+    switch (http_parse(&c->parser)) {
+    case HTTP_NEED_MORE:
+        if (http_parser_take_continue(&c->parser))
+            conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        return true;
+    case HTTP_ERROR:
+        /* The client may still be sending (a body over the limit): closing now would reset
+         * the connection before it reads our answer. Answer, stop writing, and read on until
+         * it closes or the deadline passes. */
+        conn_send_error(c, c->parser.error_status, c->parser.error);
+        shutdown(c->fd, SHUT_WR);
+        c->draining = true;
+        return true;
+    case HTTP_DONE:
+        if (conn_attach_console(c))
+            return false; /* c is gone: its socket now belongs to the console */
+        conn_answer(c);
+        break;
+    }
+    conn_close(c);
+    return false;
+}
+
+static bool on_accept(struct event_loop *loop, void *opaque, int res)
+{
+    struct api_server *s = opaque;
+    (void)res;
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return true;
+    struct api_conn *c = s->nr_conns < API_MAX_CONNECTIONS ? malloc(sizeof(*c)) : NULL;
+    if (!c) {
+        char buf[256];
+        int len = http_format_error(buf, sizeof(buf), 503, "too many API connections", NULL, true);
+        if (len > 0 && send(fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            log_debug("api: cannot refuse a connection politely: %s", strerror(errno));
+        close(fd);
+        return true;
+    }
+    c->server = s;
+    c->fd = fd;
+    http_parser_init(&c->parser);
+    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+    c->deadline.tv_sec += API_REQUEST_TIMEOUT_MS / 1000;
+    c->next = s->conns;
+    s->conns = c;
+    s->nr_conns++;
+    if (loop_watch_readable(loop, &c->watch, fd, on_conn_readable, c) < 0) {
+        s->conns = c->next;
+        s->nr_conns--;
+        close(fd);
+        free(c);
+    }
+    return true;
+}
+
+/*
+ * A slow or silent client must not hold a connection slot forever. A connection is only
+ * freed by its own callback, so the tick answers 408 and shuts the socket down, which wakes
+ * that callback to close it.
+ */
+static bool on_tick(struct event_loop *loop, void *opaque, int res)
+{
+    struct api_server *s = opaque;
+    struct timespec now;
+    (void)res;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    for (struct api_conn *c = s->conns; c; c = c->next) {
+        if (now.tv_sec < c->deadline.tv_sec ||
+            (now.tv_sec == c->deadline.tv_sec && now.tv_nsec < c->deadline.tv_nsec))
+            continue;
+        if (!c->draining && http_parser_pending(&c->parser))
+            conn_send_error(c, 408, "request not received in time");
+        shutdown(c->fd, SHUT_RDWR);
+        c->deadline.tv_sec = now.tv_sec + 3600; /* once */
+    }
+    loop_after(loop, &s->tick, API_TICK_MS, on_tick, s);
+    return false;
+}
+
+static int api_bind(struct api_server *s)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(s->path) >= sizeof(addr.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(addr.sun_path, s->path);
+    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0)
+        return -errno;
+    /* The caller holds the name's lock, so a socket file here is a dead VM's. */
+    unlink(s->path);
+    /* Created 0600 from the start: no window in which others could connect. */
+    mode_t old = umask(0177);
+    int ret = bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old);
+    if (ret < 0 || listen(s->listen_fd, API_MAX_CONNECTIONS) < 0)
+        return -errno;
+    return 0;
+}
+
+int api_server_start(struct api_server **out, struct event_loop *loop, struct godwit_vm *vm,
+                     const char *name, const char *socket_path)
+{
+    struct api_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->vm = vm;
+    s->listen_fd = -1;
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    snprintf(s->path, sizeof(s->path), "%s", socket_path);
+    clock_gettime(CLOCK_MONOTONIC, &s->started);
+    int ret = api_bind(s);
+    if (ret == 0)
+        ret = loop_watch_readable(loop, &s->accept_watch, s->listen_fd, on_accept, s);
+    if (ret == 0)
+        ret = loop_after(loop, &s->tick, API_TICK_MS, on_tick, s);
+    if (ret < 0) {
+        log_error("api: cannot serve %s: %s", socket_path, strerror(-ret));
+        api_server_destroy(s);
+        return ret;
+    }
+    *out = s;
+    return 0;
+}
+
+void api_server_destroy(struct api_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns) {
+        struct api_conn *c = s->conns;
+        s->conns = c->next;
+        close(c->fd);
+        free(c);
+    }
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        unlink(s->path);
+    }
+    free(s);
+}

@@ -1,0 +1,422 @@
+/* config.c: a VM's configuration as a JSON file (`godwit run --config FILE`), read and written. */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/runtime.h"
+#include "cli.h"
+#include "log.h"
+#include "memory.h"
+
+/* What one parse builds; copied to the caller's structs only when the whole object is valid. */
+struct config_parse {
+    const char *source; /* the file name for messages, or NULL */
+    struct config_error *err;
+    struct vm_config cfg;
+    struct config_extra extra;
+    struct config_strings owned;
+};
+
+struct config_key {
+    const char *name;
+    int (*apply)(struct config_parse *p, const char *key, struct json_object *value);
+};
+
+void config_defaults(struct vm_config *cfg, struct config_extra *extra)
+{
+    *cfg = (struct vm_config){ .memory_mib = DEFAULT_MEMORY_MIB, .nr_cpus = 1,
+                               .cmdline = DEFAULT_CMDLINE, .console_out_fd = STDOUT_FILENO };
+    *extra = (struct config_extra){ 0 };
+}
+
+void config_strings_free(struct config_strings *owned)
+{
+    free(owned->kernel);
+    free(owned->initrd);
+    free(owned->cmdline);
+    free(owned->name);
+    free(owned->api_socket);
+    *owned = (struct config_strings){ 0 };
+}
+
+/* Records "config: [SOURCE: ]MESSAGE" where the caller wants it. */
+__attribute__((format(printf, 3, 4)))
+static int config_fail(const char *source, struct config_error *err, const char *fmt, ...)
+{
+    struct config_error local;
+    struct config_error *out = err ? err : &local;
+    size_t size = sizeof(out->message);
+    va_list ap;
+
+    int n = snprintf(out->message, size, "config: %s%s", source ? source : "", source ? ": " : "");
+    size_t used = n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    va_start(ap, fmt);
+    vsnprintf(out->message + used, size - used, fmt, ap);
+    va_end(ap);
+    if (!err)
+        log_error("%s", out->message);
+    return -EINVAL;
+}
+
+#define parse_fail(p, ...) config_fail((p)->source, (p)->err, __VA_ARGS__)
+
+static uint64_t host_memory_mib(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page_size <= 0)
+        return UINT64_MAX >> 20;
+    return ((uint64_t)pages * (uint64_t)page_size) >> 20;
+}
+
+/* Copies a string value into *copy; empty strings are refused unless allow_empty. */
+static int take_string(struct config_parse *p, const char *key, struct json_object *value,
+                       bool allow_empty, char **copy)
+{
+    if (!json_object_is_type(value, json_type_string))
+        return parse_fail(p, "\"%s\" must be a string", key);
+    const char *s = json_object_get_string(value);
+    size_t len = (size_t)json_object_get_string_len(value);
+    /* "\u0000" is valid JSON but would silently cut a path or command line short. */
+    if (strlen(s) != len)
+        return parse_fail(p, "\"%s\" must not contain a NUL character", key);
+    if (len == 0 && !allow_empty)
+        return parse_fail(p, "\"%s\" must not be empty", key);
+    free(*copy); /* a repeated key: json-c keeps the last value, and so do we */
+    *copy = strdup(s);
+    return *copy ? 0 : -ENOMEM;
+}
+
+static int take_integer(struct config_parse *p, const char *key, struct json_object *value,
+                        uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!json_object_is_type(value, json_type_int))
+        return parse_fail(p, "\"%s\" must be an integer", key);
+    /* json-c saturates literals beyond 64 bits to these two values. */
+    int64_t v = json_object_get_int64(value);
+    if (v == INT64_MAX || v == INT64_MIN)
+        return parse_fail(p, "\"%s\" is out of range, must be %" PRIu64 " to %" PRIu64, key, min,
+                          max);
+    if (v < 0 || (uint64_t)v < min || (uint64_t)v > max)
+        return parse_fail(p, "\"%s\" is %" PRId64 ", must be %" PRIu64 " to %" PRIu64, key, v,
+                          min, max);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int take_bool(struct config_parse *p, const char *key, struct json_object *value,
+                     bool *out)
+{
+    if (!json_object_is_type(value, json_type_boolean))
+        return parse_fail(p, "\"%s\" must be true or false", key);
+    *out = json_object_get_boolean(value);
+    return 0;
+}
+
+static int apply_kernel(struct config_parse *p, const char *key, struct json_object *value)
+{
+    int ret = take_string(p, key, value, false, &p->owned.kernel);
+    p->cfg.kernel_path = p->owned.kernel;
+    return ret;
+}
+
+static int apply_initrd(struct config_parse *p, const char *key, struct json_object *value)
+{
+    int ret = take_string(p, key, value, false, &p->owned.initrd);
+    p->cfg.initrd_path = p->owned.initrd;
+    return ret;
+}
+
+static int apply_cmdline(struct config_parse *p, const char *key, struct json_object *value)
+{
+    int ret = take_string(p, key, value, true, &p->owned.cmdline);
+    if (ret == 0)
+        p->cfg.cmdline = p->owned.cmdline;
+    return ret;
+}
+
+static int apply_memory(struct config_parse *p, const char *key, struct json_object *value)
+{
+    return take_integer(p, key, value, GM_MIN_SIZE >> 20, host_memory_mib(), &p->cfg.memory_mib);
+}
+
+static int apply_cpus(struct config_parse *p, const char *key, struct json_object *value)
+{
+    uint64_t cpus = p->cfg.nr_cpus;
+    int ret = take_integer(p, key, value, 1, VM_MAX_VCPUS, &cpus);
+    p->cfg.nr_cpus = (unsigned)cpus;
+    return ret;
+}
+
+static int apply_hugepages(struct config_parse *p, const char *key, struct json_object *value)
+{
+    return take_bool(p, key, value, &p->cfg.hugepages);
+}
+
+static int apply_no_reboot(struct config_parse *p, const char *key, struct json_object *value)
+{
+    return take_bool(p, key, value, &p->cfg.no_reboot);
+}
+
+static int apply_name(struct config_parse *p, const char *key, struct json_object *value)
+{
+    int ret = take_string(p, key, value, false, &p->owned.name);
+    p->extra.name = p->owned.name;
+    if (ret == 0 && !runtime_name_valid(p->owned.name))
+        return parse_fail(p, "\"%s\" must be 1 to %d characters of A-Z a-z 0-9 . _ -, not "
+                             "starting with '.' or '-'", key, RUNTIME_NAME_MAX);
+    return ret;
+}
+
+static int apply_api_socket(struct config_parse *p, const char *key, struct json_object *value)
+{
+    int ret = take_string(p, key, value, false, &p->owned.api_socket);
+    p->extra.api_socket = p->owned.api_socket;
+    if (ret == 0 && strlen(p->owned.api_socket) >= RUNTIME_PATH_MAX)
+        return parse_fail(p, "\"%s\" is too long (at most %d bytes)", key, RUNTIME_PATH_MAX - 1);
+    return ret;
+}
+
+/* The schema; docs/config.md documents it next to the command-line options. */
+static const struct config_key config_keys[] = {
+    { "kernel", apply_kernel },         { "initrd", apply_initrd },
+    { "cmdline", apply_cmdline },       { "memory_mib", apply_memory },
+    { "cpus", apply_cpus },             { "hugepages", apply_hugepages },
+    { "no_reboot", apply_no_reboot },   { "name", apply_name },
+    { "api_socket", apply_api_socket },
+};
+
+static const struct config_key *config_key_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++)
+        if (strcmp(config_keys[i].name, name) == 0)
+            return &config_keys[i];
+    return NULL;
+}
+
+/* Names an unknown key as JSON quotes it, so that odd bytes in it cannot garble the line. */
+static int fail_unknown_key(struct config_parse *p, const char *key)
+{
+    struct json_object *quoted = json_object_new_string(key);
+    int ret = parse_fail(p, "unknown key %s",
+                         quoted ? json_object_to_json_string_ext(quoted, JSON_C_TO_STRING_PLAIN |
+                                                                     JSON_C_TO_STRING_NOSLASHESCAPE)
+                                : "(unprintable)");
+    json_object_put(quoted);
+    return ret;
+}
+
+static int apply_object(struct config_parse *p, struct json_object *root)
+{
+    json_object_object_foreach(root, key, value)
+    {
+        const struct config_key *k = config_key_find(key);
+        int ret = k ? k->apply(p, key, value) : fail_unknown_key(p, key);
+        if (ret < 0)
+            return ret;
+    }
+    if (!p->cfg.kernel_path)
+        return parse_fail(p, "\"kernel\" is required");
+    return 0;
+}
+
+static unsigned line_at(const char *text, size_t len, size_t offset)
+{
+    unsigned line = 1;
+    for (size_t i = 0; i < offset && i < len; i++)
+        line += text[i] == '\n';
+    return line;
+}
+
+static bool is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Tokenizes text into one JSON object, or fails naming the line json-c stopped at. */
+static int tokenize_object(struct config_parse *p, const char *text, size_t len,
+                           struct json_object **root)
+{
+    if (len > CONFIG_FILE_MAX)
+        return parse_fail(p, "larger than %d bytes", CONFIG_FILE_MAX);
+    struct json_tokener *tok = json_tokener_new();
+    if (!tok)
+        return -ENOMEM;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    *root = json_tokener_parse_ex(tok, text, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    /* All input taken but the value is unfinished: json-c says "continue". */
+    if (jerr == json_tokener_continue)
+        jerr = json_tokener_error_parse_eof;
+    if (!*root || jerr != json_tokener_success)
+        return parse_fail(p, "line %u: %s", line_at(text, len, end),
+                          json_tokener_error_desc(jerr));
+    if (end < len) { /* a NUL byte stops json-c short of the end */
+        json_object_put(*root);
+        return parse_fail(p, "line %u: unexpected character", line_at(text, len, end));
+    }
+    if (!json_object_is_type(*root, json_type_object)) {
+        size_t start = 0;
+        while (start < len && is_json_space(text[start]))
+            start++;
+        json_object_put(*root);
+        return parse_fail(p, "line %u: the configuration must be a JSON object",
+                          line_at(text, len, start));
+    }
+    return 0;
+}
+
+static int parse_with_source(const char *source, const char *text, size_t len,
+                             struct vm_config *cfg, struct config_extra *extra,
+                             struct config_strings *owned, struct config_error *err)
+{
+    struct config_parse p = { .source = source, .err = err };
+    struct json_object *root;
+
+    config_defaults(&p.cfg, &p.extra);
+    int ret = tokenize_object(&p, text, len, &root);
+    if (ret == 0) {
+        ret = apply_object(&p, root);
+        json_object_put(root);
+    }
+    if (ret == -ENOMEM)
+        config_fail(source, err, "out of memory");
+    if (ret < 0) {
+        config_strings_free(&p.owned);
+        return ret;
+    }
+    *cfg = p.cfg;
+    *extra = p.extra;
+    *owned = p.owned;
+    return 0;
+}
+
+int config_parse_json(const char *text, size_t len, struct vm_config *cfg,
+                      struct config_extra *extra, struct config_strings *owned,
+                      struct config_error *err)
+{
+    return parse_with_source(NULL, text, len, cfg, extra, owned, err);
+}
+
+/* Reads at most CONFIG_FILE_MAX + 1 bytes (enough to notice a larger file); pipes work too. */
+static int read_bounded(int fd, char **out, size_t *out_len)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    for (;;) {
+        if (len == cap) {
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int ret = -errno;
+            free(buf);
+            return ret;
+        }
+        len += (size_t)n;
+        if (n == 0 || len > CONFIG_FILE_MAX)
+            break;
+    }
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+int config_load_file(const char *path, struct vm_config *cfg, struct config_extra *extra,
+                     struct config_strings *owned, struct config_error *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return config_fail(path, err, "%s", strerror(errno));
+    int ret = read_bounded(fd, &text, &len);
+    close(fd);
+    if (ret < 0) {
+        config_fail(path, err, "%s", strerror(-ret));
+        return ret;
+    }
+    ret = parse_with_source(path, text, len, cfg, extra, owned, err);
+    free(text);
+    return ret;
+}
+
+/* Adds key: value, taking value's reference; a NULL value (allocation failed) fails. */
+static int add_value(struct json_object *obj, const char *key, struct json_object *value)
+{
+    if (!value)
+        return -ENOMEM;
+    if (json_object_object_add(obj, key, value) < 0) {
+        json_object_put(value);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int add_string_if_set(struct json_object *obj, const char *key, const char *value)
+{
+    return value ? add_value(obj, key, json_object_new_string(value)) : 0;
+}
+
+struct json_object *config_to_json_object(const struct vm_config *cfg,
+                                          const struct config_extra *extra)
+{
+    struct json_object *obj = json_object_new_object();
+    if (!obj)
+        return NULL;
+    int ret = 0;
+    ret |= add_string_if_set(obj, "name", extra ? extra->name : NULL);
+    ret |= add_string_if_set(obj, "kernel", cfg->kernel_path);
+    ret |= add_string_if_set(obj, "initrd", cfg->initrd_path);
+    ret |= add_string_if_set(obj, "cmdline", cfg->cmdline ? cfg->cmdline : DEFAULT_CMDLINE);
+    ret |= add_value(obj, "memory_mib", json_object_new_int64((int64_t)cfg->memory_mib));
+    ret |= add_value(obj, "cpus", json_object_new_int64(cfg->nr_cpus));
+    ret |= add_value(obj, "hugepages", json_object_new_boolean(cfg->hugepages));
+    ret |= add_value(obj, "no_reboot", json_object_new_boolean(cfg->no_reboot));
+    ret |= add_string_if_set(obj, "api_socket", extra ? extra->api_socket : NULL);
+    if (ret) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+int config_to_json(const struct vm_config *cfg, const struct config_extra *extra, char *buf,
+                   size_t len)
+{
+    struct json_object *obj = config_to_json_object(cfg, extra);
+    if (!obj)
+        return -ENOMEM;
+    size_t text_len;
+    const char *text = json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE, &text_len);
+    int ret = -ENOMEM;
+    if (text && text_len < len && text_len <= INT32_MAX) {
+        memcpy(buf, text, text_len + 1);
+        ret = (int)text_len;
+    } else if (text) {
+        ret = -ENOSPC;
+    }
+    json_object_put(obj);
+    return ret;
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# run-api-tests.sh: the control plane against a running Linux guest: the REST API driven by
+# curl, the CLI's control commands, SIGTERM under a systemd-like supervisor, names and
+# sockets. Needs a /dev/kvm that runs unmodified kernels (run it in the test host).
+# Usage: tests/api/run-api-tests.sh BUILD_DIR
+set -uo pipefail
+
+build=${1:?usage: run-api-tests.sh BUILD_DIR}
+godwit=$(readlink -f "$build/godwit")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d /tmp/godwit-api.XXXXXX)
+export XDG_RUNTIME_DIR=$work/run # used when not root; root uses /run/godwit
+mkdir -p "$XDG_RUNTIME_DIR"
+py=/usr/bin/python3
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+eval "$("$root/guests/build-guest.sh" --print)" || { echo "api: default guest not built"; exit 2; }
+
+passed=0 failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+check() { # NAME CONDITION-DESCRIPTION COMMAND...
+  local name=$1 what=$2; shift 2
+  if "$@"; then pass "$name"; else fail "$name" "$what"; fi
+}
+
+sock_of() { if [ "$(id -u)" = 0 ]; then echo "/run/godwit/$1.sock"; else echo "$XDG_RUNTIME_DIR/godwit/$1.sock"; fi; }
+
+# start_vm NAME LOG [extra godwit args...]: boots the ticking guest, waits for its 2nd tick.
+start_vm() {
+  local name=$1 log=$2; shift 2
+  "$godwit" run --name "$name" --kernel "$kernel_vmlinux" --initrd "$initrd" --memory 256 --cpus 2 \
+    --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=ticker" "$@" </dev/null >"$log" 2>&1 &
+  vm_pid=$!
+  pids+=("$vm_pid")
+  for _ in $(seq 1 1800); do
+    grep -q 'godwit-guest: tick 2 ' "$log" && return 0
+    kill -0 "$vm_pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# api METHOD PATH [curl args...]: prints "STATUS BODY".
+api() {
+  local method=$1 path=$2; shift 2
+  curl -s -o "$work/body" -w '%{http_code}' --max-time 10 --unix-socket "$sock" -X "$method" "$@" \
+    "http://localhost$path" >"$work/code"
+  echo "$(cat "$work/code") $(cat "$work/body" 2>/dev/null)"
+}
+
+last_tick() { grep -o 'tick [0-9]* uptime [0-9.]*' "$1" | tail -n 1; }
+
+# --- check-host on a host with real KVM (the test host: nested AMD-V with NPT)
+out=$("$godwit" check-host 2>&1); st=$?
+check check_host "status $st: $out" eval '[ $st -eq 0 ] && [[ $out == *"PASS  /dev/kvm"* && $out == *"AMD-V (svm)"* && $out == *"PASS  second-level address translation"* && $out == *"PASS  nested virtualization"* ]] && ! grep -q "^FAIL" <<<"$out"'
+
+log=$work/vm1.log
+if ! start_vm api-test "$log"; then
+  echo "api: the guest did not start; log:"; tail -n 30 "$log"; exit 1
+fi
+sock=$(sock_of api-test)
+
+# --- the socket and GET /vm
+check socket_mode_0600 "socket is not mode 0600" test "$(stat -c %a "$sock")" = 600
+r=$(api GET /vm)
+check get_vm "got: $r" eval '[[ $r == "200 "* && $r == *"\"state\":\"running\""* && $r == *"\"vcpus\":2"* && $r == *"\"name\":\"api-test\""* ]]'
+
+# --- the CLI's view
+out=$("$godwit" ps 2>&1)
+check cli_ps "ps printed: $out" eval '[[ $out == *api-test*running* ]]'
+out=$("$godwit" info api-test 2>&1)
+check cli_info "info printed: $out" eval '[[ $out == *'"'"'"state"'"'"'* ]]'
+
+# --- pause: the guest's work and clock stop; resume: both go on
+before=$(last_tick "$log")
+"$godwit" pause api-test; st=$?
+r=$(api GET /vm)
+check pause "status $st, then $r" eval '[ $st -eq 0 ] && [[ $r == *"\"state\":\"paused\""* ]]'
+r=$(api PUT /vm/pause)
+check pause_twice_conflict "got: $r" eval '[[ $r == "409 "*"error"* ]]'
+sleep 3
+during=$(last_tick "$log")
+"$godwit" resume api-test
+for _ in $(seq 1 100); do [ "$(last_tick "$log")" != "$during" ] && break; sleep 0.1; done
+after=$(last_tick "$log")
+check paused_guest_made_no_progress "ticks went on while paused: '$before' -> '$during'" test "$before" = "$during"
+# The guest's uptime advanced by about one tick across a 3 s pause, not by 4 s.
+gap=$(awk -v a="${during##* }" -v b="${after##* }" 'BEGIN{print b-a}')
+check paused_clock_stood_still "uptime jumped by $gap s across the pause" \
+  awk -v g="$gap" 'BEGIN{exit !(g > 0 && g < 2.5)}'
+
+# --- the serial console through the socket: output arrives, one client at a time, Ctrl-] detaches
+(sleep 3; printf '\035') | "$godwit" console api-test >"$work/console.out" 2>"$work/console.err" &
+console_pid=$!
+sleep 1
+"$godwit" console api-test </dev/null >"$work/console2.out" 2>&1; st2=$?
+wait "$console_pid"; st=$?
+check console_attach "status $st, got: $(head -c 300 "$work/console.out")" \
+  eval '[ $st -eq 0 ] && grep -q "godwit-guest: tick" "$work/console.out" && grep -q detached "$work/console.err"'
+check console_second_client_refused "status $st2: $(cat "$work/console2.out")" \
+  eval '[ $st2 -ne 0 ] && grep -q "another client" "$work/console2.out"'
+
+# --- counters
+r=$(api GET /vm/counters)
+check counters "got: $r" eval '[[ $r == "200 "* && $r == *"\"pio\":"* && $r =~ \"tx_bytes\":[1-9] ]]'
+
+# --- bad requests
+r=$(api GET /nowhere); check unknown_path_404 "got: $r" eval '[[ $r == "404 "*"\"error\""* ]]'
+r=$(api DELETE /vm); check wrong_method_405 "got: $r" eval '[[ $r == "405 "*"\"error\""* ]]'
+r=$(api POST /vm/pause); check post_on_put_route_405 "got: $r" eval '[[ $r == "405 "* ]]'
+head -c 70000 /dev/zero | tr '\0' 'x' >"$work/big"
+r=$(api PUT /vm/pause --data-binary @"$work/big"); check oversized_body_413 "got: $r" eval '[[ $r == "413 "* ]]'
+big_header=$(head -c 9000 /dev/zero | tr '\0' 'h')
+r=$(api GET /vm -H "X-Big: $big_header"); check oversized_head_431 "got: $r" eval '[[ $r == "431 "* ]]'
+r=$($py - "$sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)
+s.sendall(b"THIS IS NOT HTTP\r\n\r\n"); print(s.recv(200).split(b"\r\n")[0].decode())
+PY
+)
+check malformed_request_400 "got: $r" eval '[[ $r == *" 400 "* ]]'
+
+# --- slow and vanishing clients harm nothing; the slow one is cut off
+$py - "$sock" >"$work/slow" 2>&1 <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(15)
+s.sendall(b"GET /vm HTTP/1.1\r\nHo"); t = time.time()
+data = s.recv(200)
+print("closed after %.1f s: %s" % (time.time() - t, data.split(b"\r\n")[0].decode()))
+PY
+slow_pid=$!
+$py - "$sock" <<'PY'
+import socket, sys
+for _ in range(50):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"PUT /vm/pa"); s.close()
+PY
+r=$(api GET /vm); check served_during_slow_clients "got: $r" eval '[[ $r == "200 "* ]]'
+wait "$slow_pid"
+out=$(cat "$work/slow")
+check slow_client_timed_out "slow client: $out" eval '[[ $out == *"408"* ]]'
+check vm_survived_clients "the VMM died" kill -0 "$vm_pid"
+
+# --- names are unique on the host
+"$godwit" run --name api-test --kernel "$kernel_vmlinux" </dev/null >"$work/dup.log" 2>&1; st=$?
+check duplicate_name_refused "status $st: $(cat "$work/dup.log")" eval '[ $st -eq 2 ] && grep -q "already running" "$work/dup.log"'
+
+# --- shutdown: the guest powers off through the ACPI power button
+"$godwit" shutdown api-test
+wait "$vm_pid"; st=$?
+check shutdown_powers_off "exit status $st" eval '[ $st -eq 0 ] && grep -q "power button pressed" "$log"'
+check socket_removed "the socket is still there" test ! -e "$sock"
+
+# --- a VM killed with SIGKILL leaves a stale socket; the next one with that name takes over
+start_vm stale-test "$work/vm2.log" || fail stale_setup "the guest did not start"
+kill -KILL "$vm_pid"; wait "$vm_pid" 2>/dev/null
+start_vm stale-test "$work/vm3.log"; st=$?
+sock=$(sock_of stale-test)
+r=$(api GET /vm)
+check stale_socket_replaced "start $st, then $r" eval '[ $st -eq 0 ] && [[ $r == "200 "* ]]'
+"$godwit" stop stale-test; wait "$vm_pid"; st=$?
+check stop_exits_6 "exit status $st" test "$st" -eq 6
+
+# --- under a systemd-like supervisor: READY=1 once running, SIGTERM powers the guest off
+notify=$work/notify.sock
+$py - "$notify" >"$work/notify.log" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(120)
+try:
+    while True:
+        print(s.recv(4096).decode().replace("\n", " | "), flush=True)
+except socket.timeout:
+    pass
+PY
+notify_pid=$!; pids+=("$notify_pid")
+for _ in $(seq 1 50); do [ -S "$notify" ] && break; sleep 0.1; done
+NOTIFY_SOCKET=$notify start_vm systemd-test "$work/vm4.log"
+kill -TERM "$vm_pid"; wait "$vm_pid"; st=$?
+sleep 0.5
+check systemd_ready_notified "notifications: $(cat "$work/notify.log")" grep -q "READY=1" "$work/notify.log"
+check systemd_stopping_notified "notifications: $(cat "$work/notify.log")" grep -q "STOPPING=1" "$work/notify.log"
+check sigterm_powers_off "exit status $st" eval '[ $st -eq 0 ] && grep -q "power button pressed" "$work/vm4.log"'
+
+# --- the library example embeds a VM: events arrive, pause/resume work, power-off ends it
+"$(dirname "$godwit")/godwit-embed-example" "$kernel_vmlinux" "$initrd" \
+  "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=poweroff" >"$work/embed.out" 2>&1; st=$?
+check library_example "status $st: $(grep embed: "$work/embed.out" | tr '\n' ' ')" eval '[ $st -eq 0 ] &&
+  grep -q "embed: event: started" "$work/embed.out" && grep -q "embed: state: paused" "$work/embed.out" &&
+  grep -q "embed: event: powered off" "$work/embed.out" && grep -q "godwit-guest: poweroff" "$work/embed.out"'
+
+# --- the OpenAPI document and the server agree
+doc_routes=$(awk '/^  \/vm/{p=$1; sub(":","",p)} /^    (get|put|post|patch|delete):/{m=$1; sub(":","",m); print toupper(m) " " p}' "$root/docs/api.yaml" | sort)
+code_routes=$(grep -o '{ "[A-Z]*", "/[a-z/]*"' "$root/src/api/server.c" | sed 's/{ "\([A-Z]*\)", "\([^"]*\)"/\1 \2/' | sort)
+check openapi_matches_server "doc: [$doc_routes] server: [$code_routes]" test "$doc_routes" = "$code_routes"
+
+echo "api: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
