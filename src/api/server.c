@@ -315,7 +315,7 @@ static bool on_accept(struct event_loop *loop, void *opaque, int res)
     int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return true;
-    struct api_conn *c = s->nr_conns < API_MAX_CONNECTIONS ? malloc(sizeof(*c)) : NULL;
+    struct api_conn *c = s->nr_conns < API_MAX_CONNECTIONS ? calloc(1, sizeof(*c)) : NULL;
     if (!c) {
         char buf[256];
         int len = http_format_error(buf, sizeof(buf), 503, "too many API connections", NULL, true);

@@ -87,10 +87,11 @@ during=$(last_tick "$log")
 for _ in $(seq 1 100); do [ "$(last_tick "$log")" != "$during" ] && break; sleep 0.1; done
 after=$(last_tick "$log")
 check paused_guest_made_no_progress "ticks went on while paused: '$before' -> '$during'" test "$before" = "$during"
-# The guest's uptime advanced by about one tick across a 3 s pause, not by 4 s.
+# Across a 3 s pause the guest's uptime advanced by one tick (1 s plus the slowness of the
+# nested test host), not by the 4 s or more that a running clock would show.
 gap=$(awk -v a="${during##* }" -v b="${after##* }" 'BEGIN{print b-a}')
 check paused_clock_stood_still "uptime jumped by $gap s across the pause" \
-  awk -v g="$gap" 'BEGIN{exit !(g > 0 && g < 2.5)}'
+  awk -v g="$gap" 'BEGIN{exit !(g > 0 && g < 3.5)}'
 
 # --- the serial console through the socket: output arrives, one client at a time, Ctrl-] detaches
 (sleep 3; printf '\035') | "$godwit" console api-test >"$work/console.out" 2>"$work/console.err" &
