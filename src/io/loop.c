@@ -98,6 +98,17 @@ static void loop_dispatch(struct event_loop *loop, struct io_uring_cqe *cqe)
         loop_arm_poll(loop, w);
 }
 
+struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch *w,
+                                     loop_callback fn, void *opaque)
+{
+    struct io_uring_sqe *sqe = loop_get_sqe(loop);
+    if (!sqe)
+        return NULL;
+    *w = (struct loop_watch){ .fn = fn, .opaque = opaque, .fd = -1, .oneshot = true, .armed = true };
+    io_uring_sqe_set_data(sqe, w);
+    return sqe;
+}
+
 int loop_run(struct event_loop *loop)
 {
     while (!loop->stop) {

@@ -42,6 +42,14 @@ void loop_unwatch(struct event_loop *loop, struct loop_watch *w);
 int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_callback fn,
                void *opaque);
 
+/*
+ * For device I/O: an SQE whose completion calls fn(loop, opaque, cqe->res) once (on the
+ * loop's thread); the caller preps it (io_uring_prep_readv, ..._writev, ..._fsync) and must
+ * keep `w` valid until then. Submitted with the loop's next turn. NULL if the ring is full.
+ */
+struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch *w,
+                                     loop_callback fn, void *opaque);
+
 /* Runs until loop->stop is set. Returns 0, or -errno if io_uring fails. */
 int loop_run(struct event_loop *loop);
 

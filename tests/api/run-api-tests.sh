@@ -51,6 +51,17 @@ api() {
   echo "$(cat "$work/code") $(cat "$work/body" 2>/dev/null)"
 }
 
+# wait_vm PID [SECS]: waits for godwit to exit (killing it after SECS) and prints its status.
+wait_vm() {
+  local pid=$1 secs=${2:-90}
+  for _ in $(seq 1 $((secs * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid"
+}
+
 last_tick() { grep -o 'tick [0-9]* uptime [0-9.]*' "$1" | tail -n 1; }
 
 # --- check-host on a host with real KVM (the test host: nested AMD-V with NPT)
@@ -98,7 +109,7 @@ check paused_clock_stood_still "uptime jumped by $gap s across the pause" \
 console_pid=$!
 sleep 1
 "$godwit" console api-test </dev/null >"$work/console2.out" 2>&1; st2=$?
-wait "$console_pid"; st=$?
+wait_vm "$console_pid" 20; st=$?
 check console_attach "status $st, got: $(head -c 300 "$work/console.out")" \
   eval '[ $st -eq 0 ] && grep -q "godwit-guest: tick" "$work/console.out" && grep -q detached "$work/console.err"'
 check console_second_client_refused "status $st2: $(cat "$work/console2.out")" \
@@ -139,7 +150,7 @@ for _ in range(50):
     s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"PUT /vm/pa"); s.close()
 PY
 r=$(api GET /vm); check served_during_slow_clients "got: $r" eval '[[ $r == "200 "* ]]'
-wait "$slow_pid"
+wait_vm "$slow_pid" 30
 out=$(cat "$work/slow")
 check slow_client_timed_out "slow client: $out" eval '[[ $out == *"408"* ]]'
 check vm_survived_clients "the VMM died" kill -0 "$vm_pid"
@@ -150,7 +161,7 @@ check duplicate_name_refused "status $st: $(cat "$work/dup.log")" eval '[ $st -e
 
 # --- shutdown: the guest powers off through the ACPI power button
 "$godwit" shutdown api-test
-wait "$vm_pid"; st=$?
+wait_vm "$vm_pid"; st=$?
 check shutdown_powers_off "exit status $st" eval '[ $st -eq 0 ] && grep -q "power button pressed" "$log"'
 check socket_removed "the socket is still there" test ! -e "$sock"
 
@@ -161,7 +172,7 @@ start_vm stale-test "$work/vm3.log"; st=$?
 sock=$(sock_of stale-test)
 r=$(api GET /vm)
 check stale_socket_replaced "start $st, then $r" eval '[ $st -eq 0 ] && [[ $r == "200 "* ]]'
-"$godwit" stop stale-test; wait "$vm_pid"; st=$?
+"$godwit" stop stale-test; wait_vm "$vm_pid"; st=$?
 check stop_exits_6 "exit status $st" test "$st" -eq 6
 
 # --- under a systemd-like supervisor: READY=1 once running, SIGTERM powers the guest off
@@ -178,7 +189,7 @@ PY
 notify_pid=$!; pids+=("$notify_pid")
 for _ in $(seq 1 50); do [ -S "$notify" ] && break; sleep 0.1; done
 NOTIFY_SOCKET=$notify start_vm systemd-test "$work/vm4.log"
-kill -TERM "$vm_pid"; wait "$vm_pid"; st=$?
+kill -TERM "$vm_pid"; wait_vm "$vm_pid"; st=$?
 sleep 0.5
 check systemd_ready_notified "notifications: $(cat "$work/notify.log")" grep -q "READY=1" "$work/notify.log"
 check systemd_stopping_notified "notifications: $(cat "$work/notify.log")" grep -q "STOPPING=1" "$work/notify.log"

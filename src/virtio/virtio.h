@@ -1,0 +1,88 @@
+/* virtio.h: what a virtio device model and a virtio transport (PCI now, MMIO later) share. */
+#ifndef GODWIT_VIRTIO_H
+#define GODWIT_VIRTIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memory.h"
+#include "virtio/virtqueue.h"
+
+/* Device status bits (virtio 1.2, 2.1). */
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED 128
+
+/* Transport-level feature bits every device offers. */
+#define VIRTIO_F_VERSION_1 32
+
+/* Device IDs (virtio 1.2, 5). */
+#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_ID_RNG 4
+
+#define VIRTIO_MAX_QUEUES 64
+
+struct virtio_device;
+
+/*
+ * A device model: the transport calls these. Config accesses run on vCPU threads; activate,
+ * queue_notify and reset run on the main loop's thread (the transport hands kicks there
+ * through ioeventfd), so a model needs no lock between its queues and its I/O completions.
+ */
+struct virtio_device_ops {
+    const char *name;
+    uint16_t device_id;
+    unsigned nr_queues;
+    uint16_t queue_max_size;
+    size_t config_size;
+    /* Device features offered, not counting VIRTIO_F_VERSION_1 and the ring features, which
+     * the transport adds. */
+    uint64_t (*features)(struct virtio_device *vdev);
+    void (*read_config)(struct virtio_device *vdev, uint32_t offset, void *data, uint32_t len);
+    void (*write_config)(struct virtio_device *vdev, uint32_t offset, const void *data,
+                         uint32_t len);
+    /* DRIVER_OK: the negotiated features are in vdev->driver_features, the queues are set
+     * up. Returns 0 or -errno (the transport then sets NEEDS_RESET). */
+    int (*activate)(struct virtio_device *vdev);
+    /* The guest made buffers available on `queue`. */
+    void (*queue_notify)(struct virtio_device *vdev, unsigned queue);
+    /* Back to the initial state: drop in-flight work, forget the queues. */
+    void (*reset)(struct virtio_device *vdev);
+};
+
+struct virtio_device {
+    const struct virtio_device_ops *ops;
+    void *model;                  /* the device model's own state */
+    const struct guest_memory *gm;
+    uint64_t driver_features;     /* what the driver accepted (valid from FEATURES_OK) */
+    uint8_t status;
+    struct virtqueue queues[VIRTIO_MAX_QUEUES];
+
+    /* Filled by the transport: raise the used-buffer interrupt of a queue, or the
+     * configuration-change interrupt; and mark the device broken (NEEDS_RESET). */
+    void (*interrupt_queue)(struct virtio_device *vdev, unsigned queue);
+    void (*interrupt_config)(struct virtio_device *vdev);
+    void (*needs_reset)(struct virtio_device *vdev, const char *why);
+    void *transport;
+};
+
+/* For device models: after pushing used buffers on `queue`, interrupts the guest if the
+ * queue's notification rules ask for it. */
+static inline void virtio_queue_done(struct virtio_device *vdev, unsigned queue)
+{
+    if (virtq_should_notify(&vdev->queues[queue]) && vdev->interrupt_queue)
+        vdev->interrupt_queue(vdev, queue);
+}
+
+static inline bool virtio_has_feature(const struct virtio_device *vdev, unsigned bit)
+{
+    return vdev->driver_features & (1ULL << bit);
+}
+
+#endif
