@@ -130,6 +130,10 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
+    if (vm_check_images(&gv->cfg) < 0) {
+        godwit_destroy(gv);
+        return NULL;
+    }
     return gv;
 }
 

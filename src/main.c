@@ -28,6 +28,7 @@ struct run_context {
     const char *name;
     char socket_path[RUNTIME_PATH_MAX + 80];
     struct api_server *api;
+    bool announced;
 };
 
 static void on_event(struct godwit_vm *vm, enum godwit_event event, void *opaque)
@@ -53,6 +54,10 @@ static void vm_started(void *opaque)
     snprintf(status, sizeof(status), "READY=1\nSTATUS=VM %s running, API on %s", ctx->name,
              ctx->socket_path);
     sd_notify_send(status);
+    /* Once per process: a guest reboot starts the vCPUs again, but it is the same VM. */
+    if (!ctx->announced)
+        log_info("VM %s running; API on %s", ctx->name, ctx->socket_path);
+    ctx->announced = true;
 }
 
 /*
@@ -165,7 +170,6 @@ static int cmd_run(int argc, char **argv)
         log_error("cannot start the VM: %s", strerror(-ret));
         goto out;
     }
-    log_info("VM %s started; API on %s", ctx.name, ctx.socket_path);
     handle_signals(ctx.vm, &mask);
     status = godwit_wait(ctx.vm);
 out:

@@ -287,6 +287,14 @@ static void vm_free_images(struct vm *vm)
     vm->kernel = vm->initrd = NULL;
 }
 
+int vm_check_images(const struct vm_config *cfg)
+{
+    struct vm probe = { .cfg = cfg };
+    int ret = vm_read_images(&probe);
+    vm_free_images(&probe);
+    return ret;
+}
+
 static int vm_load_guest(struct vm *vm)
 {
     struct platform_tables_config tables = { .nr_cpus = vm->nr_vcpus };

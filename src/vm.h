@@ -73,6 +73,9 @@ struct vm {
     struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
 };
 
+/* Reads the kernel and initrd and checks the kernel's format: one error line if they are
+ * unusable. Lets a caller refuse bad paths before starting anything. */
+int vm_check_images(const struct vm_config *cfg);
 /* Builds the whole VM (memory, devices, tables, kernel, vCPUs). Returns 0 or -errno. */
 int vm_create(struct vm *vm, const struct vm_config *cfg);
 /* Starts one thread per vCPU. */
