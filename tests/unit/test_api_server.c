@@ -33,9 +33,16 @@ static void *serve(void *arg)
 
 static int setup(void **state)
 {
-    static struct godwit_config config = { .kernel = "/nonexistent", .console_in_fd = -1,
+    /* godwit_create reads the kernel and checks its format; nothing boots here. */
+    static char kernel[64];
+    static struct godwit_config config = { .kernel = kernel, .console_in_fd = -1,
                                            .console_out_fd = -1 };
     struct api_server *server;
+    snprintf(kernel, sizeof(kernel), "/tmp/godwit-test-api-%d.elf", getpid());
+    FILE *f = fopen(kernel, "wb");
+    assert_non_null(f);
+    fwrite("\x7f" "ELF\x02\x01\x01", 1, 7, f);
+    fclose(f);
     vm = godwit_create(&config);
     snprintf(socket_path, sizeof(socket_path), "/tmp/godwit-test-api-%d.sock", getpid());
     assert_non_null(vm);
@@ -136,6 +143,7 @@ static int teardown(void **state)
     api_server_destroy(*state);
     loop_destroy(&loop);
     godwit_destroy(vm);
+    unlink(socket_path);
     return 0;
 }
 

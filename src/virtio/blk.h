@@ -1,0 +1,42 @@
+/* blk.h: the virtio-blk device model over a raw image file or a host block device. */
+#ifndef GODWIT_VIRTIO_BLK_H
+#define GODWIT_VIRTIO_BLK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "io/loop.h"
+#include "memory.h"
+#include "virtio/virtio.h"
+
+/* What the user asked for (not the guest-visible config space, which blk.c keeps). */
+struct virtio_blk_config {
+    const char *path;
+    bool readonly;
+    const char *serial; /* GET_ID answer, at most 20 bytes used; NULL for none */
+    bool cache_none;    /* O_DIRECT; falls back to the page cache where refused */
+    unsigned queues;    /* 0 or 1: one queue; more: VIRTIO_BLK_F_MQ */
+};
+
+struct virtio_blk;
+
+/*
+ * Opens and locks the image, then makes `vdev` this device: sets vdev->ops, vdev->model and
+ * vdev->gm (the transport fills the rest). Returns 0, -EBUSY when another open file
+ * description holds a conflicting lock on the image, or another -errno.
+ */
+int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *cfg,
+                      struct event_loop *loop, const struct guest_memory *gm,
+                      struct virtio_device *vdev);
+
+/*
+ * Closes the image. Requests still in flight are orphaned: their completions free them
+ * without touching the device, so the loop may keep running after this.
+ */
+void virtio_blk_destroy(struct virtio_blk *blk);
+
+/* Totals since creation of completed read and write requests and of the bytes they moved. */
+void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t *writes,
+                         uint64_t *bytes_read, uint64_t *bytes_written);
+
+#endif

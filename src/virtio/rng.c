@@ -1,0 +1,135 @@
+/* rng.c: virtio-rng: each request's writable bytes filled from getrandom() and pushed at once. */
+#include "virtio/rng.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "log.h"
+
+struct virtio_rng {
+    struct virtio_device *vdev;
+    bool broken;
+    struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
+};
+
+/* Fills up to VIRTIO_RNG_MAX_REQUEST writable bytes; returns how many were filled. */
+static uint32_t rng_fill(const struct virtq_chain *c)
+{
+    uint32_t filled = 0;
+    for (unsigned i = 0; i < c->nr_segs && filled < VIRTIO_RNG_MAX_REQUEST; i++) {
+        const struct virtq_seg *s = &c->segs[i];
+        if (!s->device_writes)
+            continue;
+        size_t want = s->len < VIRTIO_RNG_MAX_REQUEST - filled ? s->len
+                                                                : VIRTIO_RNG_MAX_REQUEST - filled;
+        /* Non-blocking: the loop thread must never wait for the host's pool. */
+        ssize_t got = getrandom(s->host, want, GRND_NONBLOCK);
+        if (got <= 0)
+            break;
+        filled += (uint32_t)got;
+        if ((size_t)got < want)
+            break;
+    }
+    return filled;
+}
+
+static void rng_break(struct virtio_rng *rng, const char *why)
+{
+    if (rng->broken)
+        return;
+    rng->broken = true;
+    log_warn("virtio-rng: %s", why);
+    if (rng->vdev->needs_reset)
+        rng->vdev->needs_reset(rng->vdev, why);
+}
+
+static void rng_queue_notify(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_rng *rng = vdev->model;
+    struct virtqueue *vq = &vdev->queues[0];
+    bool pushed = false;
+
+    if (queue != 0)
+        return;
+    while (!rng->broken) {
+        int ret = virtq_pop(vq, &rng->chain);
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            rng_break(rng, vq->broken_reason ? vq->broken_reason : "broken virtqueue");
+            break;
+        }
+        if (virtq_push(vq, rng->chain.head, rng_fill(&rng->chain)) < 0) {
+            rng_break(rng, "cannot push to the used ring");
+            break;
+        }
+        pushed = true;
+    }
+    if (pushed)
+        virtio_queue_done(vdev, 0);
+}
+
+static uint64_t rng_features(struct virtio_device *vdev)
+{
+    (void)vdev;
+    return 0;
+}
+
+static void rng_read_config(struct virtio_device *vdev, uint32_t offset, void *data, uint32_t len)
+{
+    (void)vdev, (void)offset;
+    memset(data, 0, len); /* no config space */
+}
+
+static void rng_write_config(struct virtio_device *vdev, uint32_t offset, const void *data,
+                             uint32_t len)
+{
+    (void)vdev, (void)offset, (void)data, (void)len;
+}
+
+static int rng_activate(struct virtio_device *vdev)
+{
+    ((struct virtio_rng *)vdev->model)->broken = false;
+    return 0;
+}
+
+static void rng_reset(struct virtio_device *vdev)
+{
+    ((struct virtio_rng *)vdev->model)->broken = false;
+    virtq_reset(&vdev->queues[0]);
+}
+
+static const struct virtio_device_ops rng_ops = {
+    .name = "virtio-rng",
+    .device_id = VIRTIO_ID_RNG,
+    .nr_queues = 1,
+    .queue_max_size = 256,
+    .config_size = 0,
+    .features = rng_features,
+    .read_config = rng_read_config,
+    .write_config = rng_write_config,
+    .activate = rng_activate,
+    .queue_notify = rng_queue_notify,
+    .reset = rng_reset,
+};
+
+int virtio_rng_create(struct virtio_rng **out, const struct guest_memory *gm,
+                      struct virtio_device *vdev)
+{
+    struct virtio_rng *rng = calloc(1, sizeof(*rng));
+    if (!rng)
+        return -ENOMEM;
+    rng->vdev = vdev;
+    vdev->ops = &rng_ops;
+    vdev->model = rng;
+    vdev->gm = gm;
+    *out = rng;
+    return 0;
+}
+
+void virtio_rng_destroy(struct virtio_rng *rng)
+{
+    free(rng);
+}
