@@ -347,16 +347,9 @@ static int blk_req_progress(struct virtio_blk *blk, struct blk_req *req, int res
 
 static void blk_process_queue(struct virtio_blk *blk, unsigned q);
 
-static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
+/* One step of `req` finished with `res`: the next step, or the answer to the guest. */
+static void blk_req_advance(struct virtio_blk *blk, struct blk_req *req, int res)
 {
-    (void)loop;
-    struct blk_req *req = opaque;
-    struct virtio_blk *blk = req->blk;
-
-    if (!blk || req->generation != blk->generation) {
-        blk_req_free(blk, req); /* destroyed or reset since: the queue is not ours to touch */
-        return false;
-    }
     unsigned q = req->queue;
     int status = blk_req_progress(blk, req, res);
     if (status == -EINPROGRESS) {
@@ -368,6 +361,26 @@ static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
     blk_kick_waiting(blk);
     if (blk->throttled[q])
         blk_process_queue(blk, q);
+}
+
+static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct blk_req *req = opaque;
+    struct virtio_blk *blk = req->blk;
+
+    if (!blk) {
+        blk_req_free(NULL, req); /* the device is gone: nothing left to answer */
+        return false;
+    }
+    struct virtio_device *vdev = blk->vdev;
+    virtio_lock(vdev);
+    if (req->generation != blk->generation) {
+        blk_req_free(blk, req); /* reset since: the queue is not ours to touch */
+    } else {
+        blk_req_advance(blk, req, res);
+    }
+    virtio_unlock(vdev);
     return false;
 }
 

@@ -733,6 +733,7 @@ int virtio_pci_init(struct virtio_pci *vp, struct virtio_device *vdev,
     if (ret)
         return -ret;
     vdev->transport = vp;
+    vdev->lock = &vp->lock;
     vdev->interrupt_queue = interrupt_queue;
     vdev->interrupt_config = interrupt_config;
     vdev->needs_reset = needs_reset;

@@ -2,6 +2,7 @@
 #ifndef GODWIT_VIRTIO_H
 #define GODWIT_VIRTIO_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,9 +32,11 @@
 struct virtio_device;
 
 /*
- * A device model: the transport calls these. Config accesses run on vCPU threads; activate,
- * queue_notify and reset run on the main loop's thread (the transport hands kicks there
- * through ioeventfd), so a model needs no lock between its queues and its I/O completions.
+ * A device model: the transport calls these, always with vdev->lock held. Config accesses,
+ * activate and reset come from vCPU threads (the guest's register writes); queue_notify
+ * comes from the main loop (the transport hands kicks there through ioeventfd). A model's
+ * own callbacks on the main loop (I/O completions, readable fds) take vdev->lock with
+ * virtio_lock() before they touch a queue, so a reset never races a completion.
  */
 struct virtio_device_ops {
     const char *name;
@@ -70,7 +73,20 @@ struct virtio_device {
     void (*interrupt_config)(struct virtio_device *vdev);
     void (*needs_reset)(struct virtio_device *vdev, const char *why);
     void *transport;
+    pthread_mutex_t *lock; /* the transport's, recursive; NULL in unit tests without one */
 };
+
+static inline void virtio_lock(struct virtio_device *vdev)
+{
+    if (vdev->lock)
+        pthread_mutex_lock(vdev->lock);
+}
+
+static inline void virtio_unlock(struct virtio_device *vdev)
+{
+    if (vdev->lock)
+        pthread_mutex_unlock(vdev->lock);
+}
 
 /* For device models: after pushing used buffers on `queue`, interrupts the guest if the
  * queue's notification rules ask for it. */
