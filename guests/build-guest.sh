@@ -355,7 +355,32 @@ for arg in $(cat /proc/cmdline); do
     case $arg in godwit.test=*) test=${arg#godwit.test=} ;; esac
 done
 
+# A virtio console (godwit run --console virtio) gets a shell of its own.
+if [ -c /dev/hvc0 ]; then
+    (while :; do setsid sh -c 'exec sh -l </dev/hvc0 >/dev/hvc0 2>&1'; done) &
+    echo "godwit-guest: shell on hvc0"
+fi
+
 case $test in
+script)
+    # The host's test script is the disk whose serial is godwit-script: its bytes are the
+    # script, padded with newlines to whole sectors. Exit status and output are the result.
+    dev=
+    for s in /sys/block/vd*/serial; do
+        [ "$(cat "$s" 2>/dev/null)" = godwit-script ] || continue
+        dev=${s%/serial}
+        dev=/dev/${dev##*/}
+    done
+    if [ -z "$dev" ]; then
+        echo "godwit-guest: no disk with serial godwit-script"
+    else
+        echo "godwit-guest: running the script on $dev"
+        sh "$dev"
+        echo "godwit-guest: script exit status $?"
+    fi
+    sync
+    poweroff -f
+    ;;
 '')
     echo "godwit-guest: shell (exit to power off)"
     # cttyhack finds the real console (ttyS0, hvc0) so that job control works.

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/runtime.h"
+#include "device_options.h"
 #include "log.h"
 
 void cli_usage_run(FILE *out)
@@ -29,6 +30,16 @@ void cli_usage_run(FILE *out)
             "      --hugepages       back guest RAM with 2 MiB huge pages\n"
             "      --no-reboot       exit (status 3) when the guest reboots, instead of\n"
             "                        restarting it\n"
+            "      --disk path=FILE[,readonly=on][,serial=ID][,cache=none|writeback][,queues=N]\n"
+            "                        a virtio disk (raw image or block device), repeatable:\n"
+            "                        vda, vdb, ... in order; locked against other writers\n"
+            "      --net tap=NAME[,mac=MAC][,queues=N]\n"
+            "                        a virtio network interface on a host tap device\n"
+            "                        (created if absent), repeatable\n"
+            "      --console serial|virtio[,socket=PATH|,file=PATH]\n"
+            "                        virtio: the guest's hvc0 on this terminal (the serial\n"
+            "                        port keeps the boot messages), a UNIX socket or a file\n"
+            "      --no-rng          no virtio-rng device (entropy from the host)\n"
             "      --name NAME       the VM's name on this host (default: generated)\n"
             "      --api-socket PATH the API socket (default: /run/godwit/NAME.sock, or\n"
             "                        $XDG_RUNTIME_DIR/godwit/NAME.sock when not root)\n"
@@ -96,7 +107,31 @@ static uint64_t host_memory_mib(void)
     return ((uint64_t)pages * (uint64_t)page_size) >> 20;
 }
 
-enum { OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET };
+enum {
+    OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG,
+};
+
+/* --disk and --net: the first one given replaces the config file's list, the others add. */
+static int add_device_option(struct cli_run_options *opts, int opt, const char *arg,
+                             bool *disks_given, bool *nets_given)
+{
+    struct vm_config *cfg = &opts->cfg;
+    if (opt == OPT_DISK) {
+        struct godwit_disk disk;
+        int ret = devopt_parse_disk("--disk", arg, &disk, &opts->owned);
+        if (ret == 0 && !*disks_given)
+            cfg->nr_disks = 0;
+        *disks_given = true;
+        return ret < 0 ? ret : devopt_add_disk(cfg, &opts->owned, &disk);
+    }
+    struct godwit_net net;
+    int ret = devopt_parse_net("--net", arg, &net, &opts->owned);
+    if (ret == 0 && !*nets_given)
+        cfg->nr_nets = 0;
+    *nets_given = true;
+    return ret < 0 ? ret : devopt_add_net(cfg, &opts->owned, &net);
+}
 
 /* The file named by --config (the last one given), or NULL: a first pass of the same parser,
  * so that abbreviations (--conf) and --config=FILE mean what they mean in the second. */
@@ -130,9 +165,14 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "config", required_argument, NULL, OPT_CONFIG },
         { "name", required_argument, NULL, OPT_NAME },
         { "api-socket", required_argument, NULL, OPT_API_SOCKET },
+        { "disk", required_argument, NULL, OPT_DISK },
+        { "net", required_argument, NULL, OPT_NET },
+        { "console", required_argument, NULL, OPT_CONSOLE },
+        { "no-rng", no_argument, NULL, OPT_NO_RNG },
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
+    bool disks_given = false, nets_given = false;
     uint64_t value;
     int opt;
 
@@ -169,6 +209,17 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
             opts->extra.name = optarg;
             break;
         case OPT_API_SOCKET: opts->extra.api_socket = optarg; break;
+        case OPT_DISK:
+        case OPT_NET:
+            if (add_device_option(opts, opt, optarg, &disks_given, &nets_given) < 0)
+                return -EINVAL;
+            break;
+        case OPT_CONSOLE:
+            if (devopt_parse_console("--console", optarg, &cfg->virtio_console,
+                                     &cfg->virtio_console_path, &opts->owned) < 0)
+                return -EINVAL;
+            break;
+        case OPT_NO_RNG: cfg->no_rng = true; break;
         case 'v': log_set_level(LOG_LVL_DEBUG); break;
         case 'q': log_set_level(LOG_LVL_ERROR); break;
         case 'h': return CLI_HELP;

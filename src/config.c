@@ -45,6 +45,11 @@ void config_strings_free(struct config_strings *owned)
     free(owned->cmdline);
     free(owned->name);
     free(owned->api_socket);
+    free(owned->disks);
+    free(owned->nets);
+    for (unsigned i = 0; i < owned->nr_strings; i++)
+        free(owned->strings[i]);
+    free(owned->strings);
     *owned = (struct config_strings){ 0 };
 }
 

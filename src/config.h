@@ -17,9 +17,16 @@ struct config_extra {
     const char *api_socket; /* NULL: not given (the runtime directory's NAME.sock) */
 };
 
-/* The copies of the file's strings that cfg and extra point to. */
+#define CONFIG_MAX_DISKS 16
+#define CONFIG_MAX_NETS 8
+
+/* The copies of the file's strings and device lists that cfg and extra point to. */
 struct config_strings {
     char *kernel, *initrd, *cmdline, *name, *api_socket;
+    struct godwit_disk *disks; /* cfg->disks, on the heap so that copies of this stay valid */
+    struct godwit_net *nets;
+    char **strings;            /* device option values (paths, serials, ...) */
+    unsigned nr_strings;
 };
 
 /* One line naming the problem, e.g. `config: "cpus" is 0, must be 1 to 255`. */

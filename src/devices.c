@@ -19,6 +19,7 @@
 #include "mmio/rtc.h"
 #include "mmio/uart.h"
 #include "vm.h"
+#include "vm_virtio.h"
 
 /* Each device's state, and whether its init ran (so that teardown undoes only that). */
 struct vm_devices {
@@ -119,7 +120,9 @@ int vm_devices_create(struct vm *vm)
         log_error("devices: initialisation failed: %s", strerror(-ret));
         return ret;
     }
-    return devices_register(vm, d);
+    if ((ret = devices_register(vm, d)) < 0)
+        return ret;
+    return vm_virtio_create(vm, &d->pci);
 }
 
 void vm_devices_destroy(struct vm *vm)
@@ -127,6 +130,7 @@ void vm_devices_destroy(struct vm *vm)
     struct vm_devices *d = vm->devices;
     if (!d)
         return;
+    vm_virtio_destroy(vm); /* before the PCI host its devices sit on */
     if (d->pm_ready)
         acpi_pm_destroy(&d->pm);
     if (d->pci_ready)
@@ -159,6 +163,7 @@ struct json_object *vm_devices_counters_json(struct vm *vm)
     json_object_object_add(com1, "rx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
                                                  &vm->devices->com1_rx_bytes, __ATOMIC_RELAXED)));
     json_object_object_add(devices, "com1", com1);
+    vm_virtio_counters_json(vm, devices);
     return devices;
 }
 

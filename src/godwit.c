@@ -25,6 +25,9 @@ enum { COMMAND_SHUTDOWN_TIMER = 1 };
 struct godwit_vm {
     struct vm_config cfg;
     char *kernel, *initrd, *cmdline; /* owned copies behind cfg's pointers */
+    struct godwit_disk *disks;       /* owned copies, with their strings */
+    struct godwit_net *nets;
+    char *virtio_console_path;
     int console_in_fd;
 
     pthread_mutex_t lock;   /* guards everything below */
@@ -93,6 +96,68 @@ static void console_output(void *opaque, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&gv->remote_lock);
 }
 
+static struct godwit_disk *copy_disks(const struct godwit_disk *src, unsigned n, bool *failed)
+{
+    struct godwit_disk *dst = n ? calloc(n, sizeof(*dst)) : NULL;
+    if (n && !dst)
+        *failed = true;
+    for (unsigned i = 0; dst && i < n; i++) {
+        dst[i] = src[i];
+        dst[i].path = dup_or_null(src[i].path, failed);
+        dst[i].serial = dup_or_null(src[i].serial, failed);
+    }
+    return dst;
+}
+
+static struct godwit_net *copy_nets(const struct godwit_net *src, unsigned n, bool *failed)
+{
+    struct godwit_net *dst = n ? calloc(n, sizeof(*dst)) : NULL;
+    if (n && !dst)
+        *failed = true;
+    for (unsigned i = 0; dst && i < n; i++) {
+        dst[i] = src[i];
+        dst[i].tap = dup_or_null(src[i].tap, failed);
+        dst[i].mac = dup_or_null(src[i].mac, failed);
+    }
+    return dst;
+}
+
+static void free_devices(struct godwit_vm *gv)
+{
+    for (unsigned i = 0; gv->disks && i < gv->cfg.nr_disks; i++) {
+        free((char *)gv->disks[i].path);
+        free((char *)gv->disks[i].serial);
+    }
+    for (unsigned i = 0; gv->nets && i < gv->cfg.nr_nets; i++) {
+        free((char *)gv->nets[i].tap);
+        free((char *)gv->nets[i].mac);
+    }
+    free(gv->disks);
+    free(gv->nets);
+    free(gv->virtio_console_path);
+}
+
+/* One line for a device list that cannot work, before anything is opened. */
+static bool devices_valid(const struct godwit_config *config)
+{
+    for (unsigned i = 0; i < config->nr_disks; i++)
+        if (!config->disks[i].path) {
+            log_error("config: disk %u has no path", i);
+            return false;
+        }
+    for (unsigned i = 0; i < config->nr_nets; i++)
+        if (!config->nets[i].tap) {
+            log_error("config: network interface %u has no tap", i);
+            return false;
+        }
+    if ((config->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET ||
+         config->virtio_console == GODWIT_VIRTIO_CONSOLE_FILE) && !config->virtio_console_path) {
+        log_error("config: the virtio console needs a path");
+        return false;
+    }
+    return true;
+}
+
 struct godwit_vm *godwit_create(const struct godwit_config *config)
 {
     bool failed = false;
@@ -104,6 +169,8 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         log_error("config: %s is out of range", config->cpus > VM_MAX_VCPUS ? "cpus" : "memory");
         return NULL;
     }
+    if (!devices_valid(config))
+        return NULL;
     struct godwit_vm *gv = calloc(1, sizeof(*gv));
     if (!gv)
         return NULL;
@@ -115,6 +182,11 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->kernel = dup_or_null(config->kernel, &failed);
     gv->initrd = dup_or_null(config->initrd, &failed);
     gv->cmdline = dup_or_null(config->cmdline ? config->cmdline : DEFAULT_CMDLINE, &failed);
+    gv->disks = copy_disks(config->disks, config->nr_disks, &failed);
+    gv->nets = copy_nets(config->nets, config->nr_nets, &failed);
+    gv->virtio_console_path = dup_or_null(config->virtio_console_path, &failed);
+    gv->cfg.nr_disks = gv->disks ? config->nr_disks : 0; /* what free_devices() walks */
+    gv->cfg.nr_nets = gv->nets ? config->nr_nets : 0;
     if (failed) {
         godwit_destroy(gv);
         return NULL;
@@ -126,6 +198,12 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         .hugepages = config->hugepages, .no_reboot = config->no_reboot,
         .console_out_fd = config->console_out_fd,
         .console_out = console_output, .console_opaque = gv,
+        .disks = gv->disks, .nr_disks = config->nr_disks,
+        .nets = gv->nets, .nr_nets = config->nr_nets,
+        .virtio_console = config->virtio_console,
+        .virtio_console_path = gv->virtio_console_path,
+        .no_rng = config->no_rng,
+        .loop = &gv->loop,
     };
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
@@ -509,5 +587,6 @@ void godwit_destroy(struct godwit_vm *gv)
     free(gv->kernel);
     free(gv->initrd);
     free(gv->cmdline);
+    free_devices(gv);
     free(gv);
 }

@@ -124,6 +124,9 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg)
         .memory_mib = cfg->memory_mib, .cpus = cfg->nr_cpus, .hugepages = cfg->hugepages,
         .no_reboot = cfg->no_reboot, .console_in_fd = STDIN_FILENO,
         .console_out_fd = STDOUT_FILENO,
+        .disks = cfg->disks, .nr_disks = cfg->nr_disks, .nets = cfg->nets, .nr_nets = cfg->nr_nets,
+        .virtio_console = cfg->virtio_console, .virtio_console_path = cfg->virtio_console_path,
+        .no_rng = cfg->no_rng,
     };
     return godwit_create(&config);
 }

@@ -140,17 +140,13 @@ static int vm_get_supported_cpuid(struct vm *vm)
  */
 #define IOAPIC_PINS 24
 #define PIC_PINS 16
-static int vm_set_irq_routing(struct vm *vm)
+static unsigned irqchip_routes(struct kvm_irq_routing_entry *e)
 {
-    struct kvm_irq_routing *routing =
-        calloc(1, sizeof(*routing) + (IOAPIC_PINS + PIC_PINS) * sizeof(struct kvm_irq_routing_entry));
-    if (!routing)
-        return -ENOMEM;
     unsigned n = 0;
     for (unsigned gsi = 0; gsi < PIC_PINS; gsi++) {
         if (gsi == 2)
             continue; /* the cascade */
-        routing->entries[n++] = (struct kvm_irq_routing_entry){
+        e[n++] = (struct kvm_irq_routing_entry){
             .gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
             .u.irqchip = { .irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE,
                            .pin = gsi % 8 },
@@ -159,14 +155,72 @@ static int vm_set_irq_routing(struct vm *vm)
     for (unsigned gsi = 0; gsi < IOAPIC_PINS; gsi++) {
         if (gsi == 2)
             continue; /* pin 2 is reached through GSI 0 */
-        routing->entries[n++] = (struct kvm_irq_routing_entry){
+        e[n++] = (struct kvm_irq_routing_entry){
             .gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP,
             .u.irqchip = { .irqchip = KVM_IRQCHIP_IOAPIC, .pin = gsi == 0 ? 2 : gsi },
+        };
+    }
+    return n;
+}
+
+/* The whole table: the irqchip pins, then every MSI route the guest has programmed. Called
+ * with routing_lock held (or before any vCPU runs). */
+static int vm_set_irq_routing(struct vm *vm)
+{
+    struct kvm_irq_routing *routing = calloc(
+        1, sizeof(*routing) +
+               (IOAPIC_PINS + PIC_PINS + vm->nr_msi_gsis) * sizeof(struct kvm_irq_routing_entry));
+    if (!routing)
+        return -ENOMEM;
+    unsigned n = irqchip_routes(routing->entries);
+    for (unsigned i = 0; i < vm->nr_msi_gsis; i++) {
+        const struct vm_msi_route *r = &vm->msi_routes[i];
+        if (!r->valid)
+            continue;
+        routing->entries[n++] = (struct kvm_irq_routing_entry){
+            .gsi = VM_MSI_GSI_BASE + i, .type = KVM_IRQ_ROUTING_MSI,
+            .u.msi = { .address_lo = (uint32_t)r->address,
+                       .address_hi = (uint32_t)(r->address >> 32), .data = r->data },
         };
     }
     routing->nr = n;
     int ret = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, routing) < 0 ? -errno : 0;
     free(routing);
+    return ret;
+}
+
+int vm_alloc_msi_gsis(struct vm *vm, unsigned count)
+{
+    pthread_mutex_lock(&vm->routing_lock);
+    int first = -ENOSPC;
+    if (count <= VM_MAX_MSI_GSIS - vm->nr_msi_gsis) {
+        struct vm_msi_route *grown =
+            realloc(vm->msi_routes, (vm->nr_msi_gsis + count) * sizeof(*grown));
+        if (grown) {
+            memset(grown + vm->nr_msi_gsis, 0, count * sizeof(*grown));
+            vm->msi_routes = grown;
+            first = (int)(VM_MSI_GSI_BASE + vm->nr_msi_gsis);
+            vm->nr_msi_gsis += count;
+        } else {
+            first = -ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&vm->routing_lock);
+    return first;
+}
+
+int vm_set_msi_route(struct vm *vm, uint32_t gsi, uint64_t address, uint32_t data, bool valid)
+{
+    if (gsi < VM_MSI_GSI_BASE || gsi - VM_MSI_GSI_BASE >= vm->nr_msi_gsis)
+        return -EINVAL;
+    pthread_mutex_lock(&vm->routing_lock);
+    struct vm_msi_route *r = &vm->msi_routes[gsi - VM_MSI_GSI_BASE];
+    int ret = 0;
+    if (r->valid != valid || r->address != address || r->data != data) {
+        *r = (struct vm_msi_route){ .address = address, .data = data, .valid = valid };
+        ret = vm_set_irq_routing(vm);
+    }
+    pthread_mutex_unlock(&vm->routing_lock);
     return ret;
 }
 
@@ -349,6 +403,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
     bus_init(&vm->mmio, "mmio");
     pthread_mutex_init(&vm->pause_lock, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
+    pthread_mutex_init(&vm->routing_lock, NULL);
     vm->clock_at_pause = calloc(1, sizeof(*vm->clock_at_pause));
     if (!vm->clock_at_pause)
         return -ENOMEM;
@@ -477,6 +532,9 @@ void vm_destroy(struct vm *vm)
     vm->clock_at_pause = NULL;
     pthread_mutex_destroy(&vm->pause_lock);
     pthread_cond_destroy(&vm->pause_cond);
+    pthread_mutex_destroy(&vm->routing_lock);
+    free(vm->msi_routes);
+    vm->msi_routes = NULL;
     if (vm->vm_fd >= 0)
         close(vm->vm_fd);
     if (vm->kvm_fd >= 0)

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "boot/boot.h"
+#include "godwit/godwit.h"
 #include "memory.h"
 #include "mmio/bus.h"
 #include "platform_events.h"
@@ -30,6 +31,17 @@ struct vm_config {
     /* Serial console output, on vCPU threads; libgodwit sends it to attached clients too. */
     void (*console_out)(void *opaque, const uint8_t *buf, size_t len);
     void *console_opaque;
+
+    /* Virtio devices (the arrays are owned by whoever owns the config). */
+    const struct godwit_disk *disks;
+    unsigned nr_disks;
+    const struct godwit_net *nets;
+    unsigned nr_nets;
+    enum godwit_virtio_console virtio_console;
+    const char *virtio_console_path;
+    bool no_rng;
+    /* The main loop that runs device I/O; set by whoever runs the VM (libgodwit). */
+    struct event_loop *loop;
 };
 
 /* Why the VM stopped running; main() turns it into the process exit status. */
@@ -53,6 +65,7 @@ struct vm {
     struct bus pio;
     struct bus mmio;
     struct vm_devices *devices;
+    struct vm_virtio *virtio; /* the virtio-pci devices (vm_virtio.c) */
     struct platform_events events; /* how devices reach vm_request_exit() */
     unsigned nr_vcpus;
     struct vcpu *vcpus;
@@ -71,6 +84,21 @@ struct vm {
     unsigned vcpus_parked;
     bool paused;
     struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
+
+    /* MSI routes: GSIs from VM_MSI_GSI_BASE up, one per MSI-X vector of a device. KVM takes
+     * the whole routing table at once, so every change rewrites it under routing_lock. */
+    pthread_mutex_t routing_lock;
+    struct vm_msi_route *msi_routes;
+    unsigned nr_msi_gsis;
+};
+
+#define VM_MSI_GSI_BASE 24 /* above the IOAPIC's pins */
+#define VM_MAX_MSI_GSIS 2048
+
+struct vm_msi_route {
+    uint64_t address;
+    uint32_t data;
+    bool valid; /* programmed by the guest */
 };
 
 /* Reads the kernel and initrd and checks the kernel's format: one error line if they are
@@ -93,6 +121,11 @@ void vm_park_vcpu(struct vm *vm);
 /* Kicks every vCPU out of KVM_RUN and joins the threads. */
 void vm_stop(struct vm *vm);
 void vm_destroy(struct vm *vm);
+
+/* Reserves `count` consecutive MSI GSIs; returns the first, or -ENOSPC. */
+int vm_alloc_msi_gsis(struct vm *vm, unsigned count);
+/* Points MSI GSI `gsi` at the guest's address/data, or removes its route (valid false). */
+int vm_set_msi_route(struct vm *vm, uint32_t gsi, uint64_t address, uint32_t data, bool valid);
 
 /* Wires a guest interrupt line (GSI) from a device to the in-kernel irqchip. */
 void vm_set_irq_level(void *vm, uint32_t gsi, int level);

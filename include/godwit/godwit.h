@@ -39,7 +39,31 @@ enum godwit_event {
     GODWIT_EVENT_ERROR,       /* the VMM failed */
 };
 
-/* What a VM is made of. Strings are copied by godwit_create(). */
+/* A virtio-blk disk: a raw image file or a host block device. */
+struct godwit_disk {
+    const char *path;    /* required */
+    bool readonly;       /* the guest sees a read-only disk; writes fail with an I/O error */
+    const char *serial;  /* the disk's ID in the guest (up to 20 bytes); NULL: none */
+    bool cache_none;     /* O_DIRECT: bypass the host's page cache */
+    unsigned queues;     /* request queues; 0: 1 */
+};
+
+/* A virtio-net interface on a host tap device (created when it does not exist). */
+struct godwit_net {
+    const char *tap;     /* required: the tap's name */
+    const char *mac;     /* "52:54:00:12:34:56"; NULL: a random local address */
+    unsigned queues;     /* queue pairs; 0: 1 */
+};
+
+/* Where the guest's hvc0 (virtio-console) goes; the serial console stays as it is. */
+enum godwit_virtio_console {
+    GODWIT_VIRTIO_CONSOLE_NONE = 0,
+    GODWIT_VIRTIO_CONSOLE_TERMINAL, /* hvc0 takes the console input; output to console_out_fd */
+    GODWIT_VIRTIO_CONSOLE_SOCKET,   /* a UNIX socket at virtio_console_path, one client */
+    GODWIT_VIRTIO_CONSOLE_FILE,     /* output appended to virtio_console_path, no input */
+};
+
+/* What a VM is made of. Strings and arrays are copied by godwit_create(). */
 struct godwit_config {
     const char *kernel;   /* bzImage or vmlinux ELF; required */
     const char *initrd;   /* NULL: none */
@@ -50,6 +74,13 @@ struct godwit_config {
     bool no_reboot;       /* a guest reboot ends the VM instead of restarting it */
     int console_in_fd;    /* serial console input; -1: none */
     int console_out_fd;   /* serial console output; -1: discarded */
+    const struct godwit_disk *disks; /* nr_disks of them, in guest order (vda, vdb, ...) */
+    unsigned nr_disks;
+    const struct godwit_net *nets;
+    unsigned nr_nets;
+    enum godwit_virtio_console virtio_console;
+    const char *virtio_console_path; /* for SOCKET and FILE */
+    bool no_rng;          /* no virtio-rng device (by default the guest gets one) */
 };
 
 struct godwit_vm;

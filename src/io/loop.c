@@ -109,21 +109,51 @@ struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch 
     return sqe;
 }
 
+/* One turn. `until`, when not NULL, is a watch whose last completion is awaited: that
+ * completion is consumed here, not dispatched, and *seen is set. */
+static int loop_turn(struct event_loop *loop, const struct loop_watch *until, bool *seen)
+{
+    struct io_uring_cqe *cqe;
+    int ret = io_uring_submit_and_wait(&loop->ring, 1);
+    if (ret < 0 && ret != -EINTR) {
+        log_error("io_uring: wait failed: %s", strerror(-ret));
+        return ret;
+    }
+    unsigned head, count = 0;
+    io_uring_for_each_cqe(&loop->ring, head, cqe) {
+        if (until && io_uring_cqe_get_data(cqe) == until)
+            *seen = true;
+        else
+            loop_dispatch(loop, cqe);
+        count++;
+    }
+    io_uring_cq_advance(&loop->ring, count);
+    return 0;
+}
+
 int loop_run(struct event_loop *loop)
 {
     while (!loop->stop) {
-        struct io_uring_cqe *cqe;
-        int ret = io_uring_submit_and_wait(&loop->ring, 1);
-        if (ret < 0 && ret != -EINTR) {
-            log_error("io_uring: wait failed: %s", strerror(-ret));
+        int ret = loop_turn(loop, NULL, NULL);
+        if (ret < 0)
             return ret;
-        }
-        unsigned head, seen = 0;
-        io_uring_for_each_cqe(&loop->ring, head, cqe) {
-            loop_dispatch(loop, cqe);
-            seen++;
-        }
-        io_uring_cq_advance(&loop->ring, seen);
     }
     return 0;
+}
+
+int loop_run_once(struct event_loop *loop)
+{
+    return loop_turn(loop, NULL, NULL);
+}
+
+/* A poll produces exactly one completion, cancelled or not: once it is in, the kernel holds
+ * no reference to the watch. */
+void loop_unwatch_sync(struct event_loop *loop, struct loop_watch *w)
+{
+    bool was_armed = w->armed;
+    loop_unwatch(loop, w);
+    bool seen = !was_armed;
+    while (!seen && loop_turn(loop, w, &seen) == 0)
+        ;
+    w->armed = false;
 }

@@ -38,6 +38,9 @@ int loop_watch_readable(struct event_loop *loop, struct loop_watch *w, int fd, l
 /* Stops calling w's callback from outside it (its poll is cancelled; a completion already
  * queued is dropped). Inside its own callback, return false instead. */
 void loop_unwatch(struct event_loop *loop, struct loop_watch *w);
+/* loop_unwatch(), then waits (running the loop's other work meanwhile) until the kernel has
+ * let go of the watch, so that its memory may be freed. On the loop's thread only. */
+void loop_unwatch_sync(struct event_loop *loop, struct loop_watch *w);
 /* Calls fn once after `ms` milliseconds. `w` must stay valid until then. */
 int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_callback fn,
                void *opaque);
@@ -52,5 +55,8 @@ struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch 
 
 /* Runs until loop->stop is set. Returns 0, or -errno if io_uring fails. */
 int loop_run(struct event_loop *loop);
+/* One turn: submits what was prepared, waits for a completion, dispatches all there are.
+ * For owners that must wait for their own I/O to finish before they go. */
+int loop_run_once(struct event_loop *loop);
 
 #endif

@@ -799,15 +799,18 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 {
     if (!blk)
         return;
+    blk->generation++; /* what completes from now on is freed, not answered */
     while (blk->waiting) {
         struct blk_req *req = blk->waiting;
         blk->waiting = req->wait_next;
         blk_req_free(blk, req);
     }
+    /* A read in flight writes into guest RAM, which goes away after this: wait for every
+     * request the kernel holds. */
+    while (blk->outstanding && loop_run_once(blk->loop) == 0)
+        ;
     for (struct blk_req *req = blk->outstanding; req; req = req->next)
-        req->blk = NULL; /* their completions free them */
-    /* Prepared SQEs name the fd by number: hand them to the kernel before it is closed. */
-    io_uring_submit(&blk->loop->ring);
+        req->blk = NULL; /* only if the ring failed: their completions free them */
     close(blk->fd);
     free(blk->path);
     free(blk);

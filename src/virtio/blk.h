@@ -30,8 +30,9 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
                       struct virtio_device *vdev);
 
 /*
- * Closes the image. Requests still in flight are orphaned: their completions free them
- * without touching the device, so the loop may keep running after this.
+ * Closes the image after the requests in flight have completed (running the loop until
+ * then; on the loop's thread), so guest RAM may be unmapped right after. Their answers are
+ * not pushed.
  */
 void virtio_blk_destroy(struct virtio_blk *blk);
 

@@ -1,0 +1,42 @@
+/* device_options.h: the values of --disk, --net and --console, and the device lists they fill. */
+#ifndef GODWIT_DEVICE_OPTIONS_H
+#define GODWIT_DEVICE_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "godwit/godwit.h"
+#include "vm.h"
+
+#define DEVICE_MAX_QUEUES 16
+
+/*
+ * Each parser reads "key=value,key=value" (a first item without '=' is the main value:
+ * `--disk FILE`, `--net TAP`), copies the strings it keeps into `owned`, and on error logs
+ * one line that names `opt` and the bad item, and returns -EINVAL (or -ENOMEM).
+ *   disk:    path=FILE, readonly=on|off, serial=ID (up to 20 bytes), cache=none|writeback,
+ *            queues=1..16
+ *   net:     tap=NAME (up to 15 bytes), mac=XX:XX:XX:XX:XX:XX (unicast), queues=1..16
+ *   console: serial | virtio[,socket=PATH | ,file=PATH]
+ */
+int devopt_parse_disk(const char *opt, const char *arg, struct godwit_disk *disk,
+                      struct config_strings *owned);
+int devopt_parse_net(const char *opt, const char *arg, struct godwit_net *net,
+                     struct config_strings *owned);
+int devopt_parse_console(const char *opt, const char *arg, enum godwit_virtio_console *mode,
+                         const char **path, struct config_strings *owned);
+
+/* A unicast MAC address in colon notation; fills mac when not NULL. */
+bool devopt_parse_mac(const char *text, uint8_t mac[6]);
+
+/* Copies a string into owned (freed with it); NULL when out of memory. */
+const char *devopt_keep(struct config_strings *owned, const char *s, size_t len);
+
+/* Append a device to cfg's list (cfg->disks/nets point into owned). -ENOSPC past the maximum. */
+int devopt_add_disk(struct vm_config *cfg, struct config_strings *owned,
+                    const struct godwit_disk *disk);
+int devopt_add_net(struct vm_config *cfg, struct config_strings *owned,
+                   const struct godwit_net *net);
+
+#endif

@@ -1,0 +1,335 @@
+/*
+ * vm_virtio.c: puts the virtio devices on the VM. Each gets a PCI slot and a BAR; its queue
+ * doorbells are KVM ioeventfds watched by the main loop, so a kick costs no exit to
+ * userspace; its MSI-X vectors are KVM MSI routes fired through irqfds, so any thread can
+ * interrupt the guest with one eventfd write.
+ */
+#define _GNU_SOURCE
+#include "vm_virtio.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "boot/layout.h"
+#include "io/loop.h"
+#include "log.h"
+#include "mmio/pci_host.h"
+#include "virtio/blk.h"
+#include "virtio/pci.h"
+#include "virtio/rng.h"
+#include "vm.h"
+
+enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_RNG };
+
+struct virtio_slot;
+
+/* One queue's doorbell: KVM signals `fd` when the guest writes the queue's notify address. */
+struct virtio_kick {
+    struct virtio_slot *slot;
+    unsigned queue;
+    int fd;
+    bool watched;
+    struct loop_watch watch;
+};
+
+struct virtio_slot {
+    struct vm *vm;
+    char name[24]; /* "vda", "rng0": the bus entry and the counters' key */
+    enum virtio_kind kind;
+    union {
+        struct virtio_blk *blk;
+        struct virtio_rng *rng;
+    } model;
+    struct virtio_device vdev;
+    struct virtio_pci pci;
+    bool pci_ready;
+    int gsi_base;
+    unsigned nr_vectors;
+    int irqfds[VIRTIO_PCI_MAX_VECTORS];
+    struct virtio_kick kicks[VIRTIO_MAX_QUEUES];
+    uint64_t nr_kicks, nr_interrupts; /* atomic */
+};
+
+struct vm_virtio {
+    unsigned nr_slots;
+    struct virtio_slot *slots[PCI_SLOTS];
+};
+
+/* ---- host callbacks of the transport ---- */
+
+static int slot_msi_route(void *ctx, unsigned vector, uint64_t address, uint32_t data,
+                          bool masked)
+{
+    struct virtio_slot *s = ctx;
+    (void)masked; /* a masked vector is never raised: its route may stay */
+    int ret = vm_set_msi_route(s->vm, (uint32_t)(s->gsi_base + (int)vector), address, data, true);
+    if (ret < 0)
+        log_warn("%s: cannot route MSI-X vector %u: %s", s->name, vector, strerror(-ret));
+    return ret;
+}
+
+static void eventfd_signal(int fd)
+{
+    uint64_t one = 1;
+    /* EAGAIN only when the counter is saturated: the signal is pending anyway. */
+    if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("virtio: eventfd write failed: %s", strerror(errno));
+}
+
+static void slot_msi_raise(void *ctx, unsigned vector)
+{
+    struct virtio_slot *s = ctx;
+    if (vector < s->nr_vectors) {
+        __atomic_fetch_add(&s->nr_interrupts, 1, __ATOMIC_RELAXED);
+        eventfd_signal(s->irqfds[vector]);
+    }
+}
+
+/* A doorbell that came through the MMIO bus (a vCPU thread): hand it to the main loop. */
+static void slot_queue_kick(void *ctx, struct virtio_pci *vp, unsigned queue)
+{
+    struct virtio_slot *s = ctx;
+    (void)vp;
+    if (queue < s->pci.nr_queues)
+        eventfd_signal(s->kicks[queue].fd);
+}
+
+static bool on_kick(struct event_loop *loop, void *opaque, int res)
+{
+    struct virtio_kick *k = opaque;
+    uint64_t count;
+    (void)loop;
+    if (res < 0)
+        return false;
+    if (read(k->fd, &count, sizeof(count)) == sizeof(count)) {
+        __atomic_fetch_add(&k->slot->nr_kicks, 1, __ATOMIC_RELAXED);
+        virtio_pci_kick(&k->slot->pci, k->queue);
+    }
+    return true;
+}
+
+/* ---- device models ---- */
+
+static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
+{
+    const struct godwit_disk *disk = arg;
+    struct virtio_blk_config cfg = {
+        .path = disk->path, .readonly = disk->readonly, .serial = disk->serial,
+        .cache_none = disk->cache_none, .queues = disk->queues,
+    };
+    /* Linux names disks in probe order, which is slot order here: vda, vdb, ... */
+    if (index < 26)
+        snprintf(s->name, sizeof(s->name), "vd%c", 'a' + index);
+    else
+        snprintf(s->name, sizeof(s->name), "disk%u", index);
+    s->kind = VIRTIO_KIND_BLK;
+    return virtio_blk_create(&s->model.blk, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
+}
+
+static int make_rng(struct virtio_slot *s, const void *arg, unsigned index)
+{
+    (void)arg, (void)index;
+    snprintf(s->name, sizeof(s->name), "rng0");
+    s->kind = VIRTIO_KIND_RNG;
+    return virtio_rng_create(&s->model.rng, &s->vm->mem, &s->vdev);
+}
+
+static void destroy_model(struct virtio_slot *s)
+{
+    if (!s->vdev.model)
+        return;
+    switch (s->kind) {
+    case VIRTIO_KIND_BLK: virtio_blk_destroy(s->model.blk); break;
+    case VIRTIO_KIND_RNG: virtio_rng_destroy(s->model.rng); break;
+    }
+    s->vdev.model = NULL;
+}
+
+/* ---- KVM plumbing ---- */
+
+static int attach_irqfds(struct virtio_slot *s)
+{
+    s->nr_vectors = s->pci.nr_vectors;
+    s->gsi_base = vm_alloc_msi_gsis(s->vm, s->nr_vectors);
+    if (s->gsi_base < 0)
+        return s->gsi_base;
+    for (unsigned v = 0; v < s->nr_vectors; v++) {
+        s->irqfds[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->irqfds[v] < 0)
+            return -errno;
+        struct kvm_irqfd irqfd = { .fd = (uint32_t)s->irqfds[v],
+                                   .gsi = (uint32_t)(s->gsi_base + (int)v) };
+        if (ioctl(s->vm->vm_fd, KVM_IRQFD, &irqfd) < 0)
+            return -errno;
+    }
+    return 0;
+}
+
+/* Linux writes a 16-bit queue index; KVM can match a write of any width where it may. */
+static uint32_t doorbell_len(const struct vm *vm)
+{
+    return ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0 : 2;
+}
+
+static int attach_kicks(struct virtio_slot *s)
+{
+    struct vm *vm = s->vm;
+    for (unsigned q = 0; q < s->pci.nr_queues; q++) {
+        struct virtio_kick *k = &s->kicks[q];
+        k->slot = s;
+        k->queue = q;
+        k->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (k->fd < 0)
+            return -errno;
+        struct kvm_ioeventfd io = { .addr = virtio_pci_notify_gpa(&s->pci, q),
+                                    .len = doorbell_len(vm), .fd = k->fd };
+        if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
+            return -errno;
+        int ret = loop_watch_readable(vm->cfg->loop, &k->watch, k->fd, on_kick, k);
+        if (ret < 0)
+            return ret;
+        k->watched = true;
+    }
+    return 0;
+}
+
+static void slot_free(struct virtio_slot *s)
+{
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+        struct virtio_kick *k = &s->kicks[q];
+        if (k->watched)
+            loop_unwatch_sync(s->vm->cfg->loop, &k->watch);
+        if (k->fd >= 0)
+            close(k->fd);
+    }
+    destroy_model(s);
+    if (s->pci_ready)
+        virtio_pci_destroy(&s->pci);
+    for (unsigned v = 0; v < VIRTIO_PCI_MAX_VECTORS; v++)
+        if (s->irqfds[v] >= 0)
+            close(s->irqfds[v]);
+    free(s);
+}
+
+static struct virtio_slot *slot_alloc(struct vm *vm)
+{
+    struct virtio_slot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->vm = vm;
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+        s->kicks[q].fd = -1;
+    for (unsigned v = 0; v < VIRTIO_PCI_MAX_VECTORS; v++)
+        s->irqfds[v] = -1;
+    return s;
+}
+
+/* The transport, the KVM plumbing and the bus entries of a slot whose model exists. */
+static int slot_plug(struct vm *vm, struct pci_host *pci, struct virtio_slot *s, unsigned nr)
+{
+    const struct virtio_pci_host host = { .msi_route = slot_msi_route,
+                                          .msi_raise = slot_msi_raise,
+                                          .queue_kick = slot_queue_kick,
+                                          .ctx = s };
+    uint64_t bar = LAYOUT_PCI_MMIO_START + (uint64_t)nr * VIRTIO_PCI_BAR_SIZE;
+    int ret = virtio_pci_init(&s->pci, &s->vdev, &host, bar);
+    if (ret < 0)
+        return ret;
+    s->pci_ready = true;
+    if ((ret = attach_irqfds(s)) < 0 || (ret = attach_kicks(s)) < 0)
+        return ret;
+    if ((ret = pci_host_add_device(pci, nr, &virtio_pci_config_ops, &s->pci)) < 0)
+        return ret;
+    return bus_register(&vm->mmio, bar, VIRTIO_PCI_BAR_SIZE, s->name, &virtio_pci_bar_ops,
+                        &s->pci);
+}
+
+/* Creates the model with `make`, then plugs it into the next free slot. */
+static int add_device(struct vm *vm, struct pci_host *pci,
+                      int (*make)(struct virtio_slot *s, const void *arg, unsigned index),
+                      const void *arg, unsigned index)
+{
+    struct vm_virtio *vv = vm->virtio;
+    unsigned nr = vv->nr_slots + 1; /* slot 0 is the host bridge */
+    if (nr >= PCI_SLOTS) {
+        log_error("virtio: too many devices (at most %d)", PCI_SLOTS - 1);
+        return -ENOSPC;
+    }
+    struct virtio_slot *s = slot_alloc(vm);
+    if (!s)
+        return -ENOMEM;
+    int ret = make(s, arg, index);
+    if (ret == 0 && (ret = slot_plug(vm, pci, s, nr)) < 0)
+        log_error("virtio: cannot attach %s: %s", s->name, strerror(-ret));
+    if (ret < 0) {
+        slot_free(s);
+        return ret;
+    }
+    vv->slots[vv->nr_slots++] = s;
+    return 0;
+}
+
+int vm_virtio_create(struct vm *vm, struct pci_host *pci)
+{
+    const struct vm_config *cfg = vm->cfg;
+    int ret = 0;
+
+    vm->virtio = calloc(1, sizeof(*vm->virtio));
+    if (!vm->virtio)
+        return -ENOMEM;
+    if (!cfg->loop) /* no main loop to run device I/O: only a VM without virtio devices */
+        return cfg->nr_disks || cfg->nr_nets || cfg->virtio_console || !cfg->no_rng ? -EINVAL : 0;
+    if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) <= 0 ||
+        ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0) {
+        log_error("virtio: KVM lacks ioeventfd or irqfd");
+        return -ENOTSUP;
+    }
+    for (unsigned i = 0; i < cfg->nr_disks && ret == 0; i++)
+        ret = add_device(vm, pci, make_blk, &cfg->disks[i], i);
+    if (ret == 0 && !cfg->no_rng)
+        ret = add_device(vm, pci, make_rng, NULL, 0);
+    return ret;
+}
+
+void vm_virtio_destroy(struct vm *vm)
+{
+    struct vm_virtio *vv = vm->virtio;
+    if (!vv)
+        return;
+    for (unsigned i = 0; i < vv->nr_slots; i++)
+        slot_free(vv->slots[i]);
+    free(vv);
+    vm->virtio = NULL;
+}
+
+static struct json_object *slot_counters(struct virtio_slot *s)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "kicks", json_object_new_int64((int64_t)__atomic_load_n(
+                                           &s->nr_kicks, __ATOMIC_RELAXED)));
+    json_object_object_add(o, "interrupts", json_object_new_int64((int64_t)__atomic_load_n(
+                                                &s->nr_interrupts, __ATOMIC_RELAXED)));
+    if (s->kind == VIRTIO_KIND_BLK) {
+        uint64_t reads, writes, bytes_read, bytes_written;
+        virtio_blk_counters(s->model.blk, &reads, &writes, &bytes_read, &bytes_written);
+        json_object_object_add(o, "reads", json_object_new_int64((int64_t)reads));
+        json_object_object_add(o, "writes", json_object_new_int64((int64_t)writes));
+        json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)bytes_read));
+        json_object_object_add(o, "bytes_written", json_object_new_int64((int64_t)bytes_written));
+    }
+    return o;
+}
+
+void vm_virtio_counters_json(struct vm *vm, struct json_object *devices)
+{
+    struct vm_virtio *vv = vm->virtio;
+    for (unsigned i = 0; vv && i < vv->nr_slots; i++)
+        json_object_object_add(devices, vv->slots[i]->name, slot_counters(vv->slots[i]));
+}

@@ -1,0 +1,25 @@
+/* vm_virtio.h: the VM's virtio-pci devices (disks, network, console, rng). */
+#ifndef GODWIT_VM_VIRTIO_H
+#define GODWIT_VM_VIRTIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+struct pci_host;
+struct json_object;
+
+/*
+ * Creates every virtio device vm->cfg asks for, each in its own PCI slot on `pci` with its
+ * BAR on the VM's MMIO bus, an ioeventfd per queue (kicks reach the main loop without an
+ * exit to userspace) and an irqfd per MSI-X vector. Returns 0 or -errno after one error
+ * line naming the device.
+ */
+int vm_virtio_create(struct vm *vm, struct pci_host *pci);
+/* On the main loop's thread: waits for the devices' I/O in flight, then frees them. */
+void vm_virtio_destroy(struct vm *vm);
+
+/* Adds each device's counters to `devices` (a JSON object keyed by device name). */
+void vm_virtio_counters_json(struct vm *vm, struct json_object *devices);
+
+#endif
