@@ -14,8 +14,9 @@
 #                   writable at the same path inside the test host and also
 #                   given to the command as $GODWIT_TESTHOST_RESULTS
 #
-# Exit status: the command's own, or 125 when the test host did not boot, did
-# not report a result, or timed out (one "testhost: error:" line says which).
+# Exit status: the command's own, 75 when the test host froze (a soft lockup:
+# worth running again), or 125 when it did not boot, did not report a result,
+# or timed out (one "testhost: error:" line says which).
 #
 # Inside the test host: everything runs as root; / is read-only except /tmp,
 # /var/tmp, /run, /dev/shm (tmpfs, empty) and the results directory; the
@@ -248,13 +249,32 @@ args=(
 # QEMU's stdin is /dev/null: the console is output only, and a terminal is not
 # switched to raw mode. timeout --foreground stays in our process group, so
 # ^C reaches QEMU too.
+# The console passes through a watcher: a soft lockup report means the test host froze (see
+# above); it has never recovered from one, so QEMU is stopped at once instead of at the
+# timeout, and the exit status (75) lets the caller run it again.
+watch_console() {
+    local line
+    while IFS= read -r line; do
+        printf '%s\n' "$line"
+        if [[ $line == *"watchdog: BUG: soft lockup"* && ! -e $tmp/frozen ]]; then
+            : >"$tmp/frozen"
+            kill -TERM "$(cat "$tmp/qpid")" 2>/dev/null
+        fi
+    done
+}
+
 start=$SECONDS
-timeout --foreground -k 10 "$timeout_s" "$qemu" "${args[@]}" </dev/null &
+timeout --foreground -k 10 "$timeout_s" "$qemu" "${args[@]}" </dev/null > >(watch_console) &
 qpid=$!
+echo "$qpid" >"$tmp/qpid"
 qrc=0
 wait "$qpid" || qrc=$?
 qpid=
 
+if [[ -e $tmp/frozen ]]; then
+    note "the test host froze (soft lockup) after $((SECONDS - start))s and was stopped; run it again"
+    exit 75
+fi
 if [[ -f $ctl/rc ]]; then
     rc=$(cat "$ctl/rc")
     [[ $rc =~ ^[0-9]+$ ]] || die "the test host reported a bad exit status '$rc'"

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# run-devices.sh: the virtio devices under the stock Debian kernel and its own drivers: disks,
+# network, console, rng. Each guest runs a shell script the host hands it on a disk
+# (godwit.test=script, see guests/build-guest.sh) and the host checks the results itself.
+# Needs a /dev/kvm that runs unmodified kernels (tools/run-tests.sh runs it in the test host).
+# Usage: tests/e2e/run-devices.sh BUILD_DIR
+set -uo pipefail
+
+build=${1:?usage: run-devices.sh BUILD_DIR}
+godwit=$(readlink -f "$build/godwit")
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$(mktemp -d /tmp/godwit-devices.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+eval "$("$root/guests/build-guest.sh" --print)" || { echo "devices: default guest not built (guests/build-guest.sh)"; exit 2; }
+[ -c /dev/kvm ] || { echo "devices: /dev/kvm missing"; exit 2; }
+command -v debugfs >/dev/null || { echo "devices: debugfs (e2fsprogs) missing"; exit 2; }
+
+passed=0 failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n 40; }
+
+cmdline="console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script"
+common=(--kernel "$kernel_bzimage" --initrd "$initrd" --memory 256)
+
+# script_disk NAME: the guest script read from stdin, as a disk image padded with newlines
+# to whole sectors; prints the --disk argument that hands it to the guest.
+script_disk() {
+  local img=$work/$1.script
+  cat >"$img"
+  local size pad
+  size=$(stat -c %s "$img")
+  pad=$(( (512 - size % 512) % 512 ))
+  head -c "$pad" /dev/zero | tr '\0' '\n' >>"$img"
+  echo "path=$img,readonly=on,serial=godwit-script"
+}
+
+# run_guest NAME TIMEOUT [godwit run args...]: output in $work/NAME.log, status in $status.
+run_guest() {
+  local name=$1 secs=$2; shift 2
+  timeout -k 5 "$secs" "$godwit" run "${common[@]}" --cmdline "$cmdline" "$@" \
+    </dev/null >"$work/$name.log" 2>&1
+  status=$?
+}
+
+expect_status() { # NAME WANT
+  [ "$status" -eq "$2" ] && return 0
+  fail "$1" "exit status $status, expected $2"
+  return 1
+}
+
+expect_line() { # NAME PATTERN
+  grep -Eq -- "$2" "$work/$1.log" && return 0
+  fail "$1" "no line matching '$2'"
+  return 1
+}
+
+expect_clean() { # NAME: no sanitizer report, no crash of the VMM itself
+  grep -Eq 'Sanitizer|runtime error|Segmentation|core dumped' "$work/$1.log" || return 0
+  fail "$1" "the VMM reported a memory error or crashed"
+  return 1
+}
+
+# stop_within SECS PID NAME: SIGINT must end the VMM within SECS; if not, the test fails
+# with what each of its threads waits on, and the VMM is killed.
+stop_within() {
+  local secs=$1 pid=$2 name=$3 vmm
+  vmm=$(pgrep -P "$pid" -x godwit | head -n 1)
+  kill -INT "${vmm:-$pid}" 2>/dev/null
+  for _ in $(seq 1 $((secs * 10))); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid"; return 0; }
+    sleep 0.1
+  done
+  local t threads=
+  for t in /proc/"$vmm"/task/*; do
+    threads+=" $(cat "$t/comm" 2>/dev/null):$(cat "$t/wchan" 2>/dev/null)"
+  done
+  kill -KILL "$pid" "$vmm" 2>/dev/null
+  wait "$pid"
+  fail "$name" "SIGINT did not stop the VMM within ${secs}s; threads:$threads"
+  return 1
+}
+
+# The guest makes an ext4 filesystem on vda, copies a source disk (vdc, random bytes from
+# the host) into a file and writes small files, syncs and powers off. The host then reads
+# the filesystem itself (debugfs) and compares every byte with what it gave the guest.
+# A second boot checks the files are still there (mounted read-only).
+case_disk_filesystem() {
+  local name=disk_filesystem data=$work/fs.img src=$work/source.img
+  truncate -s 128M "$data"
+  head -c $((6 * 1024 * 1024)) /dev/urandom >"$src"
+  local script
+  script=$(script_disk $name <<'EOF'
+set -e
+mke2fs -q -b 4096 /dev/vda
+mkdir -p /mnt && mount -t ext4 /dev/vda /mnt
+dd if=/dev/vdc of=/mnt/big bs=65536 2>/dev/null
+for i in 1 2 3 4 5; do echo "small file $i $(seq 1 $((i * 100)) | md5sum)" >/mnt/small$i; done
+mkdir /mnt/dir && echo nested >/mnt/dir/n
+sync
+umount /mnt
+echo "guest: wrote $(cat /sys/block/vdc/size) sectors"
+EOF
+)
+  run_guest $name 240 --disk "path=$data,serial=data" --disk "$script" \
+    --disk "path=$src,readonly=on,serial=source"
+  expect_status $name 0 && expect_line $name 'script exit status 0' && expect_clean $name || return
+  debugfs -R "dump /big $work/big.out" "$data" >/dev/null 2>&1
+  cmp -s "$src" "$work/big.out" || { fail $name "the file read back on the host differs from its source"; return; }
+  local i want got
+  for i in 1 2 3 4 5; do
+    want="small file $i $(seq 1 $((i * 100)) | md5sum)"
+    got=$(debugfs -R "cat /small$i" "$data" 2>/dev/null)
+    [ "$got" = "$want" ] || { fail $name "small$i reads '$got' on the host"; return; }
+  done
+  e2fsck -fn "$data" >"$work/$name.fsck" 2>&1 || { fail $name "e2fsck finds the filesystem damaged"; return; }
+
+  local name2=disk_persists
+  script=$(script_disk $name2 <<'EOF'
+mkdir -p /mnt && mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/dir/n && md5sum /mnt/big
+EOF
+)
+  run_guest $name2 240 --disk "path=$data,readonly=on" --disk "$script"
+  local sum
+  sum=$(md5sum <"$src" | cut -d' ' -f1)
+  expect_status $name2 0 && expect_line $name2 '^nested' && expect_line $name2 "^$sum " &&
+    expect_clean $name2 && pass $name
+}
+
+# A read-only disk: the guest sees it read-only and writes do not reach the image.
+case_disk_readonly() {
+  local name=disk_readonly img=$work/ro.img
+  head -c $((4 * 1024 * 1024)) /dev/urandom >"$img"
+  local before script
+  before=$(md5sum <"$img")
+  script=$(script_disk $name <<'EOF'
+echo "ro=$(cat /sys/block/vda/ro)"
+blockdev --setrw /dev/vda 2>/dev/null
+if dd if=/dev/zero of=/dev/vda bs=4096 count=16 oflag=direct 2>/dev/null; then echo "write accepted"; else echo "write refused"; fi
+sync
+EOF
+)
+  run_guest $name 240 --disk "path=$img,readonly=on" --disk "$script"
+  expect_status $name 0 && expect_line $name '^ro=1' && expect_line $name '^write refused' &&
+    expect_clean $name || return
+  [ "$(md5sum <"$img")" = "$before" ] || { fail $name "the read-only image changed"; return; }
+  pass $name
+}
+
+# A second VM on a disk another VM has open for writing is refused, with one clear line.
+case_disk_locked() {
+  local name=disk_locked img=$work/locked.img
+  truncate -s 16M "$img"
+  local script
+  script=$(script_disk ${name}_first <<'EOF'
+echo "first guest holds the disk"
+sleep 600
+EOF
+)
+  timeout -k 5 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
+    --disk "path=$img" --disk "$script" </dev/null >"$work/${name}_first.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 1800); do
+    grep -q 'first guest holds the disk' "$work/${name}_first.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  run_guest $name 60 --disk "path=$img"
+  local second=$status
+  stop_within 60 "$pid" ${name}_first || return
+  status=$second
+  expect_status $name 1 && expect_line $name "error: virtio-blk: $img is in use by another VM" &&
+    expect_clean $name && pass $name
+}
+
+# Bad device options end with one line naming the problem and status 2 (usage) or 1.
+case_disk_bad_options() {
+  local name=disk_bad_options
+  run_guest $name 30 --disk "path=$work/absent.img"
+  expect_status $name 1 && expect_line $name "error: virtio-blk: cannot open $work/absent.img" || return
+  run_guest $name 30 --disk "path=$work/x,cache=sometimes"
+  expect_status $name 2 && expect_line $name "error: --disk: 'cache': must be none or writeback" &&
+    expect_clean $name && pass $name
+}
+
+# The guest's entropy comes from virtio-rng: the kernel picks it as its hardware RNG.
+case_rng() {
+  local name=rng script
+  script=$(script_disk $name <<'EOF'
+echo "rng=$(cat /sys/class/misc/hw_random/rng_current)"
+echo "bytes=$(head -c 4096 /dev/hwrng | wc -c)"
+EOF
+)
+  run_guest $name 240 --disk "$script"
+  expect_status $name 0 && expect_line $name '^rng=virtio_rng' && expect_line $name '^bytes=4096' &&
+    expect_clean $name && pass $name
+}
+
+cd "$work"
+# GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked rng}; do
+  echo "-- $c"
+  "case_$c"
+done
+
+echo "devices: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
