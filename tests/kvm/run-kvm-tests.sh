@@ -142,6 +142,100 @@ guest_case panic 5 'tiny: panicking on purpose' panic && pass panic
 
 guest_case hostile 0 'tiny: survived' hostile && pass hostile
 
+# --- virtio-blk: guests/tiny/virtio_blk.c drives a disk through godwit's virtio-pci ----------
+
+# The contract with virtio_blk.c: a 1 MiB image, zero but for sector 0, which holds the host
+# pattern; the guest writes the guest pattern to sectors 129..136 and expects the serial.
+BLK_SECTORS=2048
+BLK_TEST_SECTOR=129
+BLK_TEST_SECTORS=8
+BLK_HOST_SEED=$((0x3c))
+BLK_GUEST_SEED=$((0x5a))
+BLK_SERIAL=tiny-serial
+
+# pattern_sectors SEED FIRST COUNT: writes to stdout the bytes virtio_blk.c's pattern() gives
+# sectors FIRST..FIRST+COUNT-1: (seed + sector * 37 + i * 7 + (i >> 8) * 101) mod 256.
+pattern_sectors() {
+    local seed=$1 first=$2 count=$3 s i fmt b
+    for ((s = first; s < first + count; s++)); do
+        fmt=
+        for ((i = 0; i < 512; i++)); do
+            printf -v b '\\%03o' $(((seed + s * 37 + i * 7 + (i >> 8) * 101) & 255))
+            fmt+=$b
+        done
+        printf "$fmt"
+    done
+}
+
+# put_pattern IMG SEED FIRST COUNT: writes the pattern of sectors FIRST.. into IMG in place.
+# Through a file, not a pipe: dd may copy a short read from a pipe as a whole block.
+put_pattern() {
+    pattern_sectors "$2" "$3" "$4" >"$work/pattern.bin" &&
+        [[ $(stat -c %s -- "$work/pattern.bin") == $(($4 * 512)) ]] &&
+        dd if="$work/pattern.bin" of="$1" bs=512 seek="$3" conv=notrunc status=none
+}
+
+# blk_image FILE: a fresh test image (sector 0 = host pattern, the rest zero).
+blk_image() {
+    rm -f -- "$1" &&
+        truncate -s $((BLK_SECTORS * 512)) -- "$1" &&
+        put_pattern "$1" "$BLK_HOST_SEED" 0 1
+}
+
+# blk_expect_image IMG EXPECTED WHAT NAME: the image matches the expected bytes exactly.
+blk_expect_image() {
+    local diff
+    if ! diff=$(cmp -- "$2" "$1" 2>&1); then
+        fail "$4" "$3: ${diff:-images differ}"
+        return 1
+    fi
+    return 0
+}
+
+blk_case() {
+    local name=virtio-blk img=$work/blk.img want=$work/blk.want
+    if ! blk_image "$img"; then
+        fail "$name" "cannot create the test image $img"
+        return
+    fi
+    # What the image must hold afterwards: the same, plus the guest's pattern at its sectors.
+    if ! cp -- "$img" "$want" ||
+        ! put_pattern "$want" "$BLK_GUEST_SEED" "$BLK_TEST_SECTOR" "$BLK_TEST_SECTORS"; then
+        fail "$name" "cannot create the expected image $want"
+        return
+    fi
+    guest_case "$name" 0 "tiny: virtio-blk ok capacity=$BLK_SECTORS serial=$BLK_SERIAL" virtio_blk \
+        --disk "path=$img,serial=$BLK_SERIAL" || return
+    if ! has_line "$out" 'tiny: virtio-blk: buffer outside RAM gave NEEDS_RESET, status 0x[0-9a-f]{2}'; then
+        fail "$name" "the guest did not report the NEEDS_RESET step"
+    elif ! grep -aqi 'needs reset' "$err"; then
+        fail "$name" "stderr does not mention the device needing a reset"
+    elif grep -aqi 'error' "$err"; then
+        fail "$name" "error on stderr: $(grep -ai -m1 'error' "$err" | tr -d '\r' | cut -c1-200)"
+    else
+        # The host's view: exactly sectors 129..136 changed, to the guest's pattern.
+        blk_expect_image "$img" "$want" "the image on the host is not what the guest wrote" \
+            "$name" && pass "$name"
+    fi
+}
+blk_case
+
+blk_readonly_case() {
+    local name=virtio-blk-readonly img=$work/blk-ro.img want=$work/blk-ro.want
+    if ! blk_image "$img" || ! cp -- "$img" "$want"; then
+        fail "$name" "cannot create the test image $img"
+        return
+    fi
+    guest_case "$name" 0 "tiny: virtio-blk readonly ok capacity=$BLK_SECTORS serial=$BLK_SERIAL" \
+        virtio_blk --cmdline tiny.blk=ro --disk "path=$img,readonly=on,serial=$BLK_SERIAL" || return
+    if grep -aqi 'error' "$err"; then
+        fail "$name" "error on stderr: $(grep -ai -m1 'error' "$err" | tr -d '\r' | cut -c1-200)"
+    else
+        blk_expect_image "$img" "$want" "the read-only image changed" "$name" && pass "$name"
+    fi
+}
+blk_readonly_case
+
 # --- Bad input: godwit must refuse it with one error line, without crashing ----------------
 
 # bad_input NAME GODWIT_ARGS...: wants exit status 1 or 2 and exactly one stderr line, which
