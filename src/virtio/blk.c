@@ -446,6 +446,10 @@ static int blk_parse_rw(struct virtio_blk *blk, struct blk_req *req, const struc
     size_t len = in ? c->writable_len - 1u : c->readable_len - BLK_HDR_BYTES;
     if (!in && blk->readonly)
         return VIRTIO_BLK_S_IOERR;
+    /* Data in the wrong direction (a write's data the device may write, or a read's data
+     * it may only read) is a malformed request, not an empty one. */
+    if (in ? c->readable_len != BLK_HDR_BYTES : c->writable_len != 1)
+        return VIRTIO_BLK_S_IOERR;
     if (len % SECTOR_SIZE || !blk_range_ok(blk, sector, len / SECTOR_SIZE))
         return VIRTIO_BLK_S_IOERR;
     req->offset = sector << SECTOR_SHIFT;

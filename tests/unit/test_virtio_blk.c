@@ -306,6 +306,25 @@ static void test_readonly(void **state)
     fx_free(f);
 }
 
+/* Data segments in the wrong direction fail the request and leave the image alone. */
+static void test_wrong_direction(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false);
+    memset(host(f, DATA_GPA, 512), 0xcd, 512);
+    struct seg writable = { DATA_GPA, 512, true };
+    assert_int_equal(request(f, T_OUT, 0, &writable, 1), S_IOERR);
+    uint8_t buf[512];
+    pread_all(f, buf, sizeof(buf), 0);
+    for (size_t i = 0; i < 512; i++)
+        assert_int_equal(buf[i], pattern(i));
+    struct seg readable = { DATA_GPA, 512, false };
+    assert_int_equal(request(f, T_IN, 0, &readable, 1), S_IOERR);
+    for (size_t i = 0; i < 512; i++)
+        assert_int_equal(((uint8_t *)host(f, DATA_GPA, 512))[i], 0xcd);
+    fx_free(f);
+}
+
 static void test_get_id(void **state)
 {
     (void)state;
@@ -608,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_read),
         cmocka_unit_test(test_write_and_flush),
         cmocka_unit_test(test_readonly),
+        cmocka_unit_test(test_wrong_direction),
         cmocka_unit_test(test_get_id),
         cmocka_unit_test(test_bad_ranges),
         cmocka_unit_test(test_short_header_and_no_status),
