@@ -3,23 +3,103 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "log.h"
 
+static bool loop_run_posted(struct event_loop *loop, void *opaque, int res);
+
 int loop_init(struct event_loop *loop, unsigned entries)
 {
     memset(loop, 0, sizeof(*loop));
+    loop->calls_fd = -1;
     int ret = io_uring_queue_init(entries, &loop->ring, 0);
-    if (ret < 0)
+    if (ret < 0) {
         log_error("io_uring: cannot set up a ring: %s", strerror(-ret));
-    return ret;
+        return ret;
+    }
+    pthread_mutex_init(&loop->calls_lock, NULL);
+    loop->calls_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->calls_fd < 0 ||
+        (ret = loop_watch_readable(loop, &loop->calls_watch, loop->calls_fd, loop_run_posted,
+                                   NULL)) < 0) {
+        ret = loop->calls_fd < 0 ? -errno : ret;
+        loop_destroy(loop);
+        return ret;
+    }
+    return 0;
 }
 
 void loop_destroy(struct event_loop *loop)
 {
     io_uring_queue_exit(&loop->ring);
+    if (loop->calls_fd >= 0) {
+        close(loop->calls_fd);
+        pthread_mutex_destroy(&loop->calls_lock);
+    }
+    loop->calls_fd = -1;
+}
+
+void loop_post(struct event_loop *loop, struct loop_call *c, void (*fn)(void *opaque),
+               void *opaque)
+{
+    pthread_mutex_lock(&loop->calls_lock);
+    if (!c->queued) {
+        *c = (struct loop_call){ .fn = fn, .opaque = opaque, .queued = true };
+        if (loop->calls_tail)
+            loop->calls_tail->next = c;
+        else
+            loop->calls = c;
+        loop->calls_tail = c;
+    }
+    pthread_mutex_unlock(&loop->calls_lock);
+    uint64_t one = 1;
+    if (write(loop->calls_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("loop: cannot wake the loop: %s", strerror(errno));
+}
+
+/* The calls are taken one at a time, so that one may post another (or free itself). */
+static bool loop_run_posted(struct event_loop *loop, void *opaque, int res)
+{
+    uint64_t count;
+    (void)opaque, (void)res;
+    if (read(loop->calls_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        log_warn("loop: reading the wake-up event failed: %s", strerror(errno));
+    for (;;) {
+        pthread_mutex_lock(&loop->calls_lock);
+        struct loop_call *c = loop->calls;
+        if (c) {
+            loop->calls = c->next;
+            if (!loop->calls)
+                loop->calls_tail = NULL;
+            c->queued = false;
+        }
+        pthread_mutex_unlock(&loop->calls_lock);
+        if (!c)
+            return true;
+        c->fn(c->opaque);
+    }
+}
+
+/* Drops a posted call that has not run yet (its owner is going away). */
+void loop_cancel_post(struct event_loop *loop, struct loop_call *c)
+{
+    pthread_mutex_lock(&loop->calls_lock);
+    struct loop_call **p = &loop->calls, *prev = NULL;
+    while (*p && *p != c) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (*p) {
+        *p = c->next;
+        if (loop->calls_tail == c)
+            loop->calls_tail = prev;
+        c->queued = false;
+    }
+    pthread_mutex_unlock(&loop->calls_lock);
 }
 
 static struct io_uring_sqe *loop_get_sqe(struct event_loop *loop)

@@ -3,6 +3,7 @@
 #define GODWIT_LOOP_H
 
 #include <liburing.h>
+#include <pthread.h>
 #include <stdbool.h>
 
 struct event_loop;
@@ -24,9 +25,22 @@ struct loop_watch {
     bool cancelled;
 };
 
+/* A call handed to the loop's thread by another thread (loop_post). */
+struct loop_call {
+    void (*fn)(void *opaque);
+    void *opaque;
+    struct loop_call *next;
+    bool queued;
+};
+
 struct event_loop {
-    struct io_uring ring;
+    struct io_uring ring; /* only the loop's thread touches it */
     bool stop;
+    /* Calls posted from other threads, run on the loop's thread in order. */
+    pthread_mutex_t calls_lock;
+    struct loop_call *calls, *calls_tail;
+    int calls_fd; /* eventfd: wakes the loop when a call is posted */
+    struct loop_watch calls_watch;
 };
 
 int loop_init(struct event_loop *loop, unsigned entries);
@@ -52,6 +66,17 @@ int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_
  */
 struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch *w,
                                      loop_callback fn, void *opaque);
+
+/*
+ * From any thread: runs fn(opaque) on the loop's thread soon. For work that must touch the
+ * ring (submit I/O, watch an fd) but starts on a vCPU thread, such as a device's activation.
+ * `c` must stay valid until the call has run; posting a call already queued does nothing.
+ */
+void loop_post(struct event_loop *loop, struct loop_call *c, void (*fn)(void *opaque),
+               void *opaque);
+
+/* Drops a posted call that has not run yet (its owner is going away). Any thread. */
+void loop_cancel_post(struct event_loop *loop, struct loop_call *c);
 
 /* Runs until loop->stop is set. Returns 0, or -errno if io_uring fails. */
 int loop_run(struct event_loop *loop);

@@ -36,7 +36,9 @@ struct virtio_device;
  * activate and reset come from vCPU threads (the guest's register writes); queue_notify
  * comes from the main loop (the transport hands kicks there through ioeventfd). A model's
  * own callbacks on the main loop (I/O completions, readable fds) take vdev->lock with
- * virtio_lock() before they touch a queue, so a reset never races a completion.
+ * virtio_lock() before they touch a queue, so a reset never races a completion. Only the
+ * loop's thread may touch the io_uring ring: work that activate must start on it (reading
+ * a tap, watching an fd) is handed over with loop_post().
  */
 struct virtio_device_ops {
     const char *name;
