@@ -17,9 +17,7 @@ eval "$("$root/guests/build-guest.sh" --print)" || { echo "devices: default gues
 [ -c /dev/kvm ] || { echo "devices: /dev/kvm missing"; exit 2; }
 command -v debugfs >/dev/null || { echo "devices: debugfs (e2fsprogs) missing"; exit 2; }
 
-passed=0 failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n 40; }
+. "$here/lib.sh"
 
 cmdline="console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script"
 common=(--kernel "$kernel_bzimage" --initrd "$initrd" --memory 256)
@@ -42,24 +40,6 @@ run_guest() {
   timeout -k 5 "$secs" "$godwit" run "${common[@]}" --cmdline "$cmdline" "$@" \
     </dev/null >"$work/$name.log" 2>&1
   status=$?
-}
-
-expect_status() { # NAME WANT
-  [ "$status" -eq "$2" ] && return 0
-  fail "$1" "exit status $status, expected $2"
-  return 1
-}
-
-expect_line() { # NAME PATTERN
-  grep -Eq -- "$2" "$work/$1.log" && return 0
-  fail "$1" "no line matching '$2'"
-  return 1
-}
-
-expect_clean() { # NAME: no sanitizer report, no crash of the VMM itself
-  grep -Eq 'Sanitizer|runtime error|Segmentation|core dumped' "$work/$1.log" || return 0
-  fail "$1" "the VMM reported a memory error or crashed"
-  return 1
 }
 
 # stop_within SECS PID NAME: SIGINT must end the VMM within SECS; if not, the test fails
@@ -195,6 +175,73 @@ EOF
   run_guest $name 240 --disk "$script"
   expect_status $name 0 && expect_line $name '^rng=virtio_rng' && expect_line $name '^bytes=4096' &&
     expect_clean $name && pass $name
+}
+
+# The guest reaches the test host over virtio-net through a tap: ping, then a TCP transfer
+# each way, checked byte for byte (guest to host: the host compares what it received with
+# the source disk it gave the guest; host to guest: the guest prints the checksum of what
+# it received).
+case_net() {
+  local name=net tap=gwtap0 src=$work/net-source.img
+  head -c $((8 * 1024 * 1024)) /dev/urandom >"$src"
+  ip tuntap add dev $tap mode tap || { fail $name "cannot create tap $tap"; return; }
+  ip addr add 10.0.2.1/24 dev $tap && ip link set $tap up
+  busybox nc -l -p 5000 >"$work/net-received" &
+  local rx_pid=$!
+  busybox nc -l -p 5001 <"$src" &
+  local tx_pid=$!
+  local script
+  script=$(script_disk $name <<'EOF'
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
+echo "mac=$(cat /sys/class/net/eth0/address) carrier=$(cat /sys/class/net/eth0/carrier)"
+ping -c 3 -W 5 10.0.2.1 >/tmp/ping && echo "ping ok"
+dd if=/dev/vdb bs=65536 2>/dev/null | nc 10.0.2.1 5000 && echo "sent"
+echo "received $(nc 10.0.2.1 5001 | md5sum)"
+EOF
+)
+  run_guest $name 240 --net "tap=$tap,mac=52:54:00:12:34:56" --disk "$script" \
+    --disk "path=$src,readonly=on"
+  kill $rx_pid $tx_pid 2>/dev/null
+  wait $rx_pid $tx_pid 2>/dev/null
+  ip link del $tap
+  local sum
+  sum=$(md5sum <"$src" | cut -d' ' -f1)
+  expect_status $name 0 && expect_line $name '^mac=52:54:00:12:34:56 carrier=1' &&
+    expect_line $name '^ping ok' && expect_line $name '^sent' &&
+    expect_line $name "^received $sum " && expect_clean $name || return
+  cmp -s "$src" "$work/net-received" || { fail $name "the bytes the host received differ from the source"; return; }
+  pass $name
+}
+
+# --console virtio: the terminal's input goes to the guest's hvc0, where init runs a shell;
+# its output comes back on the terminal. The script (on the serial console) waits for the
+# shell session to leave its mark.
+case_console() {
+  local name=console fifo=$work/console.in
+  local script
+  script=$(script_disk $name <<'EOF'
+i=0
+while [ ! -s /tmp/hvc-done ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
+echo "session on $(cat /tmp/hvc-done 2>/dev/null)"
+EOF
+)
+  mkfifo "$fifo"
+  timeout -k 5 240 "$godwit" run "${common[@]}" --cmdline "$cmdline" --console virtio \
+    --disk "$script" <"$fifo" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  exec 7>"$fifo"
+  for _ in $(seq 1 1800); do
+    grep -q 'godwit-guest: shell on hvc0' "$work/$name.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  sleep 1
+  printf 'echo "hvc says $((6 * 7))"; tty >/tmp/hvc-done\n' >&7
+  wait "$pid"
+  status=$?
+  exec 7>&-
+  expect_status $name 0 && expect_line $name '^hvc says 42' &&
+    expect_line $name '^session on /dev/hvc0' && expect_clean $name && pass $name
 }
 
 cd "$work"

@@ -14,9 +14,7 @@ trap 'rm -rf "$work"' EXIT
 eval "$("$root/guests/build-guest.sh" --print)" || { echo "e2e: default guest not built (guests/build-guest.sh)"; exit 2; }
 [ -c /dev/kvm ] || { echo "e2e: /dev/kvm missing"; exit 2; }
 
-passed=0 failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n 40; }
+. "$here/lib.sh"
 
 # Memory and CPUs of every case; the guest's own command line is added per case.
 base_cmdline="console=ttyS0 reboot=acpi panic=1 quiet"
@@ -28,24 +26,6 @@ boot() {
   local name=$1 secs=$2 input=$3; shift 3
   timeout -k 5 "$secs" "$godwit" run "$@" <"$input" >"$work/$name.log" 2>&1
   status=$?
-}
-
-expect_status() { # NAME WANT
-  [ "$status" -eq "$2" ] && return 0
-  fail "$1" "exit status $status, expected $2"
-  return 1
-}
-
-expect_line() { # NAME PATTERN
-  grep -Eq -- "$2" "$work/$1.log" && return 0
-  fail "$1" "no line matching '$2'"
-  return 1
-}
-
-expect_clean() { # NAME: no sanitizer report, no crash of the VMM itself
-  grep -Eq 'Sanitizer|runtime error|Segmentation|core dumped' "$work/$1.log" || return 0
-  fail "$1" "the VMM reported a memory error or crashed"
-  return 1
 }
 
 # An interactive session: typed lines reach the guest's shell only once it runs, so
