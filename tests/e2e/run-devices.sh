@@ -154,6 +154,27 @@ EOF
     expect_clean $name && pass $name
 }
 
+# A guest reboot rebuilds the VM in the same process: the disk is closed, unlocked, opened
+# and locked again, and what the first boot wrote is there for the second.
+case_disk_reboot() {
+  local name=disk_reboot img=$work/reboot.img script
+  truncate -s 8M "$img"
+  script=$(script_disk $name <<'EOF'
+if [ "$(head -c 11 /dev/vda)" = "first boot!" ]; then
+  echo "second boot sees the first boot's write"
+else
+  printf 'first boot!' | dd of=/dev/vda conv=fsync 2>/dev/null
+  echo "first boot wrote its mark; rebooting"
+  reboot -f
+fi
+EOF
+)
+  run_guest $name 300 --disk "path=$img" --disk "$script"
+  expect_status $name 0 && expect_line $name 'first boot wrote its mark' &&
+    expect_line $name 'guest rebooted: restarting' &&
+    expect_line $name '^second boot sees the first boot' && expect_clean $name && pass $name
+}
+
 # Bad device options end with one line naming the problem and status 2 (usage) or 1.
 case_disk_bad_options() {
   local name=disk_bad_options
@@ -246,7 +267,7 @@ EOF
 
 cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked rng}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot rng}; do
   echo "-- $c"
   "case_$c"
 done
