@@ -14,6 +14,7 @@
 
 #include "api/runtime.h"
 #include "cli.h"
+#include "device_options.h"
 #include "log.h"
 #include "memory.h"
 
@@ -24,6 +25,7 @@ struct config_parse {
     struct vm_config cfg;
     struct config_extra extra;
     struct config_strings owned;
+    char where[32]; /* inside a list or object: `"disks"[1]: `, put before each message */
 };
 
 struct config_key {
@@ -72,7 +74,17 @@ static int config_fail(const char *source, struct config_error *err, const char 
     return -EINVAL;
 }
 
-#define parse_fail(p, ...) config_fail((p)->source, (p)->err, __VA_ARGS__)
+/* config_fail() for a key of the object being parsed (nested ones say where they are). */
+__attribute__((format(printf, 2, 3)))
+static int parse_fail(struct config_parse *p, const char *fmt, ...)
+{
+    char message[CONFIG_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    return config_fail(p->source, p->err, "%s%s", p->where, message);
+}
 
 static uint64_t host_memory_mib(void)
 {
@@ -82,22 +94,49 @@ static uint64_t host_memory_mib(void)
     return ((uint64_t)pages * (uint64_t)page_size) >> 20;
 }
 
+/* A string value's text; empty strings are refused unless allow_empty. */
+static int string_value(struct config_parse *p, const char *key, struct json_object *value,
+                        bool allow_empty, const char **s, size_t *len)
+{
+    if (!json_object_is_type(value, json_type_string))
+        return parse_fail(p, "\"%s\" must be a string", key);
+    *s = json_object_get_string(value);
+    *len = (size_t)json_object_get_string_len(value);
+    /* "\u0000" is valid JSON but would silently cut a path or command line short. */
+    if (strlen(*s) != *len)
+        return parse_fail(p, "\"%s\" must not contain a NUL character", key);
+    if (*len == 0 && !allow_empty)
+        return parse_fail(p, "\"%s\" must not be empty", key);
+    return 0;
+}
+
 /* Copies a string value into *copy; empty strings are refused unless allow_empty. */
 static int take_string(struct config_parse *p, const char *key, struct json_object *value,
                        bool allow_empty, char **copy)
 {
-    if (!json_object_is_type(value, json_type_string))
-        return parse_fail(p, "\"%s\" must be a string", key);
-    const char *s = json_object_get_string(value);
-    size_t len = (size_t)json_object_get_string_len(value);
-    /* "\u0000" is valid JSON but would silently cut a path or command line short. */
-    if (strlen(s) != len)
-        return parse_fail(p, "\"%s\" must not contain a NUL character", key);
-    if (len == 0 && !allow_empty)
-        return parse_fail(p, "\"%s\" must not be empty", key);
+    const char *s;
+    size_t len;
+    int ret = string_value(p, key, value, allow_empty, &s, &len);
+    if (ret < 0)
+        return ret;
     free(*copy); /* a repeated key: json-c keeps the last value, and so do we */
     *copy = strdup(s);
     return *copy ? 0 : -ENOMEM;
+}
+
+/* A device's string (not empty, at most max bytes unless max is 0), kept in owned->strings. */
+static int take_device_string(struct config_parse *p, const char *key, struct json_object *value,
+                              size_t max, const char **out)
+{
+    const char *s;
+    size_t len;
+    int ret = string_value(p, key, value, false, &s, &len);
+    if (ret < 0)
+        return ret;
+    if (max && len > max)
+        return parse_fail(p, "\"%s\" is too long (at most %zu bytes)", key, max);
+    *out = devopt_keep(&p->owned, s, len);
+    return *out ? 0 : -ENOMEM;
 }
 
 static int take_integer(struct config_parse *p, const char *key, struct json_object *value,
@@ -190,13 +229,180 @@ static int apply_api_socket(struct config_parse *p, const char *key, struct json
     return ret;
 }
 
+static int fail_unknown_key(struct config_parse *p, const char *key);
+
+/* Whether value is the string s (all of it: "none\u0000x" is not "none"). */
+static bool string_is(struct json_object *value, const char *s)
+{
+    return json_object_is_type(value, json_type_string) &&
+           (size_t)json_object_get_string_len(value) == strlen(s) &&
+           strcmp(json_object_get_string(value), s) == 0;
+}
+
+static int take_queues(struct config_parse *p, const char *key, struct json_object *value,
+                       unsigned *out)
+{
+    uint64_t n;
+    int ret = take_integer(p, key, value, 1, DEVICE_MAX_QUEUES, &n);
+    if (ret == 0)
+        *out = (unsigned)n;
+    return ret;
+}
+
+static int disk_key(struct config_parse *p, const char *key, struct json_object *value,
+                    struct godwit_disk *disk)
+{
+    if (strcmp(key, "path") == 0)
+        return take_device_string(p, key, value, 0, &disk->path);
+    if (strcmp(key, "readonly") == 0)
+        return take_bool(p, key, value, &disk->readonly);
+    if (strcmp(key, "serial") == 0)
+        return take_device_string(p, key, value, DEVICE_SERIAL_MAX, &disk->serial);
+    if (strcmp(key, "queues") == 0)
+        return take_queues(p, key, value, &disk->queues);
+    if (strcmp(key, "cache") == 0) {
+        if (!string_is(value, "none") && !string_is(value, "writeback"))
+            return parse_fail(p, "\"%s\" must be \"none\" or \"writeback\"", key);
+        disk->cache_none = string_is(value, "none");
+        return 0;
+    }
+    return fail_unknown_key(p, key);
+}
+
+static int net_key(struct config_parse *p, const char *key, struct json_object *value,
+                   struct godwit_net *net)
+{
+    if (strcmp(key, "tap") == 0)
+        return take_device_string(p, key, value, DEVICE_TAP_NAME_MAX, &net->tap);
+    if (strcmp(key, "queues") == 0)
+        return take_queues(p, key, value, &net->queues);
+    if (strcmp(key, "mac") == 0) {
+        int ret = take_device_string(p, key, value, 0, &net->mac);
+        if (ret == 0 && !devopt_parse_mac(net->mac, NULL))
+            return parse_fail(p, "\"%s\" must be a unicast address like 52:54:00:12:34:56",
+                              key);
+        return ret;
+    }
+    return fail_unknown_key(p, key);
+}
+
+/* "disks" and "net": arrays of objects, each entry one device, in guest order. */
+static int apply_device_list(struct config_parse *p, const char *key, struct json_object *value,
+                             size_t max, bool disks)
+{
+    if (!json_object_is_type(value, json_type_array))
+        return parse_fail(p, "\"%s\" must be an array of objects", key);
+    size_t n = json_object_array_length(value);
+    if (n > max)
+        return parse_fail(p, "\"%s\" has %zu entries, at most %zu", key, n, max);
+    if (disks)
+        p->cfg.nr_disks = 0; /* a repeated key: the last list counts */
+    else
+        p->cfg.nr_nets = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *entry = json_object_array_get_idx(value, i);
+        if (!json_object_is_type(entry, json_type_object))
+            return parse_fail(p, "\"%s\"[%zu] must be an object", key, i);
+        struct godwit_disk disk = { 0 };
+        struct godwit_net net = { 0 };
+        int ret = 0;
+        snprintf(p->where, sizeof(p->where), "\"%s\"[%zu]: ", key, i);
+        json_object_object_foreach(entry, k, v)
+        {
+            ret = disks ? disk_key(p, k, v, &disk) : net_key(p, k, v, &net);
+            if (ret < 0)
+                return ret;
+        }
+        if (disks && !disk.path)
+            return parse_fail(p, "\"path\" is required");
+        if (!disks && !net.tap)
+            return parse_fail(p, "\"tap\" is required");
+        p->where[0] = '\0';
+        ret = disks ? devopt_add_disk(&p->cfg, &p->owned, &disk)
+                    : devopt_add_net(&p->cfg, &p->owned, &net);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int apply_disks(struct config_parse *p, const char *key, struct json_object *value)
+{
+    return apply_device_list(p, key, value, CONFIG_MAX_DISKS, true);
+}
+
+static int apply_net(struct config_parse *p, const char *key, struct json_object *value)
+{
+    return apply_device_list(p, key, value, CONFIG_MAX_NETS, false);
+}
+
+/* The "mode" values of "console", in enum godwit_virtio_console's order. */
+static const char *const console_modes[] = {
+    [GODWIT_VIRTIO_CONSOLE_NONE] = "serial",
+    [GODWIT_VIRTIO_CONSOLE_TERMINAL] = "virtio",
+    [GODWIT_VIRTIO_CONSOLE_SOCKET] = "socket",
+    [GODWIT_VIRTIO_CONSOLE_FILE] = "file",
+};
+
+#define NR_CONSOLE_MODES (sizeof(console_modes) / sizeof(console_modes[0]))
+
+/* "console": {"mode": "serial" | "virtio" | "socket" | "file", "path": PATH}. */
+static int apply_console(struct config_parse *p, const char *key, struct json_object *value)
+{
+    if (!json_object_is_type(value, json_type_object))
+        return parse_fail(p, "\"%s\" must be an object", key);
+    struct json_object *mode_value = NULL, *path_value = NULL;
+    snprintf(p->where, sizeof(p->where), "\"%s\": ", key);
+    json_object_object_foreach(value, k, v)
+    {
+        if (strcmp(k, "mode") == 0)
+            mode_value = v;
+        else if (strcmp(k, "path") == 0)
+            path_value = v;
+        else
+            return fail_unknown_key(p, k);
+    }
+    if (!mode_value)
+        return parse_fail(p, "\"mode\" is required");
+    size_t mode = 0;
+    while (mode < NR_CONSOLE_MODES && !string_is(mode_value, console_modes[mode]))
+        mode++;
+    if (mode == NR_CONSOLE_MODES)
+        return parse_fail(p, "\"mode\" must be \"serial\", \"virtio\", \"socket\" or \"file\"");
+    bool wants_path = mode == GODWIT_VIRTIO_CONSOLE_SOCKET || mode == GODWIT_VIRTIO_CONSOLE_FILE;
+    const char *path = NULL;
+    if (wants_path && !path_value)
+        return parse_fail(p, "\"path\" is required with \"mode\": \"%s\"", console_modes[mode]);
+    if (!wants_path && path_value)
+        return parse_fail(p, "\"path\" is only for \"mode\": \"socket\" or \"file\"");
+    if (path_value) {
+        int ret = take_device_string(p, "path", path_value, 0, &path);
+        if (ret < 0)
+            return ret;
+    }
+    p->where[0] = '\0';
+    p->cfg.virtio_console = (enum godwit_virtio_console)mode;
+    p->cfg.virtio_console_path = path;
+    return 0;
+}
+
+static int apply_rng(struct config_parse *p, const char *key, struct json_object *value)
+{
+    bool rng = !p->cfg.no_rng;
+    int ret = take_bool(p, key, value, &rng);
+    p->cfg.no_rng = !rng;
+    return ret;
+}
+
 /* The schema; docs/config.md documents it next to the command-line options. */
 static const struct config_key config_keys[] = {
     { "kernel", apply_kernel },         { "initrd", apply_initrd },
     { "cmdline", apply_cmdline },       { "memory_mib", apply_memory },
     { "cpus", apply_cpus },             { "hugepages", apply_hugepages },
     { "no_reboot", apply_no_reboot },   { "name", apply_name },
-    { "api_socket", apply_api_socket },
+    { "api_socket", apply_api_socket }, { "disks", apply_disks },
+    { "net", apply_net },               { "console", apply_console },
+    { "rng", apply_rng },
 };
 
 static const struct config_key *config_key_find(const char *name)
@@ -383,6 +589,73 @@ static int add_string_if_set(struct json_object *obj, const char *key, const cha
     return value ? add_value(obj, key, json_object_new_string(value)) : 0;
 }
 
+/* Puts obj and returns NULL when ret reports a failed add. */
+static struct json_object *built(struct json_object *obj, int ret)
+{
+    if (ret) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+static struct json_object *disks_to_json(const struct vm_config *cfg)
+{
+    struct json_object *list = json_object_new_array();
+    for (unsigned i = 0; list && i < cfg->nr_disks; i++) {
+        const struct godwit_disk *d = &cfg->disks[i];
+        struct json_object *obj = json_object_new_object();
+        int ret = obj ? 0 : -ENOMEM;
+        if (obj) {
+            ret |= add_string_if_set(obj, "path", d->path);
+            ret |= add_value(obj, "readonly", json_object_new_boolean(d->readonly));
+            ret |= add_string_if_set(obj, "serial", d->serial);
+            ret |= add_value(obj, "cache",
+                             json_object_new_string(d->cache_none ? "none" : "writeback"));
+            ret |= add_value(obj, "queues", json_object_new_int64(d->queues ? d->queues : 1));
+        }
+        if (ret || json_object_array_add(list, obj) < 0) {
+            json_object_put(obj);
+            json_object_put(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static struct json_object *nets_to_json(const struct vm_config *cfg)
+{
+    struct json_object *list = json_object_new_array();
+    for (unsigned i = 0; list && i < cfg->nr_nets; i++) {
+        const struct godwit_net *n = &cfg->nets[i];
+        struct json_object *obj = json_object_new_object();
+        int ret = obj ? 0 : -ENOMEM;
+        if (obj) {
+            ret |= add_string_if_set(obj, "tap", n->tap);
+            ret |= add_string_if_set(obj, "mac", n->mac);
+            ret |= add_value(obj, "queues", json_object_new_int64(n->queues ? n->queues : 1));
+        }
+        if (ret || json_object_array_add(list, obj) < 0) {
+            json_object_put(obj);
+            json_object_put(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static struct json_object *console_to_json(const struct vm_config *cfg)
+{
+    struct json_object *obj = json_object_new_object();
+    if (!obj)
+        return NULL;
+    unsigned mode = cfg->virtio_console < NR_CONSOLE_MODES ? cfg->virtio_console : 0;
+    int ret = add_value(obj, "mode", json_object_new_string(console_modes[mode]));
+    if (mode == GODWIT_VIRTIO_CONSOLE_SOCKET || mode == GODWIT_VIRTIO_CONSOLE_FILE)
+        ret |= add_string_if_set(obj, "path", cfg->virtio_console_path);
+    return built(obj, ret);
+}
+
 struct json_object *config_to_json_object(const struct vm_config *cfg,
                                           const struct config_extra *extra)
 {
@@ -399,11 +672,11 @@ struct json_object *config_to_json_object(const struct vm_config *cfg,
     ret |= add_value(obj, "hugepages", json_object_new_boolean(cfg->hugepages));
     ret |= add_value(obj, "no_reboot", json_object_new_boolean(cfg->no_reboot));
     ret |= add_string_if_set(obj, "api_socket", extra ? extra->api_socket : NULL);
-    if (ret) {
-        json_object_put(obj);
-        return NULL;
-    }
-    return obj;
+    ret |= add_value(obj, "disks", disks_to_json(cfg));
+    ret |= add_value(obj, "net", nets_to_json(cfg));
+    ret |= add_value(obj, "console", console_to_json(cfg));
+    ret |= add_value(obj, "rng", json_object_new_boolean(!cfg->no_rng));
+    return built(obj, ret);
 }
 
 int config_to_json(const struct vm_config *cfg, const struct config_extra *extra, char *buf,

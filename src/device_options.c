@@ -2,15 +2,13 @@
 #define _GNU_SOURCE
 #include "device_options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-
-#define SERIAL_MAX 20 /* virtio-blk's GET_ID answer */
-#define TAP_NAME_MAX 15 /* IFNAMSIZ - 1 */
 
 /* One "key=value" item of an option's value, pointing into the argument. */
 struct kv {
@@ -112,7 +110,7 @@ static int disk_item(const char *opt, const struct kv *kv, struct godwit_disk *d
     if (kv_is(kv, "readonly") || kv_is(kv, "ro"))
         return take_switch(opt, kv, &disk->readonly);
     if (kv_is(kv, "serial"))
-        return take_string(opt, kv, SERIAL_MAX, owned, &disk->serial);
+        return take_string(opt, kv, DEVICE_SERIAL_MAX, owned, &disk->serial);
     if (kv_is(kv, "queues"))
         return take_queues(opt, kv, &disk->queues);
     if (kv_is(kv, "cache")) {
@@ -145,26 +143,30 @@ int devopt_parse_disk(const char *opt, const char *arg, struct godwit_disk *disk
 
 bool devopt_parse_mac(const char *text, uint8_t mac[6])
 {
-    unsigned b[6];
-    char tail;
-    if (strlen(text) != 17 ||
-        sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-               &tail) != 6)
+    uint8_t b[6];
+    /* Checked by hand: sscanf's %x would also take spaces, signs and "0x". */
+    if (strlen(text) != 17)
         return false;
     for (unsigned i = 0; i < 6; i++) {
-        if (text[3 * i + 2] != (i < 5 ? ':' : '\0'))
+        const char *pair = text + 3 * i;
+        if (!isxdigit((unsigned char)pair[0]) || !isxdigit((unsigned char)pair[1]) ||
+            pair[2] != (i < 5 ? ':' : '\0'))
             return false;
-        if (mac)
-            mac[i] = (uint8_t)b[i];
+        char hex[3] = { pair[0], pair[1], '\0' };
+        b[i] = (uint8_t)strtoul(hex, NULL, 16);
     }
-    return !(b[0] & 1); /* a multicast address cannot be an interface's */
+    if (b[0] & 1) /* a multicast address cannot be an interface's */
+        return false;
+    if (mac)
+        memcpy(mac, b, sizeof(b));
+    return true;
 }
 
 static int net_item(const char *opt, const struct kv *kv, struct godwit_net *net,
                     struct config_strings *owned)
 {
     if (kv_is(kv, "tap"))
-        return take_string(opt, kv, TAP_NAME_MAX, owned, &net->tap);
+        return take_string(opt, kv, DEVICE_TAP_NAME_MAX, owned, &net->tap);
     if (kv_is(kv, "queues"))
         return take_queues(opt, kv, &net->queues);
     if (kv_is(kv, "mac")) {
@@ -199,7 +201,9 @@ int devopt_parse_console(const char *opt, const char *arg, enum godwit_virtio_co
 {
     struct kv kv;
     kv_next(&arg, false, NULL, &kv);
-    if (kv_is(&kv, "serial") && !kv.value && !*arg) {
+    if (kv_is(&kv, "serial")) {
+        if (kv.value || *arg)
+            return bad_item(opt, &kv, "takes no options (socket= and file= are virtio's)");
         *mode = GODWIT_VIRTIO_CONSOLE_NONE;
         *path = NULL;
         return 0;
@@ -225,14 +229,14 @@ int devopt_parse_console(const char *opt, const char *arg, enum godwit_virtio_co
 int devopt_add_disk(struct vm_config *cfg, struct config_strings *owned,
                     const struct godwit_disk *disk)
 {
-    if (cfg->nr_disks >= CONFIG_MAX_DISKS) {
-        log_error("too many disks (at most %d)", CONFIG_MAX_DISKS);
-        return -ENOSPC;
-    }
     if (!owned->disks && !(owned->disks = calloc(CONFIG_MAX_DISKS, sizeof(*owned->disks))))
         return -ENOMEM;
     if (cfg->disks != owned->disks) /* the list came from elsewhere: start ours */
         cfg->nr_disks = 0;
+    if (cfg->nr_disks >= CONFIG_MAX_DISKS) {
+        log_error("too many disks (at most %d)", CONFIG_MAX_DISKS);
+        return -ENOSPC;
+    }
     owned->disks[cfg->nr_disks++] = *disk;
     cfg->disks = owned->disks;
     return 0;
@@ -241,14 +245,14 @@ int devopt_add_disk(struct vm_config *cfg, struct config_strings *owned,
 int devopt_add_net(struct vm_config *cfg, struct config_strings *owned,
                    const struct godwit_net *net)
 {
-    if (cfg->nr_nets >= CONFIG_MAX_NETS) {
-        log_error("too many network interfaces (at most %d)", CONFIG_MAX_NETS);
-        return -ENOSPC;
-    }
     if (!owned->nets && !(owned->nets = calloc(CONFIG_MAX_NETS, sizeof(*owned->nets))))
         return -ENOMEM;
     if (cfg->nets != owned->nets)
         cfg->nr_nets = 0;
+    if (cfg->nr_nets >= CONFIG_MAX_NETS) {
+        log_error("too many network interfaces (at most %d)", CONFIG_MAX_NETS);
+        return -ENOSPC;
+    }
     owned->nets[cfg->nr_nets++] = *net;
     cfg->nets = owned->nets;
     return 0;

@@ -10,6 +10,8 @@
 #include "vm.h"
 
 #define DEVICE_MAX_QUEUES 16
+#define DEVICE_SERIAL_MAX 20   /* virtio-blk's GET_ID answer */
+#define DEVICE_TAP_NAME_MAX 15 /* IFNAMSIZ - 1 */
 
 /*
  * Each parser reads "key=value,key=value" (a first item without '=' is the main value:
@@ -27,7 +29,8 @@ int devopt_parse_net(const char *opt, const char *arg, struct godwit_net *net,
 int devopt_parse_console(const char *opt, const char *arg, enum godwit_virtio_console *mode,
                          const char **path, struct config_strings *owned);
 
-/* A unicast MAC address in colon notation; fills mac when not NULL. */
+/* A unicast MAC address in colon notation (exactly 6 pairs of hex digits); fills mac when not
+ * NULL and the address is valid. */
 bool devopt_parse_mac(const char *text, uint8_t mac[6]);
 
 /* Copies a string into owned (freed with it); NULL when out of memory. */

@@ -4,6 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "cli.h"
@@ -90,6 +94,233 @@ static void test_bad_input_rejected(void **state)
     expect_rejected(stray, ARGC(stray));
 }
 
+static void test_device_options(void **state)
+{
+    (void)state;
+    char *argv[] = { "run", "-k", "k", "--disk", "/img/root.img",
+                     "--disk", "path=/dev/vg/data,readonly=on,serial=12345678901234567890,cache=none,queues=16",
+                     "--disk", "b.img,ro,cache=writeback,queues=1",
+                     "--disk", "readonly=off,path=c.img",
+                     "--net", "tap0",
+                     "--net", "tap=123456789012345,mac=52:54:00:ab:CD:ef,queues=4",
+                     "--console", "virtio,socket=/run/vm.console", "--no-rng", NULL };
+    struct vm_config cfg;
+    assert_int_equal(parse(ARGC(argv), argv, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 4);
+    assert_string_equal(cfg.disks[0].path, "/img/root.img");
+    assert_false(cfg.disks[0].readonly);
+    assert_null(cfg.disks[0].serial);
+    assert_false(cfg.disks[0].cache_none);
+    assert_int_equal(cfg.disks[0].queues, 0);
+    assert_string_equal(cfg.disks[1].path, "/dev/vg/data");
+    assert_true(cfg.disks[1].readonly);
+    assert_string_equal(cfg.disks[1].serial, "12345678901234567890");
+    assert_true(cfg.disks[1].cache_none);
+    assert_int_equal(cfg.disks[1].queues, 16);
+    assert_string_equal(cfg.disks[2].path, "b.img");
+    assert_true(cfg.disks[2].readonly);
+    assert_false(cfg.disks[2].cache_none);
+    assert_int_equal(cfg.disks[2].queues, 1);
+    assert_string_equal(cfg.disks[3].path, "c.img");
+    assert_false(cfg.disks[3].readonly);
+    assert_int_equal(cfg.nr_nets, 2);
+    assert_string_equal(cfg.nets[0].tap, "tap0");
+    assert_null(cfg.nets[0].mac);
+    assert_string_equal(cfg.nets[1].tap, "123456789012345");
+    assert_string_equal(cfg.nets[1].mac, "52:54:00:ab:CD:ef");
+    assert_int_equal(cfg.nets[1].queues, 4);
+    assert_int_equal(cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_SOCKET);
+    assert_string_equal(cfg.virtio_console_path, "/run/vm.console");
+    assert_true(cfg.no_rng);
+
+    /* Without these options: no devices but the rng. */
+    char *plain[] = { "run", "-k", "k", NULL };
+    assert_int_equal(parse(ARGC(plain), plain, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 0);
+    assert_int_equal(cfg.nr_nets, 0);
+    assert_int_equal(cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_NONE);
+    assert_false(cfg.no_rng);
+}
+
+static void test_console_option(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *arg;
+        enum godwit_virtio_console mode;
+        const char *path;
+    } cases[] = {
+        { "serial", GODWIT_VIRTIO_CONSOLE_NONE, NULL },
+        { "virtio", GODWIT_VIRTIO_CONSOLE_TERMINAL, NULL },
+        { "virtio,socket=/s", GODWIT_VIRTIO_CONSOLE_SOCKET, "/s" },
+        { "virtio,file=/var/log/hvc0", GODWIT_VIRTIO_CONSOLE_FILE, "/var/log/hvc0" },
+    };
+    struct vm_config cfg;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *argv[] = { "run", "-k", "k", "--console", (char *)cases[i].arg, NULL };
+        assert_int_equal(parse(ARGC(argv), argv, &cfg), 0);
+        assert_int_equal(cfg.virtio_console, cases[i].mode);
+        if (cases[i].path)
+            assert_string_equal(cfg.virtio_console_path, cases[i].path);
+        else
+            assert_null(cfg.virtio_console_path);
+    }
+    /* The last --console counts. */
+    char *twice[] = { "run", "-k", "k", "--console", "virtio,file=/f", "--console", "serial", NULL };
+    assert_int_equal(parse(ARGC(twice), twice, &cfg), 0);
+    assert_int_equal(cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_NONE);
+    assert_null(cfg.virtio_console_path);
+}
+
+static void test_bad_device_options_rejected(void **state)
+{
+    (void)state;
+    static const char *const bad[][2] = {
+        { "--disk", "path=a,foo=1" },
+        { "--disk", "a,bogus" },
+        { "--disk", "path=a,readonly=maybe" },
+        { "--disk", "path=a,readonly=" },
+        { "--disk", "path=a,cache=directsync" },
+        { "--disk", "path=a,cache" },
+        { "--disk", "path=a,queues=0" },
+        { "--disk", "path=a,queues=17" },
+        { "--disk", "path=a,queues=abc" },
+        { "--disk", "path=a,queues=" },
+        { "--disk", "path=a,queues=-1" },
+        { "--disk", "path=a,queues=99999999999" },
+        { "--disk", "path=a,serial=123456789012345678901" },
+        { "--disk", "path=a,serial=" },
+        { "--disk", "readonly=on" },
+        { "--disk", "path=" },
+        { "--disk", "" },
+        { "--disk", "path=a,,ro" },
+        { "--net", "tap=t,mac=01:00:5e:00:00:01" },
+        { "--net", "tap=t,mac=52:54:00:12:34" },
+        { "--net", "tap=t,mac=52:54:00:12:34:5g" },
+        { "--net", "tap=t,mac=52-54-00-12-34-56" },
+        { "--net", "tap=t,mac= 2:54:00:12:34:56" },
+        { "--net", "tap=t,mac=-2:54:00:12:34:56" },
+        { "--net", "tap=t,mac=" },
+        { "--net", "tap=1234567890123456" },
+        { "--net", "mac=52:54:00:12:34:56" },
+        { "--net", "tap=" },
+        { "--net", "tap=t,queues=0" },
+        { "--net", "tap=t,queues=17" },
+        { "--net", "tap=t,queues=abc" },
+        { "--net", "tap=t,ifname=x" },
+        { "--console", "virtio,socket=" },
+        { "--console", "virtio,file=" },
+        { "--console", "virtio,socket" },
+        { "--console", "virtio,socket=/a,file=/b" },
+        { "--console", "virtio,pipe=/p" },
+        { "--console", "virtio=1" },
+        { "--console", "serial,file=/f" },
+        { "--console", "bogus" },
+        { "--console", "" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *argv[] = { "run", "-k", "k", (char *)bad[i][0], (char *)bad[i][1], NULL };
+        print_message("%s %s\n", bad[i][0], bad[i][1]);
+        expect_rejected(argv, ARGC(argv));
+    }
+
+    /* At most 16 disks and 8 interfaces. */
+    char *many[2 * 17 + 4] = { "run", "-k", "k" };
+    for (int i = 0; i < 17; i++) {
+        many[3 + 2 * i] = "--disk";
+        many[4 + 2 * i] = "d.img";
+    }
+    struct vm_config cfg;
+    assert_int_equal(parse(3 + 2 * 16, many, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 16);
+    expect_rejected(many, 3 + 2 * 17);
+    for (int i = 0; i < 9; i++) {
+        many[3 + 2 * i] = "--net";
+        many[4 + 2 * i] = "tap0";
+    }
+    assert_int_equal(parse(3 + 2 * 8, many, &cfg), 0);
+    assert_int_equal(cfg.nr_nets, 8);
+    expect_rejected(many, 3 + 2 * 9);
+}
+
+static char *write_temp_file(const char *text)
+{
+    char *path = strdup("/tmp/godwit-test-cli-XXXXXX");
+    assert_non_null(path);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_devices_override_config_file(void **state)
+{
+    (void)state;
+    char *path = write_temp_file("{\"kernel\": \"k\", "
+                                 "\"disks\": [{\"path\": \"file-a\"}, {\"path\": \"file-b\"}], "
+                                 "\"net\": [{\"tap\": \"file-t\"}], "
+                                 "\"console\": {\"mode\": \"file\", \"path\": \"/file.log\"}, "
+                                 "\"rng\": false}");
+    struct vm_config cfg;
+
+    /* Nothing on the command line: the file's devices. */
+    char *file_only[] = { "run", "--config", path, NULL };
+    assert_int_equal(parse(ARGC(file_only), file_only, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 2);
+    assert_string_equal(cfg.disks[0].path, "file-a");
+    assert_string_equal(cfg.disks[1].path, "file-b");
+    assert_int_equal(cfg.nr_nets, 1);
+    assert_string_equal(cfg.nets[0].tap, "file-t");
+    assert_int_equal(cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_FILE);
+    assert_string_equal(cfg.virtio_console_path, "/file.log");
+    assert_true(cfg.no_rng);
+
+    /* The first --disk replaces the file's list, the next ones add; the nets stay. Order of
+     * --config and --disk does not matter. */
+    char *disks[] = { "run", "--disk", "cli-c", "--config", path, "--disk", "cli-d", NULL };
+    assert_int_equal(parse(ARGC(disks), disks, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 2);
+    assert_string_equal(cfg.disks[0].path, "cli-c");
+    assert_string_equal(cfg.disks[1].path, "cli-d");
+    assert_int_equal(cfg.nr_nets, 1);
+    assert_string_equal(cfg.nets[0].tap, "file-t");
+
+    /* The same for --net; --console replaces the file's console. */
+    char *nets[] = { "run", "--config", path, "--net", "cli-t", "--console", "virtio", NULL };
+    assert_int_equal(parse(ARGC(nets), nets, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 2);
+    assert_string_equal(cfg.disks[1].path, "file-b");
+    assert_int_equal(cfg.nr_nets, 1);
+    assert_string_equal(cfg.nets[0].tap, "cli-t");
+    assert_int_equal(cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_TERMINAL);
+    assert_null(cfg.virtio_console_path);
+    unlink(path);
+    free(path);
+
+    /* A file with the most disks still lets one --disk replace them. */
+    char json[1024];
+    size_t len = (size_t)snprintf(json, sizeof(json), "{\"kernel\": \"k\", \"disks\": [");
+    for (int i = 0; i < 16; i++)
+        len += (size_t)snprintf(json + len, sizeof(json) - len, "%s{\"path\": \"f%d\"}",
+                                i ? ", " : "", i);
+    snprintf(json + len, sizeof(json) - len, "]}");
+    path = write_temp_file(json);
+    char *full[] = { "run", "--config", path, "--disk", "only", NULL };
+    assert_int_equal(parse(ARGC(full), full, &cfg), 0);
+    assert_int_equal(cfg.nr_disks, 1);
+    assert_string_equal(cfg.disks[0].path, "only");
+
+    /* A bad device in the file fails the whole command line. */
+    unlink(path);
+    free(path);
+    path = write_temp_file("{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"cache\": \"x\"}]}");
+    char *bad_file[] = { "run", "--config", path, "--disk", "good", NULL };
+    expect_rejected(bad_file, ARGC(bad_file));
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -97,6 +328,10 @@ int main(void)
         cmocka_unit_test(test_all_options),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_bad_input_rejected),
+        cmocka_unit_test(test_device_options),
+        cmocka_unit_test(test_console_option),
+        cmocka_unit_test(test_bad_device_options_rejected),
+        cmocka_unit_test(test_devices_override_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <json-c/json.h>
 
 #include "cli.h"
 #include "config.h"
@@ -338,6 +339,295 @@ static void test_round_trip_minimal(void **state)
     config_strings_free(&second.owned);
 }
 
+static const char devices_file[] =
+    "{\n"
+    "  \"kernel\": \"k\",\n"
+    "  \"disks\": [\n"
+    "    {\"path\": \"/img/root.img\", \"serial\": \"12345678901234567890\"},\n"
+    "    {\"path\": \"/dev/vg/data\", \"readonly\": true, \"cache\": \"none\", \"queues\": 16},\n"
+    "    {\"path\": \"/img/wb.img\", \"readonly\": false, \"cache\": \"writeback\", \"queues\": 1}\n"
+    "  ],\n"
+    "  \"net\": [\n"
+    "    {\"tap\": \"tap0\"},\n"
+    "    {\"tap\": \"123456789012345\", \"mac\": \"52:54:00:AB:cd:EF\", \"queues\": 4}\n"
+    "  ],\n"
+    "  \"console\": {\"mode\": \"socket\", \"path\": \"/run/vm.console\"},\n"
+    "  \"rng\": false\n"
+    "}\n";
+
+static void test_devices(void **state)
+{
+    (void)state;
+    struct parsed p;
+    assert_int_equal(parse(&p, devices_file), 0);
+    assert_int_equal(p.cfg.nr_disks, 3);
+    assert_ptr_equal(p.cfg.disks, p.owned.disks);
+    assert_string_equal(p.cfg.disks[0].path, "/img/root.img");
+    assert_false(p.cfg.disks[0].readonly);
+    assert_string_equal(p.cfg.disks[0].serial, "12345678901234567890");
+    assert_false(p.cfg.disks[0].cache_none);
+    assert_int_equal(p.cfg.disks[0].queues, 0); /* not given: the default */
+    assert_string_equal(p.cfg.disks[1].path, "/dev/vg/data");
+    assert_true(p.cfg.disks[1].readonly);
+    assert_null(p.cfg.disks[1].serial);
+    assert_true(p.cfg.disks[1].cache_none);
+    assert_int_equal(p.cfg.disks[1].queues, 16);
+    assert_false(p.cfg.disks[2].readonly);
+    assert_false(p.cfg.disks[2].cache_none);
+    assert_int_equal(p.cfg.disks[2].queues, 1);
+    assert_int_equal(p.cfg.nr_nets, 2);
+    assert_string_equal(p.cfg.nets[0].tap, "tap0");
+    assert_null(p.cfg.nets[0].mac);
+    assert_int_equal(p.cfg.nets[0].queues, 0);
+    assert_string_equal(p.cfg.nets[1].tap, "123456789012345");
+    assert_string_equal(p.cfg.nets[1].mac, "52:54:00:AB:cd:EF");
+    assert_int_equal(p.cfg.nets[1].queues, 4);
+    assert_int_equal(p.cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_SOCKET);
+    assert_string_equal(p.cfg.virtio_console_path, "/run/vm.console");
+    assert_true(p.cfg.no_rng);
+    config_strings_free(&p.owned);
+    assert_null(p.owned.disks);
+    assert_null(p.owned.strings);
+
+    /* Defaults: no devices but the rng, the serial console only. */
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\"}"), 0);
+    assert_int_equal(p.cfg.nr_disks, 0);
+    assert_int_equal(p.cfg.nr_nets, 0);
+    assert_int_equal(p.cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_NONE);
+    assert_null(p.cfg.virtio_console_path);
+    assert_false(p.cfg.no_rng);
+    config_strings_free(&p.owned);
+
+    /* Empty lists are allowed; each console mode parses. */
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"disks\": [], \"net\": [], \"rng\": true, "
+                               "\"console\": {\"mode\": \"virtio\"}}"), 0);
+    assert_int_equal(p.cfg.nr_disks, 0);
+    assert_int_equal(p.cfg.nr_nets, 0);
+    assert_false(p.cfg.no_rng);
+    assert_int_equal(p.cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_TERMINAL);
+    assert_null(p.cfg.virtio_console_path);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"console\": {\"mode\": \"serial\"}}"), 0);
+    assert_int_equal(p.cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_NONE);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"console\": {\"path\": \"/log\", "
+                               "\"mode\": \"file\"}}"), 0);
+    assert_int_equal(p.cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_FILE);
+    assert_string_equal(p.cfg.virtio_console_path, "/log");
+    config_strings_free(&p.owned);
+}
+
+static void test_device_limits(void **state)
+{
+    (void)state;
+    char json[4096];
+    size_t len;
+    struct parsed p;
+
+    /* 16 disks and 8 interfaces fit; one more of either does not. */
+    for (unsigned extra = 0; extra < 2; extra++) {
+        len = (size_t)snprintf(json, sizeof(json), "{\"kernel\": \"k\", \"disks\": [");
+        for (unsigned i = 0; i < CONFIG_MAX_DISKS + extra; i++)
+            len += (size_t)snprintf(json + len, sizeof(json) - len, "%s{\"path\": \"d%u\"}",
+                                    i ? ", " : "", i);
+        len += (size_t)snprintf(json + len, sizeof(json) - len, "], \"net\": [");
+        for (unsigned i = 0; i < CONFIG_MAX_NETS; i++)
+            len += (size_t)snprintf(json + len, sizeof(json) - len, "%s{\"tap\": \"t%u\"}",
+                                    i ? ", " : "", i);
+        snprintf(json + len, sizeof(json) - len, "]}");
+        if (extra) {
+            expect_error(json, "config: \"disks\" has 17 entries, at most 16");
+            continue;
+        }
+        assert_int_equal(parse(&p, json), 0);
+        assert_int_equal(p.cfg.nr_disks, CONFIG_MAX_DISKS);
+        assert_string_equal(p.cfg.disks[15].path, "d15");
+        assert_int_equal(p.cfg.nr_nets, CONFIG_MAX_NETS);
+        assert_string_equal(p.cfg.nets[7].tap, "t7");
+        config_strings_free(&p.owned);
+    }
+    expect_error("{\"kernel\": \"k\", \"net\": [{\"tap\": \"a\"}, {\"tap\": \"a\"}, {\"tap\": \"a\"}, "
+                 "{\"tap\": \"a\"}, {\"tap\": \"a\"}, {\"tap\": \"a\"}, {\"tap\": \"a\"}, "
+                 "{\"tap\": \"a\"}, {\"tap\": \"a\"}]}",
+                 "config: \"net\" has 9 entries, at most 8");
+}
+
+static void test_device_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json, *message;
+    } cases[] = {
+        /* disks */
+        { "{\"kernel\": \"k\", \"disks\": {\"path\": \"a\"}}",
+          "config: \"disks\" must be an array of objects" },
+        { "{\"kernel\": \"k\", \"disks\": null}", "config: \"disks\" must be an array of objects" },
+        { "{\"kernel\": \"k\", \"disks\": [\"a.img\"]}", "config: \"disks\"[0] must be an object" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\"}, {\"readonly\": true}]}",
+          "config: \"disks\"[1]: \"path\" is required" },
+        { "{\"kernel\": \"k\", \"disks\": [{}]}", "config: \"disks\"[0]: \"path\" is required" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"ro\": true}]}",
+          "config: \"disks\"[0]: unknown key \"ro\"" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"\"}]}",
+          "config: \"disks\"[0]: \"path\" must not be empty" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": 3}]}",
+          "config: \"disks\"[0]: \"path\" must be a string" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\\u0000b\"}]}",
+          "config: \"disks\"[0]: \"path\" must not contain a NUL character" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"readonly\": \"on\"}]}",
+          "config: \"disks\"[0]: \"readonly\" must be true or false" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"serial\": \"123456789012345678901\"}]}",
+          "config: \"disks\"[0]: \"serial\" is too long (at most 20 bytes)" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"serial\": \"\"}]}",
+          "config: \"disks\"[0]: \"serial\" must not be empty" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"cache\": \"directsync\"}]}",
+          "config: \"disks\"[0]: \"cache\" must be \"none\" or \"writeback\"" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"cache\": true}]}",
+          "config: \"disks\"[0]: \"cache\" must be \"none\" or \"writeback\"" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"cache\": \"none\\u0000x\"}]}",
+          "config: \"disks\"[0]: \"cache\" must be \"none\" or \"writeback\"" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"queues\": 0}]}",
+          "config: \"disks\"[0]: \"queues\" is 0, must be 1 to 16" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"queues\": 17}]}",
+          "config: \"disks\"[0]: \"queues\" is 17, must be 1 to 16" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\", \"queues\": \"2\"}]}",
+          "config: \"disks\"[0]: \"queues\" must be an integer" },
+        /* net */
+        { "{\"kernel\": \"k\", \"net\": \"tap0\"}", "config: \"net\" must be an array of objects" },
+        { "{\"kernel\": \"k\", \"net\": [{\"mac\": \"52:54:00:12:34:56\"}]}",
+          "config: \"net\"[0]: \"tap\" is required" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"t\"}, {\"tap\": \"u\", \"ifname\": \"x\"}]}",
+          "config: \"net\"[1]: unknown key \"ifname\"" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"1234567890123456\"}]}",
+          "config: \"net\"[0]: \"tap\" is too long (at most 15 bytes)" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"\"}]}", "config: \"net\"[0]: \"tap\" must not be empty" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"t\", \"mac\": \"01:00:5e:00:00:01\"}]}",
+          "config: \"net\"[0]: \"mac\" must be a unicast address like 52:54:00:12:34:56" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"t\", \"mac\": \"52:54:00:12:34\"}]}",
+          "config: \"net\"[0]: \"mac\" must be a unicast address like 52:54:00:12:34:56" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"t\", \"mac\": \"52-54-00-12-34-56\"}]}",
+          "config: \"net\"[0]: \"mac\" must be a unicast address like 52:54:00:12:34:56" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"t\", \"mac\": 5}]}",
+          "config: \"net\"[0]: \"mac\" must be a string" },
+        { "{\"kernel\": \"k\", \"net\": [{\"tap\": \"t\", \"queues\": 17}]}",
+          "config: \"net\"[0]: \"queues\" is 17, must be 1 to 16" },
+        /* console */
+        { "{\"kernel\": \"k\", \"console\": \"virtio\"}", "config: \"console\" must be an object" },
+        { "{\"kernel\": \"k\", \"console\": {}}", "config: \"console\": \"mode\" is required" },
+        { "{\"kernel\": \"k\", \"console\": {\"mode\": \"bogus\"}}",
+          "config: \"console\": \"mode\" must be \"serial\", \"virtio\", \"socket\" or \"file\"" },
+        { "{\"kernel\": \"k\", \"console\": {\"mode\": 1}}",
+          "config: \"console\": \"mode\" must be \"serial\", \"virtio\", \"socket\" or \"file\"" },
+        { "{\"kernel\": \"k\", \"console\": {\"mode\": \"socket\"}}",
+          "config: \"console\": \"path\" is required with \"mode\": \"socket\"" },
+        { "{\"kernel\": \"k\", \"console\": {\"mode\": \"file\", \"path\": \"\"}}",
+          "config: \"console\": \"path\" must not be empty" },
+        { "{\"kernel\": \"k\", \"console\": {\"mode\": \"virtio\", \"path\": \"/x\"}}",
+          "config: \"console\": \"path\" is only for \"mode\": \"socket\" or \"file\"" },
+        { "{\"kernel\": \"k\", \"console\": {\"mode\": \"virtio\", \"socket\": \"/x\"}}",
+          "config: \"console\": unknown key \"socket\"" },
+        /* rng */
+        { "{\"kernel\": \"k\", \"rng\": \"off\"}", "config: \"rng\" must be true or false" },
+        { "{\"kernel\": \"k\", \"no_rng\": true}", "config: unknown key \"no_rng\"" },
+        /* Messages after a nested one are not prefixed by it. */
+        { "{\"disks\": [{\"path\": \"a\"}], \"console\": {\"mode\": \"virtio\"}}",
+          "config: \"kernel\" is required" },
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"a\"}], \"cpus\": 0}",
+          "config: \"cpus\" is 0, must be 1 to 255" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_error(cases[i].json, cases[i].message);
+}
+
+static void test_device_errors_name_the_file(void **state)
+{
+    (void)state;
+    struct parsed p = { 0 };
+    char message[CONFIG_ERROR_MAX];
+    char *path = write_temp_file("{\n  \"kernel\": \"k\",\n  \"disks\": [\n    {\"path\": \"a\"},\n"
+                                 "    {\"serial\": \"x\"}\n  ]\n}\n");
+    assert_int_equal(config_load_file(path, &p.cfg, &p.extra, &p.owned, &p.err), -EINVAL);
+    snprintf(message, sizeof(message), "config: %s: \"disks\"[1]: \"path\" is required", path);
+    assert_string_equal(p.err.message, message);
+    assert_null(p.owned.disks);
+    assert_null(p.owned.strings);
+    unlink(path);
+    free(path);
+}
+
+static void test_round_trip_devices(void **state)
+{
+    (void)state;
+    struct parsed first, second;
+    char text[4096];
+
+    assert_int_equal(parse(&first, devices_file), 0);
+    assert_true(config_to_json(&first.cfg, &first.extra, text, sizeof(text)) > 0);
+    assert_int_equal(parse(&second, text), 0);
+    assert_int_equal(second.cfg.nr_disks, first.cfg.nr_disks);
+    for (unsigned i = 0; i < first.cfg.nr_disks; i++) {
+        const struct godwit_disk *a = &first.cfg.disks[i], *b = &second.cfg.disks[i];
+        assert_string_equal(b->path, a->path);
+        assert_int_equal(b->readonly, a->readonly);
+        if (a->serial)
+            assert_string_equal(b->serial, a->serial);
+        else
+            assert_null(b->serial);
+        assert_int_equal(b->cache_none, a->cache_none);
+        assert_int_equal(b->queues ? b->queues : 1, a->queues ? a->queues : 1);
+    }
+    assert_int_equal(second.cfg.nr_nets, first.cfg.nr_nets);
+    for (unsigned i = 0; i < first.cfg.nr_nets; i++) {
+        const struct godwit_net *a = &first.cfg.nets[i], *b = &second.cfg.nets[i];
+        assert_string_equal(b->tap, a->tap);
+        if (a->mac)
+            assert_string_equal(b->mac, a->mac);
+        else
+            assert_null(b->mac);
+        assert_int_equal(b->queues ? b->queues : 1, a->queues ? a->queues : 1);
+    }
+    assert_int_equal(second.cfg.virtio_console, first.cfg.virtio_console);
+    assert_string_equal(second.cfg.virtio_console_path, first.cfg.virtio_console_path);
+    assert_int_equal(second.cfg.no_rng, first.cfg.no_rng);
+    config_strings_free(&first.owned);
+    config_strings_free(&second.owned);
+
+    /* The defaults are written out too (empty lists, the serial console, the rng). */
+    assert_int_equal(parse(&first, "{\"kernel\": \"k\"}"), 0);
+    assert_true(config_to_json(&first.cfg, NULL, text, sizeof(text)) > 0);
+    struct json_object *obj = json_tokener_parse(text);
+    assert_non_null(obj);
+    struct json_object *v;
+    assert_true(json_object_object_get_ex(obj, "disks", &v));
+    assert_int_equal(json_object_array_length(v), 0);
+    assert_true(json_object_object_get_ex(obj, "net", &v));
+    assert_int_equal(json_object_array_length(v), 0);
+    assert_true(json_object_object_get_ex(obj, "console", &v));
+    assert_string_equal(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN),
+                        "{\"mode\":\"serial\"}");
+    assert_true(json_object_object_get_ex(obj, "rng", &v));
+    assert_true(json_object_get_boolean(v));
+    json_object_put(obj);
+    config_strings_free(&first.owned);
+
+    /* Each console mode comes back as it went in; a path only where it means something. */
+    static const char *const consoles[] = {
+        "{\"mode\":\"serial\"}", "{\"mode\":\"virtio\"}",
+        "{\"mode\":\"socket\",\"path\":\"\\/s\"}", "{\"mode\":\"file\",\"path\":\"\\/f\"}",
+    };
+    for (size_t i = 0; i < sizeof(consoles) / sizeof(consoles[0]); i++) {
+        char json[256];
+        snprintf(json, sizeof(json), "{\"kernel\": \"k\", \"console\": %s}", consoles[i]);
+        assert_int_equal(parse(&first, json), 0);
+        obj = config_to_json_object(&first.cfg, NULL);
+        assert_non_null(obj);
+        assert_true(json_object_object_get_ex(obj, "console", &v));
+        assert_string_equal(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN), consoles[i]);
+        json_object_put(obj);
+        config_strings_free(&first.owned);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +645,11 @@ int main(void)
         cmocka_unit_test(test_name_validation),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_round_trip_minimal),
+        cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_device_limits),
+        cmocka_unit_test(test_device_errors),
+        cmocka_unit_test(test_device_errors_name_the_file),
+        cmocka_unit_test(test_round_trip_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
