@@ -1,0 +1,756 @@
+/* console.c: virtio-console, one port: guest output out and host input in, through io_uring. */
+#define _GNU_SOURCE
+#include "virtio/console.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Device feature bits (virtio 1.2, 5.3.3); MULTIPORT and EMERG_WRITE are not offered. */
+#define VIRTIO_CONSOLE_F_SIZE 0
+
+#define CON_QUEUE_SIZE 256
+/* One read from in_fd: a burst of pasted text, a few guest receive buffers' worth. */
+#define CON_RX_BUF 4096
+#define CON_LISTEN_BACKLOG 4
+
+/* The guest-visible config space (virtio 1.2, 5.3.4), little-endian like the host. */
+struct con_config_space {
+    uint16_t cols;
+    uint16_t rows;
+    uint32_t max_nr_ports;
+    uint32_t emerg_wr;
+} __attribute__((packed));
+_Static_assert(sizeof(struct con_config_space) == 12, "virtio-console config layout");
+
+enum con_op_kind { OP_TX, OP_RX, OP_ACCEPT };
+
+/*
+ * One io_uring operation of the device: a write of one transmit chain, a read from in_fd, or
+ * a poll of the listening socket. It lives apart from the device so that destroy can orphan
+ * it: the kernel may still hold its iovecs and buffer, and the loop its watch.
+ */
+struct con_op {
+    struct virtio_console *con; /* NULL once virtio_console_destroy() orphaned it */
+    enum con_op_kind kind;
+    struct loop_watch io;       /* the operation itself */
+    struct loop_watch cancel;   /* an async cancel of it, sent by destroy */
+    unsigned in_flight;         /* completions still to come; an orphan is freed at 0 */
+    bool polling;               /* waiting for readiness: the fd is non-blocking */
+    uint64_t generation;        /* tx: con->generation at pop; a reset since drops the push */
+    uint64_t fd_epoch;          /* con->fd_epoch at start; a change means another client */
+    struct con_op *orphan_prev, *orphan_next;
+    uint16_t head;              /* tx: the chain to push */
+    unsigned iov_first, iov_cnt;
+    struct msghdr msg;          /* tx to a socket: sendmsg, for MSG_NOSIGNAL */
+    uint8_t *buf;               /* rx: the trailing storage */
+    struct iovec iov[];         /* tx: the chain's readable bytes; rx: CON_RX_BUF bytes */
+};
+
+struct virtio_console {
+    struct virtio_device *vdev;
+    struct event_loop *loop;
+    int in_fd, out_fd;
+    bool out_is_socket;
+    bool out_failed;   /* a write failed for good: output is dropped until the fds change */
+    bool input_ended;  /* in_fd reached its end: no more reads */
+    bool broken;       /* the guest broke a ring rule: nothing more until reset */
+    bool offer_size;
+    bool logged_out_error;
+    struct con_config_space config;
+
+    uint64_t generation; /* bumped by reset */
+    uint64_t fd_epoch;   /* bumped when a socket client comes or goes */
+    struct con_op *tx, *rx, *accept; /* in flight, at most one of each */
+    int listen_fd, client_fd;        /* owned: the socket backend */
+
+    uint8_t pending[CON_RX_BUF]; /* read from in_fd, not yet taken by the guest */
+    size_t pending_off, pending_len;
+    struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
+};
+
+/* ---- operations ---- */
+
+static struct con_op *op_new(struct virtio_console *con, enum con_op_kind kind, size_t extra)
+{
+    struct con_op *op = calloc(1, sizeof(*op) + extra);
+    if (!op)
+        return NULL;
+    op->con = con;
+    op->kind = kind;
+    op->fd_epoch = con->fd_epoch;
+    op->buf = (uint8_t *)op->iov;
+    return op;
+}
+
+static bool op_complete(struct event_loop *loop, void *opaque, int res);
+
+/* An SQE whose completion comes back to op_complete(); NULL when the ring is full. */
+static struct io_uring_sqe *op_sqe(struct con_op *op)
+{
+    struct io_uring_sqe *sqe = loop_prepare_io(op->con->loop, &op->io, op_complete, op);
+    if (sqe)
+        op->in_flight++;
+    return sqe;
+}
+
+/*
+ * Orphans stay reachable from here until their last completion: a loop torn down before it
+ * turns again never delivers that, and they then go with the process instead of reading as
+ * leaks. Several VMs' loops may run at once, hence the lock.
+ */
+static pthread_mutex_t orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct con_op *orphans;
+
+static void orphan_link(struct con_op *op)
+{
+    pthread_mutex_lock(&orphans_lock);
+    op->orphan_prev = NULL;
+    op->orphan_next = orphans;
+    if (orphans)
+        orphans->orphan_prev = op;
+    orphans = op;
+    pthread_mutex_unlock(&orphans_lock);
+}
+
+/* One completion of an orphan came in; the last frees it. */
+static void orphan_put(struct con_op *op, unsigned completions)
+{
+    op->in_flight -= completions;
+    if (op->in_flight)
+        return;
+    pthread_mutex_lock(&orphans_lock);
+    if (op->orphan_prev)
+        op->orphan_prev->orphan_next = op->orphan_next;
+    else
+        orphans = op->orphan_next;
+    if (op->orphan_next)
+        op->orphan_next->orphan_prev = op->orphan_prev;
+    pthread_mutex_unlock(&orphans_lock);
+    free(op);
+}
+
+static bool op_cancel_complete(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    /* Found and cancelled: the operation ends with -ECANCELED, which the loop drops, so this
+     * completion stands for both. */
+    orphan_put(opaque, res == 0 ? 2 : 1);
+    return false;
+}
+
+/* The device is going: `op` frees itself when its completions are in. Reads and polls may
+ * never end on their own, so each is cancelled. */
+static void op_orphan(struct virtio_console *con, struct con_op *op)
+{
+    if (!op)
+        return;
+    op->con = NULL;
+    if (!op->in_flight) {
+        free(op);
+        return;
+    }
+    orphan_link(op);
+    struct io_uring_sqe *sqe = loop_prepare_io(con->loop, &op->cancel, op_cancel_complete, op);
+    if (!sqe) {
+        log_warn("virtio-console: ring full, an operation is left to finish on its own");
+        return;
+    }
+    io_uring_prep_cancel(sqe, &op->io, 0);
+    op->in_flight++;
+}
+
+static void con_break(struct virtio_console *con, const char *why)
+{
+    if (con->broken)
+        return;
+    con->broken = true;
+    log_warn("virtio-console: %s", why);
+    if (con->vdev->needs_reset)
+        con->vdev->needs_reset(con->vdev, why);
+}
+
+static void con_break_queue(struct virtio_console *con, unsigned q)
+{
+    const char *why = con->vdev->queues[q].broken_reason;
+    con_break(con, why ? why : "broken virtqueue");
+}
+
+/* ---- guest output: the transmit queue ---- */
+
+static unsigned chain_readable_iov(const struct virtq_chain *c, struct iovec *iov)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < c->nr_segs; i++)
+        if (!c->segs[i].device_writes)
+            iov[n++] = (struct iovec){ .iov_base = c->segs[i].host, .iov_len = c->segs[i].len };
+    return n;
+}
+
+/* Queues the op's next step: the write of what remains, or a wait for room. */
+static bool tx_submit(struct virtio_console *con, struct con_op *op, bool poll_first)
+{
+    struct io_uring_sqe *sqe = op_sqe(op);
+    if (!sqe)
+        return false;
+    op->polling = poll_first;
+    struct iovec *iov = &op->iov[op->iov_first];
+    unsigned cnt = op->iov_cnt - op->iov_first;
+    if (poll_first) {
+        io_uring_prep_poll_add(sqe, con->out_fd, POLLOUT);
+    } else if (con->out_is_socket) {
+        /* A plain write to a socket whose peer left raises SIGPIPE. */
+        op->msg = (struct msghdr){ .msg_iov = iov, .msg_iovlen = cnt };
+        io_uring_prep_sendmsg(sqe, con->out_fd, &op->msg, MSG_NOSIGNAL);
+    } else {
+        io_uring_prep_writev(sqe, con->out_fd, iov, cnt, (uint64_t)-1); /* file position */
+    }
+    return true;
+}
+
+/* Starts writing a popped chain. False: nothing to write, the caller pushes it at once. */
+static bool tx_start(struct virtio_console *con, const struct virtq_chain *c)
+{
+    if (con->out_fd < 0 || con->out_failed || c->readable_len == 0)
+        return false;
+    struct con_op *op = op_new(con, OP_TX, c->nr_segs * sizeof(struct iovec));
+    if (!op)
+        return false;
+    op->generation = con->generation;
+    op->head = c->head;
+    op->iov_cnt = chain_readable_iov(c, op->iov);
+    if (!tx_submit(con, op, false)) {
+        free(op);
+        return false; /* the guest must not stall on a full ring: this output is lost */
+    }
+    con->tx = op;
+    return true;
+}
+
+static void tx_push(struct virtio_console *con, uint16_t head)
+{
+    /* The device writes nothing into transmit buffers. */
+    if (virtq_push(&con->vdev->queues[VIRTIO_CONSOLE_TRANSMITQ], head, 0) < 0)
+        con_break(con, "cannot push to the used ring");
+}
+
+/* Writes chains one at a time, so that output keeps its order; dropped ones go back at once. */
+static void tx_kick(struct virtio_console *con)
+{
+    struct virtqueue *vq = &con->vdev->queues[VIRTIO_CONSOLE_TRANSMITQ];
+    bool pushed = false;
+
+    while (!con->tx && !con->broken) {
+        int ret = virtq_pop(vq, &con->chain);
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            con_break_queue(con, VIRTIO_CONSOLE_TRANSMITQ);
+            break;
+        }
+        if (!tx_start(con, &con->chain)) {
+            tx_push(con, con->chain.head);
+            pushed = true;
+        }
+    }
+    if (pushed)
+        virtio_queue_done(con->vdev, VIRTIO_CONSOLE_TRANSMITQ);
+}
+
+/* The chain is written, or its output dropped: give it back, then go on with the next. */
+static void tx_finish(struct virtio_console *con, struct con_op *op)
+{
+    bool current = op->generation == con->generation;
+    con->tx = NULL;
+    if (current && !con->broken) {
+        tx_push(con, op->head);
+        virtio_queue_done(con->vdev, VIRTIO_CONSOLE_TRANSMITQ);
+    }
+    free(op);
+    tx_kick(con);
+}
+
+static void tx_failed(struct virtio_console *con, int res)
+{
+    con->out_failed = true;
+    if (!con->logged_out_error)
+        log_warn("virtio-console: output dropped: %s", strerror(res ? -res : EPIPE));
+    con->logged_out_error = true;
+}
+
+static void iov_advance(struct con_op *op, size_t n)
+{
+    while (n && op->iov_first < op->iov_cnt) {
+        struct iovec *v = &op->iov[op->iov_first];
+        size_t step = n < v->iov_len ? n : v->iov_len;
+        v->iov_base = (uint8_t *)v->iov_base + step;
+        v->iov_len -= step;
+        n -= step;
+        if (!v->iov_len)
+            op->iov_first++;
+    }
+}
+
+/* Whether a completion only says "not now": the same step goes again, after a poll for EAGAIN
+ * (the fd is non-blocking), or after a poll that found the fd ready. */
+static bool op_wants_retry(const struct con_op *op, int res)
+{
+    return res == -EAGAIN || res == -EINTR || (op->polling && res >= 0);
+}
+
+static void tx_complete(struct virtio_console *con, struct con_op *op, int res)
+{
+    if (op->generation != con->generation || op->fd_epoch != con->fd_epoch) {
+        /* Reset since, or the socket client changed: the rest is not for this reader. */
+        tx_finish(con, op);
+        return;
+    }
+    if (op_wants_retry(op, res)) {
+        if (!tx_submit(con, op, res == -EAGAIN))
+            tx_finish(con, op); /* the ring is full: the rest is dropped */
+        return;
+    }
+    if (res <= 0) {
+        tx_failed(con, res);
+        tx_finish(con, op);
+        return;
+    }
+    iov_advance(op, (size_t)res);
+    if (op->iov_first < op->iov_cnt && tx_submit(con, op, false))
+        return; /* a short write: the rest goes next */
+    tx_finish(con, op);
+}
+
+/* ---- host input: the receive queue ---- */
+
+/* Copies bytes into as many receive buffers as they need; returns how many the guest took. */
+static size_t rx_fill(struct virtio_console *con, const uint8_t *buf, size_t len)
+{
+    struct virtqueue *vq = &con->vdev->queues[VIRTIO_CONSOLE_RECEIVEQ];
+    size_t done = 0;
+    bool pushed = false;
+
+    while (done < len && !con->broken) {
+        int ret = virtq_pop(vq, &con->chain);
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            con_break_queue(con, VIRTIO_CONSOLE_RECEIVEQ);
+            break;
+        }
+        /* A chain without writable bytes takes none: it goes back empty. */
+        size_t n = virtq_chain_write(&con->chain, 0, buf + done, len - done);
+        if (virtq_push(vq, con->chain.head, (uint32_t)n) < 0) {
+            con_break(con, "cannot push to the used ring");
+            break;
+        }
+        pushed = true;
+        done += n;
+    }
+    if (pushed)
+        virtio_queue_done(con->vdev, VIRTIO_CONSOLE_RECEIVEQ);
+    return done;
+}
+
+/* Hands pending input to the guest; true when none is left. */
+static bool rx_flush_pending(struct virtio_console *con)
+{
+    if (con->pending_off < con->pending_len)
+        con->pending_off += rx_fill(con, con->pending + con->pending_off,
+                                    con->pending_len - con->pending_off);
+    if (con->pending_off < con->pending_len)
+        return false;
+    con->pending_off = con->pending_len = 0;
+    return true;
+}
+
+static bool rx_submit(struct virtio_console *con, struct con_op *op, bool poll_first)
+{
+    struct io_uring_sqe *sqe = op_sqe(op);
+    if (!sqe)
+        return false;
+    op->polling = poll_first;
+    if (poll_first)
+        io_uring_prep_poll_add(sqe, con->in_fd, POLLIN);
+    else
+        io_uring_prep_read(sqe, con->in_fd, op->buf, CON_RX_BUF, (uint64_t)-1);
+    return true;
+}
+
+/* Reads more input, unless the guest has yet to take the last of it. */
+static void rx_maybe_read(struct virtio_console *con)
+{
+    if (con->rx || con->in_fd < 0 || con->input_ended || con->pending_len)
+        return;
+    struct con_op *op = op_new(con, OP_RX, CON_RX_BUF);
+    if (!op)
+        return;
+    if (!rx_submit(con, op, false)) {
+        free(op); /* the ring is full: the next receive kick tries again */
+        return;
+    }
+    con->rx = op;
+}
+
+static void client_detach(struct virtio_console *con);
+
+static void rx_end(struct virtio_console *con, int res)
+{
+    if (con->client_fd >= 0) {
+        client_detach(con);
+        return;
+    }
+    if (res < 0)
+        log_warn("virtio-console: input failed: %s", strerror(-res));
+    con->input_ended = true; /* the guest keeps running without input */
+}
+
+static void rx_complete(struct virtio_console *con, struct con_op *op, int res)
+{
+    bool current = op->fd_epoch == con->fd_epoch; /* else: a client that is gone, dropped */
+
+    if (current && op_wants_retry(op, res) && rx_submit(con, op, res == -EAGAIN))
+        return;
+    con->rx = NULL;
+    if (current && res > 0 && !op->polling) {
+        memcpy(con->pending, op->buf, (size_t)res);
+        con->pending_off = 0;
+        con->pending_len = (size_t)res;
+    } else if (current && !op_wants_retry(op, res)) {
+        rx_end(con, res);
+    }
+    free(op);
+    rx_flush_pending(con);
+    rx_maybe_read(con);
+}
+
+/* ---- the socket backend ---- */
+
+static void con_set_fds(struct virtio_console *con, int in_fd, int out_fd)
+{
+    struct stat st;
+    con->in_fd = in_fd;
+    con->out_fd = out_fd;
+    con->out_is_socket = out_fd >= 0 && fstat(out_fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    con->out_failed = false;
+    con->logged_out_error = false;
+    con->input_ended = false;
+    con->fd_epoch++;
+}
+
+static void client_detach(struct virtio_console *con)
+{
+    log_info("virtio-console: client disconnected");
+    /* Prepared SQEs name the fd by number: hand them to the kernel before it is closed. */
+    io_uring_submit(&con->loop->ring);
+    close(con->client_fd);
+    con->client_fd = -1;
+    con_set_fds(con, -1, -1);
+}
+
+static void client_attach(struct virtio_console *con, int fd)
+{
+    log_info("virtio-console: client connected");
+    con->client_fd = fd;
+    con_set_fds(con, fd, fd);
+    rx_maybe_read(con);
+}
+
+static bool accept_arm(struct virtio_console *con, struct con_op *op)
+{
+    struct io_uring_sqe *sqe = op_sqe(op);
+    if (!sqe)
+        return false;
+    io_uring_prep_poll_add(sqe, con->listen_fd, POLLIN);
+    return true;
+}
+
+static void accept_complete(struct virtio_console *con, struct con_op *op, int res)
+{
+    if (res >= 0) {
+        /* Blocking: io_uring then waits for the client itself instead of answering EAGAIN. */
+        int fd = accept4(con->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0 && con->client_fd >= 0)
+            close(fd); /* one client at a time */
+        else if (fd >= 0)
+            client_attach(con, fd);
+        else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            log_warn("virtio-console: accept: %s", strerror(errno));
+    } else {
+        log_warn("virtio-console: listening socket failed: %s", strerror(-res));
+    }
+    if (res >= 0 && accept_arm(con, op))
+        return;
+    con->accept = NULL;
+    free(op);
+}
+
+/* ---- completions ---- */
+
+static bool op_complete(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct con_op *op = opaque;
+    struct virtio_console *con = op->con;
+
+    if (!con) {
+        orphan_put(op, 1); /* the device is gone: nothing left to answer */
+        return false;
+    }
+    op->in_flight--;
+    struct virtio_device *vdev = con->vdev;
+    virtio_lock(vdev);
+    switch (op->kind) {
+    case OP_TX:
+        tx_complete(con, op, res);
+        break;
+    case OP_RX:
+        rx_complete(con, op, res);
+        break;
+    case OP_ACCEPT:
+        accept_complete(con, op, res);
+        break;
+    }
+    virtio_unlock(vdev);
+    return false;
+}
+
+/* ---- virtio_device_ops ---- */
+
+static uint64_t con_features(struct virtio_device *vdev)
+{
+    const struct virtio_console *con = vdev->model;
+    return con->offer_size ? 1ULL << VIRTIO_CONSOLE_F_SIZE : 0;
+}
+
+static void con_read_config(struct virtio_device *vdev, uint32_t offset, void *data, uint32_t len)
+{
+    const struct virtio_console *con = vdev->model;
+    memset(data, 0, len);
+    if (offset < sizeof(con->config)) {
+        uint32_t n = sizeof(con->config) - offset < len ? sizeof(con->config) - offset : len;
+        memcpy(data, (const uint8_t *)&con->config + offset, n);
+    }
+}
+
+static void con_write_config(struct virtio_device *vdev, uint32_t offset, const void *data,
+                             uint32_t len)
+{
+    (void)vdev, (void)offset, (void)data, (void)len; /* emerg_wr needs EMERG_WRITE: ignored */
+}
+
+static int con_activate(struct virtio_device *vdev)
+{
+    ((struct virtio_console *)vdev->model)->broken = false;
+    return 0;
+}
+
+/* From the loop's thread: the only place besides completions where the ring is touched. */
+static void con_queue_notify(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_console *con = vdev->model;
+    if (queue == VIRTIO_CONSOLE_RECEIVEQ) {
+        if (rx_flush_pending(con))
+            rx_maybe_read(con);
+    } else if (queue == VIRTIO_CONSOLE_TRANSMITQ) {
+        tx_kick(con);
+    }
+}
+
+/*
+ * From a vCPU thread, so the io_uring ring is not touched here. A write in flight finishes in
+ * the kernel and is then freed unpushed, its generation being older. Input read from the host
+ * is not the guest's state: it stays pending for the driver's next receive buffers.
+ */
+static void con_reset(struct virtio_device *vdev)
+{
+    struct virtio_console *con = vdev->model;
+    con->generation++;
+    con->broken = false;
+    virtq_reset(&vdev->queues[VIRTIO_CONSOLE_RECEIVEQ]);
+    virtq_reset(&vdev->queues[VIRTIO_CONSOLE_TRANSMITQ]);
+}
+
+static const struct virtio_device_ops con_ops = {
+    .name = "virtio-console",
+    .device_id = VIRTIO_ID_CONSOLE,
+    .nr_queues = 2,
+    .queue_max_size = CON_QUEUE_SIZE,
+    .config_size = sizeof(struct con_config_space),
+    .features = con_features,
+    .read_config = con_read_config,
+    .write_config = con_write_config,
+    .activate = con_activate,
+    .queue_notify = con_queue_notify,
+    .reset = con_reset,
+};
+
+/* ---- the public interface ---- */
+
+static void con_probe_size(struct virtio_console *con)
+{
+    struct winsize ws;
+    if (con->out_fd < 0 || !isatty(con->out_fd) || ioctl(con->out_fd, TIOCGWINSZ, &ws) < 0 ||
+        !ws.ws_col || !ws.ws_row)
+        return;
+    con->offer_size = true;
+    con->config.cols = ws.ws_col;
+    con->config.rows = ws.ws_row;
+}
+
+int virtio_console_create(struct virtio_console **out, const struct virtio_console_config *cfg,
+                          struct event_loop *loop, const struct guest_memory *gm,
+                          struct virtio_device *vdev)
+{
+    if (!cfg || !loop || cfg->in_fd < -1 || cfg->out_fd < -1)
+        return -EINVAL;
+    struct virtio_console *con = calloc(1, sizeof(*con));
+    if (!con)
+        return -ENOMEM;
+    con->vdev = vdev;
+    con->loop = loop;
+    con->listen_fd = con->client_fd = -1;
+    con_set_fds(con, cfg->in_fd, cfg->out_fd);
+    con_probe_size(con);
+    vdev->ops = &con_ops;
+    vdev->model = con;
+    vdev->gm = gm;
+    /* Up to one buffer of input waits here until the driver offers receive buffers. */
+    rx_maybe_read(con);
+    *out = con;
+    return 0;
+}
+
+void virtio_console_destroy(struct virtio_console *con)
+{
+    if (!con)
+        return;
+    op_orphan(con, con->tx);
+    op_orphan(con, con->rx);
+    op_orphan(con, con->accept);
+    /* Prepared SQEs name fds by number: hand them to the kernel before those are closed. */
+    io_uring_submit(&con->loop->ring);
+    if (con->client_fd >= 0)
+        close(con->client_fd);
+    if (con->listen_fd >= 0)
+        close(con->listen_fd);
+    free(con);
+}
+
+size_t virtio_console_input(struct virtio_console *con, const uint8_t *buf, size_t len)
+{
+    size_t taken = 0;
+    virtio_lock(con->vdev);
+    if (rx_flush_pending(con)) {
+        taken = rx_fill(con, buf, len);
+        rx_maybe_read(con);
+    }
+    virtio_unlock(con->vdev);
+    return taken;
+}
+
+size_t virtio_console_sink(void *opaque, const uint8_t *buf, size_t len)
+{
+    return virtio_console_input(opaque, buf, len);
+}
+
+void virtio_console_set_size(struct virtio_console *con, uint16_t cols, uint16_t rows)
+{
+    struct virtio_device *vdev = con->vdev;
+    virtio_lock(vdev);
+    if (con->offer_size && (con->config.cols != cols || con->config.rows != rows)) {
+        con->config.cols = cols;
+        con->config.rows = rows;
+        if ((vdev->status & VIRTIO_STATUS_DRIVER_OK) && vdev->interrupt_config)
+            vdev->interrupt_config(vdev);
+    }
+    virtio_unlock(vdev);
+}
+
+/* ---- backends ---- */
+
+/* Unlinks a socket file nobody listens on any more; refuses a live one or another file. */
+static int remove_stale_socket(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return -errno;
+    int live = connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    close(probe);
+    if (live)
+        return -EADDRINUSE;
+    return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int virtio_console_open_socket(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path));
+    int ret = remove_stale_socket(path, &sa);
+    if (ret < 0)
+        return ret;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    /* Linux gives the socket file the mode of the socket's inode at bind: no moment when
+     * others could connect. The chmod after covers systems where it does not. */
+    if (fchmod(fd, 0600) < 0 || bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        chmod(path, 0600) < 0 || listen(fd, CON_LISTEN_BACKLOG) < 0) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+int virtio_console_open_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    return fd < 0 ? -errno : fd;
+}
+
+int virtio_console_listen(struct virtio_console *con, int listen_fd)
+{
+    int ret = 0;
+    virtio_lock(con->vdev);
+    struct con_op *op = NULL;
+    if (listen_fd < 0)
+        ret = -EINVAL;
+    else if (con->listen_fd >= 0)
+        ret = -EBUSY;
+    else if (!(op = op_new(con, OP_ACCEPT, 0)))
+        ret = -ENOMEM;
+    if (ret == 0) {
+        con->listen_fd = listen_fd;
+        if (accept_arm(con, op)) {
+            con->accept = op;
+        } else {
+            con->listen_fd = -1;
+            free(op);
+            ret = -EBUSY;
+        }
+    }
+    virtio_unlock(con->vdev);
+    if (ret < 0 && listen_fd >= 0)
+        close(listen_fd);
+    return ret;
+}

@@ -1,0 +1,89 @@
+/* console.h: the virtio-console device model: one port (hvc0 in a Linux guest), no multiport. */
+#ifndef GODWIT_VIRTIO_CONSOLE_H
+#define GODWIT_VIRTIO_CONSOLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/loop.h"
+#include "memory.h"
+#include "virtio/virtio.h"
+
+/* Queue 0 carries host input to the guest, queue 1 the guest's output to the host. */
+#define VIRTIO_CONSOLE_RECEIVEQ 0
+#define VIRTIO_CONSOLE_TRANSMITQ 1
+
+/*
+ * Where the console's bytes come from and go to. The fds stay the caller's: keep them open
+ * until after virtio_console_destroy(). Either may be a pipe, a terminal, a socket or a file,
+ * blocking or not: all I/O goes through io_uring, the loop thread never waits on them. A
+ * write to a pipe whose reader is gone raises SIGPIPE, which the VMM ignores (main.c); to a
+ * socket it does not. Output that cannot be written is dropped, the guest runs on.
+ */
+struct virtio_console_config {
+    int in_fd;  /* guest input source, -1 none */
+    int out_fd; /* guest output sink, -1 discard */
+};
+
+struct virtio_console;
+
+/*
+ * Makes `vdev` a console device: sets vdev->ops, vdev->model and vdev->gm (the transport
+ * fills the rest). When out_fd is a terminal, VIRTIO_CONSOLE_F_SIZE is offered with its
+ * size. Returns 0, -EINVAL or -ENOMEM.
+ */
+int virtio_console_create(struct virtio_console **out, const struct virtio_console_config *cfg,
+                          struct event_loop *loop, const struct guest_memory *gm,
+                          struct virtio_device *vdev);
+
+/*
+ * Closes what the console owns (a listening socket and its client) but not the config's fds.
+ * I/O in flight is orphaned and cancelled: its completions free it without touching the
+ * device, so the loop may keep running after this (or be destroyed: the orphans then go
+ * with the process). Call it on the loop's thread, or with the loop stopped.
+ */
+void virtio_console_destroy(struct virtio_console *con);
+
+/*
+ * Pushes host bytes to the guest, for a VMM that reads its terminal itself (as the serial
+ * console's sink does). Returns how many were accepted: 0 while the guest offers no receive
+ * buffers (or has not set the device up). Bytes read from in_fd and not yet delivered go
+ * first. On the loop's thread; takes virtio_lock().
+ */
+size_t virtio_console_input(struct virtio_console *con, const uint8_t *buf, size_t len);
+
+/* The same, shaped as a console_sink (src/console.h); `opaque` is the struct virtio_console. */
+size_t virtio_console_sink(void *opaque, const uint8_t *buf, size_t len);
+
+/*
+ * The host terminal changed size (SIGWINCH): updates cols/rows and raises the configuration
+ * interrupt. Does nothing unless VIRTIO_CONSOLE_F_SIZE was offered. Takes virtio_lock().
+ */
+void virtio_console_set_size(struct virtio_console *con, uint16_t cols, uint16_t rows);
+
+/* ---- backends ---- */
+
+/*
+ * A listening UNIX stream socket at `path` for virtio_console_listen(), mode 0600; a stale
+ * socket file there is replaced, anything else is refused (-EEXIST). Returns the fd
+ * (close-on-exec, non-blocking) or -errno.
+ */
+int virtio_console_open_socket(const char *path);
+
+/*
+ * An output file for the config's out_fd: created 0600 if missing, appended to otherwise.
+ * Returns the fd (close-on-exec) or -errno.
+ */
+int virtio_console_open_file(const char *path);
+
+/*
+ * Serves the console on `listen_fd` (from virtio_console_open_socket), which the console then
+ * owns and closes at destroy. One client at a time gets it, for input and output both; a
+ * client arriving while another is connected is closed at once. Output while no client is
+ * connected is dropped; when a client hangs up, the next one to connect takes over. Create
+ * the console with in_fd and out_fd -1 for this. Returns 0, or -EINVAL, -EBUSY (already
+ * listening; the fd is closed either way) or -ENOMEM.
+ */
+int virtio_console_listen(struct virtio_console *con, int listen_fd);
+
+#endif
