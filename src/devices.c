@@ -147,6 +147,8 @@ void vm_devices_destroy(struct vm *vm)
 
 size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len)
 {
+    if (vm->cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
+        return vm_virtio_console_input(vm, buf, len);
     struct uart *com1 = &vm->devices->com1;
     size_t room = uart_rx_space(com1);
     size_t taken = uart_receive(com1, buf, len < room ? len : room);

@@ -22,11 +22,12 @@
 #include "log.h"
 #include "mmio/pci_host.h"
 #include "virtio/blk.h"
+#include "virtio/console.h"
 #include "virtio/pci.h"
 #include "virtio/rng.h"
 #include "vm.h"
 
-enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_RNG };
+enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_CONSOLE, VIRTIO_KIND_RNG };
 
 struct virtio_slot;
 
@@ -45,8 +46,10 @@ struct virtio_slot {
     enum virtio_kind kind;
     union {
         struct virtio_blk *blk;
+        struct virtio_console *console;
         struct virtio_rng *rng;
     } model;
+    int backend_fd; /* the console's output file, or -1: the slot closes it */
     struct virtio_device vdev;
     struct virtio_pci pci;
     bool pci_ready;
@@ -60,6 +63,7 @@ struct virtio_slot {
 struct vm_virtio {
     unsigned nr_slots;
     struct virtio_slot *slots[PCI_SLOTS];
+    struct virtio_console *terminal_console; /* hvc0 fed by the terminal, or NULL */
 };
 
 /* ---- host callbacks of the transport ---- */
@@ -133,6 +137,43 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
     return virtio_blk_create(&s->model.blk, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
 }
 
+/* hvc0 on the terminal (input from the VMM's console reader), a UNIX socket or a file. */
+static int make_console(struct virtio_slot *s, const void *arg, unsigned index)
+{
+    const struct vm_config *cfg = arg;
+    struct virtio_console_config con = { .in_fd = -1, .out_fd = -1 };
+    int listen_fd = -1, ret;
+    (void)index;
+
+    snprintf(s->name, sizeof(s->name), "hvc0");
+    s->kind = VIRTIO_KIND_CONSOLE;
+    if (cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
+        con.out_fd = cfg->console_out_fd;
+    if (cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_FILE) {
+        if ((s->backend_fd = virtio_console_open_file(cfg->virtio_console_path)) < 0)
+            goto fail_path;
+        con.out_fd = s->backend_fd;
+    }
+    if (cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET &&
+        (listen_fd = virtio_console_open_socket(cfg->virtio_console_path)) < 0) {
+        s->backend_fd = listen_fd;
+        goto fail_path;
+    }
+    ret = virtio_console_create(&s->model.console, &con, cfg->loop, &s->vm->mem, &s->vdev);
+    if (ret == 0 && listen_fd >= 0)
+        ret = virtio_console_listen(s->model.console, listen_fd);
+    else if (listen_fd >= 0)
+        close(listen_fd);
+    if (ret == 0 && cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
+        s->vm->virtio->terminal_console = s->model.console;
+    return ret;
+fail_path:
+    ret = s->backend_fd;
+    s->backend_fd = -1;
+    log_error("virtio-console: cannot open %s: %s", cfg->virtio_console_path, strerror(-ret));
+    return ret;
+}
+
 static int make_rng(struct virtio_slot *s, const void *arg, unsigned index)
 {
     (void)arg, (void)index;
@@ -147,6 +188,7 @@ static void destroy_model(struct virtio_slot *s)
         return;
     switch (s->kind) {
     case VIRTIO_KIND_BLK: virtio_blk_destroy(s->model.blk); break;
+    case VIRTIO_KIND_CONSOLE: virtio_console_destroy(s->model.console); break;
     case VIRTIO_KIND_RNG: virtio_rng_destroy(s->model.rng); break;
     }
     s->vdev.model = NULL;
@@ -210,6 +252,8 @@ static void slot_free(struct virtio_slot *s)
             close(k->fd);
     }
     destroy_model(s);
+    if (s->backend_fd >= 0)
+        close(s->backend_fd);
     if (s->pci_ready)
         virtio_pci_destroy(&s->pci);
     for (unsigned v = 0; v < VIRTIO_PCI_MAX_VECTORS; v++)
@@ -224,6 +268,7 @@ static struct virtio_slot *slot_alloc(struct vm *vm)
     if (!s)
         return NULL;
     s->vm = vm;
+    s->backend_fd = -1;
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
         s->kicks[q].fd = -1;
     for (unsigned v = 0; v < VIRTIO_PCI_MAX_VECTORS; v++)
@@ -293,6 +338,8 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci)
     }
     for (unsigned i = 0; i < cfg->nr_disks && ret == 0; i++)
         ret = add_device(vm, pci, make_blk, &cfg->disks[i], i);
+    if (ret == 0 && cfg->virtio_console != GODWIT_VIRTIO_CONSOLE_NONE)
+        ret = add_device(vm, pci, make_console, cfg, 0);
     if (ret == 0 && !cfg->no_rng)
         ret = add_device(vm, pci, make_rng, NULL, 0);
     return ret;
@@ -303,10 +350,17 @@ void vm_virtio_destroy(struct vm *vm)
     struct vm_virtio *vv = vm->virtio;
     if (!vv)
         return;
+    vv->terminal_console = NULL;
     for (unsigned i = 0; i < vv->nr_slots; i++)
         slot_free(vv->slots[i]);
     free(vv);
     vm->virtio = NULL;
+}
+
+size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len)
+{
+    struct virtio_console *con = vm->virtio ? vm->virtio->terminal_console : NULL;
+    return con ? virtio_console_input(con, buf, len) : 0;
 }
 
 static struct json_object *slot_counters(struct virtio_slot *s)

@@ -19,6 +19,9 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci);
 /* On the main loop's thread: waits for the devices' I/O in flight, then frees them. */
 void vm_virtio_destroy(struct vm *vm);
 
+/* Terminal input for hvc0 (--console virtio); returns the bytes the guest took. Main loop. */
+size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len);
+
 /* Adds each device's counters to `devices` (a JSON object keyed by device name). */
 void vm_virtio_counters_json(struct vm *vm, struct json_object *devices);
 
