@@ -265,9 +265,48 @@ EOF
     expect_line $name 'session on /dev/hvc0' && expect_clean $name && pass $name
 }
 
+# --console virtio,socket=PATH: a client on the UNIX socket gets the hvc0 shell.
+case_console_socket() {
+  local name=console_socket sock=$work/hvc.sock script
+  script=$(script_disk $name <<'EOF'
+i=0
+while [ ! -s /tmp/hvc-done ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
+echo "session on $(cat /tmp/hvc-done 2>/dev/null)"
+EOF
+)
+  timeout -k 5 240 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
+    --console "virtio,socket=$sock" --disk "$script" </dev/null >"$work/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 1800); do
+    grep -q 'godwit-guest: shell on hvc0' "$work/$name.log" && [ -S "$sock" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  python3 - "$sock" >"$work/$name.client" 2>&1 <<'EOF'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.settimeout(60)
+s.sendall(b'\necho "hvc says $((6 * 7))"; tty >/tmp/hvc-done\n')
+got = b''
+deadline = time.time() + 60
+while b'hvc says 42' not in got and time.time() < deadline:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+sys.stdout.write(got.decode(errors='replace'))
+EOF
+  wait "$pid"
+  status=$?
+  expect_status $name 0 && expect_line $name 'session on /dev/hvc0' && expect_clean $name || return
+  grep -q '^hvc says 42' "$work/$name.client" || { fail $name "the socket client did not get the shell's output"; return; }
+  pass $name
+}
+
 cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console rng}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket rng}; do
   echo "-- $c"
   "case_$c"
 done
