@@ -225,20 +225,39 @@ int virtq_pop(struct virtqueue *vq, struct virtq_chain *chain)
     return 1;
 }
 
-int virtq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
+int virtq_push_pending(struct virtqueue *vq, uint16_t head, uint32_t written)
 {
     if (vq->broken)
         return -EIO;
     if (!vq->enabled || head >= vq->size)
         return -EINVAL;
+    if (vq->used_pending >= vq->size)
+        return -ENOSPC; /* one more would overwrite an element the driver has not seen */
 
-    struct virtq_used_elem *elem = &vq->used->ring[vq->used_idx & (vq->size - 1)];
+    uint16_t idx = (uint16_t)(vq->used_idx + vq->used_pending);
+    struct virtq_used_elem *elem = &vq->used->ring[idx & (vq->size - 1)];
     __atomic_store_n(&elem->id, head, __ATOMIC_RELAXED);
     __atomic_store_n(&elem->len, written, __ATOMIC_RELAXED);
-    vq->used_idx++;
-    /* Release: the driver that sees the new index also sees the element and the data. */
-    __atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
+    vq->used_pending++;
     return 0;
+}
+
+void virtq_publish(struct virtqueue *vq)
+{
+    if (vq->broken || !vq->enabled || vq->used_pending == 0)
+        return;
+    vq->used_idx = (uint16_t)(vq->used_idx + vq->used_pending);
+    vq->used_pending = 0;
+    /* Release: the driver that sees the new index also sees the elements and the data. */
+    __atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
+}
+
+int virtq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
+{
+    int ret = virtq_push_pending(vq, head, written);
+    if (ret == 0)
+        virtq_publish(vq);
+    return ret;
 }
 
 /* True when event_idx lies in the window (old, new] of used entries just published. */

@@ -69,6 +69,7 @@ struct virtqueue {
     const char *broken_reason; /* a static string, for the transport to report once */
     uint16_t last_avail_idx; /* free-running index of the next avail entry to take */
     uint16_t used_idx; /* free-running shadow of used->idx */
+    uint16_t used_pending; /* elements written after used_idx, not yet published */
     uint16_t signalled_used; /* used_idx when virtq_should_notify() last ran */
 
     /* Host views of the rings, checked once at setup. */
@@ -114,10 +115,23 @@ int virtq_pop(struct virtqueue *vq, struct virtq_chain *chain);
 
 /*
  * Returns the chain `head` to the driver, saying that `written` bytes were written into its
- * writable segments, and publishes it. Returns 0, -EIO on a broken queue, -EINVAL for a head
- * out of range or a queue not enabled.
+ * writable segments, and publishes it with any element pending before it. Returns 0, -EIO
+ * on a broken queue, -EINVAL for a head out of range or a queue not enabled, -ENOSPC when a
+ * whole ring's worth is pending already.
  */
 int virtq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
+
+/*
+ * Writes the used element for chain `head` without publishing it: the driver sees it only
+ * at the next virtq_publish() or virtq_push(), together with every element pending before it
+ * (virtio-net hands over a packet spread over several chains this way). Returns 0, -EIO on
+ * a broken queue, -EINVAL for a head out of range or a queue not enabled, -ENOSPC when a
+ * whole ring's worth is pending already.
+ */
+int virtq_push_pending(struct virtqueue *vq, uint16_t head, uint32_t written);
+
+/* Makes every pending used element visible to the driver with one used->idx update. */
+void virtq_publish(struct virtqueue *vq);
 
 /*
  * Whether the driver wants an interrupt for what was pushed since the previous call

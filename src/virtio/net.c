@@ -1,0 +1,957 @@
+/* net.c: virtio-net: guest frames written to a tap and tap packets copied into guest buffers,
+ * all tap I/O on the main loop's io_uring. */
+#define _GNU_SOURCE
+#include "virtio/net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Device feature bits (virtio 1.2, 5.1.3). */
+#define VIRTIO_NET_F_CSUM 0
+#define VIRTIO_NET_F_GUEST_CSUM 1
+#define VIRTIO_NET_F_MAC 5
+#define VIRTIO_NET_F_GUEST_TSO4 7
+#define VIRTIO_NET_F_GUEST_TSO6 8
+#define VIRTIO_NET_F_GUEST_ECN 9
+#define VIRTIO_NET_F_HOST_TSO4 11
+#define VIRTIO_NET_F_HOST_TSO6 12
+#define VIRTIO_NET_F_HOST_ECN 13
+#define VIRTIO_NET_F_MRG_RXBUF 15
+#define VIRTIO_NET_F_STATUS 16
+#define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_MQ 22
+
+#define VIRTIO_NET_S_LINK_UP 1
+
+/* The packet header (virtio 1.2, 5.1.6). */
+#define VIRTIO_NET_HDR_GSO_NONE 0
+#define VIRTIO_NET_HDR_GSO_TCPV4 1
+#define VIRTIO_NET_HDR_GSO_TCPV6 4
+#define VIRTIO_NET_HDR_GSO_ECN 0x80
+
+/* Control queue (virtio 1.2, 5.1.6.5). */
+#define VIRTIO_NET_OK 0
+#define VIRTIO_NET_ERR 1
+#define VIRTIO_NET_CTRL_MQ 4
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 0
+
+#define NET_HDR_BYTES 12u
+#define NET_QUEUE_SIZE 256
+/* The most a tap hands over at once: a 64 KiB GSO packet, its Ethernet and VLAN headers and
+ * ours. One byte more is read, so that a longer (truncated) packet is noticed and dropped. */
+#define NET_RX_MAX_BYTES (NET_HDR_BYTES + 65536u + 18u)
+
+/* The guest-visible config space (virtio 1.2, 5.1.4), little-endian like the host. */
+struct net_config_space {
+    uint8_t mac[6];
+    uint16_t status;
+    uint16_t max_virtqueue_pairs;
+} __attribute__((packed));
+_Static_assert(sizeof(struct net_config_space) == 10, "virtio-net config layout");
+
+struct net_hdr { /* struct virtio_net_hdr, VERSION_1 */
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+    uint16_t num_buffers;
+};
+_Static_assert(sizeof(struct net_hdr) == NET_HDR_BYTES, "virtio_net_hdr layout");
+
+/* Anything with completions due from the ring: a tap read, a poll, a write. */
+struct net_io {
+    struct virtio_net *net;       /* NULL once virtio_net_destroy() orphaned it */
+    struct net_io *prev, *next;   /* net->in_flight, while a completion is due */
+    struct loop_watch watch;      /* the I/O itself */
+    struct loop_watch cancel_watch;
+    unsigned refs;                /* completions due: the I/O's, and its cancellation's */
+};
+
+/* One guest frame on its way to the tap. */
+struct net_tx_req {
+    struct net_io io;             /* first: freeing the request frees it */
+    uint64_t generation;          /* net->generation at pop: a reset since drops the push */
+    unsigned queue;
+    uint16_t head;
+    uint32_t len;                 /* header and frame */
+    struct iovec iov[];
+};
+
+/* A pair's tap reads land in its bounce buffer, which outlives the device if a read does. */
+struct net_rx_op {
+    struct net_io io;
+    struct net_pair *pair;
+    bool polling;                 /* the I/O to issue is a wait for readability, not a read */
+    uint8_t buf[NET_RX_MAX_BYTES + 1];
+};
+
+struct net_pair {
+    unsigned index;
+    int fd;
+    bool tap_attached;            /* a multi-queue tap steers packets to this queue */
+    struct net_rx_op *rx;
+    uint32_t rx_len;              /* bytes of the packet held in rx->buf, 0 for none */
+    uint32_t rx_done;             /* of them copied into guest buffers so far */
+    uint16_t rx_nr_bufs;          /* chains filled so far: on the used ring, not published */
+    uint8_t *rx_num_buffers[2];   /* the first chain's num_buffers bytes */
+    bool rx_failed;               /* the tap read failed: no more reads until reset */
+    unsigned tx_outstanding;
+    bool tx_throttled;            /* stopped popping at the queue's size */
+};
+
+struct virtio_net {
+    struct virtio_device_ops ops; /* a copy: nr_queues depends on the configuration */
+    struct virtio_device *vdev;
+    struct event_loop *loop;
+    char *name;
+    bool is_tap;
+    bool active, broken, logged_io_error;
+    unsigned nr_pairs, active_pairs;
+    uint64_t generation;
+    struct net_config_space config;
+    struct net_pair pairs[VIRTIO_NET_MAX_PAIRS];
+    struct net_io *in_flight;
+    struct virtio_net_counters counters;
+    struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
+};
+
+static unsigned rx_queue(const struct net_pair *p)
+{
+    return 2 * p->index;
+}
+
+static unsigned tx_queue(const struct net_pair *p)
+{
+    return 2 * p->index + 1;
+}
+
+static unsigned ctrl_queue(const struct virtio_net *net)
+{
+    return 2 * net->nr_pairs;
+}
+
+/* ---- I/O bookkeeping ---- */
+
+static void net_io_get(struct virtio_net *net, struct net_io *io)
+{
+    if (io->refs++ > 0)
+        return;
+    io->net = net;
+    io->prev = NULL;
+    io->next = net->in_flight;
+    if (net->in_flight)
+        net->in_flight->prev = io;
+    net->in_flight = io;
+}
+
+/* Drops one due completion. Returns true when none is due any more. */
+static bool net_io_put(struct net_io *io)
+{
+    if (--io->refs > 0)
+        return false;
+    struct virtio_net *net = io->net;
+    if (net) {
+        if (io->prev)
+            io->prev->next = io->next;
+        else
+            net->in_flight = io->next;
+        if (io->next)
+            io->next->prev = io->prev;
+    }
+    return true;
+}
+
+/* Takes the completion of `io`: NULL when the device is gone (the orphan is freed once nothing
+ * more is due), else the device, locked. */
+static struct virtio_net *net_io_completed(struct net_io *io)
+{
+    struct virtio_net *net = io->net;
+    if (!net) {
+        if (net_io_put(io))
+            free(io);
+        return NULL;
+    }
+    virtio_lock(net->vdev);
+    net_io_put(io);
+    return net;
+}
+
+static bool net_io_cancel_done(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct net_io *io = opaque;
+    if (res == 0)
+        io->refs--; /* cancelled: the loop drops the I/O's completion, it never reaches us */
+    if (net_io_put(io))
+        free(io);
+    return false;
+}
+
+/* The device goes away: `io` is freed now if its I/O can be cancelled at once, else by
+ * whichever of its completions comes last. */
+static void net_io_orphan(struct virtio_net *net, struct net_io *io)
+{
+    io->net = NULL;
+    /* A tap read may wait in the kernel for ever: cancel it rather than wait for a packet. */
+    struct io_uring_sync_cancel_reg reg = {
+        .addr = (uint64_t)(uintptr_t)&io->watch,
+        .timeout = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 },
+    };
+    if (io_uring_register_sync_cancel(&net->loop->ring, &reg) == 0) {
+        if (net_io_put(io)) /* cancelled: the loop drops its completion unseen */
+            free(io);
+        return;
+    }
+    /* Completed already (its completion frees it), running, or an older kernel. */
+    struct io_uring_sqe *sqe =
+        loop_prepare_io(net->loop, &io->cancel_watch, net_io_cancel_done, io);
+    if (!sqe)
+        return; /* it completes some day, or goes with the ring */
+    io_uring_prep_cancel(sqe, &io->watch, 0);
+    io->refs++;
+}
+
+static void net_break(struct virtio_net *net, const char *why)
+{
+    if (net->broken)
+        return;
+    net->broken = true;
+    log_warn("virtio-net %s: %s", net->name, why);
+    if (net->vdev->needs_reset)
+        net->vdev->needs_reset(net->vdev, why);
+}
+
+static void net_queue_broken(struct virtio_net *net, const struct virtqueue *vq)
+{
+    net_break(net, vq->broken_reason ? vq->broken_reason : "broken virtqueue");
+}
+
+static void net_log_io_error(struct virtio_net *net, const char *what, int res)
+{
+    /* Once per device: a failing tap must not flood the log at the guest's packet rate. */
+    if (net->logged_io_error)
+        return;
+    net->logged_io_error = true;
+    log_warn("virtio-net %s: %s failed: %s (further errors not logged)", net->name, what,
+             res < 0 ? strerror(-res) : "short transfer");
+}
+
+/* ---- transmit ---- */
+
+static bool net_tx_complete(struct event_loop *loop, void *opaque, int res);
+
+static void net_tx_push(struct virtio_net *net, unsigned q, uint16_t head)
+{
+    if (virtq_push(&net->vdev->queues[q], head, 0) < 0)
+        net_break(net, "cannot push to the used ring");
+}
+
+static void net_tx_account(struct virtio_net *net, uint32_t len, int res)
+{
+    if (res >= 0 && (uint32_t)res == len) {
+        net->counters.tx_packets++;
+        net->counters.tx_bytes += len - NET_HDR_BYTES;
+        return;
+    }
+    net->counters.tx_dropped++;
+    net_log_io_error(net, "tap write", res);
+}
+
+static struct net_tx_req *net_tx_req_new(struct virtio_net *net, unsigned q,
+                                         const struct virtq_chain *c)
+{
+    struct net_tx_req *req = calloc(1, sizeof(*req) + c->nr_segs * sizeof(struct iovec));
+    if (!req)
+        return NULL;
+    req->generation = net->generation;
+    req->queue = q;
+    req->head = c->head;
+    req->len = c->readable_len;
+    for (unsigned i = 0; i < c->nr_segs; i++) /* all readable: checked by the caller */
+        req->iov[i] = (struct iovec){ .iov_base = c->segs[i].host, .iov_len = c->segs[i].len };
+    return req;
+}
+
+/* Starts the write of one chain: [header][frame], straight from guest memory. Returns true
+ * when the chain was answered (pushed) at once. */
+static bool net_tx_start(struct virtio_net *net, struct net_pair *p, const struct virtq_chain *c)
+{
+    unsigned q = tx_queue(p);
+    struct net_tx_req *req = NULL;
+    /* A malformed chain is the driver's bug, not a broken ring: drop the frame, carry on. */
+    if (c->writable_len == 0 && c->readable_len >= NET_HDR_BYTES)
+        req = net_tx_req_new(net, q, c);
+    if (!req) {
+        net->counters.tx_dropped++;
+        net_tx_push(net, q, c->head);
+        return true;
+    }
+    struct io_uring_sqe *sqe = loop_prepare_io(net->loop, &req->io.watch, net_tx_complete, req);
+    if (!sqe) {
+        /* The ring is full. The fd is non-blocking, so a direct write cannot stall the loop. */
+        ssize_t n = writev(p->fd, req->iov, (int)c->nr_segs);
+        net_tx_account(net, req->len, n < 0 ? -errno : (int)n);
+        free(req);
+        net_tx_push(net, q, c->head);
+        return true;
+    }
+    io_uring_prep_writev(sqe, p->fd, req->iov, c->nr_segs, 0);
+    net_io_get(net, &req->io);
+    p->tx_outstanding++;
+    return false;
+}
+
+/* Pops until the ring is empty or a ring's worth of frames is in flight. */
+static void net_tx_process(struct virtio_net *net, struct net_pair *p)
+{
+    struct virtqueue *vq = &net->vdev->queues[tx_queue(p)];
+    bool pushed = false;
+
+    p->tx_throttled = false;
+    while (!net->broken) {
+        if (p->tx_outstanding >= vq->size) {
+            p->tx_throttled = true; /* bounds memory against a guest re-offering heads */
+            break;
+        }
+        int ret = virtq_pop(vq, &net->chain);
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            net_queue_broken(net, vq);
+            break;
+        }
+        pushed |= net_tx_start(net, p, &net->chain);
+    }
+    if (pushed)
+        virtio_queue_done(net->vdev, tx_queue(p));
+}
+
+static bool net_tx_complete(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct net_tx_req *req = opaque;
+    struct virtio_net *net = net_io_completed(&req->io);
+    if (!net)
+        return false;
+    if (req->generation == net->generation) { /* else a reset took the queue since */
+        struct net_pair *p = &net->pairs[req->queue / 2];
+        net_tx_account(net, req->len, res);
+        net_tx_push(net, req->queue, req->head);
+        p->tx_outstanding--;
+        virtio_queue_done(net->vdev, req->queue);
+        if (p->tx_throttled)
+            net_tx_process(net, p);
+    }
+    free(req);
+    virtio_unlock(net->vdev);
+    return false;
+}
+
+/* ---- receive ---- */
+
+static bool net_rx_complete(struct event_loop *loop, void *opaque, int res);
+
+static bool net_has(const struct virtio_net *net, unsigned bit)
+{
+    return virtio_has_feature(net->vdev, bit);
+}
+
+static struct virtqueue *net_rx_vq(struct virtio_net *net, const struct net_pair *p)
+{
+    return &net->vdev->queues[rx_queue(p)];
+}
+
+/* Whether the pair takes packets from the tap now. */
+static bool net_rx_wanted(struct virtio_net *net, const struct net_pair *p)
+{
+    return net->active && !net->broken && p->index < net->active_pairs && !p->rx_failed &&
+           net_rx_vq(net, p)->enabled;
+}
+
+/* Reads the tap's next packet (or waits for one) unless a packet is held or I/O in flight. */
+static void net_rx_arm(struct virtio_net *net, struct net_pair *p)
+{
+    struct net_rx_op *op = p->rx;
+    if (op->io.refs || p->rx_len || !net_rx_wanted(net, p))
+        return;
+    struct io_uring_sqe *sqe = loop_prepare_io(net->loop, &op->io.watch, net_rx_complete, op);
+    if (!sqe)
+        return; /* the ring is full: the next kick tries again */
+    if (op->polling)
+        io_uring_prep_poll_add(sqe, p->fd, POLLIN);
+    else
+        io_uring_prep_read(sqe, p->fd, op->buf, sizeof(op->buf), 0);
+    net_io_get(net, &op->io);
+}
+
+static void net_rx_forget(struct net_pair *p)
+{
+    p->rx_len = p->rx_done = 0;
+    p->rx_nr_bufs = 0;
+    p->rx_num_buffers[0] = p->rx_num_buffers[1] = NULL;
+}
+
+/* Hands the chains filled to the driver with one index update: the first one's header says
+ * how many follow, so the driver must not see it before them. */
+static void net_rx_finish(struct virtio_net *net, struct net_pair *p, bool delivered)
+{
+    if (p->rx_nr_bufs > 1 && p->rx_num_buffers[0]) {
+        *p->rx_num_buffers[0] = (uint8_t)p->rx_nr_bufs; /* little-endian */
+        *p->rx_num_buffers[1] = (uint8_t)(p->rx_nr_bufs >> 8);
+    }
+    virtq_publish(net_rx_vq(net, p));
+    if (delivered) {
+        net->counters.rx_packets++;
+        net->counters.rx_bytes += p->rx_len - NET_HDR_BYTES;
+    } else {
+        net->counters.rx_dropped++;
+    }
+    net_rx_forget(p);
+    virtio_queue_done(net->vdev, rx_queue(p));
+}
+
+static uint8_t *chain_writable_byte(const struct virtq_chain *c, size_t off)
+{
+    for (unsigned i = 0; i < c->nr_segs; i++) {
+        const struct virtq_seg *s = &c->segs[i];
+        if (!s->device_writes)
+            continue;
+        if (off < s->len)
+            return (uint8_t *)s->host + off;
+        off -= s->len;
+    }
+    return NULL;
+}
+
+/* Whether chain `c` can take the packet's next part: the first needs room for the header,
+ * and for the whole packet without MRG_RXBUF. */
+static bool net_rx_chain_fits(const struct virtio_net *net, const struct net_pair *p,
+                              const struct virtq_chain *c)
+{
+    if (p->rx_nr_bufs > 0)
+        return c->writable_len > 0;
+    if (c->writable_len < NET_HDR_BYTES)
+        return false;
+    return net_has(net, VIRTIO_NET_F_MRG_RXBUF) || c->writable_len >= p->rx_len;
+}
+
+/* Copies the packet's next part into `c` and stages the chain on the used ring. Returns false
+ * when the chain cannot take it: the packet is then dropped. */
+static bool net_rx_fill(struct virtio_net *net, struct net_pair *p, const struct virtq_chain *c)
+{
+    bool fits = net_rx_chain_fits(net, p, c);
+    uint32_t n = 0;
+    if (fits) {
+        uint32_t left = p->rx_len - p->rx_done;
+        n = c->writable_len < left ? c->writable_len : left;
+        virtq_chain_write(c, 0, p->rx->buf + p->rx_done, n);
+        if (p->rx_nr_bufs == 0) {
+            size_t at = offsetof(struct net_hdr, num_buffers);
+            p->rx_num_buffers[0] = chain_writable_byte(c, at);
+            p->rx_num_buffers[1] = chain_writable_byte(c, at + 1);
+        }
+    }
+    if (virtq_push_pending(net_rx_vq(net, p), c->head, n) < 0) {
+        net_break(net, "cannot push to the used ring");
+        return false;
+    }
+    p->rx_nr_bufs++;
+    p->rx_done += n;
+    return fits;
+}
+
+/* Copies the held packet into guest buffers. Without enough of them it keeps the packet, and
+ * the chains filled so far, until the driver adds more and kicks. */
+static void net_rx_deliver(struct virtio_net *net, struct net_pair *p)
+{
+    struct virtqueue *vq = net_rx_vq(net, p);
+    while (p->rx_done < p->rx_len && !net->broken) {
+        if (p->rx_nr_bufs >= vq->size) { /* a guest re-offering heads: never fits */
+            net_rx_finish(net, p, false);
+            return;
+        }
+        int ret = virtq_pop(vq, &net->chain);
+        if (ret == 0)
+            return;
+        if (ret < 0) {
+            net_queue_broken(net, vq);
+            break;
+        }
+        if (!net_rx_fill(net, p, &net->chain)) {
+            net_rx_finish(net, p, false);
+            return;
+        }
+    }
+    if (net->broken)
+        net_rx_forget(p);
+    else
+        net_rx_finish(net, p, true);
+}
+
+/* Makes the tap's header one the driver accepts: num_buffers 1 until more are used, no flag
+ * it did not negotiate. Returns false for a GSO type it cannot take: drop the packet. */
+static bool net_rx_fix_header(const struct virtio_net *net, uint8_t *buf)
+{
+    struct net_hdr h;
+    memcpy(&h, buf, sizeof(h));
+    if (!net_has(net, VIRTIO_NET_F_GUEST_CSUM))
+        h.flags = 0;
+    h.num_buffers = 1;
+    memcpy(buf, &h, sizeof(h));
+
+    uint8_t gso = h.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+    if ((h.gso_type & VIRTIO_NET_HDR_GSO_ECN) && !net_has(net, VIRTIO_NET_F_GUEST_ECN))
+        return false;
+    return gso == VIRTIO_NET_HDR_GSO_NONE ||
+           (gso == VIRTIO_NET_HDR_GSO_TCPV4 && net_has(net, VIRTIO_NET_F_GUEST_TSO4)) ||
+           (gso == VIRTIO_NET_HDR_GSO_TCPV6 && net_has(net, VIRTIO_NET_F_GUEST_TSO6));
+}
+
+static void net_rx_read_done(struct virtio_net *net, struct net_pair *p, int res)
+{
+    if (res == -EAGAIN || res == -EINTR) {
+        p->rx->polling = res == -EAGAIN; /* a kernel that honours O_NONBLOCK: poll first */
+        return;
+    }
+    if (res <= 0) {
+        net_log_io_error(net, "tap read", res);
+        p->rx_failed = true; /* retrying a dead tap would spin the loop */
+        return;
+    }
+    if (!net_rx_wanted(net, p))
+        return; /* reset, or the pair turned off, since the read started: drop the packet */
+    if ((uint32_t)res < NET_HDR_BYTES || (uint32_t)res > NET_RX_MAX_BYTES ||
+        !net_rx_fix_header(net, p->rx->buf)) {
+        net->counters.rx_dropped++;
+        return;
+    }
+    p->rx_len = (uint32_t)res;
+    net_rx_deliver(net, p);
+}
+
+static bool net_rx_complete(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct net_rx_op *op = opaque;
+    struct virtio_net *net = net_io_completed(&op->io);
+    if (!net)
+        return false;
+    if (op->polling)
+        op->polling = false; /* readable (or failing: the read will say) */
+    else
+        net_rx_read_done(net, op->pair, res);
+    net_rx_arm(net, op->pair);
+    virtio_unlock(net->vdev);
+    return false;
+}
+
+static void net_rx_kick(struct virtio_net *net, struct net_pair *p)
+{
+    if (p->rx_len && net_rx_wanted(net, p))
+        net_rx_deliver(net, p);
+    net_rx_arm(net, p);
+}
+
+/* ---- tap queues and offloads ---- */
+
+/* With a multi-queue tap, only queues of active pairs get packets steered to them. */
+static void net_tap_steer(struct virtio_net *net)
+{
+    if (!net->is_tap || net->nr_pairs < 2)
+        return;
+    for (unsigned i = 0; i < net->nr_pairs; i++) {
+        struct net_pair *p = &net->pairs[i];
+        bool want = i < net->active_pairs;
+        if (p->tap_attached == want)
+            continue;
+        struct ifreq ifr = { .ifr_flags = want ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE };
+        if (ioctl(p->fd, TUNSETQUEUE, &ifr) < 0)
+            log_warn("virtio-net %s: cannot %s queue %u: %s", net->name,
+                     want ? "attach" : "detach", i, strerror(errno));
+        else
+            p->tap_attached = want;
+    }
+}
+
+/* The TUN_F_* offloads matching what the guest accepts in received packets. */
+static unsigned long net_tap_offloads(const struct virtio_net *net)
+{
+    if (!net_has(net, VIRTIO_NET_F_GUEST_CSUM))
+        return 0; /* every other offload needs the checksum one */
+    unsigned long f = TUN_F_CSUM;
+    if (net_has(net, VIRTIO_NET_F_GUEST_TSO4))
+        f |= TUN_F_TSO4;
+    if (net_has(net, VIRTIO_NET_F_GUEST_TSO6))
+        f |= TUN_F_TSO6;
+    if ((f & (TUN_F_TSO4 | TUN_F_TSO6)) && net_has(net, VIRTIO_NET_F_GUEST_ECN))
+        f |= TUN_F_TSO_ECN;
+    return f;
+}
+
+static int net_tap_set_offloads(const struct virtio_net *net, unsigned long offloads)
+{
+    if (!net->is_tap || ioctl(net->pairs[0].fd, TUNSETOFFLOAD, offloads) == 0)
+        return 0;
+    int err = errno;
+    log_warn("virtio-net %s: cannot set tap offloads %#lx: %s", net->name, offloads,
+             strerror(err));
+    return -err;
+}
+
+/* Sets the number of pairs in use (the control queue's VQ_PAIRS_SET), on the loop thread. */
+static void net_set_active_pairs(struct virtio_net *net, unsigned n)
+{
+    net->active_pairs = n;
+    net_tap_steer(net);
+    for (unsigned i = n; i < net->nr_pairs; i++)
+        if (net->pairs[i].rx_len)
+            net_rx_finish(net, &net->pairs[i], false);
+    for (unsigned i = 0; i < n; i++)
+        net_rx_arm(net, &net->pairs[i]);
+}
+
+/* ---- control queue ---- */
+
+static uint8_t net_ctrl_command(struct virtio_net *net, const struct virtq_chain *c)
+{
+    uint8_t cmd[2];
+    uint16_t pairs;
+    if (virtq_chain_read(c, 0, cmd, sizeof(cmd)) < sizeof(cmd))
+        return VIRTIO_NET_ERR;
+    if (cmd[0] != VIRTIO_NET_CTRL_MQ || cmd[1] != VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET ||
+        !net_has(net, VIRTIO_NET_F_MQ))
+        return VIRTIO_NET_ERR; /* the only class offered */
+    if (virtq_chain_read(c, sizeof(cmd), &pairs, sizeof(pairs)) < sizeof(pairs) || pairs < 1 ||
+        pairs > net->nr_pairs)
+        return VIRTIO_NET_ERR;
+    net_set_active_pairs(net, pairs);
+    return VIRTIO_NET_OK;
+}
+
+static void net_ctrl_process(struct virtio_net *net)
+{
+    struct virtqueue *vq = &net->vdev->queues[ctrl_queue(net)];
+    bool pushed = false;
+    while (!net->broken) {
+        int ret = virtq_pop(vq, &net->chain);
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            net_queue_broken(net, vq);
+            break;
+        }
+        uint32_t written = 0;
+        if (net->chain.writable_len > 0) { /* else no room for the ack: no answer possible */
+            uint8_t ack = net_ctrl_command(net, &net->chain);
+            written = (uint32_t)virtq_chain_write(&net->chain, 0, &ack, 1);
+        }
+        if (virtq_push(vq, net->chain.head, written) < 0)
+            net_break(net, "cannot push to the used ring");
+        pushed = true;
+    }
+    if (pushed)
+        virtio_queue_done(net->vdev, ctrl_queue(net));
+}
+
+/* ---- virtio_device_ops ---- */
+
+static uint64_t net_features(struct virtio_device *vdev)
+{
+    const struct virtio_net *net = vdev->model;
+    static const unsigned bits[] = {
+        VIRTIO_NET_F_CSUM,       VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC,
+        VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN,
+        VIRTIO_NET_F_HOST_TSO4,  VIRTIO_NET_F_HOST_TSO6,  VIRTIO_NET_F_HOST_ECN,
+        VIRTIO_NET_F_MRG_RXBUF,  VIRTIO_NET_F_STATUS,
+    };
+    uint64_t f = 0;
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+        f |= 1ULL << bits[i];
+    if (net->nr_pairs > 1)
+        f |= 1ULL << VIRTIO_NET_F_CTRL_VQ | 1ULL << VIRTIO_NET_F_MQ;
+    return f;
+}
+
+/* The config space never changes after creation, so vCPU threads read it without a lock. */
+static void net_read_config(struct virtio_device *vdev, uint32_t offset, void *data, uint32_t len)
+{
+    const struct virtio_net *net = vdev->model;
+    memset(data, 0, len);
+    if (offset < sizeof(net->config)) {
+        uint32_t n = sizeof(net->config) - offset < len ? sizeof(net->config) - offset : len;
+        memcpy(data, (const uint8_t *)&net->config + offset, n);
+    }
+}
+
+static void net_write_config(struct virtio_device *vdev, uint32_t offset, const void *data,
+                             uint32_t len)
+{
+    (void)vdev, (void)offset, (void)data, (void)len; /* the MAC is read-only for VERSION_1 */
+}
+
+/* From a vCPU thread: no I/O is submitted here, the first kick starts receiving. */
+static int net_activate(struct virtio_device *vdev)
+{
+    struct virtio_net *net = vdev->model;
+    int ret = net_tap_set_offloads(net, net_tap_offloads(net));
+    if (ret < 0)
+        return ret;
+    net->broken = false;
+    net->active = true;
+    net->active_pairs = 1; /* until VQ_PAIRS_SET (virtio 1.2, 5.1.6.5.5) */
+    net_tap_steer(net);
+    return 0;
+}
+
+static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_net *net = vdev->model;
+    if (queue >= net->ops.nr_queues)
+        return;
+    if (queue == ctrl_queue(net))
+        net_ctrl_process(net);
+    else if (queue % 2)
+        net_tx_process(net, &net->pairs[queue / 2]);
+    else
+        net_rx_kick(net, &net->pairs[queue / 2]);
+    /* The transport drops kicks before DRIVER_OK: any later one starts every pair's reads. */
+    for (unsigned i = 0; i < net->active_pairs; i++)
+        net_rx_arm(net, &net->pairs[i]);
+}
+
+/* In-flight writes finish in the kernel and are then freed unpushed, their generation being
+ * older than the device's; a read in flight stays with its pair and drops its packet. */
+static void net_reset(struct virtio_device *vdev)
+{
+    struct virtio_net *net = vdev->model;
+    net->generation++;
+    net->active = false;
+    net->broken = false;
+    net->active_pairs = 1;
+    for (unsigned i = 0; i < net->nr_pairs; i++) {
+        struct net_pair *p = &net->pairs[i];
+        net_rx_forget(p);
+        p->rx_failed = false;
+        p->tx_outstanding = 0;
+        p->tx_throttled = false;
+    }
+    for (unsigned q = 0; q < net->ops.nr_queues; q++)
+        virtq_reset(&vdev->queues[q]);
+}
+
+static const struct virtio_device_ops net_ops_template = {
+    .name = "virtio-net",
+    .device_id = VIRTIO_ID_NET,
+    .nr_queues = 2,
+    .queue_max_size = NET_QUEUE_SIZE,
+    .config_size = sizeof(struct net_config_space),
+    .features = net_features,
+    .read_config = net_read_config,
+    .write_config = net_write_config,
+    .activate = net_activate,
+    .queue_notify = net_queue_notify,
+    .reset = net_reset,
+};
+
+/* ---- creation ---- */
+
+static void net_free(struct virtio_net *net)
+{
+    for (unsigned i = 0; i < net->nr_pairs; i++) {
+        if (net->pairs[i].fd >= 0)
+            close(net->pairs[i].fd);
+        free(net->pairs[i].rx);
+    }
+    free(net->name);
+    free(net);
+}
+
+static struct virtio_net *net_alloc(const struct virtio_net_config *cfg, unsigned pairs)
+{
+    struct virtio_net *net = calloc(1, sizeof(*net));
+    if (!net)
+        return NULL;
+    net->nr_pairs = pairs;
+    for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
+        net->pairs[i] = (struct net_pair){ .index = i, .fd = -1, .tap_attached = true };
+    net->name = strdup(cfg->tap ? cfg->tap : "(fd)");
+    if (!net->name) {
+        free(net);
+        return NULL;
+    }
+    return net;
+}
+
+static void net_make_mac(const struct virtio_net_config *cfg, uint8_t mac[6])
+{
+    if (cfg->mac_set) {
+        memcpy(mac, cfg->mac, 6);
+        return;
+    }
+    if (getrandom(mac, 6, GRND_NONBLOCK) != 6) {
+        uint64_t t = (uint64_t)(uintptr_t)mac ^ (uint64_t)getpid() << 16;
+        memcpy(mac, &t, 6); /* no entropy yet: unique enough on one host */
+    }
+    mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02); /* unicast, locally administered */
+}
+
+/* Everything but the fds: rx buffers, config space, and `vdev` made this device. */
+static int net_finish_create(struct virtio_net *net, const struct virtio_net_config *cfg,
+                             struct event_loop *loop, const struct guest_memory *gm,
+                             struct virtio_device *vdev)
+{
+    for (unsigned i = 0; i < net->nr_pairs; i++) {
+        net->pairs[i].rx = calloc(1, sizeof(struct net_rx_op));
+        if (!net->pairs[i].rx)
+            return -ENOMEM;
+        net->pairs[i].rx->pair = &net->pairs[i];
+    }
+    net_make_mac(cfg, net->config.mac);
+    net->config.status = VIRTIO_NET_S_LINK_UP;
+    net->config.max_virtqueue_pairs = (uint16_t)net->nr_pairs;
+    net->ops = net_ops_template;
+    net->ops.nr_queues = 2 * net->nr_pairs + (net->nr_pairs > 1);
+    net->vdev = vdev;
+    net->loop = loop;
+    net->active_pairs = 1;
+    vdev->ops = &net->ops;
+    vdev->model = net;
+    vdev->gm = gm;
+    return 0;
+}
+
+static unsigned net_pairs(const struct virtio_net_config *cfg)
+{
+    return cfg->queues ? cfg->queues : 1;
+}
+
+static int net_set_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+int virtio_net_create_fds(struct virtio_net **out, const struct virtio_net_config *cfg,
+                          const int *fds, struct event_loop *loop,
+                          const struct guest_memory *gm, struct virtio_device *vdev)
+{
+    unsigned pairs = net_pairs(cfg);
+    struct virtio_net *net = pairs <= VIRTIO_NET_MAX_PAIRS ? net_alloc(cfg, pairs) : NULL;
+    if (!net) {
+        for (unsigned i = 0; i < pairs; i++)
+            close(fds[i]);
+        return pairs <= VIRTIO_NET_MAX_PAIRS ? -ENOMEM : -EINVAL;
+    }
+    int ret = 0;
+    for (unsigned i = 0; i < pairs; i++) {
+        net->pairs[i].fd = fds[i];
+        if (ret == 0)
+            ret = net_set_nonblocking(fds[i]);
+    }
+    if (ret == 0)
+        ret = net_finish_create(net, cfg, loop, gm, vdev);
+    if (ret < 0) {
+        net_free(net);
+        return ret;
+    }
+    *out = net;
+    return 0;
+}
+
+/* Opens one queue of the tap named `name`, attaching to it or creating it. */
+static int net_tap_open_queue(const char *name, bool multi_queue, int *out)
+{
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR };
+    if (multi_queue)
+        ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    memcpy(ifr.ifr_name, name, strlen(name)); /* shorter than IFNAMSIZ: checked */
+    int hdr_bytes = NET_HDR_BYTES;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr_bytes) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    *out = fd;
+    return 0;
+}
+
+static int net_tap_open(struct virtio_net *net, const char *name)
+{
+    if (!name || !*name || strlen(name) >= IFNAMSIZ) {
+        log_error("virtio-net: cannot open tap %s: the name must have 1 to %d characters",
+                  name ? name : "(none)", IFNAMSIZ - 1);
+        return -EINVAL;
+    }
+    for (unsigned i = 0; i < net->nr_pairs; i++) {
+        int ret = net_tap_open_queue(name, net->nr_pairs > 1, &net->pairs[i].fd);
+        if (ret < 0) {
+            log_error("virtio-net: cannot open tap %s: %s", name, strerror(-ret));
+            return ret;
+        }
+    }
+    net->is_tap = true;
+    /* No offload until the guest accepts some: the tap then hands over plain frames. */
+    return net_tap_set_offloads(net, 0);
+}
+
+int virtio_net_create(struct virtio_net **out, const struct virtio_net_config *cfg,
+                      struct event_loop *loop, const struct guest_memory *gm,
+                      struct virtio_device *vdev)
+{
+    unsigned pairs = net_pairs(cfg);
+    if (pairs > VIRTIO_NET_MAX_PAIRS)
+        return -EINVAL;
+    struct virtio_net *net = net_alloc(cfg, pairs);
+    if (!net)
+        return -ENOMEM;
+    int ret = net_tap_open(net, cfg->tap);
+    if (ret == 0)
+        ret = net_finish_create(net, cfg, loop, gm, vdev);
+    if (ret < 0) {
+        net_free(net);
+        return ret;
+    }
+    *out = net;
+    return 0;
+}
+
+void virtio_net_destroy(struct virtio_net *net)
+{
+    if (!net)
+        return;
+    /* Prepared SQEs name the fds by number and must be found to be cancelled: submit them. */
+    io_uring_submit(&net->loop->ring);
+    for (unsigned i = 0; i < net->nr_pairs; i++)
+        if (net->pairs[i].rx && net->pairs[i].rx->io.refs)
+            net->pairs[i].rx = NULL; /* orphaned below with the rest */
+    for (struct net_io *io = net->in_flight, *next; io; io = next) {
+        next = io->next;
+        net_io_orphan(net, io);
+    }
+    io_uring_submit(&net->loop->ring);
+    net_free(net);
+}
+
+void virtio_net_counters(const struct virtio_net *net, struct virtio_net_counters *out)
+{
+    *out = net->counters;
+}

@@ -1,0 +1,620 @@
+/* test_virtio_net.c: virtio-net between a hand-driven guest and a socketpair standing in for
+ * the tap (one packet per message, virtio_net_hdr in front). */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "io/loop.h"
+#include "log.h"
+#include "virtio/net.h"
+
+#define QSIZE 16
+#define DESC_GPA 0x100000ull
+#define AVAIL_GPA 0x200000ull
+#define USED_GPA 0x300000ull
+#define QUEUE_STRIDE 0x10000ull
+#define RX_GPA 0x400000ull  /* 4 KiB per rx buffer */
+#define TX_GPA 0x600000ull
+#define CTRL_GPA 0x700000ull
+#define BAD_GPA (1ull << 40) /* not RAM */
+#define HDR 12u
+
+#define F_GUEST_CSUM 1
+#define F_MAC 5
+#define F_GUEST_TSO4 7
+#define F_MRG_RXBUF 15
+#define F_STATUS 16
+#define F_CTRL_VQ 17
+#define F_MQ 22
+#define ALL_FEATURES (~0ull)
+#define NO_MRG (~(1ull << F_MRG_RXBUF))
+
+struct hdr {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset, num_buffers;
+};
+
+struct seg {
+    uint64_t gpa;
+    uint32_t len;
+    bool writable;
+};
+
+struct fx {
+    struct guest_memory gm;
+    struct event_loop loop;
+    struct virtio_device vdev;
+    struct virtio_net *net;
+    unsigned pairs;
+    int peer[4];
+    unsigned interrupts, resets;
+    uint16_t avail_idx[8], next_desc[8];
+    struct loop_watch timer;
+    unsigned ticks, max_ticks, want_q;
+    int want_used; /* -1: run for max_ticks */
+};
+
+static void fake_interrupt(struct virtio_device *vdev, unsigned queue)
+{
+    (void)queue;
+    ((struct fx *)vdev->transport)->interrupts++;
+}
+
+static void fake_needs_reset(struct virtio_device *vdev, const char *why)
+{
+    assert_non_null(why);
+    ((struct fx *)vdev->transport)->resets++;
+}
+
+static void setup_queues(struct fx *f)
+{
+    for (unsigned q = 0; q < f->vdev.ops->nr_queues; q++) {
+        uint64_t off = q * QUEUE_STRIDE;
+        memset(gm_ptr(&f->gm, USED_GPA + off, 4 + 8 * QSIZE), 0, 4 + 8 * QSIZE);
+        memset(gm_ptr(&f->gm, AVAIL_GPA + off, 4 + 2 * QSIZE), 0, 4 + 2 * QSIZE);
+        f->avail_idx[q] = f->next_desc[q] = 0;
+        assert_int_equal(virtq_setup(&f->vdev.queues[q], &f->gm, QSIZE, DESC_GPA + off,
+                                     AVAIL_GPA + off, USED_GPA + off, false, false),
+                         0);
+    }
+}
+
+static void negotiate(struct fx *f, uint64_t mask)
+{
+    f->vdev.driver_features = (f->vdev.ops->features(&f->vdev) & mask) | 1ull << 32;
+    setup_queues(f);
+    assert_int_equal(f->vdev.ops->activate(&f->vdev), 0);
+}
+
+static struct fx *fx_open(unsigned pairs, uint64_t mask, const struct virtio_net_config *cfg)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    f->pairs = pairs;
+    int fds[4];
+    for (unsigned i = 0; i < pairs; i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+        fds[i] = sv[0];
+        f->peer[i] = sv[1];
+    }
+    assert_int_equal(gm_init(&f->gm, 64ull << 20, false), 0);
+    assert_int_equal(loop_init(&f->loop, 64), 0);
+    f->vdev.transport = f;
+    f->vdev.interrupt_queue = fake_interrupt;
+    f->vdev.needs_reset = fake_needs_reset;
+    struct virtio_net_config c = { .queues = pairs };
+    if (cfg)
+        c = *cfg;
+    assert_int_equal(virtio_net_create_fds(&f->net, &c, fds, &f->loop, &f->gm, &f->vdev), 0);
+    negotiate(f, mask);
+    return f;
+}
+
+static struct fx *fx_new(uint64_t mask)
+{
+    return fx_open(1, mask, NULL);
+}
+
+static void fx_free(struct fx *f)
+{
+    virtio_net_destroy(f->net);
+    loop_destroy(&f->loop);
+    gm_destroy(&f->gm);
+    for (unsigned i = 0; i < f->pairs; i++)
+        close(f->peer[i]);
+    free(f);
+}
+
+static void *host(struct fx *f, uint64_t gpa, uint64_t len)
+{
+    void *p = gm_ptr(&f->gm, gpa, len);
+    assert_non_null(p);
+    return p;
+}
+
+static uint16_t used_idx(struct fx *f, unsigned q)
+{
+    uint16_t idx;
+    assert_int_equal(gm_read(&f->gm, USED_GPA + q * QUEUE_STRIDE + 2, &idx, 2), 0);
+    return idx;
+}
+
+static struct virtq_used_elem used_elem(struct fx *f, unsigned q, uint16_t i)
+{
+    struct virtq_used_elem e;
+    uint64_t at = USED_GPA + q * QUEUE_STRIDE + 4 + 8ull * (i % QSIZE);
+    assert_int_equal(gm_read(&f->gm, at, &e, sizeof(e)), 0);
+    return e;
+}
+
+/* Writes a chain into queue q's descriptor table and offers it; returns its head. */
+static uint16_t offer(struct fx *f, unsigned q, const struct seg *segs, unsigned n)
+{
+    uint64_t table = DESC_GPA + q * QUEUE_STRIDE;
+    uint16_t head = f->next_desc[q];
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t idx = (uint16_t)((head + i) % QSIZE);
+        struct virtq_desc d = { .addr = segs[i].gpa, .len = segs[i].len,
+                                .flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
+                                                    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
+                                .next = (uint16_t)((idx + 1) % QSIZE) };
+        assert_int_equal(gm_write(&f->gm, table + 16ull * idx, &d, sizeof(d)), 0);
+    }
+    f->next_desc[q] = (uint16_t)((head + n) % QSIZE);
+    uint64_t avail = AVAIL_GPA + q * QUEUE_STRIDE;
+    assert_int_equal(gm_write(&f->gm, avail + 4 + 2ull * (f->avail_idx[q] % QSIZE), &head, 2), 0);
+    f->avail_idx[q]++;
+    assert_int_equal(gm_write(&f->gm, avail + 2, &f->avail_idx[q], 2), 0);
+    return head;
+}
+
+/* Offers one writable rx buffer of `len` bytes, in slot `i` of the rx area of pair 0. */
+static void offer_rx(struct fx *f, unsigned q, unsigned i, uint32_t len)
+{
+    struct seg s = { RX_GPA + 0x1000ull * i + q * 0x40000ull, len, true };
+    offer(f, q, &s, 1);
+}
+
+static uint8_t *rx_buf(struct fx *f, unsigned q, unsigned i)
+{
+    return host(f, RX_GPA + 0x1000ull * i + q * 0x40000ull, 0x1000);
+}
+
+static bool tick(struct event_loop *loop, void *opaque, int res)
+{
+    (void)res;
+    struct fx *f = opaque;
+    if ((f->want_used >= 0 && used_idx(f, f->want_q) == f->want_used) ||
+        ++f->ticks >= f->max_ticks)
+        loop->stop = true;
+    else
+        assert_int_equal(loop_after(loop, &f->timer, 1, tick, f), 0);
+    return false;
+}
+
+/* Runs the loop until queue q's used index reaches `want` (-1: never), for max_ms at most. */
+static void run_until(struct fx *f, unsigned q, int want, unsigned max_ms)
+{
+    f->want_q = q;
+    f->want_used = want;
+    f->ticks = 0;
+    f->max_ticks = max_ms;
+    f->loop.stop = false;
+    assert_int_equal(loop_after(&f->loop, &f->timer, 1, tick, f), 0);
+    assert_int_equal(loop_run(&f->loop), 0);
+}
+
+static void run_for(struct fx *f, unsigned ms)
+{
+    run_until(f, 0, -1, ms);
+}
+
+static uint8_t pattern(size_t i, unsigned seed)
+{
+    return (uint8_t)(i * 13 + seed);
+}
+
+/* The peer (the tap's far side) sends one packet: a header and `len` patterned bytes. */
+static void peer_send(struct fx *f, unsigned pair, struct hdr h, size_t len, unsigned seed)
+{
+    uint8_t *pkt = malloc(HDR + len);
+    assert_non_null(pkt);
+    memcpy(pkt, &h, HDR);
+    for (size_t i = 0; i < len; i++)
+        pkt[HDR + i] = pattern(i, seed);
+    assert_int_equal(send(f->peer[pair], pkt, HDR + len, MSG_NOSIGNAL), (ssize_t)(HDR + len));
+    free(pkt);
+}
+
+static ssize_t peer_recv(struct fx *f, unsigned pair, void *buf, size_t size)
+{
+    struct pollfd pfd = { .fd = f->peer[pair], .events = POLLIN };
+    if (poll(&pfd, 1, 1000) != 1)
+        return -1;
+    return recv(f->peer[pair], buf, size, MSG_DONTWAIT);
+}
+
+static struct virtio_net_counters counters(struct fx *f)
+{
+    struct virtio_net_counters c;
+    virtio_net_counters(f->net, &c);
+    return c;
+}
+
+static void notify(struct fx *f, unsigned q)
+{
+    f->vdev.ops->queue_notify(&f->vdev, q);
+}
+
+/* Offers a well-formed frame of `len` bytes on pair 0's tx queue and kicks it. */
+static void guest_send(struct fx *f, size_t len, unsigned seed)
+{
+    struct hdr h = { .flags = 1, .csum_start = 34, .csum_offset = 16 };
+    assert_int_equal(gm_write(&f->gm, TX_GPA, &h, HDR), 0);
+    uint8_t *frame = host(f, TX_GPA + 0x100, len);
+    for (size_t i = 0; i < len; i++)
+        frame[i] = pattern(i, seed);
+    struct seg segs[2] = { { TX_GPA, HDR, false }, { TX_GPA + 0x100, (uint32_t)len, false } };
+    offer(f, 1, segs, 2);
+    notify(f, 1);
+}
+
+/* ---- tests ---- */
+
+static void test_tx_frame(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    guest_send(f, 60, 1);
+    run_until(f, 1, 1, 3000);
+    assert_int_equal(used_idx(f, 1), 1);
+    assert_int_equal(used_elem(f, 1, 0).len, 0);
+    uint8_t buf[256];
+    assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 60);
+    struct hdr h;
+    memcpy(&h, buf, HDR);
+    assert_int_equal(h.flags, 1);
+    assert_int_equal(h.csum_start, 34);
+    assert_int_equal(h.csum_offset, 16);
+    for (size_t i = 0; i < 60; i++)
+        assert_int_equal(buf[HDR + i], pattern(i, 1));
+    struct virtio_net_counters c = counters(f);
+    assert_int_equal(c.tx_packets, 1);
+    assert_int_equal(c.tx_bytes, 60);
+    assert_int_equal(c.tx_dropped, 0);
+    assert_int_equal(f->interrupts, 1);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+static void test_rx_packet(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 1526);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ .flags = 2, .num_buffers = 0x7777 }, 100, 2);
+    run_until(f, 0, 1, 3000);
+    assert_int_equal(used_idx(f, 0), 1);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 100);
+    struct hdr h;
+    memcpy(&h, rx_buf(f, 0, 0), HDR);
+    assert_int_equal(h.num_buffers, 1);
+    assert_int_equal(h.flags, 2); /* DATA_VALID: the guest negotiated GUEST_CSUM */
+    for (size_t i = 0; i < 100; i++)
+        assert_int_equal(rx_buf(f, 0, 0)[HDR + i], pattern(i, 2));
+    struct virtio_net_counters c = counters(f);
+    assert_int_equal(c.rx_packets, 1);
+    assert_int_equal(c.rx_bytes, 100);
+    assert_int_equal(f->interrupts, 1);
+    fx_free(f);
+}
+
+/* A packet over three chains: none of them is visible before the last is filled. */
+static void test_rx_mergeable(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 1024);
+    offer_rx(f, 0, 1, 1024);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ 0 }, 2500, 3);
+    run_for(f, 50);
+    assert_int_equal(used_idx(f, 0), 0); /* two chains filled, held back */
+    assert_int_equal(f->interrupts, 0);
+    offer_rx(f, 0, 2, 1024);
+    notify(f, 0);
+    assert_int_equal(used_idx(f, 0), 3);
+    assert_int_equal(used_elem(f, 0, 0).len, 1024);
+    assert_int_equal(used_elem(f, 0, 1).len, 1024);
+    assert_int_equal(used_elem(f, 0, 2).len, HDR + 2500 - 2048);
+    struct hdr h;
+    memcpy(&h, rx_buf(f, 0, 0), HDR);
+    assert_int_equal(h.num_buffers, 3);
+    for (size_t i = 0; i < 2500; i++) {
+        size_t at = HDR + i;
+        assert_int_equal(rx_buf(f, 0, (unsigned)(at / 1024))[at % 1024], pattern(i, 3));
+    }
+    assert_int_equal(counters(f).rx_packets, 1);
+    assert_int_equal(f->interrupts, 1);
+    fx_free(f);
+}
+
+static void test_rx_waits_for_buffers(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    notify(f, 0); /* an rx kick with no buffer yet: starts reading */
+    peer_send(f, 0, (struct hdr){ 0 }, 80, 4);
+    peer_send(f, 0, (struct hdr){ 0 }, 90, 5);
+    run_for(f, 50);
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(counters(f).rx_dropped, 0);
+    offer_rx(f, 0, 0, 2048);
+    offer_rx(f, 0, 1, 2048);
+    notify(f, 0);
+    run_until(f, 0, 2, 3000);
+    assert_int_equal(used_idx(f, 0), 2);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 80);
+    assert_int_equal(used_elem(f, 0, 1).len, HDR + 90);
+    assert_int_equal(rx_buf(f, 0, 0)[HDR + 79], pattern(79, 4));
+    assert_int_equal(rx_buf(f, 0, 1)[HDR + 89], pattern(89, 5));
+    assert_int_equal(counters(f).rx_packets, 2);
+    fx_free(f);
+}
+
+/* Without MRG_RXBUF a packet must fit one chain; one that does not is dropped. */
+static void test_rx_too_big_without_mrg(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NO_MRG);
+    offer_rx(f, 0, 0, 64);
+    offer_rx(f, 0, 1, 1526);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ 0 }, 200, 6);
+    peer_send(f, 0, (struct hdr){ .flags = 2 }, 40, 7);
+    run_until(f, 0, 2, 3000);
+    assert_int_equal(used_elem(f, 0, 0).len, 0);
+    assert_int_equal(used_elem(f, 0, 1).len, HDR + 40);
+    struct hdr h;
+    memcpy(&h, rx_buf(f, 0, 1), HDR);
+    assert_int_equal(h.num_buffers, 1);
+    assert_int_equal(counters(f).rx_dropped, 1);
+    assert_int_equal(counters(f).rx_packets, 1);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+/* Flags and GSO types the guest did not negotiate never reach it. */
+static void test_rx_offloads_not_negotiated(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(~(1ull << F_GUEST_CSUM | 1ull << F_GUEST_TSO4));
+    offer_rx(f, 0, 0, 1526);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ .gso_type = 1, .gso_size = 1448 }, 100, 8);
+    peer_send(f, 0, (struct hdr){ .flags = 2 }, 50, 9);
+    run_until(f, 0, 1, 3000);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 50);
+    assert_int_equal(rx_buf(f, 0, 0)[0], 0); /* DATA_VALID cleared */
+    assert_int_equal(counters(f).rx_dropped, 1);
+    fx_free(f);
+}
+
+static void test_tx_malformed_dropped(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    struct seg shorter = { TX_GPA, 8, false };
+    offer(f, 1, &shorter, 1);
+    struct seg with_writable[2] = { { TX_GPA, HDR + 60, false }, { TX_GPA + 0x800, 16, true } };
+    offer(f, 1, with_writable, 2);
+    notify(f, 1);
+    assert_int_equal(used_idx(f, 1), 2); /* answered at once */
+    assert_int_equal(counters(f).tx_dropped, 2);
+    assert_int_equal(f->resets, 0);
+    guest_send(f, 70, 10);
+    run_until(f, 1, 3, 3000);
+    uint8_t buf[256];
+    assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 70);
+    assert_int_equal(counters(f).tx_packets, 1);
+    fx_free(f);
+}
+
+static void test_ring_violation_needs_reset(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    struct seg bad = { BAD_GPA, 100, false };
+    offer(f, 1, &bad, 1);
+    notify(f, 1);
+    assert_int_equal(f->resets, 1);
+    assert_int_equal(used_idx(f, 1), 0);
+    fx_free(f);
+
+    f = fx_new(ALL_FEATURES);
+    uint16_t runaway = QSIZE + 1; /* avail index ahead by more than the ring */
+    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 2, &runaway, 2), 0);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ 0 }, 60, 11);
+    run_for(f, 50);
+    assert_int_equal(f->resets, 1);
+    fx_free(f);
+}
+
+static void test_config_space(void **state)
+{
+    (void)state;
+    struct virtio_net_config cfg = { .mac = { 0x52, 0x54, 0, 1, 2, 3 }, .mac_set = true };
+    struct fx *f = fx_open(1, ALL_FEATURES, &cfg);
+    uint8_t mac[6];
+    uint16_t status = 0, pairs = 0;
+    uint32_t beyond = 7;
+    f->vdev.ops->read_config(&f->vdev, 0, mac, 6);
+    f->vdev.ops->read_config(&f->vdev, 6, &status, 2);
+    f->vdev.ops->read_config(&f->vdev, 8, &pairs, 2);
+    f->vdev.ops->read_config(&f->vdev, 10, &beyond, 4);
+    assert_memory_equal(mac, cfg.mac, 6);
+    assert_int_equal(status, 1); /* LINK_UP */
+    assert_int_equal(pairs, 1);
+    assert_int_equal(beyond, 0);
+    uint64_t feat = f->vdev.ops->features(&f->vdev);
+    assert_true(feat & 1ull << F_MAC);
+    assert_true(feat & 1ull << F_STATUS);
+    assert_true(feat & 1ull << F_MRG_RXBUF);
+    assert_false(feat & 1ull << F_CTRL_VQ);
+    assert_false(feat & 1ull << F_MQ);
+    assert_int_equal(f->vdev.ops->nr_queues, 2);
+    fx_free(f);
+
+    f = fx_new(ALL_FEATURES); /* a random MAC: unicast, locally administered */
+    f->vdev.ops->read_config(&f->vdev, 0, mac, 6);
+    assert_int_equal(mac[0] & 3, 2);
+    fx_free(f);
+}
+
+static uint8_t ctrl(struct fx *f, uint8_t class, uint8_t cmd, uint16_t arg)
+{
+    unsigned q = 2 * f->pairs;
+    uint8_t msg[4] = { class, cmd, (uint8_t)arg, (uint8_t)(arg >> 8) };
+    assert_int_equal(gm_write(&f->gm, CTRL_GPA, msg, 4), 0);
+    *(uint8_t *)host(f, CTRL_GPA + 0x100, 1) = 0xee;
+    struct seg segs[3] = { { CTRL_GPA, 2, false }, { CTRL_GPA + 2, 2, false },
+                           { CTRL_GPA + 0x100, 1, true } };
+    uint16_t want = (uint16_t)(used_idx(f, q) + 1);
+    offer(f, q, segs, 3);
+    notify(f, q);
+    assert_int_equal(used_idx(f, q), want);
+    return *(uint8_t *)host(f, CTRL_GPA + 0x100, 1);
+}
+
+static void test_multiqueue(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(2, ALL_FEATURES, NULL);
+    assert_int_equal(f->vdev.ops->nr_queues, 5);
+    uint64_t feat = f->vdev.ops->features(&f->vdev);
+    assert_true(feat & 1ull << F_CTRL_VQ);
+    assert_true(feat & 1ull << F_MQ);
+    uint16_t pairs = 0;
+    f->vdev.ops->read_config(&f->vdev, 8, &pairs, 2);
+    assert_int_equal(pairs, 2);
+
+    /* Only the first pair receives until the driver asks for more. */
+    offer_rx(f, 2, 0, 1526);
+    notify(f, 2);
+    peer_send(f, 1, (struct hdr){ 0 }, 64, 12);
+    run_for(f, 30);
+    assert_int_equal(used_idx(f, 2), 0);
+
+    assert_int_equal(ctrl(f, 4, 0, 2), 0);  /* VQ_PAIRS_SET 2: OK */
+    run_until(f, 2, 1, 3000);
+    assert_int_equal(used_idx(f, 2), 1);
+    assert_int_equal(used_elem(f, 2, 0).len, HDR + 64);
+    assert_int_equal(ctrl(f, 4, 0, 3), 1);  /* more pairs than offered */
+    assert_int_equal(ctrl(f, 4, 0, 0), 1);
+    assert_int_equal(ctrl(f, 0, 0, 0), 1);  /* CTRL_RX: not offered */
+    assert_int_equal(ctrl(f, 99, 1, 0), 1);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+static void test_reset_in_flight(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 1526);
+    notify(f, 0);
+    run_for(f, 5); /* the read waits in the kernel */
+    guest_send(f, 60, 13); /* the write is prepared, not yet submitted */
+    f->vdev.ops->reset(&f->vdev);
+    assert_false(f->vdev.queues[0].enabled);
+    peer_send(f, 0, (struct hdr){ 0 }, 60, 14);
+    run_for(f, 50); /* the write completes, the read gets the packet: both dropped */
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(used_idx(f, 1), 0);
+    assert_int_equal(f->interrupts, 0);
+    uint8_t buf[256];
+    assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 60);
+
+    /* The device works again after the driver sets it up anew. */
+    negotiate(f, ALL_FEATURES);
+    offer_rx(f, 0, 0, 1526);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ 0 }, 70, 15);
+    run_until(f, 0, 1, 3000);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 70);
+    guest_send(f, 80, 16);
+    run_until(f, 1, 1, 3000);
+    assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 80);
+    fx_free(f);
+}
+
+static void test_destroy_in_flight(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 1526);
+    notify(f, 0);
+    run_for(f, 5); /* the read waits in the kernel */
+    guest_send(f, 60, 17); /* a write prepared, not yet submitted */
+    virtio_net_destroy(f->net);
+    f->net = NULL;
+    run_for(f, 50); /* the orphans' completions free them (ASan checks the leak) */
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(used_idx(f, 1), 0);
+    fx_free(f);
+
+    /* The same with the read still waiting at the end. */
+    f = fx_new(ALL_FEATURES);
+    notify(f, 0);
+    run_for(f, 5);
+    virtio_net_destroy(f->net);
+    f->net = NULL;
+    run_for(f, 20);
+    fx_free(f);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    struct virtio_device vdev = { 0 };
+    struct virtio_net *net;
+    struct virtio_net_config cfg = { .tap = "a-name-far-too-long-for-linux" };
+    assert_int_equal(virtio_net_create(&net, &cfg, NULL, NULL, &vdev), -EINVAL);
+    cfg = (struct virtio_net_config){ .tap = "gw0", .queues = VIRTIO_NET_MAX_PAIRS + 1 };
+    assert_int_equal(virtio_net_create(&net, &cfg, NULL, NULL, &vdev), -EINVAL);
+}
+
+int main(void)
+{
+    log_set_level(LOG_LVL_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tx_frame),
+        cmocka_unit_test(test_rx_packet),
+        cmocka_unit_test(test_rx_mergeable),
+        cmocka_unit_test(test_rx_waits_for_buffers),
+        cmocka_unit_test(test_rx_too_big_without_mrg),
+        cmocka_unit_test(test_rx_offloads_not_negotiated),
+        cmocka_unit_test(test_tx_malformed_dropped),
+        cmocka_unit_test(test_ring_violation_needs_reset),
+        cmocka_unit_test(test_config_space),
+        cmocka_unit_test(test_multiqueue),
+        cmocka_unit_test(test_reset_in_flight),
+        cmocka_unit_test(test_destroy_in_flight),
+        cmocka_unit_test(test_bad_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
