@@ -18,16 +18,18 @@
 #include <unistd.h>
 
 #include "boot/layout.h"
+#include "device_options.h"
 #include "io/loop.h"
 #include "log.h"
 #include "mmio/pci_host.h"
 #include "virtio/blk.h"
 #include "virtio/console.h"
+#include "virtio/net.h"
 #include "virtio/pci.h"
 #include "virtio/rng.h"
 #include "vm.h"
 
-enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_CONSOLE, VIRTIO_KIND_RNG };
+enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_NET, VIRTIO_KIND_CONSOLE, VIRTIO_KIND_RNG };
 
 struct virtio_slot;
 
@@ -46,6 +48,7 @@ struct virtio_slot {
     enum virtio_kind kind;
     union {
         struct virtio_blk *blk;
+        struct virtio_net *net;
         struct virtio_console *console;
         struct virtio_rng *rng;
     } model;
@@ -137,6 +140,17 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
     return virtio_blk_create(&s->model.blk, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
 }
 
+static int make_net(struct virtio_slot *s, const void *arg, unsigned index)
+{
+    const struct godwit_net *n = arg;
+    struct virtio_net_config cfg = { .tap = n->tap, .queues = n->queues };
+    snprintf(s->name, sizeof(s->name), "net%u", index);
+    s->kind = VIRTIO_KIND_NET;
+    if (n->mac) /* checked when the option was parsed */
+        cfg.mac_set = devopt_parse_mac(n->mac, cfg.mac);
+    return virtio_net_create(&s->model.net, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
+}
+
 /* hvc0 on the terminal (input from the VMM's console reader), a UNIX socket or a file. */
 static int make_console(struct virtio_slot *s, const void *arg, unsigned index)
 {
@@ -188,6 +202,7 @@ static void destroy_model(struct virtio_slot *s)
         return;
     switch (s->kind) {
     case VIRTIO_KIND_BLK: virtio_blk_destroy(s->model.blk); break;
+    case VIRTIO_KIND_NET: virtio_net_destroy(s->model.net); break;
     case VIRTIO_KIND_CONSOLE: virtio_console_destroy(s->model.console); break;
     case VIRTIO_KIND_RNG: virtio_rng_destroy(s->model.rng); break;
     }
@@ -338,6 +353,8 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci)
     }
     for (unsigned i = 0; i < cfg->nr_disks && ret == 0; i++)
         ret = add_device(vm, pci, make_blk, &cfg->disks[i], i);
+    for (unsigned i = 0; i < cfg->nr_nets && ret == 0; i++)
+        ret = add_device(vm, pci, make_net, &cfg->nets[i], i);
     if (ret == 0 && cfg->virtio_console != GODWIT_VIRTIO_CONSOLE_NONE)
         ret = add_device(vm, pci, make_console, cfg, 0);
     if (ret == 0 && !cfg->no_rng)
@@ -377,6 +394,16 @@ static struct json_object *slot_counters(struct virtio_slot *s)
         json_object_object_add(o, "writes", json_object_new_int64((int64_t)writes));
         json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)bytes_read));
         json_object_object_add(o, "bytes_written", json_object_new_int64((int64_t)bytes_written));
+    }
+    if (s->kind == VIRTIO_KIND_NET) {
+        struct virtio_net_counters c;
+        virtio_net_counters(s->model.net, &c);
+        json_object_object_add(o, "rx_packets", json_object_new_int64((int64_t)c.rx_packets));
+        json_object_object_add(o, "rx_bytes", json_object_new_int64((int64_t)c.rx_bytes));
+        json_object_object_add(o, "rx_dropped", json_object_new_int64((int64_t)c.rx_dropped));
+        json_object_object_add(o, "tx_packets", json_object_new_int64((int64_t)c.tx_packets));
+        json_object_object_add(o, "tx_bytes", json_object_new_int64((int64_t)c.tx_bytes));
+        json_object_object_add(o, "tx_dropped", json_object_new_int64((int64_t)c.tx_dropped));
     }
     return o;
 }
