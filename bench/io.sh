@@ -38,6 +38,7 @@ bench_initrd=$("$root/bench/build-bench-guest.sh") ||
 work=$(mktemp -d /tmp/godwit-io.XXXXXX)
 cleanup() {
   mountpoint -q "$work/mnt" 2>/dev/null && umount "$work/mnt"
+  ip link del gwbench0 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -72,20 +73,31 @@ script=$work/script.img
   printf '%s\n' 'echo "BENCH dev $dev $(cat /sys/block/${dev#/dev/}/size) sectors"'
   printf 'echo "BENCH randread $(fio --filename=$dev %s %s)"\n' "${job_rand[*]}" "${fio_common[*]}"
   printf 'echo "BENCH seqread $(fio --filename=$dev %s %s)"\n' "${job_seq[*]}" "${fio_common[*]}"
+  # The network: TCP from the guest to the test host over the tap (the host's iperf3
+  # server records the rate).
+  printf '%s\n' 'ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0'
+  printf 'iperf3 -c 10.0.2.1 -t %s >/dev/null 2>&1; echo "BENCH iperf done $?"\n' "$runtime"
 } >"$script"
 size=$(stat -c %s "$script")
 head -c $(( (512 - size % 512) % 512 )) /dev/zero | tr '\0' '\n' >>"$script"
 
+# The tap both VMMs attach to (no vhost for QEMU: both move packets in user space).
+tap=gwbench0
+ip tuntap add dev $tap mode tap && ip addr add 10.0.2.1/24 dev $tap && ip link set $tap up ||
+  { echo "bench: cannot set up tap $tap (not root?)" >&2; exit 1; }
+
 godwit_cmd=("$godwit" run --kernel "$kernel_bzimage" --initrd "$bench_initrd" --memory $mem --cpus 1
   --no-rng --cmdline "$cmdline"
-  --disk "path=$img,cache=none" --disk "path=$script,readonly=on,serial=godwit-script")
+  --disk "path=$img,cache=none" --disk "path=$script,readonly=on,serial=godwit-script"
+  --net "tap=$tap")
 qemu_cmd=(qemu-system-x86_64 -accel kvm -cpu host -M q35 -smp 1 -m $mem
   -nodefaults -no-user-config -display none -serial stdio -no-reboot
   -kernel "$kernel_bzimage" -initrd "$bench_initrd" -append "$cmdline"
   -drive "file=$img,if=none,id=d0,format=raw,cache=none,aio=io_uring"
   -device virtio-blk-pci,drive=d0
   -drive "file=$script,if=none,id=s0,format=raw,readonly=on"
-  -device virtio-blk-pci,drive=s0,serial=godwit-script)
+  -device virtio-blk-pci,drive=s0,serial=godwit-script
+  -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off" -device virtio-net-pci,netdev=n0)
 
 # terse v3: field 7 is the read bandwidth (KiB/s), field 8 the read IOPS.
 record() { # LABEL RAND_TERSE SEQ_TERSE
@@ -103,10 +115,20 @@ run_ceiling() {
   record ceiling "$r" "$s" || { echo "bench: ceiling run $i failed:" >&2; tail -n 5 "$work/ceiling.err" >&2; }
 }
 
+# The iperf3 server's JSON report: the rate it received, in Mbit/s.
+record_net() { # LABEL JSON
+  python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e6, 1))' "$2" \
+    >>"$work/$1.mbit" 2>/dev/null || echo "bench: $1 run $i: no iperf3 result" >&2
+}
+
 run_vm() { # LABEL CMD...
   local label=$1 log=$work/$1.log st; shift
+  iperf3 -s -1 -B 10.0.2.1 -J >"$work/$label.iperf.json" 2>/dev/null &
+  local server=$!
   timeout -k 5 "$vm_timeout" "$@" </dev/null >"$log" 2>&1
   st=$?
+  kill $server 2>/dev/null; wait $server 2>/dev/null
+  record_net "$label" "$work/$label.iperf.json"
   tr -d '\r' <"$log" >"$log.clean"
   if ! record "$label" "$(sed -n 's/^BENCH randread //p' "$log.clean" | tail -n 1)" \
       "$(sed -n 's/^BENCH seqread //p' "$log.clean" | tail -n 1)"; then
@@ -148,6 +170,7 @@ echo "| metric (median of $runs) | ceiling | godwit | QEMU | godwit/QEMU | godwi
 echo "|---|---|---|---|---|---|"
 row "4 KiB random read, iodepth 32 (IOPS)" 1 "$(med ceiling.iops)" "$(med godwit.iops)" "$(med qemu.iops)"
 row "1 MiB sequential read, iodepth 8 (MiB/s)" 1024 "$(med ceiling.kib)" "$(med godwit.kib)" "$(med qemu.kib)"
+row "TCP guest to host, iperf3 (Mbit/s)" 1 "" "$(med godwit.mbit)" "$(med qemu.mbit)"
 echo
 echo "godwit: $(printf '%q ' "${godwit_cmd[@]}")"
 echo "qemu:   $(printf '%q ' "${qemu_cmd[@]}")"

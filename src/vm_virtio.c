@@ -151,40 +151,54 @@ static int make_net(struct virtio_slot *s, const void *arg, unsigned index)
     return virtio_net_create(&s->model.net, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
 }
 
+/* The console's backend fd for socket and file modes: a listening socket or an output file. */
+static int open_console_backend(const struct vm_config *cfg)
+{
+    int fd = cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET
+                 ? virtio_console_open_socket(cfg->virtio_console_path)
+                 : virtio_console_open_file(cfg->virtio_console_path);
+    if (fd < 0)
+        log_error("virtio-console: cannot open %s: %s", cfg->virtio_console_path,
+                  strerror(-fd));
+    return fd;
+}
+
 /* hvc0 on the terminal (input from the VMM's console reader), a UNIX socket or a file. */
 static int make_console(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct vm_config *cfg = arg;
     struct virtio_console_config con = { .in_fd = -1, .out_fd = -1 };
-    int listen_fd = -1, ret;
+    int listen_fd = -1;
     (void)index;
 
     snprintf(s->name, sizeof(s->name), "hvc0");
     s->kind = VIRTIO_KIND_CONSOLE;
-    if (cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
+    switch (cfg->virtio_console) {
+    case GODWIT_VIRTIO_CONSOLE_TERMINAL:
         con.out_fd = cfg->console_out_fd;
-    if (cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_FILE) {
-        if ((s->backend_fd = virtio_console_open_file(cfg->virtio_console_path)) < 0)
-            goto fail_path;
+        break;
+    case GODWIT_VIRTIO_CONSOLE_FILE:
+        if ((s->backend_fd = open_console_backend(cfg)) < 0)
+            return s->backend_fd;
         con.out_fd = s->backend_fd;
+        break;
+    case GODWIT_VIRTIO_CONSOLE_SOCKET:
+        if ((listen_fd = open_console_backend(cfg)) < 0)
+            return listen_fd;
+        break;
+    case GODWIT_VIRTIO_CONSOLE_NONE:
+        return -EINVAL;
     }
-    if (cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET &&
-        (listen_fd = virtio_console_open_socket(cfg->virtio_console_path)) < 0) {
-        s->backend_fd = listen_fd;
-        goto fail_path;
+    int ret = virtio_console_create(&s->model.console, &con, cfg->loop, &s->vm->mem, &s->vdev);
+    if (ret < 0) {
+        if (listen_fd >= 0)
+            close(listen_fd);
+        return ret;
     }
-    ret = virtio_console_create(&s->model.console, &con, cfg->loop, &s->vm->mem, &s->vdev);
-    if (ret == 0 && listen_fd >= 0)
+    if (listen_fd >= 0) /* the console owns it from here, failure included */
         ret = virtio_console_listen(s->model.console, listen_fd);
-    else if (listen_fd >= 0)
-        close(listen_fd);
     if (ret == 0 && cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
         s->vm->virtio->terminal_console = s->model.console;
-    return ret;
-fail_path:
-    ret = s->backend_fd;
-    s->backend_fd = -1;
-    log_error("virtio-console: cannot open %s: %s", cfg->virtio_console_path, strerror(-ret));
     return ret;
 }
 

@@ -198,6 +198,21 @@ EOF
     expect_clean $name && pass $name
 }
 
+# --console virtio,file=PATH: what the guest writes to hvc0 is appended to the file.
+case_console_file() {
+  local name=console_file out=$work/hvc.out script
+  echo "kept line" >"$out"
+  script=$(script_disk $name <<'EOF'
+echo "hvc file line $((6 * 7))" >/dev/hvc0
+EOF
+)
+  run_guest $name 240 --console "virtio,file=$out" --disk "$script"
+  expect_status $name 0 && expect_clean $name || return
+  grep -q '^kept line' "$out" && grep -q '^hvc file line 42' "$out" ||
+    { fail $name "the file holds: $(head -c 300 "$out")"; return; }
+  pass $name
+}
+
 # The guest reaches the test host over virtio-net through a tap: ping, then a TCP transfer
 # each way, checked byte for byte (guest to host: the host compares what it received with
 # the source disk it gave the guest; host to guest: the guest prints the checksum of what
@@ -315,7 +330,7 @@ EOF
 
 cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket net rng}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng}; do
   echo "-- $c"
   "case_$c"
 done
