@@ -68,7 +68,7 @@ void vm_set_irq_level(void *opaque, uint32_t gsi, int level)
         log_warn("vm: KVM_IRQ_LINE %u failed: %s", gsi, strerror(errno));
 }
 
-static int kvm_check_extension(const struct vm *vm, unsigned long cap)
+int kvm_check_extension(const struct vm *vm, unsigned long cap)
 {
     return ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, cap);
 }

@@ -122,6 +122,9 @@ void vm_park_vcpu(struct vm *vm);
 void vm_stop(struct vm *vm);
 void vm_destroy(struct vm *vm);
 
+/* KVM_CHECK_EXTENSION on /dev/kvm: > 0 when the capability is there. */
+int kvm_check_extension(const struct vm *vm, unsigned long cap);
+
 /* Reserves `count` consecutive MSI GSIs; returns the first, or -ENOSPC. */
 int vm_alloc_msi_gsis(struct vm *vm, unsigned count);
 /* Points MSI GSI `gsi` at the guest's address/data, or removes its route (valid false). */

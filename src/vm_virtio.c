@@ -64,6 +64,7 @@ struct virtio_slot {
 };
 
 struct vm_virtio {
+    uint32_t doorbell_len; /* KVM_IOEVENTFD length: 0 matches a write of any width */
     unsigned nr_slots;
     struct virtio_slot *slots[PCI_SLOTS];
     struct virtio_console *terminal_console; /* hvc0 fed by the terminal, or NULL */
@@ -243,12 +244,6 @@ static int attach_irqfds(struct virtio_slot *s)
     return 0;
 }
 
-/* Linux writes a 16-bit queue index; KVM can match a write of any width where it may. */
-static uint32_t doorbell_len(const struct vm *vm)
-{
-    return ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0 : 2;
-}
-
 static int attach_kicks(struct virtio_slot *s)
 {
     struct vm *vm = s->vm;
@@ -260,7 +255,7 @@ static int attach_kicks(struct virtio_slot *s)
         if (k->fd < 0)
             return -errno;
         struct kvm_ioeventfd io = { .addr = virtio_pci_notify_gpa(&s->pci, q),
-                                    .len = doorbell_len(vm), .fd = k->fd };
+                                    .len = vm->virtio->doorbell_len, .fd = k->fd };
         if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
             return -errno;
         int ret = loop_watch_readable(vm->cfg->loop, &k->watch, k->fd, on_kick, k);
@@ -360,11 +355,13 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci)
         return -ENOMEM;
     if (!cfg->loop) /* no main loop to run device I/O: only a VM without virtio devices */
         return cfg->nr_disks || cfg->nr_nets || cfg->virtio_console || !cfg->no_rng ? -EINVAL : 0;
-    if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD) <= 0 ||
-        ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IRQFD) <= 0) {
+    if (kvm_check_extension(vm, KVM_CAP_IOEVENTFD) <= 0 ||
+        kvm_check_extension(vm, KVM_CAP_IRQFD) <= 0) {
         log_error("virtio: KVM lacks ioeventfd or irqfd");
         return -ENOTSUP;
     }
+    /* Linux writes a 16-bit queue index; KVM can match a write of any width where it may. */
+    vm->virtio->doorbell_len = kvm_check_extension(vm, KVM_CAP_IOEVENTFD_ANY_LENGTH) > 0 ? 0 : 2;
     for (unsigned i = 0; i < cfg->nr_disks && ret == 0; i++)
         ret = add_device(vm, pci, make_blk, &cfg->disks[i], i);
     for (unsigned i = 0; i < cfg->nr_nets && ret == 0; i++)

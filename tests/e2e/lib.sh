@@ -22,3 +22,15 @@ expect_clean() { # NAME: no sanitizer report, no crash of the VMM itself
   fail "$1" "the VMM reported a memory error or crashed"
   return 1
 }
+
+# wait_for_line LOG PATTERN PID SECS: until LOG has a line matching PATTERN (status 0), or
+# PID has ended or SECS have passed (status 1).
+wait_for_line() {
+  local _
+  for _ in $(seq 1 $(($4 * 10))); do
+    grep -Eq -- "$2" "$1" && return 0
+    kill -0 "$3" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}

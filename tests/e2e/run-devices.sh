@@ -141,11 +141,7 @@ EOF
   timeout -k 5 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
     --disk "path=$img" --disk "$script" </dev/null >"$work/${name}_first.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 1800); do
-    grep -q 'first guest holds the disk' "$work/${name}_first.log" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for_line "$work/${name}_first.log" 'first guest holds the disk' "$pid" 180
   run_guest $name 60 --disk "path=$img"
   local second=$status
   stop_within 60 "$pid" ${name}_first || return
@@ -258,28 +254,29 @@ EOF
   pass $name
 }
 
+# hvc_session_script NAME: a guest script (on the serial console) that waits for a shell
+# session on hvc0 to write its tty's name to /tmp/hvc-done, then reports it.
+hvc_session_script() {
+  script_disk "$1" <<'EOF'
+i=0
+while [ ! -s /tmp/hvc-done ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
+echo "session on $(cat /tmp/hvc-done 2>/dev/null)"
+EOF
+}
+
 # --console virtio: the terminal's input goes to the guest's hvc0, where init runs a shell;
 # its output comes back on the terminal. The script (on the serial console) waits for the
 # shell session to leave its mark.
 case_console() {
   local name=console fifo=$work/console.in
   local script
-  script=$(script_disk $name <<'EOF'
-i=0
-while [ ! -s /tmp/hvc-done ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
-echo "session on $(cat /tmp/hvc-done 2>/dev/null)"
-EOF
-)
+  script=$(hvc_session_script $name)
   mkfifo "$fifo"
   timeout -k 5 240 "$godwit" run "${common[@]}" --cmdline "$cmdline" --console virtio \
     --disk "$script" <"$fifo" >"$work/$name.log" 2>&1 &
   local pid=$!
   exec 7>"$fifo"
-  for _ in $(seq 1 1800); do
-    grep -q 'godwit-guest: shell on hvc0' "$work/$name.log" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for_line "$work/$name.log" 'godwit-guest: shell on hvc0' "$pid" 180
   sleep 1
   printf 'echo "hvc says $((6 * 7))"; tty >/tmp/hvc-done\n' >&7
   wait "$pid"
@@ -292,20 +289,11 @@ EOF
 # --console virtio,socket=PATH: a client on the UNIX socket gets the hvc0 shell.
 case_console_socket() {
   local name=console_socket sock=$work/hvc.sock script
-  script=$(script_disk $name <<'EOF'
-i=0
-while [ ! -s /tmp/hvc-done ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i + 1)); done
-echo "session on $(cat /tmp/hvc-done 2>/dev/null)"
-EOF
-)
+  script=$(hvc_session_script $name)
   timeout -k 5 240 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
     --console "virtio,socket=$sock" --disk "$script" </dev/null >"$work/$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 1800); do
-    grep -q 'godwit-guest: shell on hvc0' "$work/$name.log" && [ -S "$sock" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for_line "$work/$name.log" 'godwit-guest: shell on hvc0' "$pid" 180
   python3 - "$sock" >"$work/$name.client" 2>&1 <<'EOF'
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

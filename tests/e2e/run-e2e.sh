@@ -37,11 +37,7 @@ case_shell_smp_vmlinux() {
     --cmdline "$base_cmdline" <"$fifo" >"$work/$name.log" 2>&1 &
   local pid=$!
   exec 7>"$fifo"
-  for _ in $(seq 1 1700); do
-    grep -q 'godwit-guest: init started' "$work/$name.log" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for_line "$work/$name.log" 'godwit-guest: init started' "$pid" 170
   sleep 1
   printf 'echo "nproc=$(nproc) sum=$((40 + 2))"\n' >&7
   sleep 2
