@@ -355,8 +355,9 @@ for arg in $(cat /proc/cmdline); do
     case $arg in godwit.test=*) test=${arg#godwit.test=} ;; esac
 done
 
-# A virtio console (godwit run --console virtio) gets a shell of its own.
-if [ -c /dev/hvc0 ]; then
+# A virtio console (godwit run --console virtio) gets a shell of its own; in the default
+# mode that shell is the user's (below), in test modes it runs beside the test.
+if [ -c /dev/hvc0 ] && [ -n "$test" ]; then
     (while :; do setsid sh -c 'exec sh -l </dev/hvc0 >/dev/hvc0 2>&1'; done) &
     echo "godwit-guest: shell on hvc0"
 fi
@@ -382,9 +383,16 @@ script)
     poweroff -f
     ;;
 '')
-    echo "godwit-guest: shell (exit to power off)"
-    # cttyhack finds the real console (ttyS0, hvc0) so that job control works.
-    setsid cttyhack sh -l
+    if [ -c /dev/hvc0 ]; then
+        # The terminal's keys go to hvc0 (and its window size, as the console follows it);
+        # the serial port keeps the kernel's messages.
+        echo "godwit-guest: shell on hvc0 (exit to power off)"
+        setsid sh -c 'exec sh -l </dev/hvc0 >/dev/hvc0 2>&1'
+    else
+        echo "godwit-guest: shell (exit to power off)"
+        # cttyhack finds the real console (ttyS0) so that job control works.
+        setsid cttyhack sh -l
+    fi
     echo "godwit-guest: poweroff"
     sync
     poweroff -f

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -16,6 +17,7 @@
 #include "godwit_internal.h"
 #include "io/loop.h"
 #include "log.h"
+#include "vm_virtio.h"
 #include "vcpu/vcpu.h"
 #include "vm.h"
 
@@ -520,6 +522,25 @@ static int do_shutdown(struct godwit_vm *gv, struct vm *vm, void *arg)
     vm_press_power_button(vm);
     gv->shutdown_timeout_ms = *(unsigned *)arg ? *(unsigned *)arg : 1;
     return write(gv->command_fd, &one, sizeof(one)) < 0 ? -errno : 0;
+}
+
+struct console_size {
+    unsigned cols, rows;
+};
+
+static int do_console_resize(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    const struct console_size *size = arg;
+    (void)gv;
+    return vm_virtio_console_resize(vm, (uint16_t)size->cols, (uint16_t)size->rows);
+}
+
+int godwit_console_resize(struct godwit_vm *gv, unsigned cols, unsigned rows)
+{
+    struct console_size size = { cols, rows };
+    if (!cols || !rows || cols > UINT16_MAX || rows > UINT16_MAX)
+        return -EINVAL;
+    return with_vm(gv, do_console_resize, &size);
 }
 
 int godwit_shutdown(struct godwit_vm *gv, unsigned timeout_ms)

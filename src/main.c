@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "api/runtime.h"
@@ -60,6 +61,14 @@ static void vm_started(void *opaque)
     ctx->announced = true;
 }
 
+/* The user's terminal changed size: hvc0 follows (when it is on the terminal). */
+static void follow_terminal_size(struct godwit_vm *vm)
+{
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col && ws.ws_row)
+        godwit_console_resize(vm, ws.ws_col, ws.ws_row);
+}
+
 /*
  * SIGTERM asks the guest to power off and stops it after the shutdown timeout (a second
  * SIGTERM stops it at once); SIGINT and SIGHUP stop it at once.
@@ -73,6 +82,10 @@ static void handle_signals(struct godwit_vm *vm, const sigset_t *mask)
             continue;
         if (sig == SIGNAL_VM_ENDED || godwit_get_state(vm) == GODWIT_STATE_STOPPED)
             return;
+        if (sig == SIGWINCH) {
+            follow_terminal_size(vm);
+            continue;
+        }
         sd_notify_send("STOPPING=1");
         if (sig == SIGTERM && !shutdown_requested) {
             log_info("SIGTERM: asking the guest to power off");
@@ -164,6 +177,7 @@ static int cmd_run(int argc, char **argv)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGWINCH);
     sigaddset(&mask, SIGNAL_VM_ENDED);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "boot/layout.h"
@@ -40,6 +41,7 @@ struct virtio_kick {
     int fd;
     bool watched;
     struct loop_watch watch;
+    uint64_t count, last_ns; /* atomic: kicks seen, and when the last one was */
 };
 
 struct virtio_slot {
@@ -59,6 +61,8 @@ struct virtio_slot {
     int gsi_base;
     unsigned nr_vectors;
     int irqfds[VIRTIO_PCI_MAX_VECTORS];
+    uint64_t vector_count[VIRTIO_PCI_MAX_VECTORS];   /* atomic: interrupts raised */
+    uint64_t vector_last_ns[VIRTIO_PCI_MAX_VECTORS]; /* atomic: when the last one was */
     struct virtio_kick kicks[VIRTIO_MAX_QUEUES];
     uint64_t nr_kicks, nr_interrupts; /* atomic */
 };
@@ -83,6 +87,13 @@ static int slot_msi_route(void *ctx, unsigned vector, uint64_t address, uint32_t
     return ret;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void eventfd_signal(int fd)
 {
     uint64_t one = 1;
@@ -96,6 +107,8 @@ static void slot_msi_raise(void *ctx, unsigned vector)
     struct virtio_slot *s = ctx;
     if (vector < s->nr_vectors) {
         __atomic_fetch_add(&s->nr_interrupts, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->vector_count[vector], 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->vector_last_ns[vector], now_ns(), __ATOMIC_RELAXED);
         eventfd_signal(s->irqfds[vector]);
     }
 }
@@ -118,6 +131,8 @@ static bool on_kick(struct event_loop *loop, void *opaque, int res)
         return false;
     if (read(k->fd, &count, sizeof(count)) == sizeof(count)) {
         __atomic_fetch_add(&k->slot->nr_kicks, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&k->count, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&k->last_ns, now_ns(), __ATOMIC_RELAXED);
         virtio_pci_kick(&k->slot->pci, k->queue);
     }
     return true;
@@ -391,6 +406,68 @@ size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len)
     return con ? virtio_console_input(con, buf, len) : 0;
 }
 
+int vm_virtio_console_resize(struct vm *vm, uint16_t cols, uint16_t rows)
+{
+    struct virtio_console *con = vm->virtio ? vm->virtio->terminal_console : NULL;
+    if (!con)
+        return -ENODEV;
+    virtio_console_set_size(con, cols, rows);
+    return 0;
+}
+
+static struct json_object *json_u64(uint64_t v)
+{
+    return json_object_new_int64((int64_t)v);
+}
+
+/* Milliseconds since `ns` (a now_ns() value), or null for never. */
+static struct json_object *json_age_ms(uint64_t ns, uint64_t now)
+{
+    return ns ? json_u64((now - ns) / 1000000u) : NULL;
+}
+
+/*
+ * One enabled queue: the device's indexes beside the driver's, its kicks and its interrupts.
+ * A queue whose avail_idx runs ahead of last_avail_idx has work the device has not taken; one
+ * whose used_idx runs ahead of used_event (with EVENT_IDX) has answers the driver has not
+ * seen: the two halves of a stall.
+ */
+static struct json_object *queue_counters(struct virtio_slot *s, unsigned q, uint64_t now)
+{
+    struct virtio_pci_queue_status st;
+    if (!virtio_pci_queue_status(&s->pci, q, &st) || !st.ring.enabled)
+        return NULL;
+    const struct virtq_status *r = &st.ring;
+    const struct virtio_kick *k = &s->kicks[q];
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "queue", json_u64(q));
+    json_object_object_add(o, "size", json_u64(r->size));
+    json_object_object_add(o, "avail_idx", json_u64(r->avail_idx));
+    json_object_object_add(o, "last_avail_idx", json_u64(r->last_avail_idx));
+    json_object_object_add(o, "used_idx", json_u64(r->used_idx));
+    if (r->event_idx) {
+        json_object_object_add(o, "used_event", json_u64(r->used_event));
+        json_object_object_add(o, "avail_event", json_u64(r->avail_event));
+    } else {
+        json_object_object_add(o, "no_interrupt", json_object_new_boolean(r->no_interrupt));
+    }
+    json_object_object_add(o, "broken", json_object_new_boolean(r->broken));
+    json_object_object_add(o, "kicks", json_u64(__atomic_load_n(&k->count, __ATOMIC_RELAXED)));
+    json_object_object_add(o, "last_kick_ms",
+                           json_age_ms(__atomic_load_n(&k->last_ns, __ATOMIC_RELAXED), now));
+    if (st.vector < s->nr_vectors) {
+        json_object_object_add(o, "vector", json_u64(st.vector));
+        json_object_object_add(o, "vector_masked", json_object_new_boolean(st.masked));
+        json_object_object_add(o, "vector_pending", json_object_new_boolean(st.pending));
+        json_object_object_add(o, "interrupts", json_u64(__atomic_load_n(
+                                                    &s->vector_count[st.vector], __ATOMIC_RELAXED)));
+        json_object_object_add(o, "last_interrupt_ms",
+                               json_age_ms(__atomic_load_n(&s->vector_last_ns[st.vector],
+                                                           __ATOMIC_RELAXED), now));
+    }
+    return o;
+}
+
 static struct json_object *slot_counters(struct virtio_slot *s)
 {
     struct json_object *o = json_object_new_object();
@@ -416,6 +493,14 @@ static struct json_object *slot_counters(struct virtio_slot *s)
         json_object_object_add(o, "tx_bytes", json_object_new_int64((int64_t)c.tx_bytes));
         json_object_object_add(o, "tx_dropped", json_object_new_int64((int64_t)c.tx_dropped));
     }
+    struct json_object *queues = json_object_new_array();
+    uint64_t now = now_ns();
+    for (unsigned q = 0; q < s->pci.nr_queues; q++) {
+        struct json_object *qo = queue_counters(s, q, now);
+        if (qo)
+            json_object_array_add(queues, qo);
+    }
+    json_object_object_add(o, "queues", queues);
     return o;
 }
 

@@ -7,6 +7,7 @@
 # Extra arguments go to `godwit run` (e.g. --cpus 2 --memory 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "godwit: the default guest's shell comes up on this terminal; Ctrl-A x quits, exit powers it off"
 
 export GODWIT_CACHE=${GODWIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/godwit}
 tools/install-deps.sh
@@ -26,12 +27,17 @@ fi
 echo "godwit: devices: ${devices[*]}"
 exec "$@" "${devices[@]}"'
 
+# The shell runs on the virtio console (hvc0), whose window follows this terminal's size; the
+# serial port keeps the kernel's messages.
 run=(build/godwit run --kernel "$kernel_bzimage" --initrd "$initrd" --cpus 2 --memory 512
-     --cmdline "console=ttyS0 reboot=acpi panic=1 quiet" "$@")
+     --console virtio --cmdline "console=ttyS0 reboot=acpi panic=1 quiet" "$@")
 if tools/testhost/have-kvm.sh; then
-  echo "godwit: booting the default guest on this machine's /dev/kvm (Ctrl-A x quits)"
+  echo "godwit: booting the default guest on this machine's /dev/kvm"
   exec bash -c "$boot" boot "$GODWIT_CACHE" "${run[@]}"
 fi
-echo "godwit: this machine's /dev/kvm cannot run an unmodified Linux kernel;" \
-     "booting the default guest inside the test host (QEMU TCG with nested AMD-V)"
-exec tools/testhost/testhost.sh -- bash -c "$boot" boot /tmp "${run[@]}"
+echo "godwit: booting the default guest inside the test host (this machine's /dev/kvm cannot" \
+     "run an unmodified Linux kernel)"
+host=(tools/testhost/testhost.sh)
+# On a terminal the test host hands it to godwit inside: keys, raw mode, window size.
+[ -t 0 ] && [ -t 1 ] && host+=(--interactive)
+exec "${host[@]}" -- bash -c "$boot" boot /tmp "${run[@]}"

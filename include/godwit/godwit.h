@@ -101,6 +101,10 @@ int godwit_shutdown(struct godwit_vm *vm, unsigned timeout_ms);
 int godwit_reboot(struct godwit_vm *vm);
 /* Stops the VM at once. */
 int godwit_stop(struct godwit_vm *vm);
+/* The terminal that carries the virtio console (GODWIT_VIRTIO_CONSOLE_TERMINAL) is now
+ * cols x rows: the guest's hvc0 follows. Returns 0, -ESRCH when no VM runs, -ENODEV when the
+ * VM has no virtio console on a terminal, -EINVAL for a zero or oversized dimension. */
+int godwit_console_resize(struct godwit_vm *vm, unsigned cols, unsigned rows);
 enum godwit_state godwit_get_state(struct godwit_vm *vm);
 /* Blocks until the VM has ended; returns its enum godwit_exit_status. */
 int godwit_wait(struct godwit_vm *vm);

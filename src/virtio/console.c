@@ -68,6 +68,7 @@ struct virtio_console {
     bool input_ended;  /* in_fd reached its end: no more reads */
     bool broken;       /* the guest broke a ring rule: nothing more until reset */
     bool offer_size;
+    bool size_announced; /* the driver was told the size since it activated the device */
     bool logged_out_error;
     struct con_config_space config;
 
@@ -553,8 +554,25 @@ static void con_write_config(struct virtio_device *vdev, uint32_t offset, const 
 
 static int con_activate(struct virtio_device *vdev)
 {
-    ((struct virtio_console *)vdev->model)->broken = false;
+    struct virtio_console *con = vdev->model;
+    con->broken = false;
+    con->size_announced = false;
     return 0;
+}
+
+/*
+ * Linux reads a single-port console's size only on a configuration change (its probe leaves
+ * the window 0x0), and only once the port exists: by the first transmission the console is
+ * registered, so that is when the size is announced. Later sizes come through set_size().
+ */
+static void con_announce_size(struct virtio_console *con)
+{
+    struct virtio_device *vdev = con->vdev;
+    if (con->size_announced || !virtio_has_feature(vdev, VIRTIO_CONSOLE_F_SIZE))
+        return;
+    con->size_announced = true;
+    if (vdev->interrupt_config)
+        vdev->interrupt_config(vdev);
 }
 
 /* From the loop's thread: the only place besides completions where the ring is touched. */
@@ -565,6 +583,7 @@ static void con_queue_notify(struct virtio_device *vdev, unsigned queue)
         if (rx_flush_pending(con))
             rx_maybe_read(con);
     } else if (queue == VIRTIO_CONSOLE_TRANSMITQ) {
+        con_announce_size(con);
         tx_kick(con);
     }
 }

@@ -615,6 +615,20 @@ void virtio_pci_kick(struct virtio_pci *vp, unsigned queue)
     pthread_mutex_unlock(&vp->lock);
 }
 
+bool virtio_pci_queue_status(struct virtio_pci *vp, unsigned queue,
+                             struct virtio_pci_queue_status *st)
+{
+    if (queue >= vp->nr_queues)
+        return false;
+    pthread_mutex_lock(&vp->lock);
+    virtq_get_status(&vp->vdev->queues[queue], &st->ring);
+    st->vector = vp->queues[queue].msix_vector;
+    st->masked = st->vector < vp->nr_vectors && vector_masked(vp, st->vector);
+    st->pending = st->vector < vp->nr_vectors && pending(vp, st->vector);
+    pthread_mutex_unlock(&vp->lock);
+    return true;
+}
+
 uint64_t virtio_pci_notify_gpa(const struct virtio_pci *vp, unsigned queue)
 {
     if (queue >= vp->nr_queues)

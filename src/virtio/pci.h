@@ -103,6 +103,18 @@ extern const struct pci_device_ops virtio_pci_config_ops;
 extern const struct device_ops virtio_pci_bar_ops;
 
 /* The guest address of queue `queue`'s doorbell (for a KVM ioeventfd), 0 when none. */
+/* One queue as it stands, with its MSI-X vector's state: for counters and stall reports. */
+struct virtio_pci_queue_status {
+    struct virtq_status ring;
+    uint16_t vector;  /* VIRTIO_MSI_NO_VECTOR when none */
+    bool masked;      /* the vector (or MSI-X as a whole) is masked */
+    bool pending;     /* raised while masked: delivered when unmasked */
+};
+
+/* Returns false for a queue the device does not have. Any thread. */
+bool virtio_pci_queue_status(struct virtio_pci *vp, unsigned queue,
+                             struct virtio_pci_queue_status *st);
+
 uint64_t virtio_pci_notify_gpa(const struct virtio_pci *vp, unsigned queue);
 
 /*

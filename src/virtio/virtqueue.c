@@ -289,6 +289,26 @@ bool virtq_should_notify(struct virtqueue *vq)
     return !(flags & VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
+void virtq_get_status(const struct virtqueue *vq, struct virtq_status *st)
+{
+    *st = (struct virtq_status){ .enabled = vq->enabled, .broken = vq->broken };
+    if (!vq->enabled)
+        return;
+    st->size = vq->size;
+    st->last_avail_idx = vq->last_avail_idx;
+    st->used_idx = vq->used_idx;
+    st->used_pending = vq->used_pending;
+    st->event_idx = vq->event_idx;
+    st->avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+    if (vq->event_idx) {
+        st->used_event = __atomic_load_n(used_event_field(vq), __ATOMIC_RELAXED);
+        st->avail_event = __atomic_load_n(avail_event_field(vq), __ATOMIC_RELAXED);
+    } else {
+        st->no_interrupt =
+            __atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED) & VIRTQ_AVAIL_F_NO_INTERRUPT;
+    }
+}
+
 /*
  * Copies between a flat buffer and the chain's readable or writable bytes: into `dst` when
  * it is set, else out of `src`.

@@ -141,6 +141,26 @@ void virtq_publish(struct virtqueue *vq);
 bool virtq_should_notify(struct virtqueue *vq);
 
 /*
+ * A queue as it stands, for counters and stall reports: the device's own indexes beside what
+ * the driver last wrote into the rings (read as they are: reported, never trusted).
+ */
+struct virtq_status {
+    bool enabled, broken;
+    uint16_t size;
+    uint16_t avail_idx;      /* the driver's avail->idx: entries offered so far */
+    uint16_t last_avail_idx; /* entries the device has taken */
+    uint16_t used_idx;       /* entries the device has given back (published) */
+    uint16_t used_pending;   /* written after used_idx, not yet published */
+    bool event_idx;
+    uint16_t used_event;     /* with EVENT_IDX: the driver wants an interrupt past this */
+    uint16_t avail_event;    /* with EVENT_IDX: the device wants a kick past this */
+    bool no_interrupt;       /* without EVENT_IDX: VIRTQ_AVAIL_F_NO_INTERRUPT is set */
+};
+
+/* Fills `st`; the ring fields stay zero for a queue that is not enabled. */
+void virtq_get_status(const struct virtqueue *vq, struct virtq_status *st);
+
+/*
  * Copy out of the chain's readable bytes / into its writable bytes, starting `offset` bytes
  * into them. Return how many bytes were copied: less than `len` at the end of the chain.
  */

@@ -778,11 +778,32 @@ static void test_terminal_size(void **state)
     f->vdev.ops->read_config(&f->vdev, 0, size, 4);
     assert_int_equal(size[0], 100);
     assert_int_equal(size[1], 40);
+    /* Linux reads the size only on a config change: the first transmission announces it,
+     * once per activation. */
+    assert_int_equal(f->config_interrupts, 0);
+    f->vdev.ops->queue_notify(&f->vdev, TXQ);
+    f->vdev.ops->queue_notify(&f->vdev, TXQ);
+    assert_int_equal(f->config_interrupts, 1);
     virtio_console_set_size(f->con, 132, 50);
     f->vdev.ops->read_config(&f->vdev, 0, size, 4);
     assert_int_equal(size[0], 132);
     assert_int_equal(size[1], 50);
-    assert_int_equal(f->config_interrupts, 1);
+    assert_int_equal(f->config_interrupts, 2);
+    virtio_console_set_size(f->con, 132, 50); /* no change, no interrupt */
+    assert_int_equal(f->config_interrupts, 2);
+    f->vdev.ops->reset(&f->vdev);
+    setup_queue(f, RXQ);
+    setup_queue(f, TXQ);
+    assert_int_equal(f->vdev.ops->activate(&f->vdev), 0);
+    f->vdev.ops->queue_notify(&f->vdev, TXQ);
+    assert_int_equal(f->config_interrupts, 3);
+    fx_free(f);
+
+    /* A driver that did not take VIRTIO_CONSOLE_F_SIZE is never told. */
+    f = fx_new(-1, tty);
+    f->vdev.driver_features &= ~(1ull << F_SIZE);
+    f->vdev.ops->queue_notify(&f->vdev, TXQ);
+    assert_int_equal(f->config_interrupts, 0);
     fx_free(f);
 
     f = fx_new(-1, -1);

@@ -13,10 +13,16 @@
 #   --results DIR   a directory the command may write to; it is mounted
 #                   writable at the same path inside the test host and also
 #                   given to the command as $GODWIT_TESTHOST_RESULTS
+#   --interactive   the command gets this terminal: every key reaches it
+#                   (the terminal is raw meanwhile and restored afterwards),
+#                   it sees the terminal's size and follows its changes, and
+#                   the test host's kernel keeps quiet on it
 #
-# Exit status: the command's own, 75 when the test host froze (a soft lockup:
-# worth running again), or 125 when it did not boot, did not report a result,
-# or timed out (one "testhost: error:" line says which).
+# Exit status: the command's own, 75 when the test host froze (a soft lockup,
+# or no heartbeat from it for $GODWIT_TESTHOST_STALL_S seconds, default 120:
+# worth running again; what its CPUs were doing is printed first), or 125
+# when it did not boot, did not report a result, or timed out (one
+# "testhost: error:" line says which).
 #
 # Inside the test host: everything runs as root; / is read-only except /tmp,
 # /var/tmp, /run, /dev/shm (tmpfs, empty) and the results directory; the
@@ -39,12 +45,14 @@ mem=4096
 smp=2
 timeout_s=1200
 results=
+interactive=
 while (($#)); do
     case $1 in
         --mem) mem=${2:?--mem needs a value}; shift 2 ;;
         --smp) smp=${2:?--smp needs a value}; shift 2 ;;
         --timeout) timeout_s=${2:?--timeout needs a value}; shift 2 ;;
         --results) results=${2:?--results needs a value}; shift 2 ;;
+        --interactive) interactive=1; shift ;;
         --) shift; break ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (usage: $0 [--mem MIB] [--timeout SEC] [--results DIR] -- COMMAND...)" ;;
@@ -54,6 +62,11 @@ done
 [[ $mem =~ ^[0-9]+$ && $smp =~ ^[0-9]+$ && $timeout_s =~ ^[0-9]+$ ]] ||
     die "--mem, --smp and --timeout take whole numbers"
 
+stall_s=${GODWIT_TESTHOST_STALL_S:-120}
+[[ $stall_s =~ ^[0-9]+$ ]] || die "GODWIT_TESTHOST_STALL_S takes a whole number of seconds"
+if [[ -n $interactive ]] && ! [[ -t 0 && -t 1 ]]; then
+    die "--interactive needs a terminal on standard input and output"
+fi
 qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (install qemu-system-x86)"
 command -v timeout >/dev/null || die "timeout (coreutils) not found"
 
@@ -109,6 +122,13 @@ done </etc/modules.order
 p9=trans=virtio,version=9p2000.L,msize=262144
 mkdir -p /ctl /host
 mount -t 9p -o "$p9" testhost /ctl || fail "cannot mount the control share"
+# The heartbeat the caller watches: a test host that stops writing it has stopped answering.
+# Beside the uptime, where this kernel lies, so that a stopped CPU's address can be placed.
+text=$(grep ' _text$' /proc/kallsyms | cut -d' ' -f1)
+(while :; do
+    echo "$(cut -d' ' -f1 /proc/uptime) $text" >/ctl/heartbeat.new && mv /ctl/heartbeat.new /ctl/heartbeat
+    sleep 5
+done) &
 # The host root never changes under us, so let the page cache keep it.
 mount -t 9p -o "$p9,ro,cache=loose" hostroot /host || fail "cannot mount the host root"
 mount -t proc proc /host/proc
@@ -139,8 +159,23 @@ ip link set lo up
 
 [ -n "$failed" ] && echo "testhost: modules not loaded:$failed"
 read -r up _ </proc/uptime
-echo "testhost: ready after ${up}s"
-env -i chroot /host /bin/sh /run/testhost/cmd.sh </dev/null
+if [ -f /ctl/interactive ]; then
+    # The caller's terminal: the command gets the serial line as its controlling terminal
+    # (so that resizes reach it as SIGWINCH), with the terminal's size, kept up to date.
+    dmesg -n 1
+    set_size() { [ -n "$1" ] && set -- $1 && stty -F /dev/ttyS0 rows "$1" cols "$2"; }
+    size=$(cat /ctl/winsize 2>/dev/null)
+    set_size "$size"
+    (while sleep 1; do
+        new=$(cat /ctl/winsize 2>/dev/null)
+        [ "$new" = "$size" ] || { size=$new; set_size "$size"; }
+    done) &
+    stty -F /dev/ttyS0 onlcr
+    env -i setsid -c chroot /host /bin/sh /run/testhost/cmd.sh <>/dev/ttyS0 >&0 2>&0
+else
+    echo "testhost: ready after ${up}s"
+    env -i chroot /host /bin/sh /run/testhost/cmd.sh </dev/null
+fi
 rc=$?
 echo "$rc" >/ctl/rc.tmp && mv /ctl/rc.tmp /ctl/rc
 sync
@@ -190,6 +225,7 @@ cleanup() {
         kill -TERM "$qpid" 2>/dev/null || true
         wait "$qpid" 2>/dev/null || true
     fi
+    [[ -n ${saved_stty:-} ]] && stty "$saved_stty" 2>/dev/null
     rm -rf -- "$tmp"
 }
 trap cleanup EXIT
@@ -207,10 +243,20 @@ if [[ -n $results ]]; then
     results=$(cd -- "$results" && pwd -P)
 fi
 printf '%s\n' "$results" >"$ctl/results_path"
+if [[ -n $interactive ]]; then
+    : >"$ctl/interactive"
+    exec {terminal_fd}<&0
+    saved_stty=$(stty -g)
+    # Written whole, then renamed: the test host polls it.
+    send_size() { stty size >"$ctl/winsize.new" 2>/dev/null && mv -f "$ctl/winsize.new" "$ctl/winsize"; }
+    send_size
+    trap send_size WINCH
+fi
 
 {
     printf '# generated by testhost.sh\n'
     names=(PATH HOME LANG LC_ALL)
+    [[ -n $interactive ]] && names+=(TERM)
     while IFS= read -r n; do names+=("$n"); done < <(compgen -e | grep '^GODWIT_' || true)
     # shellcheck disable=SC2206 # a list of names, split on blanks on purpose
     [[ -n ${GODWIT_TESTHOST_ENV:-} ]] && names+=($GODWIT_TESTHOST_ENV)
@@ -240,15 +286,15 @@ args=(
     -nodefaults -display none -no-reboot
     -chardev stdio,id=con,signal=off -serial chardev:con
     -kernel "$bzimage" -initrd "$l1"
-    -append "console=ttyS0 panic=-1 quiet"
+    -append "console=ttyS0 panic=-1 $([[ -n $interactive ]] && echo loglevel=1 || echo quiet)"
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
     -virtfs "local,path=$ctl,mount_tag=testhost,security_model=none"
 )
 [[ -n $results ]] && args+=(-virtfs "local,path=$results,mount_tag=results,security_model=none")
+# QEMU's monitor, where the test host's CPUs can be looked at when it stops answering.
+args+=(-monitor "unix:$tmp/monitor.sock,server=on,wait=off")
+[[ -n ${GODWIT_TESTHOST_MONITOR:-} ]] && ln -sf "$tmp/monitor.sock" "$GODWIT_TESTHOST_MONITOR"
 
-# QEMU's stdin is /dev/null: the console is output only, and a terminal is not
-# switched to raw mode. timeout --foreground stays in our process group, so
-# ^C reaches QEMU too.
 # The console passes through a watcher: a soft lockup report means the test host froze (see
 # above); it has never recovered from one, so QEMU is stopped at once instead of at the
 # timeout, and the exit status (75) lets the caller run it again.
@@ -257,22 +303,92 @@ watch_console() {
     while IFS= read -r line; do
         printf '%s\n' "$line"
         if [[ $line == *"watchdog: BUG: soft lockup"* && ! -e $tmp/frozen ]]; then
-            : >"$tmp/frozen"
+            echo "a soft lockup" >"$tmp/frozen"
             kill -TERM "$(cat "$tmp/qpid")" 2>/dev/null
         fi
     done
 }
 
+# Not every freeze prints a soft lockup: the test host may stop running anything at all. Its
+# heartbeat (written every 5 s) tells, and QEMU's monitor shows where its CPUs stand, which
+# says whether they were in the test host's own kernel or in a guest of it.
+describe_cpus() {
+    local text
+    text=$(cut -d' ' -f2 "$ctl/heartbeat" 2>/dev/null)
+    python3 - "$tmp/monitor.sock" "${text:-0}" <<'PY' 2>/dev/null || true
+import re, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(b"info registers -a\n")
+out, end = b"", time.time() + 5
+while time.time() < end:
+    try:
+        chunk = s.recv(65536)
+    except socket.timeout:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if out.count(b"EFER=") >= 1 and out.rstrip().endswith(b"(qemu)"):
+        break
+text = int(sys.argv[2], 16)
+for cpu, block in enumerate(out.decode(errors="replace").split("RAX=")[1:]):
+    rip = re.search(r"RIP=([0-9a-f]+)", block)
+    cpl = re.search(r"CPL=(\d)", block)
+    hlt = re.search(r"HLT=(\d)", block)
+    where = "?"
+    if rip:
+        off = int(rip.group(1), 16) - text
+        where = "the test host's kernel" if text and 0 <= off < (64 << 20) else "a guest of the test host (or its user space)"
+    print(f"testhost:   cpu{cpu}: RIP={rip.group(1) if rip else '?'} CPL={cpl.group(1) if cpl else '?'} "
+          f"halted={hlt.group(1) if hlt else '?'}: in {where}")
+PY
+}
+
+watch_heartbeat() {
+    local beat age
+    while sleep 5; do
+        beat=$ctl/heartbeat
+        [[ -e $beat ]] || beat=$tmp/qpid # before the first beat: since QEMU started
+        age=$(($(date +%s) - $(stat -c %Y "$beat" 2>/dev/null || date +%s)))
+        if ((age >= stall_s)); then
+            note "the test host stopped answering: no heartbeat for ${age}s; its CPUs:"
+            describe_cpus >&2
+            echo "no heartbeat for ${age}s" >"$tmp/frozen"
+            kill -TERM "$(cat "$tmp/qpid")" 2>/dev/null
+            return
+        fi
+    done
+}
+
 start=$SECONDS
-timeout --foreground -k 10 "$timeout_s" "$qemu" "${args[@]}" </dev/null > >(watch_console) &
+# timeout --foreground stays in our process group, so ^C reaches QEMU too, and so does the
+# terminal in interactive mode: QEMU makes it raw (signal=off: ^C is a key for the guest)
+# and restores it when it ends. Otherwise QEMU's stdin is /dev/null and its output passes
+# through the watcher.
+if [[ -n $interactive ]]; then
+    # Explicitly: without job control, bash gives a background command /dev/null as stdin.
+    timeout --foreground -k 10 "$timeout_s" "$qemu" "${args[@]}" <&"$terminal_fd" &
+else
+    timeout --foreground -k 10 "$timeout_s" "$qemu" "${args[@]}" </dev/null > >(watch_console) &
+fi
 qpid=$!
 echo "$qpid" >"$tmp/qpid"
-qrc=0
-wait "$qpid" || qrc=$?
+watch_heartbeat &
+hpid=$!
+# A resize (SIGWINCH, trapped above) interrupts wait; QEMU goes on.
+while :; do
+    qrc=0
+    wait "$qpid" || qrc=$?
+    kill -0 "$qpid" 2>/dev/null || break
+done
 qpid=
+kill "$hpid" 2>/dev/null || true
+wait "$hpid" 2>/dev/null || true
 
 if [[ -e $tmp/frozen ]]; then
-    note "the test host froze (soft lockup) after $((SECONDS - start))s and was stopped; run it again"
+    note "the test host froze ($(cat "$tmp/frozen")) after $((SECONDS - start))s and was stopped; run it again"
     exit 75
 fi
 if [[ -f $ctl/rc ]]; then
