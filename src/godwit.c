@@ -469,6 +469,24 @@ struct json_object *godwit_counters_json(struct godwit_vm *gv)
     return obj;
 }
 
+struct json_object *godwit_vcpus_json(struct godwit_vm *gv)
+{
+    pthread_mutex_lock(&gv->lock);
+    struct vm *vm = gv->vm;
+    /* The vCPU ioctls wait for KVM_RUN to return: the vCPUs stop for the reading. */
+    bool stopped_here = vm && !vm_is_paused(vm) && vm_pause(vm) == 0;
+    struct json_object *arr = NULL;
+    if (vm && vm_is_paused(vm)) {
+        arr = json_object_new_array();
+        for (unsigned i = 0; i < vm->nr_vcpus; i++)
+            json_object_array_add(arr, vcpu_inspect_json(&vm->vcpus[i]));
+    }
+    if (stopped_here)
+        vm_resume(vm);
+    pthread_mutex_unlock(&gv->lock);
+    return arr;
+}
+
 /* Runs fn on the current VM under the lock; -ESRCH when none runs. */
 static int with_vm(struct godwit_vm *gv, int (*fn)(struct godwit_vm *, struct vm *, void *),
                    void *arg)

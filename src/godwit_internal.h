@@ -27,5 +27,8 @@ int godwit_console_attach(struct godwit_vm *vm, int fd, const char *greeting);
 struct json_object;
 /* Exits by reason (all vCPUs and each) and per-device traffic, or NULL when no VM runs. */
 struct json_object *godwit_counters_json(struct godwit_vm *vm);
+/* Each vCPU's registers, run state, local APIC and timer MSRs (vcpu/inspect.c), read with the
+ * vCPUs stopped for a moment (a paused VM stays paused). NULL when no VM runs. */
+struct json_object *godwit_vcpus_json(struct godwit_vm *vm);
 
 #endif

@@ -166,6 +166,19 @@ static void handle_get_counters(void *ctx, const struct http_request *req,
     reply_json(h, resp, obj);
 }
 
+static void handle_get_vcpus(void *ctx, const struct http_request *req,
+                             struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    struct json_object *obj = godwit_vcpus_json(h->server->vm);
+    if (!obj) {
+        reply_error(h, resp, 409, "no vCPUs: the VM is not running");
+        return;
+    }
+    reply_json(h, resp, obj);
+}
+
 static void handle_pause(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     struct handler_ctx *h = ctx;
@@ -214,6 +227,7 @@ static const struct http_route api_routes[] = {
     { "GET", "/vm", handle_get_vm },
     { "GET", "/vm/console", handle_console_busy },
     { "GET", "/vm/counters", handle_get_counters },
+    { "GET", "/vm/vcpus", handle_get_vcpus },
     { "PUT", "/vm/pause", handle_pause },
     { "PUT", "/vm/resume", handle_resume },
     { "PUT", "/vm/shutdown", handle_shutdown },

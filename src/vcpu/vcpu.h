@@ -47,6 +47,10 @@ bool vcpu_handle_exit(struct vcpu *vcpu);
 /* Logs the general and segment registers, for crashes. */
 void vcpu_log_registers(struct vcpu *vcpu);
 
+/* What the stopped vCPU is doing, as JSON (vcpu/inspect.c): registers, run state, local
+ * APIC, timer and paravirtual MSRs. Only while its thread is parked or not started. */
+struct json_object *vcpu_inspect_json(struct vcpu *vcpu);
+
 /* Guest-visible CPU model (vcpu/cpuid.c): from KVM's supported list to one vCPU's table.
  * Returns a malloc'ed table or NULL. */
 struct kvm_cpuid2 *cpuid_build(const struct kvm_cpuid2 *supported, unsigned vcpu_index,

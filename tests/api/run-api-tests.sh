@@ -119,6 +119,13 @@ check console_second_client_refused "status $st2: $(cat "$work/console2.out")" \
 r=$(api GET /vm/counters)
 check counters "got: $r" eval '[[ $r == "200 "* && $r == *"\"pio\":"* && $r =~ \"tx_bytes\":[1-9] ]]'
 
+# The ticker guest has one queue in use (rng0) and two vCPUs; reading them leaves it running.
+check counters_queues "got: $r" eval '[[ $r == *"\"queues\":[{\"queue\":0"* && $r == *"\"avail_idx\":"* && $r == *"\"last_interrupt_ms\":"* ]]'
+r=$(api GET /vm/vcpus)
+check vcpus "got: $r" eval '[[ $r == "200 ["* && $r == *"\"index\":1"* && $r == *"\"state\":\""* && $r == *"\"tsc_deadline\":"* && $r == *"\"irr\":["* ]]'
+r=$(api GET /vm)
+check vcpus_leave_it_running "got: $r" eval '[[ $r == *"\"state\":\"running\""* ]]'
+
 # --- bad requests
 r=$(api GET /nowhere); check unknown_path_404 "got: $r" eval '[[ $r == "404 "*"\"error\""* ]]'
 r=$(api DELETE /vm); check wrong_method_405 "got: $r" eval '[[ $r == "405 "*"\"error\""* ]]'

@@ -7,6 +7,10 @@ fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && se
 
 expect_status() { # NAME WANT: the exit status left in $status
   [ "$status" -eq "$2" ] && return 0
+  if grep -q '^watchdog: the guest made no progress' "$work/$1.log" 2>/dev/null; then
+    fail "$1" "$(grep -m1 '^watchdog:' "$work/$1.log") (what waited is at the end of the log)"
+    return 1
+  fi
   fail "$1" "exit status $status, expected $2"
   return 1
 }
@@ -33,4 +37,52 @@ wait_for_line() {
     sleep 0.1
   done
   return 1
+}
+
+# watch_progress LOG SOCK PID: the progress watchdog of a guest case. Every 5 s it reads the
+# VM's counters (exits, kicks, interrupts, device traffic) through the API at SOCK and the size
+# of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
+# was waiting (tests/e2e/stall-report.py: queues and vCPUs) and kills the VMM, so that a hang
+# fails at once and says why instead of running into the case's timeout.
+watch_progress() {
+  local log=$1 sock=$2 pid=$3 limit=${GODWIT_STALL_S:-60}
+  local last= still=0 sig counters
+  local lib_dir
+  lib_dir=$(dirname "${BASH_SOURCE[0]}")
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    counters=$(curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters 2>/dev/null)
+    # Ages (last_kick_ms, ...) change by themselves: only counts are progress.
+    sig="$(stat -c %s "$log" 2>/dev/null) $(grep -oE '"(pio|mmio|kicks|interrupts|reads|writes|rx_packets|tx_packets|tx_bytes|rx_bytes)":[0-9]+' <<<"$counters" | tr '\n' ' ')"
+    if [ -z "$counters" ] || [ "$sig" != "$last" ]; then
+      last=$sig
+      still=0
+      continue
+    fi
+    still=$((still + 5))
+    [ "$still" -ge "$limit" ] || continue
+    printf '%s\n' "$counters" >"$log.counters"
+    curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus" 2>/dev/null
+    {
+      echo "watchdog: the guest made no progress for ${still}s"
+      python3 "$lib_dir/stall-report.py" "$log.counters" "$log.vcpus"
+    } >>"$log" 2>&1
+    pkill -KILL -P "$pid" 2>/dev/null
+    kill -KILL "$pid" 2>/dev/null
+    return
+  done
+}
+
+# run_watched LOG TIMEOUT COMMAND...: runs a godwit command (which must end with its own
+# --api-socket LOG.api, added here) under the progress watchdog; its status in $status.
+run_watched() {
+  local log=$1 secs=$2; shift 2
+  timeout -k 5 "$secs" "$@" --api-socket "$log.api" </dev/null >"$log" 2>&1 &
+  local pid=$!
+  watch_progress "$log" "$log.api" "$pid" &
+  local wpid=$!
+  wait "$pid"
+  status=$?
+  kill "$wpid" 2>/dev/null
+  wait "$wpid" 2>/dev/null
 }

@@ -34,12 +34,11 @@ script_disk() {
   echo "path=$img,readonly=on,serial=godwit-script"
 }
 
-# run_guest NAME TIMEOUT [godwit run args...]: output in $work/NAME.log, status in $status.
+# run_guest NAME TIMEOUT [godwit run args...]: output in $work/NAME.log, status in $status,
+# under the progress watchdog (lib.sh).
 run_guest() {
   local name=$1 secs=$2; shift 2
-  timeout -k 5 "$secs" "$godwit" run "${common[@]}" --cmdline "$cmdline" "$@" \
-    </dev/null >"$work/$name.log" 2>&1
-  status=$?
+  run_watched "$work/$name.log" "$secs" "$godwit" run "${common[@]}" --cmdline "$cmdline" "$@"
 }
 
 # stop_within SECS PID NAME: SIGINT must end the VMM within SECS; if not, the test fails
@@ -254,6 +253,92 @@ EOF
   pass $name
 }
 
+# Disk and network at once, for $GODWIT_STRESS_S seconds (default 120): the guest writes
+# mixed sizes (4 KiB to 1 MiB, direct I/O) to vda and reads each back against its source,
+# while it makes short and long TCP connections both ways through the tap, each checked by
+# checksum. Two devices' interrupts and kicks interleave the whole time; a lost one stalls
+# the guest and the progress watchdog says which queue waited.
+case_stress() {
+  local name=stress tap=gwtap1 src=$work/stress-source.img secs=${GODWIT_STRESS_S:-120}
+  head -c $((8 * 1024 * 1024)) /dev/urandom >"$src"
+  truncate -s 64M "$work/stress-disk.img"
+  ip tuntap add dev $tap mode tap || { fail $name "cannot create tap $tap"; return; }
+  ip addr add 10.0.3.1/24 dev $tap && ip link set $tap up
+  # Port 5000 answers each upload with its md5 once the guest has sent it all; port 5001
+  # sends the first 4 MiB of the source to each connection. Threads: connections overlap.
+  python3 -c '
+import hashlib, socket, sys, threading
+data = open(sys.argv[1], "rb").read()[: 4 << 20]
+def upload(c):
+    h = hashlib.md5()
+    while chunk := c.recv(65536):
+        h.update(chunk)
+    c.sendall(h.hexdigest().encode() + b"\n")
+    c.close()
+def download(c):
+    c.sendall(data)
+    c.close()
+def serve(port, fn):
+    srv = socket.create_server(("10.0.3.1", port), backlog=64)
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=fn, args=(c,), daemon=True).start()
+threading.Thread(target=serve, args=(5000, upload), daemon=True).start()
+serve(5001, download)
+' "$src" &
+  local srv_pid=$!
+  local script
+  script=$({ echo "secs=$secs"; cat <<'EOF'; } | script_disk $name
+ip link set eth0 up && ip addr add 10.0.3.15/24 dev eth0
+now() { cut -d. -f1 /proc/uptime; }
+end=$(( $(now) + secs ))
+sum() { md5sum | cut -d' ' -f1; }
+disk() {
+  r=0
+  while [ "$(now)" -lt "$end" ]; do
+    r=$((r + 1))
+    for bs in 4096 65536 1048576; do
+      n=$((4194304 / bs)) at=$(( (r % 8) * 4194304 / bs ))
+      dd if=/dev/vdc of=/dev/vda bs=$bs count=$n seek=$at oflag=direct 2>/dev/null ||
+        { echo "disk: round $r bs $bs: write failed"; return 1; }
+      got=$(dd if=/dev/vda bs=$bs count=$n skip=$at iflag=direct 2>/dev/null | sum)
+      want=$(dd if=/dev/vdc bs=$bs count=$n 2>/dev/null | sum)
+      [ "$got" = "$want" ] || { echo "disk: round $r bs $bs: read back differs"; return 1; }
+    done
+  done
+  echo "disk: $r rounds ok"
+}
+net() {
+  r=0 down=$(dd if=/dev/vdc bs=1048576 count=4 2>/dev/null | sum)
+  while [ "$(now)" -lt "$end" ]; do
+    r=$((r + 1))
+    for kib in 1 4096 16 1024; do
+      want=$(dd if=/dev/vdc bs=1024 count=$kib 2>/dev/null | sum)
+      got=$(dd if=/dev/vdc bs=1024 count=$kib 2>/dev/null | nc 10.0.3.1 5000)
+      [ "$got" = "$want" ] || { echo "net: round $r: upload of $kib KiB answered '$got'"; return 1; }
+    done
+    got=$(nc 10.0.3.1 5001 | sum)
+    [ "$got" = "$down" ] || { echo "net: round $r: download differs"; return 1; }
+  done
+  echo "net: $r rounds ok"
+}
+disk & d=$!
+net & n=$!
+wait $d; ds=$?
+wait $n; ns=$?
+echo "stress: disk $ds net $ns"
+EOF
+)
+  run_guest $name $((secs + 300)) --cpus 2 --net "tap=$tap" --disk "path=$work/stress-disk.img" \
+    --disk "$script" --disk "path=$src,readonly=on"
+  kill $srv_pid 2>/dev/null
+  wait $srv_pid 2>/dev/null
+  ip link del $tap
+  expect_status $name 0 && expect_line $name '^disk: [0-9]+ rounds ok' &&
+    expect_line $name '^net: [0-9]+ rounds ok' && expect_line $name '^stress: disk 0 net 0' &&
+    expect_clean $name && pass $name
+}
+
 # hvc_session_script NAME: a guest script (on the serial console) that waits for a shell
 # session on hvc0 to write its tty's name to /tmp/hvc-done, then reports it.
 hvc_session_script() {
@@ -318,7 +403,7 @@ EOF
 
 cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng stress}; do
   echo "-- $c"
   "case_$c"
 done

@@ -359,6 +359,44 @@ static void test_event_idx_notify(void **state)
     guest_free(g);
 }
 
+/* The status a stall report reads: the driver's indexes beside the device's own. */
+static void test_status_shows_both_sides(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(8, true, false);
+    struct virtq_status st;
+
+    put_desc(g, 0, BUF_GPA, 16, 0, 0);
+    put_desc(g, 1, BUF_GPA, 16, 0, 0);
+    make_avail(g, 0);
+    make_avail(g, 1);
+    set_used_event(g, 0);
+    virtq_get_status(&g->vq, &st);
+    assert_true(st.enabled && st.event_idx && !st.broken);
+    assert_int_equal(st.size, 8);
+    assert_int_equal(st.avail_idx, 2); /* offered */
+    assert_int_equal(st.last_avail_idx, 0); /* none taken yet */
+    assert_int_equal(st.used_idx, 0);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+    assert_int_equal(virtq_push_pending(&g->vq, g->chain.head, 0), 0);
+    virtq_get_status(&g->vq, &st);
+    assert_int_equal(st.last_avail_idx, 1);
+    assert_int_equal(st.avail_event, 1);
+    assert_int_equal(st.used_idx, 0);
+    assert_int_equal(st.used_pending, 1);
+    virtq_publish(&g->vq);
+    virtq_get_status(&g->vq, &st);
+    assert_int_equal(st.used_idx, 1);
+    assert_int_equal(st.used_event, 0);
+    guest_free(g);
+
+    struct virtqueue off;
+    virtq_reset(&off);
+    virtq_get_status(&off, &st);
+    assert_false(st.enabled);
+    assert_int_equal(st.avail_idx, 0);
+}
+
 static void test_event_idx_wraps(void **state)
 {
     (void)state;
@@ -931,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_empty_queue),
         cmocka_unit_test(test_index_wraparound),
         cmocka_unit_test(test_event_idx_notify),
+        cmocka_unit_test(test_status_shows_both_sides),
         cmocka_unit_test(test_event_idx_wraps),
         cmocka_unit_test(test_no_interrupt_flag),
         cmocka_unit_test(test_event_idx_ignores_no_interrupt_flag),
