@@ -282,7 +282,7 @@ cpu=EPYC,+svm,+npt,-rdseed,-sha-ni,-fxsr-opt,-misalignsse,-3dnowprefetch,-osvw,-
 # boots too slow (a --cpus 2 boot passed its 180 s limit), so this stays until diagnosed.
 # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
 args=(
-    -accel tcg,thread=multi -cpu "$cpu" -smp "$smp" -m "$mem" -M pc
+    -accel "tcg,thread=${GODWIT_TESTHOST_TCG:-multi}" -cpu "$cpu" -smp "$smp" -m "$mem" -M pc
     -nodefaults -display none -no-reboot
     -chardev stdio,id=con,signal=off -serial chardev:con
     -kernel "$bzimage" -initrd "$l1"
