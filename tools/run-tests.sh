@@ -50,7 +50,7 @@ failed=0
 suite tests/kvm/run-kvm-tests.sh build-asan || failed=1
 suite tests/e2e/run-e2e.sh build || failed=1
 suite tests/e2e/run-devices.sh build || failed=1
-# Every device case again under the sanitizers, the disk-and-network stress case included.
+# Every device case again under the sanitizers, the network transfer included.
 suite tests/e2e/run-devices.sh build-asan || failed=1
 suite tests/api/run-api-tests.sh build || failed=1
 # The README's main job, driven through a real terminal as a person would; it runs the test

@@ -145,6 +145,12 @@ mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 mount -t tmpfs -o mode=1777 tmpfs /host/var/tmp
 mount -t tmpfs -o mode=755 tmpfs /host/run
+workdir=$(cat /ctl/workdir_path 2>/dev/null)
+if [ -n "$workdir" ]; then
+    # The caller works under a directory that is an empty tmpfs in here: share it, read-only.
+    mkdir -p "/host$workdir" 2>/dev/null
+    mount -t 9p -o "$p9,ro" workdir "/host$workdir" || fail "cannot mount the working directory at $workdir"
+fi
 results=$(cat /ctl/results_path 2>/dev/null)
 if [ -n "$results" ]; then
     # Same path as on the host, so the command can use it as is; mkdir
@@ -243,6 +249,13 @@ if [[ -n $results ]]; then
     results=$(cd -- "$results" && pwd -P)
 fi
 printf '%s\n' "$results" >"$ctl/results_path"
+# /tmp, /var/tmp, /run and /dev/shm are fresh tmpfs mounts in the test host: a caller working
+# under one of them (a clone in /tmp) gets its directory shared read-only at the same path.
+workdir=
+case $(pwd -P)/ in
+    /tmp/* | /var/tmp/* | /run/* | /dev/shm/*) workdir=$(pwd -P) ;;
+esac
+printf '%s\n' "$workdir" >"$ctl/workdir_path"
 if [[ -n $interactive ]]; then
     : >"$ctl/interactive"
     exec {terminal_fd}<&0
@@ -291,6 +304,7 @@ args=(
     -virtfs "local,path=$ctl,mount_tag=testhost,security_model=none"
 )
 [[ -n $results ]] && args+=(-virtfs "local,path=$results,mount_tag=results,security_model=none")
+[[ -n $workdir ]] && args+=(-virtfs "local,path=$workdir,mount_tag=workdir,security_model=none,readonly=on")
 # QEMU's monitor, where the test host's CPUs can be looked at when it stops answering.
 args+=(-monitor "unix:$tmp/monitor.sock,server=on,wait=off")
 [[ -n ${GODWIT_TESTHOST_MONITOR:-} ]] && ln -sf "$tmp/monitor.sock" "$GODWIT_TESTHOST_MONITOR"
