@@ -64,7 +64,6 @@ struct virtio_slot {
     uint64_t vector_count[VIRTIO_PCI_MAX_VECTORS];   /* atomic: interrupts raised */
     uint64_t vector_last_ns[VIRTIO_PCI_MAX_VECTORS]; /* atomic: when the last one was */
     struct virtio_kick kicks[VIRTIO_MAX_QUEUES];
-    uint64_t nr_kicks, nr_interrupts; /* atomic */
 };
 
 struct vm_virtio {
@@ -106,7 +105,6 @@ static void slot_msi_raise(void *ctx, unsigned vector)
 {
     struct virtio_slot *s = ctx;
     if (vector < s->nr_vectors) {
-        __atomic_fetch_add(&s->nr_interrupts, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&s->vector_count[vector], 1, __ATOMIC_RELAXED);
         __atomic_store_n(&s->vector_last_ns[vector], now_ns(), __ATOMIC_RELAXED);
         eventfd_signal(s->irqfds[vector]);
@@ -130,7 +128,6 @@ static bool on_kick(struct event_loop *loop, void *opaque, int res)
     if (res < 0)
         return false;
     if (read(k->fd, &count, sizeof(count)) == sizeof(count)) {
-        __atomic_fetch_add(&k->slot->nr_kicks, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&k->count, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&k->last_ns, now_ns(), __ATOMIC_RELAXED);
         virtio_pci_kick(&k->slot->pci, k->queue);
@@ -471,10 +468,13 @@ static struct json_object *queue_counters(struct virtio_slot *s, unsigned q, uin
 static struct json_object *slot_counters(struct virtio_slot *s)
 {
     struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "kicks", json_object_new_int64((int64_t)__atomic_load_n(
-                                           &s->nr_kicks, __ATOMIC_RELAXED)));
-    json_object_object_add(o, "interrupts", json_object_new_int64((int64_t)__atomic_load_n(
-                                                &s->nr_interrupts, __ATOMIC_RELAXED)));
+    uint64_t kicks = 0, interrupts = 0;
+    for (unsigned q = 0; q < s->pci.nr_queues; q++)
+        kicks += __atomic_load_n(&s->kicks[q].count, __ATOMIC_RELAXED);
+    for (unsigned v = 0; v < s->nr_vectors; v++)
+        interrupts += __atomic_load_n(&s->vector_count[v], __ATOMIC_RELAXED);
+    json_object_object_add(o, "kicks", json_u64(kicks));
+    json_object_object_add(o, "interrupts", json_u64(interrupts));
     if (s->kind == VIRTIO_KIND_BLK) {
         uint64_t reads, writes, bytes_read, bytes_written;
         virtio_blk_counters(s->model.blk, &reads, &writes, &bytes_read, &bytes_written);
