@@ -18,8 +18,8 @@
 #                   it sees the terminal's size and follows its changes, and
 #                   the test host's kernel keeps quiet on it
 #
-# Exit status: the command's own, 75 when the test host froze (a soft lockup,
-# or no heartbeat from it for $GODWIT_TESTHOST_STALL_S seconds, default 120:
+# Exit status: the command's own, 75 when the test host froze (a soft lockup, its
+# kernel's panic, or no heartbeat from it for $GODWIT_TESTHOST_STALL_S seconds, default 120:
 # worth running again; what its CPUs were doing is printed first), or 125
 # when it did not boot, did not report a result, or timed out (one
 # "testhost: error:" line says which).
@@ -320,6 +320,11 @@ watch_console() {
             echo "a soft lockup" >"$tmp/frozen"
             kill -TERM "$(cat "$tmp/qpid")" 2>/dev/null
         fi
+        # Its own kernel's panic (seen: "stack guard page was hit" in error_entry, under
+        # godwit and under QEMU alike; docs/testing.md) ends it too: it reboots, QEMU exits.
+        if [[ $line == *"Kernel panic - not syncing"* && ! -e $tmp/frozen ]]; then
+            echo "its kernel panicked" >"$tmp/frozen"
+        fi
     done
 }
 
@@ -402,7 +407,7 @@ kill "$hpid" 2>/dev/null || true
 wait "$hpid" 2>/dev/null || true
 
 if [[ -e $tmp/frozen ]]; then
-    note "the test host froze ($(cat "$tmp/frozen")) after $((SECONDS - start))s and was stopped; run it again"
+    note "the test host broke down ($(cat "$tmp/frozen")) after $((SECONDS - start))s; run it again"
     exit 75
 fi
 if [[ -f $ctl/rc ]]; then
