@@ -118,6 +118,19 @@ static void reply_error(struct handler_ctx *h, struct http_response *resp, int s
     resp->body_len = len > 0 ? (size_t)len : 0;
 }
 
+/* A view of the running VM: 200 with it, or 409 when no VM runs (`obj` is NULL). */
+static void reply_view(struct handler_ctx *h, struct http_response *resp, struct json_object *obj,
+                       const char *what)
+{
+    char msg[96];
+    if (obj) {
+        reply_json(h, resp, obj);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "no %s: the VM is not running", what);
+    reply_error(h, resp, 409, msg);
+}
+
 /* The outcome of an action: 204 on success, 409 when the VM's state forbids it. */
 static void reply_action(struct handler_ctx *h, struct http_response *resp, int ret,
                          const char *what)
@@ -158,12 +171,7 @@ static void handle_get_counters(void *ctx, const struct http_request *req,
 {
     struct handler_ctx *h = ctx;
     (void)req;
-    struct json_object *obj = godwit_counters_json(h->server->vm);
-    if (!obj) {
-        reply_error(h, resp, 409, "no counters: the VM is not running");
-        return;
-    }
-    reply_json(h, resp, obj);
+    reply_view(h, resp, godwit_counters_json(h->server->vm), "counters");
 }
 
 static void handle_get_vcpus(void *ctx, const struct http_request *req,
@@ -171,12 +179,7 @@ static void handle_get_vcpus(void *ctx, const struct http_request *req,
 {
     struct handler_ctx *h = ctx;
     (void)req;
-    struct json_object *obj = godwit_vcpus_json(h->server->vm);
-    if (!obj) {
-        reply_error(h, resp, 409, "no vCPUs: the VM is not running");
-        return;
-    }
-    reply_json(h, resp, obj);
+    reply_view(h, resp, godwit_vcpus_json(h->server->vm), "vCPUs");
 }
 
 static void handle_pause(void *ctx, const struct http_request *req, struct http_response *resp)

@@ -139,7 +139,8 @@ struct json_object *vcpu_inspect_json(struct vcpu *vcpu)
     json_object_object_add(o, "index", json_object_new_int((int)vcpu->index));
     if (ioctl(vcpu->fd, KVM_GET_MP_STATE, &mp) == 0)
         json_object_object_add(o, "state", json_object_new_string(mp_state_name(mp.mp_state)));
-    if (ioctl(vcpu->fd, KVM_GET_REGS, &r) == 0) {
+    bool have_regs = ioctl(vcpu->fd, KVM_GET_REGS, &r) == 0;
+    if (have_regs) {
         json_object_object_add(o, "rip", hex(r.rip));
         json_object_object_add(o, "rsp", hex(r.rsp));
         json_object_object_add(o, "rflags", hex(r.rflags));
@@ -163,7 +164,7 @@ struct json_object *vcpu_inspect_json(struct vcpu *vcpu)
                 json_object_object_add(o, "exception_error_code", hex(ev.exception.error_code));
         }
     }
-    if (ioctl(vcpu->fd, KVM_GET_REGS, &r) == 0)
+    if (have_regs)
         add_code_bytes(vcpu, r.rip, o);
     add_lapic(vcpu, o);
     add_msrs(vcpu, o);

@@ -42,7 +42,8 @@ wait_for_line() {
 # watch_progress LOG SOCK PID: the progress watchdog of a guest case. Every 5 s it reads the
 # VM's counters (exits, kicks, interrupts, device traffic) through the API at SOCK and the size
 # of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
-# was waiting (tests/e2e/stall-report.py: queues and vCPUs) and kills the VMM, so that a hang
+# was waiting (tests/e2e/stall-report.py: queues and vCPUs; the VMM threads' kernel stacks)
+# and kills the VMM, so that a hang
 # fails at once and says why instead of running into the case's timeout.
 watch_progress() {
   local log=$1 sock=$2 pid=$3 limit=${GODWIT_STALL_S:-60}
@@ -63,9 +64,14 @@ watch_progress() {
     [ "$still" -ge "$limit" ] || continue
     printf '%s\n' "$counters" >"$log.counters"
     curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus" 2>/dev/null
+    local vmm t
+    vmm=$(pgrep -P "$pid" -x godwit | head -n 1)
     {
       echo "watchdog: the guest made no progress for ${still}s"
       python3 "$lib_dir/stall-report.py" "$log.counters" "$log.vcpus"
+      for t in /proc/"${vmm:-$pid}"/task/*; do
+        echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
+      done
     } >>"$log" 2>&1
     pkill -KILL -P "$pid" 2>/dev/null
     kill -KILL "$pid" 2>/dev/null

@@ -17,7 +17,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${GODWIT_TESTHOST_RESULTS:-/tmp}
 godwit=$(readlink -f "$root/$build/godwit")
-limit=${GODWIT_STALL_S:-30}
+export GODWIT_STALL_S=${GODWIT_STALL_S:-30}
+# shellcheck source=../../tests/e2e/lib.sh
+. "$root/tests/e2e/lib.sh"
 eval "$("$root/guests/build-guest.sh" --print)" || exit 2
 work=$(mktemp -d /tmp/stall-hunt.XXXXXX)
 trap 'rm -rf "$work"; ip link del sh-tap0 2>/dev/null' EXIT
@@ -46,35 +48,18 @@ boot_qemu() { # LOG
     -device virtio-net-pci,netdev=n0 -device virtio-rng-pci </dev/null >"$1" 2>&1
 }
 
-# godwit, with the counters read every 5 s: no exit, kick or interrupt for $limit seconds is
-# a stall, reported before the VMM is killed.
+# godwit under the device suites' progress watchdog (tests/e2e/lib.sh): no exit, kick,
+# interrupt or output for $GODWIT_STALL_S seconds (30 here) is a stall, and what waited is
+# appended to the log before the VMM is killed.
+# The run happens in $work: its API socket must not be on the results share.
 boot_godwit() { # LOG
-  local log=$1 sock=$work/api.sock last= still=0 sig c
-  rm -f "$sock"
-  timeout -k 5 300 "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory 512 \
-    --cpus 2 --cmdline "$cmdline" --disk "path=$work/disk.img" \
-    --disk "path=$work/script,readonly=on,serial=godwit-script" --net tap=sh-tap0 \
-    --api-socket "$sock" </dev/null >"$log" 2>&1 &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 5
-    c=$(curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters 2>/dev/null)
-    sig=$(grep -oE '"(pio|mmio|kicks|interrupts)":[0-9]+' <<<"$c" | tr '\n' ' ')
-    if [ -z "$sig" ] || [ "$sig" != "$last" ]; then last=$sig still=0; continue; fi
-    still=$((still + 5))
-    [ "$still" -ge "$limit" ] || continue
-    printf '%s\n' "$c" >"$log.counters"
-    curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus"
-    echo "stall-hunt: no progress for ${still}s"
-    python3 "$root/tests/e2e/stall-report.py" "$log.counters" "$log.vcpus"
-    local vmm_pid t
-    vmm_pid=$(pgrep -P "$pid" -x godwit)
-    for t in /proc/"$vmm_pid"/task/*; do
-      echo "stall-hunt: thread $(cat "$t/comm"): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
-    done
-    kill -KILL "$vmm_pid" "$pid" 2>/dev/null
-  done
-  wait "$pid"
+  run_watched "$work/boot.log" 300 "$godwit" run --kernel "$kernel_bzimage" \
+    --initrd "$initrd" --memory 512 --cpus 2 --cmdline "$cmdline" \
+    --disk "path=$work/disk.img" --disk "path=$work/script,readonly=on,serial=godwit-script" \
+    --net tap=sh-tap0
+  cp "$work/boot.log" "$1"
+  grep -A 40 '^watchdog:' "$1"
+  return "$status"
 }
 
 failed=0
@@ -87,7 +72,7 @@ for i in $(seq 1 "$runs"); do
   else
     failed=$((failed + 1))
     echo "$vmm boot $i: FAILED after $((SECONDS - start))s (status $rc); its last lines:"
-    grep -v '^stall-hunt: done' "$log" | tail -n 8 | sed 's/^/    /'
+    grep -v -e '^stall-hunt: done' -e '^watchdog:' -e '^stall:' "$log" | tail -n 8 | sed 's/^/    /'
   fi
 done
 echo "stall-hunt: $vmm: $failed of $runs boots failed"
