@@ -114,8 +114,9 @@ static int string_value(struct config_parse *p, const char *key, struct json_obj
 static int take_string(struct config_parse *p, const char *key, struct json_object *value,
                        bool allow_empty, char **copy)
 {
-    const char *s;
-    size_t len;
+    /* Set by string_value() whenever it returns 0; initialised for -O3, which cannot see that. */
+    const char *s = NULL;
+    size_t len = 0;
     int ret = string_value(p, key, value, allow_empty, &s, &len);
     if (ret < 0)
         return ret;
@@ -128,8 +129,9 @@ static int take_string(struct config_parse *p, const char *key, struct json_obje
 static int take_device_string(struct config_parse *p, const char *key, struct json_object *value,
                               size_t max, const char **out)
 {
-    const char *s;
-    size_t len;
+    /* Set by string_value() whenever it returns 0; initialised for -O3, which cannot see that. */
+    const char *s = NULL;
+    size_t len = 0;
     int ret = string_value(p, key, value, false, &s, &len);
     if (ret < 0)
         return ret;
