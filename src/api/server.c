@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "api/http.h"
-#include "config.h"
-#include "godwit_internal.h"
+#include "lib/config.h"
+#include "lib/godwit_internal.h"
 #include "log.h"
 
 #define API_TICK_MS 500

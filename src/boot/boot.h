@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "memory.h"
+#include "vm/memory.h"
 
 /* How the boot vCPU must be started. */
 enum boot_entry_mode {

@@ -6,9 +6,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "irq.h"
+#include "vm/irq.h"
 #include "mmio/bus.h"
-#include "platform_events.h"
+#include "vm/platform_events.h"
 
 /* PM1a_EVT_BLK (4 bytes: PM1_STS, PM1_EN) then PM1a_CNT_BLK (2 bytes), one range from
  * PORT_ACPI_PM; the FADT gives PM1_EVT_LEN 4 and PM1_CNT_LEN 2. */

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "mmio/bus.h"
-#include "platform_events.h"
+#include "vm/platform_events.h"
 
 #define I8042_IO_LEN 1    /* each of the two ports is registered on its own */
 #define I8042_OUT_QUEUE 4 /* command replies waiting to be read from the data port */

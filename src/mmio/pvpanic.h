@@ -3,7 +3,7 @@
 #define GODWIT_PVPANIC_H
 
 #include "mmio/bus.h"
-#include "platform_events.h"
+#include "vm/platform_events.h"
 
 #define PVPANIC_IO_LEN 1
 #define PVPANIC_PANICKED 0x01     /* the guest kernel panicked */

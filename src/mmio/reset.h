@@ -3,7 +3,7 @@
 #define GODWIT_RESET_H
 
 #include "mmio/bus.h"
-#include "platform_events.h"
+#include "vm/platform_events.h"
 
 #define RESET_PORT_IO_LEN 1
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "irq.h"
+#include "vm/irq.h"
 #include "mmio/bus.h"
 
 #define UART_IO_LEN 8       /* eight registers from the base port */

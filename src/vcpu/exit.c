@@ -6,7 +6,7 @@
 
 #include "log.h"
 #include "vcpu/vcpu.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 static bool vcpu_handle_io(struct vcpu *vcpu)
 {

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "memory.h"
+#include "vm/memory.h"
 #include "vcpu/vcpu.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 #define RFLAGS_IF (1u << 9)
 /* Local APIC registers, as offsets into struct kvm_lapic_state (the xAPIC page). */

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 /* The signal that kicks a vCPU thread out of KVM_RUN; its handler does nothing. */
 #define VCPU_KICK_SIGNAL SIGUSR1

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "io/loop.h"
-#include "memory.h"
+#include "vm/memory.h"
 #include "virtio/virtio.h"
 
 /* What the user asked for (not the guest-visible config space, which blk.c keeps). */

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "io/loop.h"
-#include "memory.h"
+#include "vm/memory.h"
 #include "virtio/virtio.h"
 
 /* Queue 0 carries host input to the guest, queue 1 the guest's output to the host. */
@@ -52,7 +52,7 @@ void virtio_console_destroy(struct virtio_console *con);
  */
 size_t virtio_console_input(struct virtio_console *con, const uint8_t *buf, size_t len);
 
-/* The same, shaped as a console_sink (src/console.h); `opaque` is the struct virtio_console. */
+/* The same, shaped as a console_sink (src/io/console.h); `opaque` is the struct virtio_console. */
 size_t virtio_console_sink(void *opaque, const uint8_t *buf, size_t len);
 
 /*

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "io/loop.h"
-#include "memory.h"
+#include "vm/memory.h"
 #include "virtio/virtio.h"
 
 /* The most queue pairs a device may have (one tap queue each). */

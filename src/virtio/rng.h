@@ -2,7 +2,7 @@
 #ifndef GODWIT_VIRTIO_RNG_H
 #define GODWIT_VIRTIO_RNG_H
 
-#include "memory.h"
+#include "vm/memory.h"
 #include "virtio/virtio.h"
 
 /* The most bytes one request gets: a guest asking for more just asks again. */

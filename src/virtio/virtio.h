@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "memory.h"
+#include "vm/memory.h"
 #include "virtio/virtqueue.h"
 
 /* Device status bits (virtio 1.2, 2.1). */

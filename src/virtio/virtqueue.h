@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "memory.h"
+#include "vm/memory.h"
 
 #define VIRTQ_MAX_SIZE 32768u
 /* The most buffer descriptors one chain may hold, indirect ones included. */

@@ -13,7 +13,7 @@
 
 #include "boot/boot.h"
 #include "boot/layout.h"
-#include "memory.h"
+#include "vm/memory.h"
 
 /* Offsets from the ACPI 6.3 specification, kept apart from acpi.c's structs on purpose. */
 #define HDR_LENGTH 4

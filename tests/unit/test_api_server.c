@@ -16,7 +16,7 @@
 
 #include "api/server.h"
 #include "godwit/godwit.h"
-#include "godwit_internal.h"
+#include "lib/godwit_internal.h"
 #include "io/loop.h"
 
 static char socket_path[108];

@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "check_host.h"
+#include "cli/check_host.h"
 
 #define UNPRIVILEGED_ID 65534 /* nobody */
 #define CHILD_FAILED 255

@@ -11,8 +11,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "cli.h"
-#include "config.h"
+#include "cli/cli.h"
+#include "lib/config.h"
 
 struct parsed {
     struct vm_config cfg;

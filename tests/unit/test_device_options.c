@@ -7,7 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "device_options.h"
+#include "lib/device_options.h"
 
 static void test_mac(void **state)
 {

@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <cmocka.h>
 
-#include "memory.h"
+#include "vm/memory.h"
 
 static void test_small_guest_is_one_region(void **state)
 {

@@ -9,7 +9,7 @@
 
 #include "boot/boot.h"
 #include "boot/layout.h"
-#include "memory.h"
+#include "vm/memory.h"
 
 /*
  * 16 (floating pointer) + 44 (header) + 8 (ISA bus) + 8 (IOAPIC) + 15 ISA IRQs and 2 local

@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "sd_notify.h"
+#include "cli/sd_notify.h"
 
 /* Binds a datagram socket at `name` in NOTIFY_SOCKET's syntax ('@' for an abstract name). */
 static int bind_listener(const char *name)

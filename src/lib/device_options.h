@@ -5,9 +5,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "lib/config.h"
 #include "godwit/godwit.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 #define DEVICE_MAX_QUEUES 16
 #define DEVICE_SERIAL_MAX 20   /* virtio-blk's GET_ID answer */

@@ -11,15 +11,15 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "console.h"
-#include "devices.h"
-#include "godwit_internal.h"
+#include "cli/cli.h"
+#include "io/console.h"
+#include "vm/platform.h"
+#include "lib/godwit_internal.h"
 #include "io/loop.h"
 #include "log.h"
-#include "vm_virtio.h"
+#include "vm/virtio_devices.h"
 #include "vcpu/vcpu.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 /* Requests other threads hand to the main loop through `command_fd`. */
 enum { COMMAND_SHUTDOWN_TIMER = 1 };

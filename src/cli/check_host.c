@@ -1,6 +1,6 @@
 /* check_host.c: checks KVM, CPU, kernel and device support that godwit needs, one line each. */
 #define _GNU_SOURCE
-#include "check_host.h"
+#include "cli/check_host.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "vm.h"
+#include "vm/vm.h"
 
 struct json_object;
 

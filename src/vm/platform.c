@@ -1,5 +1,5 @@
-/* devices.c: creates the legacy platform devices and puts them on the VM's buses. */
-#include "devices.h"
+/* platform.c: creates the legacy platform devices and puts them on the VM's buses. */
+#include "vm/platform.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "boot/layout.h"
-#include "console.h"
+#include "io/console.h"
 #include "log.h"
 #include "mmio/acpi_pm.h"
 #include "mmio/i8042.h"
@@ -18,8 +18,8 @@
 #include "mmio/reset.h"
 #include "mmio/rtc.h"
 #include "mmio/uart.h"
-#include "vm.h"
-#include "vm_virtio.h"
+#include "vm/vm.h"
+#include "vm/virtio_devices.h"
 
 /* Each device's state, and whether its init ran (so that teardown undoes only that). */
 struct vm_devices {

@@ -1,6 +1,6 @@
 /* memory.c: guest RAM backed by one memfd, split around the 32-bit MMIO hole. */
 #define _GNU_SOURCE
-#include "memory.h"
+#include "vm/memory.h"
 
 #include <errno.h>
 #include <string.h>

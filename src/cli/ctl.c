@@ -1,6 +1,6 @@
 /* ctl.c: the CLI commands that control running VMs through their API sockets. */
 #define _GNU_SOURCE
-#include "ctl.h"
+#include "cli/ctl.h"
 
 #include <dirent.h>
 #include <poll.h>

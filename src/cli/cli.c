@@ -1,6 +1,6 @@
 /* cli.c: the `godwit run` options: parsing, validation and help text. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "api/runtime.h"
-#include "device_options.h"
+#include "lib/device_options.h"
 #include "log.h"
 
 void cli_usage_run(FILE *out)

@@ -4,8 +4,8 @@
 
 #include <stdio.h>
 
-#include "config.h"
-#include "vm.h"
+#include "lib/config.h"
+#include "vm/vm.h"
 
 #define DEFAULT_MEMORY_MIB 512
 #define DEFAULT_CMDLINE "console=ttyS0 reboot=acpi panic=1"

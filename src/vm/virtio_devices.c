@@ -1,11 +1,11 @@
 /*
- * vm_virtio.c: puts the virtio devices on the VM. Each gets a PCI slot and a BAR; its queue
+ * virtio_devices.c: puts the virtio devices on the VM. Each gets a PCI slot and a BAR; its queue
  * doorbells are KVM ioeventfds watched by the main loop, so a kick costs no exit to
  * userspace; its MSI-X vectors are KVM MSI routes fired through irqfds, so any thread can
  * interrupt the guest with one eventfd write.
  */
 #define _GNU_SOURCE
-#include "vm_virtio.h"
+#include "vm/virtio_devices.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "boot/layout.h"
-#include "device_options.h"
+#include "lib/device_options.h"
 #include "io/loop.h"
 #include "log.h"
 #include "mmio/pci_host.h"
@@ -28,7 +28,7 @@
 #include "virtio/net.h"
 #include "virtio/pci.h"
 #include "virtio/rng.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_NET, VIRTIO_KIND_CONSOLE, VIRTIO_KIND_RNG };
 

@@ -1,6 +1,6 @@
 /* vm.c: assembles a VM in one readable order, and runs down its lifecycle. */
 #define _GNU_SOURCE
-#include "vm.h"
+#include "vm/vm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "boot/layout.h"
-#include "devices.h"
+#include "vm/platform.h"
 #include "log.h"
 #include "vcpu/vcpu.h"
 

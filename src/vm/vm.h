@@ -9,9 +9,9 @@
 
 #include "boot/boot.h"
 #include "godwit/godwit.h"
-#include "memory.h"
+#include "vm/memory.h"
 #include "mmio/bus.h"
-#include "platform_events.h"
+#include "vm/platform_events.h"
 
 struct vcpu;
 struct kvm_cpuid2;
@@ -65,7 +65,7 @@ struct vm {
     struct bus pio;
     struct bus mmio;
     struct vm_devices *devices;
-    struct vm_virtio *virtio; /* the virtio-pci devices (vm_virtio.c) */
+    struct vm_virtio *virtio; /* the virtio-pci devices (vm/virtio_devices.c) */
     struct platform_events events; /* how devices reach vm_request_exit() */
     unsigned nr_vcpus;
     struct vcpu *vcpus;

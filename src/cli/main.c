@@ -11,13 +11,13 @@
 
 #include "api/runtime.h"
 #include "api/server.h"
-#include "check_host.h"
-#include "cli.h"
-#include "ctl.h"
+#include "cli/check_host.h"
+#include "cli/cli.h"
+#include "cli/ctl.h"
 #include "godwit/godwit.h"
-#include "godwit_internal.h"
+#include "lib/godwit_internal.h"
 #include "log.h"
-#include "sd_notify.h"
+#include "cli/sd_notify.h"
 
 /* Sent to the main thread when the VM has ended, to end its wait for signals. */
 #define SIGNAL_VM_ENDED SIGUSR2

@@ -1,6 +1,6 @@
 /* console.c: feeds terminal (or pipe) input to the guest's console, with an escape to quit. */
 #define _GNU_SOURCE
-#include "console.h"
+#include "io/console.h"
 
 #include <errno.h>
 #include <signal.h>

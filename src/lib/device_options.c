@@ -1,6 +1,6 @@
 /* device_options.c: the values of --disk, --net and --console, and the device lists they fill. */
 #define _GNU_SOURCE
-#include "device_options.h"
+#include "lib/device_options.h"
 
 #include <ctype.h>
 #include <errno.h>

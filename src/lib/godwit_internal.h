@@ -4,7 +4,7 @@
 
 #include "godwit/godwit.h"
 #include "io/loop.h"
-#include "vm.h"
+#include "vm/vm.h"
 
 /* Called on godwit's main-loop thread (before_start on the caller's, inside godwit_start). */
 struct godwit_hooks {

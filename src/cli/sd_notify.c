@@ -1,6 +1,6 @@
 /* sd_notify.c: the sd_notify(3) datagram protocol over AF_UNIX, without libsystemd. */
 #define _GNU_SOURCE
-#include "sd_notify.h"
+#include "cli/sd_notify.h"
 
 #include <errno.h>
 #include <stddef.h>

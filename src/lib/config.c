@@ -1,6 +1,6 @@
 /* config.c: a VM's configuration as a JSON file (`godwit run --config FILE`), read and written. */
 #define _GNU_SOURCE
-#include "config.h"
+#include "lib/config.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,10 +13,10 @@
 #include <unistd.h>
 
 #include "api/runtime.h"
-#include "cli.h"
-#include "device_options.h"
+#include "cli/cli.h"
+#include "lib/device_options.h"
 #include "log.h"
-#include "memory.h"
+#include "vm/memory.h"
 
 /* What one parse builds; copied to the caller's structs only when the whole object is valid. */
 struct config_parse {
