@@ -3,10 +3,11 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -16,6 +17,7 @@ int loop_init(struct event_loop *loop, unsigned entries)
 {
     memset(loop, 0, sizeof(*loop));
     loop->calls_fd = -1;
+    loop->thread = pthread_self();
     int ret = io_uring_queue_init(entries, &loop->ring, 0);
     if (ret < 0) {
         log_error("io_uring: cannot set up a ring: %s", strerror(-ret));
@@ -157,11 +159,18 @@ int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_
     return io_uring_submit(&loop->ring) < 0 ? -EIO : 0;
 }
 
-static void loop_dispatch(struct event_loop *loop, struct io_uring_cqe *cqe)
-{
-    struct loop_watch *w = io_uring_cqe_get_data(cqe);
-    int res = cqe->res;
+static void owner_put(struct loop_watch *w);
 
+static void loop_dispatch(struct event_loop *loop, struct loop_watch *w, int res)
+{
+    if (w && w->owner) {
+        /* Owned I/O: counted off first, so a waiter on another thread sees the kernel done
+         * with it even while the callback waits for a lock. */
+        owner_put(w);
+        w->armed = false;
+        w->fn(loop, w->opaque, res);
+        return; /* the callback may have freed or reused w */
+    }
     /* A cancelled poll's completion: its watch may already be armed again, or be gone. */
     if (!w || res == -ECANCELED)
         return;
@@ -189,32 +198,49 @@ struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch 
     return sqe;
 }
 
-/* One turn. `until`, when not NULL, is a watch whose last completion is awaited: that
- * completion is consumed here, not dispatched, and *seen is set. */
-static int loop_turn(struct event_loop *loop, const struct loop_watch *until, bool *seen)
+/* Whether `w`'s completion is one a loop_unwatch_sync() waits for: then it is not
+ * dispatched. */
+static bool loop_sync_seen(struct event_loop *loop, const struct loop_watch *w)
 {
-    struct io_uring_cqe *cqe;
+    for (struct loop_sync *s = loop->syncs; w && s; s = s->next) {
+        if (s->watch == w) {
+            s->seen = true;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * One turn. Each completion is taken off the ring before its callback runs, since a callback
+ * may turn the loop itself (a device draining its I/O) and must not meet it again; only those
+ * ready at the start are taken, so a busy fd cannot keep one turn going.
+ */
+static int loop_turn(struct event_loop *loop)
+{
     int ret = io_uring_submit_and_wait(&loop->ring, 1);
     if (ret < 0 && ret != -EINTR) {
         log_error("io_uring: wait failed: %s", strerror(-ret));
         return ret;
     }
-    unsigned head, count = 0;
-    io_uring_for_each_cqe(&loop->ring, head, cqe) {
-        if (until && io_uring_cqe_get_data(cqe) == until)
-            *seen = true;
-        else
-            loop_dispatch(loop, cqe);
-        count++;
+    for (unsigned n = io_uring_cq_ready(&loop->ring); n > 0; n--) {
+        struct io_uring_cqe *cqe;
+        if (io_uring_peek_cqe(&loop->ring, &cqe) != 0)
+            break; /* a nested turn took the rest */
+        struct loop_watch *w = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen(&loop->ring, cqe);
+        if (!loop_sync_seen(loop, w))
+            loop_dispatch(loop, w, res);
     }
-    io_uring_cq_advance(&loop->ring, count);
     return 0;
 }
 
 int loop_run(struct event_loop *loop)
 {
+    __atomic_store_n(&loop->thread, pthread_self(), __ATOMIC_RELAXED);
     while (!loop->stop) {
-        int ret = loop_turn(loop, NULL, NULL);
+        int ret = loop_turn(loop);
         if (ret < 0)
             return ret;
     }
@@ -223,17 +249,148 @@ int loop_run(struct event_loop *loop)
 
 int loop_run_once(struct event_loop *loop)
 {
-    return loop_turn(loop, NULL, NULL);
+    return loop_turn(loop);
 }
 
 /* A poll produces exactly one completion, cancelled or not: once it is in, the kernel holds
- * no reference to the watch. */
+ * no reference to the watch. Nested calls (from a callback run by a turn here) each wait for
+ * their own watch, whichever turn takes its completion. */
 void loop_unwatch_sync(struct event_loop *loop, struct loop_watch *w)
 {
-    bool was_armed = w->armed;
+    struct loop_sync sync = { .watch = w, .seen = !w->armed, .next = loop->syncs };
     loop_unwatch(loop, w);
-    bool seen = !was_armed;
-    while (!seen && loop_turn(loop, w, &seen) == 0)
+    loop->syncs = &sync;
+    while (!sync.seen && loop_turn(loop) == 0)
         ;
+    struct loop_sync **p = &loop->syncs;
+    while (*p != &sync)
+        p = &(*p)->next;
+    *p = sync.next;
     w->armed = false;
+}
+
+bool loop_on_thread(const struct event_loop *loop)
+{
+    return pthread_equal(__atomic_load_n(&loop->thread, __ATOMIC_RELAXED), pthread_self());
+}
+
+/* ---- owned I/O ---- */
+
+void loop_owner_init(struct loop_owner *o)
+{
+    *o = (struct loop_owner){ 0 };
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a timeout the wall clock can't move */
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->idle, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+void loop_owner_destroy(struct loop_owner *o)
+{
+    pthread_cond_destroy(&o->idle);
+    pthread_mutex_destroy(&o->lock);
+}
+
+unsigned loop_owner_in_flight(const struct loop_owner *o)
+{
+    return __atomic_load_n(&o->count, __ATOMIC_SEQ_CST);
+}
+
+struct io_uring_sqe *loop_owner_prepare(struct event_loop *loop, struct loop_owner *o,
+                                        struct loop_watch *w, loop_callback fn, void *opaque)
+{
+    struct io_uring_sqe *sqe = loop_prepare_io(loop, w, fn, opaque);
+    if (!sqe)
+        return NULL;
+    w->owner = o;
+    w->owner_prev = NULL;
+    w->owner_next = o->in_flight;
+    if (o->in_flight)
+        o->in_flight->owner_prev = w;
+    o->in_flight = w;
+    __atomic_add_fetch(&o->count, 1, __ATOMIC_SEQ_CST);
+    return sqe;
+}
+
+/* The count drops, then the waiters are looked for: a waiter announces itself, then reads the
+ * count, so one of the two sees the other (both sequentially consistent). */
+static void owner_put(struct loop_watch *w)
+{
+    struct loop_owner *o = w->owner;
+    if (w->owner_prev)
+        w->owner_prev->owner_next = w->owner_next;
+    else
+        o->in_flight = w->owner_next;
+    if (w->owner_next)
+        w->owner_next->owner_prev = w->owner_prev;
+    w->owner = NULL;
+    if (__atomic_sub_fetch(&o->count, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&o->waiters, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&o->lock);
+        pthread_cond_broadcast(&o->idle);
+        pthread_mutex_unlock(&o->lock);
+    }
+}
+
+/* Cancellations carry no watch: their own completions are dropped by loop_dispatch(). */
+int loop_owner_cancel(struct event_loop *loop, struct loop_owner *o)
+{
+    for (struct loop_watch *w = o->in_flight; w; w = w->owner_next) {
+        struct io_uring_sqe *sqe = loop_get_sqe(loop);
+        if (!sqe) {
+            log_warn("io_uring: ring full, cannot cancel a device's I/O");
+            return -EBUSY;
+        }
+        io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)w, 0);
+        io_uring_sqe_set_data(sqe, NULL);
+    }
+    io_uring_submit(&loop->ring);
+    return 0;
+}
+
+int loop_owner_drain(struct event_loop *loop, struct loop_owner *o)
+{
+    while (loop_owner_in_flight(o)) {
+        int ret = loop_turn(loop);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int owner_wait_idle(struct loop_owner *o, unsigned timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    int ret = 0;
+    pthread_mutex_lock(&o->lock);
+    __atomic_add_fetch(&o->waiters, 1, __ATOMIC_SEQ_CST);
+    while (loop_owner_in_flight(o) && ret == 0)
+        ret = pthread_cond_timedwait(&o->idle, &o->lock, &until);
+    __atomic_sub_fetch(&o->waiters, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&o->lock);
+    return loop_owner_in_flight(o) ? -ETIMEDOUT : 0;
+}
+
+int loop_owner_wait(struct event_loop *loop, struct loop_owner *o, pthread_mutex_t *held,
+                    unsigned timeout_ms)
+{
+    if (loop_on_thread(loop))
+        return loop_owner_drain(loop, o);
+    if (!loop_owner_in_flight(o))
+        return 0;
+    if (held)
+        pthread_mutex_unlock(held);
+    int ret = owner_wait_idle(o, timeout_ms);
+    if (held)
+        pthread_mutex_lock(held);
+    return ret;
 }

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 struct event_loop;
+struct loop_owner;
 
 /*
  * Called on the loop's thread with the completion's result (poll mask, or -errno). A poll
@@ -23,6 +24,31 @@ struct loop_watch {
     bool armed;
     bool oneshot;
     bool cancelled;
+    struct loop_owner *owner;             /* owned I/O (loop_owner_prepare), else NULL */
+    struct loop_watch *owner_prev, *owner_next; /* owner->in_flight */
+};
+
+/*
+ * The io_uring work one device has in flight (embed it in the device). Every SQE prepared
+ * through loop_owner_prepare() is counted until its completion is taken, so the device can
+ * cancel all of it, wait for all of it, and know that the kernel holds none of its buffers
+ * (guest memory, its own) once the count is 0. An owned watch's callback runs exactly once
+ * per SQE, with whatever the kernel answered, -ECANCELED included: the device frees or
+ * resets its operation there.
+ */
+struct loop_owner {
+    struct loop_watch *in_flight; /* the loop's thread only */
+    unsigned count;               /* atomic: loop_owner_wait() reads it from other threads */
+    unsigned waiters;             /* atomic: threads in loop_owner_wait() */
+    pthread_mutex_t lock;         /* with `idle`: wakes them when the count reaches 0 */
+    pthread_cond_t idle;
+};
+
+/* One loop_unwatch_sync() waiting (on its stack). */
+struct loop_sync {
+    const struct loop_watch *watch;
+    bool seen;
+    struct loop_sync *next;
 };
 
 /* A call handed to the loop's thread by another thread (loop_post). */
@@ -36,6 +62,10 @@ struct loop_call {
 struct event_loop {
     struct io_uring ring; /* only the loop's thread touches it */
     bool stop;
+    pthread_t thread;     /* atomic: the thread that runs it (loop_init's until loop_run) */
+    /* loop_unwatch_sync() calls under way (nested ones too): the watches whose last
+     * completion is awaited, taken by whichever turn sees it. */
+    struct loop_sync *syncs;
     /* Calls posted from other threads, run on the loop's thread in order. */
     pthread_mutex_t calls_lock;
     struct loop_call *calls, *calls_tail;
@@ -60,12 +90,52 @@ int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_
                void *opaque);
 
 /*
- * For device I/O: an SQE whose completion calls fn(loop, opaque, cqe->res) once (on the
- * loop's thread); the caller preps it (io_uring_prep_readv, ..._writev, ..._fsync) and must
- * keep `w` valid until then. Submitted with the loop's next turn. NULL if the ring is full.
+ * For I/O: an SQE whose completion calls fn(loop, opaque, cqe->res) once (on the loop's
+ * thread), unless it is -ECANCELED; the caller preps it (io_uring_prep_readv, ..._writev,
+ * ..._fsync) and must keep `w` valid until then. Submitted with the loop's next turn. NULL if
+ * the ring is full. Devices use loop_owner_prepare() instead, which they can drain.
  */
 struct io_uring_sqe *loop_prepare_io(struct event_loop *loop, struct loop_watch *w,
                                      loop_callback fn, void *opaque);
+
+/* Whether the caller runs on the loop's thread. */
+bool loop_on_thread(const struct event_loop *loop);
+
+void loop_owner_init(struct loop_owner *o);
+/* Once nothing is in flight (loop_owner_in_flight() is 0). */
+void loop_owner_destroy(struct loop_owner *o);
+
+/* loop_prepare_io(), counted against `o` until fn has been called. NULL if the ring is full. */
+struct io_uring_sqe *loop_owner_prepare(struct event_loop *loop, struct loop_owner *o,
+                                        struct loop_watch *w, loop_callback fn, void *opaque);
+
+/* SQEs prepared through `o` whose completion has not been taken yet. Any thread. */
+unsigned loop_owner_in_flight(const struct loop_owner *o);
+
+/*
+ * Asks the kernel to cancel everything `o` has in flight, prepared SQEs not yet submitted
+ * included (they go to the kernel first); the requests go at once. Reads and polls that
+ * would wait for ever end with -ECANCELED (or -EINTR); what completed first keeps its result.
+ * New I/O prepared after this is not cancelled: stop preparing before. On the loop's thread.
+ * Returns 0, or -EBUSY when the ring was full (some may not have been asked).
+ */
+int loop_owner_cancel(struct event_loop *loop, struct loop_owner *o);
+
+/*
+ * Runs the loop (loop_run_once(), so other devices' completions are dispatched too, nested
+ * inside the caller) until `o` has nothing in flight. Callbacks that prepare more I/O for
+ * `o` prolong it. On the loop's thread. Returns 0, or -errno if io_uring fails.
+ */
+int loop_owner_drain(struct event_loop *loop, struct loop_owner *o);
+
+/*
+ * Waits until `o` has nothing in flight, from any thread. On the loop's thread it is
+ * loop_owner_drain(). Elsewhere the loop's thread takes the completions: `held`, a mutex
+ * the caller holds once that those callbacks take (a device's lock), is let go meanwhile
+ * and taken again before returning. Returns 0, -ETIMEDOUT after timeout_ms, or -errno.
+ */
+int loop_owner_wait(struct event_loop *loop, struct loop_owner *o, pthread_mutex_t *held,
+                    unsigned timeout_ms);
 
 /*
  * From any thread: runs fn(opaque) on the loop's thread soon. For work that must touch the
@@ -81,7 +151,8 @@ void loop_cancel_post(struct event_loop *loop, struct loop_call *c);
 /* Runs until loop->stop is set. Returns 0, or -errno if io_uring fails. */
 int loop_run(struct event_loop *loop);
 /* One turn: submits what was prepared, waits for a completion, dispatches all there are.
- * For owners that must wait for their own I/O to finish before they go. */
+ * For owners that must wait for their own I/O to finish before they go. A callback may
+ * call it again (each completion is taken before its callback runs). */
 int loop_run_once(struct event_loop *loop);
 
 #endif

@@ -49,6 +49,8 @@
 /* Conservative O_DIRECT memory alignment: buffers off it are copied through a bounce buffer. */
 #define BLK_DIO_ALIGN 4096u
 #define BLK_MAX_QUEUES 16u
+/* How long a reset from a vCPU waits for reads in flight before it gives up (and logs). */
+#define BLK_RESET_WAIT_MS 5000u
 
 /* The guest-visible config space (virtio 1.2, 5.2.4), little-endian like the host. */
 struct blk_config_space {
@@ -94,7 +96,7 @@ enum blk_op { BLK_OP_READ, BLK_OP_WRITE, BLK_OP_FLUSH, BLK_OP_FALLOC };
 
 /* One request between its pop and its push. */
 struct blk_req {
-    struct virtio_blk *blk;       /* NULL once virtio_blk_destroy() orphaned it */
+    struct virtio_blk *blk;
     struct blk_req *prev, *next;  /* blk->outstanding */
     struct blk_req *wait_next;    /* blk->waiting, while it needs an SQE */
     struct loop_watch watch;
@@ -122,11 +124,14 @@ struct virtio_blk {
     char *path;
     int fd;
     bool readonly, direct, broken, no_zero_range, logged_io_error;
+    bool active;   /* DRIVER_OK, until reset */
+    bool quiesced; /* paused: no chain is taken from the rings */
     uint64_t capacity; /* sectors */
     char serial[VIRTIO_BLK_ID_BYTES];
     struct blk_config_space config;
 
     uint64_t generation;
+    struct loop_owner io;                        /* every request's I/O in flight */
     struct blk_req *outstanding;                 /* every request popped and not yet pushed */
     struct blk_req *waiting, *waiting_tail;      /* FIFO of requests that found no SQE */
     unsigned nr_outstanding[BLK_MAX_QUEUES];
@@ -149,14 +154,12 @@ static void blk_outstanding_add(struct virtio_blk *blk, struct blk_req *req)
 
 static void blk_req_free(struct virtio_blk *blk, struct blk_req *req)
 {
-    if (blk) {
-        if (req->prev)
-            req->prev->next = req->next;
-        else
-            blk->outstanding = req->next;
-        if (req->next)
-            req->next->prev = req->prev;
-    }
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        blk->outstanding = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
     free(req->bounce);
     free(req);
 }
@@ -200,7 +203,8 @@ static int blk_falloc_mode(const struct virtio_blk *blk, const struct blk_req *r
 /* Preps the request's next step. -EAGAIN: no SQE now; the caller queues it. */
 static int blk_req_submit(struct virtio_blk *blk, struct blk_req *req)
 {
-    struct io_uring_sqe *sqe = loop_prepare_io(blk->loop, &req->watch, blk_req_complete, req);
+    struct io_uring_sqe *sqe =
+        loop_owner_prepare(blk->loop, &blk->io, &req->watch, blk_req_complete, req);
     if (!sqe)
         return -EAGAIN;
     const struct iovec *iov = req->bounce ? &req->bounce_iov : &req->iov[req->iov_first];
@@ -368,11 +372,6 @@ static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
     (void)loop;
     struct blk_req *req = opaque;
     struct virtio_blk *blk = req->blk;
-
-    if (!blk) {
-        blk_req_free(NULL, req); /* the device is gone: nothing left to answer */
-        return false;
-    }
     struct virtio_device *vdev = blk->vdev;
     virtio_lock(vdev);
     if (req->generation != blk->generation) {
@@ -565,6 +564,8 @@ static void blk_process_queue(struct virtio_blk *blk, unsigned q)
     bool pushed = false;
 
     blk->throttled[q] = false;
+    if (!blk->active || blk->quiesced)
+        return; /* reset or paused: resume looks at every queue */
     while (!blk->broken) {
         if (blk->nr_outstanding[q] >= vq->size) {
             blk->throttled[q] = true; /* bounds memory against a guest re-offering heads */
@@ -620,6 +621,7 @@ static int blk_activate(struct virtio_device *vdev)
 {
     struct virtio_blk *blk = vdev->model;
     blk->broken = false;
+    blk->active = true;
     return 0;
 }
 
@@ -632,12 +634,14 @@ static void blk_queue_notify(struct virtio_device *vdev, unsigned queue)
     blk_process_queue(blk, queue);
 }
 
-/* Waiting requests are dropped; in-flight ones finish in the kernel and are then freed
- * unpushed, their generation being older than the device's. */
+/* Requests waiting for an SQE are dropped; those the kernel holds are waited for, since a
+ * read lands in guest memory the driver takes back with the reset. Their completions free
+ * them unpushed, their generation being older than the device's. */
 static void blk_reset(struct virtio_device *vdev)
 {
     struct virtio_blk *blk = vdev->model;
     blk->generation++;
+    blk->active = false; /* kicks while the lock is let go below start nothing */
     while (blk->waiting) {
         struct blk_req *req = blk->waiting;
         blk->waiting = req->wait_next;
@@ -647,8 +651,55 @@ static void blk_reset(struct virtio_device *vdev)
     memset(blk->nr_outstanding, 0, sizeof(blk->nr_outstanding));
     memset(blk->throttled, 0, sizeof(blk->throttled));
     blk->broken = false;
+    int ret = loop_owner_wait(blk->loop, &blk->io, vdev->lock, BLK_RESET_WAIT_MS);
+    if (ret < 0)
+        log_warn("virtio-blk %s: reset: %u requests still in flight (%s): their data may land "
+                 "in guest memory later", blk->path, loop_owner_in_flight(&blk->io),
+                 strerror(-ret));
+    blk->active = false; /* an activation by another vCPU meanwhile is undone with the rest */
     for (unsigned q = 0; q < blk->ops.nr_queues; q++)
         virtq_reset(&vdev->queues[q]);
+}
+
+/*
+ * Runs the loop until every request popped is answered, those waiting for an SQE submitted
+ * first. Nothing new is popped meanwhile (the caller has stopped that).
+ */
+static int blk_drain(struct virtio_blk *blk)
+{
+    while (blk->outstanding) {
+        blk_kick_waiting(blk);
+        if (!loop_owner_in_flight(&blk->io))
+            return -EBUSY; /* requests wait, and the ring takes none */
+        int ret = loop_run_once(blk->loop);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* Every request in flight is completed: its status and used element are the guest's before
+ * this returns. */
+static void blk_resume(struct virtio_device *vdev)
+{
+    struct virtio_blk *blk = vdev->model;
+    blk->quiesced = false;
+    blk_kick_waiting(blk);
+    for (unsigned q = 0; q < blk->ops.nr_queues; q++)
+        blk_process_queue(blk, q);
+}
+
+static int blk_quiesce(struct virtio_device *vdev)
+{
+    struct virtio_blk *blk = vdev->model;
+    blk->quiesced = true;
+    int ret = blk_drain(blk);
+    if (ret < 0) {
+        log_error("virtio-blk %s: cannot complete the requests in flight: %s", blk->path,
+                  strerror(-ret));
+        blk_resume(vdev); /* not quiesced: the caller resumes only those that were */
+    }
+    return ret;
 }
 
 static const struct virtio_device_ops blk_ops_template = {
@@ -663,6 +714,9 @@ static const struct virtio_device_ops blk_ops_template = {
     .activate = blk_activate,
     .queue_notify = blk_queue_notify,
     .reset = blk_reset,
+    .quiesce = blk_quiesce,
+    .resume = blk_resume,
+    /* No state of its own: the config space comes from the image. */
 };
 
 /* ---- opening the image ---- */
@@ -777,6 +831,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
     blk->loop = loop;
     blk->gm = gm;
     blk->readonly = cfg->readonly;
+    loop_owner_init(&blk->io);
     if (cfg->serial) /* zero-padded (calloc), not terminated when 20 bytes long */
         memcpy(blk->serial, cfg->serial, strnlen(cfg->serial, sizeof(blk->serial)));
 
@@ -788,6 +843,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
     if (ret < 0) {
         if (blk->fd >= 0)
             close(blk->fd);
+        loop_owner_destroy(&blk->io);
         free(blk->path);
         free(blk);
         return ret;
@@ -804,6 +860,7 @@ void virtio_blk_destroy(struct virtio_blk *blk)
     if (!blk)
         return;
     blk->generation++; /* what completes from now on is freed, not answered */
+    blk->active = false;
     while (blk->waiting) {
         struct blk_req *req = blk->waiting;
         blk->waiting = req->wait_next;
@@ -811,11 +868,14 @@ void virtio_blk_destroy(struct virtio_blk *blk)
     }
     /* A read in flight writes into guest RAM, which goes away after this: wait for every
      * request the kernel holds. */
-    while (blk->outstanding && loop_run_once(blk->loop) == 0)
-        ;
-    for (struct blk_req *req = blk->outstanding; req; req = req->next)
-        req->blk = NULL; /* only if the ring failed: their completions free them */
+    int ret = loop_owner_drain(blk->loop, &blk->io);
+    if (ret < 0) {
+        /* Their completions would meet a freed device: better leak it. */
+        log_error("virtio-blk %s: requests still in flight, the device is leaked", blk->path);
+        return;
+    }
     close(blk->fd);
+    loop_owner_destroy(&blk->io);
     free(blk->path);
     free(blk);
 }

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "migration/state.h"
 
 /* Device feature bits (virtio 1.2, 5.3.3); MULTIPORT and EMERG_WRITE are not offered. */
 #define VIRTIO_CONSOLE_F_SIZE 0
@@ -25,6 +25,7 @@
 /* One read from in_fd: a burst of pasted text, a few guest receive buffers' worth. */
 #define CON_RX_BUF 4096
 #define CON_LISTEN_BACKLOG 4
+#define CON_STATE_VERSION 1u
 
 /* The guest-visible config space (virtio 1.2, 5.3.4), little-endian like the host. */
 struct con_config_space {
@@ -39,20 +40,18 @@ enum con_op_kind { OP_TX, OP_RX, OP_ACCEPT };
 
 /*
  * One io_uring operation of the device: a write of one transmit chain, a read from in_fd, or
- * a poll of the listening socket. It lives apart from the device so that destroy can orphan
- * it: the kernel may still hold its iovecs and buffer, and the loop its watch.
+ * a poll of the listening socket. Its memory (iovecs, buffer, watch) is the kernel's until
+ * its completion, which frees it; con->io counts it until then.
  */
 struct con_op {
-    struct virtio_console *con; /* NULL once virtio_console_destroy() orphaned it */
+    struct virtio_console *con;
     enum con_op_kind kind;
     struct loop_watch io;       /* the operation itself */
-    struct loop_watch cancel;   /* an async cancel of it, sent by destroy */
-    unsigned in_flight;         /* completions still to come; an orphan is freed at 0 */
     bool polling;               /* waiting for readiness: the fd is non-blocking */
     uint64_t generation;        /* tx: con->generation at pop; a reset since drops the push */
     uint64_t fd_epoch;          /* con->fd_epoch at start; a change means another client */
-    struct con_op *orphan_prev, *orphan_next;
     uint16_t head;              /* tx: the chain to push */
+    uint32_t written;           /* tx: bytes of the chain written so far */
     unsigned iov_first, iov_cnt;
     struct msghdr msg;          /* tx to a socket: sendmsg, for MSG_NOSIGNAL */
     uint8_t *buf;               /* rx: the trailing storage */
@@ -68,13 +67,21 @@ struct virtio_console {
     bool input_ended;  /* in_fd reached its end: no more reads */
     bool broken;       /* the guest broke a ring rule: nothing more until reset */
     bool offer_size;
-    bool size_announced; /* the driver was told the size since it activated the device */
+    bool size_announced; /* the driver was told the size since the last reset */
+    bool size_changed;   /* while quiesced: the config interrupt waits for resume */
     bool logged_out_error;
+    bool active;         /* DRIVER_OK, until reset */
+    bool quiesced;       /* paused, or going: no chain is popped, no fd is touched */
     struct con_config_space config;
 
     uint64_t generation; /* bumped by reset */
     uint64_t fd_epoch;   /* bumped when a socket client comes or goes */
+    struct loop_owner io;            /* every operation in flight */
     struct con_op *tx, *rx, *accept; /* in flight, at most one of each */
+    /* A chain handed back by quiesce with part of it written: those bytes are skipped when
+     * the chain (head, at avail index) is popped again. */
+    uint32_t tx_skip;
+    uint16_t tx_skip_head, tx_skip_idx;
     int listen_fd, client_fd;        /* owned: the socket backend */
 
     uint8_t pending[CON_RX_BUF]; /* read from in_fd, not yet taken by the guest */
@@ -101,76 +108,7 @@ static bool op_complete(struct event_loop *loop, void *opaque, int res);
 /* An SQE whose completion comes back to op_complete(); NULL when the ring is full. */
 static struct io_uring_sqe *op_sqe(struct con_op *op)
 {
-    struct io_uring_sqe *sqe = loop_prepare_io(op->con->loop, &op->io, op_complete, op);
-    if (sqe)
-        op->in_flight++;
-    return sqe;
-}
-
-/*
- * Orphans stay reachable from here until their last completion: a loop torn down before it
- * turns again never delivers that, and they then go with the process instead of reading as
- * leaks. Several VMs' loops may run at once, hence the lock.
- */
-static pthread_mutex_t orphans_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct con_op *orphans;
-
-static void orphan_link(struct con_op *op)
-{
-    pthread_mutex_lock(&orphans_lock);
-    op->orphan_prev = NULL;
-    op->orphan_next = orphans;
-    if (orphans)
-        orphans->orphan_prev = op;
-    orphans = op;
-    pthread_mutex_unlock(&orphans_lock);
-}
-
-/* One completion of an orphan came in; the last frees it. */
-static void orphan_put(struct con_op *op, unsigned completions)
-{
-    op->in_flight -= completions;
-    if (op->in_flight)
-        return;
-    pthread_mutex_lock(&orphans_lock);
-    if (op->orphan_prev)
-        op->orphan_prev->orphan_next = op->orphan_next;
-    else
-        orphans = op->orphan_next;
-    if (op->orphan_next)
-        op->orphan_next->orphan_prev = op->orphan_prev;
-    pthread_mutex_unlock(&orphans_lock);
-    free(op);
-}
-
-static bool op_cancel_complete(struct event_loop *loop, void *opaque, int res)
-{
-    (void)loop;
-    /* Found and cancelled: the operation ends with -ECANCELED, which the loop drops, so this
-     * completion stands for both. */
-    orphan_put(opaque, res == 0 ? 2 : 1);
-    return false;
-}
-
-/* The device is going: `op` frees itself when its completions are in. Reads and polls may
- * never end on their own, so each is cancelled. */
-static void op_orphan(struct virtio_console *con, struct con_op *op)
-{
-    if (!op)
-        return;
-    op->con = NULL;
-    if (!op->in_flight) {
-        free(op);
-        return;
-    }
-    orphan_link(op);
-    struct io_uring_sqe *sqe = loop_prepare_io(con->loop, &op->cancel, op_cancel_complete, op);
-    if (!sqe) {
-        log_warn("virtio-console: ring full, an operation is left to finish on its own");
-        return;
-    }
-    io_uring_prep_cancel(sqe, &op->io, 0);
-    op->in_flight++;
+    return loop_owner_prepare(op->con->loop, &op->con->io, &op->io, op_complete, op);
 }
 
 static void con_break(struct virtio_console *con, const char *why)
@@ -221,6 +159,30 @@ static bool tx_submit(struct virtio_console *con, struct con_op *op, bool poll_f
     return true;
 }
 
+static void iov_advance(struct con_op *op, size_t n)
+{
+    while (n && op->iov_first < op->iov_cnt) {
+        struct iovec *v = &op->iov[op->iov_first];
+        size_t step = n < v->iov_len ? n : v->iov_len;
+        v->iov_base = (uint8_t *)v->iov_base + step;
+        v->iov_len -= step;
+        n -= step;
+        if (!v->iov_len)
+            op->iov_first++;
+    }
+}
+
+/* The chain quiesce handed back with part of it written, popped again: skip that part. */
+static void tx_skip_written(struct virtio_console *con, struct con_op *op)
+{
+    uint16_t idx = (uint16_t)(con->vdev->queues[VIRTIO_CONSOLE_TRANSMITQ].last_avail_idx - 1);
+    if (con->tx_skip && idx == con->tx_skip_idx && op->head == con->tx_skip_head) {
+        iov_advance(op, con->tx_skip);
+        op->written = con->tx_skip;
+    }
+    con->tx_skip = 0;
+}
+
 /* Starts writing a popped chain. False: nothing to write, the caller pushes it at once. */
 static bool tx_start(struct virtio_console *con, const struct virtq_chain *c)
 {
@@ -232,6 +194,11 @@ static bool tx_start(struct virtio_console *con, const struct virtq_chain *c)
     op->generation = con->generation;
     op->head = c->head;
     op->iov_cnt = chain_readable_iov(c, op->iov);
+    tx_skip_written(con, op);
+    if (op->iov_first == op->iov_cnt) {
+        free(op);
+        return false; /* all of it was written before */
+    }
     if (!tx_submit(con, op, false)) {
         free(op);
         return false; /* the guest must not stall on a full ring: this output is lost */
@@ -253,7 +220,7 @@ static void tx_kick(struct virtio_console *con)
     struct virtqueue *vq = &con->vdev->queues[VIRTIO_CONSOLE_TRANSMITQ];
     bool pushed = false;
 
-    while (!con->tx && !con->broken) {
+    while (!con->tx && !con->broken && !con->quiesced) {
         int ret = virtq_pop(vq, &con->chain);
         if (ret == 0)
             break;
@@ -291,24 +258,27 @@ static void tx_failed(struct virtio_console *con, int res)
     con->logged_out_error = true;
 }
 
-static void iov_advance(struct con_op *op, size_t n)
-{
-    while (n && op->iov_first < op->iov_cnt) {
-        struct iovec *v = &op->iov[op->iov_first];
-        size_t step = n < v->iov_len ? n : v->iov_len;
-        v->iov_base = (uint8_t *)v->iov_base + step;
-        v->iov_len -= step;
-        n -= step;
-        if (!v->iov_len)
-            op->iov_first++;
-    }
-}
-
 /* Whether a completion only says "not now": the same step goes again, after a poll for EAGAIN
  * (the fd is non-blocking), or after a poll that found the fd ready. */
 static bool op_wants_retry(const struct con_op *op, int res)
 {
     return res == -EAGAIN || res == -EINTR || (op->polling && res >= 0);
+}
+
+/*
+ * Quiesce came before the write finished: the chain goes back to the driver, to be popped and
+ * written again at resume. It is the last one popped (one chain at a time is written, and
+ * none popped meanwhile), so rewinding the index is enough.
+ */
+static void tx_hand_back(struct virtio_console *con, struct con_op *op)
+{
+    struct virtqueue *vq = &con->vdev->queues[VIRTIO_CONSOLE_TRANSMITQ];
+    vq->last_avail_idx--;
+    con->tx_skip = op->written;
+    con->tx_skip_head = op->head;
+    con->tx_skip_idx = vq->last_avail_idx;
+    con->tx = NULL;
+    free(op);
 }
 
 static void tx_complete(struct virtio_console *con, struct con_op *op, int res)
@@ -318,20 +288,24 @@ static void tx_complete(struct virtio_console *con, struct con_op *op, int res)
         tx_finish(con, op);
         return;
     }
-    if (op_wants_retry(op, res)) {
+    bool wrote = !op->polling && res > 0;
+    if (wrote) {
+        iov_advance(op, (size_t)res);
+        op->written += (uint32_t)res;
+    }
+    if (op->iov_first == op->iov_cnt) {
+        tx_finish(con, op);
+    } else if (con->quiesced) {
+        tx_hand_back(con, op); /* cancelled, or a short write */
+    } else if (wrote || op_wants_retry(op, res)) {
+        /* The rest of a short write, the same write after a poll for room (EAGAIN: the fd is
+         * non-blocking), or after a poll that found room. */
         if (!tx_submit(con, op, res == -EAGAIN))
             tx_finish(con, op); /* the ring is full: the rest is dropped */
-        return;
-    }
-    if (res <= 0) {
+    } else {
         tx_failed(con, res);
         tx_finish(con, op);
-        return;
     }
-    iov_advance(op, (size_t)res);
-    if (op->iov_first < op->iov_cnt && tx_submit(con, op, false))
-        return; /* a short write: the rest goes next */
-    tx_finish(con, op);
 }
 
 /* ---- host input: the receive queue ---- */
@@ -343,7 +317,7 @@ static size_t rx_fill(struct virtio_console *con, const uint8_t *buf, size_t len
     size_t done = 0;
     bool pushed = false;
 
-    while (done < len && !con->broken) {
+    while (done < len && !con->broken && !con->quiesced) {
         int ret = virtq_pop(vq, &con->chain);
         if (ret == 0)
             break;
@@ -393,7 +367,7 @@ static bool rx_submit(struct virtio_console *con, struct con_op *op, bool poll_f
 /* Reads more input, unless the guest has yet to take the last of it. */
 static void rx_maybe_read(struct virtio_console *con)
 {
-    if (con->rx || con->in_fd < 0 || con->input_ended || con->pending_len)
+    if (con->rx || con->in_fd < 0 || con->input_ended || con->pending_len || con->quiesced)
         return;
     struct con_op *op = op_new(con, OP_RX, CON_RX_BUF);
     if (!op)
@@ -418,18 +392,21 @@ static void rx_end(struct virtio_console *con, int res)
     con->input_ended = true; /* the guest keeps running without input */
 }
 
+/* Bytes read are held in `pending` until the guest takes them; while quiesced they wait
+ * there, and a read cancelled by quiesce is started again at resume. */
 static void rx_complete(struct virtio_console *con, struct con_op *op, int res)
 {
     bool current = op->fd_epoch == con->fd_epoch; /* else: a client that is gone, dropped */
+    bool again = op_wants_retry(op, res) || res == -ECANCELED;
 
-    if (current && op_wants_retry(op, res) && rx_submit(con, op, res == -EAGAIN))
+    if (current && again && !con->quiesced && rx_submit(con, op, res == -EAGAIN))
         return;
     con->rx = NULL;
     if (current && res > 0 && !op->polling) {
         memcpy(con->pending, op->buf, (size_t)res);
         con->pending_off = 0;
         con->pending_len = (size_t)res;
-    } else if (current && !op_wants_retry(op, res)) {
+    } else if (current && !again) {
         rx_end(con, res);
     }
     free(op);
@@ -478,8 +455,14 @@ static bool accept_arm(struct virtio_console *con, struct con_op *op)
     return true;
 }
 
+/* While quiesced a client waits in the backlog: resume polls again and takes it. */
 static void accept_complete(struct virtio_console *con, struct con_op *op, int res)
 {
+    if (con->quiesced) {
+        con->accept = NULL;
+        free(op);
+        return;
+    }
     if (res >= 0) {
         /* Blocking: io_uring then waits for the client itself instead of answering EAGAIN. */
         int fd = accept4(con->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -505,12 +488,6 @@ static bool op_complete(struct event_loop *loop, void *opaque, int res)
     (void)loop;
     struct con_op *op = opaque;
     struct virtio_console *con = op->con;
-
-    if (!con) {
-        orphan_put(op, 1); /* the device is gone: nothing left to answer */
-        return false;
-    }
-    op->in_flight--;
     struct virtio_device *vdev = con->vdev;
     virtio_lock(vdev);
     switch (op->kind) {
@@ -556,7 +533,7 @@ static int con_activate(struct virtio_device *vdev)
 {
     struct virtio_console *con = vdev->model;
     con->broken = false;
-    con->size_announced = false;
+    con->active = true; /* size_announced is cleared by reset: a state load keeps it */
     return 0;
 }
 
@@ -579,6 +556,8 @@ static void con_announce_size(struct virtio_console *con)
 static void con_queue_notify(struct virtio_device *vdev, unsigned queue)
 {
     struct virtio_console *con = vdev->model;
+    if (con->quiesced)
+        return; /* resume looks at every queue */
     if (queue == VIRTIO_CONSOLE_RECEIVEQ) {
         if (rx_flush_pending(con))
             rx_maybe_read(con);
@@ -589,17 +568,108 @@ static void con_queue_notify(struct virtio_device *vdev, unsigned queue)
 }
 
 /*
- * From a vCPU thread, so the io_uring ring is not touched here. A write in flight finishes in
- * the kernel and is then freed unpushed, its generation being older. Input read from the host
- * is not the guest's state: it stays pending for the driver's next receive buffers.
+ * From a vCPU thread, so the io_uring ring is not touched here, and nothing is waited for: a
+ * write may wait for ever for a reader (a full pipe, a stopped terminal). A write in flight
+ * ends in the kernel and is then freed unpushed, its generation being older; a read goes to
+ * the device's own buffer. Input read from the host is not the guest's state: it stays
+ * pending for the driver's next receive buffers.
  */
 static void con_reset(struct virtio_device *vdev)
 {
     struct virtio_console *con = vdev->model;
     con->generation++;
     con->broken = false;
+    con->active = false;
+    con->size_announced = false;
+    con->tx_skip = 0;
     virtq_reset(&vdev->queues[VIRTIO_CONSOLE_RECEIVEQ]);
     virtq_reset(&vdev->queues[VIRTIO_CONSOLE_TRANSMITQ]);
+}
+
+/* Cancels every operation and takes their completions: a write not finished hands its chain
+ * back, bytes read stay pending, a client waits in the listening socket's backlog. */
+static int con_stop_io(struct virtio_console *con)
+{
+    con->quiesced = true;
+    int ret = loop_owner_cancel(con->loop, &con->io);
+    return ret < 0 ? ret : loop_owner_drain(con->loop, &con->io);
+}
+
+static void accept_restart(struct virtio_console *con)
+{
+    if (con->listen_fd < 0 || con->accept)
+        return;
+    struct con_op *op = op_new(con, OP_ACCEPT, 0);
+    if (op && accept_arm(con, op)) {
+        con->accept = op;
+        return;
+    }
+    free(op);
+    log_warn("virtio-console: cannot watch the listening socket again: no more clients");
+}
+
+static void con_resume(struct virtio_device *vdev)
+{
+    struct virtio_console *con = vdev->model;
+    con->quiesced = false;
+    accept_restart(con);
+    if (con->size_changed && (vdev->status & VIRTIO_STATUS_DRIVER_OK) && vdev->interrupt_config)
+        vdev->interrupt_config(vdev);
+    con->size_changed = false;
+    if (!con->active) {
+        rx_maybe_read(con);
+        return;
+    }
+    con_queue_notify(vdev, VIRTIO_CONSOLE_RECEIVEQ);
+    /* Only output offered meanwhile counts as the guest's transmit kick: an early one would
+     * announce the size before Linux has the port to take it. */
+    struct virtq_status st;
+    virtq_get_status(&vdev->queues[VIRTIO_CONSOLE_TRANSMITQ], &st);
+    if (st.enabled && st.avail_idx != st.last_avail_idx)
+        con_queue_notify(vdev, VIRTIO_CONSOLE_TRANSMITQ);
+}
+
+static int con_quiesce(struct virtio_device *vdev)
+{
+    struct virtio_console *con = vdev->model;
+    int ret = con_stop_io(con);
+    if (ret < 0) {
+        log_error("virtio-console: cannot stop its I/O: %s", strerror(-ret));
+        con_resume(vdev); /* not quiesced: the caller resumes only those that were */
+    }
+    return ret;
+}
+
+/* ---- state ---- */
+
+/* The terminal size the driver was given, and whether it was told (Linux asks only once). */
+static void con_save(struct virtio_device *vdev, struct state_writer *w)
+{
+    const struct virtio_console *con = vdev->model;
+    sw_u16(w, con->config.cols);
+    sw_u16(w, con->config.rows);
+    sw_u8(w, con->size_announced);
+}
+
+static int con_load(struct virtio_device *vdev, struct state_cursor *c, uint32_t version)
+{
+    struct virtio_console *con = vdev->model;
+    (void)version; /* only version 1 so far */
+    uint16_t cols = sc_u16(c), rows = sc_u16(c);
+    uint8_t announced = sc_u8(c);
+    if (c->overrun)
+        return sc_finish(c);
+    if (announced > 1)
+        return sc_reject(c, "size announced %u, not 0 or 1", announced);
+    if (!con->offer_size && (cols || rows || announced))
+        return sc_reject(c, "a terminal size %ux%u, and this console has no terminal", cols,
+                         rows);
+    if (con->offer_size && (!cols || !rows))
+        return sc_reject(c, "an empty terminal size %ux%u", cols, rows);
+    con->config.cols = cols;
+    con->config.rows = rows;
+    con->size_announced = announced;
+    return 0;
 }
 
 static const struct virtio_device_ops con_ops = {
@@ -614,6 +684,11 @@ static const struct virtio_device_ops con_ops = {
     .activate = con_activate,
     .queue_notify = con_queue_notify,
     .reset = con_reset,
+    .quiesce = con_quiesce,
+    .resume = con_resume,
+    .state_version = CON_STATE_VERSION,
+    .save = con_save,
+    .load = con_load,
 };
 
 /* ---- the public interface ---- */
@@ -641,6 +716,7 @@ int virtio_console_create(struct virtio_console **out, const struct virtio_conso
     con->vdev = vdev;
     con->loop = loop;
     con->listen_fd = con->client_fd = -1;
+    loop_owner_init(&con->io);
     con_set_fds(con, cfg->in_fd, cfg->out_fd);
     con_probe_size(con);
     vdev->ops = &con_ops;
@@ -656,15 +732,18 @@ void virtio_console_destroy(struct virtio_console *con)
 {
     if (!con)
         return;
-    op_orphan(con, con->tx);
-    op_orphan(con, con->rx);
-    op_orphan(con, con->accept);
-    /* Prepared SQEs name fds by number: hand them to the kernel before those are closed. */
-    io_uring_submit(&con->loop->ring);
+    con->active = false;
+    con->generation++; /* a write completing now is not answered */
+    if (con_stop_io(con) < 0) {
+        /* Their completions would meet a freed device: better leak it. */
+        log_error("virtio-console: I/O still in flight, the device is leaked");
+        return;
+    }
     if (con->client_fd >= 0)
         close(con->client_fd);
     if (con->listen_fd >= 0)
         close(con->listen_fd);
+    loop_owner_destroy(&con->io);
     free(con);
 }
 
@@ -692,7 +771,9 @@ void virtio_console_set_size(struct virtio_console *con, uint16_t cols, uint16_t
     if (con->offer_size && (con->config.cols != cols || con->config.rows != rows)) {
         con->config.cols = cols;
         con->config.rows = rows;
-        if ((vdev->status & VIRTIO_STATUS_DRIVER_OK) && vdev->interrupt_config)
+        if (con->quiesced)
+            con->size_changed = true; /* the guest hears of it at resume */
+        else if ((vdev->status & VIRTIO_STATUS_DRIVER_OK) && vdev->interrupt_config)
             vdev->interrupt_config(vdev);
     }
     virtio_unlock(vdev);

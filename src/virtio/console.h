@@ -38,16 +38,15 @@ int virtio_console_create(struct virtio_console **out, const struct virtio_conso
 
 /*
  * Closes what the console owns (a listening socket and its client) but not the config's fds.
- * I/O in flight is orphaned and cancelled: its completions free it without touching the
- * device, so the loop may keep running after this (or be destroyed: the orphans then go
- * with the process). Call it on the loop's thread, or with the loop stopped.
+ * I/O in flight is cancelled first and its completions taken (running the loop until then),
+ * so nothing of the device is left with the kernel or the loop. Call it on the loop's thread.
  */
 void virtio_console_destroy(struct virtio_console *con);
 
 /*
  * Pushes host bytes to the guest, for a VMM that reads its terminal itself (as the serial
  * console's sink does). Returns how many were accepted: 0 while the guest offers no receive
- * buffers (or has not set the device up). Bytes read from in_fd and not yet delivered go
+ * buffers (or has not set the device up, or the device is quiesced). Bytes read from in_fd and not yet delivered go
  * first. On the loop's thread; takes virtio_lock().
  */
 size_t virtio_console_input(struct virtio_console *con, const uint8_t *buf, size_t len);
@@ -57,7 +56,8 @@ size_t virtio_console_sink(void *opaque, const uint8_t *buf, size_t len);
 
 /*
  * The host terminal changed size (SIGWINCH): updates cols/rows and raises the configuration
- * interrupt. Does nothing unless VIRTIO_CONSOLE_F_SIZE was offered. Takes virtio_lock().
+ * interrupt (at resume, while quiesced). Does nothing unless VIRTIO_CONSOLE_F_SIZE was
+ * offered. Takes virtio_lock().
  */
 void virtio_console_set_size(struct virtio_console *con, uint16_t cols, uint16_t rows);
 

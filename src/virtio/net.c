@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "migration/state.h"
 
 /* Device feature bits (virtio 1.2, 5.1.3). */
 #define VIRTIO_NET_F_CSUM 0
@@ -34,6 +35,7 @@
 #define VIRTIO_NET_F_MQ 22
 
 #define VIRTIO_NET_S_LINK_UP 1
+#define VIRTIO_NET_S_ANNOUNCE 2
 
 /* The packet header (virtio 1.2, 5.1.6). */
 #define VIRTIO_NET_HDR_GSO_NONE 0
@@ -52,6 +54,9 @@
 /* The most a tap hands over at once: a 64 KiB GSO packet, its Ethernet and VLAN headers and
  * ours. One byte more is read, so that a longer (truncated) packet is noticed and dropped. */
 #define NET_RX_MAX_BYTES (NET_HDR_BYTES + 65536u + 18u)
+/* How long a reset from a vCPU waits for tap writes (reading guest buffers) to finish. */
+#define NET_RESET_WAIT_MS 1000u
+#define NET_STATE_VERSION 1u
 
 /* The guest-visible config space (virtio 1.2, 5.1.4), little-endian like the host. */
 struct net_config_space {
@@ -72,18 +77,10 @@ struct net_hdr { /* struct virtio_net_hdr, VERSION_1 */
 };
 _Static_assert(sizeof(struct net_hdr) == NET_HDR_BYTES, "virtio_net_hdr layout");
 
-/* Anything with completions due from the ring: a tap read, a poll, a write. */
-struct net_io {
-    struct virtio_net *net;       /* NULL once virtio_net_destroy() orphaned it */
-    struct net_io *prev, *next;   /* net->in_flight, while a completion is due */
-    struct loop_watch watch;      /* the I/O itself */
-    struct loop_watch cancel_watch;
-    unsigned refs;                /* completions due: the I/O's, and its cancellation's */
-};
-
 /* One guest frame on its way to the tap. */
 struct net_tx_req {
-    struct net_io io;             /* first: freeing the request frees it */
+    struct virtio_net *net;
+    struct loop_watch watch;
     uint64_t generation;          /* net->generation at pop: a reset since drops the push */
     unsigned queue;
     uint16_t head;
@@ -91,10 +88,12 @@ struct net_tx_req {
     struct iovec iov[];
 };
 
-/* A pair's tap reads land in its bounce buffer, which outlives the device if a read does. */
+/* A pair's tap reads land in its bounce buffer, never in guest memory directly. */
 struct net_rx_op {
-    struct net_io io;
+    struct virtio_net *net;
+    struct loop_watch watch;
     struct net_pair *pair;
+    bool in_flight;
     bool polling;                 /* the I/O to issue is a wait for readability, not a read */
     uint8_t buf[NET_RX_MAX_BYTES + 1];
 };
@@ -120,11 +119,14 @@ struct virtio_net {
     char *name;
     bool is_tap;
     bool active, broken, logged_io_error;
+    bool quiesced; /* paused, or going: nothing is popped, no tap read is started */
+    bool mac_configured; /* the user chose the MAC: a restore keeps it (a clone's own) */
     unsigned nr_pairs, active_pairs;
     uint64_t generation;
     struct net_config_space config;
     struct net_pair pairs[VIRTIO_NET_MAX_PAIRS];
-    struct net_io *in_flight;
+    struct loop_owner rx_io; /* tap reads and polls: may wait for ever, so cancelled */
+    struct loop_owner tx_io; /* tap writes: non-blocking, so waited for */
     struct virtio_net_counters counters;
     struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
 };
@@ -142,87 +144,6 @@ static unsigned tx_queue(const struct net_pair *p)
 static unsigned ctrl_queue(const struct virtio_net *net)
 {
     return 2 * net->nr_pairs;
-}
-
-/* ---- I/O bookkeeping ---- */
-
-static void net_io_get(struct virtio_net *net, struct net_io *io)
-{
-    if (io->refs++ > 0)
-        return;
-    io->net = net;
-    io->prev = NULL;
-    io->next = net->in_flight;
-    if (net->in_flight)
-        net->in_flight->prev = io;
-    net->in_flight = io;
-}
-
-/* Drops one due completion. Returns true when none is due any more. */
-static bool net_io_put(struct net_io *io)
-{
-    if (--io->refs > 0)
-        return false;
-    struct virtio_net *net = io->net;
-    if (net) {
-        if (io->prev)
-            io->prev->next = io->next;
-        else
-            net->in_flight = io->next;
-        if (io->next)
-            io->next->prev = io->prev;
-    }
-    return true;
-}
-
-/* Takes the completion of `io`: NULL when the device is gone (the orphan is freed once nothing
- * more is due), else the device, locked. */
-static struct virtio_net *net_io_completed(struct net_io *io)
-{
-    struct virtio_net *net = io->net;
-    if (!net) {
-        if (net_io_put(io))
-            free(io);
-        return NULL;
-    }
-    virtio_lock(net->vdev);
-    net_io_put(io);
-    return net;
-}
-
-static bool net_io_cancel_done(struct event_loop *loop, void *opaque, int res)
-{
-    (void)loop;
-    struct net_io *io = opaque;
-    if (res == 0)
-        io->refs--; /* cancelled: the loop drops the I/O's completion, it never reaches us */
-    if (net_io_put(io))
-        free(io);
-    return false;
-}
-
-/* The device goes away: `io` is freed now if its I/O can be cancelled at once, else by
- * whichever of its completions comes last. */
-static void net_io_orphan(struct virtio_net *net, struct net_io *io)
-{
-    io->net = NULL;
-    /* A tap read may wait in the kernel for ever: cancel it rather than wait for a packet. */
-    struct io_uring_sync_cancel_reg reg = {
-        .addr = (uint64_t)(uintptr_t)&io->watch,
-        .timeout = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 },
-    };
-    if (io_uring_register_sync_cancel(&net->loop->ring, &reg) == 0) {
-        if (net_io_put(io)) /* cancelled: the loop drops its completion unseen */
-            free(io);
-        return;
-    }
-    /* Completed already (its completion frees it), running, or an older kernel. */
-    struct io_uring_sqe *sqe =
-        loop_prepare_io(net->loop, &io->cancel_watch, net_io_cancel_done, io);
-    if (!sqe)
-        return; /* it completes some day, or goes with the ring */
-    io_uring_prep_cancel(sqe, &io->watch, 0);
-    io->refs++;
 }
 
 static void net_break(struct virtio_net *net, const char *why)
@@ -277,6 +198,7 @@ static struct net_tx_req *net_tx_req_new(struct virtio_net *net, unsigned q,
     struct net_tx_req *req = calloc(1, sizeof(*req) + c->nr_segs * sizeof(struct iovec));
     if (!req)
         return NULL;
+    req->net = net;
     req->generation = net->generation;
     req->queue = q;
     req->head = c->head;
@@ -300,7 +222,8 @@ static bool net_tx_start(struct virtio_net *net, struct net_pair *p, const struc
         net_tx_push(net, q, c->head);
         return true;
     }
-    struct io_uring_sqe *sqe = loop_prepare_io(net->loop, &req->io.watch, net_tx_complete, req);
+    struct io_uring_sqe *sqe =
+        loop_owner_prepare(net->loop, &net->tx_io, &req->watch, net_tx_complete, req);
     if (!sqe) {
         /* The ring is full. The fd is non-blocking, so a direct write cannot stall the loop. */
         ssize_t n = writev(p->fd, req->iov, (int)c->nr_segs);
@@ -310,7 +233,6 @@ static bool net_tx_start(struct virtio_net *net, struct net_pair *p, const struc
         return true;
     }
     io_uring_prep_writev(sqe, p->fd, req->iov, c->nr_segs, 0);
-    net_io_get(net, &req->io);
     p->tx_outstanding++;
     return false;
 }
@@ -322,6 +244,8 @@ static void net_tx_process(struct virtio_net *net, struct net_pair *p)
     bool pushed = false;
 
     p->tx_throttled = false;
+    if (net->quiesced)
+        return; /* resume looks at every queue */
     while (!net->broken) {
         if (p->tx_outstanding >= vq->size) {
             p->tx_throttled = true; /* bounds memory against a guest re-offering heads */
@@ -344,9 +268,8 @@ static bool net_tx_complete(struct event_loop *loop, void *opaque, int res)
 {
     (void)loop;
     struct net_tx_req *req = opaque;
-    struct virtio_net *net = net_io_completed(&req->io);
-    if (!net)
-        return false;
+    struct virtio_net *net = req->net;
+    virtio_lock(net->vdev);
     if (req->generation == net->generation) { /* else a reset took the queue since */
         struct net_pair *p = &net->pairs[req->queue / 2];
         net_tx_account(net, req->len, res);
@@ -386,16 +309,17 @@ static bool net_rx_wanted(struct virtio_net *net, const struct net_pair *p)
 static void net_rx_arm(struct virtio_net *net, struct net_pair *p)
 {
     struct net_rx_op *op = p->rx;
-    if (op->io.refs || p->rx_len || !net_rx_wanted(net, p))
+    if (op->in_flight || p->rx_len || net->quiesced || !net_rx_wanted(net, p))
         return;
-    struct io_uring_sqe *sqe = loop_prepare_io(net->loop, &op->io.watch, net_rx_complete, op);
+    struct io_uring_sqe *sqe =
+        loop_owner_prepare(net->loop, &net->rx_io, &op->watch, net_rx_complete, op);
     if (!sqe)
         return; /* the ring is full: the next kick tries again */
     if (op->polling)
         io_uring_prep_poll_add(sqe, p->fd, POLLIN);
     else
         io_uring_prep_read(sqe, p->fd, op->buf, sizeof(op->buf), 0);
-    net_io_get(net, &op->io);
+    op->in_flight = true;
 }
 
 static void net_rx_forget(struct net_pair *p)
@@ -523,7 +447,7 @@ static bool net_rx_fix_header(const struct virtio_net *net, uint8_t *buf)
 
 static void net_rx_read_done(struct virtio_net *net, struct net_pair *p, int res)
 {
-    if (res == -EAGAIN || res == -EINTR) {
+    if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
         p->rx->polling = res == -EAGAIN; /* a kernel that honours O_NONBLOCK: poll first */
         return;
     }
@@ -540,20 +464,21 @@ static void net_rx_read_done(struct virtio_net *net, struct net_pair *p, int res
         return;
     }
     p->rx_len = (uint32_t)res;
-    net_rx_deliver(net, p);
+    if (!net->quiesced)
+        net_rx_deliver(net, p); /* else held for resume */
 }
 
 static bool net_rx_complete(struct event_loop *loop, void *opaque, int res)
 {
     (void)loop;
     struct net_rx_op *op = opaque;
-    struct virtio_net *net = net_io_completed(&op->io);
-    if (!net)
-        return false;
-    if (op->polling)
-        op->polling = false; /* readable (or failing: the read will say) */
-    else
+    struct virtio_net *net = op->net;
+    virtio_lock(net->vdev);
+    op->in_flight = false;
+    if (!op->polling)
         net_rx_read_done(net, op->pair, res);
+    else if (res != -ECANCELED)
+        op->polling = false; /* readable (or failing: the read will say) */
     net_rx_arm(net, op->pair);
     virtio_unlock(net->vdev);
     return false;
@@ -712,7 +637,8 @@ static int net_activate(struct virtio_device *vdev)
         return ret;
     net->broken = false;
     net->active = true;
-    net->active_pairs = 1; /* until VQ_PAIRS_SET (virtio 1.2, 5.1.6.5.5) */
+    /* active_pairs is 1 from creation and reset until VQ_PAIRS_SET (virtio 1.2, 5.1.6.5.5),
+     * or what a state load set: not touched here. */
     net_tap_steer(net);
     return 0;
 }
@@ -720,8 +646,8 @@ static int net_activate(struct virtio_device *vdev)
 static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
 {
     struct virtio_net *net = vdev->model;
-    if (queue >= net->ops.nr_queues)
-        return;
+    if (queue >= net->ops.nr_queues || !net->active || net->quiesced)
+        return; /* reset meanwhile, or paused: resume looks at every queue */
     if (queue == ctrl_queue(net))
         net_ctrl_process(net);
     else if (queue % 2)
@@ -733,8 +659,12 @@ static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
         net_rx_arm(net, &net->pairs[i]);
 }
 
-/* In-flight writes finish in the kernel and are then freed unpushed, their generation being
- * older than the device's; a read in flight stays with its pair and drops its packet. */
+/*
+ * Tap writes in flight still read guest buffers: they are waited for (they never block, the
+ * tap is non-blocking) and then freed unpushed, their generation being older than the
+ * device's. A read in flight goes to the pair's own buffer, not guest memory: it stays, and
+ * drops its packet.
+ */
 static void net_reset(struct virtio_device *vdev)
 {
     struct virtio_net *net = vdev->model;
@@ -749,8 +679,103 @@ static void net_reset(struct virtio_device *vdev)
         p->tx_outstanding = 0;
         p->tx_throttled = false;
     }
+    int ret = loop_owner_wait(net->loop, &net->tx_io, vdev->lock, NET_RESET_WAIT_MS);
+    if (ret < 0)
+        log_warn("virtio-net %s: reset: tap writes still in flight: %s", net->name,
+                 strerror(-ret));
+    net->active = false; /* an activation by another vCPU meanwhile is undone with the rest */
     for (unsigned q = 0; q < net->ops.nr_queues; q++)
         virtq_reset(&vdev->queues[q]);
+}
+
+/*
+ * A packet being copied into several chains (MRG_RXBUF) waits for more: those chains were
+ * popped last from the pair's receive queue, and their used elements are pending, not
+ * published. They go back, last first, and the packet is delivered from its start later.
+ */
+static void net_rx_hand_back(struct virtio_net *net, struct net_pair *p)
+{
+    struct virtqueue *vq = net_rx_vq(net, p);
+    if (!p->rx_nr_bufs)
+        return;
+    vq->last_avail_idx = (uint16_t)(vq->last_avail_idx - p->rx_nr_bufs);
+    vq->used_pending = (uint16_t)(vq->used_pending - p->rx_nr_bufs);
+    p->rx_done = 0;
+    p->rx_nr_bufs = 0;
+    p->rx_num_buffers[0] = p->rx_num_buffers[1] = NULL;
+}
+
+/* Tap reads are cancelled (a packet read meanwhile is held, not delivered), tap writes are
+ * waited for and answered. */
+static int net_stop_io(struct virtio_net *net)
+{
+    int ret = loop_owner_cancel(net->loop, &net->rx_io);
+    if (ret == 0)
+        ret = loop_owner_drain(net->loop, &net->rx_io);
+    if (ret == 0)
+        ret = loop_owner_drain(net->loop, &net->tx_io);
+    return ret;
+}
+
+static void net_resume(struct virtio_device *vdev)
+{
+    struct virtio_net *net = vdev->model;
+    net->quiesced = false;
+    for (unsigned q = 0; q < net->ops.nr_queues; q++)
+        net_queue_notify(vdev, q); /* also restarts the tap reads */
+}
+
+static int net_quiesce(struct virtio_device *vdev)
+{
+    struct virtio_net *net = vdev->model;
+    net->quiesced = true;
+    int ret = net_stop_io(net);
+    if (ret < 0) {
+        log_error("virtio-net %s: cannot stop the tap I/O: %s", net->name, strerror(-ret));
+        net_resume(vdev); /* not quiesced: the caller resumes only those that were */
+        return ret;
+    }
+    for (unsigned i = 0; i < net->nr_pairs; i++)
+        net_rx_hand_back(net, &net->pairs[i]);
+    return 0;
+}
+
+/* ---- state ---- */
+
+/* The config space: the MAC (random unless configured: the guest knows this one), the status
+ * and the pairs; and how many pairs the driver turned on. */
+static void net_save(struct virtio_device *vdev, struct state_writer *w)
+{
+    const struct virtio_net *net = vdev->model;
+    sw_bytes(w, net->config.mac, sizeof(net->config.mac));
+    sw_u16(w, net->config.status);
+    sw_u16(w, net->config.max_virtqueue_pairs);
+    sw_u16(w, (uint16_t)net->active_pairs);
+}
+
+static int net_load(struct virtio_device *vdev, struct state_cursor *c, uint32_t version)
+{
+    struct virtio_net *net = vdev->model;
+    uint8_t mac[6];
+    (void)version; /* only version 1 so far */
+    sc_bytes(c, mac, sizeof(mac));
+    uint16_t status = sc_u16(c), pairs = sc_u16(c), active = sc_u16(c);
+    if (c->overrun)
+        return sc_finish(c);
+    if (mac[0] & 1)
+        return sc_reject(c, "multicast MAC %02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1],
+                         mac[2], mac[3], mac[4], mac[5]);
+    if (status & ~(VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE))
+        return sc_reject(c, "unknown status bits 0x%x", status);
+    if (pairs != net->nr_pairs)
+        return sc_reject(c, "%u queue pairs, this device has %u", pairs, net->nr_pairs);
+    if (active < 1 || active > net->nr_pairs)
+        return sc_reject(c, "%u active queue pairs of %u", active, net->nr_pairs);
+    if (!net->mac_configured)
+        memcpy(net->config.mac, mac, sizeof(mac));
+    net->config.status = status;
+    net->active_pairs = active;
+    return 0;
 }
 
 static const struct virtio_device_ops net_ops_template = {
@@ -765,12 +790,19 @@ static const struct virtio_device_ops net_ops_template = {
     .activate = net_activate,
     .queue_notify = net_queue_notify,
     .reset = net_reset,
+    .quiesce = net_quiesce,
+    .resume = net_resume,
+    .state_version = NET_STATE_VERSION,
+    .save = net_save,
+    .load = net_load,
 };
 
 /* ---- creation ---- */
 
 static void net_free(struct virtio_net *net)
 {
+    loop_owner_destroy(&net->rx_io);
+    loop_owner_destroy(&net->tx_io);
     for (unsigned i = 0; i < net->nr_pairs; i++) {
         if (net->pairs[i].fd >= 0)
             close(net->pairs[i].fd);
@@ -786,11 +818,13 @@ static struct virtio_net *net_alloc(const struct virtio_net_config *cfg, unsigne
     if (!net)
         return NULL;
     net->nr_pairs = pairs;
+    loop_owner_init(&net->rx_io);
+    loop_owner_init(&net->tx_io);
     for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
         net->pairs[i] = (struct net_pair){ .index = i, .fd = -1, .tap_attached = true };
     net->name = strdup(cfg->tap ? cfg->tap : "(fd)");
     if (!net->name) {
-        free(net);
+        net_free(net);
         return NULL;
     }
     return net;
@@ -819,8 +853,10 @@ static int net_finish_create(struct virtio_net *net, const struct virtio_net_con
         if (!net->pairs[i].rx)
             return -ENOMEM;
         net->pairs[i].rx->pair = &net->pairs[i];
+        net->pairs[i].rx->net = net;
     }
     net_make_mac(cfg, net->config.mac);
+    net->mac_configured = cfg->mac_set;
     net->config.status = VIRTIO_NET_S_LINK_UP;
     net->config.max_virtqueue_pairs = (uint16_t)net->nr_pairs;
     net->ops = net_ops_template;
@@ -938,16 +974,15 @@ void virtio_net_destroy(struct virtio_net *net)
 {
     if (!net)
         return;
-    /* Prepared SQEs name the fds by number and must be found to be cancelled: submit them. */
-    io_uring_submit(&net->loop->ring);
-    for (unsigned i = 0; i < net->nr_pairs; i++)
-        if (net->pairs[i].rx && net->pairs[i].rx->io.refs)
-            net->pairs[i].rx = NULL; /* orphaned below with the rest */
-    for (struct net_io *io = net->in_flight, *next; io; io = next) {
-        next = io->next;
-        net_io_orphan(net, io);
+    net->quiesced = true;
+    net->active = false;
+    net->generation++; /* writes completing now are not answered */
+    int ret = net_stop_io(net);
+    if (ret < 0) {
+        /* Their completions would meet a freed device: better leak it. */
+        log_error("virtio-net %s: tap I/O still in flight, the device is leaked", net->name);
+        return;
     }
-    io_uring_submit(&net->loop->ring);
     net_free(net);
 }
 

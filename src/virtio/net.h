@@ -51,9 +51,9 @@ int virtio_net_create_fds(struct virtio_net **out, const struct virtio_net_confi
                           const struct guest_memory *gm, struct virtio_device *vdev);
 
 /*
- * Closes the tap. I/O still in flight is cancelled and orphaned: its completions free it
- * without touching the device, so the loop may keep running after this. Call it on the
- * loop's thread (or with the loop stopped), like every function that submits I/O.
+ * Closes the tap after the I/O in flight is over: reads are cancelled, writes finish (the tap
+ * is non-blocking), running the loop until then; their answers are not pushed. Call it on the
+ * loop's thread, like every function that submits I/O.
  */
 void virtio_net_destroy(struct virtio_net *net);
 

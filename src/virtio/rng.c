@@ -11,6 +11,8 @@
 struct virtio_rng {
     struct virtio_device *vdev;
     bool broken;
+    bool active;   /* DRIVER_OK, until reset */
+    bool quiesced; /* paused: requests wait in the ring */
     struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
 };
 
@@ -51,8 +53,8 @@ static void rng_queue_notify(struct virtio_device *vdev, unsigned queue)
     struct virtqueue *vq = &vdev->queues[0];
     bool pushed = false;
 
-    if (queue != 0)
-        return;
+    if (queue != 0 || !rng->active || rng->quiesced)
+        return; /* resume looks at the queue again */
     while (!rng->broken) {
         int ret = virtq_pop(vq, &rng->chain);
         if (ret == 0)
@@ -91,14 +93,31 @@ static void rng_write_config(struct virtio_device *vdev, uint32_t offset, const 
 
 static int rng_activate(struct virtio_device *vdev)
 {
-    ((struct virtio_rng *)vdev->model)->broken = false;
+    struct virtio_rng *rng = vdev->model;
+    rng->broken = false;
+    rng->active = true;
     return 0;
 }
 
+/* Requests are answered as they are popped: nothing is ever in flight. */
 static void rng_reset(struct virtio_device *vdev)
 {
-    ((struct virtio_rng *)vdev->model)->broken = false;
+    struct virtio_rng *rng = vdev->model;
+    rng->broken = false;
+    rng->active = false;
     virtq_reset(&vdev->queues[0]);
+}
+
+static int rng_quiesce(struct virtio_device *vdev)
+{
+    ((struct virtio_rng *)vdev->model)->quiesced = true;
+    return 0;
+}
+
+static void rng_resume(struct virtio_device *vdev)
+{
+    ((struct virtio_rng *)vdev->model)->quiesced = false;
+    rng_queue_notify(vdev, 0);
 }
 
 static const struct virtio_device_ops rng_ops = {
@@ -113,6 +132,9 @@ static const struct virtio_device_ops rng_ops = {
     .activate = rng_activate,
     .queue_notify = rng_queue_notify,
     .reset = rng_reset,
+    .quiesce = rng_quiesce,
+    .resume = rng_resume,
+    /* No state of its own. */
 };
 
 int virtio_rng_create(struct virtio_rng **out, const struct guest_memory *gm,

@@ -10,6 +10,9 @@
 #include "vm/memory.h"
 #include "virtio/virtqueue.h"
 
+struct state_writer;
+struct state_cursor;
+
 /* Device status bits (virtio 1.2, 2.1). */
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
 #define VIRTIO_STATUS_DRIVER 2
@@ -53,12 +56,40 @@ struct virtio_device_ops {
     void (*write_config)(struct virtio_device *vdev, uint32_t offset, const void *data,
                          uint32_t len);
     /* DRIVER_OK: the negotiated features are in vdev->driver_features, the queues are set
-     * up. Returns 0 or -errno (the transport then sets NEEDS_RESET). */
+     * up. Returns 0 or -errno (the transport then sets NEEDS_RESET). Also called on the
+     * loop's thread after a state load, with the model's own state already loaded: it
+     * restarts the backend and must not reset that state. */
     int (*activate)(struct virtio_device *vdev);
     /* The guest made buffers available on `queue`. */
     void (*queue_notify)(struct virtio_device *vdev, unsigned queue);
-    /* Back to the initial state: drop in-flight work, forget the queues. */
+    /*
+     * Back to the initial state: drop in-flight work, forget the queues. When it returns, no
+     * I/O of the model writes guest memory any more (block reads are waited for). From a
+     * vCPU thread it waits for the loop's thread to take their completions, letting go of
+     * vdev->lock meanwhile (the transport holds it once, and keeps its own state unchanged
+     * until reset returns); on the loop's thread it runs the loop itself.
+     */
     void (*reset)(struct virtio_device *vdev);
+    /*
+     * Pause means quiet. On the loop's thread, vCPUs parked: the model stops taking chains
+     * from the rings and stops touching its backend. A request in flight is completed (its
+     * used element and interrupt delivered before this returns) or handed back to the driver
+     * (the chain made available again, last_avail_idx rewound: only ever the chains popped
+     * last). Kicks that come meanwhile start nothing. Returns 0 or -errno (not quiesced).
+     */
+    int (*quiesce)(struct virtio_device *vdev);
+    /* Undoes quiesce: restarts the backend and looks at every queue once, since a kick may
+     * have come meanwhile. */
+    void (*resume)(struct virtio_device *vdev);
+    /*
+     * The model's own state for snapshots (not the transport's: features, status, queues),
+     * written quiesced, loaded before activate into a model created from the same config.
+     * NULL save/load: nothing to carry. load() checks every value and returns 0, or -errno
+     * after one line naming the bad value (sc_reject); the transport checks the length.
+     */
+    uint32_t state_version;
+    void (*save)(struct virtio_device *vdev, struct state_writer *w);
+    int (*load)(struct virtio_device *vdev, struct state_cursor *c, uint32_t version);
 };
 
 struct virtio_device {

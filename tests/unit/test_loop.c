@@ -1,12 +1,18 @@
-/* test_loop.c: the io_uring event loop: calls posted from other threads, synchronous unwatch. */
+/* test_loop.c: the io_uring event loop: calls posted from other threads, synchronous unwatch,
+ * owned I/O (counted, cancelled, drained, waited for). */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "io/loop.h"
@@ -97,12 +103,298 @@ static void test_unwatch_sync(void **state)
     close(fd);
 }
 
+
+/* ---- owned I/O ---- */
+
+/* Hands what was prepared to the kernel without waiting for anything. */
+static int submit_now(struct event_loop *loop)
+{
+    return io_uring_submit(&loop->ring) < 0 ? -EIO : 0;
+}
+
+struct op {
+    struct loop_watch w;
+    int calls, res;
+    char buf[16];
+};
+
+static bool op_done(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct op *op = opaque;
+    op->calls++;
+    op->res = res;
+    return false;
+}
+
+/* A read of `fd` counted against `o`. */
+static void owned_read(struct event_loop *loop, struct loop_owner *o, struct op *op, int fd)
+{
+    struct io_uring_sqe *sqe = loop_owner_prepare(loop, o, &op->w, op_done, op);
+    assert_non_null(sqe);
+    io_uring_prep_read(sqe, fd, op->buf, sizeof(op->buf), 0);
+}
+
+static void make_pipe(int fds[2])
+{
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0); /* blocking: a read waits in the kernel */
+}
+
+/* Counted from prepare to completion; the callback runs once, with the result. */
+static void test_owner_in_flight_and_drain(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_owner o;
+    struct op a = { 0 }, b = { 0 };
+    int p[2];
+    make_pipe(p);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_owner_init(&o);
+    assert_int_equal(loop_owner_in_flight(&o), 0);
+    owned_read(&loop, &o, &a, p[0]);
+    owned_read(&loop, &o, &b, p[0]);
+    assert_int_equal(loop_owner_in_flight(&o), 2);
+    assert_int_equal(write(p[1], "abcdefghijklmnopqrstuvwxyz012345", 32), 32);
+    assert_int_equal(loop_owner_drain(&loop, &o), 0);
+    assert_int_equal(loop_owner_in_flight(&o), 0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(a.res + b.res, 32);
+    assert_int_equal(loop_owner_drain(&loop, &o), 0); /* nothing in flight: returns at once */
+    loop_owner_destroy(&o);
+    loop_destroy(&loop);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* Reads and polls that would wait for ever end at a cancel; the callback still runs, once,
+ * and another owner's I/O is left alone. */
+static void test_owner_cancel(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_owner o, other;
+    struct op rd = { 0 }, poll_op = { 0 }, kept = { 0 };
+    int p[2], q[2];
+    make_pipe(p);
+    make_pipe(q);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_owner_init(&o);
+    loop_owner_init(&other);
+    owned_read(&loop, &o, &rd, p[0]);
+    struct io_uring_sqe *sqe = loop_owner_prepare(&loop, &o, &poll_op.w, op_done, &poll_op);
+    assert_non_null(sqe);
+    io_uring_prep_poll_add(sqe, q[0], POLLIN);
+    owned_read(&loop, &other, &kept, q[0]);
+    assert_int_equal(submit_now(&loop), 0);
+    assert_int_equal(loop_owner_cancel(&loop, &o), 0);
+    assert_int_equal(loop_owner_drain(&loop, &o), 0);
+    assert_int_equal(rd.calls, 1);
+    assert_true(rd.res == -ECANCELED || rd.res == -EINTR);
+    assert_int_equal(poll_op.calls, 1);
+    assert_int_equal(poll_op.res, -ECANCELED);
+    assert_int_equal(loop_owner_in_flight(&other), 1);
+    assert_int_equal(kept.calls, 0);
+    assert_int_equal(write(q[1], "x", 1), 1);
+    assert_int_equal(loop_owner_drain(&loop, &other), 0);
+    assert_int_equal(kept.res, 1);
+    loop_owner_destroy(&o);
+    loop_owner_destroy(&other);
+    loop_destroy(&loop);
+    close(p[0]);
+    close(p[1]);
+    close(q[0]);
+    close(q[1]);
+}
+
+/* A callback that drains another owner (a device quiescing from a loop callback): every
+ * completion of the outer turn is still dispatched exactly once. */
+struct nested {
+    struct event_loop *loop;
+    struct loop_owner inner;
+    struct op trigger, inner_op, bystander;
+    int fd;
+};
+
+static bool drain_inner(struct event_loop *loop, void *opaque, int res)
+{
+    struct nested *n = opaque;
+    n->trigger.calls++;
+    n->trigger.res = res;
+    owned_read(loop, &n->inner, &n->inner_op, n->fd);
+    assert_int_equal(loop_owner_drain(loop, &n->inner), 0);
+    return false;
+}
+
+static void test_owner_drain_nested(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_owner o;
+    struct nested n = { .loop = &loop };
+    int p[2];
+    make_pipe(p);
+    n.fd = p[0];
+    assert_int_equal(write(p[1], "z", 1), 1);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_owner_init(&o);
+    loop_owner_init(&n.inner);
+    for (int i = 0; i < 2; i++) { /* the trigger and a bystander complete in the same turn */
+        struct op *op = i ? &n.bystander : &n.trigger;
+        void *opaque = i ? (void *)op : (void *)&n;
+        struct io_uring_sqe *sqe =
+            loop_owner_prepare(&loop, &o, &op->w, i ? op_done : drain_inner, opaque);
+        assert_non_null(sqe);
+        io_uring_prep_nop(sqe);
+    }
+    assert_int_equal(loop_owner_drain(&loop, &o), 0);
+    assert_int_equal(n.trigger.calls, 1);
+    assert_int_equal(n.bystander.calls, 1);
+    assert_int_equal(n.inner_op.calls, 1);
+    assert_int_equal(n.inner_op.res, 1);
+    assert_int_equal(loop_owner_in_flight(&n.inner), 0);
+    loop_owner_destroy(&o);
+    loop_owner_destroy(&n.inner);
+    loop_destroy(&loop);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* A vCPU thread resetting a device: it waits for the loop's thread, letting go of the
+ * device's lock meanwhile, which the completions take. */
+struct waiter {
+    struct event_loop *loop;
+    struct loop_owner *o;
+    pthread_mutex_t *lock;
+    unsigned timeout_ms;
+    int ret;
+    bool done;
+};
+
+static void *wait_from_thread(void *arg)
+{
+    struct waiter *w = arg;
+    pthread_mutex_lock(w->lock);
+    w->ret = loop_owner_wait(w->loop, w->o, w->lock, w->timeout_ms);
+    assert_int_equal(pthread_mutex_trylock(w->lock), 0); /* held again (recursive) */
+    pthread_mutex_unlock(w->lock);
+    pthread_mutex_unlock(w->lock);
+    __atomic_store_n(&w->done, true, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ms * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+static void test_owner_wait_other_thread(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_owner o;
+    struct op rd = { 0 };
+    pthread_mutex_t lock;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&lock, &attr);
+    int p[2];
+    make_pipe(p);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_owner_init(&o);
+    owned_read(&loop, &o, &rd, p[0]);
+    struct waiter w = { .loop = &loop, .o = &o, .lock = &lock, .timeout_ms = 5000 };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wait_from_thread, &w), 0);
+    while (!__atomic_load_n(&o.waiters, __ATOMIC_SEQ_CST))
+        sleep_ms(1);
+    /* Waiting, with the lock let go: a completion's callback could take it. */
+    assert_int_equal(pthread_mutex_lock(&lock), 0);
+    pthread_mutex_unlock(&lock);
+    sleep_ms(20);
+    assert_false(__atomic_load_n(&w.done, __ATOMIC_SEQ_CST)); /* the read is still out */
+    assert_int_equal(write(p[1], "q", 1), 1);
+    while (loop_owner_in_flight(&o))
+        assert_int_equal(loop_run_once(&loop), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(w.ret, 0);
+    assert_int_equal(rd.calls, 1);
+
+    /* Nothing completes: the wait gives up after its timeout. */
+    owned_read(&loop, &o, &rd, p[0]);
+    assert_int_equal(submit_now(&loop), 0);
+    w = (struct waiter){ .loop = &loop, .o = &o, .lock = &lock, .timeout_ms = 30 };
+    assert_int_equal(pthread_create(&t, NULL, wait_from_thread, &w), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(w.ret, -ETIMEDOUT);
+    assert_int_equal(loop_owner_cancel(&loop, &o), 0);
+    assert_int_equal(loop_owner_drain(&loop, &o), 0);
+    loop_owner_destroy(&o);
+    loop_destroy(&loop);
+    pthread_mutex_destroy(&lock);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* A callback run by loop_unwatch_sync()'s turn unwatches another watch synchronously: each
+ * wait ends, whichever turn takes its completion. */
+struct two_watches {
+    struct loop_watch a, b;
+    struct op trigger;
+    int calls;
+};
+
+static bool unwatch_b(struct event_loop *loop, void *opaque, int res)
+{
+    (void)res;
+    struct two_watches *t = opaque;
+    t->trigger.calls++;
+    loop_unwatch_sync(loop, &t->b);
+    return false;
+}
+
+static void test_unwatch_sync_nested(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_owner o;
+    struct two_watches t = { 0 };
+    int fa = eventfd(0, EFD_NONBLOCK), fb = eventfd(0, EFD_NONBLOCK);
+    assert_true(fa >= 0 && fb >= 0);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_owner_init(&o);
+    assert_int_equal(loop_watch_readable(&loop, &t.a, fa, never_called, &t.calls), 0);
+    assert_int_equal(loop_watch_readable(&loop, &t.b, fb, never_called, &t.calls), 0);
+    assert_int_equal(submit_now(&loop), 0);
+    struct io_uring_sqe *sqe = loop_owner_prepare(&loop, &o, &t.trigger.w, unwatch_b, &t);
+    assert_non_null(sqe);
+    io_uring_prep_nop(sqe);
+    loop_unwatch_sync(&loop, &t.a);
+    assert_int_equal(t.trigger.calls, 1);
+    assert_false(t.a.armed);
+    assert_false(t.b.armed);
+    assert_null(loop.syncs);
+    assert_int_equal(t.calls, 0);
+    loop_owner_destroy(&o);
+    loop_destroy(&loop);
+    close(fa);
+    close(fb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_post_from_other_thread),
         cmocka_unit_test(test_post_twice_and_cancel),
         cmocka_unit_test(test_unwatch_sync),
+        cmocka_unit_test(test_owner_in_flight_and_drain),
+        cmocka_unit_test(test_owner_cancel),
+        cmocka_unit_test(test_owner_drain_nested),
+        cmocka_unit_test(test_owner_wait_other_thread),
+        cmocka_unit_test(test_unwatch_sync_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

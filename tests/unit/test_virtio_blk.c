@@ -9,6 +9,8 @@
 #include <string.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -620,6 +622,139 @@ static void test_cache_none_unaligned(void **state)
     fx_free(f);
 }
 
+/* ---- pause and reset with requests in flight ---- */
+
+/* Offers a read of `len` bytes at `sector` into `gpa` (poisoned), header and status in the
+ * next slot; returns the slot. */
+static unsigned offer_read(struct fx *f, uint64_t sector, uint64_t gpa, uint32_t len)
+{
+    unsigned slot = f->avail_idx % QSIZE;
+    uint32_t hdr[4] = { T_IN, 0, (uint32_t)sector, 0 };
+    assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
+    *(uint8_t *)host(f, STATUS_GPA + slot, 1) = 0xee;
+    memset(host(f, gpa, len), 0xee, len);
+    struct seg segs[3] = { { HDR_GPA + 16ull * slot, 16, false }, { gpa, len, true },
+                           { STATUS_GPA + slot, 1, true } };
+    offer(f, 0, segs, 3);
+    return slot;
+}
+
+static void assert_read(struct fx *f, unsigned slot, uint64_t sector, uint64_t gpa, uint32_t len)
+{
+    assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + slot, 1), S_OK);
+    const uint8_t *data = host(f, gpa, len);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(data[i], pattern(sector * 512 + i));
+}
+
+/* Quiesce answers what is in flight before it returns; then nothing moves until resume. */
+static void test_quiesce_in_flight(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false);
+    unsigned first = offer_read(f, 8, DATA_GPA, 4096);
+    f->vdev.ops->queue_notify(&f->vdev, 0); /* prepared, not yet submitted */
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(used_idx(f, 0), 1);
+    assert_int_equal(used_len(f, 0, 0), 4097);
+    assert_read(f, first, 8, DATA_GPA, 4096);
+    assert_int_equal(f->interrupts, 1);
+
+    unsigned second = offer_read(f, 16, DATA_GPA + 0x2000, 1024);
+    f->vdev.ops->queue_notify(&f->vdev, 0); /* a kick while paused starts nothing */
+    run_until(f, 2, 30);
+    assert_int_equal(used_idx(f, 0), 1);
+    assert_int_equal(*(uint8_t *)host(f, DATA_GPA + 0x2000, 1), 0xee);
+    assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + second, 1), 0xee);
+    assert_int_equal(f->interrupts, 1);
+
+    f->vdev.ops->resume(&f->vdev); /* the kick missed is made up for */
+    run_until(f, 2, 3000);
+    assert_int_equal(used_idx(f, 0), 2);
+    assert_read(f, second, 16, DATA_GPA + 0x2000, 1024);
+    assert_int_equal(f->interrupts, 2);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+/* Quiesced and reset: nothing is in flight, and resume does not start a device the driver
+ * has not set up again. */
+static void test_quiesce_idle_and_reset(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false);
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    offer_read(f, 1, DATA_GPA, 512);
+    f->vdev.ops->reset(&f->vdev);
+    f->vdev.ops->resume(&f->vdev);
+    run_until(f, 1, 20);
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(*(uint8_t *)host(f, DATA_GPA, 1), 0xee);
+    fx_free(f);
+}
+
+struct resetter {
+    struct fx *f;
+    pthread_mutex_t lock;
+    bool done;
+};
+
+/* A vCPU writing status 0: the transport holds the device's lock once around reset. */
+static void *reset_from_vcpu(void *arg)
+{
+    struct resetter *r = arg;
+    pthread_mutex_lock(&r->lock);
+    r->f->vdev.ops->reset(&r->f->vdev);
+    pthread_mutex_unlock(&r->lock);
+    __atomic_store_n(&r->done, true, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* A reset from a vCPU thread returns only once the read the kernel holds has landed, letting
+ * go of the lock meanwhile so that the loop's thread can take the completion. */
+static void test_reset_waits_for_reads(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false);
+    struct resetter r = { .f = f };
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&r.lock, &attr);
+    f->vdev.lock = &r.lock;
+    unsigned slot = offer_read(f, 4, DATA_GPA, 8192);
+    f->vdev.ops->queue_notify(&f->vdev, 0); /* prepared: the loop's next turn submits it */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, reset_from_vcpu, &r), 0);
+    struct timespec ts = { .tv_nsec = 30 * 1000000 };
+    nanosleep(&ts, NULL);
+    assert_false(__atomic_load_n(&r.done, __ATOMIC_SEQ_CST)); /* the loop has not turned */
+    assert_int_equal(pthread_mutex_trylock(&r.lock), 0);       /* let go while it waits */
+    pthread_mutex_unlock(&r.lock);
+    run_until(f, 1, 100); /* the read completes; its answer is dropped */
+    pthread_join(t, NULL);
+    assert_true(r.done);
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + slot, 1), 0xee);
+    assert_int_equal(*(uint8_t *)host(f, DATA_GPA, 1), pattern(4 * 512)); /* it landed */
+    assert_int_equal(f->interrupts, 0);
+    assert_false(f->vdev.queues[0].enabled);
+    f->vdev.lock = NULL;
+    pthread_mutex_destroy(&r.lock);
+    fx_free(f);
+}
+
+/* Nothing of its own to save: the config space comes from the image. */
+static void test_no_model_state(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false);
+    assert_null(f->vdev.ops->save);
+    assert_null(f->vdev.ops->load);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -642,6 +777,10 @@ int main(void)
         cmocka_unit_test(test_reset_in_flight),
         cmocka_unit_test(test_destroy_in_flight),
         cmocka_unit_test(test_cache_none_unaligned),
+        cmocka_unit_test(test_quiesce_in_flight),
+        cmocka_unit_test(test_quiesce_idle_and_reset),
+        cmocka_unit_test(test_reset_waits_for_reads),
+        cmocka_unit_test(test_no_model_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

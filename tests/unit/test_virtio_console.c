@@ -20,6 +20,7 @@
 
 #include "io/loop.h"
 #include "log.h"
+#include "model_state.h"
 #include "virtio/console.h"
 
 #define RXQ VIRTIO_CONSOLE_RECEIVEQ
@@ -820,6 +821,188 @@ static void test_terminal_size(void **state)
     close(master);
 }
 
+/* ---- pause ---- */
+
+/* A read waiting on in_fd is cancelled: input typed while quiesced stays in the pipe, out of
+ * guest memory, and arrives after resume. */
+static void test_quiesce_input(void **state)
+{
+    (void)state;
+    int in[2];
+    make_pipe(in, false);
+    struct fx *f = fx_new(in[0], -1);
+    offer_rx(f, RX_GPA, 16);
+    notify(f, RXQ);
+    run_until(f, never, 20); /* a poll for input waits in the kernel */
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(write(in[1], "abc", 3), 3);
+    run_until(f, never, 30);
+    assert_int_equal(pipe_unread(in[0]), 3);
+    assert_int_equal(used_idx(f, RXQ), 0);
+    assert_memory_equal(host(f, RX_GPA, 4), "####", 4);
+    assert_int_equal(virtio_console_input(f->con, (const uint8_t *)"k", 1), 0);
+    notify(f, RXQ);
+    assert_int_equal(used_idx(f, RXQ), 0);
+    assert_int_equal(f->interrupts, 0);
+
+    f->vdev.ops->resume(&f->vdev);
+    run_until_used(f, 1, 0);
+    assert_int_equal(used_elem(f, RXQ, 0).len, 3);
+    assert_memory_equal(host(f, RX_GPA, 4), "abc#", 4);
+    fx_free(f);
+    close(in[0]);
+    close(in[1]);
+}
+
+/* Input read before quiesce and not yet taken stays on the host side until resume. */
+static void test_quiesce_pending_input(void **state)
+{
+    (void)state;
+    int in[2];
+    make_pipe(in, false);
+    struct fx *f = fx_new(in[0], -1);
+    assert_int_equal(write(in[1], "held", 4), 4);
+    run_until(f, never, 20); /* read, held: no buffers */
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    offer_rx(f, RX_GPA, 16);
+    notify(f, RXQ);
+    assert_int_equal(used_idx(f, RXQ), 0);
+    f->vdev.ops->resume(&f->vdev);
+    assert_int_equal(used_idx(f, RXQ), 1);
+    assert_memory_equal(host(f, RX_GPA, 5), "held#", 5);
+    fx_free(f);
+    close(in[0]);
+    close(in[1]);
+}
+
+/* A write waiting for room is cancelled and its chain handed back (last_avail_idx rewound);
+ * nothing reaches the output while quiesced, and the chain is written once after resume. */
+static void test_quiesce_output_handed_back(void **state)
+{
+    (void)state;
+    int out[2];
+    make_pipe(out, true);
+    fill_pipe(out[1]);
+    struct fx *f = fx_new(-1, out[1]);
+    offer_text(f, TX_GPA, "waiting");
+    notify(f, TXQ);
+    run_until(f, never, 20); /* the write waits for room */
+    assert_int_equal(f->vdev.queues[TXQ].last_avail_idx, 1);
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(f->vdev.queues[TXQ].last_avail_idx, 0);
+    assert_int_equal(used_idx(f, TXQ), 0);
+    f->drain_fd = out[0];
+    run_until(f, never, 30); /* room again, but nothing is written while quiesced */
+    assert_true(f->drained_len > 0);
+    f->drained_len = 0;
+    drain(f);
+    assert_int_equal(f->drained_len, 0);
+    assert_int_equal(used_idx(f, TXQ), 0);
+
+    f->vdev.ops->resume(&f->vdev);
+    run_until_used(f, 0, 1);
+    drain(f);
+    assert_drained(f, "waiting");
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+    close(out[0]);
+    close(out[1]);
+}
+
+/* A chain half written when quiesce came: the half already out is not written again. */
+static void test_quiesce_partial_write(void **state)
+{
+    (void)state;
+    int out[2];
+    make_pipe(out, true);
+    fill_pipe(out[1]);
+    static uint8_t page[4096];
+    assert_int_equal(read(out[0], page, sizeof(page)), (ssize_t)sizeof(page)); /* one page free */
+    struct fx *f = fx_new(-1, out[1]);
+    uint8_t *text = host(f, BIG_GPA, 8192);
+    for (size_t i = 0; i < 8192; i++)
+        text[i] = (uint8_t)('a' + i % 26);
+    struct seg s = { BIG_GPA, 8192, false };
+    offer(f, TXQ, &s, 1);
+    notify(f, TXQ);
+    run_until(f, never, 20); /* 4096 bytes out, the rest waits for room */
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(f->vdev.queues[TXQ].last_avail_idx, 0);
+    f->drain_fd = out[0];
+    run_until(f, never, 20);
+    f->vdev.ops->resume(&f->vdev);
+    run_until_used(f, 0, 1);
+    run_until(f, never, 10);
+    drain(f);
+    /* The pipe held junk (zeroes), then the chain's first half, then after resume the rest. */
+    assert_true(f->drained_len >= 8192);
+    size_t junk = f->drained_len - 8192;
+    for (size_t i = 0; i < junk; i++)
+        assert_int_equal(f->drained[i], 0);
+    assert_memory_equal(f->drained + junk, text, 8192);
+    fx_free(f);
+    close(out[0]);
+    close(out[1]);
+}
+
+/* ---- state ---- */
+
+static void test_state_round_trip(void **state)
+{
+    (void)state;
+    int master, tty = open_pty(&master);
+    if (tty < 0)
+        skip();
+    struct winsize ws = { .ws_row = 40, .ws_col = 100 };
+    assert_int_equal(ioctl(tty, TIOCSWINSZ, &ws), 0);
+    struct fx *f = fx_new(-1, tty);
+    notify(f, TXQ); /* the size is announced */
+    virtio_console_set_size(f->con, 132, 50);
+    assert_int_equal(f->config_interrupts, 2);
+    uint8_t saved[MODEL_STATE_MAX], again[MODEL_STATE_MAX];
+    size_t len = model_save(&f->vdev, saved);
+
+    struct fx *g = fx_new(-1, tty);
+    assert_int_equal(model_load(&g->vdev, saved, len, g->vdev.ops->state_version), 0);
+    assert_int_equal(g->vdev.ops->activate(&g->vdev), 0);
+    assert_int_equal(model_save(&g->vdev, again), len);
+    assert_memory_equal(again, saved, len);
+    uint16_t size[2];
+    g->vdev.ops->read_config(&g->vdev, 0, size, 4);
+    assert_int_equal(size[0], 132);
+    assert_int_equal(size[1], 50);
+    notify(g, TXQ);
+    assert_int_equal(g->config_interrupts, 0); /* the driver was told before */
+
+    /* A size change while quiesced is told at resume. */
+    assert_int_equal(g->vdev.ops->quiesce(&g->vdev), 0);
+    virtio_console_set_size(g->con, 80, 24);
+    assert_int_equal(g->config_interrupts, 0);
+    g->vdev.ops->resume(&g->vdev);
+    assert_int_equal(g->config_interrupts, 1);
+    fx_free(g);
+
+    /* Layout: cols, rows (u16), announced (u8). */
+    uint8_t b[MODEL_STATE_MAX];
+    memcpy(b, saved, len);
+    b[4] = 2;
+    assert_int_equal(model_load(&f->vdev, b, len, 1), -EINVAL);
+    memcpy(b, saved, len);
+    b[0] = b[1] = 0;
+    assert_int_equal(model_load(&f->vdev, b, len, 1), -EINVAL);
+    assert_int_equal(model_load(&f->vdev, saved, len - 1, 1), -EPROTO);
+    fx_free(f);
+
+    /* A console without a terminal has no size to take. */
+    f = fx_new(-1, -1);
+    assert_int_equal(model_load(&f->vdev, saved, len, 1), -EINVAL);
+    len = model_save(&f->vdev, saved);
+    assert_int_equal(model_load(&f->vdev, saved, len, 1), 0);
+    fx_free(f);
+    close(tty);
+    close(master);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -843,6 +1026,11 @@ int main(void)
         cmocka_unit_test(test_socket_refuses_other_files),
         cmocka_unit_test(test_file_output),
         cmocka_unit_test(test_terminal_size),
+        cmocka_unit_test(test_quiesce_input),
+        cmocka_unit_test(test_quiesce_pending_input),
+        cmocka_unit_test(test_quiesce_output_handed_back),
+        cmocka_unit_test(test_quiesce_partial_write),
+        cmocka_unit_test(test_state_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 
 #include "io/loop.h"
 #include "log.h"
+#include "model_state.h"
 #include "virtio/net.h"
 
 #define QSIZE 16
@@ -598,6 +599,163 @@ static void test_bad_config(void **state)
     assert_int_equal(virtio_net_create(&net, &cfg, NULL, NULL, &vdev), -EINVAL);
 }
 
+/* ---- pause ---- */
+
+/* Whether the peer has a packet waiting, without waiting for one. */
+static bool peer_has_packet(struct fx *f, unsigned pair)
+{
+    struct pollfd pfd = { .fd = f->peer[pair], .events = POLLIN };
+    return poll(&pfd, 1, 0) == 1;
+}
+
+/*
+ * A packet spread over chains (MRG_RXBUF) that waits for a third one: quiesce hands the two
+ * popped back (last_avail_idx rewound, nothing pending on the used ring). While quiesced a
+ * packet from the tap does not reach guest memory; after resume both are delivered.
+ */
+static void test_quiesce_hands_back_rx(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    struct virtqueue *vq = &f->vdev.queues[0];
+    offer_rx(f, 0, 0, 1024);
+    offer_rx(f, 0, 1, 1024);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ 0 }, 2500, 20);
+    run_for(f, 50);
+    assert_int_equal(vq->last_avail_idx, 2);
+    assert_int_equal(vq->used_pending, 2);
+
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(vq->last_avail_idx, 0);
+    assert_int_equal(vq->used_pending, 0);
+    assert_int_equal(used_idx(f, 0), 0);
+    memset(rx_buf(f, 0, 0), '#', 0x1000);
+    memset(rx_buf(f, 0, 1), '#', 0x1000);
+    offer_rx(f, 0, 2, 1024);
+    offer_rx(f, 0, 3, 1024);
+    memset(rx_buf(f, 0, 2), '#', 0x1000);
+    memset(rx_buf(f, 0, 3), '#', 0x1000);
+    notify(f, 0);
+    peer_send(f, 0, (struct hdr){ 0 }, 100, 21);
+    run_for(f, 50);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(rx_buf(f, 0, i)[0], '#');
+    assert_int_equal(vq->last_avail_idx, 0);
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(f->interrupts, 0);
+
+    f->vdev.ops->resume(&f->vdev);
+    run_until(f, 0, 4, 3000);
+    assert_int_equal(used_idx(f, 0), 4);
+    struct hdr h;
+    memcpy(&h, rx_buf(f, 0, 0), HDR);
+    assert_int_equal(h.num_buffers, 3);
+    for (size_t i = 0; i < 2500; i++) {
+        size_t at = HDR + i;
+        assert_int_equal(rx_buf(f, 0, (unsigned)(at / 1024))[at % 1024], pattern(i, 20));
+    }
+    assert_int_equal(used_elem(f, 0, 3).len, HDR + 100);
+    assert_int_equal(rx_buf(f, 0, 3)[HDR + 99], pattern(99, 21));
+    assert_int_equal(counters(f).rx_packets, 2);
+    assert_int_equal(counters(f).rx_dropped, 0);
+    fx_free(f);
+}
+
+/* Frames being written are finished and answered by quiesce; a frame offered while quiesced
+ * waits for resume. */
+static void test_quiesce_drains_tx(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    guest_send(f, 60, 22); /* prepared, not yet submitted */
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(used_idx(f, 1), 1);
+    assert_int_equal(f->interrupts, 1);
+    uint8_t buf[256];
+    assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 60);
+
+    guest_send(f, 70, 23);
+    run_for(f, 30);
+    assert_int_equal(used_idx(f, 1), 1);
+    assert_false(peer_has_packet(f, 0));
+    f->vdev.ops->resume(&f->vdev);
+    run_until(f, 1, 2, 3000);
+    assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 70);
+    assert_int_equal(buf[HDR + 69], pattern(69, 23));
+    assert_int_equal(counters(f).tx_packets, 2);
+    fx_free(f);
+}
+
+/* A read that completes with a packet while quiesce cancels it: the packet is held, not
+ * copied into the buffer waiting for it, and goes in at resume. */
+static void test_quiesce_holds_packet(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 2048);
+    memset(rx_buf(f, 0, 0), '#', 0x1000);
+    notify(f, 0); /* the read is prepared, not submitted */
+    peer_send(f, 0, (struct hdr){ 0 }, 80, 24);
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0); /* the read runs before its cancel */
+    run_for(f, 20);
+    assert_int_equal(used_idx(f, 0), 0);
+    assert_int_equal(rx_buf(f, 0, 0)[0], '#');
+    assert_int_equal(f->vdev.queues[0].last_avail_idx, 0);
+    f->vdev.ops->resume(&f->vdev);
+    assert_int_equal(used_idx(f, 0), 1); /* at once: it was held, not read again */
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 80);
+    assert_int_equal(rx_buf(f, 0, 0)[HDR + 79], pattern(79, 24));
+    fx_free(f);
+}
+
+/* ---- state ---- */
+
+static void test_state_round_trip(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(2, ALL_FEATURES, NULL); /* a random MAC */
+    assert_int_equal(ctrl(f, 4, 0, 2), 0);         /* both pairs on */
+    uint8_t saved[MODEL_STATE_MAX], again[MODEL_STATE_MAX], mac[6], mac2[6];
+    size_t len = model_save(&f->vdev, saved);
+    f->vdev.ops->read_config(&f->vdev, 0, mac, 6);
+
+    struct fx *g = fx_open(2, ALL_FEATURES, NULL); /* another random MAC */
+    assert_int_equal(model_load(&g->vdev, saved, len, f->vdev.ops->state_version), 0);
+    assert_int_equal(g->vdev.ops->activate(&g->vdev), 0); /* as the transport does after */
+    assert_int_equal(model_save(&g->vdev, again), len);
+    assert_memory_equal(again, saved, len);
+    g->vdev.ops->read_config(&g->vdev, 0, mac2, 6);
+    assert_memory_equal(mac2, mac, 6);
+    /* The second pair receives without another VQ_PAIRS_SET. */
+    offer_rx(g, 2, 0, 1526);
+    notify(g, 2);
+    peer_send(g, 1, (struct hdr){ 0 }, 64, 25);
+    run_until(g, 2, 1, 3000);
+    assert_int_equal(used_elem(g, 2, 0).len, HDR + 64);
+    fx_free(g);
+
+    /* Values a corrupt or hostile file could hold; the layout: mac[6], status, pairs,
+     * active pairs (u16 each). */
+    static const struct { size_t at; uint8_t value; } bad[] = {
+        { 0, 0x53 },  /* a multicast MAC */
+        { 6, 0x80 },  /* an unknown status bit */
+        { 8, 3 },     /* 3 pairs: this device has 2 */
+        { 10, 0 },    /* no active pair */
+        { 10, 3 },    /* more active pairs than there are */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint8_t b[MODEL_STATE_MAX];
+        memcpy(b, saved, len);
+        b[bad[i].at] = bad[i].value;
+        assert_int_equal(model_load(&f->vdev, b, len, 1), -EINVAL);
+    }
+    assert_int_equal(model_load(&f->vdev, saved, len - 1, 1), -EPROTO);
+    assert_int_equal(model_save(&f->vdev, again), len); /* refused loads changed nothing */
+    assert_memory_equal(again, saved, len);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -615,6 +773,10 @@ int main(void)
         cmocka_unit_test(test_reset_in_flight),
         cmocka_unit_test(test_destroy_in_flight),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_quiesce_hands_back_rx),
+        cmocka_unit_test(test_quiesce_drains_tx),
+        cmocka_unit_test(test_quiesce_holds_packet),
+        cmocka_unit_test(test_state_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -121,6 +121,43 @@ static void test_hostile(void **state)
     fx_free(f);
 }
 
+static uint16_t used_idx(struct fx *f)
+{
+    uint16_t used;
+    assert_int_equal(gm_read(&f->gm, USED_GPA + 2, &used, 2), 0);
+    return used;
+}
+
+/* While quiesced a request waits in the ring, untouched; resume answers it. */
+static void test_quiesce(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    uint8_t *buf = gm_ptr(&f->gm, BUF_GPA, 64);
+    assert_non_null(buf);
+    memset(buf, 0, 64);
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    struct virtq_desc d = { .addr = BUF_GPA, .len = 64, .flags = VIRTQ_DESC_F_WRITE };
+    assert_int_equal(gm_write(&f->gm, DESC_GPA, &d, sizeof(d)), 0);
+    uint16_t head = 0, idx = 1;
+    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 4, &head, 2), 0);
+    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 2, &idx, 2), 0);
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    assert_int_equal(used_idx(f), 0);
+    unsigned nonzero = 0;
+    for (unsigned i = 0; i < 64; i++)
+        nonzero += buf[i] != 0;
+    assert_int_equal(nonzero, 0);
+    f->vdev.ops->resume(&f->vdev);
+    assert_int_equal(used_idx(f), 1);
+    assert_int_equal(f->interrupts, 1);
+
+    /* Nothing of its own to save. */
+    assert_null(f->vdev.ops->save);
+    assert_null(f->vdev.ops->load);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -128,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_quiesce),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
