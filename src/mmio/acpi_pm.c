@@ -5,6 +5,7 @@
 
 #include "boot/layout.h"
 #include "log.h"
+#include "migration/state.h"
 
 /*
  * ACPI mode is permanently on: the FADT has no SMI_CMD, so SCI_EN reads 1 and the guest
@@ -39,7 +40,7 @@ static uint16_t access_slice(uint64_t offset, const uint8_t *data, uint32_t len,
 
 static void acpi_pm_update_sci(struct acpi_pm *pm)
 {
-    int level = (pm->pm1_sts & pm->pm1_en & ACPI_PM1_STS_PWRBTN) != 0;
+    int level = (pm->st.pm1_sts & pm->st.pm1_en & ACPI_PM1_STS_PWRBTN) != 0;
     if (level != pm->sci_level) {
         pm->sci_level = level;
         irq_line_set(&pm->sci, level);
@@ -49,7 +50,7 @@ static void acpi_pm_update_sci(struct acpi_pm *pm)
 /* SLP_EN was written: returns true when the machine must power off. */
 static bool acpi_pm_sleep(struct acpi_pm *pm)
 {
-    unsigned type = (pm->pm1_cnt & PM1_CNT_SLP_TYP_MASK) >> PM1_CNT_SLP_TYP_SHIFT;
+    unsigned type = (pm->st.pm1_cnt & PM1_CNT_SLP_TYP_MASK) >> PM1_CNT_SLP_TYP_SHIFT;
     if (type == ACPI_SLP_TYP_S5)
         return true;
     if (!pm->sleep_type_logged) {
@@ -67,11 +68,11 @@ static bool acpi_pm_write_locked(struct acpi_pm *pm, uint64_t offset, const uint
     uint16_t value, mask;
 
     mask = access_slice(offset, data, len, REG_PM1_STS, &value);
-    pm->pm1_sts &= (uint16_t)~(value & mask); /* write 1 to clear */
+    pm->st.pm1_sts &= (uint16_t)~(value & mask); /* write 1 to clear */
     mask = access_slice(offset, data, len, REG_PM1_EN, &value);
-    pm->pm1_en = (uint16_t)((pm->pm1_en & ~mask) | (value & mask));
+    pm->st.pm1_en = (uint16_t)((pm->st.pm1_en & ~mask) | (value & mask));
     mask = access_slice(offset, data, len, REG_PM1_CNT, &value);
-    pm->pm1_cnt = (uint16_t)((pm->pm1_cnt & ~mask) | (value & mask & PM1_CNT_READABLE));
+    pm->st.pm1_cnt = (uint16_t)((pm->st.pm1_cnt & ~mask) | (value & mask & PM1_CNT_READABLE));
     return (value & mask & PM1_CNT_SLP_EN) && acpi_pm_sleep(pm);
 }
 
@@ -81,11 +82,11 @@ static void acpi_pm_read(void *dev, uint64_t offset, uint8_t *data, uint32_t len
     uint8_t regs[ACPI_PM_IO_LEN];
 
     pthread_mutex_lock(&pm->lock);
-    uint16_t cnt = pm->pm1_cnt | PM1_CNT_SCI_EN;
-    regs[0] = (uint8_t)pm->pm1_sts;
-    regs[1] = (uint8_t)(pm->pm1_sts >> 8);
-    regs[2] = (uint8_t)pm->pm1_en;
-    regs[3] = (uint8_t)(pm->pm1_en >> 8);
+    uint16_t cnt = pm->st.pm1_cnt | PM1_CNT_SCI_EN;
+    regs[0] = (uint8_t)pm->st.pm1_sts;
+    regs[1] = (uint8_t)(pm->st.pm1_sts >> 8);
+    regs[2] = (uint8_t)pm->st.pm1_en;
+    regs[3] = (uint8_t)(pm->st.pm1_en >> 8);
     regs[4] = (uint8_t)cnt;
     regs[5] = (uint8_t)(cnt >> 8);
     pthread_mutex_unlock(&pm->lock);
@@ -133,7 +134,55 @@ void acpi_pm_destroy(struct acpi_pm *pm)
 void acpi_pm_press_power_button(struct acpi_pm *pm)
 {
     pthread_mutex_lock(&pm->lock);
-    pm->pm1_sts |= ACPI_PM1_STS_PWRBTN;
+    pm->st.pm1_sts |= ACPI_PM1_STS_PWRBTN;
     acpi_pm_update_sci(pm);
     pthread_mutex_unlock(&pm->lock);
+}
+
+/* ---- Snapshots: the fields of struct acpi_pm_state, one by one, in this order ---- */
+
+void acpi_pm_save(void *dev, struct state_writer *w)
+{
+    struct acpi_pm *pm = dev;
+    struct acpi_pm_state s;
+
+    pthread_mutex_lock(&pm->lock);
+    s = pm->st;
+    pthread_mutex_unlock(&pm->lock);
+    sw_u16(w, s.pm1_sts);
+    sw_u16(w, s.pm1_en);
+    sw_u16(w, s.pm1_cnt);
+}
+
+/* PM1_EN keeps any bits the guest writes; status and control only what the device keeps. */
+static int acpi_pm_state_check(const struct state_cursor *c, const struct acpi_pm_state *s)
+{
+    if (s->pm1_sts & ~ACPI_PM1_STS_PWRBTN)
+        return sc_reject(c, "pm1_sts 0x%04x: bits other than PWRBTN_STS, which nothing sets",
+                         s->pm1_sts);
+    if (s->pm1_cnt & ~PM1_CNT_READABLE)
+        return sc_reject(c, "pm1_cnt 0x%04x: bits other than SLP_TYP and BM_RLD", s->pm1_cnt);
+    return 0;
+}
+
+int acpi_pm_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct acpi_pm *pm = dev;
+    struct acpi_pm_state s;
+    int ret;
+
+    if (version != ACPI_PM_STATE_VERSION)
+        return sc_reject(c, "version %u unknown", version);
+    s.pm1_sts = sc_u16(c);
+    s.pm1_en = sc_u16(c);
+    s.pm1_cnt = sc_u16(c);
+    if ((ret = sc_finish(c)) < 0)
+        return ret;
+    if ((ret = acpi_pm_state_check(c, &s)) < 0)
+        return ret;
+    pthread_mutex_lock(&pm->lock);
+    pm->st = s;
+    acpi_pm_update_sci(pm); /* the line of this process: raised again if the state says so */
+    pthread_mutex_unlock(&pm->lock);
+    return 0;
 }

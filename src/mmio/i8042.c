@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "migration/state.h"
 
 /*
  * What a guest sees: a controller that passes its self tests, keeps its command byte, and
@@ -50,20 +51,20 @@ enum i8042_command {
 
 static void i8042_reply(struct i8042 *kbc, uint8_t byte)
 {
-    if (kbc->out_count == I8042_OUT_QUEUE)
+    if (kbc->st.out_count == I8042_OUT_QUEUE)
         return; /* a guest that never reads loses replies, like a one-byte 8042 */
-    kbc->out[(kbc->out_head + kbc->out_count) % I8042_OUT_QUEUE] = byte;
-    kbc->out_count++;
+    kbc->st.out[(kbc->st.out_head + kbc->st.out_count) % I8042_OUT_QUEUE] = byte;
+    kbc->st.out_count++;
 }
 
 static uint8_t i8042_status(const struct i8042 *kbc)
 {
     uint8_t status = STATUS_UNLOCKED;
-    if (kbc->out_count > 0)
+    if (kbc->st.out_count > 0)
         status |= STATUS_OBF;
-    if (kbc->ctr & CTR_SYS)
+    if (kbc->st.ctr & CTR_SYS)
         status |= STATUS_SYS;
-    if (kbc->last_write_cmd)
+    if (kbc->st.last_write_cmd)
         status |= STATUS_CMD;
     return status;
 }
@@ -80,39 +81,39 @@ static void i8042_log_unknown(struct i8042 *kbc, uint8_t cmd)
 /* Runs a command written to port 0x64; returns true when it resets the machine. */
 static bool i8042_command(struct i8042 *kbc, uint8_t cmd)
 {
-    kbc->awaiting = 0;
+    kbc->st.awaiting = 0;
     switch (cmd) {
     case CMD_READ_CTR:
-        i8042_reply(kbc, kbc->ctr);
+        i8042_reply(kbc, kbc->st.ctr);
         break;
     case CMD_WRITE_CTR:
     case CMD_WRITE_OUTPORT:
-        kbc->awaiting = cmd;
+        kbc->st.awaiting = cmd;
         break;
     case CMD_AUX_DISABLE:
-        kbc->ctr |= CTR_AUX_DISABLED;
+        kbc->st.ctr |= CTR_AUX_DISABLED;
         break;
     case CMD_AUX_ENABLE:
-        kbc->ctr &= ~CTR_AUX_DISABLED;
+        kbc->st.ctr &= ~CTR_AUX_DISABLED;
         break;
     case CMD_AUX_TEST:
         i8042_reply(kbc, INTERFACE_CLOCK_STUCK_HIGH); /* nothing there: see the top */
         break;
     case CMD_SELF_TEST:
-        kbc->ctr |= CTR_SYS;
+        kbc->st.ctr |= CTR_SYS;
         i8042_reply(kbc, SELF_TEST_OK);
         break;
     case CMD_KBD_TEST:
         i8042_reply(kbc, INTERFACE_TEST_OK);
         break;
     case CMD_KBD_DISABLE:
-        kbc->ctr |= CTR_KBD_DISABLED;
+        kbc->st.ctr |= CTR_KBD_DISABLED;
         break;
     case CMD_KBD_ENABLE:
-        kbc->ctr &= ~CTR_KBD_DISABLED;
+        kbc->st.ctr &= ~CTR_KBD_DISABLED;
         break;
     case CMD_READ_OUTPORT:
-        i8042_reply(kbc, kbc->output_port);
+        i8042_reply(kbc, kbc->st.output_port);
         break;
     default:
         if (cmd >= CMD_PULSE_FIRST)
@@ -125,13 +126,13 @@ static bool i8042_command(struct i8042 *kbc, uint8_t cmd)
 /* A byte written to port 0x60: a command's parameter, or data for the (absent) keyboard. */
 static bool i8042_data(struct i8042 *kbc, uint8_t byte)
 {
-    uint8_t cmd = kbc->awaiting;
+    uint8_t cmd = kbc->st.awaiting;
 
-    kbc->awaiting = 0;
+    kbc->st.awaiting = 0;
     if (cmd == CMD_WRITE_CTR) {
-        kbc->ctr = byte;
+        kbc->st.ctr = byte;
     } else if (cmd == CMD_WRITE_OUTPORT) {
-        kbc->output_port = byte;
+        kbc->st.output_port = byte;
         return !(byte & OUTPORT_RESET_LINE);
     }
     return false;
@@ -139,12 +140,12 @@ static bool i8042_data(struct i8042 *kbc, uint8_t byte)
 
 static uint8_t i8042_read_data(struct i8042 *kbc)
 {
-    if (kbc->out_count > 0) {
-        kbc->last_read = kbc->out[kbc->out_head];
-        kbc->out_head = (kbc->out_head + 1) % I8042_OUT_QUEUE;
-        kbc->out_count--;
+    if (kbc->st.out_count > 0) {
+        kbc->st.last_read = kbc->st.out[kbc->st.out_head];
+        kbc->st.out_head = (kbc->st.out_head + 1) % I8042_OUT_QUEUE;
+        kbc->st.out_count--;
     }
-    return kbc->last_read;
+    return kbc->st.last_read;
 }
 
 /* Both ports are one byte wide, so the bus only passes one-byte accesses at offset 0; the
@@ -181,7 +182,7 @@ static void i8042_port_write(struct i8042 *kbc, uint64_t offset, const uint8_t *
     if (offset != 0 || len == 0)
         return;
     pthread_mutex_lock(&kbc->lock);
-    kbc->last_write_cmd = is_command;
+    kbc->st.last_write_cmd = is_command;
     reset = is_command ? i8042_command(kbc, data[0]) : i8042_data(kbc, data[0]);
     pthread_mutex_unlock(&kbc->lock);
     /* Outside the lock: the VM's handler may stop vCPUs, one of which could be in here. */
@@ -214,12 +215,81 @@ int i8042_init(struct i8042 *kbc, const struct platform_events *events)
     if (events)
         kbc->events = *events;
     /* As firmware leaves it: POST passed, keyboard interrupt on, scancode translation. */
-    kbc->ctr = CTR_KBD_INT | CTR_SYS | CTR_AUX_DISABLED | CTR_XLATE;
-    kbc->output_port = OUTPORT_RESET_LINE | OUTPORT_A20;
+    kbc->st.ctr = CTR_KBD_INT | CTR_SYS | CTR_AUX_DISABLED | CTR_XLATE;
+    kbc->st.output_port = OUTPORT_RESET_LINE | OUTPORT_A20;
     return 0;
 }
 
 void i8042_destroy(struct i8042 *kbc)
 {
     pthread_mutex_destroy(&kbc->lock);
+}
+
+/* ---- Snapshots: the fields of struct i8042_state, one by one, in this order ---- */
+
+void i8042_save(void *dev, struct state_writer *w)
+{
+    struct i8042 *kbc = dev;
+    struct i8042_state s;
+
+    pthread_mutex_lock(&kbc->lock);
+    s = kbc->st;
+    pthread_mutex_unlock(&kbc->lock);
+    sw_u8(w, s.ctr);
+    sw_u8(w, s.output_port);
+    sw_u8(w, s.awaiting);
+    sw_u8(w, s.last_write_cmd);
+    sw_bytes(w, s.out, sizeof(s.out));
+    sw_u8(w, s.out_head);
+    sw_u8(w, s.out_count);
+    sw_u8(w, s.last_read);
+}
+
+/* The command byte, output port and queued bytes take any value the guest wrote; the rest
+ * only what the controller itself sets. */
+static int i8042_state_check(const struct state_cursor *c, const struct i8042_state *s,
+                             uint8_t last_write_cmd)
+{
+    if (s->awaiting != 0 && s->awaiting != CMD_WRITE_CTR && s->awaiting != CMD_WRITE_OUTPORT)
+        return sc_reject(c, "awaiting 0x%02x: not a command that takes a parameter",
+                         s->awaiting);
+    if (last_write_cmd > 1)
+        return sc_reject(c, "last_write_cmd %u: not 0 or 1", last_write_cmd);
+    if (s->out_head >= I8042_OUT_QUEUE)
+        return sc_reject(c, "out_head %u: past the %u-byte queue", s->out_head,
+                         I8042_OUT_QUEUE);
+    if (s->out_count > I8042_OUT_QUEUE)
+        return sc_reject(c, "out_count %u: more than the %u-byte queue", s->out_count,
+                         I8042_OUT_QUEUE);
+    return 0;
+}
+
+int i8042_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct i8042 *kbc = dev;
+    struct i8042_state s;
+    uint8_t last_write_cmd; /* a byte of its own: a bool would hide a bad value */
+    int ret;
+
+    if (version != I8042_STATE_VERSION)
+        return sc_reject(c, "version %u unknown", version);
+    memset(&s, 0, sizeof(s));
+    s.ctr = sc_u8(c);
+    s.output_port = sc_u8(c);
+    s.awaiting = sc_u8(c);
+    last_write_cmd = sc_u8(c);
+    sc_bytes(c, s.out, sizeof(s.out));
+    s.out_head = sc_u8(c);
+    s.out_count = sc_u8(c);
+    s.last_read = sc_u8(c);
+    if ((ret = sc_finish(c)) < 0)
+        return ret;
+    if ((ret = i8042_state_check(c, &s, last_write_cmd)) < 0)
+        return ret;
+    s.last_write_cmd = last_write_cmd;
+    /* Nothing derived: no interrupt line, and a reset line held low was acted on at once. */
+    pthread_mutex_lock(&kbc->lock);
+    kbc->st = s;
+    pthread_mutex_unlock(&kbc->lock);
+    return 0;
 }

@@ -5,6 +5,8 @@
 #include <linux/pci_regs.h>
 #include <string.h>
 
+#include "migration/state.h"
+
 #define CONFIG_ENABLE 0x80000000u
 #define CONFIG_ADDRESS_MASK 0x80fffffcu /* reserved bits 30-24 and 1-0 read as zero */
 #define CAPS_START 0x40                 /* capabilities live after the standard header */
@@ -192,8 +194,8 @@ int pci_host_init(struct pci_host *host)
     ret = pthread_mutex_init(&host->lock, NULL);
     if (ret)
         return -ret;
-    pci_config_init(&host->bridge, &bridge_ids);
-    host->slots[0] = (struct pci_slot){ &bridge_ops, &host->bridge };
+    pci_config_init(&host->st.bridge, &bridge_ids);
+    host->slots[0] = (struct pci_slot){ &bridge_ops, &host->st.bridge };
     return 0;
 }
 
@@ -292,7 +294,7 @@ static void pci_host_io_read(void *dev, uint64_t offset, uint8_t *data, uint32_t
 
     memset(data, 0xff, len);
     pthread_mutex_lock(&host->lock);
-    uint32_t a = host->config_address;
+    uint32_t a = host->st.config_address;
     if (offset == PORT_ADDRESS && len == 4)
         put_le(data, 4, a);
     else if (data_window_access(offset, len) && (a & CONFIG_ENABLE))
@@ -307,10 +309,11 @@ static void pci_host_io_write(void *dev, uint64_t offset, const uint8_t *data, u
     struct pci_host *host = dev;
 
     pthread_mutex_lock(&host->lock);
-    uint32_t a = host->config_address;
+    uint32_t a = host->st.config_address;
     if (offset == PORT_ADDRESS && len == 4)
-        host->config_address = (data[0] | data[1] << 8 | data[2] << 16 | (uint32_t)data[3] << 24) &
-                               CONFIG_ADDRESS_MASK;
+        host->st.config_address =
+            (data[0] | data[1] << 8 | data[2] << 16 | (uint32_t)data[3] << 24) &
+            CONFIG_ADDRESS_MASK;
     else if (data_window_access(offset, len) && (a & CONFIG_ENABLE))
         config_write_locked(host, cf8_bus(a), cf8_slot(a), cf8_function(a),
                             cf8_register(a) + (uint32_t)(offset - PORT_DATA), data, len);
@@ -318,3 +321,61 @@ static void pci_host_io_write(void *dev, uint64_t offset, const uint8_t *data, u
 }
 
 const struct device_ops pci_host_io_ops = { .read = pci_host_io_read, .write = pci_host_io_write };
+
+/* ---- Snapshots: the address latch, then the bridge's 256 config bytes ---- */
+
+void pci_host_save(void *dev, struct state_writer *w)
+{
+    struct pci_host *host = dev;
+    uint8_t bytes[PCI_CONFIG_SPACE_SIZE];
+    uint32_t address;
+
+    pthread_mutex_lock(&host->lock);
+    address = host->st.config_address;
+    memcpy(bytes, host->st.bridge.bytes, sizeof(bytes));
+    pthread_mutex_unlock(&host->lock);
+    sw_u32(w, address);
+    sw_bytes(w, bytes, sizeof(bytes));
+}
+
+/*
+ * Loaded config bytes may differ from the bridge's own only where the guest can change them:
+ * writable bits, and write-1-to-clear status bits (which hardware sets). All else (IDs, class,
+ * header type, capability pointer) must be what this bridge is.
+ */
+static int bridge_bytes_check(const struct state_cursor *c, const struct pci_config_space *cs,
+                              const uint8_t *bytes)
+{
+    for (unsigned i = 0; i < PCI_CONFIG_SPACE_SIZE; i++) {
+        uint8_t fixed = (uint8_t)~(cs->writable[i] | cs->write1_clear[i]);
+        if ((bytes[i] ^ cs->bytes[i]) & fixed)
+            return sc_reject(c, "bridge config byte 0x%02x: 0x%02x, but its read-only bits "
+                             "are 0x%02x here", i, bytes[i], cs->bytes[i] & fixed);
+    }
+    return 0;
+}
+
+int pci_host_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct pci_host *host = dev;
+    uint8_t bytes[PCI_CONFIG_SPACE_SIZE];
+    uint32_t address;
+    int ret;
+
+    if (version != PCI_HOST_STATE_VERSION)
+        return sc_reject(c, "version %u unknown", version);
+    address = sc_u32(c);
+    sc_bytes(c, bytes, sizeof(bytes));
+    if ((ret = sc_finish(c)) < 0)
+        return ret;
+    if (address & ~CONFIG_ADDRESS_MASK)
+        return sc_reject(c, "config_address 0x%08x: reserved bits set", address);
+    pthread_mutex_lock(&host->lock);
+    ret = bridge_bytes_check(c, &host->st.bridge, bytes);
+    if (ret == 0) {
+        host->st.config_address = address;
+        memcpy(host->st.bridge.bytes, bytes, sizeof(bytes));
+    }
+    pthread_mutex_unlock(&host->lock);
+    return ret;
+}

@@ -8,6 +8,9 @@
 
 #include "mmio/bus.h"
 
+struct state_writer;
+struct state_cursor;
+
 #define PCI_HOST_IO_LEN 8 /* 0xcf8 address register, 0xcfc-0xcff data window */
 #define PCI_CONFIG_SPACE_SIZE 256
 #define PCI_SLOTS 32
@@ -92,10 +95,19 @@ struct pci_slot {
     void *dev;
 };
 
-struct pci_host {
-    pthread_mutex_t lock;
+/*
+ * What a snapshot carries: the address latch and the bridge's own config space. Of the
+ * latter only the bytes are saved; its masks and capability bookkeeping are the device
+ * model's, set up again by pci_host_init(). The devices in the slots save their own.
+ */
+struct pci_host_state {
     uint32_t config_address; /* the 0xcf8 latch */
     struct pci_config_space bridge;
+};
+
+struct pci_host {
+    pthread_mutex_t lock;
+    struct pci_host_state st;
     struct pci_slot slots[PCI_SLOTS]; /* function 0 of each slot on bus 0; slot 0 the bridge */
 };
 
@@ -108,6 +120,13 @@ void pci_host_destroy(struct pci_host *host);
 /* Puts a single-function device at bus 0, `slot` (1-31). Returns 0, -EINVAL or -EEXIST. */
 int pci_host_add_device(struct pci_host *host, unsigned slot, const struct pci_device_ops *ops,
                         void *dev);
+
+/* Snapshots, as struct vm_device_ops save/load (dev: a struct pci_host, initialised, so that
+ * load can hold the bridge's read-only bytes against its own). Load checks every value
+ * before it applies any. */
+#define PCI_HOST_STATE_VERSION 1
+void pci_host_save(void *dev, struct state_writer *w);
+int pci_host_load(void *dev, struct state_cursor *c, uint32_t version);
 
 /*
  * The configuration-access core, for any access mechanism (ports now, ECAM later): one

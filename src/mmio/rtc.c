@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "migration/state.h"
+
 /*
  * Simplifications:
  * - No interrupts: periodic, alarm and update-ended interrupts are never raised, IRQ 8 stays
@@ -65,16 +67,16 @@ static void rtc_time_from_seconds(int64_t t, struct rtc_time *out)
 
 static bool rtc_setting(const struct rtc *rtc)
 {
-    return rtc->cmos[RTC_REG_B] & REG_B_SET;
+    return rtc->st.cmos[RTC_REG_B] & REG_B_SET;
 }
 
 /* The time the guest sees now: frozen while it is setting the clock. */
 static void rtc_guest_time(const struct rtc *rtc, struct rtc_time *out)
 {
     if (rtc_setting(rtc))
-        *out = rtc->frozen;
+        *out = rtc->st.frozen;
     else
-        rtc_time_from_seconds(host_now() + rtc->offset_s, out);
+        rtc_time_from_seconds(host_now() + rtc->st.offset_s, out);
 }
 
 /* Starts the clock from fields the guest wrote; out-of-range fields carry like mktime's. */
@@ -82,7 +84,7 @@ static void rtc_commit(struct rtc *rtc, const struct rtc_time *t)
 {
     struct tm tm = { .tm_year = t->year - 1900, .tm_mon = t->month - 1, .tm_mday = t->mday,
                      .tm_hour = t->hour, .tm_min = t->min, .tm_sec = t->sec };
-    rtc->offset_s = (int64_t)timegm(&tm) - host_now();
+    rtc->st.offset_s = (int64_t)timegm(&tm) - host_now();
 }
 
 static uint8_t to_bcd(int v)
@@ -99,25 +101,25 @@ static int from_bcd(uint8_t v)
 
 static uint8_t rtc_encode(const struct rtc *rtc, int v)
 {
-    return (rtc->cmos[RTC_REG_B] & REG_B_BINARY) ? (uint8_t)v : to_bcd(v);
+    return (rtc->st.cmos[RTC_REG_B] & REG_B_BINARY) ? (uint8_t)v : to_bcd(v);
 }
 
 static int rtc_decode(const struct rtc *rtc, uint8_t v)
 {
-    return (rtc->cmos[RTC_REG_B] & REG_B_BINARY) ? v : from_bcd(v);
+    return (rtc->st.cmos[RTC_REG_B] & REG_B_BINARY) ? v : from_bcd(v);
 }
 
 static uint8_t rtc_encode_hour(const struct rtc *rtc, int hour)
 {
     int hour12 = hour % 12 ? hour % 12 : 12;
-    if (rtc->cmos[RTC_REG_B] & REG_B_24H)
+    if (rtc->st.cmos[RTC_REG_B] & REG_B_24H)
         return rtc_encode(rtc, hour);
     return rtc_encode(rtc, hour12) | (hour >= 12 ? HOUR_PM : 0);
 }
 
 static int rtc_decode_hour(const struct rtc *rtc, uint8_t v)
 {
-    if (rtc->cmos[RTC_REG_B] & REG_B_24H)
+    if (rtc->st.cmos[RTC_REG_B] & REG_B_24H)
         return rtc_decode(rtc, v);
     return rtc_decode(rtc, v & ~HOUR_PM) % 12 + ((v & HOUR_PM) ? 12 : 0);
 }
@@ -186,7 +188,7 @@ static void rtc_write_time_register(struct rtc *rtc, unsigned index, uint8_t val
         return; /* day of week: derived from the date */
     }
     if (rtc_setting(rtc))
-        rtc->frozen = t;
+        rtc->st.frozen = t;
     else
         rtc_commit(rtc, &t);
 }
@@ -197,38 +199,38 @@ static void rtc_write_reg_b(struct rtc *rtc, uint8_t val)
     bool setting = val & REG_B_SET;
 
     if (setting && !was_setting)
-        rtc_guest_time(rtc, &rtc->frozen); /* still running: latch the current time */
-    rtc->cmos[RTC_REG_B] = val;
+        rtc_guest_time(rtc, &rtc->st.frozen); /* still running: latch the current time */
+    rtc->st.cmos[RTC_REG_B] = val;
     if (was_setting && !setting)
-        rtc_commit(rtc, &rtc->frozen);
+        rtc_commit(rtc, &rtc->st.frozen);
 }
 
 static uint8_t rtc_read_data(struct rtc *rtc)
 {
-    unsigned index = rtc->index;
+    unsigned index = rtc->st.index;
     if (rtc_is_time_register(index))
         return rtc_read_time_register(rtc, index);
     switch (index) {
     case RTC_REG_A:
-        return rtc->cmos[RTC_REG_A] & ~REG_A_UIP;
+        return rtc->st.cmos[RTC_REG_A] & ~REG_A_UIP;
     case RTC_REG_C:
         return 0; /* no interrupt flags: nothing ever raises IRQ 8 */
     case RTC_REG_D:
         return REG_D_VRT;
     }
-    return rtc->cmos[index];
+    return rtc->st.cmos[index];
 }
 
 static void rtc_write_data(struct rtc *rtc, uint8_t val)
 {
-    unsigned index = rtc->index;
+    unsigned index = rtc->st.index;
     if (rtc_is_time_register(index)) {
         rtc_write_time_register(rtc, index, val);
         return;
     }
     switch (index) {
     case RTC_REG_A:
-        rtc->cmos[RTC_REG_A] = val & ~REG_A_UIP;
+        rtc->st.cmos[RTC_REG_A] = val & ~REG_A_UIP;
         break;
     case RTC_REG_B:
         rtc_write_reg_b(rtc, val);
@@ -237,7 +239,7 @@ static void rtc_write_data(struct rtc *rtc, uint8_t val)
     case RTC_REG_D:
         break; /* read-only */
     default:
-        rtc->cmos[index] = val;
+        rtc->st.cmos[index] = val;
     }
 }
 
@@ -275,7 +277,7 @@ static void rtc_write(void *dev, uint64_t offset, const uint8_t *data, uint32_t 
         if (!rtc_port_of(offset, i, &port))
             break;
         if (port == 0)
-            rtc->index = data[i] & INDEX_MASK;
+            rtc->st.index = data[i] & INDEX_MASK;
         else
             rtc_write_data(rtc, data[i]);
     }
@@ -287,7 +289,7 @@ const struct device_ops rtc_ops = { .read = rtc_read, .write = rtc_write };
 static void cmos_put(struct rtc *rtc, unsigned index, uint64_t value, unsigned bytes)
 {
     for (unsigned i = 0; i < bytes; i++)
-        rtc->cmos[index + i] = (uint8_t)(value >> (8 * i));
+        rtc->st.cmos[index + i] = (uint8_t)(value >> (8 * i));
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -316,8 +318,8 @@ int rtc_init(struct rtc *rtc, uint64_t ram_below_4g, uint64_t ram_above_4g)
     ret = pthread_mutex_init(&rtc->lock, NULL);
     if (ret)
         return -ret;
-    rtc->cmos[RTC_REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz rate: the PC default */
-    rtc->cmos[RTC_REG_B] = REG_B_24H; /* BCD, 24-hour */
+    rtc->st.cmos[RTC_REG_A] = 0x26; /* 32.768 kHz time base, 1024 Hz rate: the PC default */
+    rtc->st.cmos[RTC_REG_B] = REG_B_24H; /* BCD, 24-hour */
     rtc_store_memory_size(rtc, ram_below_4g, ram_above_4g);
     return 0;
 }
@@ -325,4 +327,117 @@ int rtc_init(struct rtc *rtc, uint64_t ram_below_4g, uint64_t ram_above_4g)
 void rtc_destroy(struct rtc *rtc)
 {
     pthread_mutex_destroy(&rtc->lock);
+}
+
+/* ---- Snapshots: the fields of struct rtc_state, one by one, in this order ---- */
+
+/*
+ * Bounds for a loaded clock, far beyond any date a guest sets (Linux's RTC code stops at
+ * 2099; one round of hostile writes reaches about year 26000). They keep every later sum and
+ * gmtime() call from overflowing. The offset gets half the years, so that a time latched
+ * from it still passes the year bound.
+ */
+#define LOAD_YEAR_LIMIT 1000000
+#define LOAD_OFFSET_LIMIT_S ((int64_t)LOAD_YEAR_LIMIT / 2 * 366 * 24 * 3600)
+#define LOAD_FIELD_MAX 255 /* a field written in binary mode: any byte */
+
+static void rtc_time_write(struct state_writer *w, const struct rtc_time *t)
+{
+    const int fields[] = { t->year, t->month, t->mday, t->hour, t->min, t->sec, t->wday };
+    for (unsigned i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        sw_u32(w, (uint32_t)fields[i]); /* two's complement: a year may be below 0 */
+}
+
+void rtc_save(void *dev, struct state_writer *w)
+{
+    struct rtc *rtc = dev;
+    struct rtc_state s;
+
+    pthread_mutex_lock(&rtc->lock);
+    s = rtc->st;
+    pthread_mutex_unlock(&rtc->lock);
+    sw_u8(w, s.index);
+    sw_bytes(w, s.cmos, sizeof(s.cmos));
+    sw_u64(w, (uint64_t)s.offset_s);
+    rtc_time_write(w, &s.frozen);
+}
+
+static void rtc_time_read(struct state_cursor *c, struct rtc_time *t)
+{
+    int *fields[] = { &t->year, &t->month, &t->mday, &t->hour, &t->min, &t->sec, &t->wday };
+    for (unsigned i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        *fields[i] = (int32_t)sc_u32(c);
+}
+
+static int rtc_check_field(const struct state_cursor *c, const char *name, int v, int max)
+{
+    if (v < 0 || v > max)
+        return sc_reject(c, "frozen.%s %d: not within 0-%d", name, v, max);
+    return 0;
+}
+
+/* The latched time: anything the guest can write into it, and no more. */
+static int rtc_time_check(const struct state_cursor *c, const struct rtc_time *t)
+{
+    int ret;
+
+    if (t->year < -LOAD_YEAR_LIMIT || t->year > LOAD_YEAR_LIMIT)
+        return sc_reject(c, "frozen.year %d: beyond +-%d", t->year, LOAD_YEAR_LIMIT);
+    if ((ret = rtc_check_field(c, "month", t->month, LOAD_FIELD_MAX)) < 0 ||
+        (ret = rtc_check_field(c, "mday", t->mday, LOAD_FIELD_MAX)) < 0 ||
+        (ret = rtc_check_field(c, "hour", t->hour, LOAD_FIELD_MAX)) < 0 ||
+        (ret = rtc_check_field(c, "min", t->min, LOAD_FIELD_MAX)) < 0 ||
+        (ret = rtc_check_field(c, "sec", t->sec, LOAD_FIELD_MAX)) < 0)
+        return ret;
+    /* Never written by the guest: 1-7 from the date, or 0 before the first latch. */
+    return rtc_check_field(c, "wday", t->wday, 7);
+}
+
+/* CMOS bytes the device never stores into hold 0: time registers (kept as offset_s), C, D. */
+static int rtc_cmos_check(const struct state_cursor *c, const uint8_t *cmos)
+{
+    for (unsigned i = 0; i < RTC_CMOS_SIZE; i++)
+        if ((rtc_is_time_register(i) || i == RTC_REG_C || i == RTC_REG_D) && cmos[i])
+            return sc_reject(c, "cmos[0x%02x] 0x%02x: a byte this clock never stores", i,
+                             cmos[i]);
+    if (cmos[RTC_REG_A] & REG_A_UIP)
+        return sc_reject(c, "cmos[0x%02x] 0x%02x: UIP set", RTC_REG_A, cmos[RTC_REG_A]);
+    return 0;
+}
+
+static int rtc_state_check(const struct state_cursor *c, const struct rtc_state *s)
+{
+    int ret;
+
+    if (s->index > INDEX_MASK)
+        return sc_reject(c, "index 0x%02x: past the %u CMOS bytes", s->index, RTC_CMOS_SIZE);
+    if ((ret = rtc_cmos_check(c, s->cmos)) < 0)
+        return ret;
+    if (s->offset_s < -LOAD_OFFSET_LIMIT_S || s->offset_s > LOAD_OFFSET_LIMIT_S)
+        return sc_reject(c, "offset_s %lld: beyond %d years", (long long)s->offset_s,
+                         LOAD_YEAR_LIMIT / 2);
+    return rtc_time_check(c, &s->frozen);
+}
+
+int rtc_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct rtc *rtc = dev;
+    struct rtc_state s;
+    int ret;
+
+    if (version != RTC_STATE_VERSION)
+        return sc_reject(c, "version %u unknown", version);
+    memset(&s, 0, sizeof(s));
+    s.index = sc_u8(c);
+    sc_bytes(c, s.cmos, sizeof(s.cmos));
+    s.offset_s = (int64_t)sc_u64(c);
+    rtc_time_read(c, &s.frozen);
+    if ((ret = sc_finish(c)) < 0)
+        return ret;
+    if ((ret = rtc_state_check(c, &s)) < 0)
+        return ret;
+    pthread_mutex_lock(&rtc->lock);
+    rtc->st = s; /* nothing derived: every read computes the time afresh */
+    pthread_mutex_unlock(&rtc->lock);
+    return 0;
 }

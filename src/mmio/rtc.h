@@ -8,6 +8,9 @@
 
 #include "mmio/bus.h"
 
+struct state_writer;
+struct state_cursor;
+
 #define RTC_IO_LEN 2 /* index port, data port */
 #define RTC_CMOS_SIZE 128
 #define RTC_REG_CENTURY 0x32 /* the FADT's CENTURY field must name this index */
@@ -23,13 +26,21 @@ struct rtc_time {
     int wday; /* 1-7, Sunday = 1 */
 };
 
-/* The whole device state; plain values (the lock apart) so that migration copies fields. */
-struct rtc {
-    pthread_mutex_t lock; /* several vCPUs may use the index/data pair */
+/*
+ * What a snapshot carries, plain values. The clock itself is not stored: the guest's time is
+ * the host's CLOCK_REALTIME plus offset_s, so a restored guest keeps its offset and its clock
+ * goes on from the host's clock at load, like a battery-backed RTC across a power-off.
+ */
+struct rtc_state {
     uint8_t index;        /* selected CMOS byte (the NMI-disable bit dropped) */
     uint8_t cmos[RTC_CMOS_SIZE]; /* registers A and B, alarms and plain CMOS bytes */
     int64_t offset_s;     /* guest clock minus the host's CLOCK_REALTIME, in seconds */
     struct rtc_time frozen; /* what the guest is writing while register B's SET bit is on */
+};
+
+struct rtc {
+    pthread_mutex_t lock; /* several vCPUs may use the index/data pair */
+    struct rtc_state st;
 };
 
 /* The register handlers to register on the port bus at PORT_RTC for RTC_IO_LEN bytes. */
@@ -42,5 +53,11 @@ extern const struct device_ops rtc_ops;
  */
 int rtc_init(struct rtc *rtc, uint64_t ram_below_4g, uint64_t ram_above_4g);
 void rtc_destroy(struct rtc *rtc);
+
+/* Snapshots, as struct vm_device_ops save/load (dev: a struct rtc). Load checks every value
+ * before it applies any. */
+#define RTC_STATE_VERSION 1
+void rtc_save(void *dev, struct state_writer *w);
+int rtc_load(void *dev, struct state_cursor *c, uint32_t version);
 
 #endif

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "migration/state.h"
+
 /*
  * Simplifications, all invisible to Linux's 8250 driver:
  * - The transmitter is infinitely fast: a THR write goes straight to the host (or, in
@@ -72,53 +74,53 @@ enum uart_reg {
 
 static unsigned uart_rx_capacity(const struct uart *u)
 {
-    return u->fifo_enabled ? UART_FIFO_SIZE : 1;
+    return u->st.fifo_enabled ? UART_FIFO_SIZE : 1;
 }
 
 static size_t uart_rx_space_locked(const struct uart *u)
 {
-    return uart_rx_capacity(u) - u->rx_count;
+    return uart_rx_capacity(u) - u->st.rx_count;
 }
 
 static bool uart_rx_push(struct uart *u, uint8_t byte)
 {
-    if (u->rx_count >= uart_rx_capacity(u))
+    if (u->st.rx_count >= uart_rx_capacity(u))
         return false;
-    u->rx_fifo[(u->rx_head + u->rx_count) % UART_FIFO_SIZE] = byte;
-    u->rx_count++;
+    u->st.rx_fifo[(u->st.rx_head + u->st.rx_count) % UART_FIFO_SIZE] = byte;
+    u->st.rx_count++;
     return true;
 }
 
 static uint8_t uart_rx_pop(struct uart *u)
 {
     uint8_t byte;
-    if (u->rx_count == 0)
+    if (u->st.rx_count == 0)
         return 0;
-    byte = u->rx_fifo[u->rx_head];
-    u->rx_head = (u->rx_head + 1) % UART_FIFO_SIZE;
-    u->rx_count--;
+    byte = u->st.rx_fifo[u->st.rx_head];
+    u->st.rx_head = (u->st.rx_head + 1) % UART_FIFO_SIZE;
+    u->st.rx_count--;
     return byte;
 }
 
 static void uart_rx_clear(struct uart *u)
 {
-    u->rx_head = 0;
-    u->rx_count = 0;
+    u->st.rx_head = 0;
+    u->st.rx_count = 0;
 }
 
 /* The modem status inputs (MSR bits 4-7): wired to MCR's outputs in loopback. */
 static uint8_t uart_modem_inputs(const struct uart *u)
 {
     uint8_t in = 0;
-    if (!(u->mcr & MCR_LOOP))
+    if (!(u->st.mcr & MCR_LOOP))
         return MSR_DCD | MSR_DSR | MSR_CTS;
-    if (u->mcr & MCR_DTR)
+    if (u->st.mcr & MCR_DTR)
         in |= MSR_DSR;
-    if (u->mcr & MCR_RTS)
+    if (u->st.mcr & MCR_RTS)
         in |= MSR_CTS;
-    if (u->mcr & MCR_OUT1)
+    if (u->st.mcr & MCR_OUT1)
         in |= MSR_RI;
-    if (u->mcr & MCR_OUT2)
+    if (u->st.mcr & MCR_OUT2)
         in |= MSR_DCD;
     return in;
 }
@@ -126,16 +128,16 @@ static uint8_t uart_modem_inputs(const struct uart *u)
 /* Highest-priority pending interrupt, as IIR bits 0-3 report it. */
 static uint8_t uart_pending_interrupt(const struct uart *u)
 {
-    if ((u->ier & IER_ELSI) && (u->lsr_errors & LSR_ERRORS))
+    if ((u->st.ier & IER_ELSI) && (u->st.lsr_errors & LSR_ERRORS))
         return IIR_LINE_STATUS;
-    if ((u->ier & IER_ERBFI) && u->rx_count > 0) {
-        if (!u->fifo_enabled || u->rx_count >= u->rx_trigger)
+    if ((u->st.ier & IER_ERBFI) && u->st.rx_count > 0) {
+        if (!u->st.fifo_enabled || u->st.rx_count >= u->st.rx_trigger)
             return IIR_RX_DATA;
         return IIR_RX_TIMEOUT;
     }
-    if ((u->ier & IER_ETBEI) && u->thre_pending)
+    if ((u->st.ier & IER_ETBEI) && u->st.thre_pending)
         return IIR_THRE;
-    if ((u->ier & IER_EDSSI) && u->msr_delta)
+    if ((u->st.ier & IER_EDSSI) && u->st.msr_delta)
         return IIR_MODEM_STATUS;
     return IIR_NO_INT;
 }
@@ -144,7 +146,7 @@ static uint8_t uart_pending_interrupt(const struct uart *u)
 static void uart_update_irq(struct uart *u)
 {
     /* In loopback the chip forces its OUT2 pin inactive, which on a PC cuts the IRQ. */
-    bool gate_open = (u->mcr & (MCR_OUT2 | MCR_LOOP)) == MCR_OUT2;
+    bool gate_open = (u->st.mcr & (MCR_OUT2 | MCR_LOOP)) == MCR_OUT2;
     int level = gate_open && uart_pending_interrupt(u) != IIR_NO_INT;
     if (level != u->irq_level) {
         u->irq_level = level;
@@ -157,121 +159,123 @@ static uint8_t uart_read_iir(struct uart *u)
     uint8_t id = uart_pending_interrupt(u);
     /* Reading IIR acknowledges a THRE interrupt, and only when IIR reported it. */
     if (id == IIR_THRE)
-        u->thre_pending = false;
-    return id | (u->fifo_enabled ? IIR_FIFOS_ENABLED : 0);
+        u->st.thre_pending = false;
+    return id | (u->st.fifo_enabled ? IIR_FIFOS_ENABLED : 0);
 }
 
 static uint8_t uart_read_lsr(struct uart *u)
 {
-    uint8_t lsr = LSR_THRE | LSR_TEMT | u->lsr_errors;
-    if (u->rx_count > 0)
+    uint8_t lsr = LSR_THRE | LSR_TEMT | u->st.lsr_errors;
+    if (u->st.rx_count > 0)
         lsr |= LSR_DR;
-    u->lsr_errors = 0;
+    u->st.lsr_errors = 0;
     return lsr;
 }
 
 static uint8_t uart_read_msr(struct uart *u)
 {
-    uint8_t msr = uart_modem_inputs(u) | u->msr_delta;
-    u->msr_delta = 0;
+    uint8_t msr = uart_modem_inputs(u) | u->st.msr_delta;
+    u->st.msr_delta = 0;
     return msr;
 }
 
 static uint8_t uart_read_reg(struct uart *u, unsigned reg)
 {
-    bool dlab = u->lcr & LCR_DLAB;
+    bool dlab = u->st.lcr & LCR_DLAB;
     switch (reg) {
     case REG_RBR_THR:
-        return dlab ? u->dll : uart_rx_pop(u);
+        return dlab ? u->st.dll : uart_rx_pop(u);
     case REG_IER:
-        return dlab ? u->dlm : u->ier;
+        return dlab ? u->st.dlm : u->st.ier;
     case REG_IIR_FCR:
         return uart_read_iir(u);
     case REG_LCR:
-        return u->lcr;
+        return u->st.lcr;
     case REG_MCR:
-        return u->mcr;
+        return u->st.mcr;
     case REG_LSR:
         return uart_read_lsr(u);
     case REG_MSR:
         return uart_read_msr(u);
     case REG_SCR:
-        return u->scr;
+        return u->st.scr;
     }
     return 0xff;
 }
 
 static void uart_write_thr(struct uart *u, uint8_t byte)
 {
-    if (u->mcr & MCR_LOOP) {
+    if (u->st.mcr & MCR_LOOP) {
         if (!uart_rx_push(u, byte))
-            u->lsr_errors |= LSR_OE;
+            u->st.lsr_errors |= LSR_OE;
     } else if (u->host.out) {
         u->host.out(u->host.ctx, &byte, 1);
     }
     /* Writing THR clears the THRE interrupt; the byte leaves at once, which sets it again. */
-    u->thre_pending = true;
+    u->st.thre_pending = true;
 }
 
 static void uart_write_ier(struct uart *u, uint8_t val)
 {
-    uint8_t enabled_now = val & ~u->ier;
-    u->ier = val & IER_MASK;
+    uint8_t enabled_now = val & ~u->st.ier;
+    u->st.ier = val & IER_MASK;
     /* A 16550 raises THRE whenever ETBEI goes on while THR is empty: always, here.
      * Linux's startup test relies on this being repeatable (off, on, interrupt again). */
     if (enabled_now & IER_ETBEI)
-        u->thre_pending = true;
-    else if (!(u->ier & IER_ETBEI))
-        u->thre_pending = false;
+        u->st.thre_pending = true;
+    else if (!(u->st.ier & IER_ETBEI))
+        u->st.thre_pending = false;
 }
+
+/* RX FIFO trigger levels, by FCR bits 6-7. */
+static const uint8_t trigger_levels[4] = { 1, 4, 8, 14 };
 
 static void uart_write_fcr(struct uart *u, uint8_t val)
 {
-    static const uint8_t trigger_levels[4] = { 1, 4, 8, 14 };
     bool enable = val & FCR_ENABLE_FIFO;
 
-    if (enable != u->fifo_enabled) {
+    if (enable != u->st.fifo_enabled) {
         /* Turning the FIFOs on or off empties them. */
-        u->fifo_enabled = enable;
+        u->st.fifo_enabled = enable;
         uart_rx_clear(u);
     }
     if (!enable)
         return; /* the other FCR bits take effect only together with bit 0 */
     if (val & FCR_CLEAR_RX)
         uart_rx_clear(u);
-    u->rx_trigger = trigger_levels[val >> FCR_TRIGGER_SHIFT];
+    u->st.rx_trigger = trigger_levels[val >> FCR_TRIGGER_SHIFT];
 }
 
 static void uart_write_mcr(struct uart *u, uint8_t val)
 {
     uint8_t before = uart_modem_inputs(u), after, changed;
 
-    u->mcr = val & MCR_MASK;
+    u->st.mcr = val & MCR_MASK;
     after = uart_modem_inputs(u);
     changed = before ^ after;
     if (changed & MSR_CTS)
-        u->msr_delta |= MSR_DCTS;
+        u->st.msr_delta |= MSR_DCTS;
     if (changed & MSR_DSR)
-        u->msr_delta |= MSR_DDSR;
+        u->st.msr_delta |= MSR_DDSR;
     if ((before & MSR_RI) && !(after & MSR_RI))
-        u->msr_delta |= MSR_TERI; /* trailing edge only */
+        u->st.msr_delta |= MSR_TERI; /* trailing edge only */
     if (changed & MSR_DCD)
-        u->msr_delta |= MSR_DDCD;
+        u->st.msr_delta |= MSR_DDCD;
 }
 
 static void uart_write_reg(struct uart *u, unsigned reg, uint8_t val)
 {
-    bool dlab = u->lcr & LCR_DLAB;
+    bool dlab = u->st.lcr & LCR_DLAB;
     switch (reg) {
     case REG_RBR_THR:
         if (dlab)
-            u->dll = val;
+            u->st.dll = val;
         else
             uart_write_thr(u, val);
         break;
     case REG_IER:
         if (dlab)
-            u->dlm = val;
+            u->st.dlm = val;
         else
             uart_write_ier(u, val);
         break;
@@ -279,13 +283,13 @@ static void uart_write_reg(struct uart *u, unsigned reg, uint8_t val)
         uart_write_fcr(u, val);
         break;
     case REG_LCR:
-        u->lcr = val;
+        u->st.lcr = val;
         break;
     case REG_MCR:
         uart_write_mcr(u, val);
         break;
     case REG_SCR:
-        u->scr = val;
+        u->st.scr = val;
         break;
     default:
         break; /* LSR and MSR: read-only (a real chip's factory-test writes are not modelled) */
@@ -352,9 +356,9 @@ int uart_init(struct uart *u, const struct irq_line *irq, const struct uart_host
     if (host)
         u->host = *host;
     /* 8N1 at 9600 baud, as a PC BIOS leaves COM1; Linux reprograms all of it. */
-    u->lcr = 0x03;
-    u->dll = 12;
-    u->rx_trigger = 1;
+    u->st.lcr = 0x03;
+    u->st.dll = 12;
+    u->st.rx_trigger = 1;
     return 0;
 }
 
@@ -371,7 +375,7 @@ size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len)
     while (accepted < len && uart_rx_push(u, buf[accepted]))
         accepted++;
     if (accepted < len)
-        u->lsr_errors |= LSR_OE;
+        u->st.lsr_errors |= LSR_OE;
     uart_update_irq(u);
     pthread_mutex_unlock(&u->lock);
     return accepted;
@@ -385,4 +389,109 @@ size_t uart_rx_space(struct uart *u)
     space = uart_rx_space_locked(u);
     pthread_mutex_unlock(&u->lock);
     return space;
+}
+
+/* ---- Snapshots: the fields of struct uart_state, one by one, in this order ---- */
+
+void uart_save(void *dev, struct state_writer *w)
+{
+    struct uart *u = dev;
+    struct uart_state s;
+
+    pthread_mutex_lock(&u->lock);
+    s = u->st;
+    pthread_mutex_unlock(&u->lock);
+    sw_u8(w, s.ier);
+    sw_u8(w, s.lcr);
+    sw_u8(w, s.mcr);
+    sw_u8(w, s.lsr_errors);
+    sw_u8(w, s.msr_delta);
+    sw_u8(w, s.scr);
+    sw_u8(w, s.dll);
+    sw_u8(w, s.dlm);
+    sw_u8(w, s.fifo_enabled);
+    sw_u8(w, s.rx_trigger);
+    sw_u8(w, s.thre_pending);
+    sw_bytes(w, s.rx_fifo, sizeof(s.rx_fifo));
+    sw_u8(w, s.rx_head);
+    sw_u8(w, s.rx_count);
+}
+
+/* Reads the payload into s; the booleans into bytes of their own, checked afterwards. */
+static void uart_state_read(struct state_cursor *c, struct uart_state *s, uint8_t *fifo_enabled,
+                            uint8_t *thre_pending)
+{
+    s->ier = sc_u8(c);
+    s->lcr = sc_u8(c);
+    s->mcr = sc_u8(c);
+    s->lsr_errors = sc_u8(c);
+    s->msr_delta = sc_u8(c);
+    s->scr = sc_u8(c);
+    s->dll = sc_u8(c);
+    s->dlm = sc_u8(c);
+    *fifo_enabled = sc_u8(c);
+    s->rx_trigger = sc_u8(c);
+    *thre_pending = sc_u8(c);
+    sc_bytes(c, s->rx_fifo, sizeof(s->rx_fifo));
+    s->rx_head = sc_u8(c);
+    s->rx_count = sc_u8(c);
+}
+
+static bool is_trigger_level(uint8_t v)
+{
+    for (unsigned i = 0; i < sizeof(trigger_levels); i++)
+        if (v == trigger_levels[i])
+            return true;
+    return false;
+}
+
+/* Only values the registers can hold: the rest of the code relies on them (FIFO indexes). */
+static int uart_state_check(const struct state_cursor *c, const struct uart_state *s)
+{
+    unsigned capacity = s->fifo_enabled ? UART_FIFO_SIZE : 1;
+
+    if (s->ier & ~IER_MASK)
+        return sc_reject(c, "ier 0x%02x: reserved bits set", s->ier);
+    if (s->mcr & ~MCR_MASK)
+        return sc_reject(c, "mcr 0x%02x: reserved bits set", s->mcr);
+    if (s->lsr_errors & ~LSR_ERRORS)
+        return sc_reject(c, "lsr_errors 0x%02x: not error bits", s->lsr_errors);
+    if (s->msr_delta & ~(MSR_DCTS | MSR_DDSR | MSR_TERI | MSR_DDCD))
+        return sc_reject(c, "msr_delta 0x%02x: not delta bits", s->msr_delta);
+    if (!is_trigger_level(s->rx_trigger))
+        return sc_reject(c, "rx_trigger %u: not 1, 4, 8 or 14", s->rx_trigger);
+    if (s->rx_head >= UART_FIFO_SIZE)
+        return sc_reject(c, "rx_head %u: past the %u-byte FIFO", s->rx_head, UART_FIFO_SIZE);
+    if (s->rx_count > capacity)
+        return sc_reject(c, "rx_count %u: more than the %u the FIFO holds (fifo_enabled %d)",
+                         s->rx_count, capacity, s->fifo_enabled);
+    return 0;
+}
+
+int uart_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct uart *u = dev;
+    struct uart_state s;
+    uint8_t fifo_enabled, thre_pending;
+    int ret;
+
+    if (version != UART_STATE_VERSION)
+        return sc_reject(c, "version %u unknown", version);
+    memset(&s, 0, sizeof(s));
+    uart_state_read(c, &s, &fifo_enabled, &thre_pending);
+    if ((ret = sc_finish(c)) < 0)
+        return ret;
+    if (fifo_enabled > 1)
+        return sc_reject(c, "fifo_enabled %u: not 0 or 1", fifo_enabled);
+    if (thre_pending > 1)
+        return sc_reject(c, "thre_pending %u: not 0 or 1", thre_pending);
+    s.fifo_enabled = fifo_enabled;
+    s.thre_pending = thre_pending;
+    if ((ret = uart_state_check(c, &s)) < 0)
+        return ret;
+    pthread_mutex_lock(&u->lock);
+    u->st = s;
+    uart_update_irq(u); /* the line of this process: raised again if the state says so */
+    pthread_mutex_unlock(&u->lock);
+    return 0;
 }

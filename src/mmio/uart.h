@@ -10,6 +10,9 @@
 #include "vm/irq.h"
 #include "mmio/bus.h"
 
+struct state_writer;
+struct state_cursor;
+
 #define UART_IO_LEN 8       /* eight registers from the base port */
 #define UART_FIFO_SIZE 16   /* receive FIFO depth of a 16550A */
 
@@ -25,14 +28,10 @@ struct uart_host_ops {
 };
 
 /*
- * The whole device state: plain values (the lock apart), so that saving and loading it for
- * migration is a copy of the fields.
+ * What a snapshot carries: the guest-visible registers and the receive FIFO, plain values.
+ * Everything else in struct uart is wiring to this process (lock, interrupt line, host).
  */
-struct uart {
-    pthread_mutex_t lock; /* vCPU threads (registers) vs the main thread (input) */
-    struct irq_line irq;
-    struct uart_host_ops host;
-
+struct uart_state {
     uint8_t ier; /* interrupt enable, low nibble only */
     uint8_t lcr; /* line control; bit 7 (DLAB) maps the divisor latch */
     uint8_t mcr; /* modem control, bits 0-4 */
@@ -46,7 +45,16 @@ struct uart {
     uint8_t rx_fifo[UART_FIFO_SIZE];
     uint8_t rx_head;  /* index of the oldest byte */
     uint8_t rx_count; /* bytes in the FIFO (at most 1 while the FIFO is disabled) */
-    int irq_level;    /* last level sent to the interrupt line */
+};
+
+struct uart {
+    pthread_mutex_t lock; /* vCPU threads (registers) vs the main thread (input) */
+    struct irq_line irq;
+    struct uart_host_ops host;
+    /* Last level sent to this process's interrupt line. Not saved: it follows from the state,
+     * and a load re-sends it to the (new) irqchip. */
+    int irq_level;
+    struct uart_state st;
 };
 
 /* The register handlers to register on the port bus at PORT_COM1 for UART_IO_LEN bytes. */
@@ -65,5 +73,11 @@ void uart_destroy(struct uart *u);
 size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len);
 /* Room in the receive FIFO now: 0..16 with the FIFO enabled, 0..1 without. */
 size_t uart_rx_space(struct uart *u);
+
+/* Snapshots, as struct vm_device_ops save/load (dev: a struct uart). Load checks every value
+ * before it applies any, then sets the interrupt line to what the loaded state implies. */
+#define UART_STATE_VERSION 1
+void uart_save(void *dev, struct state_writer *w);
+int uart_load(void *dev, struct state_cursor *c, uint32_t version);
 
 #endif

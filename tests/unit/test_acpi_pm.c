@@ -11,6 +11,7 @@
 #include "mmio/acpi_pm.h"
 #include "mmio/pvpanic.h"
 #include "mmio/reset.h"
+#include "state_helpers.h"
 
 struct fixture {
     struct acpi_pm pm;
@@ -34,21 +35,30 @@ static void record_sci(void *ctx, uint32_t gsi, int level)
     f->sci_changes++;
 }
 
-static int setup(void **state)
+static struct fixture *fixture_new(void)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     struct irq_line sci = { .set_level = record_sci, .ctx = f, .gsi = IRQ_ACPI_SCI };
     struct platform_events ev = { .notify = record_event, .ctx = f };
     assert_int_equal(acpi_pm_init(&f->pm, &sci, &ev), 0);
-    *state = f;
+    return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    acpi_pm_destroy(&f->pm);
+    free(f);
+}
+
+static int setup(void **state)
+{
+    *state = fixture_new();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    acpi_pm_destroy(&f->pm);
-    free(f);
+    fixture_free(*state);
     return 0;
 }
 
@@ -233,6 +243,67 @@ static void test_pvpanic(void **state)
     assert_int_equal(f->events[PLATFORM_EVENT_POWEROFF] + f->events[PLATFORM_EVENT_RESET], 0);
 }
 
+/* Offsets in the payload, in the order acpi_pm_save() writes the fields. */
+enum { AT_STS = 0, AT_EN = 2, AT_CNT = 4, PAYLOAD_LEN = 6 };
+
+/* Power button enabled and pressed (SCI high), SLP_TYP S3 and BM_RLD written. */
+static void drive_to_busy_state(struct fixture *f)
+{
+    out(&f->pm, EN, 2, 0x0121);
+    out(&f->pm, CNT, 2, 1 << 10 | 0x0002);
+    acpi_pm_press_power_button(&f->pm);
+    assert_int_equal(f->sci_level, 1);
+}
+
+static void test_save_load_round_trip(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+
+    drive_to_busy_state(f);
+    struct test_payload p = test_save(acpi_pm_save, &f->pm, ACPI_PM_STATE_VERSION);
+    assert_int_equal(p.len, PAYLOAD_LEN);
+    assert_int_equal(test_load(acpi_pm_load, &g->pm, p.data, p.len, ACPI_PM_STATE_VERSION), 0);
+    test_assert_saves(acpi_pm_save, &g->pm, ACPI_PM_STATE_VERSION, &p);
+    /* The pending power-button SCI is raised again on the new line. */
+    assert_int_equal(g->sci_level, 1);
+    assert_int_equal(g->sci_changes, 1);
+    assert_int_equal(in(&g->pm, STS, 2), 0x0100);
+    assert_int_equal(in(&g->pm, EN, 2), 0x0121);
+    assert_int_equal(in(&g->pm, CNT, 2), 0x0403);
+    out(&g->pm, STS, 2, 0x0100);
+    assert_int_equal(g->sci_level, 0);
+    /* And a quiet state loaded over a pending one lowers it. */
+    struct test_payload quiet = test_save(acpi_pm_save, &g->pm, ACPI_PM_STATE_VERSION);
+    assert_int_equal(test_load(acpi_pm_load, &f->pm, quiet.data, quiet.len,
+                               ACPI_PM_STATE_VERSION), 0);
+    assert_int_equal(f->sci_level, 0);
+    assert_int_equal(g->events[PLATFORM_EVENT_POWEROFF], 0);
+    test_payload_free(&quiet);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
+static void test_load_refuses_bad_payloads(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+    static const struct { size_t at; uint8_t value; } hostile[] = {
+        { AT_STS + 1, 0x81 }, /* WAK_STS: nothing here sets it */
+        { AT_STS, 0x01 },     /* TMR_STS: no PM timer */
+        { AT_CNT, 0x03 },     /* SCI_EN is not stored: it reads 1 always */
+        { AT_CNT + 1, 0x24 }, /* SLP_EN is write-only */
+    };
+
+    drive_to_busy_state(f);
+    struct test_payload p = test_save(acpi_pm_save, &f->pm, ACPI_PM_STATE_VERSION);
+    test_assert_refuses_framing(acpi_pm_save, acpi_pm_load, &g->pm, &p, ACPI_PM_STATE_VERSION);
+    for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
+        test_assert_refuses_byte(acpi_pm_save, acpi_pm_load, &g->pm, &p, hostile[i].at,
+                                 hostile[i].value, ACPI_PM_STATE_VERSION);
+    assert_int_equal(g->sci_changes, 0);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +314,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_widths_and_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_register, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pvpanic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_bad_payloads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

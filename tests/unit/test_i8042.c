@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "mmio/i8042.h"
+#include "state_helpers.h"
 
 struct fixture {
     struct i8042 kbc;
@@ -23,20 +24,29 @@ static void record_event(void *ctx, enum platform_event e)
         f->other_events++;
 }
 
-static int setup(void **state)
+static struct fixture *fixture_new(void)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     struct platform_events ev = { .notify = record_event, .ctx = f };
     assert_int_equal(i8042_init(&f->kbc, &ev), 0);
-    *state = f;
+    return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    i8042_destroy(&f->kbc);
+    free(f);
+}
+
+static int setup(void **state)
+{
+    *state = fixture_new();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    i8042_destroy(&f->kbc);
-    free(f);
+    fixture_free(*state);
     return 0;
 }
 
@@ -178,7 +188,7 @@ static void test_hostile_input(void **state)
             read_data(k);
         }
     }
-    assert_true(k->out_count <= I8042_OUT_QUEUE);
+    assert_true(k->st.out_count <= I8042_OUT_QUEUE);
     assert_int_equal(f->other_events, 0);
     /* Odd widths and offsets read as ones beyond the one byte, and change nothing. */
     memset(data, 0, sizeof(data));
@@ -196,6 +206,66 @@ static void test_hostile_input(void **state)
     assert_int_equal(f->resets, resets);
 }
 
+/* Offsets in the payload, in the order i8042_save() writes the fields. */
+enum { AT_CTR = 0, AT_AWAITING = 2, AT_LAST_WRITE_CMD = 3, AT_OUT_HEAD = 8, AT_OUT_COUNT = 9,
+       PAYLOAD_LEN = 11 };
+
+/* A new command byte, one reply read and one waiting, the output port write half done. */
+static void drive_to_busy_state(struct i8042 *k)
+{
+    command(k, 0x60);
+    write_data(k, 0x47);
+    command(k, 0xaa);
+    command(k, 0x20);
+    assert_int_equal(read_data(k), 0x55);
+    command(k, 0xd1);
+}
+
+static void test_save_load_round_trip(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+    struct i8042 *k = &g->kbc;
+
+    drive_to_busy_state(&f->kbc);
+    struct test_payload p = test_save(i8042_save, &f->kbc, I8042_STATE_VERSION);
+    assert_int_equal(p.len, PAYLOAD_LEN);
+    assert_int_equal(test_load(i8042_load, k, p.data, p.len, I8042_STATE_VERSION), 0);
+    test_assert_saves(i8042_save, k, I8042_STATE_VERSION, &p);
+    assert_int_equal(status(k), 0x1d); /* unlocked, command last, system flag, reply waiting */
+    write_data(k, 0x01); /* the output port's parameter: A20 off, no reset */
+    assert_int_equal(read_data(k), 0x47);
+    assert_int_equal(read_data(k), 0x47); /* the last byte again */
+    assert_int_equal(query(k, 0xd0), 0x01);
+    assert_int_equal(g->resets + g->other_events, 0);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
+static void test_load_refuses_bad_payloads(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+    static const struct { size_t at; uint8_t value; } hostile[] = {
+        { AT_AWAITING, 0x20 }, /* a command without a parameter */
+        { AT_AWAITING, 0xff },
+        { AT_LAST_WRITE_CMD, 2 },
+        { AT_OUT_HEAD, I8042_OUT_QUEUE },
+        { AT_OUT_COUNT, I8042_OUT_QUEUE + 1 },
+    };
+
+    drive_to_busy_state(&f->kbc);
+    struct test_payload p = test_save(i8042_save, &f->kbc, I8042_STATE_VERSION);
+    test_assert_refuses_framing(i8042_save, i8042_load, &g->kbc, &p, I8042_STATE_VERSION);
+    for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
+        test_assert_refuses_byte(i8042_save, i8042_load, &g->kbc, &p, hostile[i].at,
+                                 hostile[i].value, I8042_STATE_VERSION);
+    /* The command byte is the guest's to choose: any value loads. */
+    assert_int_equal(test_load_patched(i8042_load, &g->kbc, &p, AT_CTR, 0xff,
+                                       I8042_STATE_VERSION), 0);
+    assert_int_equal(g->resets + g->other_events, 0);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +274,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_output_port_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_queue_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_bad_payloads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

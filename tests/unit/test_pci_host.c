@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "mmio/pci_host.h"
+#include "state_helpers.h"
 
 static int setup(void **state)
 {
@@ -288,6 +289,90 @@ static void test_hostile_accesses(void **state)
     assert_int_equal(cfg_read(h, 0, 0, 2), PCI_HOST_BRIDGE_VENDOR);
 }
 
+/* Offsets in the payload: the address latch, then the bridge's config bytes. */
+#define AT_CONFIG(offset) (4 + (offset))
+enum { AT_ADDRESS = 0, PAYLOAD_LEN = 4 + PCI_CONFIG_SPACE_SIZE };
+
+static struct pci_host *host_new(void)
+{
+    struct pci_host *host = calloc(1, sizeof(*host));
+    assert_int_equal(pci_host_init(host), 0);
+    return host;
+}
+
+static void host_free(struct pci_host *host)
+{
+    pci_host_destroy(host);
+    free(host);
+}
+
+/* The bridge's command, cache line, latency and interrupt line set; the latch on COMMAND. */
+static void drive_to_busy_state(struct pci_host *h)
+{
+    cfg_write(h, 0, PCI_COMMAND, 2, 0x0007);
+    cfg_write(h, 0, PCI_CACHE_LINE_SIZE, 1, 0x10);
+    cfg_write(h, 0, PCI_LATENCY_TIMER, 1, 0x40);
+    cfg_write(h, 0, PCI_INTERRUPT_LINE, 1, 0x0b);
+    out(h, 0xcf8, 4, cf8(0, 0, 0, PCI_COMMAND));
+}
+
+static void test_save_load_round_trip(void **state)
+{
+    struct pci_host *h = *state, *other = host_new();
+    struct fake_device dev = { 0 };
+
+    drive_to_busy_state(h);
+    struct test_payload p = test_save(pci_host_save, h, PCI_HOST_STATE_VERSION);
+    assert_int_equal(p.len, PAYLOAD_LEN);
+    assert_int_equal(pci_host_add_device(other, 3, &fake_ops, &dev), 0);
+    assert_int_equal(test_load(pci_host_load, other, p.data, p.len, PCI_HOST_STATE_VERSION), 0);
+    test_assert_saves(pci_host_save, other, PCI_HOST_STATE_VERSION, &p);
+    /* The latch still addresses the bridge's command register. */
+    assert_int_equal(in(other, 0xcf8, 4), cf8(0, 0, 0, PCI_COMMAND));
+    assert_int_equal(in(other, 0xcfc, 2), 0x0007);
+    assert_int_equal(cfg_read(other, 0, PCI_CACHE_LINE_SIZE, 1), 0x10);
+    assert_int_equal(cfg_read(other, 0, PCI_LATENCY_TIMER, 1), 0x40);
+    assert_int_equal(cfg_read(other, 0, PCI_INTERRUPT_LINE, 1), 0x0b);
+    assert_int_equal(cfg_read(other, 0, 0, 4), PCI_HOST_BRIDGE_DEVICE << 16 |
+                                                   PCI_HOST_BRIDGE_VENDOR);
+    /* The slots are wiring: untouched by a load. */
+    assert_int_equal(cfg_read(other, 3, 0x10, 4), 0x13121110);
+    assert_int_equal(cfg_read(other, 0, PCI_COMMAND, 2), 0x0007); /* writable bits only */
+    cfg_write(other, 0, PCI_COMMAND, 2, 0xffff);
+    assert_int_equal(cfg_read(other, 0, PCI_COMMAND, 2), 0x0547);
+    test_payload_free(&p);
+    host_free(other);
+}
+
+static void test_load_refuses_bad_payloads(void **state)
+{
+    struct pci_host *h = *state, *other = host_new();
+    static const struct { size_t at; uint8_t value; } hostile[] = {
+        { AT_ADDRESS, 0x05 },                   /* reserved bits 1-0 */
+        { AT_ADDRESS + 3, 0x81 },               /* reserved bits 30-24 */
+        { AT_CONFIG(PCI_VENDOR_ID), 0x86 },     /* another bridge's IDs */
+        { AT_CONFIG(PCI_HEADER_TYPE), 0x80 },   /* multi-function */
+        { AT_CONFIG(PCI_CAPABILITY_LIST), 0x40 },
+        { AT_CONFIG(PCI_COMMAND + 1), 0x08 },   /* a read-only command bit */
+        { AT_CONFIG(0xff), 0x01 },
+    };
+
+    drive_to_busy_state(h);
+    struct test_payload p = test_save(pci_host_save, h, PCI_HOST_STATE_VERSION);
+    test_assert_refuses_framing(pci_host_save, pci_host_load, other, &p,
+                                PCI_HOST_STATE_VERSION);
+    for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
+        test_assert_refuses_byte(pci_host_save, pci_host_load, other, &p, hostile[i].at,
+                                 hostile[i].value, PCI_HOST_STATE_VERSION);
+    /* A status bit that hardware sets and the guest clears loads: it may have been set. */
+    assert_int_equal(test_load_patched(pci_host_load, other, &p, AT_CONFIG(PCI_STATUS + 1),
+                                       PCI_STATUS_REC_MASTER_ABORT >> 8,
+                                       PCI_HOST_STATE_VERSION), 0);
+    assert_int_equal(cfg_read(other, 0, PCI_STATUS, 2), PCI_STATUS_REC_MASTER_ABORT);
+    test_payload_free(&p);
+    host_free(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +383,8 @@ int main(void)
         cmocka_unit_test(test_bar_sizing),
         cmocka_unit_test(test_status_write1_clear_and_capabilities),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_bad_payloads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

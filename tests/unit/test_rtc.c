@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "mmio/rtc.h"
+#include "state_helpers.h"
 
 #define GIB (1024ULL * 1024 * 1024)
 #define MIB (1024ULL * 1024)
@@ -267,6 +268,126 @@ static void test_hostile_writes(void **state)
     assert_close_to(read_clock(rtc), now);
 }
 
+/* Offsets in the payload, in the order rtc_save() writes the fields. */
+#define AT_CMOS(i) (1 + (i))
+enum { AT_INDEX = 0, AT_OFFSET = 129, AT_YEAR = 137, AT_MONTH = 141, AT_HOUR = 149,
+       AT_WDAY = 161, PAYLOAD_LEN = 165 };
+
+static struct rtc *rtc_new(void)
+{
+    struct rtc *rtc = calloc(1, sizeof(*rtc));
+    assert_int_equal(rtc_init(rtc, 3 * GIB, 2 * GIB), 0);
+    return rtc;
+}
+
+static void rtc_free(struct rtc *rtc)
+{
+    rtc_destroy(rtc);
+    free(rtc);
+}
+
+/* 2001-02-03 16:05:06 set as Linux sets it, alarm 06:15:30, a CMOS byte, index at it. */
+static const struct tm set_time = { .tm_year = 2001 - 1900, .tm_mon = 1, .tm_mday = 3,
+                                    .tm_hour = 16, .tm_min = 5, .tm_sec = 6 };
+
+static void drive_to_set_state(struct rtc *rtc)
+{
+    cmos_write(rtc, 0x0b, 0x82);
+    cmos_write(rtc, 0x32, 0x20);
+    cmos_write(rtc, 0x09, 0x01);
+    cmos_write(rtc, 0x08, 0x02);
+    cmos_write(rtc, 0x07, 0x03);
+    cmos_write(rtc, 0x04, 0x16);
+    cmos_write(rtc, 0x02, 0x05);
+    cmos_write(rtc, 0x00, 0x06);
+    cmos_write(rtc, 0x0b, 0x22); /* running again; AIE stored */
+    cmos_write(rtc, 0x01, 0x30);
+    cmos_write(rtc, 0x03, 0x15);
+    cmos_write(rtc, 0x05, 0x06);
+    cmos_write(rtc, 0x0a, 0x2f);
+    cmos_write(rtc, 0x40, 0xab);
+}
+
+static void test_save_load_round_trip(void **state)
+{
+    struct rtc *rtc = *state, *other = rtc_new();
+    struct tm want = set_time;
+    uint8_t v = 0;
+
+    drive_to_set_state(rtc);
+    struct test_payload p = test_save(rtc_save, rtc, RTC_STATE_VERSION);
+    assert_int_equal(p.len, PAYLOAD_LEN);
+    assert_int_equal(p.data[AT_INDEX], 0x40);
+    assert_int_equal(test_load(rtc_load, other, p.data, p.len, RTC_STATE_VERSION), 0);
+    test_assert_saves(rtc_save, other, RTC_STATE_VERSION, &p);
+    /* The index is kept: the data port reads the byte it selected. */
+    rtc_ops.read(other, 1, &v, 1);
+    assert_int_equal(v, 0xab);
+    /* The clock goes on from the offset the guest set, over the host's clock. */
+    assert_close_to(read_clock(other), timegm(&want));
+    assert_int_equal(cmos_read(other, 0x0b), 0x22);
+    assert_int_equal(cmos_read(other, 0x0a), 0x2f);
+    assert_int_equal(cmos_read(other, 0x01), 0x30);
+    assert_int_equal(cmos_read(other, 0x03), 0x15);
+    assert_int_equal(cmos_read(other, 0x05), 0x06);
+    assert_int_equal(cmos16(other, 0x15), 640);
+    test_payload_free(&p);
+    rtc_free(other);
+}
+
+/* Saved in the middle of mc146818_set_time(): the time being written is kept and used. */
+static void test_round_trip_while_setting(void **state)
+{
+    struct rtc *rtc = *state, *other = rtc_new();
+    struct tm want = set_time;
+
+    drive_to_set_state(rtc);
+    cmos_write(rtc, 0x0b, 0xa2);
+    cmos_write(rtc, 0x09, 0x07); /* 2007, while frozen */
+    struct test_payload p = test_save(rtc_save, rtc, RTC_STATE_VERSION);
+    assert_int_equal(test_load(rtc_load, other, p.data, p.len, RTC_STATE_VERSION), 0);
+    test_assert_saves(rtc_save, other, RTC_STATE_VERSION, &p);
+    want.tm_year = 2007 - 1900;
+    time_t frozen = read_clock(other);
+    assert_true(frozen >= timegm(&want) && frozen <= timegm(&want) + 2);
+    cmos_write(other, 0x0b, 0x22);
+    assert_close_to(read_clock(other), frozen);
+    test_payload_free(&p);
+    rtc_free(other);
+}
+
+static void test_load_refuses_bad_payloads(void **state)
+{
+    struct rtc *rtc = *state, *other = rtc_new();
+    static const struct { size_t at; uint8_t value; } hostile[] = {
+        { AT_INDEX, 0x80 },             /* past the 128 bytes */
+        { AT_CMOS(0x00), 0x01 },        /* time registers live in offset_s */
+        { AT_CMOS(0x32), 0x20 },        /* the century too */
+        { AT_CMOS(0x0a), 0xa6 },        /* UIP */
+        { AT_CMOS(0x0c), 0x80 },        /* register C: no flags ever */
+        { AT_CMOS(0x0d), 0x80 },        /* register D: read as a constant */
+        { AT_OFFSET + 7, 0x7f },        /* an offset of 10^18 seconds */
+        { AT_OFFSET + 7, 0x80 },
+        { AT_YEAR + 3, 0x80 },          /* a year near -2^31 */
+        { AT_YEAR + 2, 0x10 },          /* year past a million */
+        { AT_MONTH + 1, 0x01 },         /* month 258 */
+        { AT_HOUR + 3, 0xff },          /* a negative hour */
+        { AT_WDAY, 8 },
+    };
+
+    drive_to_set_state(rtc);
+    struct test_payload p = test_save(rtc_save, rtc, RTC_STATE_VERSION);
+    test_assert_refuses_framing(rtc_save, rtc_load, other, &p, RTC_STATE_VERSION);
+    for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
+        test_assert_refuses_byte(rtc_save, rtc_load, other, &p, hostile[i].at,
+                                 hostile[i].value, RTC_STATE_VERSION);
+    /* Any byte a binary-mode guest can write into a latched field is fine. */
+    assert_int_equal(test_load_patched(rtc_load, other, &p, AT_MONTH, 0xff, RTC_STATE_VERSION),
+                     0);
+    test_payload_free(&p);
+    rtc_free(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +399,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cmos_memory_and_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_size_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_while_setting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_bad_payloads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

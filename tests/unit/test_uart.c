@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "mmio/uart.h"
+#include "state_helpers.h"
 
 enum { RBR = 0, IER = 1, IIR = 2, FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7 };
 
@@ -51,21 +52,30 @@ struct fixture {
     struct fake_host host;
 };
 
-static int setup(void **state)
+static struct fixture *fixture_new(void)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     struct irq_line line = { .set_level = fake_set_level, .ctx = &f->irq, .gsi = 4 };
     struct uart_host_ops host = { .out = fake_out, .rx_ready = fake_rx_ready, .ctx = &f->host };
     assert_int_equal(uart_init(&f->uart, &line, &host), 0);
-    *state = f;
+    return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    uart_destroy(&f->uart);
+    free(f);
+}
+
+static int setup(void **state)
+{
+    *state = fixture_new();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    uart_destroy(&f->uart);
-    free(f);
+    fixture_free(*state);
     return 0;
 }
 
@@ -420,8 +430,8 @@ static void test_hostile_values_and_widths(void **state)
             uart_ops.read(u, off, data, len);
         if (n % 64 == 0)
             uart_receive(u, data, rand() % 8);
-        assert_true(u->rx_count <= UART_FIFO_SIZE);
-        assert_true(u->rx_head < UART_FIFO_SIZE);
+        assert_true(u->st.rx_count <= UART_FIFO_SIZE);
+        assert_true(u->st.rx_head < UART_FIFO_SIZE);
         assert_true(f->irq.level == 0 || f->irq.level == 1);
     }
 }
@@ -472,6 +482,104 @@ static void test_concurrent_input_and_reads(void **state)
     pthread_join(t, NULL);
 }
 
+/* Offsets in the payload, in the order uart_save() writes the fields. */
+enum { AT_IER = 0, AT_MCR = 2, AT_LSR_ERRORS = 3, AT_MSR_DELTA = 4, AT_FIFO_ENABLED = 8,
+       AT_RX_TRIGGER = 9, AT_THRE_PENDING = 10, AT_RX_HEAD = 27, AT_RX_COUNT = 28,
+       PAYLOAD_LEN = 29 };
+
+/* Divisor, line settings, FIFO at trigger 8 holding "abc" from index 2, a modem delta. */
+static void drive_to_busy_state(struct uart *u)
+{
+    outb(u, LCR, 0x83);
+    outb(u, RBR, 0x01); /* DLL */
+    outb(u, IER, 0x02); /* DLM */
+    outb(u, LCR, 0x1b);
+    outb(u, FCR, 0x81);
+    outb(u, MCR, 0x10); /* loopback and back: every modem input changed */
+    outb(u, MCR, 0x0b);
+    outb(u, IER, 0x05);
+    outb(u, SCR, 0xa5);
+    assert_int_equal(uart_receive(u, (const uint8_t *)"xyabc", 5), 5);
+    assert_int_equal(inb(u, RBR), 'x');
+    assert_int_equal(inb(u, RBR), 'y');
+}
+
+static void test_save_load_round_trip(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+    struct uart *u = &g->uart;
+
+    drive_to_busy_state(&f->uart);
+    struct test_payload p = test_save(uart_save, &f->uart, UART_STATE_VERSION);
+    assert_int_equal(p.len, PAYLOAD_LEN);
+    assert_int_equal(p.data[AT_RX_HEAD], 2);
+    assert_int_equal(p.data[AT_RX_COUNT], 3);
+
+    assert_int_equal(test_load(uart_load, u, p.data, p.len, UART_STATE_VERSION), 0);
+    test_assert_saves(uart_save, u, UART_STATE_VERSION, &p);
+    /* The line was raised on load: RX timeout pending, enabled, OUT2 on. */
+    assert_int_equal(g->irq.level, 1);
+    assert_int_equal(inb(u, LCR), 0x1b);
+    assert_int_equal(inb(u, SCR), 0xa5);
+    assert_int_equal(inb(u, IER), 0x05);
+    assert_int_equal(inb(u, MCR), 0x0b);
+    assert_int_equal(inb(u, MSR), 0xbb); /* DCD DSR CTS, and their deltas */
+    assert_int_equal(inb(u, IIR), 0xcc);
+    assert_int_equal(uart_rx_space(u), 13);
+    assert_int_equal(inb(u, RBR), 'a');
+    assert_int_equal(inb(u, RBR), 'b');
+    assert_int_equal(inb(u, RBR), 'c');
+    assert_int_equal(g->irq.level, 0);
+    assert_int_equal(inb(u, LSR), 0x60);
+    outb(u, LCR, 0x9b);
+    assert_int_equal(inb(u, RBR), 0x01);
+    assert_int_equal(inb(u, IER), 0x02);
+    assert_int_equal(g->host.out_len, 0);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
+/* A fresh device's own save loads back into a busy one and lowers its line. */
+static void test_load_lowers_the_line(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+
+    drive_to_busy_state(&f->uart);
+    assert_int_equal(f->irq.level, 1);
+    struct test_payload p = test_save(uart_save, &g->uart, UART_STATE_VERSION);
+    assert_int_equal(test_load(uart_load, &f->uart, p.data, p.len, UART_STATE_VERSION), 0);
+    assert_int_equal(f->irq.level, 0);
+    test_assert_saves(uart_save, &f->uart, UART_STATE_VERSION, &p);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
+static void test_load_refuses_bad_payloads(void **state)
+{
+    struct fixture *f = *state, *g = fixture_new();
+    static const struct { size_t at; uint8_t value; } hostile[] = {
+        { AT_IER, 0x10 },          { AT_MCR, 0x20 },          { AT_LSR_ERRORS, 0x01 },
+        { AT_MSR_DELTA, 0x10 },    { AT_FIFO_ENABLED, 2 },    { AT_RX_TRIGGER, 2 },
+        { AT_THRE_PENDING, 0xff }, { AT_RX_HEAD, 16 },        { AT_RX_COUNT, 17 },
+        { AT_FIFO_ENABLED, 0 }, /* three bytes in the one-byte holding register */
+    };
+
+    drive_to_busy_state(&f->uart);
+    struct test_payload p = test_save(uart_save, &f->uart, UART_STATE_VERSION);
+    test_assert_refuses_framing(uart_save, uart_load, &g->uart, &p, UART_STATE_VERSION);
+    for (unsigned i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++)
+        test_assert_refuses_byte(uart_save, uart_load, &g->uart, &p, hostile[i].at,
+                                 hostile[i].value, UART_STATE_VERSION);
+    assert_int_equal(g->irq.changes, 0);
+    /* A full FIFO is fine: 16 bytes from the last slot on wrap around. */
+    p.data[AT_RX_HEAD] = 15;
+    p.data[AT_RX_COUNT] = 16;
+    assert_int_equal(test_load(uart_load, &g->uart, p.data, p.len, UART_STATE_VERSION), 0);
+    assert_int_equal(uart_rx_space(&g->uart), 0);
+    test_payload_free(&p);
+    fixture_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +595,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_loopback_routes_tx_to_rx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_values_and_widths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_input_and_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_lowers_the_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_bad_payloads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
