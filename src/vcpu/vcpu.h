@@ -56,6 +56,30 @@ struct json_object *vcpu_inspect_json(struct vcpu *vcpu);
 struct kvm_cpuid2 *cpuid_build(const struct kvm_cpuid2 *supported, unsigned vcpu_index,
                                unsigned nr_vcpus);
 
+/* KVM state of one vCPU in the VM state stream, section "vcpu<N>" (vcpu/state.c; its layout
+ * is described there). */
+struct state_writer;
+struct state_reader;
+#define VCPU_STATE_VERSION 1u
+#define VCPU_STATE_MAX_MSRS 1024u
+/* Saves the vCPU's registers, LAPIC, events, CPUID, TSC rate and MSRs. Only while its thread is
+ * parked (VM paused) or not started. Returns 0 or -errno after one error line. */
+int vcpu_save_state(struct vcpu *vcpu, struct state_writer *w);
+/* Restores a vCPU fresh from vcpu_init() whose thread has not started: checks the whole section
+ * and the CPU model before it changes anything. Returns 0, -ENOENT (no section), -EPROTO
+ * (truncated), -EINVAL (a value refused) or the -errno of a failed ioctl, after one line. */
+int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r);
+/* The checks on a saved MSR list: 0, -E2BIG (more than VCPU_STATE_MAX_MSRS) or -EEXIST (an
+ * index twice, in *dup_index). */
+int vcpu_state_check_msrs(const struct kvm_msr_entry *msrs, uint32_t n, uint32_t *dup_index);
+/* Moves MSR_IA32_TSC to the front, the others keeping their order: KVM_SET_MSRS applies them
+ * in order, and the TSC deadline is taken against the TSC. */
+void vcpu_state_order_msrs(struct kvm_msr_entry *msrs, uint32_t n);
+/* Whether two vCPUs' CPUID tables describe the same CPU, ignoring the bits KVM updates from the
+ * guest's control registers as it runs. *where: the first entry that differs. */
+bool vcpu_cpuid_same_model(const struct kvm_cpuid2 *saved, const struct kvm_cpuid2 *now,
+                           uint32_t *where);
+
 /* MSR values every vCPU starts with (vcpu/msr.c). */
 int vcpu_set_boot_msrs(int vcpu_fd);
 
