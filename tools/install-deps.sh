@@ -9,7 +9,7 @@ packages=(
   libcmocka-dev libjson-c-dev               # tests, JSON config
   qemu-system-x86                           # the test host and the benchmark peer
   busybox-static cpio xz-utils zstd kmod    # guest and test-host initramfs images
-  iproute2 curl ca-certificates             # test-host networking, API tests
+  iproute2 iputils-ping curl ca-certificates # test-host networking, API tests, snapshot clones
   python3 tmux                              # test-host monitor, the main job driven in a terminal
   fio iperf3                                # bench/io.sh (host and bench guest)
 )

@@ -81,6 +81,19 @@ struct godwit_config {
     enum godwit_virtio_console virtio_console;
     const char *virtio_console_path; /* for SOCKET and FILE */
     bool no_rng;          /* no virtio-rng device (by default the guest gets one) */
+    /* Build the VM from the snapshot in this directory (godwit_snapshot()) instead of booting
+     * the kernel: the rest of the configuration must describe the same machine (memory, CPUs,
+     * devices), with the disks, taps and console paths free to differ (a clone needs its own
+     * tap and MAC). NULL: boot. */
+    const char *restore_dir;
+};
+
+/* What godwit_snapshot() wrote. */
+struct godwit_snapshot_info {
+    uint64_t memory_bytes;   /* guest RAM */
+    uint64_t memory_written; /* of it, written to the memory file: the pages that are not zero */
+    uint64_t state_bytes;    /* the state file */
+    double paused_ms;        /* how long the guest was stopped for it */
 };
 
 struct godwit_vm;
@@ -95,6 +108,15 @@ void godwit_set_event_callback(struct godwit_vm *vm, godwit_event_fn fn, void *o
 int godwit_start(struct godwit_vm *vm);
 int godwit_pause(struct godwit_vm *vm);
 int godwit_resume(struct godwit_vm *vm);
+/*
+ * Writes the running or paused VM to `dir` (created when missing): DIR/memory (guest RAM,
+ * sparse) and DIR/state (everything else). The guest is paused for it, then resumed, or
+ * stopped when `stop` is set (then godwit_wait() returns GODWIT_EXIT_STOPPED); a VM paused
+ * before stays paused. Disks are not copied: copy or reflink them while the VM is paused or
+ * stopped. `info` may be NULL. Returns 0 or -errno.
+ */
+int godwit_snapshot(struct godwit_vm *vm, const char *dir, bool stop,
+                    struct godwit_snapshot_info *info);
 /* Asks the guest to power off (ACPI power button); stops it after timeout_ms. */
 int godwit_shutdown(struct godwit_vm *vm, unsigned timeout_ms);
 /* Resets the guest at once (as its reset line would). */

@@ -97,7 +97,13 @@ static int parse_response(char *raw, struct api_response *resp)
 int api_request(const char *socket_path, const char *method, const char *target,
                 const char *body, struct api_response *resp)
 {
-    struct timeval tv = { .tv_sec = API_CLIENT_TIMEOUT_MS / 1000 };
+    return api_request_timeout(socket_path, method, target, body, API_CLIENT_TIMEOUT_MS, resp);
+}
+
+int api_request_timeout(const char *socket_path, const char *method, const char *target,
+                        const char *body, unsigned timeout_ms, struct api_response *resp)
+{
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
     char head[512];
     char *raw = NULL;
     size_t raw_len;

@@ -16,6 +16,9 @@ struct api_response {
  * when the socket cannot be reached or the response is malformed or too large. */
 int api_request(const char *socket_path, const char *method, const char *target,
                 const char *body, struct api_response *resp);
+/* The same with its own timeout, for requests that take long (a snapshot of a large VM). */
+int api_request_timeout(const char *socket_path, const char *method, const char *target,
+                        const char *body, unsigned timeout_ms, struct api_response *resp);
 void api_response_free(struct api_response *resp);
 
 /* Connects to a VM's API socket; returns the fd or -errno. */

@@ -141,8 +141,11 @@ static void reply_action(struct handler_ctx *h, struct http_response *resp, int 
         return;
     }
     bool conflict = ret == -EALREADY || ret == -ESRCH;
-    snprintf(msg, sizeof(msg), "cannot %s: the VM is %s", what,
-             conflict ? godwit_state_name(godwit_get_state(h->server->vm)) : strerror(-ret));
+    if (conflict)
+        snprintf(msg, sizeof(msg), "cannot %s: the VM is %s", what,
+                 godwit_state_name(godwit_get_state(h->server->vm)));
+    else
+        snprintf(msg, sizeof(msg), "cannot %s: %s", what, strerror(-ret));
     reply_error(h, resp, conflict ? 409 : 500, msg);
 }
 
@@ -217,6 +220,40 @@ static void handle_stop(void *ctx, const struct http_request *req, struct http_r
     reply_action(h, resp, godwit_stop(h->server->vm), "stop");
 }
 
+/* PUT /vm/snapshot {"dir": "/abs/path", "stop": false}: 200 with what was written. */
+static void handle_snapshot(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *body = tok ? json_tokener_parse_ex(tok, req->body, (int)req->body_len)
+                                   : NULL;
+    struct json_object *dir = NULL, *stop = NULL;
+    struct godwit_snapshot_info info;
+    json_tokener_free(tok);
+    if (!body || !json_object_is_type(body, json_type_object) ||
+        !json_object_object_get_ex(body, "dir", &dir) || !json_object_is_type(dir, json_type_string) ||
+        json_object_get_string(dir)[0] != '/' ||
+        (json_object_object_get_ex(body, "stop", &stop) &&
+         !json_object_is_type(stop, json_type_boolean))) {
+        reply_error(h, resp, 400, "the body must be {\"dir\": \"/absolute/path\", \"stop\": false}");
+        json_object_put(body);
+        return;
+    }
+    int ret = godwit_snapshot(h->server->vm, json_object_get_string(dir),
+                              stop && json_object_get_boolean(stop), &info);
+    json_object_put(body);
+    if (ret < 0) {
+        reply_action(h, resp, ret, "snapshot");
+        return;
+    }
+    struct json_object *obj = json_object_new_object();
+    json_object_object_add(obj, "memory_bytes", json_object_new_int64((int64_t)info.memory_bytes));
+    json_object_object_add(obj, "memory_written", json_object_new_int64((int64_t)info.memory_written));
+    json_object_object_add(obj, "state_bytes", json_object_new_int64((int64_t)info.state_bytes));
+    json_object_object_add(obj, "paused_ms", json_object_new_double(info.paused_ms));
+    reply_json(h, resp, obj);
+}
+
 /* GET /vm/console is answered by conn_attach_console(): it takes the connection over. */
 static void handle_console_busy(void *ctx, const struct http_request *req,
                                 struct http_response *resp)
@@ -236,6 +273,7 @@ static const struct http_route api_routes[] = {
     { "PUT", "/vm/shutdown", handle_shutdown },
     { "PUT", "/vm/reboot", handle_reboot },
     { "PUT", "/vm/stop", handle_stop },
+    { "PUT", "/vm/snapshot", handle_snapshot },
 };
 
 /* --- connections --------------------------------------------------------------------- */

@@ -12,16 +12,21 @@
 #include "api/runtime.h"
 #include "lib/device_options.h"
 #include "log.h"
+#include "migration/snapshot.h"
 
 void cli_usage_run(FILE *out)
 {
     fprintf(out,
             "Usage: godwit run --kernel FILE [options]\n"
+            "       godwit run --restore DIR [options]\n"
             "Boots a Linux kernel in a new KVM virtual machine, with its serial console on\n"
             "this terminal (or on stdin/stdout when they are not a terminal).\n"
             "\n"
             "      --config FILE     read these settings from a JSON file (docs/config.md);\n"
             "                        options given here override the file\n"
+            "      --restore DIR     resume the VM that `godwit snapshot` wrote to DIR, with\n"
+            "                        its configuration; --disk, --net and --console given\n"
+            "                        here replace its devices' paths, taps and MACs (clones)\n"
             "  -k, --kernel FILE     kernel: a bzImage or an uncompressed vmlinux ELF\n"
             "  -i, --initrd FILE     initial ramdisk\n"
             "  -c, --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
@@ -66,6 +71,10 @@ void cli_usage_main(FILE *out)
                  "  shutdown NAME  ask the guest to power off (ACPI power button)\n"
                  "  reboot NAME, stop NAME\n"
                  "  counters NAME  exit and device counters\n"
+                 "  snapshot NAME DIR [--resume|--stop]\n"
+                 "               write the VM to DIR (RAM and state; not its disks); it\n"
+                 "               runs on (--resume, the default) or stops (--stop);\n"
+                 "               godwit run --restore DIR builds it again\n"
                  "  console NAME attach to a VM's serial console (Ctrl-] detaches)\n"
                  "  check-host   can this host run godwit's VMs? one line per check\n"
                  "  version      print the version\n"
@@ -109,7 +118,7 @@ static uint64_t host_memory_mib(void)
 
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
-    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
@@ -133,19 +142,33 @@ static int add_device_option(struct cli_run_options *opts, int opt, const char *
     return ret < 0 ? ret : devopt_add_net(cfg, &opts->owned, &net);
 }
 
-/* The file named by --config (the last one given), or NULL: a first pass of the same parser,
- * so that abbreviations (--conf) and --config=FILE mean what they mean in the second. */
-static const char *find_config_file(int argc, char **argv, const struct option *options,
-                                    const char *shortopts)
+/* The value of the last `wanted` option (--config, --restore), or NULL: a first pass of the
+ * same parser, so that abbreviations (--conf) and --config=FILE mean what they mean in the
+ * second. */
+static const char *find_option(int argc, char **argv, const struct option *options,
+                               const char *shortopts, int wanted)
 {
-    const char *file = NULL;
+    const char *value = NULL;
     int opt;
     opterr = 0;
     optind = 0; /* 0: glibc starts a fresh scan */
     while ((opt = getopt_long(argc, argv, shortopts, options, NULL)) != -1)
-        if (opt == OPT_CONFIG)
-            file = optarg;
-    return file;
+        if (opt == wanted)
+            value = optarg;
+    return value;
+}
+
+/* The snapshot's configuration is the base that options override, as a --config file is. */
+static int load_snapshot_config(const char *dir, struct cli_run_options *opts)
+{
+    struct snapshot snap;
+    if (snapshot_open(&snap, dir) < 0)
+        return -EINVAL;
+    int ret = config_parse_json(snap.config_json, strlen(snap.config_json), &opts->cfg,
+                                &opts->extra, &opts->owned, NULL);
+    snapshot_close(&snap);
+    opts->restore_dir = dir;
+    return ret;
 }
 
 void cli_run_options_free(struct cli_run_options *opts)
@@ -169,6 +192,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "net", required_argument, NULL, OPT_NET },
         { "console", required_argument, NULL, OPT_CONSOLE },
         { "no-rng", no_argument, NULL, OPT_NO_RNG },
+        { "restore", required_argument, NULL, OPT_RESTORE },
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
@@ -178,8 +202,15 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
 
     memset(opts, 0, sizeof(*opts));
     config_defaults(cfg, &opts->extra);
-    const char *file = find_config_file(argc, argv, options, shortopts);
+    const char *file = find_option(argc, argv, options, shortopts, OPT_CONFIG);
+    const char *restore = find_option(argc, argv, options, shortopts, OPT_RESTORE);
+    if (file && restore) {
+        log_error("--config and --restore exclude each other: a snapshot holds its configuration");
+        return -EINVAL;
+    }
     if (file && config_load_file(file, cfg, &opts->extra, &opts->owned, NULL) < 0)
+        return -EINVAL;
+    if (restore && load_snapshot_config(restore, opts) < 0)
         return -EINVAL;
     opterr = 0;
     optind = 0; /* 0: glibc starts a fresh scan */
@@ -200,7 +231,8 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
             break;
         case OPT_HUGEPAGES: cfg->hugepages = true; break;
         case OPT_NO_REBOOT: cfg->no_reboot = true; break;
-        case OPT_CONFIG: break; /* read first, above */
+        case OPT_CONFIG: /* read first, above */
+        case OPT_RESTORE: break;
         case OPT_NAME:
             if (!runtime_name_valid(optarg)) {
                 log_error("--name: '%s' is not a valid name (1-64 of A-Z a-z 0-9 . _ -)", optarg);

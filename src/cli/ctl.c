@@ -8,6 +8,8 @@
 #include <unistd.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +40,11 @@ static const char *json_string_of(struct json_object *obj, const char *key)
 {
     struct json_object *v;
     return json_object_object_get_ex(obj, key, &v) ? json_object_get_string(v) : "?";
+}
+
+static int64_t json_int_of(struct json_object *obj, const char *key)
+{
+    return json_object_get_int64(json_object_object_get(obj, key));
 }
 
 /* Prints the API's error message, or a plain reason when the VM could not be reached. */
@@ -207,6 +214,58 @@ static int ctl_console(const char *name)
     return 0;
 }
 
+#define SNAPSHOT_TIMEOUT_MS (10 * 60 * 1000)
+
+/* DIR as an absolute path: the VM process resolves it, from its own working directory. */
+static int absolute_dir(const char *dir, char *out, size_t len)
+{
+    char cwd[PATH_MAX];
+    int n = dir[0] == '/' ? snprintf(out, len, "%s", dir)
+            : getcwd(cwd, sizeof(cwd)) ? snprintf(out, len, "%s/%s", cwd, dir) : -1;
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* godwit snapshot NAME DIR [--stop|--resume] */
+static int ctl_snapshot(int argc, char **argv)
+{
+    char path[RUNTIME_PATH_MAX + 80], dir[PATH_MAX];
+    bool stop = false;
+    if (argc == 4 && (strcmp(argv[3], "--stop") == 0 || strcmp(argv[3], "--resume") == 0))
+        stop = strcmp(argv[3], "--stop") == 0;
+    else if (argc != 3) {
+        log_error("usage: godwit snapshot NAME DIR [--resume|--stop]");
+        return 2;
+    }
+    if (socket_for(argv[1], path, sizeof(path)) < 0)
+        return 2;
+    if (absolute_dir(argv[2], dir, sizeof(dir)) < 0) {
+        log_error("snapshot: %s: path too long", argv[2]);
+        return 2;
+    }
+    struct json_object *req = json_object_new_object();
+    json_object_object_add(req, "dir", json_object_new_string(dir));
+    json_object_object_add(req, "stop", json_object_new_boolean(stop));
+    struct api_response resp;
+    int ret = api_request_timeout(path, "PUT", "/vm/snapshot", json_object_to_json_string(req),
+                                  SNAPSHOT_TIMEOUT_MS, &resp);
+    json_object_put(req);
+    int status = 0;
+    struct json_object *out = ret == 0 && resp.status == 200 ? json_tokener_parse(resp.body) : NULL;
+    if (!out) {
+        status = report_failure(argv[1], ret, &resp);
+    } else {
+        double mib = 1048576.0;
+        printf("%s: snapshot in %s: %.0f MiB of RAM, %.1f MiB written, guest paused %.1f ms%s\n",
+               argv[1], dir, (double)json_int_of(out, "memory_bytes") / mib,
+               (double)json_int_of(out, "memory_written") / mib,
+               json_object_get_double(json_object_object_get(out, "paused_ms")),
+               stop ? ", VM stopped" : "");
+    }
+    json_object_put(out);
+    api_response_free(&resp);
+    return status;
+}
+
 int ctl_main(const char *cmd, int argc, char **argv)
 {
     static const struct { const char *cmd, *method, *target; bool print; } actions[] = {
@@ -222,6 +281,8 @@ int ctl_main(const char *cmd, int argc, char **argv)
         }
         return ctl_console(argv[1]);
     }
+    if (strcmp(cmd, "snapshot") == 0)
+        return ctl_snapshot(argc, argv);
     if (strcmp(cmd, "ps") == 0) {
         if (argc != 1) {
             log_error("usage: godwit ps");

@@ -130,7 +130,7 @@ static int claim_identity(struct run_context *ctx, struct cli_run_options *opts,
     return lock;
 }
 
-static struct godwit_vm *create_vm(const struct vm_config *cfg)
+static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir)
 {
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
@@ -139,7 +139,7 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg)
         .console_out_fd = STDOUT_FILENO,
         .disks = cfg->disks, .nr_disks = cfg->nr_disks, .nets = cfg->nets, .nr_nets = cfg->nr_nets,
         .virtio_console = cfg->virtio_console, .virtio_console_path = cfg->virtio_console_path,
-        .no_rng = cfg->no_rng,
+        .no_rng = cfg->no_rng, .restore_dir = restore_dir,
     };
     return godwit_create(&config);
 }
@@ -164,7 +164,7 @@ static int cmd_run(int argc, char **argv)
         cli_run_options_free(&opts);
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
-    ctx.vm = create_vm(&opts.cfg);
+    ctx.vm = create_vm(&opts.cfg, opts.restore_dir);
     if (!ctx.vm)
         goto out;
     godwit_set_event_callback(ctx.vm, on_event, &ctx);

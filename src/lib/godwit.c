@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -16,7 +17,9 @@
 #include "vm/platform.h"
 #include "lib/godwit_internal.h"
 #include "io/loop.h"
+#include "lib/config.h"
 #include "log.h"
+#include "migration/snapshot.h"
 #include "vm/virtio_devices.h"
 #include "vcpu/vcpu.h"
 #include "vm/vm.h"
@@ -32,12 +35,15 @@ struct godwit_vm {
     char *virtio_console_path;
     int console_in_fd;
 
-    pthread_mutex_t lock;   /* guards everything below */
+    pthread_mutex_t lock;   /* guards everything below; recursive */
     pthread_cond_t ended_cond;
     enum godwit_state state;
     int exit_status;
     struct vm *vm;          /* the running VM, NULL between boots */
     bool host_reboot;       /* a reboot asked by the host restarts even with no_reboot */
+    struct snapshot *restore; /* the first boot restores this snapshot; NULL after */
+    struct loop_task *tasks;  /* calls posted to the main loop that have not run yet */
+    pthread_cond_t task_cond;
     unsigned shutdown_timeout_ms;
     godwit_event_fn event_fn;
     void *event_opaque;
@@ -160,10 +166,26 @@ static bool devices_valid(const struct godwit_config *config)
     return true;
 }
 
+/* Reads the snapshot now, so that a bad one is refused before anything starts. */
+static int open_restore(struct godwit_vm *gv, const char *dir)
+{
+    gv->restore = calloc(1, sizeof(*gv->restore));
+    if (!gv->restore)
+        return -ENOMEM;
+    int ret = snapshot_open(gv->restore, dir);
+    if (ret < 0) {
+        free(gv->restore);
+        gv->restore = NULL;
+        return ret;
+    }
+    gv->cfg.restore = gv->restore;
+    return 0;
+}
+
 struct godwit_vm *godwit_create(const struct godwit_config *config)
 {
     bool failed = false;
-    if (!config || !config->kernel) {
+    if (!config || (!config->kernel && !config->restore_dir)) {
         log_error("config: a kernel is required");
         return NULL;
     }
@@ -176,8 +198,15 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     struct godwit_vm *gv = calloc(1, sizeof(*gv));
     if (!gv)
         return NULL;
-    pthread_mutex_init(&gv->lock, NULL);
+    /* Recursive: pausing drains device I/O by running the main loop, whose callbacks (an API
+     * request, say) may take it again on the same thread. */
+    pthread_mutexattr_t recursive;
+    pthread_mutexattr_init(&recursive);
+    pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&gv->lock, &recursive);
+    pthread_mutexattr_destroy(&recursive);
     pthread_cond_init(&gv->ended_cond, NULL);
+    pthread_cond_init(&gv->task_cond, NULL);
     pthread_mutex_init(&gv->remote_lock, NULL);
     gv->command_fd = -1;
     gv->remote_fd = -1;
@@ -210,7 +239,8 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
-    if (vm_check_images(&gv->cfg) < 0) {
+    if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
+                            : vm_check_images(&gv->cfg) < 0) {
         godwit_destroy(gv);
         return NULL;
     }
@@ -331,6 +361,8 @@ static void set_state(struct godwit_vm *gv, enum godwit_state state)
     pthread_mutex_unlock(&gv->lock);
 }
 
+static void fail_pending_tasks(struct godwit_vm *gv);
+
 /* Boots the VM once and runs the main loop until it ends; returns why it ended. */
 static enum vm_exit_reason run_once(struct godwit_vm *gv)
 {
@@ -340,7 +372,14 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     if (!vm)
         return reason;
     gv->loop.stop = false;
-    if (vm_create(vm, &gv->cfg) < 0)
+    int created = vm_create(vm, &gv->cfg);
+    if (gv->restore) { /* a later boot (a guest reboot) starts the kernel afresh */
+        snapshot_close(gv->restore);
+        free(gv->restore);
+        gv->restore = NULL;
+        gv->cfg.restore = NULL;
+    }
+    if (created < 0)
         goto out;
     pthread_mutex_lock(&gv->lock);
     gv->vm = vm;
@@ -364,6 +403,7 @@ out:
     pthread_mutex_lock(&gv->lock);
     gv->vm = NULL;
     pthread_mutex_unlock(&gv->lock);
+    fail_pending_tasks(gv);
     vm_destroy(vm);
     free(vm);
     return reason;
@@ -497,6 +537,76 @@ static int with_vm(struct godwit_vm *gv, int (*fn)(struct godwit_vm *, struct vm
     return ret;
 }
 
+/* A with_vm() call handed to the main loop's thread by another thread. */
+struct loop_task {
+    struct godwit_vm *gv;
+    int (*fn)(struct godwit_vm *, struct vm *, void *);
+    void *arg;
+    int ret;
+    bool done;
+    struct loop_call call;
+    struct loop_task *next;
+};
+
+/* With gv->lock held: the task is answered and its caller woken. */
+static void task_finish(struct godwit_vm *gv, struct loop_task *t, int ret)
+{
+    for (struct loop_task **p = &gv->tasks; *p; p = &(*p)->next) {
+        if (*p == t) {
+            *p = t->next;
+            break;
+        }
+    }
+    t->ret = ret;
+    t->done = true;
+    pthread_cond_broadcast(&gv->task_cond);
+}
+
+static void run_task(void *opaque)
+{
+    struct loop_task *t = opaque;
+    struct godwit_vm *gv = t->gv;
+    pthread_mutex_lock(&gv->lock);
+    task_finish(gv, t, gv->vm ? t->fn(gv, gv->vm, t->arg) : -ESRCH);
+    pthread_mutex_unlock(&gv->lock);
+}
+
+/* A VM ended with calls still posted: they get -ESRCH instead of waiting for ever. */
+static void fail_pending_tasks(struct godwit_vm *gv)
+{
+    pthread_mutex_lock(&gv->lock);
+    while (gv->tasks) {
+        loop_cancel_post(&gv->loop, &gv->tasks->call);
+        task_finish(gv, gv->tasks, -ESRCH);
+    }
+    pthread_mutex_unlock(&gv->lock);
+}
+
+/*
+ * with_vm() on the main loop's thread, for what must run there: pausing drains the devices'
+ * io_uring work, which only that thread may touch. From that thread (an API request) it is a
+ * plain call; from any other (an embedder), the call is posted and waited for.
+ */
+static int with_vm_on_loop(struct godwit_vm *gv,
+                           int (*fn)(struct godwit_vm *, struct vm *, void *), void *arg)
+{
+    if (gv->thread_started && pthread_equal(pthread_self(), gv->thread))
+        return with_vm(gv, fn, arg);
+    struct loop_task t = { .gv = gv, .fn = fn, .arg = arg };
+    pthread_mutex_lock(&gv->lock);
+    if (!gv->vm) {
+        pthread_mutex_unlock(&gv->lock);
+        return -ESRCH;
+    }
+    t.next = gv->tasks;
+    gv->tasks = &t;
+    loop_post(&gv->loop, &t.call, run_task, &t);
+    while (!t.done)
+        pthread_cond_wait(&gv->task_cond, &gv->lock);
+    pthread_mutex_unlock(&gv->lock);
+    return t.ret;
+}
+
 static int do_pause(struct godwit_vm *gv, struct vm *vm, void *arg)
 {
     (void)arg;
@@ -517,7 +627,7 @@ static int do_resume(struct godwit_vm *gv, struct vm *vm, void *arg)
 
 int godwit_pause(struct godwit_vm *gv)
 {
-    int ret = with_vm(gv, do_pause, NULL);
+    int ret = with_vm_on_loop(gv, do_pause, NULL);
     if (ret == 0)
         emit(gv, GODWIT_EVENT_PAUSED);
     return ret;
@@ -525,10 +635,70 @@ int godwit_pause(struct godwit_vm *gv)
 
 int godwit_resume(struct godwit_vm *gv)
 {
-    int ret = with_vm(gv, do_resume, NULL);
+    int ret = with_vm_on_loop(gv, do_resume, NULL);
     if (ret == 0)
         emit(gv, GODWIT_EVENT_RESUMED);
     return ret;
+}
+
+struct snapshot_request {
+    const char *dir;
+    bool stop;
+    struct godwit_snapshot_info *info;
+};
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* The configuration as the snapshot keeps it: without the name and API socket, which belong
+ * to the process, so that clones restored from it do not collide. */
+static char *snapshot_config_json(const struct vm_config *cfg)
+{
+    struct json_object *obj = config_to_json_object(cfg, NULL);
+    char *text = obj ? strdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN)) : NULL;
+    json_object_put(obj);
+    return text;
+}
+
+static int do_snapshot(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    struct snapshot_request *req = arg;
+    struct snapshot_stats stats;
+    struct timespec t0;
+    bool was_paused = vm_is_paused(vm);
+    char *config = snapshot_config_json(&gv->cfg);
+    int ret = config ? 0 : -ENOMEM;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (ret == 0 && !was_paused)
+        ret = vm_pause(vm);
+    if (ret == 0) {
+        ret = snapshot_save(vm, req->dir, config, &stats);
+        if (ret == 0 && req->stop)
+            vm_request_exit(vm, VM_EXIT_STOPPED);
+        else if (!was_paused)
+            vm_resume(vm);
+    }
+    if (ret == 0 && req->info)
+        *req->info = (struct godwit_snapshot_info){
+            .memory_bytes = stats.memory_bytes, .memory_written = stats.memory_written,
+            .state_bytes = stats.state_bytes, .paused_ms = was_paused ? 0 : ms_since(&t0),
+        };
+    free(config);
+    return ret;
+}
+
+int godwit_snapshot(struct godwit_vm *gv, const char *dir, bool stop,
+                    struct godwit_snapshot_info *info)
+{
+    struct snapshot_request req = { .dir = dir, .stop = stop, .info = info };
+    if (!dir || !*dir)
+        return -EINVAL;
+    return with_vm_on_loop(gv, do_snapshot, &req);
 }
 
 static int do_shutdown(struct godwit_vm *gv, struct vm *vm, void *arg)
@@ -563,7 +733,7 @@ int godwit_console_resize(struct godwit_vm *gv, unsigned cols, unsigned rows)
 
 int godwit_shutdown(struct godwit_vm *gv, unsigned timeout_ms)
 {
-    return with_vm(gv, do_shutdown, &timeout_ms);
+    return with_vm_on_loop(gv, do_shutdown, &timeout_ms);
 }
 
 static int do_request_exit(struct godwit_vm *gv, struct vm *vm, void *arg)
@@ -623,6 +793,11 @@ void godwit_destroy(struct godwit_vm *gv)
     pthread_mutex_destroy(&gv->remote_lock);
     pthread_mutex_destroy(&gv->lock);
     pthread_cond_destroy(&gv->ended_cond);
+    pthread_cond_destroy(&gv->task_cond);
+    if (gv->restore) {
+        snapshot_close(gv->restore);
+        free(gv->restore);
+    }
     free(gv->kernel);
     free(gv->initrd);
     free(gv->cmdline);

@@ -61,7 +61,7 @@ static uint64_t get_le(const uint8_t *p, unsigned n)
 
 /* ---- writing ---- */
 
-static void sw_fail(struct state_writer *w, int err)
+void sw_fail(struct state_writer *w, int err)
 {
     if (!w->error)
         w->error = err;

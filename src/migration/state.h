@@ -52,6 +52,8 @@ void sw_u8(struct state_writer *w, uint8_t v);
 void sw_u16(struct state_writer *w, uint16_t v);
 void sw_u32(struct state_writer *w, uint32_t v);
 void sw_u64(struct state_writer *w, uint64_t v);
+/* Records an error of the caller's (it ran out of memory): the stream fails with it. */
+void sw_fail(struct state_writer *w, int err);
 /* 0, or the first error. */
 int sw_error(const struct state_writer *w);
 /* Finishes the stream (the section count in the header): returns 0 or the first error. The

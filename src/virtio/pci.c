@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <linux/pci_regs.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "migration/state.h"
 
 /* virtio_pci_cap cfg_type values (virtio 1.2, 4.1.4). */
 #define CAP_COMMON 1
@@ -758,4 +760,272 @@ int virtio_pci_init(struct virtio_pci *vp, struct virtio_device *vdev,
 void virtio_pci_destroy(struct virtio_pci *vp)
 {
     pthread_mutex_destroy(&vp->lock);
+}
+
+/* ---- Snapshots ---- */
+
+/* What a snapshot carries of one queue: the driver's programming and the device's indexes. */
+struct queue_state {
+    struct virtio_pci_queue reg;
+    bool enabled;
+    uint16_t last_avail_idx, used_idx, signalled_used;
+};
+
+/* The transport's registers as saved; checked as a whole before any is applied. */
+struct transport_state {
+    uint8_t config_space[PCI_CONFIG_SPACE_SIZE];
+    uint32_t device_feature_select, driver_feature_select;
+    uint64_t negotiating_features, accepted_features;
+    uint8_t status, config_generation, isr;
+    uint16_t config_msix_vector, queue_select;
+    uint32_t nr_queues;
+    struct queue_state queues[VIRTIO_MAX_QUEUES];
+    uint8_t msix_table[VIRTIO_PCI_MAX_VECTORS * VIRTIO_PCI_MSIX_ENTRY_SIZE];
+    uint64_t msix_pba[2];
+};
+
+/* The live registers, in the form a snapshot carries them. With vp->lock held. */
+static void capture_transport(struct virtio_pci *vp, struct transport_state *t)
+{
+    struct virtio_device *vdev = vp->vdev;
+    memset(t, 0, sizeof(*t));
+    memcpy(t->config_space, vp->cs.bytes, sizeof(t->config_space));
+    t->device_feature_select = vp->device_feature_select;
+    t->driver_feature_select = vp->driver_feature_select;
+    t->negotiating_features = vp->driver_features;
+    t->accepted_features = vdev->driver_features;
+    t->status = vdev->status;
+    t->config_generation = vp->config_generation;
+    t->isr = vp->isr;
+    t->config_msix_vector = vp->config_msix_vector;
+    t->queue_select = vp->queue_select;
+    t->nr_queues = vp->nr_queues;
+    for (unsigned q = 0; q < vp->nr_queues; q++) {
+        const struct virtqueue *vq = &vdev->queues[q];
+        t->queues[q] = (struct queue_state){ .reg = vp->queues[q], .enabled = vq->enabled,
+                                             .last_avail_idx = vq->last_avail_idx,
+                                             .used_idx = vq->used_idx,
+                                             .signalled_used = vq->signalled_used };
+    }
+    memcpy(t->msix_table, vp->msix_table, sizeof(t->msix_table));
+    t->msix_pba[0] = vp->msix_pba[0];
+    t->msix_pba[1] = vp->msix_pba[1];
+}
+
+static void write_transport(const struct transport_state *t, unsigned nr_vectors,
+                            struct state_writer *w)
+{
+    sw_bytes(w, t->config_space, sizeof(t->config_space));
+    sw_u32(w, t->device_feature_select);
+    sw_u32(w, t->driver_feature_select);
+    sw_u64(w, t->negotiating_features);
+    sw_u64(w, t->accepted_features);
+    sw_u8(w, t->status);
+    sw_u8(w, t->config_generation);
+    sw_u8(w, t->isr);
+    sw_u16(w, t->config_msix_vector);
+    sw_u16(w, t->queue_select);
+    sw_u32(w, t->nr_queues);
+    for (unsigned q = 0; q < t->nr_queues; q++) {
+        const struct queue_state *qs = &t->queues[q];
+        sw_u16(w, qs->reg.size);
+        sw_u16(w, qs->reg.msix_vector);
+        sw_u64(w, qs->reg.desc);
+        sw_u64(w, qs->reg.driver);
+        sw_u64(w, qs->reg.device);
+        sw_u8(w, qs->enabled);
+        sw_u16(w, qs->last_avail_idx);
+        sw_u16(w, qs->used_idx);
+        sw_u16(w, qs->signalled_used);
+    }
+    sw_bytes(w, t->msix_table, nr_vectors * VIRTIO_PCI_MSIX_ENTRY_SIZE);
+    sw_u64(w, t->msix_pba[0]);
+    sw_u64(w, t->msix_pba[1]);
+}
+
+void virtio_pci_save(struct virtio_pci *vp, struct state_writer *w)
+{
+    struct virtio_device *vdev = vp->vdev;
+    struct transport_state *t = malloc(sizeof(*t));
+    if (!t) {
+        sw_fail(w, -ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&vp->lock);
+    capture_transport(vp, t);
+    write_transport(t, vp->nr_vectors, w);
+    /* The model's own state last, behind its version. */
+    sw_u32(w, vdev->ops->save ? vdev->ops->state_version : 0);
+    if (vdev->ops->save)
+        vdev->ops->save(vdev, w);
+    pthread_mutex_unlock(&vp->lock);
+    free(t);
+}
+
+static void read_queue(struct state_cursor *c, struct queue_state *q)
+{
+    q->reg.size = sc_u16(c);
+    q->reg.msix_vector = sc_u16(c);
+    q->reg.desc = sc_u64(c);
+    q->reg.driver = sc_u64(c);
+    q->reg.device = sc_u64(c);
+    q->enabled = sc_u8(c) != 0;
+    q->last_avail_idx = sc_u16(c);
+    q->used_idx = sc_u16(c);
+    q->signalled_used = sc_u16(c);
+}
+
+static int read_transport(struct virtio_pci *vp, struct state_cursor *c, struct transport_state *t)
+{
+    sc_bytes(c, t->config_space, sizeof(t->config_space));
+    t->device_feature_select = sc_u32(c);
+    t->driver_feature_select = sc_u32(c);
+    t->negotiating_features = sc_u64(c);
+    t->accepted_features = sc_u64(c);
+    t->status = sc_u8(c);
+    t->config_generation = sc_u8(c);
+    t->isr = sc_u8(c);
+    t->config_msix_vector = sc_u16(c);
+    t->queue_select = sc_u16(c);
+    t->nr_queues = sc_u32(c);
+    if (t->nr_queues != vp->nr_queues)
+        return sc_reject(c, "%u queues, this device has %u", t->nr_queues, vp->nr_queues);
+    for (unsigned q = 0; q < vp->nr_queues; q++)
+        read_queue(c, &t->queues[q]);
+    sc_bytes(c, t->msix_table, vp->nr_vectors * VIRTIO_PCI_MSIX_ENTRY_SIZE);
+    t->msix_pba[0] = sc_u64(c);
+    t->msix_pba[1] = sc_u64(c);
+    return c->overrun ? sc_finish(c) : 0;
+}
+
+static bool vector_valid(const struct virtio_pci *vp, uint16_t v)
+{
+    return v == VIRTIO_MSI_NO_VECTOR || v < vp->nr_vectors;
+}
+
+/* Every value a guest or a corrupt file could have set, against what this device allows. */
+static int check_transport(struct virtio_pci *vp, struct state_cursor *c,
+                           const struct transport_state *t)
+{
+    const uint8_t known = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                          VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |
+                          VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED;
+    uint64_t offered = offered_features(vp);
+
+    if (t->status & ~known)
+        return sc_reject(c, "unknown status bits 0x%x", t->status);
+    if ((t->accepted_features & ~offered) || (t->negotiating_features & ~offered))
+        return sc_reject(c, "features 0x%llx not offered by this device",
+                         (unsigned long long)(t->accepted_features | t->negotiating_features));
+    if (!vector_valid(vp, t->config_msix_vector))
+        return sc_reject(c, "configuration vector %u out of range", t->config_msix_vector);
+    for (unsigned q = 0; q < vp->nr_queues; q++) {
+        const struct queue_state *qs = &t->queues[q];
+        if (!power_of_two(qs->reg.size) || qs->reg.size > vp->vdev->ops->queue_max_size)
+            return sc_reject(c, "queue %u: size %u", q, qs->reg.size);
+        if (!vector_valid(vp, qs->reg.msix_vector))
+            return sc_reject(c, "queue %u: vector %u out of range", q, qs->reg.msix_vector);
+    }
+    for (unsigned v = vp->nr_vectors; v < 128; v++)
+        if (t->msix_pba[v / 64] & (1ULL << (v % 64)))
+            return sc_reject(c, "pending bit of vector %u, which does not exist", v);
+    return 0;
+}
+
+/* Only what the guest can write of the config space comes from the file; the rest (IDs,
+ * capabilities, the firmware-placed BAR) is this device's own. */
+static void apply_config_space(struct virtio_pci *vp, const uint8_t *saved)
+{
+    for (unsigned i = 0; i < PCI_CONFIG_SPACE_SIZE; i++)
+        vp->cs.bytes[i] = (uint8_t)((vp->cs.bytes[i] & ~vp->cs.writable[i]) |
+                                    (saved[i] & vp->cs.writable[i]));
+}
+
+static int apply_queues(struct virtio_pci *vp, struct state_cursor *c,
+                        const struct transport_state *t)
+{
+    struct virtio_device *vdev = vp->vdev;
+    for (unsigned q = 0; q < vp->nr_queues; q++) {
+        const struct queue_state *qs = &t->queues[q];
+        struct virtqueue *vq = &vdev->queues[q];
+        vp->queues[q] = qs->reg;
+        if (!qs->enabled)
+            continue;
+        if (virtq_setup(vq, vdev->gm, qs->reg.size, qs->reg.desc, qs->reg.driver,
+                        qs->reg.device, virtio_has_feature(vdev, VIRTIO_F_EVENT_IDX),
+                        virtio_has_feature(vdev, VIRTIO_F_INDIRECT_DESC)) < 0)
+            return sc_reject(c, "queue %u: rings outside RAM or misaligned", q);
+        vq->last_avail_idx = qs->last_avail_idx;
+        vq->used_idx = qs->used_idx;
+        vq->signalled_used = qs->signalled_used;
+    }
+    return 0;
+}
+
+static int apply_transport(struct virtio_pci *vp, struct state_cursor *c,
+                           const struct transport_state *t)
+{
+    struct virtio_device *vdev = vp->vdev;
+    reset_state(vp);
+    apply_config_space(vp, t->config_space);
+    vp->device_feature_select = t->device_feature_select;
+    vp->driver_feature_select = t->driver_feature_select;
+    vp->driver_features = t->negotiating_features;
+    vdev->driver_features = t->accepted_features;
+    vdev->status = t->status;
+    vp->config_generation = t->config_generation;
+    vp->isr = t->isr;
+    vp->config_msix_vector = t->config_msix_vector;
+    vp->queue_select = t->queue_select;
+    memcpy(vp->msix_table, t->msix_table, vp->nr_vectors * VIRTIO_PCI_MSIX_ENTRY_SIZE);
+    vp->msix_pba[0] = t->msix_pba[0];
+    vp->msix_pba[1] = t->msix_pba[1];
+    int ret = apply_queues(vp, c, t);
+    if (ret < 0)
+        return ret;
+    /* KVM's MSI routes are not state: derive them again from the table. */
+    for (unsigned v = 0; v < vp->nr_vectors; v++)
+        route_vector(vp, v);
+    return 0;
+}
+
+static int load_model(struct virtio_pci *vp, struct state_cursor *c)
+{
+    struct virtio_device *vdev = vp->vdev;
+    uint32_t version = sc_u32(c);
+    if (version == 0)
+        return vdev->ops->load ? sc_reject(c, "no state for the %s model", vdev->ops->name) : 0;
+    if (!vdev->ops->load || version > vdev->ops->state_version)
+        return sc_reject(c, "%s model state version %u, this godwit loads up to %u",
+                         vdev->ops->name, version, vdev->ops->load ? vdev->ops->state_version : 0);
+    return vdev->ops->load(vdev, c, version);
+}
+
+int virtio_pci_load(struct virtio_pci *vp, struct state_cursor *c, uint32_t version)
+{
+    struct transport_state *t = calloc(1, sizeof(*t)), *before = malloc(sizeof(*before));
+    int ret = -ENOMEM;
+    if (!t || !before)
+        goto out;
+    if (version != VIRTIO_PCI_STATE_VERSION) {
+        ret = sc_reject(c, "transport version %u, this godwit loads %u", version,
+                        VIRTIO_PCI_STATE_VERSION);
+        goto out;
+    }
+    pthread_mutex_lock(&vp->lock);
+    capture_transport(vp, before);
+    if ((ret = read_transport(vp, c, t)) == 0 && (ret = check_transport(vp, c, t)) == 0 &&
+        (ret = apply_transport(vp, c, t)) == 0 && (ret = load_model(vp, c)) == 0)
+        ret = sc_finish(c);
+    if (ret < 0) /* a refused load leaves the device as it was (models check before applying) */
+        apply_transport(vp, c, before);
+    else if ((vp->vdev->status & VIRTIO_STATUS_DRIVER_OK) &&
+             !(vp->vdev->status & VIRTIO_STATUS_NEEDS_RESET) && vp->vdev->ops->activate &&
+             vp->vdev->ops->activate(vp->vdev) < 0)
+        ret = sc_reject(c, "the %s backend cannot start", vp->vdev->ops->name);
+    pthread_mutex_unlock(&vp->lock);
+out:
+    free(t);
+    free(before);
+    return ret;
 }

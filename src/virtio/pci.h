@@ -102,7 +102,6 @@ extern const struct pci_device_ops virtio_pci_config_ops;
 /* For bus_register(mmio, bar_gpa, VIRTIO_PCI_BAR_SIZE, name, &virtio_pci_bar_ops, vp). */
 extern const struct device_ops virtio_pci_bar_ops;
 
-/* The guest address of queue `queue`'s doorbell (for a KVM ioeventfd), 0 when none. */
 /* One queue as it stands, with its MSI-X vector's state: for counters and stall reports. */
 struct virtio_pci_queue_status {
     struct virtq_status ring;
@@ -115,7 +114,23 @@ struct virtio_pci_queue_status {
 bool virtio_pci_queue_status(struct virtio_pci *vp, unsigned queue,
                              struct virtio_pci_queue_status *st);
 
+/* The guest address of queue `queue`'s doorbell (for a KVM ioeventfd), 0 when none. */
 uint64_t virtio_pci_notify_gpa(const struct virtio_pci *vp, unsigned queue);
+
+struct state_writer;
+struct state_cursor;
+
+/*
+ * Snapshots: the transport's registers, feature negotiation, MSI-X table and PBA, the guest-
+ * writable bytes of its config space and each queue's addresses and indexes, then the model's
+ * own state. Save with the device quiesced. Load (into a device just built from the same
+ * configuration, before the vCPUs run) checks every value first, then applies them, routes
+ * the MSI-X vectors again and reactivates a running device. Returns 0 or -errno after one
+ * line naming the bad value.
+ */
+#define VIRTIO_PCI_STATE_VERSION 1u
+void virtio_pci_save(struct virtio_pci *vp, struct state_writer *w);
+int virtio_pci_load(struct virtio_pci *vp, struct state_cursor *c, uint32_t version);
 
 /*
  * The main loop's side of a doorbell (from queue_kick or an ioeventfd): passes it to the

@@ -13,8 +13,9 @@ static int gm_map_region(struct guest_memory *gm, uint64_t gpa, uint64_t size, b
 {
     struct gm_region *r = &gm->regions[gm->nr_regions];
     uint64_t offset = gm->ram_size;
-    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                      gm->memfd, (off_t)offset);
+    int share = gm->private_file ? MAP_PRIVATE : MAP_SHARED;
+    void *host = mmap(NULL, size, PROT_READ | PROT_WRITE, share | MAP_NORESERVE, gm->memfd,
+                      (off_t)offset);
     if (host == MAP_FAILED)
         return -errno;
     /* Guest RAM has no place in a core dump of the VMM: it is large and it is private. */
@@ -27,9 +28,23 @@ static int gm_map_region(struct guest_memory *gm, uint64_t gpa, uint64_t size, b
     return 0;
 }
 
+/* RAM below the MMIO hole, the rest above 4 GiB; gm->memfd is set. Frees gm on failure. */
+static int gm_map_layout(struct guest_memory *gm, uint64_t size, bool hugepages)
+{
+    uint64_t low = size < GM_MMIO_HOLE_START ? size : GM_MMIO_HOLE_START;
+    int ret = gm_map_region(gm, 0, low, hugepages);
+    if (ret == 0 && size > low)
+        ret = gm_map_region(gm, GM_MMIO_HOLE_END, size - low, hugepages);
+    if (ret < 0) {
+        log_error("memory: cannot map %llu MiB of guest RAM: %s",
+                  (unsigned long long)(size >> 20), strerror(-ret));
+        gm_destroy(gm);
+    }
+    return ret;
+}
+
 int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
 {
-    const uint64_t low_max = GM_MMIO_HOLE_START;
     const uint64_t align = hugepages ? (2ULL << 20) : 4096;
     int ret;
 
@@ -55,16 +70,15 @@ int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
         gm_destroy(gm);
         return ret;
     }
-    uint64_t low = size < low_max ? size : low_max;
-    ret = gm_map_region(gm, 0, low, hugepages);
-    if (ret == 0 && size > low)
-        ret = gm_map_region(gm, GM_MMIO_HOLE_END, size - low, hugepages);
-    if (ret < 0) {
-        log_error("memory: cannot map %llu MiB of guest RAM: %s",
-                  (unsigned long long)(size >> 20), strerror(-ret));
-        gm_destroy(gm);
-    }
-    return ret;
+    return gm_map_layout(gm, size, hugepages);
+}
+
+int gm_init_private(struct guest_memory *gm, uint64_t size, int fd)
+{
+    memset(gm, 0, sizeof(*gm));
+    gm->memfd = fd;
+    gm->private_file = true;
+    return gm_map_layout(gm, size, false);
 }
 
 void gm_destroy(struct guest_memory *gm)

@@ -16,12 +16,13 @@
 struct gm_region {
     uint64_t gpa;   /* guest physical start */
     uint64_t size;  /* bytes */
-    uint8_t *host;  /* host mapping (MAP_SHARED of the memfd) */
-    uint64_t file_offset; /* offset of this region in the memfd */
+    uint8_t *host;  /* host mapping of the memory file */
+    uint64_t file_offset; /* offset of this region in the memory file */
 };
 
 struct guest_memory {
-    int memfd;
+    int memfd;         /* the memory file: a memfd, or a snapshot's file (private_file) */
+    bool private_file; /* mapped MAP_PRIVATE: the guest's writes are not in the file */
     uint64_t ram_size; /* total RAM bytes across regions */
     unsigned nr_regions;
     struct gm_region regions[GM_MAX_REGIONS];
@@ -29,6 +30,9 @@ struct guest_memory {
 
 /* Creates RAM of `size` bytes laid out around the MMIO hole. Returns 0 or -errno. */
 int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages);
+/* The same layout over `fd` (a snapshot's memory file, which gm then owns), mapped privately:
+ * pages are read on first touch and the guest's writes stay in this process. */
+int gm_init_private(struct guest_memory *gm, uint64_t size, int fd);
 void gm_destroy(struct guest_memory *gm);
 
 /*

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,10 +19,11 @@
 #include "mmio/reset.h"
 #include "mmio/rtc.h"
 #include "mmio/uart.h"
+#include "vm/registry.h"
 #include "vm/vm.h"
 #include "vm/virtio_devices.h"
 
-/* Each device's state, and whether its init ran (so that teardown undoes only that). */
+/* The platform's devices; each one that holds state is an entry in the VM's registry. */
 struct vm_devices {
     struct uart com1;
     struct rtc rtc;
@@ -30,7 +32,6 @@ struct vm_devices {
     struct acpi_pm pm;
     struct reset_port reset;
     struct pvpanic pvpanic;
-    bool com1_ready, rtc_ready, kbc_ready, pci_ready, pm_ready;
     uint64_t com1_tx_bytes, com1_rx_bytes; /* atomic: vCPU threads and the main loop */
 };
 
@@ -52,6 +53,59 @@ static struct irq_line vm_irq_line(struct vm *vm, uint32_t gsi)
     return (struct irq_line){ .set_level = vm_set_irq_level, .ctx = vm, .gsi = gsi };
 }
 
+/* ---- registry operations of each device ---- */
+
+static void com1_destroy(void *dev) { uart_destroy(dev); }
+static void rtc_dev_destroy(void *dev) { rtc_destroy(dev); }
+static void kbc_destroy(void *dev) { i8042_destroy(dev); }
+static void pci_destroy(void *dev) { pci_host_destroy(dev); }
+static void pm_destroy(void *dev) { acpi_pm_destroy(dev); }
+
+static struct json_object *com1_counters(void *dev)
+{
+    struct vm_devices *d = (struct vm_devices *)((char *)dev - offsetof(struct vm_devices, com1));
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "tx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
+                                              &d->com1_tx_bytes, __ATOMIC_RELAXED)));
+    json_object_object_add(o, "rx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
+                                              &d->com1_rx_bytes, __ATOMIC_RELAXED)));
+    return o;
+}
+
+static const struct vm_device_ops com1_ops = {
+    .state_version = UART_STATE_VERSION, .save = uart_save, .load = uart_load,
+    .counters = com1_counters, .destroy = com1_destroy,
+};
+static const struct vm_device_ops rtc_dev_ops = {
+    .state_version = RTC_STATE_VERSION, .save = rtc_save, .load = rtc_load,
+    .destroy = rtc_dev_destroy,
+};
+static const struct vm_device_ops kbc_ops = {
+    .state_version = I8042_STATE_VERSION, .save = i8042_save, .load = i8042_load,
+    .destroy = kbc_destroy,
+};
+static const struct vm_device_ops pci_ops = {
+    .state_version = PCI_HOST_STATE_VERSION, .save = pci_host_save, .load = pci_host_load,
+    .destroy = pci_destroy,
+};
+static const struct vm_device_ops pm_ops = {
+    .state_version = ACPI_PM_STATE_VERSION, .save = acpi_pm_save, .load = acpi_pm_load,
+    .destroy = pm_destroy,
+};
+
+/* Adds a device that initialised, or undoes its init when the registry is full. */
+static int add_entry(struct vm *vm, int init_ret, const char *id, const struct vm_device_ops *ops,
+                     void *dev)
+{
+    if (init_ret < 0)
+        return init_ret;
+    int ret = vm_registry_add(&vm->registry, id, ops, dev);
+    if (ret < 0)
+        ops->destroy(dev);
+    return ret;
+}
+
+/* In this order: the registry saves, loads and (backwards) destroys them in it. */
 static int devices_init(struct vm *vm, struct vm_devices *d)
 {
     struct irq_line com1_irq = vm_irq_line(vm, IRQ_COM1);
@@ -60,21 +114,15 @@ static int devices_init(struct vm *vm, struct vm_devices *d)
     uint64_t low = gm_low_ram_end(&vm->mem);
     int ret;
 
-    if ((ret = uart_init(&d->com1, &com1_irq, &com1_host)) < 0)
+    if ((ret = add_entry(vm, uart_init(&d->com1, &com1_irq, &com1_host), "com1", &com1_ops,
+                         &d->com1)) < 0 ||
+        (ret = add_entry(vm, rtc_init(&d->rtc, low, vm->mem.ram_size - low), "rtc", &rtc_dev_ops,
+                         &d->rtc)) < 0 ||
+        (ret = add_entry(vm, i8042_init(&d->kbc, &vm->events), "i8042", &kbc_ops, &d->kbc)) < 0 ||
+        (ret = add_entry(vm, pci_host_init(&d->pci), "pci-host", &pci_ops, &d->pci)) < 0 ||
+        (ret = add_entry(vm, acpi_pm_init(&d->pm, &sci, &vm->events), "acpi-pm", &pm_ops,
+                         &d->pm)) < 0)
         return ret;
-    d->com1_ready = true;
-    if ((ret = rtc_init(&d->rtc, low, vm->mem.ram_size - low)) < 0)
-        return ret;
-    d->rtc_ready = true;
-    if ((ret = i8042_init(&d->kbc, &vm->events)) < 0)
-        return ret;
-    d->kbc_ready = true;
-    if ((ret = pci_host_init(&d->pci)) < 0)
-        return ret;
-    d->pci_ready = true;
-    if ((ret = acpi_pm_init(&d->pm, &sci, &vm->events)) < 0)
-        return ret;
-    d->pm_ready = true;
     reset_port_init(&d->reset, &vm->events);
     pvpanic_init(&d->pvpanic, &vm->events);
     return 0;
@@ -127,21 +175,9 @@ int vm_devices_create(struct vm *vm)
 
 void vm_devices_destroy(struct vm *vm)
 {
-    struct vm_devices *d = vm->devices;
-    if (!d)
-        return;
-    vm_virtio_destroy(vm); /* before the PCI host its devices sit on */
-    if (d->pm_ready)
-        acpi_pm_destroy(&d->pm);
-    if (d->pci_ready)
-        pci_host_destroy(&d->pci);
-    if (d->kbc_ready)
-        i8042_destroy(&d->kbc);
-    if (d->rtc_ready)
-        rtc_destroy(&d->rtc);
-    if (d->com1_ready)
-        uart_destroy(&d->com1);
-    free(d);
+    vm_registry_destroy(&vm->registry); /* the virtio devices first: they sit on the PCI host */
+    vm_virtio_destroy(vm);
+    free(vm->devices);
     vm->devices = NULL;
 }
 
@@ -159,13 +195,7 @@ size_t vm_console_input(struct vm *vm, const uint8_t *buf, size_t len)
 struct json_object *vm_devices_counters_json(struct vm *vm)
 {
     struct json_object *devices = json_object_new_object();
-    struct json_object *com1 = json_object_new_object();
-    json_object_object_add(com1, "tx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
-                                                 &vm->devices->com1_tx_bytes, __ATOMIC_RELAXED)));
-    json_object_object_add(com1, "rx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
-                                                 &vm->devices->com1_rx_bytes, __ATOMIC_RELAXED)));
-    json_object_object_add(devices, "com1", com1);
-    vm_virtio_counters_json(vm, devices);
+    vm_registry_counters(&vm->registry, devices);
     return devices;
 }
 

@@ -28,9 +28,8 @@
 #include "virtio/net.h"
 #include "virtio/pci.h"
 #include "virtio/rng.h"
+#include "vm/registry.h"
 #include "vm/vm.h"
-
-enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_NET, VIRTIO_KIND_CONSOLE, VIRTIO_KIND_RNG };
 
 struct virtio_slot;
 
@@ -46,14 +45,11 @@ struct virtio_kick {
 
 struct virtio_slot {
     struct vm *vm;
-    char name[24]; /* "vda", "rng0": the bus entry and the counters' key */
-    enum virtio_kind kind;
-    union {
-        struct virtio_blk *blk;
-        struct virtio_net *net;
-        struct virtio_console *console;
-        struct virtio_rng *rng;
-    } model;
+    char name[24]; /* "vda", "rng0": its registry id, bus entry and counters' key */
+    /* The device model behind vdev, and what only the model knows how to do. */
+    void *model;
+    void (*model_destroy)(void *model);
+    void (*model_counters)(void *model, struct json_object *o);
     int backend_fd; /* the console's output file, or -1: the slot closes it */
     struct virtio_device vdev;
     struct virtio_pci pci;
@@ -68,8 +64,7 @@ struct virtio_slot {
 
 struct vm_virtio {
     uint32_t doorbell_len; /* KVM_IOEVENTFD length: 0 matches a write of any width */
-    unsigned nr_slots;
-    struct virtio_slot *slots[PCI_SLOTS];
+    unsigned nr_slots; /* the slots themselves are entries of vm->registry */
     struct virtio_console *terminal_console; /* hvc0 fed by the terminal, or NULL */
 };
 
@@ -137,6 +132,38 @@ static bool on_kick(struct event_loop *loop, void *opaque, int res)
 
 /* ---- device models ---- */
 
+static void blk_model_destroy(void *model) { virtio_blk_destroy(model); }
+static void net_model_destroy(void *model) { virtio_net_destroy(model); }
+static void console_model_destroy(void *model) { virtio_console_destroy(model); }
+static void rng_model_destroy(void *model) { virtio_rng_destroy(model); }
+
+static struct json_object *json_u64(uint64_t v)
+{
+    return json_object_new_int64((int64_t)v);
+}
+
+static void blk_model_counters(void *model, struct json_object *o)
+{
+    uint64_t reads, writes, bytes_read, bytes_written;
+    virtio_blk_counters(model, &reads, &writes, &bytes_read, &bytes_written);
+    json_object_object_add(o, "reads", json_u64(reads));
+    json_object_object_add(o, "writes", json_u64(writes));
+    json_object_object_add(o, "bytes_read", json_u64(bytes_read));
+    json_object_object_add(o, "bytes_written", json_u64(bytes_written));
+}
+
+static void net_model_counters(void *model, struct json_object *o)
+{
+    struct virtio_net_counters c;
+    virtio_net_counters(model, &c);
+    json_object_object_add(o, "rx_packets", json_u64(c.rx_packets));
+    json_object_object_add(o, "rx_bytes", json_u64(c.rx_bytes));
+    json_object_object_add(o, "rx_dropped", json_u64(c.rx_dropped));
+    json_object_object_add(o, "tx_packets", json_u64(c.tx_packets));
+    json_object_object_add(o, "tx_bytes", json_u64(c.tx_bytes));
+    json_object_object_add(o, "tx_dropped", json_u64(c.tx_dropped));
+}
+
 static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct godwit_disk *disk = arg;
@@ -144,24 +171,36 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
         .path = disk->path, .readonly = disk->readonly, .serial = disk->serial,
         .cache_none = disk->cache_none, .queues = disk->queues,
     };
+    struct virtio_blk *blk;
     /* Linux names disks in probe order, which is slot order here: vda, vdb, ... */
     if (index < 26)
         snprintf(s->name, sizeof(s->name), "vd%c", 'a' + index);
     else
         snprintf(s->name, sizeof(s->name), "disk%u", index);
-    s->kind = VIRTIO_KIND_BLK;
-    return virtio_blk_create(&s->model.blk, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
+    int ret = virtio_blk_create(&blk, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
+    if (ret == 0) {
+        s->model = blk;
+        s->model_destroy = blk_model_destroy;
+        s->model_counters = blk_model_counters;
+    }
+    return ret;
 }
 
 static int make_net(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct godwit_net *n = arg;
     struct virtio_net_config cfg = { .tap = n->tap, .queues = n->queues };
+    struct virtio_net *net;
     snprintf(s->name, sizeof(s->name), "net%u", index);
-    s->kind = VIRTIO_KIND_NET;
     if (n->mac) /* checked when the option was parsed */
         cfg.mac_set = devopt_parse_mac(n->mac, cfg.mac);
-    return virtio_net_create(&s->model.net, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
+    int ret = virtio_net_create(&net, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
+    if (ret == 0) {
+        s->model = net;
+        s->model_destroy = net_model_destroy;
+        s->model_counters = net_model_counters;
+    }
+    return ret;
 }
 
 /* The console's backend fd for socket and file modes: a listening socket or an output file. */
@@ -181,11 +220,11 @@ static int make_console(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct vm_config *cfg = arg;
     struct virtio_console_config con = { .in_fd = -1, .out_fd = -1 };
+    struct virtio_console *console;
     int listen_fd = -1;
     (void)index;
 
     snprintf(s->name, sizeof(s->name), "hvc0");
-    s->kind = VIRTIO_KIND_CONSOLE;
     switch (cfg->virtio_console) {
     case GODWIT_VIRTIO_CONSOLE_TERMINAL:
         con.out_fd = cfg->console_out_fd;
@@ -202,38 +241,32 @@ static int make_console(struct virtio_slot *s, const void *arg, unsigned index)
     case GODWIT_VIRTIO_CONSOLE_NONE:
         return -EINVAL;
     }
-    int ret = virtio_console_create(&s->model.console, &con, cfg->loop, &s->vm->mem, &s->vdev);
+    int ret = virtio_console_create(&console, &con, cfg->loop, &s->vm->mem, &s->vdev);
     if (ret < 0) {
         if (listen_fd >= 0)
             close(listen_fd);
         return ret;
     }
+    s->model = console;
+    s->model_destroy = console_model_destroy;
     if (listen_fd >= 0) /* the console owns it from here, failure included */
-        ret = virtio_console_listen(s->model.console, listen_fd);
+        ret = virtio_console_listen(console, listen_fd);
     if (ret == 0 && cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
-        s->vm->virtio->terminal_console = s->model.console;
+        s->vm->virtio->terminal_console = console;
     return ret;
 }
 
 static int make_rng(struct virtio_slot *s, const void *arg, unsigned index)
 {
+    struct virtio_rng *rng;
     (void)arg, (void)index;
     snprintf(s->name, sizeof(s->name), "rng0");
-    s->kind = VIRTIO_KIND_RNG;
-    return virtio_rng_create(&s->model.rng, &s->vm->mem, &s->vdev);
-}
-
-static void destroy_model(struct virtio_slot *s)
-{
-    if (!s->vdev.model)
-        return;
-    switch (s->kind) {
-    case VIRTIO_KIND_BLK: virtio_blk_destroy(s->model.blk); break;
-    case VIRTIO_KIND_NET: virtio_net_destroy(s->model.net); break;
-    case VIRTIO_KIND_CONSOLE: virtio_console_destroy(s->model.console); break;
-    case VIRTIO_KIND_RNG: virtio_rng_destroy(s->model.rng); break;
+    int ret = virtio_rng_create(&rng, &s->vm->mem, &s->vdev);
+    if (ret == 0) {
+        s->model = rng;
+        s->model_destroy = rng_model_destroy;
     }
-    s->vdev.model = NULL;
+    return ret;
 }
 
 /* ---- KVM plumbing ---- */
@@ -287,7 +320,8 @@ static void slot_free(struct virtio_slot *s)
         if (k->fd >= 0)
             close(k->fd);
     }
-    destroy_model(s);
+    if (s->model)
+        s->model_destroy(s->model);
     if (s->backend_fd >= 0)
         close(s->backend_fd);
     if (s->pci_ready)
@@ -332,6 +366,66 @@ static int slot_plug(struct vm *vm, struct pci_host *pci, struct virtio_slot *s,
                         &s->pci);
 }
 
+/* ---- the slot as a registry entry ---- */
+
+/* The model's quiesce and resume, under the transport's lock like every other model call. */
+static int slot_quiesce(void *dev)
+{
+    struct virtio_slot *s = dev;
+    int ret = 0;
+    pthread_mutex_lock(&s->pci.lock);
+    if (s->vdev.ops->quiesce)
+        ret = s->vdev.ops->quiesce(&s->vdev);
+    pthread_mutex_unlock(&s->pci.lock);
+    return ret;
+}
+
+static void slot_resume(void *dev)
+{
+    struct virtio_slot *s = dev;
+    pthread_mutex_lock(&s->pci.lock);
+    if (s->vdev.ops->resume)
+        s->vdev.ops->resume(&s->vdev);
+    pthread_mutex_unlock(&s->pci.lock);
+}
+
+static void slot_save(void *dev, struct state_writer *w)
+{
+    struct virtio_slot *s = dev;
+    virtio_pci_save(&s->pci, w);
+}
+
+/* After a load, every queue is looked at once: the guest may have offered buffers and kicked
+ * before the snapshot, and will not kick again for them. */
+static int slot_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct virtio_slot *s = dev;
+    int ret = virtio_pci_load(&s->pci, c, version);
+    for (unsigned q = 0; ret == 0 && q < s->pci.nr_queues; q++)
+        eventfd_signal(s->kicks[q].fd);
+    return ret;
+}
+
+static struct json_object *slot_counters(void *dev);
+
+static void slot_destroy(void *dev)
+{
+    struct virtio_slot *s = dev;
+    if (s->vm->virtio->terminal_console == s->model)
+        s->vm->virtio->terminal_console = NULL;
+    slot_free(s);
+}
+
+static const struct vm_device_ops slot_ops = {
+    .state_version = VIRTIO_PCI_STATE_VERSION,
+    .quiesce = slot_quiesce,
+    .resume = slot_resume,
+    .save = slot_save,
+    .load = slot_load,
+    .counters = slot_counters,
+    .destroy = slot_destroy,
+};
+
 /* Creates the model with `make`, then plugs it into the next free slot. */
 static int add_device(struct vm *vm, struct pci_host *pci,
                       int (*make)(struct virtio_slot *s, const void *arg, unsigned index),
@@ -349,11 +443,13 @@ static int add_device(struct vm *vm, struct pci_host *pci,
     int ret = make(s, arg, index);
     if (ret == 0 && (ret = slot_plug(vm, pci, s, nr)) < 0)
         log_error("virtio: cannot attach %s: %s", s->name, strerror(-ret));
+    if (ret == 0 && (ret = vm_registry_add(&vm->registry, s->name, &slot_ops, s)) < 0)
+        log_error("virtio: cannot register %s: %s", s->name, strerror(-ret));
     if (ret < 0) {
         slot_free(s);
         return ret;
     }
-    vv->slots[vv->nr_slots++] = s;
+    vv->nr_slots++;
     return 0;
 }
 
@@ -390,9 +486,6 @@ void vm_virtio_destroy(struct vm *vm)
     struct vm_virtio *vv = vm->virtio;
     if (!vv)
         return;
-    vv->terminal_console = NULL;
-    for (unsigned i = 0; i < vv->nr_slots; i++)
-        slot_free(vv->slots[i]);
     free(vv);
     vm->virtio = NULL;
 }
@@ -410,11 +503,6 @@ int vm_virtio_console_resize(struct vm *vm, uint16_t cols, uint16_t rows)
         return -ENODEV;
     virtio_console_set_size(con, cols, rows);
     return 0;
-}
-
-static struct json_object *json_u64(uint64_t v)
-{
-    return json_object_new_int64((int64_t)v);
 }
 
 /* Milliseconds since `ns` (a now_ns() value), or null for never. */
@@ -465,8 +553,9 @@ static struct json_object *queue_counters(struct virtio_slot *s, unsigned q, uin
     return o;
 }
 
-static struct json_object *slot_counters(struct virtio_slot *s)
+static struct json_object *slot_counters(void *dev)
 {
+    struct virtio_slot *s = dev;
     struct json_object *o = json_object_new_object();
     uint64_t kicks = 0, interrupts = 0;
     for (unsigned q = 0; q < s->pci.nr_queues; q++)
@@ -475,24 +564,8 @@ static struct json_object *slot_counters(struct virtio_slot *s)
         interrupts += __atomic_load_n(&s->vector_count[v], __ATOMIC_RELAXED);
     json_object_object_add(o, "kicks", json_u64(kicks));
     json_object_object_add(o, "interrupts", json_u64(interrupts));
-    if (s->kind == VIRTIO_KIND_BLK) {
-        uint64_t reads, writes, bytes_read, bytes_written;
-        virtio_blk_counters(s->model.blk, &reads, &writes, &bytes_read, &bytes_written);
-        json_object_object_add(o, "reads", json_object_new_int64((int64_t)reads));
-        json_object_object_add(o, "writes", json_object_new_int64((int64_t)writes));
-        json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)bytes_read));
-        json_object_object_add(o, "bytes_written", json_object_new_int64((int64_t)bytes_written));
-    }
-    if (s->kind == VIRTIO_KIND_NET) {
-        struct virtio_net_counters c;
-        virtio_net_counters(s->model.net, &c);
-        json_object_object_add(o, "rx_packets", json_object_new_int64((int64_t)c.rx_packets));
-        json_object_object_add(o, "rx_bytes", json_object_new_int64((int64_t)c.rx_bytes));
-        json_object_object_add(o, "rx_dropped", json_object_new_int64((int64_t)c.rx_dropped));
-        json_object_object_add(o, "tx_packets", json_object_new_int64((int64_t)c.tx_packets));
-        json_object_object_add(o, "tx_bytes", json_object_new_int64((int64_t)c.tx_bytes));
-        json_object_object_add(o, "tx_dropped", json_object_new_int64((int64_t)c.tx_dropped));
-    }
+    if (s->model_counters)
+        s->model_counters(s->model, o);
     struct json_object *queues = json_object_new_array();
     uint64_t now = now_ns();
     for (unsigned q = 0; q < s->pci.nr_queues; q++) {
@@ -502,11 +575,4 @@ static struct json_object *slot_counters(struct virtio_slot *s)
     }
     json_object_object_add(o, "queues", queues);
     return o;
-}
-
-void vm_virtio_counters_json(struct vm *vm, struct json_object *devices)
-{
-    struct vm_virtio *vv = vm->virtio;
-    for (unsigned i = 0; vv && i < vv->nr_slots; i++)
-        json_object_object_add(devices, vv->slots[i]->name, slot_counters(vv->slots[i]));
 }

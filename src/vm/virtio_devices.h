@@ -16,7 +16,7 @@ struct json_object;
  * line naming the device.
  */
 int vm_virtio_create(struct vm *vm, struct pci_host *pci);
-/* On the main loop's thread: waits for the devices' I/O in flight, then frees them. */
+/* Frees what vm_virtio_create() kept beside the devices, which the VM's registry destroys. */
 void vm_virtio_destroy(struct vm *vm);
 
 /* Terminal input for hvc0 (--console virtio); returns the bytes the guest took. Main loop. */
@@ -25,8 +25,5 @@ size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len);
 /* The terminal behind hvc0 is now cols x rows: tells the guest. -ENODEV without hvc0 on a
  * terminal. Any thread. */
 int vm_virtio_console_resize(struct vm *vm, uint16_t cols, uint16_t rows);
-
-/* Adds each device's counters to `devices` (a JSON object keyed by device name). */
-void vm_virtio_counters_json(struct vm *vm, struct json_object *devices);
 
 #endif

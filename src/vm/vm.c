@@ -16,6 +16,7 @@
 #include "boot/layout.h"
 #include "vm/platform.h"
 #include "log.h"
+#include "migration/snapshot.h"
 #include "vcpu/vcpu.h"
 
 #define KVM_DEVICE "/dev/kvm"
@@ -257,7 +258,9 @@ fail:
 
 static int vm_map_memory(struct vm *vm)
 {
-    int ret = gm_init(&vm->mem, vm->cfg->memory_mib << 20, vm->cfg->hugepages);
+    uint64_t size = vm->cfg->memory_mib << 20;
+    int ret = vm->cfg->restore ? snapshot_map_memory(vm->cfg->restore, &vm->mem, size)
+                               : gm_init(&vm->mem, size, vm->cfg->hugepages);
     if (ret < 0)
         return ret;
     for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
@@ -385,6 +388,8 @@ static int vm_create_vcpus(struct vm *vm)
         if (ret < 0)
             return ret;
     }
+    if (vm->cfg->restore) /* their registers come from the snapshot */
+        return 0;
     /* Only the boot CPU gets registers: the others wait for INIT/SIPI in the in-kernel LAPIC. */
     return vcpu_set_boot_regs(&vm->vcpus[0], &vm->entry);
 }
@@ -411,13 +416,16 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
     if (vm->exit_fd < 0)
         return -errno;
 
-    if ((ret = vm_read_images(vm)) < 0 || (ret = vm_open_kvm(vm)) < 0 ||
+    /* A restored VM is built the same way, but its RAM, registers and devices come from the
+     * snapshot instead of the kernel image and the reset state. */
+    bool boot = !cfg->restore;
+    if ((boot && (ret = vm_read_images(vm)) < 0) || (ret = vm_open_kvm(vm)) < 0 ||
         (ret = vm_get_supported_cpuid(vm)) < 0 ||
         (ret = vm_create_kvm_vm(vm)) < 0 || (ret = vm_map_memory(vm)) < 0 ||
-        (ret = vm_devices_create(vm)) < 0 || (ret = vm_load_guest(vm)) < 0 ||
+        (ret = vm_devices_create(vm)) < 0 || (boot && (ret = vm_load_guest(vm)) < 0) ||
         (ret = vm_create_vcpus(vm)) < 0)
         return ret;
-    return 0;
+    return boot ? 0 : snapshot_restore(vm, cfg->restore);
 }
 
 int vm_start(struct vm *vm)
@@ -436,29 +444,43 @@ static void vm_kick_all(struct vm *vm)
         vcpu_kick(&vm->vcpus[i]);
 }
 
-int vm_pause(struct vm *vm)
+/* Parks every vCPU; with pause_lock held. Returns 0, or -ESRCH when the VM ends meanwhile. */
+static int park_vcpus(struct vm *vm)
 {
-    int ret = 0;
-    pthread_mutex_lock(&vm->pause_lock);
-    if (vm->paused || vm->exit_reason != VM_EXIT_NONE) {
-        ret = vm->paused ? -EALREADY : -ESRCH;
-        goto out;
-    }
     vm->pause_requested = true;
     vm_kick_all(vm);
     while (vm->vcpus_parked < vm->nr_vcpus && vm->exit_reason == VM_EXIT_NONE)
         pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
-    if (vm->exit_reason != VM_EXIT_NONE) {
+    return vm->exit_reason == VM_EXIT_NONE ? 0 : -ESRCH;
+}
+
+int vm_pause(struct vm *vm)
+{
+    int ret;
+    pthread_mutex_lock(&vm->pause_lock);
+    if (vm->paused || vm->pausing || vm->exit_reason != VM_EXIT_NONE) {
+        ret = vm->paused ? -EALREADY : vm->pausing ? -EBUSY : -ESRCH;
+        pthread_mutex_unlock(&vm->pause_lock);
+        return ret;
+    }
+    vm->pausing = true;
+    ret = park_vcpus(vm);
+    pthread_mutex_unlock(&vm->pause_lock);
+    /* Devices after the vCPUs, so that a request in flight completes (and interrupts) into
+     * the parked guest; outside the lock, since draining runs the main loop. */
+    if (ret == 0)
+        ret = vm_registry_quiesce(&vm->registry);
+    pthread_mutex_lock(&vm->pause_lock);
+    vm->pausing = false;
+    if (ret == 0) {
+        /* kvmclock follows host time unless told otherwise: freeze it for the guest. */
+        if (ioctl(vm->vm_fd, KVM_GET_CLOCK, vm->clock_at_pause) < 0)
+            log_warn("vm: KVM_GET_CLOCK failed: %s", strerror(errno));
+        vm->paused = true;
+    } else {
         vm->pause_requested = false;
         pthread_cond_broadcast(&vm->pause_cond);
-        ret = -ESRCH;
-        goto out;
     }
-    /* kvmclock follows host time unless told otherwise: freeze it for the guest. */
-    if (ioctl(vm->vm_fd, KVM_GET_CLOCK, vm->clock_at_pause) < 0)
-        log_warn("vm: KVM_GET_CLOCK failed: %s", strerror(errno));
-    vm->paused = true;
-out:
     pthread_mutex_unlock(&vm->pause_lock);
     return ret;
 }
@@ -468,12 +490,13 @@ int vm_resume(struct vm *vm)
     int ret = 0;
     pthread_mutex_lock(&vm->pause_lock);
     if (!vm->paused) {
-        ret = -EALREADY;
+        ret = vm->pausing ? -EBUSY : -EALREADY;
         goto out;
     }
     struct kvm_clock_data clock = { .clock = vm->clock_at_pause->clock };
     if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
         log_warn("vm: KVM_SET_CLOCK failed: %s", strerror(errno));
+    vm_registry_resume(&vm->registry);
     vm->paused = false;
     vm->pause_requested = false;
     pthread_cond_broadcast(&vm->pause_cond);

@@ -12,10 +12,12 @@
 #include "vm/memory.h"
 #include "mmio/bus.h"
 #include "vm/platform_events.h"
+#include "vm/registry.h"
 
 struct vcpu;
 struct kvm_cpuid2;
 struct vm_devices;
+struct snapshot;
 
 #define VM_MAX_VCPUS 255
 
@@ -40,6 +42,8 @@ struct vm_config {
     enum godwit_virtio_console virtio_console;
     const char *virtio_console_path;
     bool no_rng;
+    /* Build the VM from this snapshot instead of booting the kernel (migration/snapshot.h). */
+    struct snapshot *restore;
     /* The main loop that runs device I/O; set by whoever runs the VM (libgodwit). */
     struct event_loop *loop;
 };
@@ -64,7 +68,8 @@ struct vm {
     struct guest_memory mem;
     struct bus pio;
     struct bus mmio;
-    struct vm_devices *devices;
+    struct vm_devices *devices;   /* the platform's devices (platform.c) */
+    struct vm_registry registry;  /* every device, platform and virtio: pause, save, restore */
     struct vm_virtio *virtio; /* the virtio-pci devices (vm/virtio_devices.c) */
     struct platform_events events; /* how devices reach vm_request_exit() */
     unsigned nr_vcpus;
@@ -83,6 +88,7 @@ struct vm {
     _Atomic bool pause_requested;
     unsigned vcpus_parked;
     bool paused;
+    bool pausing; /* vm_pause() is quiescing the devices: the loop runs re-entrantly */
     struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
 
     /* MSI routes: GSIs from VM_MSI_GSI_BASE up, one per MSI-X vector of a device. KVM takes
@@ -110,8 +116,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg);
 int vm_start(struct vm *vm);
 /* Records why the VM must stop (first reason wins) and wakes the main loop. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason);
-/* Stops every vCPU at an instruction boundary and the guest's clock with them; returns once
- * all are parked. Resume restarts them where they were. Both return 0 or -errno. */
+/* Stops every vCPU at an instruction boundary and the guest's clock with them, then quiesces
+ * every device: once it returns, nothing writes guest RAM or a disk until vm_resume(), which
+ * restarts them where they were. Both on the main loop's thread; both return 0 or -errno. */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 bool vm_is_paused(struct vm *vm);

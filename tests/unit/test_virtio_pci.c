@@ -9,6 +9,8 @@
 #include <cmocka.h>
 #include <linux/pci_regs.h>
 
+#include "migration/state.h"
+#include "state_helpers.h"
 #include "virtio/pci.h"
 
 #define BAR_GPA 0xc0004000ull
@@ -632,6 +634,88 @@ static void test_init_rejects(void **state)
     virtio_pci_destroy(&vp);
 }
 
+/* ---- Snapshots ---- */
+
+static void save_vp(void *dev, struct state_writer *w)
+{
+    virtio_pci_save(dev, w);
+}
+
+static int load_vp(void *dev, struct state_cursor *c, uint32_t version)
+{
+    return virtio_pci_load(dev, c, version);
+}
+
+/* Payload offsets of a few fields: config space, 2 selects, 2 feature words, then status. */
+#define SNAP_STATUS (256 + 4 + 4 + 8 + 8)
+#define SNAP_NR_QUEUES (SNAP_STATUS + 1 + 1 + 1 + 2 + 2)
+#define SNAP_QUEUE0_SIZE (SNAP_NR_QUEUES + 4)
+#define SNAP_QUEUE0_VECTOR (SNAP_QUEUE0_SIZE + 2)
+
+/* A running device with indexes that moved and an interrupt pending behind a mask. */
+static struct test_payload running_snapshot(struct fx *f)
+{
+    bring_up(f);
+    f->vdev.queues[1].last_avail_idx = 7;
+    f->vdev.queues[1].used_idx = 6;
+    bar_wr(f, VIRTIO_PCI_MSIX_TABLE_OFFSET + 16 * 2 + 12, 4, 1);
+    f->vdev.interrupt_queue(&f->vdev, 1);
+    return test_save(save_vp, &f->vp, VIRTIO_PCI_STATE_VERSION);
+}
+
+static void test_snapshot_round_trip(void **state)
+{
+    struct fx *f = *state;
+    struct test_payload p = running_snapshot(f);
+    void *other;
+    setup(&other);
+    struct fx *g = other;
+
+    assert_int_equal(test_load(load_vp, &g->vp, p.data, p.len, VIRTIO_PCI_STATE_VERSION), 0);
+    /* The same bytes back, a running device again, its backend restarted, its routes. */
+    test_assert_saves(save_vp, &g->vp, VIRTIO_PCI_STATE_VERSION, &p);
+    assert_int_equal(g->activates, 1);
+    assert_true(status(g) & VIRTIO_STATUS_DRIVER_OK);
+    assert_true(g->vdev.queues[1].enabled);
+    assert_true(g->vdev.queues[1].event_idx);
+    assert_int_equal(g->vdev.queues[1].last_avail_idx, 7);
+    assert_int_equal(g->vdev.queues[1].used_idx, 6);
+    assert_int_equal(g->vdev.queues[1].used_gpa, USED_GPA + 0x1000);
+    assert_true(g->routes >= 3);
+    assert_int_equal(bar_rd(g, VIRTIO_PCI_MSIX_PBA_OFFSET, 8), 1u << 2);
+    /* The pending interrupt is delivered when the guest unmasks it, as before the snapshot. */
+    bar_wr(g, VIRTIO_PCI_MSIX_TABLE_OFFSET + 16 * 2 + 12, 4, 0);
+    assert_int_equal(g->raises[2], 1);
+    virtio_pci_kick(&g->vp, 1);
+    assert_int_equal(g->notifies[1], 1);
+    test_payload_free(&p);
+    teardown(&other);
+}
+
+static void test_snapshot_refusals(void **state)
+{
+    struct fx *f = *state;
+    struct test_payload p = running_snapshot(f);
+    void *other;
+    setup(&other);
+    struct fx *g = other;
+
+    test_assert_refuses_framing(save_vp, load_vp, &g->vp, &p, VIRTIO_PCI_STATE_VERSION);
+    test_assert_refuses_byte(save_vp, load_vp, &g->vp, &p, SNAP_STATUS, 0x1f,
+                             VIRTIO_PCI_STATE_VERSION); /* an unknown status bit */
+    test_assert_refuses_byte(save_vp, load_vp, &g->vp, &p, SNAP_NR_QUEUES, 3,
+                             VIRTIO_PCI_STATE_VERSION); /* another device's queue count */
+    test_assert_refuses_byte(save_vp, load_vp, &g->vp, &p, SNAP_QUEUE0_SIZE, 3,
+                             VIRTIO_PCI_STATE_VERSION); /* not a power of two */
+    test_assert_refuses_byte(save_vp, load_vp, &g->vp, &p, SNAP_QUEUE0_VECTOR, 9,
+                             VIRTIO_PCI_STATE_VERSION); /* a vector it does not have */
+    test_assert_refuses_byte(save_vp, load_vp, &g->vp, &p, SNAP_QUEUE0_VECTOR + 2 + 4, 0xff,
+                             VIRTIO_PCI_STATE_VERSION); /* desc ring far outside RAM */
+    assert_int_equal(g->activates, 0);
+    test_payload_free(&p);
+    teardown(&other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -647,6 +731,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_rejects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
