@@ -126,6 +126,29 @@ check vcpus "got: $r" eval '[[ $r == "200 ["* && $r == *"\"index\":1"* && $r == 
 r=$(api GET /vm)
 check vcpus_leave_it_running "got: $r" eval '[[ $r == *"\"state\":\"running\""* ]]'
 
+# --- snapshots: through the API and the CLI, the VM runs on; a restore ticks on from there
+r=$(api PUT /vm/snapshot)
+check snapshot_needs_body_400 "got: $r" eval '[[ $r == "400 "*"error"* ]]'
+r=$(api PUT /vm/snapshot -d '{"dir": "relative/path"}')
+check snapshot_relative_dir_400 "got: $r" eval '[[ $r == "400 "* ]]'
+: >"$work/a-file"
+r=$(api PUT /vm/snapshot -d "{\"dir\": \"$work/a-file/x\"}")
+check snapshot_unwritable_500 "got: $r" eval '[[ $r == "500 "*"cannot snapshot"* ]]'
+snap_tick=$(last_tick "$log" | cut -d' ' -f2)
+r=$(api PUT /vm/snapshot -d "{\"dir\": \"$work/apisnap\"}")
+check snapshot_api "got: $r" eval '[[ $r == "200 "*"\"memory_written\":"* && -s $work/apisnap/state && -s $work/apisnap/memory ]]'
+r=$(api GET /vm)
+check snapshot_leaves_it_running "got: $r" eval '[[ $r == *"\"state\":\"running\""* ]]'
+out=$(cd "$work" && "$godwit" snapshot api-test clisnap 2>&1); st=$?
+check snapshot_cli "status $st: $out" eval '[ $st -eq 0 ] && [[ $out == *"MiB written"* ]] && [ -s "$work/clisnap/state" ]'
+"$godwit" run --restore "$work/apisnap" --name api-restored </dev/null >"$work/restored.log" 2>&1 &
+restored_pid=$!; pids+=("$restored_pid")
+for _ in $(seq 1 600); do grep -q 'godwit-guest: tick' "$work/restored.log" && break; sleep 0.1; done
+first=$(grep -o 'tick [0-9]*' "$work/restored.log" | head -n 1 | cut -d' ' -f2)
+"$godwit" stop api-restored; wait_vm "$restored_pid"; st=$?
+check restore_ticks_on "status $st, first tick '$first' after $snap_tick: $(tail -n 3 "$work/restored.log")" \
+  eval '[ $st -eq 6 ] && [ "${first:-0}" -ge "$snap_tick" ]'
+
 # --- bad requests
 r=$(api GET /nowhere); check unknown_path_404 "got: $r" eval '[[ $r == "404 "*"\"error\""* ]]'
 r=$(api DELETE /vm); check wrong_method_405 "got: $r" eval '[[ $r == "405 "*"\"error\""* ]]'
