@@ -514,7 +514,7 @@ struct json_object *godwit_vcpus_json(struct godwit_vm *gv)
     pthread_mutex_lock(&gv->lock);
     struct vm *vm = gv->vm;
     /* The vCPU ioctls wait for KVM_RUN to return: the vCPUs stop for the reading. */
-    bool stopped_here = vm && !vm_is_paused(vm) && vm_pause(vm) == 0;
+    bool stopped_here = vm && !vm_is_paused(vm) && vm_pause_vcpus(vm) == 0;
     struct json_object *arr = NULL;
     if (vm && vm_is_paused(vm)) {
         arr = json_object_new_array();

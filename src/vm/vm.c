@@ -454,7 +454,7 @@ static int park_vcpus(struct vm *vm)
     return vm->exit_reason == VM_EXIT_NONE ? 0 : -ESRCH;
 }
 
-int vm_pause(struct vm *vm)
+static int pause_vm(struct vm *vm, bool quiesce_devices)
 {
     int ret;
     pthread_mutex_lock(&vm->pause_lock);
@@ -468,11 +468,12 @@ int vm_pause(struct vm *vm)
     pthread_mutex_unlock(&vm->pause_lock);
     /* Devices after the vCPUs, so that a request in flight completes (and interrupts) into
      * the parked guest; outside the lock, since draining runs the main loop. */
-    if (ret == 0)
+    if (ret == 0 && quiesce_devices)
         ret = vm_registry_quiesce(&vm->registry);
     pthread_mutex_lock(&vm->pause_lock);
     vm->pausing = false;
     if (ret == 0) {
+        vm->devices_quiesced = quiesce_devices;
         /* kvmclock follows host time unless told otherwise: freeze it for the guest. */
         if (ioctl(vm->vm_fd, KVM_GET_CLOCK, vm->clock_at_pause) < 0)
             log_warn("vm: KVM_GET_CLOCK failed: %s", strerror(errno));
@@ -483,6 +484,16 @@ int vm_pause(struct vm *vm)
     }
     pthread_mutex_unlock(&vm->pause_lock);
     return ret;
+}
+
+int vm_pause(struct vm *vm)
+{
+    return pause_vm(vm, true);
+}
+
+int vm_pause_vcpus(struct vm *vm)
+{
+    return pause_vm(vm, false);
 }
 
 int vm_resume(struct vm *vm)
@@ -496,7 +507,8 @@ int vm_resume(struct vm *vm)
     struct kvm_clock_data clock = { .clock = vm->clock_at_pause->clock };
     if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
         log_warn("vm: KVM_SET_CLOCK failed: %s", strerror(errno));
-    vm_registry_resume(&vm->registry);
+    if (vm->devices_quiesced)
+        vm_registry_resume(&vm->registry);
     vm->paused = false;
     vm->pause_requested = false;
     pthread_cond_broadcast(&vm->pause_cond);

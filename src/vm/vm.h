@@ -89,6 +89,7 @@ struct vm {
     unsigned vcpus_parked;
     bool paused;
     bool pausing; /* vm_pause() is quiescing the devices: the loop runs re-entrantly */
+    bool devices_quiesced; /* paused by vm_pause(), not vm_pause_vcpus() */
     struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
 
     /* MSI routes: GSIs from VM_MSI_GSI_BASE up, one per MSI-X vector of a device. KVM takes
@@ -121,6 +122,9 @@ void vm_request_exit(struct vm *vm, enum vm_exit_reason reason);
  * restarts them where they were. Both on the main loop's thread; both return 0 or -errno. */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
+/* Parks the vCPUs only, for a look at them (GET /vm/vcpus): the devices run on, so a device
+ * stuck in I/O cannot hold up the look. Undone by vm_resume(). */
+int vm_pause_vcpus(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
 /* Called by a vCPU thread that saw pause_requested: waits until resumed or stopped. */
 void vm_park_vcpu(struct vm *vm);
