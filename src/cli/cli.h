@@ -5,11 +5,9 @@
 #include <stdio.h>
 
 #include "lib/config.h"
+#include "lib/defaults.h"
 #include "vm/vm.h"
 
-#define DEFAULT_MEMORY_MIB 512
-#define DEFAULT_CMDLINE "console=ttyS0 reboot=acpi panic=1"
-#define GODWIT_VERSION "0.1.0"
 
 #define CLI_HELP 1 /* cli_parse_run: --help was given */
 

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "api/runtime.h"
-#include "cli/cli.h"
+#include "lib/defaults.h"
 #include "lib/device_options.h"
 #include "log.h"
 #include "vm/memory.h"

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "lib/defaults.h"
 #include "io/console.h"
 #include "vm/platform.h"
 #include "lib/godwit_internal.h"
