@@ -327,15 +327,23 @@ int snapshot_map_memory(const struct snapshot *snap, struct guest_memory *gm, ui
     return gm_init_private(gm, size, fd); /* it owns fd from here */
 }
 
+/* A cursor on section `id`, which every snapshot has; -EPROTO after one line if it is missing. */
+static int open_section(struct state_reader *r, const char *id, struct state_cursor *c)
+{
+    const struct state_section *s = state_reader_find(r, id);
+    if (!s) {
+        log_error("snapshot: no %s section", id);
+        return -EPROTO;
+    }
+    sc_init(c, s);
+    return 0;
+}
+
 static int check_layout(struct vm *vm, struct state_reader *r)
 {
     struct state_cursor c;
-    const struct state_section *s = state_reader_find(r, SECTION_MEMORY);
-    if (!s) {
-        log_error("snapshot: no memory layout section");
+    if (open_section(r, SECTION_MEMORY, &c) < 0)
         return -EPROTO;
-    }
-    sc_init(&c, s);
     uint64_t ram = sc_u64(&c);
     uint32_t n = sc_u32(&c);
     if (ram != vm->mem.ram_size || n != vm->mem.nr_regions)
@@ -352,12 +360,8 @@ static int check_layout(struct vm *vm, struct state_reader *r)
 static int check_disks(struct vm *vm, struct state_reader *r)
 {
     struct state_cursor c;
-    const struct state_section *s = state_reader_find(r, SECTION_DISKS);
-    if (!s) {
-        log_error("snapshot: no disks section");
+    if (open_section(r, SECTION_DISKS, &c) < 0)
         return -EPROTO;
-    }
-    sc_init(&c, s);
     uint32_t n = sc_u32(&c);
     if (n != vm->cfg->nr_disks)
         return c.overrun ? sc_finish(&c)

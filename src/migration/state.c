@@ -127,6 +127,12 @@ void sw_u64(struct state_writer *w, uint64_t v)
     sw_bytes(w, b, 8);
 }
 
+void sw_blob(struct state_writer *w, const void *p, size_t len)
+{
+    sw_u32(w, (uint32_t)len);
+    sw_bytes(w, p, len);
+}
+
 void sw_begin(struct state_writer *w, const char *id, uint32_t version)
 {
     uint8_t header[SECTION_HEADER_LEN] = { 0 };
@@ -337,6 +343,17 @@ uint64_t sc_u64(struct state_cursor *c)
 size_t sc_left(const struct state_cursor *c)
 {
     return c->overrun ? 0 : c->section->len - c->pos;
+}
+
+int sc_blob(struct state_cursor *c, const char *what, void *p, size_t size)
+{
+    uint32_t len = sc_u32(c);
+    if (c->overrun)
+        return sc_finish(c);
+    if (len != size)
+        return sc_reject(c, "%s: %u bytes, the structure has %zu", what, len, size);
+    sc_bytes(c, p, size);
+    return c->overrun ? sc_finish(c) : 0;
 }
 
 int sc_finish(struct state_cursor *c)

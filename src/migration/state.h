@@ -52,6 +52,8 @@ void sw_u8(struct state_writer *w, uint8_t v);
 void sw_u16(struct state_writer *w, uint16_t v);
 void sw_u32(struct state_writer *w, uint32_t v);
 void sw_u64(struct state_writer *w, uint64_t v);
+/* A length-prefixed blob: u32 byte count, then the bytes (a KVM structure, an XSAVE area). */
+void sw_blob(struct state_writer *w, const void *p, size_t len);
 /* Records an error of the caller's (it ran out of memory): the stream fails with it. */
 void sw_fail(struct state_writer *w, int err);
 /* 0, or the first error. */
@@ -109,6 +111,9 @@ uint16_t sc_u16(struct state_cursor *c);
 uint32_t sc_u32(struct state_cursor *c);
 uint64_t sc_u64(struct state_cursor *c);
 size_t sc_left(const struct state_cursor *c);
+/* A blob that must be exactly `size` bytes (a fixed-size structure of this build): 0, -EINVAL
+ * for another length (one line naming `what`), or -EPROTO past the end of the section. */
+int sc_blob(struct state_cursor *c, const char *what, void *p, size_t size);
 /* 0 when the whole payload was read and no more; -EPROTO (with one error line naming the
  * section) for a short or a long one. */
 int sc_finish(struct state_cursor *c);

@@ -314,12 +314,6 @@ static int snapshot_take(struct vcpu *vcpu, struct vcpu_snapshot *s)
     return 0;
 }
 
-static void sw_blob(struct state_writer *w, const void *p, size_t len)
-{
-    sw_u32(w, (uint32_t)len);
-    sw_bytes(w, p, len);
-}
-
 static void snapshot_write(struct state_writer *w, unsigned index, const struct vcpu_snapshot *s)
 {
     char id[STATE_ID_LEN];
@@ -357,19 +351,6 @@ int vcpu_save_state(struct vcpu *vcpu, struct state_writer *w)
 }
 
 /* ---- load: the section alone ---- */
-
-/* A fixed-size KVM structure: its length must be this build's sizeof. Past the end of the
- * section the cursor is overrun, and sc_finish() reports the truncation (-EPROTO). */
-static int read_struct(struct state_cursor *c, const char *what, void *p, size_t size)
-{
-    uint32_t len = sc_u32(c);
-    if (c->overrun)
-        return sc_finish(c);
-    if (len != size)
-        return sc_reject(c, "%s: %u bytes, the structure has %zu", what, len, size);
-    sc_bytes(c, p, size);
-    return c->overrun ? sc_finish(c) : 0;
-}
 
 static int read_xsave(struct state_cursor *c, struct vcpu_snapshot *s)
 {
@@ -426,13 +407,13 @@ static int snapshot_read(struct state_cursor *c, struct vcpu_snapshot *s)
     if (c->section->version != VCPU_STATE_VERSION)
         return sc_reject(c, "version %u unknown", c->section->version);
     s->mp.mp_state = sc_u32(c);
-    if ((ret = read_struct(c, "regs", &s->regs, sizeof(s->regs))) < 0 ||
-        (ret = read_struct(c, "sregs", &s->sregs, sizeof(s->sregs))) < 0 ||
+    if ((ret = sc_blob(c, "regs", &s->regs, sizeof(s->regs))) < 0 ||
+        (ret = sc_blob(c, "sregs", &s->sregs, sizeof(s->sregs))) < 0 ||
         (ret = read_xsave(c, s)) < 0 ||
-        (ret = read_struct(c, "xcrs", &s->xcrs, sizeof(s->xcrs))) < 0 ||
-        (ret = read_struct(c, "debugregs", &s->debugregs, sizeof(s->debugregs))) < 0 ||
-        (ret = read_struct(c, "lapic", &s->lapic, sizeof(s->lapic))) < 0 ||
-        (ret = read_struct(c, "vcpu_events", &s->events, sizeof(s->events))) < 0 ||
+        (ret = sc_blob(c, "xcrs", &s->xcrs, sizeof(s->xcrs))) < 0 ||
+        (ret = sc_blob(c, "debugregs", &s->debugregs, sizeof(s->debugregs))) < 0 ||
+        (ret = sc_blob(c, "lapic", &s->lapic, sizeof(s->lapic))) < 0 ||
+        (ret = sc_blob(c, "vcpu_events", &s->events, sizeof(s->events))) < 0 ||
         (ret = read_cpuid(c, s)) < 0)
         return ret;
     s->tsc_khz = sc_u32(c);

@@ -107,12 +107,6 @@ static int snapshot_take(struct vm *vm, struct vm_kvm_snapshot *s)
     return ret < 0 ? ret : read_guest_clock(vm, &s->clock, &s->realtime);
 }
 
-static void sw_blob(struct state_writer *w, const void *p, size_t len)
-{
-    sw_u32(w, (uint32_t)len);
-    sw_bytes(w, p, len);
-}
-
 static void snapshot_write(struct state_writer *w, const struct vm_kvm_snapshot *s)
 {
     sw_begin(w, SECTION_PIT, VM_KVM_STATE_VERSION);
@@ -157,19 +151,6 @@ static int open_section(struct state_reader *r, const char *id, struct state_cur
     return 0;
 }
 
-/* A fixed-size KVM structure: its length must be this build's sizeof. Past the end of the
- * section the cursor is overrun, and sc_finish() reports the truncation (-EPROTO). */
-static int read_struct(struct state_cursor *c, const char *what, void *p, size_t size)
-{
-    uint32_t len = sc_u32(c);
-    if (c->overrun)
-        return sc_finish(c);
-    if (len != size)
-        return sc_reject(c, "%s: %u bytes, the structure has %zu", what, len, size);
-    sc_bytes(c, p, size);
-    return c->overrun ? sc_finish(c) : 0;
-}
-
 /* Values a PIT channel can hold; KVM would take others and run its timer on them. */
 static int check_pit_channel(const struct state_cursor *c, unsigned i,
                              const struct kvm_pit_channel_state *ch)
@@ -191,7 +172,7 @@ static int read_pit(struct state_reader *r, struct kvm_pit_state2 *pit)
     struct state_cursor c;
     int ret;
     if ((ret = open_section(r, SECTION_PIT, &c)) < 0 ||
-        (ret = read_struct(&c, "PIT state", pit, sizeof(*pit))) < 0 || (ret = sc_finish(&c)) < 0)
+        (ret = sc_blob(&c, "PIT state", pit, sizeof(*pit))) < 0 || (ret = sc_finish(&c)) < 0)
         return ret;
     if (pit->flags & ~PIT_KNOWN_FLAGS)
         return sc_reject(&c, "flags 0x%x: unknown bits", pit->flags);
@@ -217,7 +198,7 @@ static int read_irqchips(struct state_reader *r, struct kvm_irqchip chips[KVM_NR
         if (got != id)
             return sc_reject(&c, "irqchip %u where %u was due", got, id);
         chips[id].chip_id = id;
-        ret = read_struct(&c, id == KVM_IRQCHIP_IOAPIC ? "IOAPIC" : "PIC", &chips[id].chip,
+        ret = sc_blob(&c, id == KVM_IRQCHIP_IOAPIC ? "IOAPIC" : "PIC", &chips[id].chip,
                           chip_size(id));
     }
     if (ret < 0 || (ret = sc_finish(&c)) < 0)
