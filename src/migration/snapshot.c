@@ -4,24 +4,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "vcpu/vcpu.h"
-#include "vm/kvm_state.h"
+#include "migration/vm_state.h"
 #include "vm/memory.h"
 #include "vm/vm.h"
 
 #define PAGE 4096u
-#define SECTION_CONFIG "config"
-#define SECTION_MEMORY "memory"
-#define SECTION_DISKS "disks"
 
 /* ---- small file helpers ---- */
 
@@ -46,22 +40,6 @@ static int write_all_at(int fd, const void *buf, size_t len, off_t at)
         p += n, len -= (size_t)n, at += n;
     }
     return 0;
-}
-
-/* The size of a disk image or block device; 0 with errno set when it cannot be told. */
-static uint64_t disk_size(const char *path)
-{
-    struct stat st;
-    uint64_t size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-        size = (uint64_t)st.st_size;
-    else if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-        size = 0;
-    close(fd);
-    return size;
 }
 
 /* ---- memory ---- */
@@ -126,52 +104,6 @@ static int save_memory(struct vm *vm, const char *path, uint64_t *written)
     return ret;
 }
 
-/* ---- state ---- */
-
-static void save_layout(struct vm *vm, struct state_writer *w)
-{
-    sw_begin(w, SECTION_MEMORY, 1);
-    sw_u64(w, vm->mem.ram_size);
-    sw_u32(w, vm->mem.nr_regions);
-    for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
-        sw_u64(w, vm->mem.regions[i].gpa);
-        sw_u64(w, vm->mem.regions[i].size);
-        sw_u64(w, vm->mem.regions[i].file_offset);
-    }
-    sw_end(w);
-}
-
-/* Each disk's size: a restore onto a disk of another size would show the guest a different
- * disk under the same driver state. */
-static void save_disks(struct vm *vm, struct state_writer *w)
-{
-    sw_begin(w, SECTION_DISKS, 1);
-    sw_u32(w, vm->cfg->nr_disks);
-    for (unsigned i = 0; i < vm->cfg->nr_disks; i++)
-        sw_u64(w, disk_size(vm->cfg->disks[i].path));
-    sw_end(w);
-}
-
-static int build_state(struct vm *vm, const char *config_json, struct state_writer *w)
-{
-    sw_init(w);
-    sw_begin(w, SECTION_CONFIG, 1);
-    sw_bytes(w, config_json, strlen(config_json));
-    sw_end(w);
-    save_layout(vm, w);
-    save_disks(vm, w);
-    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-        int ret = vcpu_save_state(&vm->vcpus[i], w);
-        if (ret < 0)
-            return ret;
-    }
-    int ret = vm_registry_save(&vm->registry, w);
-    /* The clock last, so that it is read as close to the end as the state allows. */
-    if (ret == 0)
-        ret = vm_kvm_state_save(vm, w);
-    return ret ?: sw_finish(w);
-}
-
 static int write_file(const char *path, const uint8_t *buf, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -210,7 +142,7 @@ int snapshot_save(struct vm *vm, const char *dir, const char *config_json,
         (ret = path_in(state_tmp, PATH_MAX, dir, ".state.tmp")) < 0 ||
         (ret = path_in(state_path, PATH_MAX, dir, SNAPSHOT_STATE_FILE)) < 0)
         return ret;
-    ret = build_state(vm, config_json, &w);
+    ret = vm_state_save(vm, config_json, &w);
     if (ret < 0)
         log_error("snapshot: cannot save the VM's state: %s", strerror(-ret));
     if (ret == 0)
@@ -280,7 +212,7 @@ int snapshot_open(struct snapshot *snap, const char *dir)
     if (ret == 0)
         ret = state_reader_open(&snap->reader, snap->buf, snap->len);
     const struct state_section *config =
-        ret == 0 ? state_reader_find(&snap->reader, SECTION_CONFIG) : NULL;
+        ret == 0 ? state_reader_find(&snap->reader, VM_STATE_CONFIG) : NULL;
     if (ret == 0 && !config) {
         log_error("snapshot: %s has no configuration section", path);
         ret = -EPROTO;
@@ -327,73 +259,7 @@ int snapshot_map_memory(const struct snapshot *snap, struct guest_memory *gm, ui
     return gm_init_private(gm, size, fd); /* it owns fd from here */
 }
 
-/* A cursor on section `id`, which every snapshot has; -EPROTO after one line if it is missing. */
-static int open_section(struct state_reader *r, const char *id, struct state_cursor *c)
-{
-    const struct state_section *s = state_reader_find(r, id);
-    if (!s) {
-        log_error("snapshot: no %s section", id);
-        return -EPROTO;
-    }
-    sc_init(c, s);
-    return 0;
-}
-
-static int check_layout(struct vm *vm, struct state_reader *r)
-{
-    struct state_cursor c;
-    if (open_section(r, SECTION_MEMORY, &c) < 0)
-        return -EPROTO;
-    uint64_t ram = sc_u64(&c);
-    uint32_t n = sc_u32(&c);
-    if (ram != vm->mem.ram_size || n != vm->mem.nr_regions)
-        return c.overrun ? sc_finish(&c) : sc_reject(&c, "another RAM size or layout");
-    for (unsigned i = 0; i < n; i++) {
-        const struct gm_region *g = &vm->mem.regions[i];
-        uint64_t gpa = sc_u64(&c), size = sc_u64(&c), off = sc_u64(&c);
-        if (gpa != g->gpa || size != g->size || off != g->file_offset)
-            return c.overrun ? sc_finish(&c) : sc_reject(&c, "region %u differs", i);
-    }
-    return sc_finish(&c);
-}
-
-static int check_disks(struct vm *vm, struct state_reader *r)
-{
-    struct state_cursor c;
-    if (open_section(r, SECTION_DISKS, &c) < 0)
-        return -EPROTO;
-    uint32_t n = sc_u32(&c);
-    if (n != vm->cfg->nr_disks)
-        return c.overrun ? sc_finish(&c)
-                         : sc_reject(&c, "%u disks, the VM has %u", n, vm->cfg->nr_disks);
-    for (unsigned i = 0; i < n; i++) {
-        uint64_t size = sc_u64(&c), now = disk_size(vm->cfg->disks[i].path);
-        if (!c.overrun && size != now)
-            return sc_reject(&c, "disk %u (%s) holds %llu bytes, it held %llu at the snapshot", i,
-                             vm->cfg->disks[i].path, (unsigned long long)now,
-                             (unsigned long long)size);
-    }
-    return sc_finish(&c);
-}
-
 int snapshot_restore(struct vm *vm, struct snapshot *snap)
 {
-    struct state_reader *r = &snap->reader;
-    int ret;
-    if ((ret = check_layout(vm, r)) < 0 || (ret = check_disks(vm, r)) < 0)
-        return ret;
-    /* vCPUs first, then the VM-wide PIT, clock and irqchip, the devices last: a device that
-     * raises its interrupt line on load must find the irqchip already restored. */
-    for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        if ((ret = vcpu_load_state(&vm->vcpus[i], r)) < 0)
-            return ret;
-    if ((ret = vm_kvm_state_load(vm, r)) < 0 || (ret = vm_registry_load(&vm->registry, r)) < 0)
-        return ret;
-    const struct state_section *unknown = state_reader_unused(r);
-    if (unknown) {
-        log_error("snapshot: section %s belongs to nothing in this VM (another configuration?)",
-                  unknown->id);
-        return -EPROTO;
-    }
-    return 0;
+    return vm_state_load(vm, &snap->reader);
 }

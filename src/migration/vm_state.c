@@ -1,0 +1,154 @@
+/* vm_state.c: the whole VM's state but its RAM, as sections, saved and loaded in KVM's order. */
+#define _GNU_SOURCE
+#include "migration/vm_state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "vcpu/vcpu.h"
+#include "vm/kvm_state.h"
+#include "vm/vm.h"
+
+#define SECTION_MEMORY "memory"
+#define SECTION_DISKS "disks"
+
+/* The size of a disk image or block device; 0 with errno set when it cannot be told. */
+static uint64_t disk_size(const char *path)
+{
+    struct stat st;
+    uint64_t size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        size = (uint64_t)st.st_size;
+    else if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+        size = 0;
+    close(fd);
+    return size;
+}
+
+static void save_layout(struct vm *vm, struct state_writer *w)
+{
+    sw_begin(w, SECTION_MEMORY, 1);
+    sw_u64(w, vm->mem.ram_size);
+    sw_u32(w, vm->mem.nr_regions);
+    for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
+        sw_u64(w, vm->mem.regions[i].gpa);
+        sw_u64(w, vm->mem.regions[i].size);
+        sw_u64(w, vm->mem.regions[i].file_offset);
+    }
+    sw_end(w);
+}
+
+/* Each disk's size: a restore onto a disk of another size would show the guest a different
+ * disk under the same driver state. */
+static void save_disks(struct vm *vm, struct state_writer *w)
+{
+    sw_begin(w, SECTION_DISKS, 1);
+    sw_u32(w, vm->cfg->nr_disks);
+    for (unsigned i = 0; i < vm->cfg->nr_disks; i++)
+        sw_u64(w, disk_size(vm->cfg->disks[i].path));
+    sw_end(w);
+}
+
+int vm_state_save(struct vm *vm, const char *config_json, struct state_writer *w)
+{
+    sw_init(w);
+    sw_begin(w, VM_STATE_CONFIG, 1);
+    sw_bytes(w, config_json, strlen(config_json));
+    sw_end(w);
+    save_layout(vm, w);
+    save_disks(vm, w);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        int ret = vcpu_save_state(&vm->vcpus[i], w);
+        if (ret < 0)
+            return ret;
+    }
+    int ret = vm_registry_save(&vm->registry, w);
+    /* The clock last, so that it is read as close to the end as the state allows. */
+    if (ret == 0)
+        ret = vm_kvm_state_save(vm, w);
+    return ret ?: sw_finish(w);
+}
+
+/* A cursor on section `id`, which every state has; -EPROTO after one line if it is missing. */
+static int open_section(struct state_reader *r, const char *id, struct state_cursor *c)
+{
+    const struct state_section *s = state_reader_find(r, id);
+    if (!s) {
+        log_error("state: no %s section", id);
+        return -EPROTO;
+    }
+    sc_init(c, s);
+    return 0;
+}
+
+static int check_layout(struct vm *vm, struct state_reader *r)
+{
+    struct state_cursor c;
+    if (open_section(r, SECTION_MEMORY, &c) < 0)
+        return -EPROTO;
+    uint64_t ram = sc_u64(&c);
+    uint32_t n = sc_u32(&c);
+    if (ram != vm->mem.ram_size || n != vm->mem.nr_regions)
+        return c.overrun ? sc_finish(&c) : sc_reject(&c, "another RAM size or layout");
+    for (unsigned i = 0; i < n; i++) {
+        const struct gm_region *g = &vm->mem.regions[i];
+        uint64_t gpa = sc_u64(&c), size = sc_u64(&c), off = sc_u64(&c);
+        if (gpa != g->gpa || size != g->size || off != g->file_offset)
+            return c.overrun ? sc_finish(&c) : sc_reject(&c, "region %u differs", i);
+    }
+    return sc_finish(&c);
+}
+
+static int check_disks(struct vm *vm, struct state_reader *r)
+{
+    struct state_cursor c;
+    if (open_section(r, SECTION_DISKS, &c) < 0)
+        return -EPROTO;
+    uint32_t n = sc_u32(&c);
+    if (n != vm->cfg->nr_disks)
+        return c.overrun ? sc_finish(&c)
+                         : sc_reject(&c, "%u disks, the VM has %u", n, vm->cfg->nr_disks);
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t size = sc_u64(&c), now = disk_size(vm->cfg->disks[i].path);
+        if (!c.overrun && size != now)
+            return sc_reject(&c, "disk %u (%s) holds %llu bytes, it held %llu at the snapshot", i,
+                             vm->cfg->disks[i].path, (unsigned long long)now,
+                             (unsigned long long)size);
+    }
+    return sc_finish(&c);
+}
+
+int vm_state_load(struct vm *vm, struct state_reader *r)
+{
+    int ret;
+    /* The configuration built this VM already: it is read by whoever built it. */
+    if (!state_reader_find(r, VM_STATE_CONFIG)) {
+        log_error("state: no configuration section");
+        return -EPROTO;
+    }
+    if ((ret = check_layout(vm, r)) < 0 || (ret = check_disks(vm, r)) < 0)
+        return ret;
+    /* vCPUs first, then the VM-wide PIT, clock and irqchip, the devices last: a device that
+     * raises its interrupt line on load must find the irqchip already restored. */
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        if ((ret = vcpu_load_state(&vm->vcpus[i], r)) < 0)
+            return ret;
+    if ((ret = vm_kvm_state_load(vm, r)) < 0 || (ret = vm_registry_load(&vm->registry, r)) < 0)
+        return ret;
+    const struct state_section *unknown = state_reader_unused(r);
+    if (unknown) {
+        log_error("state: section %s belongs to nothing in this VM (another configuration?)",
+                  unknown->id);
+        return -EPROTO;
+    }
+    return 0;
+}
