@@ -51,6 +51,7 @@ int virtq_setup(struct virtqueue *vq, const struct guest_memory *gm, uint16_t si
     vq->used = used_host;
     /* We never ask the driver to hold back its kicks (VIRTQ_USED_F_NO_NOTIFY). */
     __atomic_store_n(&vq->used->flags, 0, __ATOMIC_RELAXED);
+    gm_mark_dirty(gm, used, sizeof(vq->used->flags));
     vq->enabled = true;
     return 0;
 }
@@ -78,10 +79,110 @@ static uint16_t *avail_event_field(const struct virtqueue *vq)
     return (uint16_t *)&vq->used->ring[vq->size];
 }
 
+/*
+ * ---- Dirty tracking for live migration ----
+ *
+ * While migration tracks device writes (gm->dirty set, see vm/memory.h and
+ * migration/dirty.c), every byte this device model writes into guest RAM must have its page
+ * marked, AFTER the write: the migration thread harvests and clears the bits concurrently,
+ * then reads the pages to send them. A mark made after the write is either harvested by a
+ * pass that reads the page after the write (the mark's release RMW pairs with the harvest's
+ * acquire exchange), or lands after that harvest's clear and makes the next pass send the
+ * page again. A mark made before the write could be harvested, and the page sent, before the
+ * write lands: the write would be lost.
+ *
+ * Buffers: the devices write a chain's writable buffers (virtq_chain_write, or io_uring reads
+ * into them, which complete before the completion that pushes the chain) and only then push
+ * the chain. So virtq_push_pending() marks every device-writable descriptor of chain `head`,
+ * all of it whatever `written` says (over-reporting is harmless, under-reporting corrupts the
+ * guest): that is after every write into the chain. virtq_publish() marks every chain it
+ * publishes once more, because a device may write into a pending chain until it is published
+ * (virtio-net's num_buffers); virtq_push() leaves the marking to its publish. A device must
+ * never write into a chain after publishing it. The marks re-walk the chain in the descriptor
+ * table because the push gets only the head; the walk uses virtq_pop's bounds, and a chain
+ * the guest made malformed (or rewrote) since the pop just stops the walk (or marks the wrong
+ * pages): it is the guest breaking the rules on its own buffers, never a read out of bounds
+ * or an endless loop in the VMM.
+ *
+ * The rings: the used elements (virtq_push_pending), used->idx (virtq_publish), avail_event
+ * (EVENT_IDX) and used->flags (setup) are marked right after each store.
+ *
+ * With tracking off all this costs a load of gm->dirty after each store to the used ring (three
+ * per push, of one cached word). Each load must come after the store it covers, never be
+ * hoisted before it: see membarrier_all_threads() in migration/dirty.c for why.
+ */
+
+static void load_desc(const uint8_t *table, uint32_t index, struct virtq_desc *d);
+
+/* Marks [offset, offset + len) of the used ring dirty, after the device has written it. */
+static void mark_used(const struct virtqueue *vq, uint64_t offset, uint64_t len)
+{
+    gm_mark_dirty(vq->gm, vq->used_gpa + offset, len);
+}
+
+/* Marks the device-writable buffers of one descriptor table's part of a chain. */
+static void mark_table(const struct virtqueue *vq, unsigned long *dirty, const uint8_t *table,
+                       uint32_t nr_entries, uint32_t index, bool in_indirect, unsigned *nr_descs)
+{
+    for (uint32_t visited = 0; visited < nr_entries && index < nr_entries; visited++) {
+        struct virtq_desc d;
+        load_desc(table, index, &d);
+        if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+            if (in_indirect || !vq->indirect || (d.flags & VIRTQ_DESC_F_NEXT) || d.len == 0 ||
+                d.len % sizeof(struct virtq_desc) != 0 ||
+                d.len / sizeof(struct virtq_desc) > VIRTQ_MAX_SEGS)
+                return;
+            const uint8_t *sub = gm_ptr(vq->gm, d.addr, d.len);
+            if (sub)
+                mark_table(vq, dirty, sub, d.len / sizeof(struct virtq_desc), 0, true, nr_descs);
+            return;
+        }
+        if (++*nr_descs > VIRTQ_MAX_SEGS)
+            return;
+        if ((d.flags & VIRTQ_DESC_F_WRITE) && d.len != 0)
+            gm_mark_dirty_in(vq->gm, dirty, d.addr, d.len);
+        if (!(d.flags & VIRTQ_DESC_F_NEXT))
+            return;
+        index = d.next;
+    }
+}
+
+/* Marks every device-writable buffer of chain `head` in `dirty`. */
+static void mark_chain_in(const struct virtqueue *vq, unsigned long *dirty, uint16_t head)
+{
+    unsigned nr_descs = 0;
+    mark_table(vq, dirty, (const uint8_t *)vq->desc, vq->size, head, false, &nr_descs);
+}
+
+/* The same when tracking is on; for a head in range of an enabled queue. */
+static void mark_chain(const struct virtqueue *vq, uint16_t head)
+{
+    unsigned long *dirty = gm_dirty_bitmap(vq->gm);
+    if (dirty)
+        mark_chain_in(vq, dirty, head);
+}
+
+/* Marks the chains of every pending used element, when tracking is on (see virtq_publish). */
+static void mark_pending_chains(const struct virtqueue *vq)
+{
+    unsigned long *dirty = gm_dirty_bitmap(vq->gm);
+    if (!dirty)
+        return;
+    for (uint16_t i = 0; i < vq->used_pending; i++) {
+        uint16_t slot = (uint16_t)(vq->used_idx + i) & (vq->size - 1);
+        /* Our own store, unless the guest scribbled on its used ring: then it marks the wrong
+         * pages of its own, as with a chain rewritten after the pop. */
+        uint32_t head = __atomic_load_n(&vq->used->ring[slot].id, __ATOMIC_RELAXED);
+        if (head < vq->size)
+            mark_chain_in(vq, dirty, (uint16_t)head);
+    }
+}
+
 /* With EVENT_IDX: ask the driver to kick once it makes entry last_avail_idx available. */
 static void virtq_set_avail_event(struct virtqueue *vq)
 {
     __atomic_store_n(avail_event_field(vq), vq->last_avail_idx, __ATOMIC_RELAXED);
+    mark_used(vq, VIRTQ_USED_BYTES(vq->size, false), sizeof(uint16_t));
 }
 
 /*
@@ -225,7 +326,8 @@ int virtq_pop(struct virtqueue *vq, struct virtq_chain *chain)
     return 1;
 }
 
-int virtq_push_pending(struct virtqueue *vq, uint16_t head, uint32_t written)
+/* Writes the used element for `head` after the pending ones; marks no buffer. */
+static int push_pending(struct virtqueue *vq, uint16_t head, uint32_t written)
 {
     if (vq->broken)
         return -EIO;
@@ -235,28 +337,45 @@ int virtq_push_pending(struct virtqueue *vq, uint16_t head, uint32_t written)
         return -ENOSPC; /* one more would overwrite an element the driver has not seen */
 
     uint16_t idx = (uint16_t)(vq->used_idx + vq->used_pending);
-    struct virtq_used_elem *elem = &vq->used->ring[idx & (vq->size - 1)];
+    uint16_t slot = idx & (vq->size - 1);
+    struct virtq_used_elem *elem = &vq->used->ring[slot];
     __atomic_store_n(&elem->id, head, __ATOMIC_RELAXED);
     __atomic_store_n(&elem->len, written, __ATOMIC_RELAXED);
+    mark_used(vq, offsetof(struct virtq_used, ring) + sizeof(*elem) * slot, sizeof(*elem));
     vq->used_pending++;
     return 0;
+}
+
+int virtq_push_pending(struct virtqueue *vq, uint16_t head, uint32_t written)
+{
+    /* The device has written the chain whether or not the push succeeds: mark it anyway. */
+    if (vq->enabled && head < vq->size)
+        mark_chain(vq, head);
+    return push_pending(vq, head, written);
 }
 
 void virtq_publish(struct virtqueue *vq)
 {
     if (vq->broken || !vq->enabled || vq->used_pending == 0)
         return;
+    /* Pending chains are marked again: a device may still write into a chain between its
+     * push_pending and the publish (virtio-net fills in the first chain's num_buffers then). */
+    mark_pending_chains(vq);
     vq->used_idx = (uint16_t)(vq->used_idx + vq->used_pending);
     vq->used_pending = 0;
     /* Release: the driver that sees the new index also sees the elements and the data. */
     __atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
+    mark_used(vq, offsetof(struct virtq_used, idx), sizeof(vq->used->idx));
 }
 
 int virtq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 {
-    int ret = virtq_push_pending(vq, head, written);
+    /* The publish marks this chain with the pending ones: one walk, not two. */
+    int ret = push_pending(vq, head, written);
     if (ret == 0)
         virtq_publish(vq);
+    else if (vq->enabled && head < vq->size)
+        mark_chain(vq, head);
     return ret;
 }
 

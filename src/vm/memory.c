@@ -83,6 +83,8 @@ int gm_init_private(struct guest_memory *gm, uint64_t size, int fd)
 
 void gm_destroy(struct guest_memory *gm)
 {
+    /* The dirty bitmap belongs to migration/dirty.c (dirty_log_free), not to us. */
+    gm->dirty = NULL;
     for (unsigned i = 0; i < gm->nr_regions; i++)
         munmap(gm->regions[i].host, gm->regions[i].size);
     if (gm->memfd >= 0)
@@ -105,12 +107,71 @@ void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
     return NULL;
 }
 
+void *gm_file_ptr(const struct guest_memory *gm, uint64_t offset, uint64_t len)
+{
+    for (unsigned i = 0; i < gm->nr_regions; i++) {
+        const struct gm_region *r = &gm->regions[i];
+        if (offset < r->file_offset)
+            continue;
+        uint64_t off = offset - r->file_offset;
+        if (off < r->size && len <= r->size - off)
+            return r->host + off;
+    }
+    return NULL;
+}
+
+/*
+ * Sets bits [first, last] of a dirty bitmap, a word at a time. Always a read-modify-write,
+ * even when the bits are set already: skipping it would leave nothing that orders our write
+ * of the page before a concurrent harvest's read of it (the release RMW joins the word's
+ * release sequence, which the harvest's acquire exchange synchronizes with).
+ */
+static void set_bits_atomic(unsigned long *bm, uint64_t first, uint64_t last)
+{
+    const uint64_t first_word = first / GM_BITS_PER_LONG, last_word = last / GM_BITS_PER_LONG;
+    for (uint64_t w = first_word; w <= last_word; w++) {
+        unsigned long mask = ~0UL;
+        if (w == first_word)
+            mask &= ~0UL << (first % GM_BITS_PER_LONG);
+        if (w == last_word)
+            mask &= ~0UL >> (GM_BITS_PER_LONG - 1 - last % GM_BITS_PER_LONG);
+        __atomic_fetch_or(&bm[w], mask, __ATOMIC_RELEASE);
+    }
+}
+
+void gm_mark_dirty_in(const struct guest_memory *gm, unsigned long *dirty, uint64_t gpa,
+                      uint64_t len)
+{
+    if (len == 0)
+        return;
+    /* The last byte, clamped so that no sum overflows. */
+    uint64_t last = len - 1 > UINT64_MAX - gpa ? UINT64_MAX : gpa + (len - 1);
+    for (unsigned i = 0; i < gm->nr_regions; i++) {
+        const struct gm_region *r = &gm->regions[i];
+        uint64_t r_last = r->gpa + (r->size - 1);
+        if (r->size == 0 || last < r->gpa || gpa > r_last)
+            continue;
+        uint64_t lo = gpa > r->gpa ? gpa : r->gpa;
+        uint64_t hi = last < r_last ? last : r_last;
+        set_bits_atomic(dirty, (r->file_offset + (lo - r->gpa)) / GM_PAGE_SIZE,
+                        (r->file_offset + (hi - r->gpa)) / GM_PAGE_SIZE);
+    }
+}
+
+void gm_mark_dirty(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+    unsigned long *dirty = gm_dirty_bitmap(gm);
+    if (dirty)
+        gm_mark_dirty_in(gm, dirty, gpa, len);
+}
+
 int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len)
 {
     void *dst = gm_ptr(gm, gpa, len);
     if (!dst)
         return -EFAULT;
     memcpy(dst, src, len);
+    gm_mark_dirty(gm, gpa, len); /* after the copy: see gm_mark_dirty() */
     return 0;
 }
 

@@ -20,12 +20,23 @@ struct gm_region {
     uint64_t file_offset; /* offset of this region in the memory file */
 };
 
+#define GM_PAGE_SIZE 4096u
+#define GM_BITS_PER_LONG (8u * (unsigned)sizeof(unsigned long))
+
 struct guest_memory {
     int memfd;         /* the memory file: a memfd, or a snapshot's file (private_file) */
     bool private_file; /* mapped MAP_PRIVATE: the guest's writes are not in the file */
     uint64_t ram_size; /* total RAM bytes across regions */
     unsigned nr_regions;
     struct gm_region regions[GM_MAX_REGIONS];
+    /*
+     * Pages the VMM itself (the devices) wrote, while live migration tracks them: one bit per
+     * 4 KiB page of the memory file, bit (region->file_offset + (gpa - region->gpa)) / 4096,
+     * in unsigned long words (bit n is bit n % GM_BITS_PER_LONG of word n / GM_BITS_PER_LONG).
+     * NULL when nobody tracks. Owned and published by migration/dirty.c; read it only with
+     * gm_dirty_bitmap(). The guest's own (vCPU) writes are KVM's dirty log, not this.
+     */
+    unsigned long *dirty;
 };
 
 /* Creates RAM of `size` bytes laid out around the MMIO hole. Returns 0 or -errno. */
@@ -41,7 +52,38 @@ void gm_destroy(struct guest_memory *gm);
  */
 void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len);
 
-/* Copies into / out of guest memory; return 0 or -EFAULT when the range is not RAM. */
+/*
+ * Host view of [offset, offset + len) of the memory file (what dirty bitmaps and migration
+ * index by), or NULL unless it lies wholly inside one region.
+ */
+void *gm_file_ptr(const struct guest_memory *gm, uint64_t offset, uint64_t len);
+
+/*
+ * The device dirty bitmap when tracking is on, else NULL: one load, nothing more. Call it
+ * only AFTER the writes it is meant to cover (the compiler barrier here keeps the compiler
+ * from sinking those writes below the load; migration/dirty.c pairs it with a membarrier()
+ * when it publishes the bitmap, see there).
+ */
+static inline unsigned long *gm_dirty_bitmap(const struct guest_memory *gm)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    return __atomic_load_n(&gm->dirty, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Records that the VMM has written [gpa, gpa + len) of guest RAM, for live migration: sets
+ * the pages' bits in gm->dirty atomically (a no-op, one load, when tracking is off). Call it
+ * after the write, never before: the migration thread may harvest the bit and send the page
+ * at any moment, and only a mark made after the write guarantees that the page is (re)sent
+ * with the write in it. Parts of the range outside RAM are ignored.
+ */
+void gm_mark_dirty(const struct guest_memory *gm, uint64_t gpa, uint64_t len);
+/* The same with the bitmap already loaded by gm_dirty_bitmap() (not NULL). */
+void gm_mark_dirty_in(const struct guest_memory *gm, unsigned long *dirty, uint64_t gpa,
+                      uint64_t len);
+
+/* Copies into / out of guest memory; return 0 or -EFAULT when the range is not RAM.
+ * gm_write() marks what it wrote dirty (gm_mark_dirty). */
 int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len);
 int gm_read(const struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len);
 

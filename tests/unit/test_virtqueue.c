@@ -960,6 +960,327 @@ static void test_random_descriptor_tables(void **state)
     guest_free(g);
 }
 
+/* ---- dirty tracking for live migration ---- */
+
+#define PAGES (RAM_SIZE / 4096)
+#define BITMAP_LONGS ((PAGES + GM_BITS_PER_LONG - 1) / GM_BITS_PER_LONG)
+
+/* Turns device dirty tracking on with a fresh bitmap (single-threaded: no membarrier needed). */
+static unsigned long *track(struct guest *g)
+{
+    unsigned long *bm = calloc(BITMAP_LONGS, sizeof(unsigned long));
+    assert_non_null(bm);
+    g->gm.dirty = bm;
+    return bm;
+}
+
+static void untrack(struct guest *g, unsigned long *bm)
+{
+    g->gm.dirty = NULL;
+    free(bm);
+}
+
+static bool marked(const unsigned long *bm, uint64_t gpa)
+{
+    uint64_t page = gpa / 4096;
+    return (bm[page / GM_BITS_PER_LONG] >> (page % GM_BITS_PER_LONG)) & 1;
+}
+
+static unsigned nr_marked(const unsigned long *bm)
+{
+    unsigned n = 0;
+    for (uint64_t i = 0; i < BITMAP_LONGS; i++)
+        n += (unsigned)__builtin_popcountl(bm[i]);
+    return n;
+}
+
+static void unmark_all(unsigned long *bm)
+{
+    memset(bm, 0, BITMAP_LONGS * sizeof(unsigned long));
+}
+
+/* A push marks the chain's writable buffers (a buffer across a page boundary: both pages) and
+ * the used ring, not the readable buffers, the descriptor table or the avail ring. */
+static void test_push_marks_writable_buffers(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(8, false, false);
+    put_desc(g, 0, BUF_GPA, 16, VIRTQ_DESC_F_NEXT, 1);
+    put_desc(g, 1, BUF_GPA + 0x1000, 512, VIRTQ_DESC_F_NEXT, 2);
+    put_desc(g, 2, BUF_GPA + 0x2ff0, 0x20, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 3);
+    put_desc(g, 3, BUF_GPA + 0x5000, 1, VIRTQ_DESC_F_WRITE, 0);
+    make_avail(g, 0);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+
+    unsigned long *bm = track(g);
+    uint8_t status = 0;
+    assert_int_equal(virtq_chain_write(&g->chain, 0x20, &status, 1), 1);
+    /* The marks come at the push (after the writes), whatever `written` says. */
+    assert_int_equal(nr_marked(bm), 0);
+    assert_int_equal(virtq_push(&g->vq, g->chain.head, 1), 0);
+    assert_true(marked(bm, BUF_GPA + 0x2000));
+    assert_true(marked(bm, BUF_GPA + 0x3000));
+    assert_true(marked(bm, BUF_GPA + 0x5000));
+    assert_true(marked(bm, USED_GPA));
+    assert_int_equal(nr_marked(bm), 4);
+    assert_false(marked(bm, BUF_GPA) || marked(bm, BUF_GPA + 0x1000));
+    assert_false(marked(bm, DESC_GPA) || marked(bm, AVAIL_GPA));
+    untrack(g, bm);
+    guest_free(g);
+}
+
+static void test_push_marks_indirect_chain(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(8, false, true);
+    put_desc(g, 3, BUF_GPA + 0x8000, 8, VIRTQ_DESC_F_NEXT, 4);
+    put_desc(g, 4, TABLE_GPA, 48, VIRTQ_DESC_F_INDIRECT, 0);
+    put_desc_in(g, TABLE_GPA, 0, BUF_GPA + 0x9100, 16, VIRTQ_DESC_F_NEXT, 2);
+    put_desc_in(g, TABLE_GPA, 2, BUF_GPA + 0x200, 4096, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+    put_desc_in(g, TABLE_GPA, 1, BUF_GPA + 0x2000, 1, VIRTQ_DESC_F_WRITE, 0);
+    make_avail(g, 3);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+
+    unsigned long *bm = track(g);
+    assert_int_equal(virtq_push(&g->vq, g->chain.head, 0), 0);
+    assert_true(marked(bm, BUF_GPA) && marked(bm, BUF_GPA + 0x1000) && marked(bm, BUF_GPA + 0x2000));
+    assert_true(marked(bm, USED_GPA));
+    assert_int_equal(nr_marked(bm), 4);
+    assert_false(marked(bm, TABLE_GPA) || marked(bm, BUF_GPA + 0x8000) ||
+                 marked(bm, BUF_GPA + 0x9000));
+    untrack(g, bm);
+    guest_free(g);
+}
+
+/* Tracking off: nothing marked, nothing breaks. */
+static void test_push_without_tracking_marks_nothing(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(8, true, true);
+    unsigned long *bm = calloc(BITMAP_LONGS, sizeof(unsigned long));
+    assert_non_null(bm);
+    put_desc(g, 0, BUF_GPA, 4096, VIRTQ_DESC_F_WRITE, 0);
+    make_avail(g, 0);
+    assert_null(g->gm.dirty);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+    assert_int_equal(virtq_push(&g->vq, g->chain.head, 4096), 0);
+    assert_int_equal(gm_write(&g->gm, BUF_GPA, "x", 1), 0);
+    gm_mark_dirty(&g->gm, 0, RAM_SIZE);
+    assert_int_equal(nr_marked(bm), 0);
+    assert_int_equal(driver_used_idx(g), 1);
+    free(bm);
+    guest_free(g);
+}
+
+/* Each device write to the used ring marks its own page: a ring placed so that avail_event
+ * falls on the page after the elements shows which store marked what. */
+static void test_used_ring_writes_mark_their_pages(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(8, true, false);
+    const uint64_t used = USED_GPA + 4096 - VIRTQ_USED_BYTES(8, false); /* elements end the page */
+    const uint64_t event_page = USED_GPA + 4096;
+    unsigned long *bm = track(g);
+
+    assert_int_equal(virtq_setup(&g->vq, &g->gm, 8, DESC_GPA, AVAIL_GPA, used, true, false), 0);
+    assert_true(marked(bm, USED_GPA)); /* used->flags */
+    assert_int_equal(nr_marked(bm), 1);
+
+    put_desc(g, 0, BUF_GPA, 16, 0, 0);
+    make_avail(g, 0);
+    unmark_all(bm);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1); /* writes avail_event */
+    assert_true(marked(bm, event_page));
+    assert_int_equal(nr_marked(bm), 1);
+
+    unmark_all(bm);
+    assert_int_equal(virtq_push_pending(&g->vq, g->chain.head, 0), 0); /* the element */
+    assert_true(marked(bm, USED_GPA));
+    assert_int_equal(nr_marked(bm), 1); /* a readable-only chain: no buffer marked */
+
+    unmark_all(bm);
+    virtq_publish(&g->vq); /* used->idx */
+    assert_true(marked(bm, USED_GPA));
+    assert_int_equal(nr_marked(bm), 1);
+    uint16_t idx = read_u16(g, used + 2);
+    assert_int_equal(idx, 1);
+
+    /* An empty pop with EVENT_IDX re-arms avail_event: marked too. */
+    unmark_all(bm);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 0);
+    assert_true(marked(bm, event_page));
+    untrack(g, bm);
+    guest_free(g);
+}
+
+/* The guest rewrites a popped chain into something malformed before the push: the walk at
+ * push time stops (marking what it saw), never loops or reads outside RAM. */
+static void test_push_walk_survives_malformed_chains(void **state)
+{
+    (void)state;
+    struct {
+        uint16_t flags0, next0;
+        uint64_t addr0;
+        uint32_t len0;
+        unsigned expect_marked; /* buffer pages, the used ring's page aside */
+    } cases[] = {
+        { VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1, BUF_GPA, 16, 2 }, /* 0 -> 1 -> 0 ... */
+        { VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0, BUF_GPA, 16, 1 }, /* 0 -> 0 ... */
+        { VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 100, BUF_GPA, 16, 1 }, /* next out of range */
+        { VIRTQ_DESC_F_WRITE, 0, 0xfffffffffffff000ull, 0x2000, 0 }, /* wraps: not RAM */
+        { VIRTQ_DESC_F_WRITE, 0, RAM_SIZE - 16, 4096, 1 }, /* straddles the end: the RAM part */
+        { VIRTQ_DESC_F_INDIRECT, 0, TABLE_GPA, 17, 0 }, /* bad table length */
+        { VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1, TABLE_GPA, 32, 0 }, /* indirect + NEXT */
+        { VIRTQ_DESC_F_INDIRECT, 0, RAM_SIZE - 16, 32, 0 }, /* table outside RAM */
+        { VIRTQ_DESC_F_INDIRECT, 0, TABLE_GPA, 16u * (VIRTQ_MAX_SEGS + 1), 0 }, /* too long */
+        { VIRTQ_DESC_F_INDIRECT, 0, TABLE_GPA, 64, 2 }, /* a table that loops */
+        { VIRTQ_DESC_F_INDIRECT, 0, TABLE_GPA + 0x100, 32, 1 }, /* a table that nests */
+        { VIRTQ_DESC_F_INDIRECT, 0, TABLE_GPA + 0x200, 16, 1 }, /* next out of the table */
+    };
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct guest *g = guest_new(8, false, true);
+        put_desc(g, 0, BUF_GPA, 16, VIRTQ_DESC_F_WRITE, 0);
+        make_avail(g, 0);
+        assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+
+        /* Now the guest breaks the rules. */
+        put_desc(g, 0, cases[i].addr0, cases[i].len0, cases[i].flags0, cases[i].next0);
+        put_desc(g, 1, BUF_GPA + 0x1000, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);
+        /* Tables: 0 -> 1 -> 0, a loop of writable buffers; a buffer then a nested table; a
+         * one-entry table whose entry goes on to entry 1. */
+        put_desc_in(g, TABLE_GPA, 0, BUF_GPA + 0x4000, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+        put_desc_in(g, TABLE_GPA, 1, BUF_GPA + 0x6000, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);
+        put_desc_in(g, TABLE_GPA + 0x100, 0, BUF_GPA + 0x7000, 8,
+                    VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+        put_desc_in(g, TABLE_GPA + 0x100, 1, TABLE_GPA, 32, VIRTQ_DESC_F_INDIRECT, 0);
+        put_desc_in(g, TABLE_GPA + 0x200, 0, BUF_GPA + 0x8000, 8,
+                    VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+        unsigned long *bm = track(g);
+        assert_int_equal(virtq_push(&g->vq, 0, 16), 0);
+        assert_true(marked(bm, USED_GPA));
+        assert_int_equal(nr_marked(bm) - 1, cases[i].expect_marked);
+        untrack(g, bm);
+        guest_free(g);
+    }
+
+    /* Without INDIRECT negotiated, a table is not followed at push time either. */
+    struct guest *g = guest_new(8, false, false);
+    put_desc(g, 0, BUF_GPA, 16, VIRTQ_DESC_F_WRITE, 0);
+    make_avail(g, 0);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+    put_desc(g, 0, TABLE_GPA, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    put_desc_in(g, TABLE_GPA, 0, BUF_GPA + 0x4000, 8, VIRTQ_DESC_F_WRITE, 0);
+    unsigned long *bm = track(g);
+    assert_int_equal(virtq_push(&g->vq, 0, 16), 0);
+    assert_int_equal(nr_marked(bm), 1);
+    /* A push refused (head out of range) marks nothing and reads nothing. */
+    unmark_all(bm);
+    assert_int_equal(virtq_push(&g->vq, 8, 0), -EINVAL);
+    assert_int_equal(nr_marked(bm), 0);
+    untrack(g, bm);
+    guest_free(g);
+}
+
+/* Random tables: for every chain pop accepts, the push marks exactly the pages of its writable
+ * segments plus the used ring's; pushes of arbitrary heads over garbage never misbehave. */
+static void test_random_tables_mark_exactly(void **state)
+{
+    (void)state;
+    enum { SIZE = 16, TABLE_ENTRIES = 64, ITERATIONS = 5000 };
+    struct guest *g = guest_new(SIZE, false, false);
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    unsigned checked = 0;
+    unsigned long *bm = track(g);
+    unsigned long *expect = calloc(BITMAP_LONGS, sizeof(unsigned long));
+    assert_non_null(expect);
+    const uint8_t *ram = guest_host(g, 0, RAM_SIZE);
+
+    log_set_level(LOG_LVL_WARN);
+    for (unsigned iter = 0; iter < ITERATIONS; iter++) {
+        uint64_t r = xorshift64(&rng);
+        assert_int_equal(virtq_setup(&g->vq, &g->gm, SIZE, DESC_GPA, AVAIL_GPA, USED_GPA, r & 1,
+                                     r & 2),
+                         0);
+        for (uint32_t i = 0; i < SIZE; i++) {
+            struct virtq_desc d = random_desc(&rng);
+            put_desc(g, i, d.addr, d.len, d.flags, d.next);
+        }
+        for (uint32_t i = 0; i < TABLE_ENTRIES; i++) {
+            struct virtq_desc d = random_desc(&rng);
+            put_desc_in(g, TABLE_GPA, i, d.addr, d.len, d.flags, d.next);
+        }
+        for (uint32_t i = 0; i < SIZE; i++)
+            write_u16(g, AVAIL_GPA + 4 + 2 * i, (uint16_t)(i % SIZE));
+        set_avail_idx(g, SIZE);
+        for (;;) {
+            int ret = virtq_pop(&g->vq, &g->chain);
+            if (ret <= 0)
+                break;
+            unmark_all(expect);
+            for (unsigned s = 0; s < g->chain.nr_segs; s++) {
+                const struct virtq_seg *seg = &g->chain.segs[s];
+                if (!seg->device_writes)
+                    continue;
+                uint64_t first = (uint64_t)((const uint8_t *)seg->host - ram) / 4096;
+                uint64_t last = ((uint64_t)((const uint8_t *)seg->host - ram) + seg->len - 1) / 4096;
+                for (uint64_t p = first; p <= last; p++)
+                    expect[p / GM_BITS_PER_LONG] |= 1UL << (p % GM_BITS_PER_LONG);
+            }
+            expect[(USED_GPA / 4096) / GM_BITS_PER_LONG] |= 1UL << ((USED_GPA / 4096) %
+                                                                    GM_BITS_PER_LONG);
+            unmark_all(bm);
+            assert_int_equal(virtq_push(&g->vq, g->chain.head, 0), 0);
+            assert_memory_equal(bm, expect, BITMAP_LONGS * sizeof(unsigned long));
+            checked++;
+        }
+        /* Arbitrary heads over the same garbage, the queue broken or not. */
+        for (uint16_t h = 0; h < SIZE; h++) {
+            int ret = virtq_push(&g->vq, h, 0);
+            assert_true(ret == 0 || ret == -EIO);
+        }
+    }
+    assert_true(checked > ITERATIONS / 10);
+    free(expect);
+    untrack(g, bm);
+    guest_free(g);
+}
+
+/* A device may write into a pending chain until the publish (virtio-net's num_buffers): the
+ * publish marks every chain it hands over again. A refused push still marks its chain. */
+static void test_publish_marks_pending_chains(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(2, false, false);
+    put_desc(g, 0, BUF_GPA, 64, VIRTQ_DESC_F_WRITE, 0);
+    put_desc(g, 1, BUF_GPA + 0x3000, 64, VIRTQ_DESC_F_WRITE, 0);
+    make_avail(g, 0);
+    make_avail(g, 1);
+    unsigned long *bm = track(g);
+
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+    assert_int_equal(virtq_push_pending(&g->vq, g->chain.head, 64), 0);
+    assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
+    assert_int_equal(virtq_push_pending(&g->vq, g->chain.head, 64), 0);
+    assert_true(marked(bm, BUF_GPA) && marked(bm, BUF_GPA + 0x3000));
+
+    unmark_all(bm);
+    *(uint8_t *)guest_host(g, BUF_GPA + 10, 1) = 2; /* "num_buffers" of the first chain */
+    virtq_publish(&g->vq);
+    assert_true(marked(bm, BUF_GPA) && marked(bm, BUF_GPA + 0x3000) && marked(bm, USED_GPA));
+    assert_int_equal(nr_marked(bm), 3);
+    assert_int_equal(driver_used_idx(g), 2);
+
+    /* A whole ring pending: the third push is refused, its chain marked all the same. */
+    assert_int_equal(virtq_push_pending(&g->vq, 0, 0), 0);
+    assert_int_equal(virtq_push_pending(&g->vq, 1, 0), 0);
+    unmark_all(bm);
+    assert_int_equal(virtq_push(&g->vq, 1, 0), -ENOSPC);
+    assert_true(marked(bm, BUF_GPA + 0x3000));
+    assert_int_equal(nr_marked(bm), 1);
+    untrack(g, bm);
+    guest_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1005,6 +1326,13 @@ int main(void)
         cmocka_unit_test(test_avail_idx_runs_behind),
         cmocka_unit_test(test_head_out_of_range),
         cmocka_unit_test(test_random_descriptor_tables),
+        cmocka_unit_test(test_push_marks_writable_buffers),
+        cmocka_unit_test(test_push_marks_indirect_chain),
+        cmocka_unit_test(test_push_without_tracking_marks_nothing),
+        cmocka_unit_test(test_used_ring_writes_mark_their_pages),
+        cmocka_unit_test(test_push_walk_survives_malformed_chains),
+        cmocka_unit_test(test_random_tables_mark_exactly),
+        cmocka_unit_test(test_publish_marks_pending_chains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
