@@ -14,7 +14,7 @@ extern "C" {
  * values. Scripts and supervisors rely on them; they do not change between releases.
  */
 enum godwit_exit_status {
-    GODWIT_EXIT_POWEROFF = 0,  /* the guest powered off */
+    GODWIT_EXIT_POWEROFF = 0,  /* the guest powered off, or moved away (live migration) */
     GODWIT_EXIT_VMM_ERROR = 1, /* godwit failed (cannot open /dev/kvm, bad image, ...) */
     GODWIT_EXIT_USAGE = 2,     /* bad command line or configuration */
     GODWIT_EXIT_REBOOT = 3,    /* the guest asked to reboot and no_reboot was set */
@@ -86,6 +86,29 @@ struct godwit_config {
      * devices), with the disks, taps and console paths free to differ (a clone needs its own
      * tap and MAC). NULL: boot. */
     const char *restore_dir;
+    /* Build the VM from a live migration instead (godwit_incoming_accept()): `incoming_fd` is
+     * the stream after its HELLO, whose configuration this one must describe. godwit closes
+     * the fd. */
+    bool incoming;
+    int incoming_fd;
+};
+
+/* Live migration, the source's side (godwit_migrate()). */
+struct godwit_migrate_options {
+    const char *uri;      /* "tcp:HOST:PORT" or "unix:PATH": a `godwit run --incoming` there */
+    unsigned downtime_ms; /* budget for the guest's pause at the switch-over; 0: 10 ms */
+    unsigned timeout_s;   /* cancel (the guest runs on here) after this long; 0: 600 s */
+};
+
+struct godwit_migration_status {
+    const char *state;    /* "none", "active", "completed", "failed", "cancelled" */
+    unsigned pass;        /* 1: the first copy of RAM; then one a round of dirtied pages */
+    uint64_t bytes_sent, bytes_left;
+    uint64_t bandwidth_bps, dirty_bytes_per_s;
+    double expected_downtime_ms; /* while active: what the switch-over would cost now */
+    double downtime_ms;          /* once completed: how long the guest was paused */
+    double total_ms;
+    char error[200];             /* why it failed or was cancelled */
 };
 
 /* What godwit_snapshot() wrote. */
@@ -117,6 +140,21 @@ int godwit_resume(struct godwit_vm *vm);
  */
 int godwit_snapshot(struct godwit_vm *vm, const char *dir, bool stop,
                     struct godwit_snapshot_info *info);
+/*
+ * Starts moving the running guest to another godwit (`godwit run --incoming URI`) and returns:
+ * memory is copied while the guest runs, then the guest pauses for the rest and its state and
+ * resumes there. Once the destination has it, this VM ends (godwit_wait() returns 0). If
+ * anything fails or it is cancelled, the guest runs on here. -EBUSY while one is active.
+ */
+int godwit_migrate(struct godwit_vm *vm, const struct godwit_migrate_options *opts);
+/* The current or last migration's progress. -ENOENT when there was none. */
+int godwit_migration_status(struct godwit_vm *vm, struct godwit_migration_status *status);
+/* Stops an active migration; the guest runs on here. -ENOENT when none is active. */
+int godwit_migrate_cancel(struct godwit_vm *vm);
+/* The destination's first step: listens on `uri`, accepts the source and reads its HELLO.
+ * Returns the stream's fd (for godwit_config.incoming_fd) with the VM's configuration as JSON
+ * in *config_json (malloc'ed; docs/config.md), or -errno after one logged line. */
+int godwit_incoming_accept(const char *uri, char **config_json);
 /* Asks the guest to power off (ACPI power button); stops it after timeout_ms. */
 int godwit_shutdown(struct godwit_vm *vm, unsigned timeout_ms);
 /* Resets the guest at once (as its reset line would). */

@@ -19,11 +19,16 @@ void cli_usage_run(FILE *out)
     fprintf(out,
             "Usage: godwit run --kernel FILE [options]\n"
             "       godwit run --restore DIR [options]\n"
+            "       godwit run --incoming tcp:ADDR:PORT|unix:PATH [options]\n"
             "Boots a Linux kernel in a new KVM virtual machine, with its serial console on\n"
             "this terminal (or on stdin/stdout when they are not a terminal).\n"
             "\n"
             "      --config FILE     read these settings from a JSON file (docs/config.md);\n"
             "                        options given here override the file\n"
+            "      --incoming tcp:ADDR:PORT|unix:PATH\n"
+            "                        wait there for a `godwit migrate` and run the guest it\n"
+            "                        sends, with its configuration (--disk, --net, --console\n"
+            "                        given here replace its devices' paths, taps and MACs)\n"
             "      --restore DIR     resume the VM that `godwit snapshot` wrote to DIR, with\n"
             "                        its configuration; --disk, --net and --console given\n"
             "                        here replace its devices' paths, taps and MACs (clones)\n"
@@ -75,6 +80,10 @@ void cli_usage_main(FILE *out)
                  "               write the VM to DIR (RAM and state; not its disks); it\n"
                  "               runs on (--resume, the default) or stops (--stop);\n"
                  "               godwit run --restore DIR builds it again\n"
+                 "  migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] [--timeout S]\n"
+                 "               move the running guest to a godwit run --incoming there;\n"
+                 "               progress until it has moved (--downtime-ms: the pause\n"
+                 "               budget, default 10); migrate NAME --cancel stops it\n"
                  "  console NAME attach to a VM's serial console (Ctrl-] detaches)\n"
                  "  check-host   can this host run godwit's VMs? one line per check\n"
                  "  version      print the version\n"
@@ -118,7 +127,7 @@ static uint64_t host_memory_mib(void)
 
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
-    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE, OPT_INCOMING,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
@@ -174,6 +183,29 @@ static int load_snapshot_config(const char *dir, struct cli_run_options *opts)
 void cli_run_options_free(struct cli_run_options *opts)
 {
     config_strings_free(&opts->owned);
+    if (opts->incoming_fd > 0)
+        close(opts->incoming_fd);
+    opts->incoming_fd = -1;
+}
+
+/* The source's configuration is the base that options override, as a --config file is. The
+ * connection stays open for the VM to receive the guest through. */
+static int accept_migration(const char *uri, struct cli_run_options *opts)
+{
+    char *config;
+    log_info("waiting for a migration on %s", uri);
+    int fd = godwit_incoming_accept(uri, &config);
+    if (fd < 0)
+        return fd;
+    int ret = config_parse_json(config, strlen(config), &opts->cfg, &opts->extra, &opts->owned,
+                                NULL);
+    free(config);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    opts->incoming_fd = fd;
+    return 0;
 }
 
 int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
@@ -193,6 +225,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "console", required_argument, NULL, OPT_CONSOLE },
         { "no-rng", no_argument, NULL, OPT_NO_RNG },
         { "restore", required_argument, NULL, OPT_RESTORE },
+        { "incoming", required_argument, NULL, OPT_INCOMING },
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
@@ -204,13 +237,17 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
     config_defaults(cfg, &opts->extra);
     const char *file = find_option(argc, argv, options, shortopts, OPT_CONFIG);
     const char *restore = find_option(argc, argv, options, shortopts, OPT_RESTORE);
-    if (file && restore) {
-        log_error("--config and --restore exclude each other: a snapshot holds its configuration");
+    const char *incoming = find_option(argc, argv, options, shortopts, OPT_INCOMING);
+    if (!!file + !!restore + !!incoming > 1) {
+        log_error("--config, --restore and --incoming exclude each other: a snapshot and a "
+                  "migration bring their configuration");
         return -EINVAL;
     }
     if (file && config_load_file(file, cfg, &opts->extra, &opts->owned, NULL) < 0)
         return -EINVAL;
     if (restore && load_snapshot_config(restore, opts) < 0)
+        return -EINVAL;
+    if (incoming && accept_migration(incoming, opts) < 0)
         return -EINVAL;
     opterr = 0;
     optind = 0; /* 0: glibc starts a fresh scan */
@@ -232,7 +269,8 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         case OPT_HUGEPAGES: cfg->hugepages = true; break;
         case OPT_NO_REBOOT: cfg->no_reboot = true; break;
         case OPT_CONFIG: /* read first, above */
-        case OPT_RESTORE: break;
+        case OPT_RESTORE:
+        case OPT_INCOMING: break;
         case OPT_NAME:
             if (!runtime_name_valid(optarg)) {
                 log_error("--name: '%s' is not a valid name (1-64 of A-Z a-z 0-9 . _ -)", optarg);

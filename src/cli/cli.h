@@ -17,6 +17,7 @@ struct cli_run_options {
     struct config_extra extra;    /* name and API socket (NULL: defaults) */
     struct config_strings owned;  /* strings from the config file */
     const char *restore_dir;      /* --restore DIR, or NULL */
+    int incoming_fd;              /* --incoming: the migration stream after its HELLO; 0: none */
 };
 
 /* Fills opts from `run`'s arguments (argv[0] is "run"): the --config file's values first,

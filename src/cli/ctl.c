@@ -266,6 +266,102 @@ static int ctl_snapshot(int argc, char **argv)
     return status;
 }
 
+/* One line of progress: on a terminal it is rewritten in place. */
+static void print_progress(struct json_object *st, bool tty)
+{
+    double mib = 1048576.0;
+    printf("%spass %lld: %.1f MiB sent, %.1f MiB left, %.0f MiB/s, guest dirties %.0f MiB/s, "
+           "switch-over now would take %.1f ms%s",
+           tty ? "\r\033[K" : "", (long long)json_int_of(st, "pass"),
+           (double)json_int_of(st, "bytes_sent") / mib, (double)json_int_of(st, "bytes_left") / mib,
+           (double)json_int_of(st, "bandwidth_bps") / mib,
+           (double)json_int_of(st, "dirty_bytes_per_s") / mib,
+           json_object_get_double(json_object_object_get(st, "expected_downtime_ms")),
+           tty ? "" : "\n");
+    fflush(stdout);
+}
+
+/* Polls GET /vm/migration until the migration is over; its exit status. */
+static int follow_migration(const char *name, const char *path)
+{
+    bool tty = isatty(STDOUT_FILENO);
+    long long last_pass = -1;
+    for (;;) {
+        struct api_response resp;
+        int ret = api_request(path, "GET", "/vm/migration", NULL, &resp);
+        struct json_object *st = ret == 0 && resp.status == 200 ? json_tokener_parse(resp.body) : NULL;
+        api_response_free(&resp);
+        if (!st) {
+            /* The source ends once the guest runs at the destination: its API goes with it. */
+            if (tty)
+                printf("\n");
+            printf("%s: migrated (the VM has left this host)\n", name);
+            return 0;
+        }
+        const char *state = json_string_of(st, "state");
+        if (strcmp(state, "active") == 0) {
+            if (tty || json_int_of(st, "pass") != last_pass)
+                print_progress(st, tty);
+            last_pass = json_int_of(st, "pass");
+            json_object_put(st);
+            usleep(100 * 1000);
+            continue;
+        }
+        if (tty)
+            printf("\n");
+        int status = 0;
+        if (strcmp(state, "completed") == 0)
+            printf("%s: migrated: %lld passes, %.1f MiB sent, guest paused %.1f ms, %.1f s in all\n",
+                   name, (long long)json_int_of(st, "pass"),
+                   (double)json_int_of(st, "bytes_sent") / 1048576.0,
+                   json_object_get_double(json_object_object_get(st, "downtime_ms")),
+                   json_object_get_double(json_object_object_get(st, "total_ms")) / 1e3);
+        else {
+            log_error("%s: migration %s: %s; the guest runs on here", name, state,
+                      json_string_of(st, "error"));
+            status = 1;
+        }
+        json_object_put(st);
+        return status;
+    }
+}
+
+/* godwit migrate NAME URI [--downtime-ms N] [--timeout S] | godwit migrate NAME --cancel */
+static int ctl_migrate(int argc, char **argv)
+{
+    char path[RUNTIME_PATH_MAX + 80];
+    if (argc < 3) {
+        log_error("usage: godwit migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] "
+                  "[--timeout S] | godwit migrate NAME --cancel");
+        return 2;
+    }
+    if (socket_for(argv[1], path, sizeof(path)) < 0)
+        return 2;
+    if (strcmp(argv[2], "--cancel") == 0)
+        return argc == 3 ? ctl_simple(argv[1], "DELETE", "/vm/migration", false) : 2;
+    struct json_object *req = json_object_new_object();
+    json_object_object_add(req, "uri", json_object_new_string(argv[2]));
+    for (int i = 3; i < argc; i++) {
+        const char *key = strcmp(argv[i], "--downtime-ms") == 0 ? "downtime_ms"
+                          : strcmp(argv[i], "--timeout") == 0   ? "timeout_s" : NULL;
+        char *end = NULL;
+        long long v = key && i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
+        if (!key || !end || *end || v <= 0) {
+            log_error("migrate: '%s' is not --downtime-ms N or --timeout S", argv[i]);
+            json_object_put(req);
+            return 2;
+        }
+        json_object_object_add(req, key, json_object_new_int64(v));
+        i++;
+    }
+    struct api_response resp;
+    int ret = api_request(path, "PUT", "/vm/migrate", json_object_to_json_string(req), &resp);
+    json_object_put(req);
+    int status = ret < 0 || resp.status != 202 ? report_failure(argv[1], ret, &resp) : -1;
+    api_response_free(&resp);
+    return status >= 0 ? status : follow_migration(argv[1], path);
+}
+
 int ctl_main(const char *cmd, int argc, char **argv)
 {
     static const struct { const char *cmd, *method, *target; bool print; } actions[] = {
@@ -283,6 +379,8 @@ int ctl_main(const char *cmd, int argc, char **argv)
     }
     if (strcmp(cmd, "snapshot") == 0)
         return ctl_snapshot(argc, argv);
+    if (strcmp(cmd, "migrate") == 0)
+        return ctl_migrate(argc, argv);
     if (strcmp(cmd, "ps") == 0) {
         if (argc != 1) {
             log_error("usage: godwit ps");

@@ -130,7 +130,8 @@ static int claim_identity(struct run_context *ctx, struct cli_run_options *opts,
     return lock;
 }
 
-static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir)
+static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
+                                   int incoming_fd)
 {
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
@@ -140,6 +141,7 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .disks = cfg->disks, .nr_disks = cfg->nr_disks, .nets = cfg->nets, .nr_nets = cfg->nr_nets,
         .virtio_console = cfg->virtio_console, .virtio_console_path = cfg->virtio_console_path,
         .no_rng = cfg->no_rng, .restore_dir = restore_dir,
+        .incoming = incoming_fd > 0, .incoming_fd = incoming_fd,
     };
     return godwit_create(&config);
 }
@@ -164,7 +166,8 @@ static int cmd_run(int argc, char **argv)
         cli_run_options_free(&opts);
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
-    ctx.vm = create_vm(&opts.cfg, opts.restore_dir);
+    ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd);
+    opts.incoming_fd = 0; /* libgodwit's now, whatever became of the VM */
     if (!ctx.vm)
         goto out;
     godwit_set_event_callback(ctx.vm, on_event, &ctx);

@@ -6,6 +6,7 @@
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -19,6 +20,9 @@
 #include "io/loop.h"
 #include "lib/config.h"
 #include "log.h"
+#include "migration/channel.h"
+#include "migration/incoming.h"
+#include "migration/migrate.h"
 #include "migration/snapshot.h"
 #include "vm/virtio_devices.h"
 #include "vcpu/vcpu.h"
@@ -42,6 +46,8 @@ struct godwit_vm {
     struct vm *vm;          /* the running VM, NULL between boots */
     bool host_reboot;       /* a reboot asked by the host restarts even with no_reboot */
     struct snapshot *restore; /* the first boot restores this snapshot; NULL after */
+    int incoming_fd;          /* the first boot comes from this migration stream; -1 after */
+    struct migration *migration; /* the current or last outgoing live migration */
     struct loop_task *tasks;  /* calls posted to the main loop that have not run yet */
     pthread_cond_t task_cond;
     unsigned shutdown_timeout_ms;
@@ -185,7 +191,7 @@ static int open_restore(struct godwit_vm *gv, const char *dir)
 struct godwit_vm *godwit_create(const struct godwit_config *config)
 {
     bool failed = false;
-    if (!config || (!config->kernel && !config->restore_dir)) {
+    if (!config || (!config->kernel && !config->restore_dir && !config->incoming)) {
         log_error("config: a kernel is required");
         return NULL;
     }
@@ -210,6 +216,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     pthread_mutex_init(&gv->remote_lock, NULL);
     gv->command_fd = -1;
     gv->remote_fd = -1;
+    gv->incoming_fd = config && config->incoming ? config->incoming_fd : -1;
     gv->kernel = dup_or_null(config->kernel, &failed);
     gv->initrd = dup_or_null(config->initrd, &failed);
     gv->cmdline = dup_or_null(config->cmdline ? config->cmdline : DEFAULT_CMDLINE, &failed);
@@ -239,8 +246,9 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
+    gv->cfg.incoming = config->incoming;
     if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
-                            : vm_check_images(&gv->cfg) < 0) {
+        : !config->incoming && vm_check_images(&gv->cfg) < 0) {
         godwit_destroy(gv);
         return NULL;
     }
@@ -276,6 +284,7 @@ static int exit_status_for(enum vm_exit_reason reason)
     case VM_EXIT_PANIC: return GODWIT_EXIT_PANIC;
     case VM_EXIT_CRASH: return GODWIT_EXIT_CRASH;
     case VM_EXIT_STOPPED: return GODWIT_EXIT_STOPPED;
+    case VM_EXIT_MIGRATED: return GODWIT_EXIT_POWEROFF;
     case VM_EXIT_NONE:
     case VM_EXIT_VMM_ERROR: break;
     }
@@ -379,6 +388,13 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         gv->restore = NULL;
         gv->cfg.restore = NULL;
     }
+    if (gv->incoming_fd >= 0) { /* the guest's RAM and state come from the source */
+        if (created == 0)
+            created = migration_receive(vm, gv->incoming_fd);
+        close(gv->incoming_fd);
+        gv->incoming_fd = -1;
+        gv->cfg.incoming = false;
+    }
     if (created < 0)
         goto out;
     pthread_mutex_lock(&gv->lock);
@@ -404,6 +420,8 @@ out:
     gv->vm = NULL;
     pthread_mutex_unlock(&gv->lock);
     fail_pending_tasks(gv);
+    migration_free(gv->migration); /* its thread reads this VM's memory: done before it goes */
+    gv->migration = NULL;
     vm_destroy(vm);
     free(vm);
     return reason;
@@ -701,6 +719,106 @@ int godwit_snapshot(struct godwit_vm *gv, const char *dir, bool stop,
     return with_vm_on_loop(gv, do_snapshot, &req);
 }
 
+/* ---- live migration ---- */
+
+struct final_call {
+    int (*fn)(struct migration *m, struct vm *vm);
+    struct migration *m;
+};
+
+static int run_final_call(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    struct final_call *c = arg;
+    (void)gv;
+    return c->fn(c->m, vm);
+}
+
+/* The migration's final step pauses the VM: on the main loop's thread, like every pause. */
+static int migration_on_loop_hook(void *ctx, int (*fn)(struct migration *m, struct vm *vm),
+                                  struct migration *m)
+{
+    struct final_call c = { fn, m };
+    return with_vm_on_loop(ctx, run_final_call, &c);
+}
+
+static int do_migrate(struct godwit_vm *gv, struct vm *vm, void *arg)
+{
+    const struct migration_params *params = arg;
+    struct migration_progress p;
+    if (gv->migration) {
+        migration_get_progress(gv->migration, &p);
+        if (p.state == MIGRATION_ACTIVE)
+            return -EBUSY;
+        migration_free(gv->migration); /* its thread has ended */
+        gv->migration = NULL;
+    }
+    char *config = snapshot_config_json(&gv->cfg);
+    int ret = config ? 0 : -ENOMEM;
+    if (config)
+        gv->migration = migration_start(vm, params, config, migration_on_loop_hook, gv, &ret);
+    free(config);
+    return ret;
+}
+
+int godwit_migrate(struct godwit_vm *gv, const struct godwit_migrate_options *opts)
+{
+    struct migration_params params = { .downtime_ms = opts->downtime_ms,
+                                       .timeout_s = opts->timeout_s };
+    if (!opts->uri || snprintf(params.uri, sizeof(params.uri), "%s", opts->uri) >=
+                          (int)sizeof(params.uri))
+        return -EINVAL;
+    return with_vm_on_loop(gv, do_migrate, &params); /* it may free a finished one's bitmap */
+}
+
+int godwit_migration_status(struct godwit_vm *gv, struct godwit_migration_status *st)
+{
+    struct migration_progress p;
+    pthread_mutex_lock(&gv->lock);
+    bool any = gv->migration != NULL;
+    if (any)
+        migration_get_progress(gv->migration, &p);
+    pthread_mutex_unlock(&gv->lock);
+    if (!any)
+        return -ENOENT;
+    *st = (struct godwit_migration_status){
+        .state = migration_state_name(p.state), .pass = p.pass, .bytes_sent = p.bytes_sent,
+        .bytes_left = p.bytes_left, .bandwidth_bps = p.bandwidth_bps,
+        .dirty_bytes_per_s = p.dirty_bytes_per_s, .expected_downtime_ms = p.expected_downtime_ms,
+        .downtime_ms = p.downtime_ms, .total_ms = p.total_ms,
+    };
+    snprintf(st->error, sizeof(st->error), "%s", p.error);
+    return 0;
+}
+
+int godwit_migrate_cancel(struct godwit_vm *gv)
+{
+    struct migration_progress p;
+    int ret = -ENOENT;
+    pthread_mutex_lock(&gv->lock);
+    if (gv->migration) {
+        migration_get_progress(gv->migration, &p);
+        if (p.state == MIGRATION_ACTIVE) {
+            migration_cancel(gv->migration);
+            ret = 0;
+        }
+    }
+    pthread_mutex_unlock(&gv->lock);
+    return ret;
+}
+
+int godwit_incoming_accept(const char *uri, char **config_json)
+{
+    int fd = mig_accept(uri);
+    if (fd < 0)
+        return fd;
+    int ret = mig_recv_hello(fd, config_json);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
 static int do_shutdown(struct godwit_vm *gv, struct vm *vm, void *arg)
 {
     const uint64_t one = 1;
@@ -798,6 +916,8 @@ void godwit_destroy(struct godwit_vm *gv)
         snapshot_close(gv->restore);
         free(gv->restore);
     }
+    if (gv->incoming_fd >= 0)
+        close(gv->incoming_fd);
     free(gv->kernel);
     free(gv->initrd);
     free(gv->cmdline);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "migration/dirty.h"
 #include "migration/vm_state.h"
 #include "vm/memory.h"
 #include "vm/vm.h"
@@ -43,15 +44,6 @@ static int write_all_at(int fd, const void *buf, size_t len, off_t at)
 }
 
 /* ---- memory ---- */
-
-static bool page_is_zero(const uint8_t *p)
-{
-    const uint64_t *w = (const uint64_t *)p;
-    for (unsigned i = 0; i < PAGE / 8; i++)
-        if (w[i])
-            return false;
-    return true;
-}
 
 /* The next byte of a shared memfd that may hold data (SEEK_DATA), so holes cost nothing; a
  * privately mapped file says nothing about what the guest wrote, so everything is looked at. */

@@ -33,6 +33,7 @@ const char *vm_exit_reason_name(enum vm_exit_reason reason)
     case VM_EXIT_CRASH: return "guest crashed";
     case VM_EXIT_STOPPED: return "stopped by the host";
     case VM_EXIT_VMM_ERROR: return "VMM error";
+    case VM_EXIT_MIGRATED: return "migrated";
     }
     return "unknown";
 }
@@ -388,7 +389,7 @@ static int vm_create_vcpus(struct vm *vm)
         if (ret < 0)
             return ret;
     }
-    if (vm->cfg->restore) /* their registers come from the snapshot */
+    if (vm->cfg->restore || vm->cfg->incoming) /* their registers come from the saved state */
         return 0;
     /* Only the boot CPU gets registers: the others wait for INIT/SIPI in the in-kernel LAPIC. */
     return vcpu_set_boot_regs(&vm->vcpus[0], &vm->entry);
@@ -418,14 +419,14 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 
     /* A restored VM is built the same way, but its RAM, registers and devices come from the
      * snapshot instead of the kernel image and the reset state. */
-    bool boot = !cfg->restore;
+    bool boot = !cfg->restore && !cfg->incoming;
     if ((boot && (ret = vm_read_images(vm)) < 0) || (ret = vm_open_kvm(vm)) < 0 ||
         (ret = vm_get_supported_cpuid(vm)) < 0 ||
         (ret = vm_create_kvm_vm(vm)) < 0 || (ret = vm_map_memory(vm)) < 0 ||
         (ret = vm_devices_create(vm)) < 0 || (boot && (ret = vm_load_guest(vm)) < 0) ||
         (ret = vm_create_vcpus(vm)) < 0)
         return ret;
-    return boot ? 0 : snapshot_restore(vm, cfg->restore);
+    return cfg->restore ? snapshot_restore(vm, cfg->restore) : 0;
 }
 
 int vm_start(struct vm *vm)

@@ -44,6 +44,8 @@ struct vm_config {
     bool no_rng;
     /* Build the VM from this snapshot instead of booting the kernel (migration/snapshot.h). */
     struct snapshot *restore;
+    /* Build the VM for a live migration's destination: RAM and state come later (incoming.h). */
+    bool incoming;
     /* The main loop that runs device I/O; set by whoever runs the VM (libgodwit). */
     struct event_loop *loop;
 };
@@ -57,6 +59,7 @@ enum vm_exit_reason {
     VM_EXIT_CRASH,      /* triple fault, KVM internal error, failed entry */
     VM_EXIT_STOPPED,    /* stopped from the host (signal) */
     VM_EXIT_VMM_ERROR,  /* the VMM itself failed */
+    VM_EXIT_MIGRATED,   /* the guest runs at a live migration's destination now */
 };
 
 struct vm {

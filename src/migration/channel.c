@@ -1,0 +1,311 @@
+/* channel.c: the live-migration stream: connecting, listening, and checked messages. */
+#define _GNU_SOURCE
+#include "migration/channel.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define MIG_MAGIC 0x474d5747u /* "GWMG" little-endian */
+#define HEADER_LEN 16u
+
+const char *mig_type_name(uint32_t type)
+{
+    switch (type) {
+    case MIG_HELLO: return "HELLO";
+    case MIG_PAGES: return "PAGES";
+    case MIG_STATE: return "STATE";
+    case MIG_DONE: return "DONE";
+    case MIG_ACK: return "ACK";
+    case MIG_ERROR: return "ERROR";
+    }
+    return "unknown";
+}
+
+/* The most a payload of `type` may hold; 0: the type is not known. */
+static uint64_t max_len(uint32_t type)
+{
+    switch (type) {
+    case MIG_HELLO: return 4 + MIG_MAX_CONFIG;
+    case MIG_PAGES: return 12 + (uint64_t)MIG_MAX_RUN_PAGES * MIG_PAGE_SIZE;
+    case MIG_STATE: return MIG_MAX_STATE;
+    case MIG_ERROR: return 1024;
+    case MIG_DONE:
+    case MIG_ACK: return 0;
+    }
+    return UINT64_MAX;
+}
+
+/* ---- addresses ---- */
+
+/* Splits "tcp:HOST:PORT" (HOST may be [v6]) into host and port. */
+static int parse_tcp(const char *rest, char *host, size_t len, const char **port)
+{
+    const char *colon = strrchr(rest, ':');
+    if (!colon || colon == rest || !colon[1])
+        return -EINVAL;
+    size_t n = (size_t)(colon - rest);
+    if (rest[0] == '[' && n >= 2 && rest[n - 1] == ']')
+        rest++, n -= 2;
+    if (n >= len)
+        return -EINVAL;
+    memcpy(host, rest, n);
+    host[n] = '\0';
+    *port = colon + 1;
+    return 0;
+}
+
+static int unix_address(const char *path, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa->sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+/* A socket listening on, or connected to, the URI's address (the first that works). */
+static int open_uri(const char *uri, bool listening)
+{
+    char host[256];
+    const char *port;
+    if (strncmp(uri, "unix:", 5) == 0) {
+        struct sockaddr_un sa;
+        int ret = unix_address(uri + 5, &sa);
+        int fd = ret < 0 ? ret : socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return fd == -1 ? -errno : fd;
+        if (listening)
+            unlink(sa.sun_path); /* a stale socket of an earlier run: ours to replace */
+        ret = listening ? bind(fd, (struct sockaddr *)&sa, sizeof(sa))
+                        : connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+        if (ret == 0 && listening)
+            ret = listen(fd, 1);
+        if (ret < 0) {
+            ret = -errno;
+            close(fd);
+            return ret;
+        }
+        return fd;
+    }
+    if (strncmp(uri, "tcp:", 4) != 0 || parse_tcp(uri + 4, host, sizeof(host), &port) < 0)
+        return -EINVAL;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = listening ? AI_PASSIVE : 0 };
+    struct addrinfo *list;
+    int gai = getaddrinfo(host, port, &hints, &list);
+    if (gai != 0)
+        return -EHOSTUNREACH;
+    int fd = -ENOTCONN;
+    for (struct addrinfo *a = list; a; a = a->ai_next) {
+        int s = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (s < 0)
+            continue;
+        int one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        int ok = listening ? (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, 1) == 0)
+                           : connect(s, a->ai_addr, a->ai_addrlen) == 0;
+        if (ok) {
+            fd = s;
+            break;
+        }
+        fd = -errno;
+        close(s);
+    }
+    freeaddrinfo(list);
+    return fd;
+}
+
+/* Small messages (ACK, the last pages) must not wait for Nagle. */
+static void tune(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int mig_connect(const char *uri, unsigned timeout_ms)
+{
+    int fd = open_uri(uri, false);
+    if (fd < 0) {
+        log_error("migration: cannot connect to %s: %s", uri,
+                  fd == -EINVAL ? "not tcp:HOST:PORT or unix:PATH" : strerror(-fd));
+        return fd;
+    }
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    tune(fd);
+    return fd;
+}
+
+int mig_accept(const char *uri)
+{
+    int listener = open_uri(uri, true);
+    if (listener < 0) {
+        log_error("migration: cannot listen on %s: %s", uri,
+                  listener == -EINVAL ? "not tcp:HOST:PORT or unix:PATH" : strerror(-listener));
+        return listener;
+    }
+    int fd;
+    do
+        fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    int ret = fd < 0 ? -errno : fd;
+    close(listener);
+    if (strncmp(uri, "unix:", 5) == 0)
+        unlink(uri + 5);
+    if (ret < 0)
+        log_error("migration: accepting on %s failed: %s", uri, strerror(-ret));
+    else
+        tune(fd);
+    return ret;
+}
+
+/* ---- messages ---- */
+
+static int write_iov(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        /* MSG_NOSIGNAL: a peer that went away is an error to report, not a SIGPIPE. */
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++, n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static void put_header(uint8_t *h, uint32_t type, uint64_t len)
+{
+    for (int i = 0; i < 4; i++) {
+        h[i] = (uint8_t)(MIG_MAGIC >> (8 * i));
+        h[4 + i] = (uint8_t)(type >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++)
+        h[8 + i] = (uint8_t)(len >> (8 * i));
+}
+
+int mig_send2(int fd, enum mig_type type, const void *a, size_t alen, const void *b, size_t blen)
+{
+    uint8_t header[HEADER_LEN];
+    struct iovec iov[3] = { { header, sizeof(header) } };
+    int n = 1;
+    put_header(header, type, (uint64_t)alen + blen);
+    if (alen)
+        iov[n++] = (struct iovec){ (void *)a, alen };
+    if (blen)
+        iov[n++] = (struct iovec){ (void *)b, blen };
+    return write_iov(fd, iov, n);
+}
+
+int mig_send(int fd, enum mig_type type, const void *payload, size_t len)
+{
+    return mig_send2(fd, type, payload, len, NULL, 0);
+}
+
+int mig_recv_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? (errno == EAGAIN ? -ETIMEDOUT : -errno) : -ECONNRESET;
+        p += n, len -= (size_t)n;
+    }
+    return 0;
+}
+
+int mig_recv_header(int fd, struct mig_header *h)
+{
+    uint8_t b[HEADER_LEN];
+    int ret = mig_recv_all(fd, b, sizeof(b));
+    if (ret < 0)
+        return ret;
+    uint32_t magic = 0, type = 0;
+    uint64_t len = 0;
+    for (int i = 0; i < 4; i++) {
+        magic |= (uint32_t)b[i] << (8 * i);
+        type |= (uint32_t)b[4 + i] << (8 * i);
+    }
+    for (int i = 0; i < 8; i++)
+        len |= (uint64_t)b[8 + i] << (8 * i);
+    if (magic != MIG_MAGIC) {
+        log_error("migration: the stream is not a godwit migration (bad magic)");
+        return -EPROTO;
+    }
+    if (max_len(type) == UINT64_MAX || len > max_len(type)) {
+        log_error("migration: a %s message of %llu bytes (type %u) is not allowed",
+                  mig_type_name(type), (unsigned long long)len, type);
+        return -EPROTO;
+    }
+    *h = (struct mig_header){ .type = type, .len = len };
+    return 0;
+}
+
+int mig_send_hello(int fd, const char *config_json)
+{
+    uint8_t version[4];
+    for (int i = 0; i < 4; i++)
+        version[i] = (uint8_t)(MIG_PROTOCOL_VERSION >> (8 * i));
+    return mig_send2(fd, MIG_HELLO, version, sizeof(version), config_json, strlen(config_json));
+}
+
+int mig_recv_hello(int fd, char **config_json)
+{
+    struct mig_header h;
+    uint8_t v[4];
+    int ret = mig_recv_header(fd, &h);
+    if (ret == 0 && (h.type != MIG_HELLO || h.len < 4)) {
+        log_error("migration: the stream starts with %s, not HELLO", mig_type_name(h.type));
+        ret = -EPROTO;
+    }
+    if (ret == 0)
+        ret = mig_recv_all(fd, v, sizeof(v));
+    uint32_t version = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 |
+                       (uint32_t)v[3] << 24;
+    if (ret == 0 && version != MIG_PROTOCOL_VERSION) {
+        log_error("migration: the source speaks protocol %u, this godwit %u", version,
+                  MIG_PROTOCOL_VERSION);
+        ret = -EPROTO;
+    }
+    char *text = ret == 0 ? malloc(h.len - 4 + 1) : NULL;
+    if (ret == 0 && !text)
+        ret = -ENOMEM;
+    if (ret == 0 && (ret = mig_recv_all(fd, text, h.len - 4)) == 0) {
+        text[h.len - 4] = '\0';
+        if (strlen(text) != h.len - 4) {
+            log_error("migration: the configuration is not text");
+            ret = -EPROTO;
+        }
+    }
+    if (ret < 0) {
+        free(text);
+        if (ret != -EPROTO)
+            log_error("migration: receiving the configuration failed: %s", strerror(-ret));
+        return ret;
+    }
+    *config_json = text;
+    return 0;
+}

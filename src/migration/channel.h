@@ -1,0 +1,67 @@
+/*
+ * channel.h: the live-migration stream between two godwit processes.
+ *
+ * A stream is a sequence of messages, each a 16-byte header (u32 magic "GWMG", u32 type,
+ * u64 payload length, little-endian) and its payload:
+ *
+ *   HELLO  source -> destination: u32 protocol version, then the configuration's JSON
+ *   PAGES  source -> destination: u64 first page (index in the memory file), u32 count, then
+ *          count * 4096 bytes; a run never crosses a memory region
+ *   STATE  source -> destination: the VM's state (vm_state.h), once, with the VM paused
+ *   DONE   source -> destination: nothing more comes
+ *   ACK    destination -> source: the guest runs here now; the source may let go
+ *   ERROR  either way: a line saying why the sender gives up
+ *
+ * The receiver checks every header before it reads a payload (type, length bounds, a page
+ * run inside RAM), so a broken or hostile stream is refused with one line, never followed.
+ */
+#ifndef GODWIT_MIGRATION_CHANNEL_H
+#define GODWIT_MIGRATION_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MIG_PROTOCOL_VERSION 1u
+#define MIG_PAGE_SIZE 4096u
+#define MIG_MAX_RUN_PAGES 256u           /* 1 MiB of pages a message */
+#define MIG_MAX_CONFIG (1u << 20)
+#define MIG_MAX_STATE (256u << 20)
+
+enum mig_type {
+    MIG_HELLO = 1,
+    MIG_PAGES = 2,
+    MIG_STATE = 3,
+    MIG_DONE = 4,
+    MIG_ACK = 5,
+    MIG_ERROR = 6,
+};
+
+struct mig_header {
+    uint32_t type;
+    uint64_t len;
+};
+
+/* "tcp:HOST:PORT" or "unix:PATH". Returns a connected socket or -errno after one line. */
+int mig_connect(const char *uri, unsigned timeout_ms);
+/* Listens on `uri`, accepts one connection (waits for ever) and returns it, or -errno. */
+int mig_accept(const char *uri);
+
+/* One whole message; 0 or -errno. */
+int mig_send(int fd, enum mig_type type, const void *payload, size_t len);
+/* A header, then the payload written with writev from up to two buffers (a page run's
+ * prefix and the pages themselves straight from guest memory). */
+int mig_send2(int fd, enum mig_type type, const void *a, size_t alen, const void *b, size_t blen);
+/* Reads a header; checks the magic and that the length is at most `max` for its type.
+ * Returns 0, -EPROTO (after one line) or -errno. */
+int mig_recv_header(int fd, struct mig_header *h);
+/* Reads exactly len bytes; 0, -ECONNRESET at EOF, or -errno. */
+int mig_recv_all(int fd, void *buf, size_t len);
+
+/* Sends HELLO with `config_json`. Reads one on the other side: *config_json is malloc'ed,
+ * NUL-terminated. Both 0 or -errno after one line. */
+int mig_send_hello(int fd, const char *config_json);
+int mig_recv_hello(int fd, char **config_json);
+
+const char *mig_type_name(uint32_t type);
+
+#endif

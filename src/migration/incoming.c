@@ -1,0 +1,115 @@
+/* incoming.c: the destination of a live migration: RAM and state from the stream, then ACK. */
+#define _GNU_SOURCE
+#include "migration/incoming.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "migration/channel.h"
+#include "migration/vm_state.h"
+#include "vm/vm.h"
+
+/* The host address of a run of pages, by their index in the memory file, when the whole run
+ * lies inside one region; NULL otherwise. */
+static uint8_t *run_host(const struct guest_memory *gm, uint64_t first, uint32_t count)
+{
+    for (unsigned i = 0; i < gm->nr_regions; i++) {
+        const struct gm_region *r = &gm->regions[i];
+        uint64_t start = r->file_offset / MIG_PAGE_SIZE, pages = r->size / MIG_PAGE_SIZE;
+        if (first >= start && first - start < pages && count <= pages - (first - start))
+            return r->host + (first - start) * MIG_PAGE_SIZE;
+    }
+    return NULL;
+}
+
+static int receive_pages(struct vm *vm, int fd, uint64_t len)
+{
+    uint8_t prefix[12];
+    if (len < sizeof(prefix))
+        goto bad;
+    int ret = mig_recv_all(fd, prefix, sizeof(prefix));
+    if (ret < 0)
+        return ret;
+    uint64_t first = 0;
+    uint32_t count = 0;
+    for (int i = 0; i < 8; i++)
+        first |= (uint64_t)prefix[i] << (8 * i);
+    for (int i = 0; i < 4; i++)
+        count |= (uint32_t)prefix[8 + i] << (8 * i);
+    uint8_t *host = count && count <= MIG_MAX_RUN_PAGES ? run_host(&vm->mem, first, count) : NULL;
+    if (!host || len != sizeof(prefix) + (uint64_t)count * MIG_PAGE_SIZE)
+        goto bad;
+    return mig_recv_all(fd, host, (size_t)count * MIG_PAGE_SIZE);
+bad:
+    log_error("migration: a page run outside this VM's RAM (%llu bytes)", (unsigned long long)len);
+    return -EPROTO;
+}
+
+static int receive_state(struct vm *vm, int fd, uint64_t len)
+{
+    struct state_reader r;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -ENOMEM;
+    int ret = mig_recv_all(fd, buf, len);
+    if (ret == 0 && (ret = state_reader_open(&r, buf, len)) == 0) {
+        ret = vm_state_load(vm, &r);
+        state_reader_close(&r);
+    }
+    free(buf);
+    return ret;
+}
+
+static int receive_error(int fd, uint64_t len)
+{
+    char why[1025];
+    int ret = mig_recv_all(fd, why, len);
+    why[ret == 0 ? len : 0] = '\0';
+    log_error("migration: the source gave up: %s", why);
+    return -ECONNABORTED;
+}
+
+/* Tells the source why this side gives up, if it still listens. */
+static void send_error(int fd, int err)
+{
+    char why[128];
+    snprintf(why, sizeof(why), "the destination failed: %s", strerror(-err));
+    mig_send(fd, MIG_ERROR, why, strlen(why));
+}
+
+int migration_receive(struct vm *vm, int fd)
+{
+    bool have_state = false;
+    struct mig_header h;
+    int ret;
+    while ((ret = mig_recv_header(fd, &h)) == 0) {
+        if (h.type == MIG_PAGES && !have_state) {
+            ret = receive_pages(vm, fd, h.len);
+        } else if (h.type == MIG_STATE && !have_state) {
+            ret = receive_state(vm, fd, h.len);
+            have_state = ret == 0;
+        } else if (h.type == MIG_DONE && have_state) {
+            ret = mig_send(fd, MIG_ACK, NULL, 0);
+            if (ret < 0)
+                log_error("migration: cannot acknowledge: %s", strerror(-ret));
+            return ret;
+        } else if (h.type == MIG_ERROR) {
+            return receive_error(fd, h.len);
+        } else {
+            log_error("migration: unexpected %s message", mig_type_name(h.type));
+            ret = -EPROTO;
+        }
+        if (ret < 0)
+            break;
+    }
+    if (ret == -ECONNRESET || ret == -ETIMEDOUT)
+        log_error("migration: the source %s before the end",
+                  ret == -ECONNRESET ? "closed the stream" : "went silent");
+    else if (ret != -EPROTO && ret != -EINVAL)
+        log_error("migration: receiving failed: %s", strerror(-ret));
+    send_error(fd, ret);
+    return ret;
+}

@@ -1,0 +1,16 @@
+/* incoming.h: the destination of a live migration (the stream is described in channel.h). */
+#ifndef GODWIT_MIGRATION_INCOMING_H
+#define GODWIT_MIGRATION_INCOMING_H
+
+struct vm;
+
+/*
+ * Receives guest RAM and then the VM's state from `fd` (a connected stream whose HELLO was
+ * read, and whose configuration built `vm`: vCPUs created, not started, RAM still zero), and
+ * answers ACK after DONE: from then on the guest is this VM's. A broken or hostile stream, a
+ * page run outside RAM, a state that does not load: refused with one line, and the source
+ * told with ERROR. Returns 0 or -errno.
+ */
+int migration_receive(struct vm *vm, int fd);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * migrate.h: the source of a live migration (pre-copy): all of RAM while the guest runs,
+ * then what it dirtied since, pass after pass, until what is left fits the downtime budget;
+ * then the VM pauses, the rest and its state go, and the destination acknowledges.
+ */
+#ifndef GODWIT_MIGRATION_MIGRATE_H
+#define GODWIT_MIGRATION_MIGRATE_H
+
+#include <stdint.h>
+
+struct vm;
+struct migration;
+
+#define MIGRATION_DEFAULT_DOWNTIME_MS 10u
+#define MIGRATION_DEFAULT_TIMEOUT_S 600u
+#define MIGRATION_MAX_PASSES 30u
+
+enum migration_state {
+    MIGRATION_NONE,
+    MIGRATION_ACTIVE,
+    MIGRATION_COMPLETED, /* the guest runs at the destination; this VM ends */
+    MIGRATION_FAILED,    /* the guest runs on here */
+    MIGRATION_CANCELLED, /* the guest runs on here */
+};
+
+struct migration_params {
+    char uri[256];        /* tcp:HOST:PORT or unix:PATH */
+    unsigned downtime_ms; /* the budget for the final step; 0: the default */
+    unsigned timeout_s;   /* give up (the guest runs on here) after this long; 0: the default */
+};
+
+struct migration_progress {
+    enum migration_state state;
+    unsigned pass;                /* 1: the first copy of RAM */
+    uint64_t bytes_sent;
+    uint64_t bytes_left;          /* dirtied and not sent, at the last count */
+    uint64_t bandwidth_bps;       /* measured over the last pass */
+    uint64_t dirty_bytes_per_s;   /* how fast the guest dirtied memory in the last pass */
+    double expected_downtime_ms;  /* what the final step would take now */
+    double downtime_ms;           /* the guest's actual pause, once completed */
+    double total_ms;
+    char error[200];
+};
+
+/*
+ * Runs fn(m, vm) on the main loop's thread while the VM exists (the final step must pause the
+ * VM, which only that thread may do); returns fn's result or -ESRCH. Given by libgodwit.
+ */
+typedef int (*migration_on_loop)(void *ctx, int (*fn)(struct migration *m, struct vm *vm),
+                                 struct migration *m);
+
+/* Starts migrating `vm` on a thread of its own. NULL (and *err) when it cannot start. */
+struct migration *migration_start(struct vm *vm, const struct migration_params *params,
+                                  const char *config_json, migration_on_loop on_loop, void *ctx,
+                                  int *err);
+void migration_get_progress(struct migration *m, struct migration_progress *out);
+/* Asks it to stop; the guest runs on here. Returns at once. */
+void migration_cancel(struct migration *m);
+/* Cancels it if it still runs, waits for its thread and frees it. Only where no device can be
+ * writing guest memory meanwhile (on the main loop's thread, or once the VM stopped), and not
+ * while the migration may still need the main loop (its final step runs there). */
+void migration_free(struct migration *m);
+
+const char *migration_state_name(enum migration_state state);
+
+#endif
