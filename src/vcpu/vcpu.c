@@ -137,6 +137,22 @@ static void vcpu_rearm(struct vcpu *vcpu)
     __atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
 }
 
+/*
+ * An I/O or MMIO exit is complete only once KVM_RUN is entered again: KVM then moves rip past
+ * the instruction, or hands the guest the value read. Entering it with immediate_exit set does
+ * that without running a guest instruction, so that a parked vCPU's state (saved by a snapshot
+ * or a migration) is never in the middle of one: a restored guest would repeat the OUT.
+ */
+static void vcpu_complete_exit(struct vcpu *vcpu)
+{
+    __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    int ret = ioctl(vcpu->fd, KVM_RUN, 0);
+    if (ret == 0)
+        log_warn("vcpu %u: completing its last exit, KVM_RUN ran the guest", vcpu->index);
+    else if (errno != EINTR && errno != EAGAIN)
+        log_warn("vcpu %u: completing its last exit: %s", vcpu->index, strerror(errno));
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *vcpu = arg;
@@ -148,6 +164,7 @@ static void *vcpu_thread(void *arg)
 
     while (!vcpu_should_stop(vcpu)) {
         if (vcpu->vm->pause_requested) {
+            vcpu_complete_exit(vcpu);
             vm_park_vcpu(vcpu->vm);
             vcpu_rearm(vcpu);
             continue;

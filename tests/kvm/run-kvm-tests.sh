@@ -31,7 +31,15 @@ command -v timeout >/dev/null || die "timeout (coreutils) not found"
 TIMEOUT_S=${GODWIT_KVM_TEST_TIMEOUT:-60}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/godwit-kvm-tests.XXXXXX") || die "cannot create a temporary directory"
-trap 'rm -rf -- "$work"' EXIT
+# VMs started in the background (the snapshot case): none may outlive the script.
+bg_pids=()
+kill_background() {
+    local pid
+    for pid in "${bg_pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null
+    done
+}
+trap 'kill_background; rm -rf -- "$work"' EXIT
 
 passed=0
 failed=0
@@ -50,15 +58,18 @@ pass() {
     passed=$((passed + 1))
 }
 
-# fail NAME REASON: reports the case with what godwit printed, indented.
+# fail NAME REASON [FILE...]: reports the case with the last lines of the FILEs, indented; by
+# default of what godwit printed ($out and $err).
 fail() {
-    echo "FAIL $1: $2"
+    local name=$1 reason=$2 f
+    shift 2
+    (($#)) || set -- "$out" "$err"
+    echo "FAIL $name: $reason"
     failed=$((failed + 1))
-    local f
-    for f in stdout stderr; do
-        [[ -s $work/$f ]] || continue
-        echo "  --- $f (last 20 lines):"
-        tail -n 20 -- "$work/$f" | tr -d '\r' | cut -c1-300 | sed 's/[^[:print:]\t]/?/g; s/^/  | /'
+    for f; do
+        [[ -s $f ]] || continue
+        echo "  --- ${f#"$work/"} (last 20 lines):"
+        tail -n 20 -- "$f" | tr -d '\r' | cut -c1-300 | sed 's/[^[:print:]\t]/?/g; s/^/  | /'
     done
 }
 
@@ -235,6 +246,223 @@ blk_readonly_case() {
     fi
 }
 blk_readonly_case
+
+# --- Snapshot and restore: guests/tiny/counter.c counts in RAM, and the count goes on ------
+
+# The contract with counter.c: it prints "tiny: count N" whenever its count N reaches a
+# multiple of COUNTER_STEP, so the counts of one run are STEP, 2*STEP, ... and a restored run
+# goes on with the multiple after the count the snapshot holds.
+COUNTER_STEP=$((1 << 22))
+COUNTER_FIRST_LINES=3   # counts of the first run before the snapshot
+COUNTER_MORE_LINES=3    # counts a restored run prints after its first one
+
+# counts FILE [PREFIX]: the counts of the complete "tiny: count N" lines of PREFIX followed by
+# FILE, one a line; a last line without its newline yet is still being printed: left out.
+counts() {
+    local f=$work/counts.tmp
+    { printf '%s' "${2-}"; cat -- "$1"; } >"$f"
+    if [[ -s $f && $(tail -c 1 -- "$f" | wc -l) == 0 ]]; then
+        head -n -1 -- "$f"
+    else
+        cat -- "$f"
+    fi | tr -d '\r' | sed -nE 's/^tiny: count ([0-9]+)$/\1/p'
+}
+
+# sequence_problem FIRST COUNTS: empty when COUNTS (one a line) are FIRST, FIRST + STEP, ...;
+# otherwise what is wrong.
+sequence_problem() {
+    local want=$1 c
+    for c in $2; do
+        if ((c != want)); then
+            echo "count $c where $want was due (the first counts: $(printf "%s\n" "$2" | head -n 5 | paste -sd " "))"
+            return
+        fi
+        want=$((want + COUNTER_STEP))
+    done
+}
+
+# start_vm OUT ERR GODWIT_ARGS...: starts godwit in the background; sets $vm_pid.
+start_vm() {
+    local o=$1 e=$2
+    shift 2
+    "$godwit" "$@" </dev/null >"$o" 2>"$e" &
+    vm_pid=$!
+    bg_pids+=("$vm_pid")
+}
+
+# wait_counts FILE PID N [PREFIX]: waits (at most TIMEOUT_S) for N counts in FILE (see counts)
+# while godwit PID runs; on failure sets $wait_problem.
+wait_counts() {
+    local file=$1 pid=$2 want=$3 prefix=${4-} deadline=$((SECONDS + TIMEOUT_S)) n
+    while :; do
+        n=$(counts "$file" "$prefix" | wc -l)
+        ((n >= want)) && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait_problem="godwit exited after $n count lines, $want expected"
+            return 1
+        elif ((SECONDS >= deadline)); then
+            wait_problem="$n count lines after ${TIMEOUT_S}s, $want expected"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# wait_exit PID: waits (at most TIMEOUT_S) for godwit PID to exit; sets $status.
+wait_exit() {
+    local pid=$1 deadline=$((SECONDS + TIMEOUT_S))
+    while kill -0 "$pid" 2>/dev/null; do
+        ((SECONDS >= deadline)) && return 1
+        sleep 0.1
+    done
+    status=0
+    wait "$pid" || status=$?
+}
+
+# end_vm PID SOCKET: after a failure, stops godwit PID however it can (API, SIGHUP, SIGKILL).
+end_vm() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    timeout 10 "$godwit" stop "$2" >/dev/null 2>&1 || kill -HUP "$pid" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+
+# vm_problem NAME: after godwit exited ($status, $out, $err): a crash, a sanitizer report or an
+# error line makes the case fail; returns 1 then.
+vm_problem() {
+    local problem
+    problem=$(common_problem)
+    if [[ -n $problem ]]; then
+        fail "$1" "$problem"
+    elif grep -aq 'tiny: FAIL:' "$out"; then
+        fail "$1" "the guest reported: $(tr -d '\r' <"$out" | grep -a -m1 -o 'tiny: FAIL:.*' | cut -c1-200)"
+    elif grep -aqi 'error' "$err"; then
+        fail "$1" "error on stderr: $(grep -ai -m1 'error' "$err" | tr -d '\r' | cut -c1-200)"
+    else
+        return 0
+    fi
+    return 1
+}
+
+# restore_case NAME SNAPSHOT FIRST PREFIX: `godwit run --restore SNAPSHOT` must print counts
+# FIRST, FIRST + STEP, ... (after PREFIX, the line the source VM was in the middle of, if any)
+# and stop with status 6 through the API.
+restore_case() {
+    local name=$1 snap=$2 first=$3 prefix=$4 sock=$work/$1.sock out=$work/$1.out err=$work/$1.err
+    local pid got got_first problem
+    start_vm "$out" "$err" run --restore "$snap" --api-socket "$sock"
+    pid=$vm_pid
+    if ! wait_counts "$out" "$pid" $((1 + COUNTER_MORE_LINES)) "$prefix"; then
+        end_vm "$pid" "$sock"
+        fail "$name" "the restored VM: $wait_problem"
+        return 1
+    fi
+    got=$(counts "$out" "$prefix")
+    got_first=${got%%$'\n'*}
+    problem=$(sequence_problem "$first" "$got")
+    if [[ -n $problem ]]; then
+        end_vm "$pid" "$sock"
+        if [[ -n $prefix ]]; then
+            problem+="; the source VM stopped in the middle of the line '$prefix', and the restored VM's"
+            problem+=" output began with '$(head -n 1 -- "$out" | tr -d '\r' | cut -c1-60)'"
+        fi
+        if ((got_first < first)); then
+            fail "$name" "the count did not go on: the restored VM's first count is $got_first, the source VM's last was $((first - COUNTER_STEP))"
+        else
+            fail "$name" "the restored VM's counts: $problem (the source VM's last was $((first - COUNTER_STEP)))"
+        fi
+        return 1
+    fi
+    local stop_status=0
+    timeout -k 5 "$TIMEOUT_S" "$godwit" stop "$sock" >"$work/$name.stop" 2>&1 || stop_status=$?
+    if ((stop_status != 0)); then
+        end_vm "$pid" "$sock"
+        fail "$name" "godwit stop $sock: exit status $stop_status$( ((stop_status != 124)) || echo " (timed out after ${TIMEOUT_S}s)")" \
+            "$work/$name.stop" "$out" "$err"
+        return 1
+    fi
+    if ! wait_exit "$pid"; then
+        end_vm "$pid" "$sock"
+        fail "$name" "the restored VM did not exit within ${TIMEOUT_S}s of godwit stop"
+        return 1
+    fi
+    vm_problem "$name" || return 1
+    if ((status != 6)); then
+        fail "$name" "exit status $status after godwit stop, expected 6"
+        return 1
+    fi
+    pass "$name"
+}
+
+# A counting VM, snapshotted with --stop once it has printed a few counts; restored twice from
+# the same snapshot, it counts on from where the snapshot left it each time.
+snapshot_case() {
+    local name=snapshot guest=$guests/counter.elf snap=$work/snap sock=$work/x.sock
+    local out=$work/count.out err=$work/count.err pid last partial
+    if [[ ! -f $guest ]]; then
+        fail "$name" "$guest is missing (build the tiny_guests target)" /dev/null
+        return
+    fi
+    start_vm "$out" "$err" run --kernel "$guest" --memory 64 --no-reboot --api-socket "$sock"
+    pid=$vm_pid
+    if ! wait_counts "$out" "$pid" "$COUNTER_FIRST_LINES"; then
+        end_vm "$pid" "$sock"
+        fail "$name" "the counting VM: $wait_problem"
+        return
+    fi
+    if ! has_line "$out" "tiny: counter started, a line every $COUNTER_STEP iterations"; then
+        end_vm "$pid" "$sock"
+        fail "$name" "no line 'tiny: counter started, a line every $COUNTER_STEP iterations' (counter.c's COUNTER_STEP changed?)"
+        return
+    fi
+    local snap_status=0
+    timeout -k 5 "$TIMEOUT_S" "$godwit" snapshot "$sock" "$snap" --stop >"$work/snapshot.cmd" 2>&1 ||
+        snap_status=$?
+    if ((snap_status != 0)); then
+        end_vm "$pid" "$sock"
+        fail "$name" "godwit snapshot $sock $snap --stop: exit status $snap_status$( ((snap_status != 124)) || echo " (timed out after ${TIMEOUT_S}s)")" \
+            "$work/snapshot.cmd" "$out" "$err"
+        return
+    fi
+    if ! grep -aq 'MiB written' "$work/snapshot.cmd"; then
+        end_vm "$pid" "$sock"
+        fail "$name" "godwit snapshot did not report what it wrote" "$work/snapshot.cmd" "$out" "$err"
+        return
+    fi
+    if ! wait_exit "$pid"; then
+        end_vm "$pid" "$sock"
+        fail "$name" "the counting VM did not exit within ${TIMEOUT_S}s of godwit snapshot --stop" \
+            "$work/snapshot.cmd" "$out" "$err"
+        return
+    fi
+    vm_problem "$name" || return
+    if ((status != 6)); then
+        fail "$name" "exit status $status after godwit snapshot --stop, expected 6"
+        return
+    fi
+    last=$(counts "$out" | tail -n 1)
+    local problem
+    problem=$(sequence_problem "$COUNTER_STEP" "$(counts "$out")")
+    if [[ -n $problem ]]; then
+        fail "$name" "the counting VM's counts: $problem"
+        return
+    fi
+    # A line the guest was printing when it was paused: the restored VM prints the rest.
+    partial=
+    if [[ $(tail -c 1 -- "$out" | wc -l) == 0 ]]; then
+        partial=$(tail -n 1 -- "$out")
+    fi
+    pass "$name"
+    restore_case snapshot-restore "$snap" $((last + COUNTER_STEP)) "$partial"
+    # A snapshot is not used up by a restore: the same one again gives the same counts.
+    restore_case snapshot-restore-again "$snap" $((last + COUNTER_STEP)) "$partial"
+}
+snapshot_case
 
 # --- Bad input: godwit must refuse it with one error line, without crashing ----------------
 
