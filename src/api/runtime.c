@@ -14,23 +14,57 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
+static uid_t test_euid = (uid_t)-1; /* runtime_test_set_euid() */
+
+static uid_t runtime_euid(void)
+{
+    return test_euid != (uid_t)-1 ? test_euid : geteuid();
+}
+
+void runtime_test_set_euid(uid_t euid)
+{
+    test_euid = euid;
+}
+
+int runtime_dir_check(const char *path, uid_t euid)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        int err = errno;
+        log_error("runtime directory %s: %s", path, strerror(err));
+        return -err;
+    }
+    if (!S_ISDIR(st.st_mode) || st.st_uid != euid || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        log_error("runtime directory %s: not a directory owned by uid %u that only it can "
+                  "write to (%s, uid %u, mode %04o): refusing it", path, (unsigned)euid,
+                  S_ISLNK(st.st_mode) ? "a symlink" : S_ISDIR(st.st_mode) ? "a directory"
+                                                                         : "not a directory",
+                  (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+        return -EPERM;
+    }
+    return 0;
+}
 
 int runtime_dir(char *buf, size_t len)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
+    uid_t euid = runtime_euid();
     int n;
-    if (geteuid() == 0)
+    if (euid == 0)
         n = snprintf(buf, len, "/run/godwit");
     else if (xdg && xdg[0] == '/')
         n = snprintf(buf, len, "%s/godwit", xdg);
     else
-        n = snprintf(buf, len, "/tmp/godwit-%u", (unsigned)geteuid());
+        n = snprintf(buf, len, "/tmp/godwit-%u", (unsigned)euid);
     if (n < 0 || (size_t)n >= len)
         return -ENAMETOOLONG;
-    /* Private to the user: sockets in it control VMs. */
+    /* Private to the user: sockets in it control VMs. In /tmp anyone may have made it first:
+     * what is there is checked, never trusted. */
     if (mkdir(buf, 0700) < 0 && errno != EEXIST)
         return -errno;
-    return 0;
+    return runtime_dir_check(buf, euid);
 }
 
 bool runtime_name_valid(const char *name)
@@ -73,7 +107,7 @@ int runtime_claim_name(const char *name)
     if (ret < 0)
         return ret;
     snprintf(path, sizeof(path), "%s/%s.lock", dir, name);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return -errno;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

@@ -16,12 +16,15 @@
 #include <unistd.h>
 
 #include "api/http.h"
+#include "io/unix_socket.h"
 #include "lib/config.h"
 #include "lib/godwit_internal.h"
 #include "log.h"
 
 #define API_TICK_MS 500
+/* Responses up to this size are formatted on the stack; bigger ones get a buffer their size. */
 #define API_RESPONSE_MAX 16384
+#define API_HEAD_MAX 1024 /* status line and headers */
 #define API_SHUTDOWN_TIMEOUT_MS 30000
 
 struct api_conn {
@@ -40,6 +43,7 @@ struct api_server {
     char name[64];
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int listen_fd;
+    struct stat bound; /* the socket file made at path, unlinked at destroy if still there */
     struct timespec started;
     struct loop_watch accept_watch;
     struct loop_watch tick;
@@ -54,11 +58,21 @@ static double seconds_since(const struct timespec *t)
     return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-/* Sends what fits; responses are a few KiB and the socket buffer holds them. */
+/* Sends without waiting: the socket's buffer is made to hold the whole response, which the
+ * client reads after. */
 static void conn_send(struct api_conn *c, const char *buf, int len)
 {
-    if (len > 0 && send(c->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+    int size = 0;
+    socklen_t size_len = sizeof(size);
+    if (len > API_RESPONSE_MAX &&
+        (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) < 0 || size / 2 < len) &&
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &len, sizeof(len)) < 0)
+        log_debug("api: cannot grow the send buffer: %s", strerror(errno));
+    ssize_t n = len > 0 ? send(c->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    if (n < 0)
         log_debug("api: client went away: %s", strerror(errno));
+    else if (n < len)
+        log_warn("api: a response of %d bytes was cut short after %zd", len, n);
 }
 
 static void conn_send_error(struct api_conn *c, int status, const char *message)
@@ -85,28 +99,13 @@ static void conn_close(struct api_conn *c)
 
 /* --- handlers ------------------------------------------------------------------------ */
 
-/* What a handler sees: the server, and room for the body it answers with. */
+/* What a handler sees: the server, and room for the body it answers with (`big` when that
+ * is too small; freed after the response is sent). */
 struct handler_ctx {
     struct api_server *server;
-    char body[API_RESPONSE_MAX - 1024];
+    char body[API_RESPONSE_MAX - API_HEAD_MAX];
+    char *big;
 };
-
-static void reply_json(struct handler_ctx *h, struct http_response *resp, struct json_object *obj)
-{
-    const char *text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
-    size_t len = strlen(text);
-    if (len >= sizeof(h->body)) {
-        resp->status = 500;
-        len = 0;
-    } else {
-        resp->status = 200;
-    }
-    memcpy(h->body, text, len);
-    resp->content_type = "application/json";
-    resp->body = h->body;
-    resp->body_len = len;
-    json_object_put(obj);
-}
 
 static void reply_error(struct handler_ctx *h, struct http_response *resp, int status,
                         const char *message)
@@ -116,6 +115,23 @@ static void reply_error(struct handler_ctx *h, struct http_response *resp, int s
     resp->content_type = "application/json";
     resp->body = h->body;
     resp->body_len = len > 0 ? (size_t)len : 0;
+}
+
+static void reply_json(struct handler_ctx *h, struct http_response *resp, struct json_object *obj)
+{
+    const char *text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+    size_t len = strlen(text);
+    char *body = len < sizeof(h->body) ? h->body : (h->big = malloc(len));
+    if (body) {
+        memcpy(body, text, len);
+        resp->status = 200;
+        resp->content_type = "application/json";
+        resp->body = body;
+        resp->body_len = len;
+    } else {
+        reply_error(h, resp, 500, "out of memory");
+    }
+    json_object_put(obj);
 }
 
 /* A view of the running VM: 200 with it, or 409 when no VM runs (`obj` is NULL). */
@@ -278,6 +294,21 @@ static const struct http_route api_routes[] = {
 
 /* --- connections --------------------------------------------------------------------- */
 
+/* Formats and sends a handler's response: in `out` (API_RESPONSE_MAX bytes) when it fits,
+ * else in a buffer of its size. */
+static void conn_send_response(struct api_conn *c, const struct http_response *resp, char *out)
+{
+    size_t need = resp->body_len + API_HEAD_MAX;
+    char *buf = need <= API_RESPONSE_MAX ? out : malloc(need);
+    if (!buf) {
+        conn_send_error(c, 500, "out of memory");
+        return;
+    }
+    conn_send(c, buf, http_format(buf, buf == out ? API_RESPONSE_MAX : need, resp));
+    if (buf != out)
+        free(buf);
+}
+
 static void conn_answer(struct api_conn *c)
 {
     const struct http_request *req = &c->parser.req;
@@ -301,7 +332,8 @@ static void conn_answer(struct api_conn *c)
     struct http_response resp = { .status = 500 };
     route->handler(&h, req, &resp);
     resp.close = true;
-    conn_send(c, out, http_format(out, sizeof(out), &resp));
+    conn_send_response(c, &resp, out);
+    free(h.big);
 }
 
 /*
@@ -420,23 +452,20 @@ static bool on_tick(struct event_loop *loop, void *opaque, int res)
     return false;
 }
 
+/* Listens on the path: a dead VM's socket there is replaced, a live VM's or any other file
+ * is left alone and refused. */
 static int api_bind(struct api_server *s)
 {
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    if (strlen(s->path) >= sizeof(addr.sun_path))
-        return -ENAMETOOLONG;
-    strcpy(addr.sun_path, s->path);
-    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s->listen_fd < 0)
-        return -errno;
-    /* The caller holds the name's lock, so a socket file here is a dead VM's. */
-    unlink(s->path);
-    /* Created 0600 from the start: no window in which others could connect. */
-    mode_t old = umask(0177);
-    int ret = bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr));
-    umask(old);
-    if (ret < 0 || listen(s->listen_fd, API_MAX_CONNECTIONS) < 0)
-        return -errno;
+    int fd = unix_socket_listen(s->path, API_MAX_CONNECTIONS, &s->bound);
+    if (fd == -EADDRINUSE)
+        log_error("api: %s is in use by a running VM", s->path);
+    else if (fd == -EEXIST)
+        log_error("api: %s exists and is not a socket: not replacing it", s->path);
+    else if (fd < 0)
+        log_error("api: cannot serve %s: %s", s->path, strerror(-fd));
+    if (fd < 0)
+        return fd;
+    s->listen_fd = fd;
     return 0;
 }
 
@@ -453,8 +482,11 @@ int api_server_start(struct api_server **out, struct event_loop *loop, struct go
     snprintf(s->path, sizeof(s->path), "%s", socket_path);
     clock_gettime(CLOCK_MONOTONIC, &s->started);
     int ret = api_bind(s);
-    if (ret == 0)
-        ret = loop_watch_readable(loop, &s->accept_watch, s->listen_fd, on_accept, s);
+    if (ret < 0) {
+        api_server_destroy(s);
+        return ret;
+    }
+    ret = loop_watch_readable(loop, &s->accept_watch, s->listen_fd, on_accept, s);
     if (ret == 0)
         ret = loop_after(loop, &s->tick, API_TICK_MS, on_tick, s);
     if (ret < 0) {
@@ -478,7 +510,7 @@ void api_server_destroy(struct api_server *s)
     }
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
-        unlink(s->path);
+        unix_socket_unlink(s->path, &s->bound);
     }
     free(s);
 }

@@ -10,11 +10,13 @@
 
 struct api_server;
 
-/* Binds `socket_path` (mode 0600; a stale socket left by a dead VM is replaced: the caller
- * holds the name's lock) and serves it on `loop`. Returns 0 or -errno after one log line. */
+/* Binds `socket_path` (mode 0600; a stale socket left by a dead VM is replaced, a live one is
+ * refused with -EADDRINUSE, any other file with -EEXIST: see unix_socket_listen()) and serves
+ * it on `loop`. Returns 0 or -errno after one log line. */
 int api_server_start(struct api_server **out, struct event_loop *loop, struct godwit_vm *vm,
                      const char *name, const char *socket_path);
-/* Closes the socket and unlinks its path. Call after the loop has stopped for good. */
+/* Closes the socket and unlinks its path, unless another socket file replaced it meanwhile.
+ * Call after the loop has stopped for good. */
 void api_server_destroy(struct api_server *server);
 
 #endif

@@ -1,8 +1,14 @@
 /* uart.c: 16550A UART: registers, receive FIFO, interrupt identification, host I/O. */
 #include "mmio/uart.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "migration/state.h"
 
 /*
@@ -494,4 +500,194 @@ int uart_load(void *dev, struct state_cursor *c, uint32_t version)
     uart_update_irq(u); /* the line of this process: raised again if the state says so */
     pthread_mutex_unlock(&u->lock);
     return 0;
+}
+
+/* ---- the transmit buffer ---- */
+
+/* One write to the sink: a pipe takes this much at once, or nothing, once it polls writable. */
+#define TX_CHUNK 4096u
+/* Writes one turn of the loop makes before it lets others run. */
+#define TX_BUDGET 16u
+
+static bool tx_fd_has_room(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+    return fd < 0 || poll(&pfd, 1, 0) > 0; /* an error or hang-up too: the write says which */
+}
+
+/* Copies up to `max` bytes out of the ring; when it is empty, the next fill posts a drain. */
+static size_t tx_take(struct uart_tx_buffer *b, uint8_t *out, size_t max)
+{
+    pthread_mutex_lock(&b->lock);
+    size_t n = b->len < max ? b->len : max;
+    size_t first = b->size - b->head < n ? b->size - b->head : n;
+    memcpy(out, b->buf + b->head, first);
+    memcpy(out + first, b->buf, n - first);
+    b->head = (b->head + n) % b->size;
+    b->len -= n;
+    if (!n)
+        b->scheduled = false;
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+static void tx_emit(struct uart_tx_buffer *b, const uint8_t *buf, size_t len)
+{
+    if (b->sink) {
+        b->sink(b->sink_opaque, buf, len);
+        return;
+    }
+    while (len) {
+        ssize_t n = write(b->fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* the reader is gone: dropped */
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+static bool tx_on_room(struct event_loop *loop, void *opaque, int res);
+static bool tx_on_cont(struct event_loop *loop, void *opaque, int res);
+
+/* Comes back through the ring: when the fd has room (poll), or on the next turn (a no-op). */
+static void tx_later(struct uart_tx_buffer *b, bool for_room)
+{
+    struct loop_watch *w = for_room ? &b->poll : &b->cont;
+    struct io_uring_sqe *sqe =
+        loop_owner_prepare(b->loop, &b->io, w, for_room ? tx_on_room : tx_on_cont, b);
+    if (!sqe) {
+        pthread_mutex_lock(&b->lock);
+        b->scheduled = false; /* the next fill tries again */
+        pthread_mutex_unlock(&b->lock);
+        return;
+    }
+    if (for_room)
+        io_uring_prep_poll_add(sqe, b->fd, POLLOUT);
+    else
+        io_uring_prep_nop(sqe);
+}
+
+/* Writes while the fd has room, TX_BUDGET chunks at most; then waits for room or a turn. */
+static void tx_drain(struct uart_tx_buffer *b)
+{
+    uint8_t chunk[TX_CHUNK];
+    for (unsigned i = 0; i < TX_BUDGET; i++) {
+        if (!tx_fd_has_room(b->fd)) {
+            if (b->loop)
+                tx_later(b, true);
+            return; /* without a loop, the next fill tries again */
+        }
+        size_t n = tx_take(b, chunk, sizeof(chunk));
+        if (!n)
+            return;
+        tx_emit(b, chunk, n);
+    }
+    if (b->loop)
+        tx_later(b, false);
+}
+
+static bool tx_on_room(struct event_loop *loop, void *opaque, int res)
+{
+    struct uart_tx_buffer *b = opaque;
+    (void)loop, (void)res;
+    if (!b->closing)
+        tx_drain(b);
+    return false;
+}
+
+static bool tx_on_cont(struct event_loop *loop, void *opaque, int res)
+{
+    return tx_on_room(loop, opaque, res);
+}
+
+static void tx_posted(void *opaque)
+{
+    tx_on_room(NULL, opaque, 0);
+}
+
+int uart_tx_buffer_init(struct uart_tx_buffer *b, size_t size, struct event_loop *loop, int fd,
+                        void (*sink)(void *opaque, const uint8_t *buf, size_t len),
+                        void *sink_opaque)
+{
+    memset(b, 0, sizeof(*b));
+    b->size = size ? size : UART_TX_BUFFER_SIZE;
+    b->buf = malloc(b->size);
+    if (!b->buf)
+        return -ENOMEM;
+    pthread_mutex_init(&b->lock, NULL);
+    loop_owner_init(&b->io);
+    b->loop = loop;
+    b->fd = fd;
+    b->sink = sink;
+    b->sink_opaque = sink_opaque;
+    return 0;
+}
+
+void uart_tx_buffer_out(void *ctx, const uint8_t *buf, size_t len)
+{
+    struct uart_tx_buffer *b = ctx;
+    pthread_mutex_lock(&b->lock);
+    size_t n = b->size - b->len < len ? b->size - b->len : len;
+    for (size_t i = 0; i < n; i++)
+        b->buf[(b->head + b->len + i) % b->size] = buf[i];
+    b->len += n;
+    b->dropped += len - n;
+    bool post = n && !b->scheduled && b->loop;
+    b->scheduled |= post;
+    pthread_mutex_unlock(&b->lock);
+    if (post)
+        loop_post(b->loop, &b->call, tx_posted, b);
+    else if (!b->loop)
+        tx_drain(b); /* no loop: what the fd takes now, from this thread */
+}
+
+uint64_t uart_tx_buffer_dropped(struct uart_tx_buffer *b)
+{
+    pthread_mutex_lock(&b->lock);
+    uint64_t dropped = b->dropped;
+    pthread_mutex_unlock(&b->lock);
+    return dropped;
+}
+
+/* What the fd takes within `ms`; the rest is counted dropped. */
+static void tx_flush(struct uart_tx_buffer *b, unsigned ms)
+{
+    uint8_t chunk[TX_CHUNK];
+    struct pollfd pfd = { .fd = b->fd, .events = POLLOUT };
+    struct timespec end, now;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += ms / 1000;
+    end.tv_nsec += (long)(ms % 1000) * 1000000;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = (end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000;
+        if (left <= 0 || (b->fd >= 0 && poll(&pfd, 1, (int)left) <= 0))
+            break;
+        size_t n = tx_take(b, chunk, sizeof(chunk));
+        if (!n)
+            return;
+        tx_emit(b, chunk, n);
+    }
+    b->dropped += b->len;
+}
+
+void uart_tx_buffer_destroy(struct uart_tx_buffer *b, unsigned flush_ms)
+{
+    if (!b->buf)
+        return;
+    b->closing = true;
+    if (b->loop) {
+        loop_cancel_post(b->loop, &b->call);
+        if (loop_owner_cancel(b->loop, &b->io) < 0 || loop_owner_drain(b->loop, &b->io) < 0) {
+            log_error("uart: its output's poll is still queued: the buffer is leaked");
+            return;
+        }
+    }
+    tx_flush(b, flush_ms);
+    loop_owner_destroy(&b->io);
+    pthread_mutex_destroy(&b->lock);
+    free(b->buf);
+    b->buf = NULL;
 }

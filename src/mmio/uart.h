@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/loop.h"
 #include "vm/irq.h"
 #include "mmio/bus.h"
 
@@ -73,6 +74,46 @@ void uart_destroy(struct uart *u);
 size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len);
 /* Room in the receive FIFO now: 0..16 with the FIFO enabled, 0..1 without. */
 size_t uart_rx_space(struct uart *u);
+
+/* ---- the transmit buffer: output that never waits for the host ---- */
+
+#define UART_TX_BUFFER_SIZE (64u << 10)
+
+/*
+ * Serial output on its way to the host: a bounded buffer that vCPU threads fill without ever
+ * waiting (uart_tx_buffer_out() is a uart_host_ops.out, with the buffer as ctx), drained by
+ * the main loop whenever `fd` has room: at most PIPE_BUF bytes per write once poll() says
+ * it is writable, so a blocking fd does not block the loop either. Output that does not fit
+ * is dropped and counted: a reader that stalls costs the guest its output, never its vCPUs.
+ */
+struct uart_tx_buffer {
+    pthread_mutex_t lock; /* vCPU threads (fill) vs the loop's thread (drain) */
+    uint8_t *buf;
+    size_t size, head, len; /* a ring: len bytes from head */
+    uint64_t dropped;
+    bool scheduled; /* a drain is posted, queued, or waits for room: fills need not post */
+    bool closing;
+    struct event_loop *loop; /* NULL: written from the filling thread, when fd has room */
+    int fd;                  /* polled for room; -1: the sink never waits */
+    /* Writes the bytes (libgodwit's console output); NULL: write() to fd. */
+    void (*sink)(void *opaque, const uint8_t *buf, size_t len);
+    void *sink_opaque;
+    struct loop_call call;   /* a fill's wake-up, from a vCPU thread */
+    struct loop_owner io;    /* the poll for room, and the continuation of a long drain */
+    struct loop_watch poll, cont;
+};
+
+/* A buffer of `size` bytes (0: UART_TX_BUFFER_SIZE). Returns 0 or -errno. */
+int uart_tx_buffer_init(struct uart_tx_buffer *b, size_t size, struct event_loop *loop, int fd,
+                        void (*sink)(void *opaque, const uint8_t *buf, size_t len),
+                        void *sink_opaque);
+/* The uart_host_ops.out: queues the bytes (those past the buffer's room are dropped). */
+void uart_tx_buffer_out(void *ctx, const uint8_t *buf, size_t len);
+/* Bytes dropped so far. Any thread. */
+uint64_t uart_tx_buffer_dropped(struct uart_tx_buffer *b);
+/* Writes what the fd takes within flush_ms, drops the rest, and frees the buffer; on the
+ * loop's thread, with nothing filling it any more. Does nothing if init did not succeed. */
+void uart_tx_buffer_destroy(struct uart_tx_buffer *b, unsigned flush_ms);
 
 /* Snapshots, as struct vm_device_ops save/load (dev: a struct uart). Load checks every value
  * before it applies any, then sets the interrupt line to what the loaded state implies. */

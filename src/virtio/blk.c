@@ -48,6 +48,10 @@
 #define BLK_MAX_RANGE_SECTORS (1u << 22) /* 2 GiB per discard / write-zeroes range */
 /* Conservative O_DIRECT memory alignment: buffers off it are copied through a bounce buffer. */
 #define BLK_DIO_ALIGN 4096u
+/* The most of a request's data one bounce buffer holds: bigger requests move piece by piece. */
+#define BLK_BOUNCE_CHUNK (256u << 10)
+/* Chains one call of the queue handler takes before it lets the loop serve others. */
+#define BLK_BUDGET 64u
 #define BLK_MAX_QUEUES 16u
 /* How long a reset from a vCPU waits for reads in flight before it gives up (and logs). */
 #define BLK_RESET_WAIT_MS 5000u
@@ -108,8 +112,11 @@ struct blk_req {
     uint32_t type;
     uint64_t offset;              /* image byte offset of the data */
     uint32_t len, done;           /* data bytes, and bytes moved so far */
-    void *bounce;                 /* aligned copy for O_DIRECT, or NULL */
-    struct iovec bounce_iov;
+    bool needs_bounce;            /* O_DIRECT and unaligned guest buffers */
+    void *bounce;                 /* aligned copy of a piece of the data for O_DIRECT, or NULL */
+    size_t bounce_size;           /* its size, counted in blk->bounce_bytes */
+    uint32_t chunk_off, chunk_len; /* the data bytes it holds: [chunk_off, chunk_off + len) */
+    struct iovec bounce_iov;      /* what remains to move of them */
     unsigned range_idx, nr_ranges;
     struct blk_range ranges[BLK_MAX_RANGES];
     unsigned iov_first, iov_cnt;  /* iov[iov_first..iov_cnt) is what remains to move */
@@ -137,6 +144,18 @@ struct virtio_blk {
     unsigned nr_outstanding[BLK_MAX_QUEUES];
     bool throttled[BLK_MAX_QUEUES];              /* stopped popping at the queue's size */
 
+    /* Bounce buffers: at most bounce_max bytes for all requests together; those that find no
+     * room wait in a FIFO (through wait_next) until others give theirs back. */
+    size_t bounce_max, bounce_bytes, bounce_peak;
+    struct blk_req *bounce_wait, *bounce_wait_tail;
+    /* A queue whose handler stopped at its budget: the rest is taken on a later loop turn. */
+    struct blk_cont {
+        struct virtio_blk *blk;
+        unsigned queue;
+        bool armed;
+        struct loop_watch watch;
+    } cont[BLK_MAX_QUEUES];
+
     uint64_t reads, writes, bytes_read, bytes_written;
     struct virtq_chain chain; /* scratch for virtq_pop: 16 KiB, too big for the stack */
 };
@@ -160,8 +179,38 @@ static void blk_req_free(struct virtio_blk *blk, struct blk_req *req)
         blk->outstanding = req->next;
     if (req->next)
         req->next->prev = req->prev;
+    blk->bounce_bytes -= req->bounce_size;
     free(req->bounce);
     free(req);
+}
+
+/* Appends `req` to a FIFO linked through wait_next (SQE waiters, bounce waiters). */
+static void blk_fifo_push(struct blk_req **head, struct blk_req **tail, struct blk_req *req)
+{
+    req->wait_next = NULL;
+    if (*tail)
+        (*tail)->wait_next = req;
+    else
+        *head = req;
+    *tail = req;
+}
+
+static struct blk_req *blk_fifo_pop(struct blk_req **head, struct blk_req **tail)
+{
+    struct blk_req *req = *head;
+    if (req && !(*head = req->wait_next))
+        *tail = NULL;
+    return req;
+}
+
+/* Frees the requests that wait for an SQE or for bounce memory: none touched guest memory. */
+static void blk_free_waiting(struct virtio_blk *blk)
+{
+    struct blk_req *req;
+    while ((req = blk_fifo_pop(&blk->waiting, &blk->waiting_tail)))
+        blk_req_free(blk, req);
+    while ((req = blk_fifo_pop(&blk->bounce_wait, &blk->bounce_wait_tail)))
+        blk_req_free(blk, req);
 }
 
 static void blk_break(struct virtio_blk *blk, const char *why)
@@ -235,20 +284,117 @@ static void blk_req_dispatch(struct virtio_blk *blk, struct blk_req *req)
 {
     if (!blk->waiting && blk_req_submit(blk, req) == 0)
         return;
-    req->wait_next = NULL;
-    if (blk->waiting_tail)
-        blk->waiting_tail->wait_next = req;
-    else
-        blk->waiting = req;
-    blk->waiting_tail = req;
+    blk_fifo_push(&blk->waiting, &blk->waiting_tail, req);
 }
 
 static void blk_kick_waiting(struct virtio_blk *blk)
 {
-    while (blk->waiting && blk_req_submit(blk, blk->waiting) == 0) {
-        blk->waiting = blk->waiting->wait_next;
-        if (!blk->waiting)
-            blk->waiting_tail = NULL;
+    while (blk->waiting && blk_req_submit(blk, blk->waiting) == 0)
+        blk_fifo_pop(&blk->waiting, &blk->waiting_tail);
+}
+
+/* ---- bounce buffers ---- */
+
+/* Copies `len` bytes between the request's guest buffers, from data offset `off`, and `buf`. */
+static void blk_bounce_copy(struct blk_req *req, size_t off, uint8_t *buf, size_t len,
+                            bool to_guest)
+{
+    for (unsigned i = 0; i < req->iov_cnt && len; i++) {
+        size_t seg = req->iov[i].iov_len;
+        if (off >= seg) {
+            off -= seg;
+            continue;
+        }
+        size_t take = seg - off < len ? seg - off : len;
+        uint8_t *guest = (uint8_t *)req->iov[i].iov_base + off;
+        memcpy(to_guest ? guest : buf, to_guest ? buf : guest, take);
+        buf += take;
+        len -= take;
+        off = 0;
+    }
+}
+
+/* Points the bounce buffer at the next piece of the data (from req->done); a write copies it
+ * in from the guest first. */
+static void blk_bounce_load(struct blk_req *req)
+{
+    size_t left = req->len - req->done;
+    req->chunk_off = req->done;
+    req->chunk_len = (uint32_t)(left < req->bounce_size ? left : req->bounce_size);
+    req->bounce_iov = (struct iovec){ .iov_base = req->bounce, .iov_len = req->chunk_len };
+    if (req->op == BLK_OP_WRITE)
+        blk_bounce_copy(req, req->chunk_off, req->bounce, req->chunk_len, false);
+}
+
+/* `res` more bytes moved through the bounce buffer: a piece read in full goes to the guest,
+ * and the next piece is loaded. */
+static void blk_bounce_advance(struct blk_req *req, size_t res)
+{
+    req->bounce_iov.iov_base = (uint8_t *)req->bounce_iov.iov_base + res;
+    req->bounce_iov.iov_len -= res;
+    if (req->bounce_iov.iov_len)
+        return;
+    if (req->op == BLK_OP_READ)
+        blk_bounce_copy(req, req->chunk_off, req->bounce, req->chunk_len, true);
+    if (req->done < req->len)
+        blk_bounce_load(req);
+}
+
+/* A bounce buffer for `req` out of the device's bounce memory: -EAGAIN when it has no room. */
+static int blk_bounce_alloc(struct virtio_blk *blk, struct blk_req *req)
+{
+    size_t chunk = blk->bounce_max < BLK_BOUNCE_CHUNK ? blk->bounce_max : BLK_BOUNCE_CHUNK;
+    size_t size = ((size_t)req->len + BLK_DIO_ALIGN - 1) / BLK_DIO_ALIGN * BLK_DIO_ALIGN;
+    if (size > chunk)
+        size = chunk;
+    if (blk->bounce_bytes + size > blk->bounce_max)
+        return -EAGAIN;
+    req->bounce = aligned_alloc(BLK_DIO_ALIGN, size);
+    if (!req->bounce)
+        return -ENOMEM;
+    req->bounce_size = size;
+    blk->bounce_bytes += size;
+    if (blk->bounce_bytes > blk->bounce_peak)
+        blk->bounce_peak = blk->bounce_bytes;
+    blk_bounce_load(req);
+    return 0;
+}
+
+/* Starts a parsed request: through a bounce buffer when it needs one, after the requests that
+ * wait for bounce memory. Returns true when it was answered (IOERR: no memory) at once. */
+static bool blk_req_go(struct virtio_blk *blk, struct blk_req *req)
+{
+    int ret = 0;
+    if (req->needs_bounce)
+        ret = blk->bounce_wait ? -EAGAIN : blk_bounce_alloc(blk, req);
+    if (ret == -EAGAIN) {
+        blk_fifo_push(&blk->bounce_wait, &blk->bounce_wait_tail, req);
+        return false;
+    }
+    if (ret < 0) {
+        blk_req_finish(blk, req, VIRTIO_BLK_S_IOERR);
+        return true;
+    }
+    blk_req_dispatch(blk, req);
+    return false;
+}
+
+/* Bounce memory came back: starts the requests that waited for it, in order. */
+static void blk_bounce_kick(struct virtio_blk *blk)
+{
+    while (blk->bounce_wait) {
+        struct blk_req *req = blk->bounce_wait;
+        int ret = blk_bounce_alloc(blk, req);
+        if (ret == -EAGAIN)
+            return;
+        blk_fifo_pop(&blk->bounce_wait, &blk->bounce_wait_tail);
+        unsigned q = req->queue;
+        if (ret == 0) {
+            blk_req_dispatch(blk, req);
+            continue;
+        }
+        blk_req_finish(blk, req, VIRTIO_BLK_S_IOERR);
+        virtio_queue_done(blk->vdev, q);
     }
 }
 
@@ -263,15 +409,6 @@ static void iov_advance(struct iovec *iov, unsigned *first, unsigned cnt, size_t
         n -= step;
         if (!iov[*first].iov_len)
             (*first)++;
-    }
-}
-
-static void blk_bounce_to_guest(struct blk_req *req)
-{
-    const uint8_t *src = req->bounce;
-    for (unsigned i = 0; i < req->iov_cnt; i++) {
-        memcpy(req->iov[i].iov_base, src, req->iov[i].iov_len);
-        src += req->iov[i].iov_len;
     }
 }
 
@@ -296,17 +433,13 @@ static int blk_rw_progress(struct virtio_blk *blk, struct blk_req *req, int res)
         return VIRTIO_BLK_S_IOERR;
     }
     req->done += (uint32_t)res;
-    if (req->bounce) {
-        unsigned first = 0;
-        iov_advance(&req->bounce_iov, &first, 1, (size_t)res);
-    } else {
+    if (req->bounce)
+        blk_bounce_advance(req, (size_t)res);
+    else
         iov_advance(req->iov, &req->iov_first, req->iov_cnt, (size_t)res);
-    }
     if (req->done < req->len)
         return -EINPROGRESS;
     if (req->op == BLK_OP_READ) {
-        if (req->bounce)
-            blk_bounce_to_guest(req);
         blk->reads++;
         blk->bytes_read += req->len;
     } else {
@@ -362,6 +495,7 @@ static void blk_req_advance(struct virtio_blk *blk, struct blk_req *req, int res
         blk_req_finish(blk, req, (uint8_t)status);
         virtio_queue_done(blk->vdev, q);
     }
+    blk_bounce_kick(blk);
     blk_kick_waiting(blk);
     if (blk->throttled[q])
         blk_process_queue(blk, q);
@@ -376,6 +510,7 @@ static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
     virtio_lock(vdev);
     if (req->generation != blk->generation) {
         blk_req_free(blk, req); /* reset since: the queue is not ours to touch */
+        blk_bounce_kick(blk);   /* its bounce memory is free for the requests after it */
     } else {
         blk_req_advance(blk, req, res);
     }
@@ -414,24 +549,6 @@ static bool iov_dio_aligned(const struct iovec *iov, unsigned cnt)
     return true;
 }
 
-/* O_DIRECT refuses unaligned guest buffers: move such requests through an aligned copy. */
-static int blk_req_bounce(struct blk_req *req)
-{
-    size_t size = ((size_t)req->len + BLK_DIO_ALIGN - 1) / BLK_DIO_ALIGN * BLK_DIO_ALIGN;
-    req->bounce = aligned_alloc(BLK_DIO_ALIGN, size ? size : BLK_DIO_ALIGN);
-    if (!req->bounce)
-        return -ENOMEM;
-    req->bounce_iov = (struct iovec){ .iov_base = req->bounce, .iov_len = req->len };
-    if (req->op == BLK_OP_WRITE) {
-        uint8_t *dst = req->bounce;
-        for (unsigned i = 0; i < req->iov_cnt; i++) {
-            memcpy(dst, req->iov[i].iov_base, req->iov[i].iov_len);
-            dst += req->iov[i].iov_len;
-        }
-    }
-    return 0;
-}
-
 static bool blk_range_ok(const struct virtio_blk *blk, uint64_t sector, uint64_t sectors)
 {
     return sector <= blk->capacity && sectors <= blk->capacity - sector;
@@ -454,8 +571,10 @@ static int blk_parse_rw(struct virtio_blk *blk, struct blk_req *req, const struc
     req->offset = sector << SECTOR_SHIFT;
     req->len = (uint32_t)len;
     req->iov_cnt = chain_iov(c, in, in ? 0 : BLK_HDR_BYTES, len, req->iov);
-    if (blk->direct && !iov_dio_aligned(req->iov, req->iov_cnt) && blk_req_bounce(req) < 0)
-        return VIRTIO_BLK_S_IOERR;
+    if (req->iov_cnt > blk->config.seg_max)
+        return VIRTIO_BLK_S_IOERR; /* more segments than the config space allows */
+    /* O_DIRECT refuses unaligned guest buffers: such requests move through an aligned copy. */
+    req->needs_bounce = blk->direct && !iov_dio_aligned(req->iov, req->iov_cnt);
     return len ? -EINPROGRESS : VIRTIO_BLK_S_OK;
 }
 
@@ -553,15 +672,45 @@ static bool blk_start(struct virtio_blk *blk, unsigned q, const struct virtq_cha
         blk_req_finish(blk, req, (uint8_t)status);
         return true;
     }
-    blk_req_dispatch(blk, req);
+    return blk_req_go(blk, req);
+}
+
+static bool blk_cont_run(struct event_loop *loop, void *opaque, int res)
+{
+    struct blk_cont *cont = opaque;
+    struct virtio_blk *blk = cont->blk;
+    (void)loop, (void)res;
+    virtio_lock(blk->vdev);
+    cont->armed = false;
+    blk_kick_waiting(blk);
+    blk_process_queue(blk, cont->queue); /* nothing when reset or paused meanwhile */
+    virtio_unlock(blk->vdev);
     return false;
 }
 
-/* Pops until the ring is empty or this queue has a ring's worth of requests outstanding. */
+/* The handler spent its budget: a no-op through the ring brings it back on a later turn,
+ * after the completions ready now. False when none can be queued: the caller goes on. */
+static bool blk_defer(struct virtio_blk *blk, unsigned q)
+{
+    struct blk_cont *cont = &blk->cont[q];
+    if (cont->armed)
+        return true;
+    struct io_uring_sqe *sqe =
+        loop_owner_prepare(blk->loop, &blk->io, &cont->watch, blk_cont_run, cont);
+    if (!sqe)
+        return false;
+    io_uring_prep_nop(sqe);
+    cont->armed = true;
+    return true;
+}
+
+/* Pops until the ring is empty, this queue has a ring's worth of requests outstanding, or
+ * BLK_BUDGET chains were taken (the rest on a later loop turn). */
 static void blk_process_queue(struct virtio_blk *blk, unsigned q)
 {
     struct virtqueue *vq = &blk->vdev->queues[q];
     bool pushed = false;
+    unsigned taken = 0;
 
     blk->throttled[q] = false;
     if (!blk->active || blk->quiesced)
@@ -571,6 +720,8 @@ static void blk_process_queue(struct virtio_blk *blk, unsigned q)
             blk->throttled[q] = true; /* bounds memory against a guest re-offering heads */
             break;
         }
+        if (taken++ == BLK_BUDGET && blk_defer(blk, q))
+            break;
         int ret = virtq_pop(vq, &blk->chain);
         if (ret == 0)
             break;
@@ -642,12 +793,7 @@ static void blk_reset(struct virtio_device *vdev)
     struct virtio_blk *blk = vdev->model;
     blk->generation++;
     blk->active = false; /* kicks while the lock is let go below start nothing */
-    while (blk->waiting) {
-        struct blk_req *req = blk->waiting;
-        blk->waiting = req->wait_next;
-        blk_req_free(blk, req);
-    }
-    blk->waiting_tail = NULL;
+    blk_free_waiting(blk);
     memset(blk->nr_outstanding, 0, sizeof(blk->nr_outstanding));
     memset(blk->throttled, 0, sizeof(blk->throttled));
     blk->broken = false;
@@ -831,6 +977,12 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
     blk->loop = loop;
     blk->gm = gm;
     blk->readonly = cfg->readonly;
+    blk->bounce_max = cfg->bounce_max ? cfg->bounce_max : VIRTIO_BLK_BOUNCE_MAX;
+    blk->bounce_max -= blk->bounce_max % BLK_DIO_ALIGN; /* pieces stay aligned */
+    if (blk->bounce_max < BLK_DIO_ALIGN)
+        blk->bounce_max = BLK_DIO_ALIGN; /* room for one request's piece, always */
+    for (unsigned q = 0; q < BLK_MAX_QUEUES; q++)
+        blk->cont[q] = (struct blk_cont){ .blk = blk, .queue = q };
     loop_owner_init(&blk->io);
     if (cfg->serial) /* zero-padded (calloc), not terminated when 20 bytes long */
         memcpy(blk->serial, cfg->serial, strnlen(cfg->serial, sizeof(blk->serial)));
@@ -861,11 +1013,7 @@ void virtio_blk_destroy(struct virtio_blk *blk)
         return;
     blk->generation++; /* what completes from now on is freed, not answered */
     blk->active = false;
-    while (blk->waiting) {
-        struct blk_req *req = blk->waiting;
-        blk->waiting = req->wait_next;
-        blk_req_free(blk, req);
-    }
+    blk_free_waiting(blk);
     /* A read in flight writes into guest RAM, which goes away after this: wait for every
      * request the kernel holds. */
     int ret = loop_owner_drain(blk->loop, &blk->io);
@@ -887,4 +1035,10 @@ void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t
     *writes = blk->writes;
     *bytes_read = blk->bytes_read;
     *bytes_written = blk->bytes_written;
+}
+
+void virtio_blk_bounce_usage(const struct virtio_blk *blk, size_t *now, size_t *peak)
+{
+    *now = blk->bounce_bytes;
+    *peak = blk->bounce_peak;
 }

@@ -3,6 +3,7 @@
 #define GODWIT_VIRTIO_BLK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "io/loop.h"
@@ -16,7 +17,16 @@ struct virtio_blk_config {
     const char *serial; /* GET_ID answer, at most 20 bytes used; NULL for none */
     bool cache_none;    /* O_DIRECT; falls back to the page cache where refused */
     unsigned queues;    /* 0 or 1: one queue; more: VIRTIO_BLK_F_MQ */
+    size_t bounce_max;  /* bounce memory for all requests together; 0: VIRTIO_BLK_BOUNCE_MAX */
 };
+
+/*
+ * With cache_none, a request whose guest buffers O_DIRECT refuses (unaligned) moves through
+ * an aligned bounce buffer, a piece of at most 256 KiB at a time. The device's bounce buffers
+ * together hold at most this much by default: a request that finds no room waits until
+ * others give theirs back, whatever the guest offers.
+ */
+#define VIRTIO_BLK_BOUNCE_MAX (4u << 20)
 
 struct virtio_blk;
 
@@ -39,5 +49,8 @@ void virtio_blk_destroy(struct virtio_blk *blk);
 /* Totals since creation of completed read and write requests and of the bytes they moved. */
 void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t *writes,
                          uint64_t *bytes_read, uint64_t *bytes_written);
+
+/* Bytes of bounce buffers the device holds now, and the most it ever held at once. */
+void virtio_blk_bounce_usage(const struct virtio_blk *blk, size_t *now, size_t *peak);
 
 #endif

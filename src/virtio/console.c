@@ -15,6 +15,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "io/unix_socket.h"
 #include "log.h"
 #include "migration/state.h"
 
@@ -25,6 +26,8 @@
 /* One read from in_fd: a burst of pasted text, a few guest receive buffers' worth. */
 #define CON_RX_BUF 4096
 #define CON_LISTEN_BACKLOG 4
+/* Chains one call of a queue's handler takes before it lets the loop serve others. */
+#define CON_BUDGET 64u
 #define CON_STATE_VERSION 1u
 
 /* The guest-visible config space (virtio 1.2, 5.3.4), little-endian like the host. */
@@ -63,6 +66,10 @@ struct virtio_console {
     struct event_loop *loop;
     int in_fd, out_fd;
     bool out_is_socket;
+    bool out_is_file;  /* a regular file: what is written to it is capped at out_max */
+    bool logged_out_cap;
+    uint64_t out_max;  /* cap for a file; 0 after create: VIRTIO_CONSOLE_FILE_MAX */
+    uint64_t out_written, out_dropped; /* bytes of guest output written, and dropped */
     bool out_failed;   /* a write failed for good: output is dropped until the fds change */
     bool input_ended;  /* in_fd reached its end: no more reads */
     bool broken;       /* the guest broke a ring rule: nothing more until reset */
@@ -76,7 +83,9 @@ struct virtio_console {
 
     uint64_t generation; /* bumped by reset */
     uint64_t fd_epoch;   /* bumped when a socket client comes or goes */
-    struct loop_owner io;            /* every operation in flight */
+    struct loop_owner io;            /* every operation in flight, and the continuation */
+    struct loop_watch cont;          /* a handler past its budget, on a later loop turn */
+    bool cont_armed;
     struct con_op *tx, *rx, *accept; /* in flight, at most one of each */
     /* A chain handed back by quiesce with part of it written: those bytes are skipped when
      * the chain (head, at avail index) is popped again. */
@@ -125,6 +134,42 @@ static void con_break_queue(struct virtio_console *con, unsigned q)
 {
     const char *why = con->vdev->queues[q].broken_reason;
     con_break(con, why ? why : "broken virtqueue");
+}
+
+/* ---- budgets ---- */
+
+static void tx_kick(struct virtio_console *con);
+static bool rx_flush_pending(struct virtio_console *con);
+static void rx_maybe_read(struct virtio_console *con);
+
+static bool con_cont_run(struct event_loop *loop, void *opaque, int res)
+{
+    struct virtio_console *con = opaque;
+    (void)loop, (void)res;
+    virtio_lock(con->vdev);
+    con->cont_armed = false;
+    if (con->active && !con->quiesced) { /* else reset or paused meanwhile */
+        if (rx_flush_pending(con))
+            rx_maybe_read(con);
+        tx_kick(con);
+    }
+    virtio_unlock(con->vdev);
+    return false;
+}
+
+/* A handler spent its budget: a no-op through the ring brings both queues' handlers back on a
+ * later turn, after the completions ready now. False when no SQE is free: the caller goes on. */
+static bool con_defer(struct virtio_console *con)
+{
+    if (con->cont_armed)
+        return true;
+    struct io_uring_sqe *sqe = loop_owner_prepare(con->loop, &con->io, &con->cont, con_cont_run,
+                                                  con);
+    if (!sqe)
+        return false;
+    io_uring_prep_nop(sqe);
+    con->cont_armed = true;
+    return true;
 }
 
 /* ---- guest output: the transmit queue ---- */
@@ -183,9 +228,33 @@ static void tx_skip_written(struct virtio_console *con, struct con_op *op)
     con->tx_skip = 0;
 }
 
+/* Cuts the op's iovecs to what the output file may still take; counts the rest dropped. */
+static void tx_cap(struct virtio_console *con, struct con_op *op)
+{
+    uint64_t room = con->out_max - con->out_written, kept = 0, dropped = 0;
+    if (!con->out_is_file)
+        return;
+    for (unsigned i = op->iov_first; i < op->iov_cnt; i++) {
+        size_t keep = room - kept < op->iov[i].iov_len ? room - kept : op->iov[i].iov_len;
+        dropped += op->iov[i].iov_len - keep;
+        op->iov[i].iov_len = keep;
+        kept += keep;
+    }
+    while (op->iov_cnt > op->iov_first && !op->iov[op->iov_cnt - 1].iov_len)
+        op->iov_cnt--;
+    con->out_dropped += dropped;
+    if (!dropped || con->logged_out_cap)
+        return;
+    con->logged_out_cap = true;
+    log_warn("virtio-console: the output file reached its cap of %llu bytes: further output is "
+             "dropped", (unsigned long long)con->out_max);
+}
+
 /* Starts writing a popped chain. False: nothing to write, the caller pushes it at once. */
 static bool tx_start(struct virtio_console *con, const struct virtq_chain *c)
 {
+    if (con->out_fd >= 0 && con->out_failed)
+        con->out_dropped += c->readable_len;
     if (con->out_fd < 0 || con->out_failed || c->readable_len == 0)
         return false;
     struct con_op *op = op_new(con, OP_TX, c->nr_segs * sizeof(struct iovec));
@@ -195,6 +264,7 @@ static bool tx_start(struct virtio_console *con, const struct virtq_chain *c)
     op->head = c->head;
     op->iov_cnt = chain_readable_iov(c, op->iov);
     tx_skip_written(con, op);
+    tx_cap(con, op);
     if (op->iov_first == op->iov_cnt) {
         free(op);
         return false; /* all of it was written before */
@@ -214,13 +284,17 @@ static void tx_push(struct virtio_console *con, uint16_t head)
         con_break(con, "cannot push to the used ring");
 }
 
-/* Writes chains one at a time, so that output keeps its order; dropped ones go back at once. */
+/* Writes chains one at a time, so that output keeps its order; dropped ones go back at once,
+ * CON_BUDGET of them at most per call. */
 static void tx_kick(struct virtio_console *con)
 {
     struct virtqueue *vq = &con->vdev->queues[VIRTIO_CONSOLE_TRANSMITQ];
     bool pushed = false;
+    unsigned taken = 0;
 
     while (!con->tx && !con->broken && !con->quiesced) {
+        if (taken++ == CON_BUDGET && con_defer(con))
+            break;
         int ret = virtq_pop(vq, &con->chain);
         if (ret == 0)
             break;
@@ -292,6 +366,7 @@ static void tx_complete(struct virtio_console *con, struct con_op *op, int res)
     if (wrote) {
         iov_advance(op, (size_t)res);
         op->written += (uint32_t)res;
+        con->out_written += (uint64_t)res;
     }
     if (op->iov_first == op->iov_cnt) {
         tx_finish(con, op);
@@ -310,14 +385,18 @@ static void tx_complete(struct virtio_console *con, struct con_op *op, int res)
 
 /* ---- host input: the receive queue ---- */
 
-/* Copies bytes into as many receive buffers as they need; returns how many the guest took. */
+/* Copies bytes into as many receive buffers as they need, CON_BUDGET of them at most per
+ * call; returns how many the guest took. */
 static size_t rx_fill(struct virtio_console *con, const uint8_t *buf, size_t len)
 {
     struct virtqueue *vq = &con->vdev->queues[VIRTIO_CONSOLE_RECEIVEQ];
     size_t done = 0;
     bool pushed = false;
+    unsigned taken = 0;
 
     while (done < len && !con->broken && !con->quiesced) {
+        if (taken++ == CON_BUDGET && con_defer(con))
+            break;
         int ret = virtq_pop(vq, &con->chain);
         if (ret == 0)
             break;
@@ -421,7 +500,9 @@ static void con_set_fds(struct virtio_console *con, int in_fd, int out_fd)
     struct stat st;
     con->in_fd = in_fd;
     con->out_fd = out_fd;
-    con->out_is_socket = out_fd >= 0 && fstat(out_fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    bool known = out_fd >= 0 && fstat(out_fd, &st) == 0;
+    con->out_is_socket = known && S_ISSOCK(st.st_mode);
+    con->out_is_file = known && S_ISREG(st.st_mode);
     con->out_failed = false;
     con->logged_out_error = false;
     con->input_ended = false;
@@ -716,6 +797,7 @@ int virtio_console_create(struct virtio_console **out, const struct virtio_conso
     con->vdev = vdev;
     con->loop = loop;
     con->listen_fd = con->client_fd = -1;
+    con->out_max = cfg->out_max ? cfg->out_max : VIRTIO_CONSOLE_FILE_MAX;
     loop_owner_init(&con->io);
     con_set_fds(con, cfg->in_fd, cfg->out_fd);
     con_probe_size(con);
@@ -781,50 +863,14 @@ void virtio_console_set_size(struct virtio_console *con, uint16_t cols, uint16_t
 
 /* ---- backends ---- */
 
-/* Unlinks a socket file nobody listens on any more; refuses a live one or another file. */
-static int remove_stale_socket(const char *path, const struct sockaddr_un *sa)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISSOCK(st.st_mode))
-        return -EEXIST;
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe < 0)
-        return -errno;
-    int live = connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-    close(probe);
-    if (live)
-        return -EADDRINUSE;
-    return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
-}
-
 int virtio_console_open_socket(const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    memcpy(sa.sun_path, path, strlen(path));
-    int ret = remove_stale_socket(path, &sa);
-    if (ret < 0)
-        return ret;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    /* Linux gives the socket file the mode of the socket's inode at bind: no moment when
-     * others could connect. The chmod after covers systems where it does not. */
-    if (fchmod(fd, 0600) < 0 || bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        chmod(path, 0600) < 0 || listen(fd, CON_LISTEN_BACKLOG) < 0) {
-        ret = -errno;
-        close(fd);
-        return ret;
-    }
-    return fd;
+    return unix_socket_listen(path, CON_LISTEN_BACKLOG, NULL);
 }
 
 int virtio_console_open_file(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     return fd < 0 ? -errno : fd;
 }
 
@@ -853,4 +899,12 @@ int virtio_console_listen(struct virtio_console *con, int listen_fd)
     if (ret < 0 && listen_fd >= 0)
         close(listen_fd);
     return ret;
+}
+
+void virtio_console_counters(struct virtio_console *con, uint64_t *tx_bytes, uint64_t *tx_dropped)
+{
+    virtio_lock(con->vdev);
+    *tx_bytes = con->out_written;
+    *tx_dropped = con->out_dropped;
+    virtio_unlock(con->vdev);
 }

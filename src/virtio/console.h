@@ -23,7 +23,12 @@
 struct virtio_console_config {
     int in_fd;  /* guest input source, -1 none */
     int out_fd; /* guest output sink, -1 discard */
+    /* When out_fd is a regular file: the most bytes written to it, output past that being
+     * dropped and counted (virtio_console_counters); 0: VIRTIO_CONSOLE_FILE_MAX. */
+    uint64_t out_max;
 };
+
+#define VIRTIO_CONSOLE_FILE_MAX (64ull << 20)
 
 struct virtio_console;
 
@@ -65,14 +70,14 @@ void virtio_console_set_size(struct virtio_console *con, uint16_t cols, uint16_t
 
 /*
  * A listening UNIX stream socket at `path` for virtio_console_listen(), mode 0600; a stale
- * socket file there is replaced, anything else is refused (-EEXIST). Returns the fd
- * (close-on-exec, non-blocking) or -errno.
+ * socket file there is replaced, a live one refused (-EADDRINUSE), anything else too
+ * (-EEXIST). Returns the fd (close-on-exec, non-blocking) or -errno (unix_socket_listen()).
  */
 int virtio_console_open_socket(const char *path);
 
 /*
- * An output file for the config's out_fd: created 0600 if missing, appended to otherwise.
- * Returns the fd (close-on-exec) or -errno.
+ * An output file for the config's out_fd: created 0600 if missing, appended to otherwise; a
+ * symlink there is refused (-ELOOP). Returns the fd (close-on-exec) or -errno.
  */
 int virtio_console_open_file(const char *path);
 
@@ -85,5 +90,10 @@ int virtio_console_open_file(const char *path);
  * listening; the fd is closed either way) or -ENOMEM.
  */
 int virtio_console_listen(struct virtio_console *con, int listen_fd);
+
+/* Totals since creation: guest output bytes written to out_fd (or a client), and those
+ * dropped (past a file's cap, or after a write failed). Takes virtio_lock(). */
+void virtio_console_counters(struct virtio_console *con, uint64_t *tx_bytes,
+                             uint64_t *tx_dropped);
 
 #endif

@@ -56,6 +56,8 @@
 #define NET_RX_MAX_BYTES (NET_HDR_BYTES + 65536u + 18u)
 /* How long a reset from a vCPU waits for tap writes (reading guest buffers) to finish. */
 #define NET_RESET_WAIT_MS 1000u
+/* Control commands one call of the handler answers before it lets the loop serve others. */
+#define NET_CTRL_BUDGET 64u
 #define NET_STATE_VERSION 1u
 
 /* The guest-visible config space (virtio 1.2, 5.1.4), little-endian like the host. */
@@ -127,6 +129,8 @@ struct virtio_net {
     struct net_pair pairs[VIRTIO_NET_MAX_PAIRS];
     struct loop_owner rx_io; /* tap reads and polls: may wait for ever, so cancelled */
     struct loop_owner tx_io; /* tap writes: non-blocking, so waited for */
+    struct loop_watch ctrl_cont; /* in tx_io: the control queue's handler, on a later turn */
+    bool ctrl_cont_armed;
     struct virtio_net_counters counters;
     struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
 };
@@ -567,11 +571,44 @@ static uint8_t net_ctrl_command(struct virtio_net *net, const struct virtq_chain
     return VIRTIO_NET_OK;
 }
 
+static void net_ctrl_process(struct virtio_net *net);
+
+static bool net_ctrl_cont_run(struct event_loop *loop, void *opaque, int res)
+{
+    struct virtio_net *net = opaque;
+    (void)loop, (void)res;
+    virtio_lock(net->vdev);
+    net->ctrl_cont_armed = false;
+    if (net->active && !net->quiesced) /* else reset or paused meanwhile */
+        net_ctrl_process(net);
+    virtio_unlock(net->vdev);
+    return false;
+}
+
+/* The handler spent its budget: a no-op through the ring brings it back on a later turn,
+ * after the completions ready now. False when no SQE is free: the caller goes on. */
+static bool net_ctrl_defer(struct virtio_net *net)
+{
+    if (net->ctrl_cont_armed)
+        return true;
+    struct io_uring_sqe *sqe =
+        loop_owner_prepare(net->loop, &net->tx_io, &net->ctrl_cont, net_ctrl_cont_run, net);
+    if (!sqe)
+        return false;
+    io_uring_prep_nop(sqe);
+    net->ctrl_cont_armed = true;
+    return true;
+}
+
+/* Answers up to NET_CTRL_BUDGET commands; the rest on a later turn of the loop. */
 static void net_ctrl_process(struct virtio_net *net)
 {
     struct virtqueue *vq = &net->vdev->queues[ctrl_queue(net)];
     bool pushed = false;
+    unsigned taken = 0;
     while (!net->broken) {
+        if (taken++ == NET_CTRL_BUDGET && net_ctrl_defer(net))
+            break;
         int ret = virtq_pop(vq, &net->chain);
         if (ret == 0)
             break;

@@ -8,11 +8,18 @@
 
 #include "log.h"
 
+/* Requests one call of the queue handler answers before it lets the loop serve others. */
+#define RNG_BUDGET 64u
+
 struct virtio_rng {
     struct virtio_device *vdev;
     bool broken;
     bool active;   /* DRIVER_OK, until reset */
     bool quiesced; /* paused: requests wait in the ring */
+    struct event_loop *loop;  /* NULL: no budget, the handler empties the ring */
+    struct loop_owner io;     /* the continuation below, while queued */
+    struct loop_watch cont;
+    bool cont_armed;
     struct virtq_chain chain; /* scratch for virtq_pop: too big for the stack */
 };
 
@@ -47,15 +54,47 @@ static void rng_break(struct virtio_rng *rng, const char *why)
         rng->vdev->needs_reset(rng->vdev, why);
 }
 
+static void rng_queue_notify(struct virtio_device *vdev, unsigned queue);
+
+static bool rng_cont_run(struct event_loop *loop, void *opaque, int res)
+{
+    struct virtio_rng *rng = opaque;
+    (void)loop, (void)res;
+    virtio_lock(rng->vdev);
+    rng->cont_armed = false;
+    rng_queue_notify(rng->vdev, 0); /* nothing when reset or paused meanwhile */
+    virtio_unlock(rng->vdev);
+    return false;
+}
+
+/* The handler spent its budget: a no-op through the ring brings it back on a later turn,
+ * after the completions ready now. False when there is no loop or no SQE: go on. */
+static bool rng_defer(struct virtio_rng *rng)
+{
+    if (rng->cont_armed)
+        return true;
+    struct io_uring_sqe *sqe =
+        rng->loop ? loop_owner_prepare(rng->loop, &rng->io, &rng->cont, rng_cont_run, rng) : NULL;
+    if (!sqe)
+        return false;
+    io_uring_prep_nop(sqe);
+    rng->cont_armed = true;
+    return true;
+}
+
+/* Answers up to RNG_BUDGET requests; the rest on a later turn of the loop. */
 static void rng_queue_notify(struct virtio_device *vdev, unsigned queue)
 {
     struct virtio_rng *rng = vdev->model;
     struct virtqueue *vq = &vdev->queues[0];
     bool pushed = false;
+    unsigned taken = 0;
 
     if (queue != 0 || !rng->active || rng->quiesced)
         return; /* resume looks at the queue again */
     while (!rng->broken) {
+        if (taken++ == RNG_BUDGET && rng_defer(rng))
+            break;
         int ret = virtq_pop(vq, &rng->chain);
         if (ret == 0)
             break;
@@ -144,6 +183,7 @@ int virtio_rng_create(struct virtio_rng **out, const struct guest_memory *gm,
     if (!rng)
         return -ENOMEM;
     rng->vdev = vdev;
+    loop_owner_init(&rng->io);
     vdev->ops = &rng_ops;
     vdev->model = rng;
     vdev->gm = gm;
@@ -151,7 +191,20 @@ int virtio_rng_create(struct virtio_rng **out, const struct guest_memory *gm,
     return 0;
 }
 
+void virtio_rng_set_loop(struct virtio_rng *rng, struct event_loop *loop)
+{
+    rng->loop = loop;
+}
+
 void virtio_rng_destroy(struct virtio_rng *rng)
 {
+    if (!rng)
+        return;
+    rng->active = false;
+    if (rng->loop && loop_owner_drain(rng->loop, &rng->io) < 0) {
+        log_error("virtio-rng: its continuation is still queued, the device is leaked");
+        return;
+    }
+    loop_owner_destroy(&rng->io);
     free(rng);
 }

@@ -32,15 +32,27 @@ struct vm_devices {
     struct acpi_pm pm;
     struct reset_port reset;
     struct pvpanic pvpanic;
+    struct uart_tx_buffer com1_out; /* serial output on its way to the console */
     uint64_t com1_tx_bytes, com1_rx_bytes; /* atomic: vCPU threads and the main loop */
 };
 
-/* Serial output goes straight to the console fd. A failed write means the reader is gone;
- * the guest must not stall on it, so the rest is dropped. */
+/* How long the VM's end waits for a slow console to take the output still buffered. */
+#define COM1_FLUSH_MS 500
+
+/* Serial output, from a vCPU thread under the UART's lock: into the bounded buffer, which the
+ * main loop drains. A stalled reader costs the guest output (counted), never a vCPU. */
 static void com1_output(void *ctx, const uint8_t *buf, size_t len)
 {
     const struct vm *vm = ctx;
     __atomic_fetch_add(&vm->devices->com1_tx_bytes, len, __ATOMIC_RELAXED);
+    uart_tx_buffer_out(&vm->devices->com1_out, buf, len);
+}
+
+/* The buffer's sink, on the main loop's thread once the console fd has room. A failed write
+ * means the reader is gone: the rest is dropped. */
+static void com1_sink(void *ctx, const uint8_t *buf, size_t len)
+{
+    const struct vm *vm = ctx;
     if (vm->cfg->console_out) {
         vm->cfg->console_out(vm->cfg->console_opaque, buf, len);
         return;
@@ -69,6 +81,8 @@ static struct json_object *com1_counters(void *dev)
                                               &d->com1_tx_bytes, __ATOMIC_RELAXED)));
     json_object_object_add(o, "rx_bytes", json_object_new_int64((int64_t)__atomic_load_n(
                                               &d->com1_rx_bytes, __ATOMIC_RELAXED)));
+    json_object_object_add(o, "tx_dropped",
+                           json_object_new_int64((int64_t)uart_tx_buffer_dropped(&d->com1_out)));
     return o;
 }
 
@@ -112,9 +126,10 @@ static int devices_init(struct vm *vm, struct vm_devices *d)
     struct irq_line sci = vm_irq_line(vm, IRQ_ACPI_SCI);
     struct uart_host_ops com1_host = { .out = com1_output, .ctx = vm };
     uint64_t low = gm_low_ram_end(&vm->mem);
-    int ret;
+    int ret = uart_tx_buffer_init(&d->com1_out, 0, vm->cfg->loop, vm->cfg->console_out_fd,
+                                  com1_sink, vm);
 
-    if ((ret = add_entry(vm, uart_init(&d->com1, &com1_irq, &com1_host), "com1", &com1_ops,
+    if (ret < 0 || (ret = add_entry(vm, uart_init(&d->com1, &com1_irq, &com1_host), "com1", &com1_ops,
                          &d->com1)) < 0 ||
         (ret = add_entry(vm, rtc_init(&d->rtc, low, vm->mem.ram_size - low), "rtc", &rtc_dev_ops,
                          &d->rtc)) < 0 ||
@@ -177,6 +192,8 @@ void vm_devices_destroy(struct vm *vm)
 {
     vm_registry_destroy(&vm->registry); /* the virtio devices first: they sit on the PCI host */
     vm_virtio_destroy(vm);
+    if (vm->devices)
+        uart_tx_buffer_destroy(&vm->devices->com1_out, COM1_FLUSH_MS);
     free(vm->devices);
     vm->devices = NULL;
 }

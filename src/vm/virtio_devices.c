@@ -164,6 +164,14 @@ static void net_model_counters(void *model, struct json_object *o)
     json_object_object_add(o, "tx_dropped", json_u64(c.tx_dropped));
 }
 
+static void console_model_counters(void *model, struct json_object *o)
+{
+    uint64_t tx_bytes, tx_dropped;
+    virtio_console_counters(model, &tx_bytes, &tx_dropped);
+    json_object_object_add(o, "tx_bytes", json_u64(tx_bytes));
+    json_object_object_add(o, "tx_dropped", json_u64(tx_dropped));
+}
+
 static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct godwit_disk *disk = arg;
@@ -249,6 +257,7 @@ static int make_console(struct virtio_slot *s, const void *arg, unsigned index)
     }
     s->model = console;
     s->model_destroy = console_model_destroy;
+    s->model_counters = console_model_counters;
     if (listen_fd >= 0) /* the console owns it from here, failure included */
         ret = virtio_console_listen(console, listen_fd);
     if (ret == 0 && cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_TERMINAL)
@@ -263,6 +272,7 @@ static int make_rng(struct virtio_slot *s, const void *arg, unsigned index)
     snprintf(s->name, sizeof(s->name), "rng0");
     int ret = virtio_rng_create(&rng, &s->vm->mem, &s->vdev);
     if (ret == 0) {
+        virtio_rng_set_loop(rng, s->vm->cfg->loop); /* a full ring is served over loop turns */
         s->model = rng;
         s->model_destroy = rng_model_destroy;
     }

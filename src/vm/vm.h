@@ -30,7 +30,8 @@ struct vm_config {
     bool hugepages;
     bool no_reboot; /* a guest reboot ends the process instead of restarting the VM */
     int console_out_fd; /* where the serial console's output goes, unless console_out is set */
-    /* Serial console output, on vCPU threads; libgodwit sends it to attached clients too. */
+    /* Serial console output, on the main loop's thread (at most 4 KiB a call, once the console
+     * fd can take it); libgodwit sends it to attached clients too. */
     void (*console_out)(void *opaque, const uint8_t *buf, size_t len);
     void *console_opaque;
 

@@ -5,11 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "io/loop.h"
 
 static char socket_path[108];
+static char kernel[64];
 static struct event_loop loop;
 static pthread_t thread;
 static struct godwit_vm *vm;
@@ -34,7 +37,6 @@ static void *serve(void *arg)
 static int setup(void **state)
 {
     /* godwit_create reads the kernel and checks its format; nothing boots here. */
-    static char kernel[64];
     static struct godwit_config config = { .kernel = kernel, .console_in_fd = -1,
                                            .console_out_fd = -1 };
     struct api_server *server;
@@ -53,13 +55,15 @@ static int setup(void **state)
     return 0;
 }
 
-/* Sends raw bytes (in one go or not at all), then reads until the server closes. */
-static void exchange(const void *req, size_t len, char *resp, size_t resp_len)
+/* Sends raw bytes (in one go or not at all) to the server at `path`, then reads until it
+ * closes. */
+static void exchange_at(const char *path, const void *req, size_t len, char *resp,
+                        size_t resp_len)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     struct timeval tv = { .tv_sec = 10 };
     size_t got = 0;
-    strcpy(addr.sun_path, socket_path);
+    strcpy(addr.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
@@ -69,12 +73,21 @@ static void exchange(const void *req, size_t len, char *resp, size_t resp_len)
     }
     for (;;) {
         ssize_t n = recv(fd, resp + got, resp_len - 1 - got, 0);
+        /* io_uring's task work for SQEs this thread submitted (api_server_start) interrupts
+         * a receive with a timeout. */
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break;
         got += (size_t)n;
     }
     resp[got] = '\0';
     close(fd);
+}
+
+static void exchange(const void *req, size_t len, char *resp, size_t resp_len)
+{
+    exchange_at(socket_path, req, len, resp, resp_len);
 }
 
 /* A client that sends part of a request (or nothing) and goes away. */
@@ -132,6 +145,94 @@ static void test_errors_then_still_serving(void **state)
         assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
 }
 
+/* A path with something else at it: a regular file is named and left alone, a live VM's
+ * socket is refused and keeps serving, a dead VM's socket is replaced. */
+static void test_socket_path_refused(void **state)
+{
+    (void)state;
+    struct event_loop other_loop;
+    struct api_server *other = NULL;
+    char path[108];
+    assert_int_equal(loop_init(&other_loop, 16), 0);
+
+    snprintf(path, sizeof(path), "/tmp/godwit-test-api-%d.file", getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("precious", f);
+    fclose(f);
+    assert_int_equal(api_server_start(&other, &other_loop, vm, "other", path), -EEXIST);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_size, 8);
+    unlink(path);
+
+    assert_int_equal(api_server_start(&other, &other_loop, vm, "other", socket_path),
+                     -EADDRINUSE);
+    assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
+
+    /* A dead VM's socket: bound, never listened on, closed. */
+    snprintf(path, sizeof(path), "/tmp/godwit-test-api-%d.dead", getpid());
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    strcpy(addr.sun_path, path);
+    int dead = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(bind(dead, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    close(dead);
+    assert_int_equal(api_server_start(&other, &other_loop, vm, "other", path), 0);
+    /* Whatever replaced its socket file meanwhile is not the server's to unlink. */
+    unlink(path);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    api_server_destroy(other);
+    assert_int_equal(lstat(path, &st), 0);
+    unlink(path);
+    loop_destroy(&other_loop);
+}
+
+static void *serve_other(void *arg)
+{
+    loop_run(arg);
+    return NULL;
+}
+
+/* A configuration far over the old 16 KiB response buffer is served whole. */
+static void test_get_vm_large_config(void **state)
+{
+    (void)state;
+    static char cmdline[60000], resp[128 * 1024];
+    memset(cmdline, 'c', sizeof(cmdline) - 1);
+    memcpy(cmdline, "console=ttyS0 x=", 16);
+    struct godwit_config config = { .kernel = kernel, .cmdline = cmdline, .console_in_fd = -1,
+                                    .console_out_fd = -1 };
+    struct godwit_vm *big = godwit_create(&config);
+    assert_non_null(big);
+    static struct event_loop other_loop; /* static: its thread outlives a failed assert */
+    struct api_server *other;
+    char path[108];
+    pthread_t t;
+    snprintf(path, sizeof(path), "/tmp/godwit-test-api-%d.big", getpid());
+    assert_int_equal(loop_init(&other_loop, 16), 0);
+    assert_int_equal(api_server_start(&other, &other_loop, big, "big", path), 0);
+    assert_int_equal(pthread_create(&t, NULL, serve_other, &other_loop), 0);
+
+    exchange_at(path, REQ("GET /vm HTTP/1.1\r\n\r\n"), resp, sizeof(resp));
+    assert_non_null(strstr(resp, "HTTP/1.1 200"));
+    const char *body = strstr(resp, "\r\n\r\n");
+    assert_non_null(body);
+    assert_true(strlen(body + 4) > sizeof(cmdline));
+    assert_non_null(strstr(body, cmdline));
+    assert_string_equal(resp + strlen(resp) - 2, "}}"); /* all of it */
+
+    __atomic_store_n(&other_loop.stop, true, __ATOMIC_SEQ_CST);
+    char sink[256];
+    exchange_at(path, REQ("GET /nowhere HTTP/1.1\r\n\r\n"), sink, sizeof(sink));
+    pthread_join(t, NULL);
+    api_server_destroy(other);
+    loop_destroy(&other_loop);
+    godwit_destroy(big);
+}
+
 static void connect_send_close(const char *partial, size_t len);
 
 /* Stops the loop: the flag is read after the next completion, which a connection provides. */
@@ -144,6 +245,7 @@ static int teardown(void **state)
     loop_destroy(&loop);
     godwit_destroy(vm);
     unlink(socket_path);
+    unlink(kernel);
     return 0;
 }
 
@@ -152,6 +254,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_vm),
         cmocka_unit_test(test_errors_then_still_serving),
+        cmocka_unit_test(test_socket_path_refused),
+        cmocka_unit_test(test_get_vm_large_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

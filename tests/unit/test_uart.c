@@ -1,11 +1,16 @@
 /* test_uart.c: the 16550A as Linux's 8250 driver probes and drives it. */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "mmio/uart.h"
@@ -580,6 +585,86 @@ static void test_load_refuses_bad_payloads(void **state)
     fixture_free(g);
 }
 
+/* ---- the transmit buffer ---- */
+
+static bool stop_loop(struct event_loop *loop, void *opaque, int res)
+{
+    (void)opaque, (void)res;
+    loop->stop = true;
+    return false;
+}
+
+/* Runs the loop for `ms`: it must come back, whatever the console fd does. */
+static void run_for(struct event_loop *loop, unsigned ms)
+{
+    struct loop_watch timer;
+    loop->stop = false;
+    assert_int_equal(loop_after(loop, &timer, ms, stop_loop, NULL), 0);
+    assert_int_equal(loop_run(loop), 0);
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Reads what the pipe holds (non-blocking) into buf; returns how many bytes. */
+static size_t read_pipe(int fd, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    ssize_t n;
+    while (got < len && (n = read(fd, buf + got, len - got)) > 0)
+        got += (size_t)n;
+    return got;
+}
+
+/* A console nobody reads (a full pipe, blocking as stdout is): 1 MiB through THR comes back at
+ * once, the buffer keeps what fits and counts the rest dropped, and the main loop writes only
+ * what the pipe has room for, never waiting for it. */
+static void test_tx_buffer_stalled_reader(void **state)
+{
+    struct fixture *f = *state;
+    const size_t total = 1u << 20;
+    int p[2];
+    struct event_loop loop;
+    struct uart_tx_buffer tx;
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_true(fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);
+    assert_true(fcntl(p[1], F_SETPIPE_SZ, 4096) >= 4096);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    assert_int_equal(uart_tx_buffer_init(&tx, 0, &loop, p[1], NULL, NULL), 0);
+    f->uart.host = (struct uart_host_ops){ .out = uart_tx_buffer_out, .ctx = &tx };
+
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (size_t i = 0; i < total; i++)
+        outb(&f->uart, RBR, (uint8_t)(i * 7 + i / 4096));
+    assert_true(seconds_since(&t0) < 5.0); /* milliseconds, unless the vCPU waited */
+    assert_int_equal(uart_tx_buffer_dropped(&tx), total - UART_TX_BUFFER_SIZE);
+
+    /* The pipe takes a page at a time; the rest waits in the buffer, in order. */
+    static uint8_t got[UART_TX_BUFFER_SIZE];
+    size_t have = 0;
+    for (unsigned turns = 0; have < sizeof(got) && turns < 1000; turns++) {
+        run_for(&loop, 2);
+        have += read_pipe(p[0], got + have, sizeof(got) - have);
+    }
+    assert_int_equal(have, sizeof(got));
+    for (size_t i = 0; i < have; i++)
+        assert_int_equal(got[i], (uint8_t)(i * 7 + i / 4096));
+
+    /* Output left when the VM ends: what the pipe takes, the rest dropped and counted. */
+    for (size_t i = 0; i < 3 * 4096; i++)
+        outb(&f->uart, RBR, 'z');
+    uart_tx_buffer_destroy(&tx, 50);
+    assert_int_equal(read_pipe(p[0], got, sizeof(got)), 4096);
+    loop_destroy(&loop);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_save_load_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_lowers_the_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_refuses_bad_payloads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tx_buffer_stalled_reader, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

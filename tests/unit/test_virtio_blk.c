@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -27,6 +28,8 @@
 #define HDR_GPA 0x400000ull   /* 16 bytes per slot */
 #define STATUS_GPA 0x410000ull /* 1 byte per slot */
 #define DATA_GPA 0x500000ull
+#define TABLE_GPA 0x600000ull  /* indirect descriptor tables: 16 KiB per slot */
+#define ALIAS_GPA 0x800000ull  /* one buffer every segment of a hostile request points at */
 #define BAD_GPA (1ull << 40)  /* not RAM */
 
 #define T_IN 0
@@ -61,6 +64,12 @@ struct fx {
     struct loop_watch timer;
     unsigned ticks, max_ticks;
     uint16_t want_used;
+    uint16_t qsize;
+    void (*on_interrupt)(struct fx *f); /* the guest's side of an interrupt, if any */
+    /* test_budget: chains answered per handler call, and turns of another fd between */
+    uint16_t last_used;
+    unsigned refills, max_batch, batches, other_turns;
+    bool starved;
 };
 
 static uint8_t pattern(size_t i)
@@ -70,8 +79,11 @@ static uint8_t pattern(size_t i)
 
 static void fake_interrupt(struct virtio_device *vdev, unsigned queue)
 {
+    struct fx *f = vdev->transport;
     (void)queue;
-    ((struct fx *)vdev->transport)->interrupts++;
+    f->interrupts++;
+    if (f->on_interrupt)
+        f->on_interrupt(f);
 }
 
 static void fake_needs_reset(struct virtio_device *vdev, const char *why)
@@ -80,26 +92,35 @@ static void fake_needs_reset(struct virtio_device *vdev, const char *why)
     ((struct fx *)vdev->transport)->resets++;
 }
 
-static void make_image(struct fx *f)
+/* An image of `bytes`, the first `filled` of them (a multiple of IMG_BYTES) the pattern. */
+static void make_image(struct fx *f, size_t bytes, size_t filled)
 {
     strcpy(f->path, "/tmp/godwit-blk-XXXXXX");
     int fd = mkstemp(f->path);
     assert_true(fd >= 0);
     uint8_t *buf = malloc(IMG_BYTES);
     assert_non_null(buf);
-    for (size_t i = 0; i < IMG_BYTES; i++)
-        buf[i] = pattern(i);
-    assert_int_equal(write(fd, buf, IMG_BYTES), IMG_BYTES);
+    for (size_t off = 0; off < filled; off += IMG_BYTES) {
+        for (size_t i = 0; i < IMG_BYTES; i++)
+            buf[i] = pattern(off + i);
+        assert_int_equal(write(fd, buf, IMG_BYTES), IMG_BYTES);
+    }
+    assert_int_equal(ftruncate(fd, (off_t)bytes), 0);
     free(buf);
     close(fd);
 }
 
-static void setup_queue(struct fx *f, unsigned q)
+static void setup_queue_with(struct fx *f, unsigned q, bool indirect)
 {
     uint64_t off = q * 0x10000ull;
-    assert_int_equal(virtq_setup(&f->vdev.queues[q], &f->gm, QSIZE, DESC_GPA + off,
-                                 AVAIL_GPA + off, USED_GPA + off, false, false),
+    assert_int_equal(virtq_setup(&f->vdev.queues[q], &f->gm, f->qsize, DESC_GPA + off,
+                                 AVAIL_GPA + off, USED_GPA + off, false, indirect),
                      0);
+}
+
+static void setup_queue(struct fx *f, unsigned q)
+{
+    setup_queue_with(f, q, false);
 }
 
 static struct virtio_blk_config blk_cfg(const struct fx *f, bool ro)
@@ -108,11 +129,12 @@ static struct virtio_blk_config blk_cfg(const struct fx *f, bool ro)
                                        .serial = "godwit-serial-1", .queues = 1 };
 }
 
-static struct fx *fx_open(struct virtio_blk_config cfg)
+static struct fx *fx_make(struct virtio_blk_config cfg, size_t img_bytes, uint16_t qsize)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    make_image(f);
+    f->qsize = qsize;
+    make_image(f, img_bytes, img_bytes < (16u << 20) ? img_bytes : (16u << 20));
     cfg.path = f->path;
     assert_int_equal(gm_init(&f->gm, 64ull << 20, false), 0);
     assert_int_equal(loop_init(&f->loop, 64), 0);
@@ -125,6 +147,11 @@ static struct fx *fx_open(struct virtio_blk_config cfg)
         setup_queue(f, q);
     assert_int_equal(f->vdev.ops->activate(&f->vdev), 0);
     return f;
+}
+
+static struct fx *fx_open(struct virtio_blk_config cfg)
+{
+    return fx_make(cfg, IMG_BYTES, QSIZE);
 }
 
 static struct fx *fx_new(bool ro)
@@ -159,7 +186,7 @@ static uint16_t used_idx(struct fx *f, unsigned q)
 static uint32_t used_len(struct fx *f, unsigned q, uint16_t i)
 {
     struct virtq_used_elem e;
-    uint64_t at = USED_GPA + q * 0x10000ull + 4 + 8ull * (i % QSIZE);
+    uint64_t at = USED_GPA + q * 0x10000ull + 4 + 8ull * (i % f->qsize);
     assert_int_equal(gm_read(&f->gm, at, &e, sizeof(e)), 0);
     return e.len;
 }
@@ -170,16 +197,17 @@ static uint16_t offer(struct fx *f, unsigned q, const struct seg *segs, unsigned
     uint64_t table = DESC_GPA + q * 0x10000ull;
     uint16_t head = f->next_desc;
     for (unsigned i = 0; i < n; i++) {
-        uint16_t idx = (uint16_t)((head + i) % QSIZE);
+        uint16_t idx = (uint16_t)((head + i) % f->qsize);
         struct virtq_desc d = { .addr = segs[i].gpa, .len = segs[i].len,
                                 .flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
                                                     (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-                                .next = (uint16_t)((idx + 1) % QSIZE) };
+                                .next = (uint16_t)((idx + 1) % f->qsize) };
         assert_int_equal(gm_write(&f->gm, table + 16ull * idx, &d, sizeof(d)), 0);
     }
-    f->next_desc = (uint16_t)((head + n) % QSIZE);
+    f->next_desc = (uint16_t)((head + n) % f->qsize);
     uint64_t avail = AVAIL_GPA + q * 0x10000ull;
-    assert_int_equal(gm_write(&f->gm, avail + 4 + 2ull * (f->avail_idx % QSIZE), &head, 2), 0);
+    assert_int_equal(gm_write(&f->gm, avail + 4 + 2ull * (f->avail_idx % f->qsize), &head, 2),
+                     0);
     f->avail_idx++;
     assert_int_equal(gm_write(&f->gm, avail + 2, &f->avail_idx, 2), 0);
     return head;
@@ -211,7 +239,7 @@ static void run_until(struct fx *f, uint16_t want, unsigned max_ms)
 static uint8_t request_q(struct fx *f, unsigned q, uint32_t type, uint64_t sector,
                          const struct seg *data, unsigned nr_data)
 {
-    unsigned slot = f->avail_idx % QSIZE;
+    unsigned slot = f->avail_idx % f->qsize;
     uint32_t hdr[4] = { type, 0, (uint32_t)sector, (uint32_t)(sector >> 32) };
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
     uint8_t poison = 0xee;
@@ -542,7 +570,7 @@ static void test_multiqueue(void **state)
     f->vdev.ops->read_config(&f->vdev, 34, &nq, 2);
     assert_int_equal(nq, 2);
     /* A request on queue 1; the loop is driven through queue 0's empty run. */
-    unsigned slot = f->avail_idx % QSIZE;
+    unsigned slot = f->avail_idx % f->qsize;
     struct seg one = { DATA_GPA, 512, true };
     uint32_t hdr[4] = { T_IN, 0, 5, 0 };
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
@@ -628,7 +656,7 @@ static void test_cache_none_unaligned(void **state)
  * next slot; returns the slot. */
 static unsigned offer_read(struct fx *f, uint64_t sector, uint64_t gpa, uint32_t len)
 {
-    unsigned slot = f->avail_idx % QSIZE;
+    unsigned slot = f->avail_idx % f->qsize;
     uint32_t hdr[4] = { T_IN, 0, (uint32_t)sector, 0 };
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
     *(uint8_t *)host(f, STATUS_GPA + slot, 1) = 0xee;
@@ -755,6 +783,196 @@ static void test_no_model_state(void **state)
     fx_free(f);
 }
 
+/* ---- hostile guests: memory and the loop's time ---- */
+
+/* Offers one chain through an indirect table of `n` descriptors in the slot's table. */
+static void offer_indirect(struct fx *f, const struct seg *segs, unsigned n)
+{
+    uint64_t table = TABLE_GPA + 0x4000ull * (f->avail_idx % f->qsize);
+    assert_true(n * 16u <= 0x4000u);
+    for (unsigned i = 0; i < n; i++) {
+        struct virtq_desc d = { .addr = segs[i].gpa, .len = segs[i].len,
+                                .flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
+                                                    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
+                                .next = (uint16_t)(i + 1) };
+        assert_int_equal(gm_write(&f->gm, table + 16ull * i, &d, sizeof(d)), 0);
+    }
+    uint16_t head = f->next_desc;
+    struct virtq_desc d = { .addr = table, .len = 16u * n, .flags = VIRTQ_DESC_F_INDIRECT };
+    assert_int_equal(gm_write(&f->gm, DESC_GPA + 16ull * head, &d, sizeof(d)), 0);
+    f->next_desc = (uint16_t)((head + 1) % f->qsize);
+    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 4 + 2ull * (f->avail_idx % f->qsize), &head, 2),
+                     0);
+    f->avail_idx++;
+    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 2, &f->avail_idx, 2), 0);
+}
+
+/* A request whose `nr_data` data segments all point at the same `seg_len` bytes at ALIAS_GPA
+ * + 8 (unaligned); returns its slot. */
+static unsigned offer_aliased(struct fx *f, uint32_t type, uint64_t sector, unsigned nr_data,
+                              uint32_t seg_len)
+{
+    static struct seg segs[VIRTQ_MAX_SEGS];
+    unsigned slot = f->avail_idx % f->qsize;
+    uint32_t hdr[4] = { type, 0, (uint32_t)sector, 0 };
+    assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
+    *(uint8_t *)host(f, STATUS_GPA + slot, 1) = 0xee;
+    segs[0] = (struct seg){ HDR_GPA + 16ull * slot, 16, false };
+    for (unsigned i = 1; i <= nr_data; i++)
+        segs[i] = (struct seg){ ALIAS_GPA + 8, seg_len, type == T_IN };
+    segs[nr_data + 1] = (struct seg){ STATUS_GPA + slot, 1, true };
+    offer_indirect(f, segs, nr_data + 2);
+    return slot;
+}
+
+static struct fx *fx_direct(size_t bounce_max, size_t img_bytes)
+{
+    struct fx tmp = { 0 };
+    struct virtio_blk_config cfg = blk_cfg(&tmp, false);
+    cfg.cache_none = true;
+    cfg.bounce_max = bounce_max;
+    struct fx *f = fx_make(cfg, img_bytes, QSIZE);
+    setup_queue_with(f, 0, true);
+    return f;
+}
+
+/* The issue's pattern: 1,020 unaligned segments over the same 256 KiB, four requests. Over
+ * the seg_max of the config space: answered IOERR, nothing allocated for them. */
+static void test_cache_none_seg_max(void **state)
+{
+    (void)state;
+    struct fx *f = fx_direct(0, 256u << 20);
+    uint32_t seg_max = 0;
+    f->vdev.ops->read_config(&f->vdev, 12, &seg_max, 4);
+    assert_true(seg_max < 1020);
+    unsigned slots[4];
+    for (unsigned i = 0; i < 4; i++)
+        slots[i] = offer_aliased(f, i % 2 ? T_OUT : T_IN, 0, 1020, 256u << 10);
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    run_until(f, 4, 3000);
+    assert_int_equal(used_idx(f, 0), 4);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + slots[i], 1), S_IOERR);
+    size_t now, peak;
+    virtio_blk_bounce_usage(f->blk, &now, &peak);
+    assert_int_equal(peak, 0);
+    /* seg_max segments are served. */
+    unsigned ok = offer_aliased(f, T_IN, 0, seg_max, 4096);
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    run_until(f, 5, 3000);
+    assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + ok, 1), S_OK);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+/* Big unaligned requests within seg_max move piece by piece: the device's bounce memory
+ * stays under its bound, requests beyond it wait their turn, and the data is right. */
+static void test_cache_none_bounce_bound(void **state)
+{
+    (void)state;
+    const size_t bound = 512u << 10;
+    const uint32_t seg = 64u << 10, nr = 254, bytes = nr * seg;
+    struct fx *f = fx_direct(bound, 16u << 20);
+    unsigned slots[4];
+    for (unsigned i = 0; i < 4; i++)
+        slots[i] = offer_aliased(f, T_IN, 0, nr, seg);
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    size_t now, peak;
+    virtio_blk_bounce_usage(f->blk, &now, &peak);
+    assert_true(now <= bound); /* two of the four wait for bounce memory */
+    run_until(f, 4, 10000);
+    assert_int_equal(used_idx(f, 0), 4);
+    for (unsigned i = 0; i < 4; i++) {
+        assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + slots[i], 1), S_OK);
+        assert_int_equal(used_len(f, 0, (uint16_t)i), bytes + 1);
+    }
+    /* Every segment aliases one buffer: it holds the last segment's sectors. */
+    const uint8_t *p = host(f, ALIAS_GPA + 8, seg);
+    for (size_t i = 0; i < seg; i++)
+        assert_int_equal(p[i], pattern((size_t)(nr - 1) * seg + i));
+
+    /* A write of the same shape: the image holds the buffer nr times over. */
+    memset(host(f, ALIAS_GPA + 8, seg), 0x5a, seg);
+    unsigned w = offer_aliased(f, T_OUT, 0, nr, seg);
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    run_until(f, 5, 10000);
+    assert_int_equal(*(uint8_t *)host(f, STATUS_GPA + w, 1), S_OK);
+    uint8_t buf[512];
+    pread_all(f, buf, sizeof(buf), (off_t)(bytes - sizeof(buf)));
+    for (size_t i = 0; i < sizeof(buf); i++)
+        assert_int_equal(buf[i], 0x5a);
+    pread_all(f, buf, sizeof(buf), (off_t)bytes);
+    assert_int_equal(buf[0], pattern(bytes));
+
+    virtio_blk_bounce_usage(f->blk, &now, &peak);
+    assert_int_equal(now, 0);
+    assert_true(peak > 0 && peak <= bound);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+/* Requests answered at once (an unknown type), two descriptors each. */
+static void offer_unsupported(struct fx *f, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        unsigned slot = f->avail_idx % f->qsize;
+        uint32_t hdr[4] = { 99, 0, 0, 0 };
+        assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
+        struct seg segs[2] = { { HDR_GPA + 16ull * slot, 16, false },
+                               { STATUS_GPA + slot, 1, true } };
+        offer(f, 0, segs, 2);
+    }
+}
+
+/* The guest's side: puts back as many requests as the handler took, keeping the ring full. */
+static void refill_ring(struct fx *f)
+{
+    uint16_t used = used_idx(f, 0);
+    unsigned batch = (uint16_t)(used - f->last_used);
+    f->last_used = used;
+    f->max_batch = batch > f->max_batch ? batch : f->max_batch;
+    if (f->batches++ && !f->other_turns)
+        f->starved = true; /* two handler calls with no turn of the other fd between */
+    f->other_turns = 0;
+    if (f->refills) {
+        f->refills--;
+        offer_unsupported(f, batch);
+    }
+}
+
+static bool other_fd(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop, (void)res;
+    ((struct fx *)opaque)->other_turns++;
+    return true; /* never read: readable on every turn */
+}
+
+/* A ring kept full does not keep the handler: each call takes its budget and comes back on a
+ * later turn of the loop, after the other fds' completions. */
+static void test_budget(void **state)
+{
+    (void)state;
+    struct fx tmp = { 0 };
+    struct fx *f = fx_make(blk_cfg(&tmp, false), IMG_BYTES, 256);
+    int efd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+    assert_true(efd >= 0);
+    struct loop_watch w;
+    assert_int_equal(loop_watch_readable(&f->loop, &w, efd, other_fd, f), 0);
+    offer_unsupported(f, 128); /* the ring is full: 256 descriptors */
+    f->on_interrupt = refill_ring;
+    f->refills = 20;
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    assert_int_equal(used_idx(f, 0), 64); /* the budget, not the ring */
+    run_until(f, 128 + 20 * 64, 5000);
+    assert_int_equal(used_idx(f, 0), 128 + 20 * 64);
+    assert_int_equal(f->max_batch, 64);
+    assert_false(f->starved);
+    assert_int_equal(*(uint8_t *)host(f, STATUS_GPA, 1), S_UNSUPP);
+    loop_unwatch_sync(&f->loop, &w);
+    close(efd);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -781,6 +999,9 @@ int main(void)
         cmocka_unit_test(test_quiesce_idle_and_reset),
         cmocka_unit_test(test_reset_waits_for_reads),
         cmocka_unit_test(test_no_model_state),
+        cmocka_unit_test(test_cache_none_seg_max),
+        cmocka_unit_test(test_cache_none_bounce_bound),
+        cmocka_unit_test(test_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,7 +86,7 @@ static void setup_queue(struct fx *f, unsigned q)
                      0);
 }
 
-static struct fx *fx_new(int in_fd, int out_fd)
+static struct fx *fx_new_capped(int in_fd, int out_fd, uint64_t out_max)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
@@ -99,7 +99,7 @@ static struct fx *fx_new(int in_fd, int out_fd)
     f->vdev.interrupt_queue = fake_interrupt;
     f->vdev.interrupt_config = fake_config_interrupt;
     f->vdev.needs_reset = fake_needs_reset;
-    struct virtio_console_config cfg = { .in_fd = in_fd, .out_fd = out_fd };
+    struct virtio_console_config cfg = { .in_fd = in_fd, .out_fd = out_fd, .out_max = out_max };
     assert_int_equal(virtio_console_create(&f->con, &cfg, &f->loop, &f->gm, &f->vdev), 0);
     assert_int_equal(f->vdev.ops->device_id, VIRTIO_ID_CONSOLE);
     assert_int_equal(f->vdev.ops->nr_queues, 2);
@@ -109,6 +109,11 @@ static struct fx *fx_new(int in_fd, int out_fd)
     assert_int_equal(f->vdev.ops->activate(&f->vdev), 0);
     f->vdev.status = VIRTIO_STATUS_DRIVER_OK;
     return f;
+}
+
+static struct fx *fx_new(int in_fd, int out_fd)
+{
+    return fx_new_capped(in_fd, out_fd, 0);
 }
 
 static void fx_free(struct fx *f)
@@ -1003,6 +1008,112 @@ static void test_state_round_trip(void **state)
     close(master);
 }
 
+/* A file output takes out_max bytes, the rest is dropped and counted, and the guest's chains
+ * still come back at once. */
+static void test_file_cap(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/godwit-con-XXXXXX";
+    int out = mkstemp(path);
+    assert_true(out >= 0);
+    struct fx *f = fx_new_capped(-1, out, 1000);
+    memset(host(f, TX_GPA, 600), 'a', 600);
+    struct seg chunk = { TX_GPA, 600, false };
+    for (unsigned i = 0; i < 3; i++)
+        offer(f, TXQ, &chunk, 1);
+    notify(f, TXQ);
+    run_until_used(f, 0, 3);
+    uint64_t written, dropped;
+    virtio_console_counters(f->con, &written, &dropped);
+    assert_int_equal(written, 1000);
+    assert_int_equal(dropped, 800);
+    offer(f, TXQ, &chunk, 1);
+    notify(f, TXQ);
+    assert_int_equal(used_idx(f, TXQ), 4); /* past the cap: pushed without I/O */
+    virtio_console_counters(f->con, &written, &dropped);
+    assert_int_equal(dropped, 1400);
+    struct stat st;
+    assert_int_equal(fstat(out, &st), 0);
+    assert_int_equal(st.st_size, 1000);
+    fx_free(f);
+    close(out);
+    unlink(path);
+}
+
+/* The file backend does not follow a symlink planted at its path. */
+static void test_file_symlink(void **state)
+{
+    (void)state;
+    char target[] = "/tmp/godwit-con-XXXXXX", link[64];
+    int fd = mkstemp(target);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(link, sizeof(link), "%s.link", target);
+    assert_int_equal(symlink(target, link), 0);
+    assert_int_equal(virtio_console_open_file(link), -ELOOP);
+    struct stat st;
+    assert_int_equal(stat(target, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    unlink(link);
+    unlink(target);
+}
+
+#define BIG_QSIZE 256
+
+/* Sets queue q up anew with BIG_QSIZE entries and offers `n` one-segment chains on it. */
+static void offer_many(struct fx *f, unsigned q, unsigned n, bool writable)
+{
+    uint64_t off = q * 0x10000ull;
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t head = f->avail_idx[q] % BIG_QSIZE;
+        struct virtq_desc d = { .addr = TX_GPA, .len = 8,
+                                .flags = writable ? VIRTQ_DESC_F_WRITE : 0 };
+        assert_int_equal(gm_write(&f->gm, DESC_GPA + off + 16ull * head, &d, sizeof(d)), 0);
+        assert_int_equal(gm_write(&f->gm, AVAIL_GPA + off + 4 + 2ull * head, &head, 2), 0);
+        f->avail_idx[q]++;
+    }
+    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + off + 2, &f->avail_idx[q], 2), 0);
+}
+
+static void setup_big_queue(struct fx *f, unsigned q)
+{
+    uint64_t off = q * 0x10000ull;
+    f->avail_idx[q] = 0;
+    memset(host(f, AVAIL_GPA + off, 4 + 2 * BIG_QSIZE), 0, 4 + 2 * BIG_QSIZE);
+    memset(host(f, USED_GPA + off, 4 + 8 * BIG_QSIZE), 0, 4 + 8 * BIG_QSIZE);
+    assert_int_equal(virtq_setup(&f->vdev.queues[q], &f->gm, BIG_QSIZE, DESC_GPA + off,
+                                 AVAIL_GPA + off, USED_GPA + off, false, false),
+                     0);
+}
+
+/* Rings kept full (the driver puts back what each call took) do not keep the handlers: output
+ * dropped at once and receive chains without room each go CON_BUDGET per call, the rest on
+ * later turns of the loop. */
+static void test_budget(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(-1, -1);
+    setup_big_queue(f, TXQ);
+    setup_big_queue(f, RXQ);
+    offer_many(f, TXQ, BIG_QSIZE, false);
+    notify(f, TXQ);
+    assert_int_equal(used_idx(f, TXQ), 64);
+    /* Receive chains with no writable byte take no input: they go back empty. */
+    offer_many(f, RXQ, BIG_QSIZE, false);
+    assert_int_equal(virtio_console_input(f->con, (const uint8_t *)"x", 1), 0);
+    assert_int_equal(used_idx(f, RXQ), 64);
+    for (unsigned turn = 1; turn <= 20; turn++) {
+        offer_many(f, TXQ, 64, false); /* full again */
+        uint16_t before = used_idx(f, TXQ);
+        assert_int_equal(loop_run_once(&f->loop), 0); /* the handlers' continuation */
+        assert_int_equal((uint16_t)(used_idx(f, TXQ) - before), 64);
+    }
+    while (used_idx(f, TXQ) != f->avail_idx[TXQ])
+        assert_int_equal(loop_run_once(&f->loop), 0);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -1025,6 +1136,9 @@ int main(void)
         cmocka_unit_test(test_socket_backend),
         cmocka_unit_test(test_socket_refuses_other_files),
         cmocka_unit_test(test_file_output),
+        cmocka_unit_test(test_file_cap),
+        cmocka_unit_test(test_file_symlink),
+        cmocka_unit_test(test_budget),
         cmocka_unit_test(test_terminal_size),
         cmocka_unit_test(test_quiesce_input),
         cmocka_unit_test(test_quiesce_pending_input),
