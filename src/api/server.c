@@ -270,6 +270,87 @@ static void handle_snapshot(void *ctx, const struct http_request *req, struct ht
     reply_json(h, resp, obj);
 }
 
+/* PUT /vm/migrate {"uri": "tcp:HOST:PORT", "downtime_ms": 10, "timeout_s": 600}: 202, started. */
+static void handle_migrate(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *body = tok ? json_tokener_parse_ex(tok, req->body, (int)req->body_len)
+                                   : NULL;
+    struct json_object *uri = NULL, *downtime = NULL, *timeout = NULL;
+    json_tokener_free(tok);
+    bool ok = body && json_object_is_type(body, json_type_object) &&
+              json_object_object_get_ex(body, "uri", &uri) &&
+              json_object_is_type(uri, json_type_string);
+    if (ok && json_object_object_get_ex(body, "downtime_ms", &downtime))
+        ok = json_object_is_type(downtime, json_type_int) && json_object_get_int64(downtime) > 0 &&
+             json_object_get_int64(downtime) <= 60000;
+    if (ok && json_object_object_get_ex(body, "timeout_s", &timeout))
+        ok = json_object_is_type(timeout, json_type_int) && json_object_get_int64(timeout) > 0 &&
+             json_object_get_int64(timeout) <= 86400;
+    if (!ok) {
+        reply_error(h, resp, 400, "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional "
+                                  "\"downtime_ms\" (1-60000) and \"timeout_s\" (1-86400)");
+        json_object_put(body);
+        return;
+    }
+    struct godwit_migrate_options opts = {
+        .uri = json_object_get_string(uri),
+        .downtime_ms = downtime ? (unsigned)json_object_get_int64(downtime) : 0,
+        .timeout_s = timeout ? (unsigned)json_object_get_int64(timeout) : 0,
+    };
+    int ret = godwit_migrate(h->server->vm, &opts);
+    json_object_put(body);
+    if (ret == -EBUSY) {
+        reply_error(h, resp, 409, "a migration is already running");
+        return;
+    }
+    if (ret < 0) {
+        reply_action(h, resp, ret, "migrate");
+        return;
+    }
+    resp->status = 202;
+}
+
+static void handle_get_migration(void *ctx, const struct http_request *req,
+                                 struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    struct godwit_migration_status st;
+    (void)req;
+    if (godwit_migration_status(h->server->vm, &st) < 0) {
+        reply_error(h, resp, 404, "no migration has run");
+        return;
+    }
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "state", json_object_new_string(st.state));
+    json_object_object_add(o, "pass", json_object_new_int((int)st.pass));
+    json_object_object_add(o, "bytes_sent", json_object_new_int64((int64_t)st.bytes_sent));
+    json_object_object_add(o, "bytes_left", json_object_new_int64((int64_t)st.bytes_left));
+    json_object_object_add(o, "bandwidth_bps", json_object_new_int64((int64_t)st.bandwidth_bps));
+    json_object_object_add(o, "dirty_bytes_per_s",
+                           json_object_new_int64((int64_t)st.dirty_bytes_per_s));
+    json_object_object_add(o, "expected_downtime_ms",
+                           json_object_new_double(st.expected_downtime_ms));
+    json_object_object_add(o, "downtime_ms", json_object_new_double(st.downtime_ms));
+    json_object_object_add(o, "total_ms", json_object_new_double(st.total_ms));
+    if (st.error[0])
+        json_object_object_add(o, "error", json_object_new_string(st.error));
+    reply_json(h, resp, o);
+}
+
+static void handle_cancel_migration(void *ctx, const struct http_request *req,
+                                    struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    (void)req;
+    if (godwit_migrate_cancel(h->server->vm) < 0) {
+        reply_error(h, resp, 409, "no migration is running");
+        return;
+    }
+    resp->status = 204;
+}
+
 /* GET /vm/console is answered by conn_attach_console(): it takes the connection over. */
 static void handle_console_busy(void *ctx, const struct http_request *req,
                                 struct http_response *resp)
@@ -290,6 +371,9 @@ static const struct http_route api_routes[] = {
     { "PUT", "/vm/reboot", handle_reboot },
     { "PUT", "/vm/stop", handle_stop },
     { "PUT", "/vm/snapshot", handle_snapshot },
+    { "PUT", "/vm/migrate", handle_migrate },
+    { "GET", "/vm/migration", handle_get_migration },
+    { "DELETE", "/vm/migration", handle_cancel_migration },
 };
 
 /* --- connections --------------------------------------------------------------------- */

@@ -582,13 +582,20 @@ case_pause_quiet() {
 }
 
 # The guest of the migration cases: a counter in RAM with the guest's wall clock, printed on the
-# serial console every 100 ms; no disk of its own, so source and destination run on one host.
+# serial console every 100 ms, while a loop keeps rewriting 4 MiB of its RAM (so that every
+# pass finds pages dirtied) and it checks 16 MiB of random data it keeps in RAM against the
+# checksum it took at the start ("data A B": equal unless memory was lost on the way). No disk
+# of its own, so source and destination run on one host.
 migrate_guest_script() {
   script_disk "$1" <<'EOF'
+head -c 16777216 /dev/urandom >/tmp/data
+want=$(md5sum </tmp/data | cut -c1-32)
+(while :; do dd if=/dev/urandom of=/tmp/churn bs=65536 count=64 2>/dev/null; sleep 0.2; done) &
 i=0
 while [ $i -lt 100000 ]; do
   i=$((i + 1))
   echo "count $i $(date +%s)"
+  [ $((i % 10)) -eq 0 ] && echo "data $(md5sum </tmp/data | cut -c1-32) $want"
   sleep 0.1
 done
 EOF
@@ -616,6 +623,25 @@ case_migrate() {
   "$godwit" migrate "$src.api" "unix:$work/nobody.sock" >"$work/migrate_nobody.out" 2>&1 &&
     { ok=0; fail $name "a migration to nowhere succeeded"; }
   grep -q 'cannot' "$work/migrate_nobody.out" || { ok=0; fail $name "to nowhere: $(cat "$work/migrate_nobody.out")"; }
+  # A destination that takes the connection and reads nothing: cancelled, the guest runs on.
+  python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
+  local stuck=$!
+  for _ in $(seq 1 50); do [ -S "$work/stuck.sock" ] && break; sleep 0.1; done
+  "$godwit" migrate "$src.api" "unix:$work/stuck.sock" >"$work/migrate_stuck.out" 2>&1 &
+  local stuck_cli=$!
+  sleep 3
+  "$godwit" migrate "$src.api" --cancel || { ok=0; fail $name "--cancel refused"; }
+  wait $stuck_cli && { ok=0; fail $name "a cancelled migration reported success"; }
+  kill $stuck 2>/dev/null; wait $stuck 2>/dev/null
+  grep -q 'cancelled' "$work/migrate_stuck.out" || { ok=0; fail $name "cancel: $(cat "$work/migrate_stuck.out")"; }
+  local before_cancel
+  before_cancel=$(last_count "$src")
+  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$vm_pid" 60 ||
+    { ok=0; fail $name "the guest did not run on after the cancelled migration"; }
+
   "$godwit" migrate "$src.api" "unix:$work/mig.sock" >"$work/migrate.out" 2>&1 ||
     { ok=0; fail $name "godwit migrate failed: $(cat "$work/migrate.out")"; }
   cat "$work/migrate.out"
@@ -634,6 +660,10 @@ case_migrate() {
     guest_time=$(grep -aoE '^count [0-9]+ [0-9]+' "$dst" | tail -n 1 | cut -d' ' -f3)
     [ $((guest_time - seen)) -le 3 ] && [ $((seen - guest_time)) -le 3 ] ||
       { ok=0; fail migrate_dest "the guest's clock says $guest_time, the host's $seen"; }
+    local sums
+    sums=$(grep -aE '^data ' "$dst" | tail -n 2 | tr -d '\r')
+    [ -n "$sums" ] && ! awk '$2 != $3 {bad = 1} END {exit !bad}' <<<"$sums" ||
+      { ok=0; fail migrate_dest "the guest's data in RAM changed on the way: $sums"; }
   else
     ok=0; fail migrate_dest "the guest did not count on to $want at the destination"
   fi
