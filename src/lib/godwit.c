@@ -62,6 +62,8 @@ struct godwit_vm {
     bool console_attached;
     int command_fd;
     struct loop_watch exit_watch, command_watch, shutdown_timer;
+    struct loop_watch disk_lock_timer; /* after an incoming migration: the source's disk locks */
+    unsigned disk_lock_tries;
     struct godwit_hooks hooks;
 
     /* A client attached to the serial console through the API (at most one). */
@@ -372,6 +374,29 @@ static void set_state(struct godwit_vm *gv, enum godwit_state state)
 
 static void fail_pending_tasks(struct godwit_vm *gv);
 
+#define DISK_LOCK_RETRY_MS 20u
+#define DISK_LOCK_TRIES 1500u /* 30 s */
+
+/*
+ * A migrated guest runs at once on disks its source still holds locked: the source is paused
+ * for good and lets go when it ends (moments after the acknowledgement). Their locks are taken
+ * as soon as they are free, so that no third VM can open them meanwhile.
+ */
+static bool take_disk_locks(struct event_loop *loop, void *opaque, int res)
+{
+    struct godwit_vm *gv = opaque;
+    (void)res;
+    int left = gv->vm ? vm_virtio_lock_disks(gv->vm) : 0;
+    if (left < 0)
+        log_warn("migration: cannot lock the disks: %s", strerror(-left));
+    else if (left > 0 && ++gv->disk_lock_tries < DISK_LOCK_TRIES)
+        loop_after(loop, &gv->disk_lock_timer, DISK_LOCK_RETRY_MS, take_disk_locks, gv);
+    else if (left > 0)
+        log_warn("migration: %d disk(s) still locked by another process after %u s; the guest "
+                 "runs on them unlocked", left, DISK_LOCK_TRIES * DISK_LOCK_RETRY_MS / 1000);
+    return false;
+}
+
 /* Boots the VM once and runs the main loop until it ends; returns why it ended. */
 static enum vm_exit_reason run_once(struct godwit_vm *gv)
 {
@@ -388,7 +413,8 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         gv->restore = NULL;
         gv->cfg.restore = NULL;
     }
-    if (gv->incoming_fd >= 0) { /* the guest's RAM and state come from the source */
+    bool migrated_in = gv->incoming_fd >= 0;
+    if (migrated_in) { /* the guest's RAM and state come from the source */
         if (created == 0)
             created = migration_receive(vm, gv->incoming_fd);
         close(gv->incoming_fd);
@@ -405,6 +431,10 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         vm_request_exit(vm, VM_EXIT_VMM_ERROR);
     } else {
         set_state(gv, GODWIT_STATE_RUNNING);
+        if (migrated_in) {
+            gv->disk_lock_tries = 0;
+            take_disk_locks(&gv->loop, gv, 0);
+        }
         emit(gv, GODWIT_EVENT_STARTED);
         if (gv->hooks.started)
             gv->hooks.started(gv->hooks.opaque);
@@ -413,6 +443,7 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     }
     loop_unwatch(&gv->loop, &gv->exit_watch);
     loop_unwatch(&gv->loop, &gv->shutdown_timer);
+    loop_unwatch(&gv->loop, &gv->disk_lock_timer);
     vm_stop(vm);
     reason = (enum vm_exit_reason)vm->exit_reason;
 out:

@@ -76,8 +76,18 @@ static int unix_address(const char *path, struct sockaddr_un *sa)
     return 0;
 }
 
-/* A socket listening on, or connected to, the URI's address (the first that works). */
-static int open_uri(const char *uri, bool listening)
+/* Connecting, and every send and receive after, give up after `ms` without progress: a
+ * destination that does not answer or stops reading must not hold the VM's main loop. */
+static void set_timeouts(int fd, unsigned ms)
+{
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* A socket listening on, or connected to (within timeout_ms), the URI's address (the first
+ * that works). */
+static int open_uri(const char *uri, bool listening, unsigned timeout_ms)
 {
     char host[256];
     const char *port;
@@ -89,6 +99,8 @@ static int open_uri(const char *uri, bool listening)
             return fd == -1 ? -errno : fd;
         if (listening)
             unlink(sa.sun_path); /* a stale socket of an earlier run: ours to replace */
+        else
+            set_timeouts(fd, timeout_ms);
         ret = listening ? bind(fd, (struct sockaddr *)&sa, sizeof(sa))
                         : connect(fd, (struct sockaddr *)&sa, sizeof(sa));
         if (ret == 0 && listening)
@@ -114,6 +126,8 @@ static int open_uri(const char *uri, bool listening)
             continue;
         int one = 1;
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (!listening)
+            set_timeouts(s, timeout_ms);
         int ok = listening ? (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, 1) == 0)
                            : connect(s, a->ai_addr, a->ai_addrlen) == 0;
         if (ok) {
@@ -136,21 +150,19 @@ static void tune(int fd)
 
 int mig_connect(const char *uri, unsigned timeout_ms)
 {
-    int fd = open_uri(uri, false);
+    int fd = open_uri(uri, false, timeout_ms);
     if (fd < 0) {
         log_error("migration: cannot connect to %s: %s", uri,
                   fd == -EINVAL ? "not tcp:HOST:PORT or unix:PATH" : strerror(-fd));
         return fd;
     }
-    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     tune(fd);
     return fd;
 }
 
 int mig_accept(const char *uri)
 {
-    int listener = open_uri(uri, true);
+    int listener = open_uri(uri, true, 0);
     if (listener < 0) {
         log_error("migration: cannot listen on %s: %s", uri,
                   listener == -EINVAL ? "not tcp:HOST:PORT or unix:PATH" : strerror(-listener));
@@ -182,7 +194,7 @@ static int write_iov(int fd, struct iovec *iov, int n)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
-            return -errno;
+            return errno == EAGAIN ? -ETIMEDOUT : -errno; /* SO_SNDTIMEO ran out */
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++, n--;

@@ -41,7 +41,8 @@ struct mig_header {
     uint64_t len;
 };
 
-/* "tcp:HOST:PORT" or "unix:PATH". Returns a connected socket or -errno after one line. */
+/* "tcp:HOST:PORT" or "unix:PATH". Returns a connected socket whose connect, sends and receives
+ * each give up after timeout_ms without progress, or -errno after one line. */
 int mig_connect(const char *uri, unsigned timeout_ms);
 /* Listens on `uri`, accepts one connection (waits for ever) and returns it, or -errno. */
 int mig_accept(const char *uri);

@@ -895,18 +895,24 @@ static int blk_open(struct virtio_blk *blk, const struct virtio_blk_config *cfg)
 
 /* An open file description lock: held by this open, so even a second open by the same
  * process conflicts, and released by the kernel whenever the fd goes. */
-static int blk_lock(struct virtio_blk *blk)
+int virtio_blk_lock(struct virtio_blk *blk)
 {
     struct flock fl = { .l_type = blk->readonly ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET };
     if (fcntl(blk->fd, F_OFD_SETLK, &fl) == 0)
         return 0;
     int err = errno;
-    if (err == EAGAIN || err == EACCES) {
-        log_error("virtio-blk: %s is in use by another VM (locked)", blk->path);
+    if (err == EAGAIN || err == EACCES)
         return -EBUSY;
-    }
     log_error("virtio-blk: cannot lock %s: %s", blk->path, strerror(err));
     return -err;
+}
+
+static int blk_lock(struct virtio_blk *blk)
+{
+    int ret = virtio_blk_lock(blk);
+    if (ret == -EBUSY)
+        log_error("virtio-blk: %s is in use by another VM (locked)", blk->path);
+    return ret;
 }
 
 static int blk_size_of(struct virtio_blk *blk, uint64_t *bytes, uint32_t *block)
@@ -988,7 +994,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
         memcpy(blk->serial, cfg->serial, strnlen(cfg->serial, sizeof(blk->serial)));
 
     int ret = blk_open(blk, cfg);
-    if (ret == 0)
+    if (ret == 0 && !cfg->lock_later)
         ret = blk_lock(blk);
     if (ret == 0)
         ret = blk_probe(blk);

@@ -18,6 +18,8 @@ struct virtio_blk_config {
     bool cache_none;    /* O_DIRECT; falls back to the page cache where refused */
     unsigned queues;    /* 0 or 1: one queue; more: VIRTIO_BLK_F_MQ */
     size_t bounce_max;  /* bounce memory for all requests together; 0: VIRTIO_BLK_BOUNCE_MAX */
+    bool lock_later;    /* a live migration's destination: the source holds the image's lock
+                         * until the guest runs here; virtio_blk_lock() takes it then */
 };
 
 /*
@@ -45,6 +47,10 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
  * not pushed.
  */
 void virtio_blk_destroy(struct virtio_blk *blk);
+
+/* Takes the image's lock (see lock_later): 0, -EBUSY while another process holds it (quietly:
+ * the caller retries), or -errno after one line. */
+int virtio_blk_lock(struct virtio_blk *blk);
 
 /* Totals since creation of completed read and write requests and of the bytes they moved. */
 void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t *writes,

@@ -50,6 +50,7 @@ struct virtio_slot {
     void *model;
     void (*model_destroy)(void *model);
     void (*model_counters)(void *model, struct json_object *o);
+    bool unlocked_disk; /* a migration's destination: the disk's lock is still the source's */
     int backend_fd; /* the console's output file, or -1: the slot closes it */
     struct virtio_device vdev;
     struct virtio_pci pci;
@@ -178,6 +179,7 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
     struct virtio_blk_config cfg = {
         .path = disk->path, .readonly = disk->readonly, .serial = disk->serial,
         .cache_none = disk->cache_none, .queues = disk->queues,
+        .lock_later = s->vm->cfg->incoming,
     };
     struct virtio_blk *blk;
     /* Linux names disks in probe order, which is slot order here: vda, vdb, ... */
@@ -187,6 +189,7 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
         snprintf(s->name, sizeof(s->name), "disk%u", index);
     int ret = virtio_blk_create(&blk, &cfg, s->vm->cfg->loop, &s->vm->mem, &s->vdev);
     if (ret == 0) {
+        s->unlocked_disk = cfg.lock_later;
         s->model = blk;
         s->model_destroy = blk_model_destroy;
         s->model_counters = blk_model_counters;
@@ -498,6 +501,30 @@ void vm_virtio_destroy(struct vm *vm)
         return;
     free(vv);
     vm->virtio = NULL;
+}
+
+/* A slot of the registry, or NULL for another kind of entry. */
+static struct virtio_slot *slot_of(const struct vm_device_entry *e)
+{
+    return e->ops == &slot_ops ? e->dev : NULL;
+}
+
+int vm_virtio_lock_disks(struct vm *vm)
+{
+    int left = 0;
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        if (!s || !s->unlocked_disk)
+            continue;
+        int ret = virtio_blk_lock(s->model);
+        if (ret == 0)
+            s->unlocked_disk = false;
+        else if (ret == -EBUSY)
+            left++;
+        else
+            return ret;
+    }
+    return left;
 }
 
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len)

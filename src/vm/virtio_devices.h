@@ -19,6 +19,11 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci);
 /* Frees what vm_virtio_create() kept beside the devices, which the VM's registry destroys. */
 void vm_virtio_destroy(struct vm *vm);
 
+/* A live migration's destination opens its disks unlocked (the source holds the locks until
+ * the guest runs here): tries to take each lock. Returns how many are still held elsewhere, or
+ * -errno. On the main loop's thread. */
+int vm_virtio_lock_disks(struct vm *vm);
+
 /* Terminal input for hvc0 (--console virtio); returns the bytes the guest took. Main loop. */
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len);
 

@@ -584,8 +584,8 @@ case_pause_quiet() {
 # The guest of the migration cases: a counter in RAM with the guest's wall clock, printed on the
 # serial console every 100 ms, while a loop keeps rewriting 4 MiB of its RAM (so that every
 # pass finds pages dirtied) and it checks 16 MiB of random data it keeps in RAM against the
-# checksum it took at the start ("data A B": equal unless memory was lost on the way). No disk
-# of its own, so source and destination run on one host.
+# checksum it took at the start ("data A B": equal unless memory was lost on the way), and it
+# writes the count to its disk (vda, synced), which source and destination share.
 migrate_guest_script() {
   script_disk "$1" <<'EOF'
 head -c 16777216 /dev/urandom >/tmp/data
@@ -594,6 +594,7 @@ want=$(md5sum </tmp/data | cut -c1-32)
 i=0
 while [ $i -lt 100000 ]; do
   i=$((i + 1))
+  printf '%-16s\n' "$i" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null
   echo "count $i $(date +%s)"
   [ $((i % 10)) -eq 0 ] && echo "data $(md5sum </tmp/data | cut -c1-32) $want"
   sleep 0.1
@@ -603,15 +604,18 @@ EOF
 
 # Live migration on this host: the destination waits on a UNIX socket, the running source
 # moves to it and ends with status 0; the guest's counter goes on at the destination from
-# where it was, with its wall clock right. Then the refusals: nothing listening (the guest runs
+# where it was, with its wall clock right, and it keeps writing the disk they share (whose lock
+# the destination takes once the source lets go). Then the refusals: nothing listening (the guest runs
 # on at the source), a destination fed garbage or a stream cut short (one line, status 1).
 case_migrate() {
   local name=migrate script src=$work/migrate_source.log dst=$work/migrate_dest.log
+  local disk=$work/migrate-disk.img
+  truncate -s 8M "$disk"
   script=$(migrate_guest_script $name)
   start_watched migrate_dest 300 "$godwit" run --incoming "unix:$work/mig.sock" --name mig-dest
   local dest_pid=$vm_pid
   start_watched migrate_source 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
-    --name mig-source --disk "$script"
+    --name mig-source --disk "path=$disk" --disk "$script"
   local ok=1
   if ! wait_for_line "$src" '^count 30[^0-9]' "$vm_pid" 180; then
     fail $name "the source guest did not count to 30"
@@ -667,9 +671,17 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   else
     ok=0; fail migrate_dest "the guest did not count on to $want at the destination"
   fi
+  # A third VM cannot take the disk from the destination.
+  "$godwit" run "${common[@]}" --disk "path=$disk" </dev/null >"$work/migrate_third.log" 2>&1 &&
+    { ok=0; fail $name "a third VM opened the migrated guest's disk"; }
+  grep -q 'in use by another VM' "$work/migrate_third.log" ||
+    { ok=0; fail $name "third VM: $(tail -n 2 "$work/migrate_third.log")"; }
   "$godwit" stop "$dst.api" >/dev/null 2>&1
   finish_watched migrate_dest
   [ $status -eq 6 ] || { ok=0; fail migrate_dest "exit status $status, expected 6"; }
+  local on_disk
+  on_disk=$(head -c 16 "$disk" | tr -d ' \0\n')
+  [ "${on_disk:-0}" -ge "$want" ] || { ok=0; fail migrate_dest "the disk holds count '$on_disk', expected $want or more"; }
   expect_clean migrate_source || ok=0
   expect_clean migrate_dest || ok=0
 
