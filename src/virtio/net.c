@@ -32,6 +32,7 @@
 #define VIRTIO_NET_F_MRG_RXBUF 15
 #define VIRTIO_NET_F_STATUS 16
 #define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
 #define VIRTIO_NET_F_MQ 22
 
 #define VIRTIO_NET_S_LINK_UP 1
@@ -46,6 +47,8 @@
 /* Control queue (virtio 1.2, 5.1.6.5). */
 #define VIRTIO_NET_OK 0
 #define VIRTIO_NET_ERR 1
+#define VIRTIO_NET_CTRL_ANNOUNCE 3
+#define VIRTIO_NET_CTRL_ANNOUNCE_ACK 0
 #define VIRTIO_NET_CTRL_MQ 4
 #define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 0
 
@@ -123,6 +126,7 @@ struct virtio_net {
     bool active, broken, logged_io_error;
     bool quiesced; /* paused, or going: nothing is popped, no tap read is started */
     bool mac_configured; /* the user chose the MAC: a restore keeps it (a clone's own) */
+    bool announce_pending; /* state loaded: ask the driver to announce when activated */
     unsigned nr_pairs, active_pairs;
     uint64_t generation;
     struct net_config_space config;
@@ -561,9 +565,15 @@ static uint8_t net_ctrl_command(struct virtio_net *net, const struct virtq_chain
     uint16_t pairs;
     if (virtq_chain_read(c, 0, cmd, sizeof(cmd)) < sizeof(cmd))
         return VIRTIO_NET_ERR;
+    if (cmd[0] == VIRTIO_NET_CTRL_ANNOUNCE) { /* the driver sent its gratuitous packets */
+        if (cmd[1] != VIRTIO_NET_CTRL_ANNOUNCE_ACK || !net_has(net, VIRTIO_NET_F_GUEST_ANNOUNCE))
+            return VIRTIO_NET_ERR;
+        net->config.status &= (uint16_t)~VIRTIO_NET_S_ANNOUNCE;
+        return VIRTIO_NET_OK;
+    }
     if (cmd[0] != VIRTIO_NET_CTRL_MQ || cmd[1] != VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET ||
         !net_has(net, VIRTIO_NET_F_MQ))
-        return VIRTIO_NET_ERR; /* the only class offered */
+        return VIRTIO_NET_ERR; /* no other class is offered */
     if (virtq_chain_read(c, sizeof(cmd), &pairs, sizeof(pairs)) < sizeof(pairs) || pairs < 1 ||
         pairs > net->nr_pairs)
         return VIRTIO_NET_ERR;
@@ -638,17 +648,19 @@ static uint64_t net_features(struct virtio_device *vdev)
         VIRTIO_NET_F_CSUM,       VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC,
         VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN,
         VIRTIO_NET_F_HOST_TSO4,  VIRTIO_NET_F_HOST_TSO6,  VIRTIO_NET_F_HOST_ECN,
-        VIRTIO_NET_F_MRG_RXBUF,  VIRTIO_NET_F_STATUS,
+        VIRTIO_NET_F_MRG_RXBUF,  VIRTIO_NET_F_STATUS,     VIRTIO_NET_F_CTRL_VQ,
+        VIRTIO_NET_F_GUEST_ANNOUNCE,
     };
     uint64_t f = 0;
     for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
         f |= 1ULL << bits[i];
     if (net->nr_pairs > 1)
-        f |= 1ULL << VIRTIO_NET_F_CTRL_VQ | 1ULL << VIRTIO_NET_F_MQ;
+        f |= 1ULL << VIRTIO_NET_F_MQ;
     return f;
 }
 
-/* The config space never changes after creation, so vCPU threads read it without a lock. */
+/* Only the status changes after creation (ANNOUNCE), always under vdev->lock, which the
+ * transport holds here. */
 static void net_read_config(struct virtio_device *vdev, uint32_t offset, void *data, uint32_t len)
 {
     const struct virtio_net *net = vdev->model;
@@ -665,6 +677,20 @@ static void net_write_config(struct virtio_device *vdev, uint32_t offset, const 
     (void)vdev, (void)offset, (void)data, (void)len; /* the MAC is read-only for VERSION_1 */
 }
 
+/* After a state load, the guest may be elsewhere on the network (a restore, a migration):
+ * ask the driver for gratuitous packets (virtio 1.2, 5.1.6.5.4), once. */
+static void net_announce(struct virtio_net *net)
+{
+    if (!net->announce_pending)
+        return;
+    net->announce_pending = false;
+    if (!net_has(net, VIRTIO_NET_F_GUEST_ANNOUNCE) || !net_has(net, VIRTIO_NET_F_CTRL_VQ))
+        return;
+    net->config.status |= VIRTIO_NET_S_ANNOUNCE;
+    if (net->vdev->interrupt_config)
+        net->vdev->interrupt_config(net->vdev);
+}
+
 /* From a vCPU thread: no I/O is submitted here, the first kick starts receiving. */
 static int net_activate(struct virtio_device *vdev)
 {
@@ -677,6 +703,7 @@ static int net_activate(struct virtio_device *vdev)
     /* active_pairs is 1 from creation and reset until VQ_PAIRS_SET (virtio 1.2, 5.1.6.5.5),
      * or what a state load set: not touched here. */
     net_tap_steer(net);
+    net_announce(net);
     return 0;
 }
 
@@ -709,6 +736,8 @@ static void net_reset(struct virtio_device *vdev)
     net->active = false;
     net->broken = false;
     net->active_pairs = 1;
+    net->announce_pending = false; /* a new driver starts from scratch */
+    net->config.status &= (uint16_t)~VIRTIO_NET_S_ANNOUNCE;
     for (unsigned i = 0; i < net->nr_pairs; i++) {
         struct net_pair *p = &net->pairs[i];
         net_rx_forget(p);
@@ -812,6 +841,9 @@ static int net_load(struct virtio_device *vdev, struct state_cursor *c, uint32_t
         memcpy(net->config.mac, mac, sizeof(mac));
     net->config.status = status;
     net->active_pairs = active;
+    /* The transport activates a device that was running right after this: announce then.
+     * One that was not gets reset by its driver first, which forgets this. */
+    net->announce_pending = true;
     return 0;
 }
 
@@ -897,7 +929,7 @@ static int net_finish_create(struct virtio_net *net, const struct virtio_net_con
     net->config.status = VIRTIO_NET_S_LINK_UP;
     net->config.max_virtqueue_pairs = (uint16_t)net->nr_pairs;
     net->ops = net_ops_template;
-    net->ops.nr_queues = 2 * net->nr_pairs + (net->nr_pairs > 1);
+    net->ops.nr_queues = 2 * net->nr_pairs + 1; /* the control queue last */
     net->vdev = vdev;
     net->loop = loop;
     net->active_pairs = 1;

@@ -17,7 +17,8 @@ struct virtio_net_config {
     const char *tap;   /* interface name: an existing tap is attached, else one is created */
     uint8_t mac[6];
     bool mac_set;      /* else a random locally administered MAC */
-    unsigned queues;   /* queue pairs; 0 or 1: one; more: VIRTIO_NET_F_MQ and a control queue */
+    unsigned queues;   /* queue pairs; 0 or 1: one; more: VIRTIO_NET_F_MQ (a control queue
+                        * follows the pairs either way) */
 };
 
 struct virtio_net;

@@ -452,6 +452,9 @@ start_clone() {
   ip netns exec "$ns" ip tuntap add dev gwsnap mode tap
   ip netns exec "$ns" ip addr add 10.0.4.1/24 dev gwsnap
   ip netns exec "$ns" ip link set gwsnap up
+  # The restored guest announces itself (VIRTIO_NET_F_GUEST_ANNOUNCE): with arp_accept its
+  # gratuitous ARP puts it in the host's neighbour table before anyone asks.
+  ip netns exec "$ns" sysctl -qw net.ipv4.conf.gwsnap.arp_accept=1
   start_watched "$name" 300 ip netns exec "$ns" "$godwit" run --restore "$dir" --name "$name" \
     --net "tap=gwsnap,mac=$mac" --disk "path=$disk" --disk "$script"
 }
@@ -510,6 +513,8 @@ case_snapshot() {
     first=$(grep -aoE '^count [0-9]+' "$log" | head -n 1 | cut -d' ' -f2)
     [ "$first" -gt "$at" ] && [ "$first" -le $((at + 2)) ] ||
       { ok=0; fail snapshot_clone$c "the restored guest counted from $first, the snapshot was at $at"; }
+    ip netns exec gwns$c ip neigh show 10.0.4.15 dev gwsnap | grep -q lladdr ||
+      { ok=0; fail snapshot_clone$c "the restored guest did not announce itself (no neighbour entry)"; }
     ip netns exec gwns$c ping -c 3 -W 5 10.0.4.15 >"$work/snapshot_clone$c.ping" 2>&1 ||
       { ok=0; fail snapshot_clone$c "no answer to ping: $(tail -n 2 "$work/snapshot_clone$c.ping")"; }
   done

@@ -37,6 +37,7 @@
 #define F_MRG_RXBUF 15
 #define F_STATUS 16
 #define F_CTRL_VQ 17
+#define F_GUEST_ANNOUNCE 21
 #define F_MQ 22
 #define ALL_FEATURES (~0ull)
 #define NO_MRG (~(1ull << F_MRG_RXBUF))
@@ -59,7 +60,7 @@ struct fx {
     struct virtio_net *net;
     unsigned pairs;
     int peer[4];
-    unsigned interrupts, resets;
+    unsigned interrupts, config_interrupts, resets;
     uint16_t avail_idx[8], next_desc[8];
     struct loop_watch timer;
     unsigned ticks, max_ticks, want_q;
@@ -70,6 +71,11 @@ static void fake_interrupt(struct virtio_device *vdev, unsigned queue)
 {
     (void)queue;
     ((struct fx *)vdev->transport)->interrupts++;
+}
+
+static void fake_config_interrupt(struct virtio_device *vdev)
+{
+    ((struct fx *)vdev->transport)->config_interrupts++;
 }
 
 static void fake_needs_reset(struct virtio_device *vdev, const char *why)
@@ -114,6 +120,7 @@ static struct fx *fx_open(unsigned pairs, uint64_t mask, const struct virtio_net
     assert_int_equal(loop_init(&f->loop, 64), 0);
     f->vdev.transport = f;
     f->vdev.interrupt_queue = fake_interrupt;
+    f->vdev.interrupt_config = fake_config_interrupt;
     f->vdev.needs_reset = fake_needs_reset;
     struct virtio_net_config c = { .queues = pairs };
     if (cfg)
@@ -475,9 +482,10 @@ static void test_config_space(void **state)
     assert_true(feat & 1ull << F_MAC);
     assert_true(feat & 1ull << F_STATUS);
     assert_true(feat & 1ull << F_MRG_RXBUF);
-    assert_false(feat & 1ull << F_CTRL_VQ);
+    assert_true(feat & 1ull << F_CTRL_VQ); /* for GUEST_ANNOUNCE, even with one pair */
+    assert_true(feat & 1ull << F_GUEST_ANNOUNCE);
     assert_false(feat & 1ull << F_MQ);
-    assert_int_equal(f->vdev.ops->nr_queues, 2);
+    assert_int_equal(f->vdev.ops->nr_queues, 3); /* rx, tx, control */
     fx_free(f);
 
     f = fx_new(ALL_FEATURES); /* a random MAC: unicast, locally administered */
@@ -723,6 +731,7 @@ static void test_state_round_trip(void **state)
     struct fx *g = fx_open(2, ALL_FEATURES, NULL); /* another random MAC */
     assert_int_equal(model_load(&g->vdev, saved, len, f->vdev.ops->state_version), 0);
     assert_int_equal(g->vdev.ops->activate(&g->vdev), 0); /* as the transport does after */
+    assert_int_equal(ctrl(g, 3, 0, 0), 0); /* the driver answers the announce request */
     assert_int_equal(model_save(&g->vdev, again), len);
     assert_memory_equal(again, saved, len);
     g->vdev.ops->read_config(&g->vdev, 0, mac2, 6);
@@ -753,6 +762,74 @@ static void test_state_round_trip(void **state)
     assert_int_equal(model_load(&f->vdev, saved, len - 1, 1), -EPROTO);
     assert_int_equal(model_save(&f->vdev, again), len); /* refused loads changed nothing */
     assert_memory_equal(again, saved, len);
+    fx_free(f);
+}
+
+static uint16_t config_status(struct fx *f)
+{
+    uint16_t status = 0;
+    f->vdev.ops->read_config(&f->vdev, 6, &status, 2);
+    return status;
+}
+
+/* A restored device asks its driver, once, to announce the guest; the driver's
+ * ANNOUNCE_ACK on the control queue ends the request. */
+static void test_announce_after_load(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    assert_int_equal(f->vdev.ops->nr_queues, 3);
+    assert_int_equal(ctrl(f, 3, 0, 0), 0); /* ANNOUNCE_ACK with nothing to ack: OK */
+    assert_int_equal(config_status(f), 1);
+    assert_int_equal(f->config_interrupts, 0);
+    uint8_t saved[MODEL_STATE_MAX];
+    size_t len = model_save(&f->vdev, saved);
+
+    struct fx *g = fx_new(ALL_FEATURES);
+    assert_int_equal(model_load(&g->vdev, saved, len, 1), 0);
+    assert_int_equal(g->config_interrupts, 0); /* not before the activation */
+    assert_int_equal(g->vdev.ops->activate(&g->vdev), 0); /* as the transport does after */
+    assert_int_equal(config_status(g), 1 | 2); /* LINK_UP | ANNOUNCE */
+    assert_int_equal(g->config_interrupts, 1);
+    assert_int_equal(g->vdev.ops->activate(&g->vdev), 0);
+    assert_int_equal(g->config_interrupts, 1); /* once */
+    assert_int_equal(ctrl(g, 3, 1, 0), 1);     /* an unknown ANNOUNCE command: ERR */
+    assert_int_equal(config_status(g), 1 | 2);
+    assert_int_equal(ctrl(g, 99, 0, 0), 1);    /* an unknown class: ERR */
+    assert_int_equal(ctrl(g, 4, 0, 1), 1);     /* VQ_PAIRS_SET: no MQ with one pair */
+    assert_int_equal(ctrl(g, 3, 0, 0), 0);     /* ANNOUNCE_ACK: OK, the bit cleared */
+    assert_int_equal(config_status(g), 1);
+    assert_int_equal(g->config_interrupts, 1);
+    assert_int_equal(g->resets, 0);
+
+    /* A saved status with ANNOUNCE set loads; the request is made again. */
+    uint8_t again[MODEL_STATE_MAX];
+    memcpy(again, saved, len);
+    again[6] |= 2;
+    assert_int_equal(model_load(&g->vdev, again, len, 1), 0);
+    assert_int_equal(g->vdev.ops->activate(&g->vdev), 0);
+    assert_int_equal(config_status(g), 1 | 2);
+    assert_int_equal(g->config_interrupts, 2);
+    fx_free(g);
+
+    /* Not running at the snapshot: no activation follows the load, the driver resets the
+     * device before it starts it again; nothing is announced. */
+    g = fx_new(ALL_FEATURES);
+    assert_int_equal(model_load(&g->vdev, saved, len, 1), 0);
+    g->vdev.ops->reset(&g->vdev);
+    negotiate(g, ALL_FEATURES);
+    assert_int_equal(config_status(g), 1);
+    assert_int_equal(g->config_interrupts, 0);
+    fx_free(g);
+
+    /* A driver without GUEST_ANNOUNCE is not asked, and may not ack. */
+    g = fx_new(~(1ull << F_GUEST_ANNOUNCE));
+    assert_int_equal(model_load(&g->vdev, saved, len, 1), 0);
+    assert_int_equal(g->vdev.ops->activate(&g->vdev), 0);
+    assert_int_equal(config_status(g), 1);
+    assert_int_equal(g->config_interrupts, 0);
+    assert_int_equal(ctrl(g, 3, 0, 0), 1);
+    fx_free(g);
     fx_free(f);
 }
 
@@ -829,6 +906,7 @@ int main(void)
         cmocka_unit_test(test_quiesce_drains_tx),
         cmocka_unit_test(test_quiesce_holds_packet),
         cmocka_unit_test(test_state_round_trip),
+        cmocka_unit_test(test_announce_after_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
