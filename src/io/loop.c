@@ -314,6 +314,19 @@ struct io_uring_sqe *loop_owner_prepare(struct event_loop *loop, struct loop_own
     return sqe;
 }
 
+bool loop_owner_defer(struct event_loop *loop, struct loop_owner *o, struct loop_watch *w,
+                      bool *pending, loop_callback fn, void *opaque)
+{
+    if (*pending)
+        return true;
+    struct io_uring_sqe *sqe = loop_owner_prepare(loop, o, w, fn, opaque);
+    if (!sqe)
+        return false;
+    io_uring_prep_nop(sqe);
+    *pending = true;
+    return true;
+}
+
 /* The count drops, then the waiters are looked for: a waiter announces itself, then reads the
  * count, so one of the two sees the other (both sequentially consistent). */
 static void owner_put(struct loop_watch *w)

@@ -109,6 +109,15 @@ void loop_owner_destroy(struct loop_owner *o);
 struct io_uring_sqe *loop_owner_prepare(struct event_loop *loop, struct loop_owner *o,
                                         struct loop_watch *w, loop_callback fn, void *opaque);
 
+/*
+ * A continuation for a handler that spent its budget: fn(loop, opaque, 0) runs on a later
+ * turn, after the completions ready now (a no-op through the ring, counted against `o`, so
+ * quiesce and destroy wait for it). At most one at a time: *pending is set until fn, which
+ * clears it, has run. Returns false when no SQE is free (the caller goes on at once).
+ */
+bool loop_owner_defer(struct event_loop *loop, struct loop_owner *o, struct loop_watch *w,
+                      bool *pending, loop_callback fn, void *opaque);
+
 /* SQEs prepared through `o` whose completion has not been taken yet. Any thread. */
 unsigned loop_owner_in_flight(const struct loop_owner *o);
 

@@ -693,15 +693,7 @@ static bool blk_cont_run(struct event_loop *loop, void *opaque, int res)
 static bool blk_defer(struct virtio_blk *blk, unsigned q)
 {
     struct blk_cont *cont = &blk->cont[q];
-    if (cont->armed)
-        return true;
-    struct io_uring_sqe *sqe =
-        loop_owner_prepare(blk->loop, &blk->io, &cont->watch, blk_cont_run, cont);
-    if (!sqe)
-        return false;
-    io_uring_prep_nop(sqe);
-    cont->armed = true;
-    return true;
+    return loop_owner_defer(blk->loop, &blk->io, &cont->watch, &cont->armed, blk_cont_run, cont);
 }
 
 /* Pops until the ring is empty, this queue has a ring's worth of requests outstanding, or

@@ -161,15 +161,7 @@ static bool con_cont_run(struct event_loop *loop, void *opaque, int res)
  * later turn, after the completions ready now. False when no SQE is free: the caller goes on. */
 static bool con_defer(struct virtio_console *con)
 {
-    if (con->cont_armed)
-        return true;
-    struct io_uring_sqe *sqe = loop_owner_prepare(con->loop, &con->io, &con->cont, con_cont_run,
-                                                  con);
-    if (!sqe)
-        return false;
-    io_uring_prep_nop(sqe);
-    con->cont_armed = true;
-    return true;
+    return loop_owner_defer(con->loop, &con->io, &con->cont, &con->cont_armed, con_cont_run, con);
 }
 
 /* ---- guest output: the transmit queue ---- */

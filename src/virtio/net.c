@@ -599,15 +599,8 @@ static bool net_ctrl_cont_run(struct event_loop *loop, void *opaque, int res)
  * after the completions ready now. False when no SQE is free: the caller goes on. */
 static bool net_ctrl_defer(struct virtio_net *net)
 {
-    if (net->ctrl_cont_armed)
-        return true;
-    struct io_uring_sqe *sqe =
-        loop_owner_prepare(net->loop, &net->tx_io, &net->ctrl_cont, net_ctrl_cont_run, net);
-    if (!sqe)
-        return false;
-    io_uring_prep_nop(sqe);
-    net->ctrl_cont_armed = true;
-    return true;
+    return loop_owner_defer(net->loop, &net->tx_io, &net->ctrl_cont, &net->ctrl_cont_armed,
+                            net_ctrl_cont_run, net);
 }
 
 /* Answers up to NET_CTRL_BUDGET commands; the rest on a later turn of the loop. */

@@ -71,15 +71,8 @@ static bool rng_cont_run(struct event_loop *loop, void *opaque, int res)
  * after the completions ready now. False when there is no loop or no SQE: go on. */
 static bool rng_defer(struct virtio_rng *rng)
 {
-    if (rng->cont_armed)
-        return true;
-    struct io_uring_sqe *sqe =
-        rng->loop ? loop_owner_prepare(rng->loop, &rng->io, &rng->cont, rng_cont_run, rng) : NULL;
-    if (!sqe)
-        return false;
-    io_uring_prep_nop(sqe);
-    rng->cont_armed = true;
-    return true;
+    return rng->loop &&
+           loop_owner_defer(rng->loop, &rng->io, &rng->cont, &rng->cont_armed, rng_cont_run, rng);
 }
 
 /* Answers up to RNG_BUDGET requests; the rest on a later turn of the loop. */
