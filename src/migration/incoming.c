@@ -39,12 +39,19 @@ static int receive_pages(struct vm *vm, int fd, uint64_t len)
         first |= (uint64_t)prefix[i] << (8 * i);
     for (int i = 0; i < 4; i++)
         count |= (uint32_t)prefix[8 + i] << (8 * i);
-    uint8_t *host = count && count <= MIG_MAX_RUN_PAGES ? run_host(&vm->mem, first, count) : NULL;
-    if (!host || len != sizeof(prefix) + (uint64_t)count * MIG_PAGE_SIZE)
+    if (!count || count > MIG_MAX_RUN_PAGES ||
+        len != sizeof(prefix) + (uint64_t)count * MIG_PAGE_SIZE)
         goto bad;
+    uint8_t *host = run_host(&vm->mem, first, count);
+    if (!host) {
+        log_error("migration: a run of %u pages at page %llu lies outside this VM's RAM", count,
+                  (unsigned long long)first);
+        return -EPROTO;
+    }
     return mig_recv_all(fd, host, (size_t)count * MIG_PAGE_SIZE);
 bad:
-    log_error("migration: a page run outside this VM's RAM (%llu bytes)", (unsigned long long)len);
+    log_error("migration: a page run whose length (%llu bytes) does not match its page count",
+              (unsigned long long)len);
     return -EPROTO;
 }
 
