@@ -35,7 +35,8 @@
 # summary gives the exec of `godwit version` here, for scale). Both write to the same
 # filesystem: this host's /tmp (a tmpfs in the test host).
 #
-# Environment: BENCH_VMMS (default "godwit qemu"), BENCH_CPUS (vCPU counts, default "1 2"),
+# Environment: BENCH_VMMS (default "godwit qemu"), BENCH_CPUS (vCPU counts, default 1; "1 2"
+# doubles the time, and in the test host most of its breakdowns came in 2-vCPU rounds),
 # BENCH_MEM (MiB, default 1024), BENCH_TICK (s, default 0.01), BENCH_SETTLE (s of counting
 # before the snapshot, default 3), BENCH_VM_TIMEOUT (s for a boot to reach the counter,
 # default 180), BENCH_RESTORE_TIMEOUT (s for a restored guest to count on, default 90). A VM
@@ -50,7 +51,7 @@ set -uo pipefail
 
 build=${1:?usage: bench/snapshot.sh BUILD_DIR [RUNS]}
 runs=${2:-3}
-cpus_list=${BENCH_CPUS:-1 2}
+cpus_list=${BENCH_CPUS:-1}
 vmms=${BENCH_VMMS:-godwit qemu}
 mem=${BENCH_MEM:-1024}
 tick=${BENCH_TICK:-0.01}
@@ -393,12 +394,15 @@ for n, l in enumerate(sys.stdin):
 }
 
 rec() { echo "$3" >>"$work/$1.$2"; }  # rec VMM-CPUS METRIC VALUE
+# step WHAT: a progress line (which step a test host that breaks down was in).
+step() { echo "bench: [$((SECONDS - start)) s] $*" >&2; }
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f", b / 1048576}'; }
 
 godwit_round() { # CPUS
   local cpus=$1 d=$work/g$1-$i key=godwit-$1
   mkdir -p "$d"
   local log=$d/source.log sock=$d/source.sock dir=$d/snap
+  step "godwit run $i, $cpus vCPU: boot"
   "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory "$mem" --cpus "$cpus" \
     --no-rng --no-reboot --cmdline "$cmdline" --disk "path=$script,readonly=on,serial=godwit-script" \
     --name "gwbench-src-$cpus-$i" --api-socket "$sock" </dev/null >"$log" 2>&1 &
@@ -407,6 +411,7 @@ godwit_round() { # CPUS
   period=$(wait_counting "$log" "$pid" "godwit source (run $i, $cpus vCPU)" godwit "$sock") ||
     { kill -KILL $pid 2>/dev/null; wait "$pid"; echo "bench: (its exit status: $?)" >&2; return 1; }
   local write_ms st
+  step "godwit run $i, $cpus vCPU: snapshot"
   read -r write_ms st < <("$py" "$helper" timed 300 "$d/snapshot.out" \
     "$godwit" snapshot "$sock" "$dir" --stop)
   [ "$st" = 0 ] || {
@@ -423,6 +428,7 @@ godwit_round() { # CPUS
   bytes=$(du -s -B1 "$dir" | cut -f1)
   last=$(last_count "$log")
   local r
+  step "godwit run $i, $cpus vCPU: restore"
   r=$("$py" "$helper" restore godwit "$d/restore.log" "$d/restore.sock" "$last" "$restore_timeout" \
     "$godwit" run --restore "$dir" --name "gwbench-dst-$cpus-$i" --api-socket "$d/restore.sock") ||
     {
@@ -449,6 +455,7 @@ qemu_round() { # CPUS
     -display none -no-reboot -kernel "$kernel_bzimage" -initrd "$initrd" -append "$cmdline"
     -drive "file=$script,if=none,id=s0,format=raw,readonly=on"
     -device virtio-blk-pci,drive=s0,serial=godwit-script)
+  step "QEMU run $i, $cpus vCPU: boot"
   qemu-system-x86_64 "${common[@]}" -serial "file:$log" -qmp "unix:$sock,server=on,wait=off" \
     </dev/null >"$d/source.err" 2>&1 &
   local pid=$!; pids+=("$pid")
@@ -461,6 +468,7 @@ qemu_round() { # CPUS
       return 1
     }
   local r
+  step "QEMU run $i, $cpus vCPU: stop and migrate"
   r=$(timeout -k 5 300 "$py" "$helper" qemu-save "$sock" "$file" 290) ||
     { echo "bench: QEMU save (run $i, $cpus vCPU) failed" >&2; cat "$d/source.err" >&2
       kill -KILL $pid; rm -f "$file"; return 1; }
@@ -470,6 +478,7 @@ qemu_round() { # CPUS
   read -r write_ms _ normal psize mbps <<<"$r"
   bytes=$(stat -c %s "$file")
   last=$(last_count "$log")
+  step "QEMU run $i, $cpus vCPU: restore"
   r=$("$py" "$helper" restore qemu "$d/restore.log" "$d/restore.qmp" "$last" "$restore_timeout" \
     qemu-system-x86_64 "${common[@]}" -serial "file:$d/restore.log" \
     -qmp "unix:$d/restore.qmp,server=on,wait=off" -incoming "exec:cat $file") ||
