@@ -426,7 +426,11 @@ finish_watched() {
 }
 
 # last_count LOG: the last "count N" the guest printed in LOG.
-last_count() { grep -aoE '^count [0-9]+' "$1" | tail -n 1 | cut -d' ' -f2; }
+# The counter guest's lines, less the one it is still writing: a line half-written when it was
+# read ("count 54 179598") is not a count or a clock.
+whole_lines() { perl -ne 'print if /\n\z/' "$1"; }
+last_count() { whole_lines "$1" | grep -aoE '^count [0-9]+' | tail -n 1 | cut -d' ' -f2; }
+last_clock() { whole_lines "$1" | grep -aoE '^count [0-9]+ [0-9]+' | tail -n 1 | cut -d' ' -f3; }
 
 # The counter guest of the snapshot cases: every 100 ms it writes the count to its disk (vda,
 # synced) and then prints it with its wall clock ("count N SECONDS") on the serial console;
@@ -507,7 +511,7 @@ case_snapshot() {
       ok=0; fail snapshot_clone$c "the restored guest did not count on to $want"; continue
     fi
     local seen=$(date +%s) guest_time
-    guest_time=$(grep -aoE '^count [0-9]+ [0-9]+' "$log" | tail -n 1 | cut -d' ' -f3)
+    guest_time=$(last_clock "$log")
     [ $((guest_time - seen)) -le 3 ] && [ $((seen - guest_time)) -le 3 ] ||
       { ok=0; fail snapshot_clone$c "the restored guest's clock says $guest_time, the host's $seen"; }
     first=$(grep -aoE '^count [0-9]+' "$log" | head -n 1 | cut -d' ' -f2)
@@ -666,7 +670,7 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
     [ "$first" -gt "$at" ] && [ "$first" -le $((at + 2)) ] ||
       { ok=0; fail migrate_dest "the guest counted from $first at the destination, the source was at $at"; }
     seen=$(date +%s)
-    guest_time=$(grep -aoE '^count [0-9]+ [0-9]+' "$dst" | tail -n 1 | cut -d' ' -f3)
+    guest_time=$(last_clock "$dst")
     [ $((guest_time - seen)) -le 3 ] && [ $((seen - guest_time)) -le 3 ] ||
       { ok=0; fail migrate_dest "the guest's clock says $guest_time, the host's $seen"; }
     local sums
