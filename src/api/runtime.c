@@ -28,7 +28,8 @@ void runtime_test_set_euid(uid_t euid)
     test_euid = euid;
 }
 
-int runtime_dir_check(const char *path, uid_t euid)
+/* any_owner: a client's look, where root accepts a directory that another user owns. */
+static int dir_check(const char *path, uid_t euid, bool any_owner)
 {
     struct stat st;
     if (lstat(path, &st) < 0) {
@@ -36,7 +37,8 @@ int runtime_dir_check(const char *path, uid_t euid)
         log_error("runtime directory %s: %s", path, strerror(err));
         return -err;
     }
-    if (!S_ISDIR(st.st_mode) || st.st_uid != euid || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+    if (!S_ISDIR(st.st_mode) || (!any_owner && st.st_uid != euid) ||
+        (st.st_mode & (S_IWGRP | S_IWOTH))) {
         log_error("runtime directory %s: not a directory owned by uid %u that only it can "
                   "write to (%s, uid %u, mode %04o): refusing it", path, (unsigned)euid,
                   S_ISLNK(st.st_mode) ? "a symlink" : S_ISDIR(st.st_mode) ? "a directory"
@@ -47,10 +49,14 @@ int runtime_dir_check(const char *path, uid_t euid)
     return 0;
 }
 
-int runtime_dir(char *buf, size_t len)
+int runtime_dir_check(const char *path, uid_t euid)
+{
+    return dir_check(path, euid, false);
+}
+
+static int dir_path(uid_t euid, char *buf, size_t len)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
-    uid_t euid = runtime_euid();
     int n;
     if (euid == 0)
         n = snprintf(buf, len, "/run/godwit");
@@ -58,13 +64,29 @@ int runtime_dir(char *buf, size_t len)
         n = snprintf(buf, len, "%s/godwit", xdg);
     else
         n = snprintf(buf, len, "/tmp/godwit-%u", (unsigned)euid);
-    if (n < 0 || (size_t)n >= len)
-        return -ENAMETOOLONG;
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int runtime_dir(char *buf, size_t len)
+{
+    uid_t euid = runtime_euid();
+    int ret = dir_path(euid, buf, len);
+    if (ret < 0)
+        return ret;
     /* Private to the user: sockets in it control VMs. In /tmp anyone may have made it first:
      * what is there is checked, never trusted. */
     if (mkdir(buf, 0700) < 0 && errno != EEXIST)
         return -errno;
     return runtime_dir_check(buf, euid);
+}
+
+int runtime_client_dir(char *buf, size_t len)
+{
+    uid_t euid = runtime_euid();
+    int ret = dir_path(euid, buf, len);
+    /* Root may look into a directory a service user owns (/run/godwit made by systemd for the
+     * unit's user): what it finds there is that user's VMs, which root controls anyway. */
+    return ret < 0 ? ret : dir_check(buf, euid, euid == 0);
 }
 
 bool runtime_name_valid(const char *name)
@@ -90,14 +112,24 @@ void runtime_generate_name(char *buf, size_t len)
     snprintf(buf, len, "vm-%08x", r);
 }
 
-int runtime_socket_path(const char *name, char *buf, size_t len)
+static int socket_in(int (*pick_dir)(char *, size_t), const char *name, char *buf, size_t len)
 {
     char dir[RUNTIME_PATH_MAX];
-    int ret = runtime_dir(dir, sizeof(dir));
+    int ret = pick_dir(dir, sizeof(dir));
     if (ret < 0)
         return ret;
     int n = snprintf(buf, len, "%s/%s.sock", dir, name);
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int runtime_socket_path(const char *name, char *buf, size_t len)
+{
+    return socket_in(runtime_dir, name, buf, len);
+}
+
+int runtime_client_socket_path(const char *name, char *buf, size_t len)
+{
+    return socket_in(runtime_client_dir, name, buf, len);
 }
 
 int runtime_claim_name(const char *name)

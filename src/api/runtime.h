@@ -15,6 +15,11 @@
  * refused, after one log line).
  */
 int runtime_dir(char *buf, size_t len);
+/*
+ * For clients (control commands): the same directory, never created. It must pass
+ * runtime_dir_check(), except that root accepts one another user owns (a service's user).
+ */
+int runtime_client_dir(char *buf, size_t len);
 /* 0 when `path` is a directory, not a symlink, owned by `euid`, that neither group nor others
  * may write to; -EPERM (or lstat's -errno) after one log line naming it otherwise. */
 int runtime_dir_check(const char *path, uid_t euid);
@@ -24,7 +29,9 @@ void runtime_test_set_euid(uid_t euid);
 bool runtime_name_valid(const char *name);
 /* A name no other VM on this host uses yet: "vm-" and 8 hex digits. */
 void runtime_generate_name(char *buf, size_t len);
+/* DIR/NAME.sock: in runtime_dir() for the VM that serves it, runtime_client_dir() for clients. */
 int runtime_socket_path(const char *name, char *buf, size_t len);
+int runtime_client_socket_path(const char *name, char *buf, size_t len);
 
 /*
  * Claims `name` for this process: an exclusive lock on DIR/NAME.lock, held until exit (so a

@@ -33,7 +33,7 @@ static int socket_for(const char *name, char *path, size_t len)
         log_error("'%s' is not a valid VM name", name);
         return -EINVAL;
     }
-    return runtime_socket_path(name, path, len);
+    return runtime_client_socket_path(name, path, len);
 }
 
 static const char *json_string_of(struct json_object *obj, const char *key)
@@ -101,7 +101,7 @@ static void ps_print_row(const char *name, const char *path)
 static int ctl_ps(void)
 {
     char dir[RUNTIME_PATH_MAX];
-    if (runtime_dir(dir, sizeof(dir)) < 0) {
+    if (runtime_client_dir(dir, sizeof(dir)) < 0) {
         log_error("cannot open the runtime directory");
         return 1;
     }

@@ -133,6 +133,49 @@ static void test_lock_no_follow(void **state)
     close(fd);
 }
 
+/* A control command never creates the directory, and only root looks into one another user
+ * owns: a service's /run/godwit, made by systemd for the unit's user. */
+static void test_client_dir(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    char buf[RUNTIME_PATH_MAX];
+    assert_int_equal(runtime_client_dir(buf, sizeof(buf)), -ENOENT);
+    assert_int_equal(access(dir, F_OK), -1);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(chown(dir, fake_uid + 1, 0), 0);
+    assert_int_equal(runtime_client_dir(buf, sizeof(buf)), -EPERM); /* not root: its own only */
+    assert_int_equal(chown(dir, fake_uid, 0), 0);
+    assert_int_equal(runtime_client_dir(buf, sizeof(buf)), 0);
+    assert_string_equal(buf, dir);
+    char sock[RUNTIME_PATH_MAX];
+    assert_int_equal(runtime_client_socket_path("vm", sock, sizeof(sock)), 0);
+    assert_string_equal(sock + strlen(dir), "/vm.sock");
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(runtime_client_dir(buf, sizeof(buf)), -EPERM); /* others may write: never */
+}
+
+/* Root's clients accept /run/godwit owned by a service user; its servers do not. */
+static void test_root_client_accepts_service_user(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    runtime_test_set_euid(0);
+    char buf[RUNTIME_PATH_MAX];
+    int ret = runtime_client_dir(buf, sizeof(buf));
+    runtime_test_set_euid(fake_uid);
+    assert_string_equal(buf, "/run/godwit");
+    struct stat st;
+    if (lstat("/run/godwit", &st) == 0 && S_ISDIR(st.st_mode) && !(st.st_mode & 022))
+        assert_int_equal(ret, 0); /* whoever owns it */
+    assert_int_equal(runtime_dir_check(dir, 0), -ENOENT); /* a server checks its owner, */
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(chown(dir, fake_uid, 0), 0);
+    assert_int_equal(runtime_dir_check(dir, 0), -EPERM); /* ... which must be itself */
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -140,6 +183,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dir_owner_and_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dir_created, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_no_follow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_root_client_accepts_service_user, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
