@@ -11,6 +11,7 @@ packages=(
   busybox-static cpio xz-utils zstd kmod    # guest and test-host initramfs images
   iproute2 iputils-ping curl ca-certificates # test-host networking, API tests, snapshot clones
   python3 tmux                              # test-host monitor, the main job driven in a terminal
+  systemd                                   # systemd-analyze: the unit is checked (tests/systemd)
   fio iperf3                                # bench/io.sh (host and bench guest)
 )
 

@@ -341,7 +341,7 @@ static int ctl_migrate(int argc, char **argv)
         return argc == 3 ? ctl_simple(argv[1], "DELETE", "/vm/migration", false) : 2;
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "uri", json_object_new_string(argv[2]));
-    for (int i = 3; i < argc; i++) {
+    for (int i = 3; i < argc; i += 2) {
         const char *key = strcmp(argv[i], "--downtime-ms") == 0 ? "downtime_ms"
                           : strcmp(argv[i], "--timeout") == 0   ? "timeout_s" : NULL;
         char *end = NULL;
@@ -352,7 +352,6 @@ static int ctl_migrate(int argc, char **argv)
             return 2;
         }
         json_object_object_add(req, key, json_object_new_int64(v));
-        i++;
     }
     struct api_response resp;
     int ret = api_request(path, "PUT", "/vm/migrate", json_object_to_json_string(req), &resp);

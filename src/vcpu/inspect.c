@@ -96,16 +96,19 @@ static void add_msrs(struct vcpu *vcpu, struct json_object *o)
         { MSR_KVM_PV_EOI_EN, "kvm_pv_eoi_en" },
     };
     enum { N = sizeof(wanted) / sizeof(wanted[0]) };
-    struct {
+    /* The header with room for N entries after it (not a struct: clang refuses a flexible
+     * array member that is not last). */
+    union {
         struct kvm_msrs hdr;
-        struct kvm_msr_entry e[N];
+        uint8_t bytes[sizeof(struct kvm_msrs) + N * sizeof(struct kvm_msr_entry)];
     } m = { .hdr.nmsrs = N };
+    struct kvm_msr_entry *e = m.hdr.entries;
     for (unsigned i = 0; i < N; i++)
-        m.e[i].index = wanted[i].index;
+        e[i].index = wanted[i].index;
     int got = ioctl(vcpu->fd, KVM_GET_MSRS, &m);
     struct json_object *a = json_object_new_object();
     for (int i = 0; i < got && i < N; i++)
-        json_object_object_add(a, wanted[i].name, hex(m.e[i].data));
+        json_object_object_add(a, wanted[i].name, hex(e[i].data));
     json_object_object_add(o, "msrs", a);
 }
 
