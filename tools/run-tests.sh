@@ -10,9 +10,32 @@ export GODWIT_CACHE=${GODWIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/godwit}
 tools/install-deps.sh
 tools/build.sh --asan
 
+# The suites' own counts ("N passed, M failed"; ctest's "... N tests failed out of M"), from
+# each suite's last run, add up to the one line the run ends with.
+total_passed=0 total_failed=0
+tally() { # LOG: adds the last count line in LOG to the totals
+  local line p f
+  line=$(grep -aoE '[0-9]+ passed, [0-9]+ failed|[0-9]+ tests failed out of [0-9]+' "$1" | tail -n 1)
+  case $line in
+    *" passed, "*) p=${line%% *}; f=${line#*, }; f=${f%% *} ;;
+    *" out of "*) f=${line%% *}; p=$((${line##* } - f)) ;;
+    *) p=0 f=1 ;; # a suite that ended before counting anything
+  esac
+  total_passed=$((total_passed + p)) total_failed=$((total_failed + f))
+}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
 echo "== unit tests (release, then ASan/UBSan)"
-ctest --test-dir build -L unit --output-on-failure -j2
-ctest --test-dir build-asan -L unit --output-on-failure -j2
+unit_status=0
+for dir in build build-asan; do
+  ctest --test-dir $dir -L unit --output-on-failure -j2 2>&1 | tee "$logs/unit" || unit_status=1
+  tally "$logs/unit"
+done
+if [ $unit_status -ne 0 ]; then # seconds in, before any guest: no use booting one
+  echo "== all suites: $total_passed passed, $total_failed failed (stopped after the unit tests)"
+  exit 1
+fi
 
 echo "== default guest (Debian's kernel and a busybox initramfs)"
 guests/build-guest.sh >/dev/null
@@ -36,11 +59,12 @@ suite() {
   local runs=0 failures=0 rc
   while :; do
     rc=0
-    "${host[@]}" "$@" || rc=$?
-    [ "$rc" -eq 0 ] && return 0
+    "${host[@]}" "$@" 2>&1 | tee "$logs/suite" || rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] && { tally "$logs/suite"; return 0; }
     runs=$((runs + 1))
     [ "$rc" -eq 75 ] || failures=$((failures + 1))
     if [ "$failures" -ge 2 ] || [ "$runs" -ge 4 ]; then
+      tally "$logs/suite"
       return 1
     fi
     echo "== $1 failed (status $rc); running it again"
@@ -56,5 +80,7 @@ suite tests/api/run-api-tests.sh build || failed=1
 # The README's main job, driven through a real terminal as a person would; it runs the test
 # host itself when it needs one.
 echo "== the main job in a terminal (tools/boot-default-guest.sh under tmux)"
-tests/e2e/run-main-job.sh || failed=1
+tests/e2e/run-main-job.sh 2>&1 | tee "$logs/main-job" || failed=1
+tally "$logs/main-job"
+echo "== all suites: $total_passed passed, $total_failed failed"
 exit $failed
