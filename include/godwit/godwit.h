@@ -98,6 +98,8 @@ struct godwit_migrate_options {
     const char *uri;      /* "tcp:HOST:PORT" or "unix:PATH": a `godwit run --incoming` there */
     unsigned downtime_ms; /* budget for the guest's pause at the switch-over; 0: 10 ms */
     unsigned timeout_s;   /* cancel (the guest runs on here) after this long; 0: 600 s */
+    bool switchover_on_timeout; /* at the timeout, switch over anyway (over the budget) */
+    unsigned bandwidth_mibps;   /* the most the passes before the pause send, MiB/s; 0: no limit */
 };
 
 struct godwit_migration_status {
@@ -108,6 +110,7 @@ struct godwit_migration_status {
     double expected_downtime_ms; /* while active: what the switch-over would cost now */
     double downtime_ms;          /* once completed: how long the guest was paused */
     double total_ms;
+    bool forced;                 /* switched over at the timeout, over the downtime budget */
     char error[200];             /* why it failed or was cancelled */
 };
 

@@ -270,14 +270,16 @@ static void handle_snapshot(void *ctx, const struct http_request *req, struct ht
     reply_json(h, resp, obj);
 }
 
-/* PUT /vm/migrate {"uri": "tcp:HOST:PORT", "downtime_ms": 10, "timeout_s": 600}: 202, started. */
+/* PUT /vm/migrate {"uri": "tcp:HOST:PORT", "downtime_ms": 10, "timeout_s": 600,
+ * "timeout_action": "cancel", "bandwidth_mibps": 0}: 202, started. */
 static void handle_migrate(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     struct handler_ctx *h = ctx;
     struct json_tokener *tok = json_tokener_new();
     struct json_object *body = tok ? json_tokener_parse_ex(tok, req->body, (int)req->body_len)
                                    : NULL;
-    struct json_object *uri = NULL, *downtime = NULL, *timeout = NULL;
+    struct json_object *uri = NULL, *downtime = NULL, *timeout = NULL, *action = NULL,
+                       *bandwidth = NULL;
     json_tokener_free(tok);
     bool ok = body && json_object_is_type(body, json_type_object) &&
               json_object_object_get_ex(body, "uri", &uri) &&
@@ -288,9 +290,18 @@ static void handle_migrate(void *ctx, const struct http_request *req, struct htt
     if (ok && json_object_object_get_ex(body, "timeout_s", &timeout))
         ok = json_object_is_type(timeout, json_type_int) && json_object_get_int64(timeout) > 0 &&
              json_object_get_int64(timeout) <= 86400;
+    if (ok && json_object_object_get_ex(body, "timeout_action", &action))
+        ok = json_object_is_type(action, json_type_string) &&
+             (strcmp(json_object_get_string(action), "cancel") == 0 ||
+              strcmp(json_object_get_string(action), "switchover") == 0);
+    if (ok && json_object_object_get_ex(body, "bandwidth_mibps", &bandwidth))
+        ok = json_object_is_type(bandwidth, json_type_int) &&
+             json_object_get_int64(bandwidth) > 0 && json_object_get_int64(bandwidth) <= 1000000;
     if (!ok) {
         reply_error(h, resp, 400, "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional "
-                                  "\"downtime_ms\" (1-60000) and \"timeout_s\" (1-86400)");
+                                  "\"downtime_ms\" (1-60000), \"timeout_s\" (1-86400), "
+                                  "\"timeout_action\" (\"cancel\" or \"switchover\") and "
+                                  "\"bandwidth_mibps\" (1-1000000)");
         json_object_put(body);
         return;
     }
@@ -298,6 +309,8 @@ static void handle_migrate(void *ctx, const struct http_request *req, struct htt
         .uri = json_object_get_string(uri),
         .downtime_ms = downtime ? (unsigned)json_object_get_int64(downtime) : 0,
         .timeout_s = timeout ? (unsigned)json_object_get_int64(timeout) : 0,
+        .switchover_on_timeout = action && strcmp(json_object_get_string(action), "switchover") == 0,
+        .bandwidth_mibps = bandwidth ? (unsigned)json_object_get_int64(bandwidth) : 0,
     };
     int ret = godwit_migrate(h->server->vm, &opts);
     json_object_put(body);
@@ -334,6 +347,7 @@ static void handle_get_migration(void *ctx, const struct http_request *req,
                            json_object_new_double(st.expected_downtime_ms));
     json_object_object_add(o, "downtime_ms", json_object_new_double(st.downtime_ms));
     json_object_object_add(o, "total_ms", json_object_new_double(st.total_ms));
+    json_object_object_add(o, "forced", json_object_new_boolean(st.forced));
     if (st.error[0])
         json_object_object_add(o, "error", json_object_new_string(st.error));
     reply_json(h, resp, o);

@@ -311,11 +311,13 @@ static int follow_migration(const char *name, const char *path)
             printf("\n");
         int status = 0;
         if (strcmp(state, "completed") == 0)
-            printf("%s: migrated: %lld passes, %.1f MiB sent, guest paused %.1f ms, %.1f s in all\n",
-                   name, (long long)json_int_of(st, "pass"),
+            printf("%s: migrated: %lld passes, %.1f MiB sent, guest paused %.1f ms, %.1f s in "
+                   "all%s\n", name, (long long)json_int_of(st, "pass"),
                    (double)json_int_of(st, "bytes_sent") / 1048576.0,
                    json_object_get_double(json_object_object_get(st, "downtime_ms")),
-                   json_object_get_double(json_object_object_get(st, "total_ms")) / 1e3);
+                   json_object_get_double(json_object_object_get(st, "total_ms")) / 1e3,
+                   json_object_get_boolean(json_object_object_get(st, "forced"))
+                       ? " (switched over at the timeout, not converged)" : "");
         else {
             log_error("%s: migration %s: %s; the guest runs on here", name, state,
                       json_string_of(st, "error"));
@@ -326,13 +328,15 @@ static int follow_migration(const char *name, const char *path)
     }
 }
 
-/* godwit migrate NAME URI [--downtime-ms N] [--timeout S] | godwit migrate NAME --cancel */
+/* godwit migrate NAME URI [--downtime-ms N] [--timeout S] [--timeout-action A] [--bandwidth B]
+ * | godwit migrate NAME --cancel */
 static int ctl_migrate(int argc, char **argv)
 {
     char path[RUNTIME_PATH_MAX + 80];
     if (argc < 3) {
         log_error("usage: godwit migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] "
-                  "[--timeout S] | godwit migrate NAME --cancel");
+                  "[--timeout S] [--timeout-action cancel|switchover] [--bandwidth MIBPS] | "
+                  "godwit migrate NAME --cancel");
         return 2;
     }
     if (socket_for(argv[1], path, sizeof(path)) < 0)
@@ -342,12 +346,20 @@ static int ctl_migrate(int argc, char **argv)
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "uri", json_object_new_string(argv[2]));
     for (int i = 3; i < argc; i += 2) {
+        if (strcmp(argv[i], "--timeout-action") == 0 && i + 1 < argc &&
+            (strcmp(argv[i + 1], "cancel") == 0 || strcmp(argv[i + 1], "switchover") == 0)) {
+            json_object_object_add(req, "timeout_action", json_object_new_string(argv[i + 1]));
+            continue;
+        }
         const char *key = strcmp(argv[i], "--downtime-ms") == 0 ? "downtime_ms"
-                          : strcmp(argv[i], "--timeout") == 0   ? "timeout_s" : NULL;
+                          : strcmp(argv[i], "--timeout") == 0   ? "timeout_s"
+                          : strcmp(argv[i], "--bandwidth") == 0 ? "bandwidth_mibps" : NULL;
         char *end = NULL;
         long long v = key && i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
         if (!key || !end || *end || v <= 0) {
-            log_error("migrate: '%s' is not --downtime-ms N or --timeout S", argv[i]);
+            log_error("migrate: '%s%s%s' is not --downtime-ms N, --timeout S, --timeout-action "
+                      "cancel|switchover or --bandwidth MIBPS", argv[i], i + 1 < argc ? " " : "",
+                      i + 1 < argc ? argv[i + 1] : "");
             json_object_put(req);
             return 2;
         }

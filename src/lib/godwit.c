@@ -794,7 +794,9 @@ static int do_migrate(struct godwit_vm *gv, struct vm *vm, void *arg)
 int godwit_migrate(struct godwit_vm *gv, const struct godwit_migrate_options *opts)
 {
     struct migration_params params = { .downtime_ms = opts->downtime_ms,
-                                       .timeout_s = opts->timeout_s };
+                                       .timeout_s = opts->timeout_s,
+                                       .switchover_on_timeout = opts->switchover_on_timeout,
+                                       .bandwidth_mibps = opts->bandwidth_mibps };
     if (!opts->uri || snprintf(params.uri, sizeof(params.uri), "%s", opts->uri) >=
                           (int)sizeof(params.uri))
         return -EINVAL;
@@ -815,7 +817,7 @@ int godwit_migration_status(struct godwit_vm *gv, struct godwit_migration_status
         .state = migration_state_name(p.state), .pass = p.pass, .bytes_sent = p.bytes_sent,
         .bytes_left = p.bytes_left, .bandwidth_bps = p.bandwidth_bps,
         .dirty_bytes_per_s = p.dirty_bytes_per_s, .expected_downtime_ms = p.expected_downtime_ms,
-        .downtime_ms = p.downtime_ms, .total_ms = p.total_ms,
+        .downtime_ms = p.downtime_ms, .total_ms = p.total_ms, .forced = p.forced,
     };
     snprintf(st->error, sizeof(st->error), "%s", p.error);
     return 0;

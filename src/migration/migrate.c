@@ -42,6 +42,9 @@ struct migration {
     unsigned long *bitmap; /* pages to send in this pass, by index in the memory file */
     size_t nr_pages;
     struct timespec started;
+    bool final_step; /* the guest is paused: nothing waits for the bandwidth limit */
+    uint64_t limited_bytes; /* sent under the bandwidth limit since limit_start */
+    struct timespec limit_start;
 
     pthread_mutex_t lock; /* guards progress */
     struct migration_progress progress;
@@ -104,6 +107,25 @@ static uint8_t *page_host(const struct guest_memory *gm, uint64_t page, uint64_t
     return NULL;
 }
 
+/* Under --bandwidth, waits until `bytes` more fit the limit since the first pass began. Only
+ * the migration thread sends under it: the final step, with the guest paused, never waits. */
+static int keep_to_limit(struct migration *m, uint64_t bytes)
+{
+    if (!m->params.bandwidth_mibps || m->final_step)
+        return 0;
+    m->limited_bytes += bytes;
+    double due_ms = (double)m->limited_bytes * 1e3 / ((double)m->params.bandwidth_mibps * 1048576);
+    double ahead_ms;
+    while ((ahead_ms = due_ms - ms_since(&m->limit_start)) > 0) {
+        if (atomic_load(&m->cancelled))
+            return -ECANCELED;
+        double nap = ahead_ms < 50 ? ahead_ms : 50; /* a cancel is seen within 50 ms */
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)(nap * 1e6) };
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 /* One run of `count` pages from `first`, read from guest memory as it is now. */
 static int send_run(struct migration *m, uint64_t first, uint32_t count)
 {
@@ -120,7 +142,7 @@ static int send_run(struct migration *m, uint64_t first, uint32_t count)
                         (size_t)count * MIG_PAGE_SIZE);
     if (ret == 0)
         add_sent(m, (uint64_t)count * MIG_PAGE_SIZE);
-    return ret;
+    return ret == 0 ? keep_to_limit(m, (uint64_t)count * MIG_PAGE_SIZE) : ret;
 }
 
 /* Sends the pages of [first, first + count) that `want(m, page)` selects, as runs that stop at
@@ -268,6 +290,7 @@ static int final_step(struct migration *m, struct vm *vm)
         set_error(m, "cannot pause the VM: %s", strerror(-ret));
         return ret;
     }
+    m->final_step = true;
     int64_t dirty = harvest(m);
     ret = dirty < 0 ? (int)dirty : send_dirty(m);
     if (ret == 0)
@@ -277,6 +300,7 @@ static int final_step(struct migration *m, struct vm *vm)
     if (ret == 0)
         ret = wait_ack(m);
     if (ret < 0) {
+        m->final_step = false;
         set_error(m, "the final step failed: %s", strerror(-ret));
         if (!was_paused)
             vm_resume(vm);
@@ -308,7 +332,28 @@ static void record_pass(struct migration *m, unsigned pass, uint64_t left, doubl
     pthread_mutex_unlock(&m->lock);
 }
 
-/* Pass after pass until what is left fits the budget; returns 0 to switch over, or -errno. */
+/* Out of time or passes with `left` bytes still dirty: switch over anyway (0) when asked to,
+ * or give up (-ETIMEDOUT) and the guest runs on here. */
+static int not_converged(struct migration *m, unsigned pass, double left, double expected,
+                         double dirty_rate, double bandwidth)
+{
+    if (m->params.switchover_on_timeout) {
+        log_warn("migration to %s: not converged after %u passes; switching over with %.1f MiB "
+                 "left (pause expected %.0f ms, budget %u ms)", m->params.uri, pass,
+                 left / 1048576, expected, m->params.downtime_ms);
+        pthread_mutex_lock(&m->lock);
+        m->progress.forced = true;
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
+    set_error(m, "did not converge in %u passes, %.0f s: the guest dirties %.1f MiB/s, the link "
+                 "carries %.1f MiB/s", pass, ms_since(&m->started) / 1e3, dirty_rate / 1048576,
+              bandwidth / 1048576);
+    return -ETIMEDOUT;
+}
+
+/* Pass after pass until what is left fits the budget; returns 0 to switch over, or -errno.
+ * The timeout and the pass limit are looked at after each pass. */
 static int iterate(struct migration *m)
 {
     double budget = m->params.downtime_ms, bandwidth = 0;
@@ -328,14 +373,11 @@ static int iterate(struct migration *m)
         double left = (double)dirty * MIG_PAGE_SIZE;
         double expected = FIXED_COST_MS + (bandwidth > 0 ? left * 1e3 / bandwidth : 0);
         record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0, expected);
-        if (expected <= budget || pass >= MIGRATION_MAX_PASSES)
+        if (expected <= budget)
             return 0;
-        if (ms_since(&m->started) > m->params.timeout_s * 1e3) {
-            set_error(m, "did not converge in %u s: the guest dirties %.0f MiB/s, the link "
-                         "carries %.0f MiB/s", m->params.timeout_s, left * 1e3 / ms / 1048576,
-                      bandwidth / 1048576);
-            return -ETIMEDOUT;
-        }
+        if (pass >= MIGRATION_MAX_PASSES || ms_since(&m->started) > m->params.timeout_s * 1e3)
+            return not_converged(m, pass, left, expected, ms > 0 ? left * 1e3 / ms : 0,
+                                 bandwidth);
     }
 }
 
@@ -404,6 +446,7 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
     pthread_mutex_init(&m->lock, NULL);
     m->progress.state = MIGRATION_ACTIVE;
     clock_gettime(CLOCK_MONOTONIC, &m->started);
+    m->limit_start = m->started;
     m->fd = -1;
     if (!m->bitmap || !m->config_json)
         goto fail;

@@ -26,7 +26,9 @@ enum migration_state {
 struct migration_params {
     char uri[256];        /* tcp:HOST:PORT or unix:PATH */
     unsigned downtime_ms; /* the budget for the final step; 0: the default */
-    unsigned timeout_s;   /* give up (the guest runs on here) after this long; 0: the default */
+    unsigned timeout_s;   /* then give up (the guest runs on here), or switch over anyway */
+    bool switchover_on_timeout;
+    unsigned bandwidth_mibps; /* the most the passes before the pause send, MiB/s; 0: no limit */
 };
 
 struct migration_progress {
@@ -39,6 +41,7 @@ struct migration_progress {
     double expected_downtime_ms;  /* what the final step would take now */
     double downtime_ms;           /* the guest's actual pause, once completed */
     double total_ms;
+    bool forced;                  /* switched over at the timeout, over the downtime budget */
     char error[200];
 };
 
