@@ -6,6 +6,7 @@
 #ifndef GODWIT_MIGRATION_MIGRATE_H
 #define GODWIT_MIGRATION_MIGRATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct vm;
