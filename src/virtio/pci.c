@@ -257,7 +257,12 @@ static void write_status(struct virtio_pci *vp, uint8_t value)
 {
     struct virtio_device *vdev = vp->vdev;
     uint8_t old = vdev->status;
-    uint8_t added = value & ~old & ~VIRTIO_STATUS_NEEDS_RESET;
+    /* Only the bits a driver may set (virtio 1.2, 2.1): the reserved ones (0x10, 0x20) are
+     * dropped, as a snapshot's load refuses them. */
+    const uint8_t driver_bits = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                                VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |
+                                VIRTIO_STATUS_FAILED;
+    uint8_t added = value & ~old & driver_bits;
 
     if (value == 0) {
         transport_reset(vp);
