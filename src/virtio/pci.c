@@ -944,6 +944,12 @@ static void apply_config_space(struct virtio_pci *vp, const uint8_t *saved)
     for (unsigned i = 0; i < PCI_CONFIG_SPACE_SIZE; i++)
         vp->cs.bytes[i] = (uint8_t)((vp->cs.bytes[i] & ~vp->cs.writable[i]) |
                                     (saved[i] & vp->cs.writable[i]));
+    /* A BAR dword the guest was sizing (all ones written) still reads back its size mask. */
+    for (uint32_t off = BAR_REG; off < BAR_REG + 8; off += 4) {
+        bar_register_write(vp, off, (const uint8_t[4]){ 0xff, 0xff, 0xff, 0xff }, 4);
+        if (pci_config_get(&vp->cs, off, 4) != get_le(saved + off, 4))
+            bar_register_write(vp, off, (const uint8_t[4]){ 0 }, 4);
+    }
 }
 
 static int apply_queues(struct virtio_pci *vp, struct state_cursor *c,
