@@ -611,6 +611,23 @@ done
 EOF
 }
 
+# wait_for_socket PATH|tcp:PORT: until something listens there, or 30 s (a slow test host can
+# take seconds to start python or godwit).
+wait_for_socket() {
+  local _
+  for _ in $(seq 1 300); do
+    case $1 in
+      tcp:*) ss -Hltn "sport = :${1#tcp:}" | grep -q . && return 0 ;;
+      *) [ -S "$1" ] && return 0 ;;
+    esac
+    sleep 0.1
+  done
+  return 1
+}
+
+# migration_sent API: the bytes the running migration has sent so far.
+migration_sent() { curl -s -m 5 --unix-socket "$1" http://localhost/vm/migration | grep -oE '"bytes_sent":[0-9]+' | cut -d: -f2; }
+
 # Live migration on this host: the destination waits on a UNIX socket, the running source
 # moves to it and ends with status 0; the guest's counter goes on at the destination from
 # where it was, with its wall clock right, and it keeps writing the disk they share (whose lock
@@ -642,7 +659,7 @@ import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
 c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   local stuck=$!
-  for _ in $(seq 1 50); do [ -S "$work/stuck.sock" ] && break; sleep 0.1; done
+  wait_for_socket "$work/stuck.sock"
   "$godwit" migrate "$src.api" "unix:$work/stuck.sock" >"$work/migrate_stuck.out" 2>&1 &
   local stuck_cli=$!
   sleep 3
@@ -654,6 +671,26 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   before_cancel=$(last_count "$src")
   wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$vm_pid" 60 ||
     { ok=0; fail $name "the guest did not run on after the cancelled migration"; }
+
+  # A destination killed in the middle of the first pass, which --bandwidth 8 (MiB/s) makes
+  # last seconds: the cap holds, the source says why it gave up, and the guest runs on.
+  start_watched migrate_doomed 120 "$godwit" run --incoming "unix:$work/doomed.sock" --name mig-doomed
+  local doomed_pid=$vm_pid sent1 sent2
+  wait_for_socket "$work/doomed.sock"
+  "$godwit" migrate "$src.api" "unix:$work/doomed.sock" --bandwidth 8 >"$work/migrate_doomed.out" 2>&1 &
+  local doomed_cli=$!
+  sleep 1
+  sent1=$(migration_sent "$src.api"); sleep 3; sent2=$(migration_sent "$src.api")
+  [ "${sent2:-0}" -gt "${sent1:-0}" ] && [ $((sent2 - sent1)) -le $((3 * 8 * 1048576 * 11 / 10)) ] ||
+    { ok=0; fail $name "--bandwidth 8: $sent1 then $sent2 bytes sent 3 s later"; }
+  kill -KILL "$doomed_pid"
+  finish_watched migrate_doomed
+  wait $doomed_cli && { ok=0; fail $name "a migration to a killed destination reported success"; }
+  grep -q 'runs on here' "$work/migrate_doomed.out" ||
+    { ok=0; fail $name "killed destination: $(cat "$work/migrate_doomed.out")"; }
+  before_cancel=$(last_count "$src")
+  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$vm_pid" 60 ||
+    { ok=0; fail $name "the guest did not run on after its destination was killed"; }
 
   "$godwit" migrate "$src.api" "unix:$work/mig.sock" >"$work/migrate.out" 2>&1 ||
     { ok=0; fail $name "godwit migrate failed: $(cat "$work/migrate.out")"; }
@@ -680,26 +717,47 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   else
     ok=0; fail migrate_dest "the guest did not count on to $want at the destination"
   fi
+  # And back over TCP to a third process: the counter goes on again.
+  local port=$((40000 + RANDOM % 20000)) back=$work/migrate_back.log
+  start_watched migrate_back 300 "$godwit" run --incoming "tcp:127.0.0.1:$port" --name mig-back
+  local back_pid=$vm_pid
+  wait_for_socket "tcp:$port"
+  at=$(last_count "$dst")
+  "$godwit" migrate "$dst.api" "tcp:127.0.0.1:$port" >"$work/migrate_back.out" 2>&1 ||
+    { ok=0; fail $name "migrating back over TCP failed: $(cat "$work/migrate_back.out")"; }
+  finish_watched migrate_dest
+  [ $status -eq 0 ] || { ok=0; fail migrate_dest "exit status $status after moving on, expected 0"; }
+  at=$(last_count "$dst")
+  want=$((at + 20))
+  wait_for_line "$back" "^count $want[^0-9]" "$back_pid" 120 ||
+    { ok=0; fail migrate_back "the guest did not count on to $want after moving back"; }
+  first=$(grep -aoE '^count [0-9]+' "$back" | head -n 1 | cut -d' ' -f2)
+  [ "${first:-0}" -gt "$at" ] && [ "${first:-0}" -le $((at + 2)) ] ||
+    { ok=0; fail migrate_back "the guest counted from '$first' after moving back, it was at $at"; }
+  dst=$back dest_pid=$back_pid # the guest's home from here on
+
   # A third VM cannot take the disk from the destination.
   "$godwit" run "${common[@]}" --disk "path=$disk" </dev/null >"$work/migrate_third.log" 2>&1 &&
     { ok=0; fail $name "a third VM opened the migrated guest's disk"; }
   grep -q 'in use by another VM' "$work/migrate_third.log" ||
     { ok=0; fail $name "third VM: $(tail -n 2 "$work/migrate_third.log")"; }
   "$godwit" stop "$dst.api" >/dev/null 2>&1
-  finish_watched migrate_dest
-  [ $status -eq 6 ] || { ok=0; fail migrate_dest "exit status $status, expected 6"; }
+  finish_watched migrate_back
+  [ $status -eq 6 ] || { ok=0; fail migrate_back "exit status $status, expected 6"; }
   local on_disk
   on_disk=$(head -c 16 "$disk" | tr -d ' \0\n')
   [ "${on_disk:-0}" -ge "$want" ] || { ok=0; fail migrate_dest "the disk holds count '$on_disk', expected $want or more"; }
   expect_clean migrate_source || ok=0
   expect_clean migrate_dest || ok=0
+  expect_clean migrate_back || ok=0
+  expect_clean migrate_doomed || ok=0
 
   # Hostile streams: garbage, and a HELLO followed by a cut.
   local bad
   for bad in garbage cut; do
     "$godwit" run --incoming "unix:$work/bad-$bad.sock" </dev/null >"$work/migrate_$bad.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 1 50); do [ -S "$work/bad-$bad.sock" ] && break; sleep 0.1; done
+    wait_for_socket "$work/bad-$bad.sock"
     python3 - "$work/bad-$bad.sock" "$bad" <<'EOF'
 import socket, struct, sys, json
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
