@@ -20,7 +20,8 @@ struct fuzz_range {
 
 /*
  * One access from the input: a byte (bit 0: write, bits 1-2: log2 of the size, the rest:
- * which range), an offset byte, and for a write the value. Accesses that run past the end of
+ * which range), the offset (a byte, four for a range over 256 bytes), and for a write the
+ * value. Accesses that run past the end of
  * the range are not made (the bus refuses them before any device sees them).
  */
 static inline void fuzz_access(struct fuzz_in *in, const struct fuzz_range *r, unsigned nr)
@@ -28,7 +29,7 @@ static inline void fuzz_access(struct fuzz_in *in, const struct fuzz_range *r, u
     uint8_t op = fuzz_u8(in);
     const struct fuzz_range *range = &r[(op >> 3) % nr];
     uint32_t len = 1u << ((op >> 1) & 3);
-    uint64_t offset = fuzz_u8(in) % range->len;
+    uint64_t offset = (range->len > 256 ? fuzz_u32(in) : fuzz_u8(in)) % range->len;
     uint8_t data[8];
 
     if (len > range->max_access)
