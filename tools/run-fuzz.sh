@@ -41,7 +41,7 @@ fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 mkdir -p "$build/crashes"
-failed=0
+failed=0 npassed=0 nfailed=0
 for h in "${only[@]}"; do
   bin=$build/tests/fuzz/$h
   name=${h#fuzz_}
@@ -78,11 +78,17 @@ for h in "${only[@]}"; do
   if [ "$rc" -ne 0 ]; then
     failed=1
     line="$line: FAILED (status $rc; $log)"
-    grep -E '^(==[0-9]+==ERROR|SUMMARY|.*check failed|.*runtime error)|Test unit written' "$log" \
-      | head -5 | sed 's/^/    /' >&2 || true
   fi
   echo "$line"
+  if [ "$rc" -ne 0 ]; then
+    grep -E '^(==[0-9]+==ERROR|SUMMARY|fuzz: |.*check failed|.*runtime error)|Test unit written' \
+      "$log" | head -6 | sed 's/^/    /' || true
+    nfailed=$((nfailed + 1))
+  else
+    npassed=$((npassed + 1))
+  fi
 done
+echo "run-fuzz: $npassed passed, $nfailed failed"
 if [ "$failed" -ne 0 ]; then
   echo "run-fuzz: a harness failed; its input is in $build/crashes/ (see docs/fuzzing.md)" >&2
 fi

@@ -37,6 +37,13 @@ if [ $unit_status -ne 0 ]; then # seconds in, before any guest: no use booting o
   exit 1
 fi
 
+# Each fuzzing harness for a bounded time (about 3 minutes in all; docs/fuzzing.md), after
+# replaying its seeds and the inputs of bugs it found. A crash fails the run at the end.
+echo "== fuzzing (tools/run-fuzz.sh)"
+fuzz_status=0
+tools/run-fuzz.sh 2>&1 | tee "$logs/fuzz" || fuzz_status=1
+tally "$logs/fuzz"
+
 echo "== default guest (Debian's kernel and a busybox initramfs)"
 guests/build-guest.sh >/dev/null
 
@@ -70,7 +77,7 @@ suite() {
     echo "== $1 failed (status $rc); running it again"
   done
 }
-failed=0
+failed=$fuzz_status
 suite tests/kvm/run-kvm-tests.sh build-asan || failed=1
 suite tests/e2e/run-e2e.sh build || failed=1
 suite tests/e2e/run-devices.sh build || failed=1
