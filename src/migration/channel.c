@@ -3,6 +3,7 @@
 #include "migration/channel.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,6 +30,8 @@ const char *mig_type_name(uint32_t type)
     case MIG_DONE: return "DONE";
     case MIG_ACK: return "ACK";
     case MIG_ERROR: return "ERROR";
+    case MIG_CPU: return "CPU";
+    case MIG_READY: return "READY";
     }
     return "unknown";
 }
@@ -41,6 +44,8 @@ static uint64_t max_len(uint32_t type)
     case MIG_PAGES: return 12 + (uint64_t)MIG_MAX_RUN_PAGES * MIG_PAGE_SIZE;
     case MIG_STATE: return MIG_MAX_STATE;
     case MIG_ERROR: return 1024;
+    case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
+    case MIG_READY:
     case MIG_DONE:
     case MIG_ACK: return 0;
     }
@@ -320,4 +325,44 @@ int mig_recv_hello(int fd, char **config_json)
     }
     *config_json = text;
     return 0;
+}
+
+int mig_send_cpu(int fd, const struct kvm_cpuid2 *cpuid)
+{
+    uint8_t count[4];
+    for (int i = 0; i < 4; i++)
+        count[i] = (uint8_t)(cpuid->nent >> (8 * i));
+    /* The entries as they lie in memory: both ends are x86-64, little-endian, and the struct
+     * has no padding of its own (seven u32 and three reserved ones). */
+    return mig_send2(fd, MIG_CPU, count, sizeof(count), cpuid->entries,
+                     cpuid->nent * sizeof(cpuid->entries[0]));
+}
+
+int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid)
+{
+    uint8_t count[4];
+    if (len < sizeof(count))
+        goto bad;
+    int ret = mig_recv_all(fd, count, sizeof(count));
+    if (ret < 0)
+        return ret;
+    uint32_t n = (uint32_t)count[0] | (uint32_t)count[1] << 8 | (uint32_t)count[2] << 16 |
+                 (uint32_t)count[3] << 24;
+    if (n > MIG_MAX_CPUID_ENTRIES || len != sizeof(count) + n * sizeof(struct kvm_cpuid_entry2))
+        goto bad;
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+    if (!c)
+        return -ENOMEM;
+    c->nent = n;
+    ret = mig_recv_all(fd, c->entries, n * sizeof(c->entries[0]));
+    if (ret < 0) {
+        free(c);
+        return ret;
+    }
+    *cpuid = c;
+    return 0;
+bad:
+    log_error("migration: a CPU model of %llu bytes is not a CPUID table",
+              (unsigned long long)len);
+    return -EPROTO;
 }

@@ -5,6 +5,10 @@
  * u64 payload length, little-endian) and its payload:
  *
  *   HELLO  source -> destination: u32 protocol version, then the configuration's JSON
+ *   CPU    source -> destination: the guest's CPU model, vCPU 0's CPUID as cpuid_build() made
+ *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
+ *   READY  destination -> source: the VM is built and can run that CPU model; memory may come.
+ *          Until then the source sends nothing more, so a refusal costs no copy of RAM
  *   PAGES  source -> destination: u64 first page (index in the memory file), u32 count, then
  *          count * 4096 bytes; a run never crosses a memory region
  *   STATE  source -> destination: the VM's state (vm_state.h), once, with the VM paused
@@ -21,11 +25,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIG_PROTOCOL_VERSION 1u
+#define MIG_PROTOCOL_VERSION 2u /* 2: CPU and READY before any page */
 #define MIG_PAGE_SIZE 4096u
 #define MIG_MAX_RUN_PAGES 256u           /* 1 MiB of pages a message */
 #define MIG_MAX_CONFIG (1u << 20)
 #define MIG_MAX_STATE (256u << 20)
+#define MIG_MAX_CPUID_ENTRIES 256u
 
 enum mig_type {
     MIG_HELLO = 1,
@@ -34,6 +39,8 @@ enum mig_type {
     MIG_DONE = 4,
     MIG_ACK = 5,
     MIG_ERROR = 6,
+    MIG_CPU = 7,
+    MIG_READY = 8,
 };
 
 struct mig_header {
@@ -62,6 +69,12 @@ int mig_recv_all(int fd, void *buf, size_t len);
  * NUL-terminated. Both 0 or -errno after one line. */
 int mig_send_hello(int fd, const char *config_json);
 int mig_recv_hello(int fd, char **config_json);
+
+/* CPU: vCPU 0's CPUID table, as the guest sees it. Reading one: *cpuid is malloc'ed; 0 or
+ * -errno (-EPROTO for a payload that is not a table, after one line). */
+struct kvm_cpuid2;
+int mig_send_cpu(int fd, const struct kvm_cpuid2 *cpuid);
+int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid);
 
 const char *mig_type_name(uint32_t type);
 

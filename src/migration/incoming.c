@@ -10,6 +10,7 @@
 #include "log.h"
 #include "migration/channel.h"
 #include "migration/vm_state.h"
+#include "vcpu/vcpu.h"
 #include "vm/vm.h"
 
 /* The host address of a run of pages, by their index in the memory file, when the whole run
@@ -79,21 +80,50 @@ static int receive_error(int fd, uint64_t len)
     return -ECONNABORTED;
 }
 
-/* Tells the source why this side gives up, if it still listens. */
-static void send_error(int fd, int err)
+/*
+ * The guest's CPU model against what this host gives a vCPU: refused (with why) before any
+ * memory comes when the guest would miss a feature it was given; READY otherwise.
+ */
+static int receive_cpu(struct vm *vm, int fd, uint64_t len, char *why, size_t why_len)
 {
-    char why[128];
-    snprintf(why, sizeof(why), "the destination failed: %s", strerror(-err));
-    mig_send(fd, MIG_ERROR, why, strlen(why));
+    struct kvm_cpuid2 *guest = NULL, *here = NULL;
+    int ret = mig_recv_cpu(fd, len, &guest);
+    if (ret < 0)
+        return ret;
+    here = cpuid_build(vm->supported_cpuid, 0, vm->nr_vcpus);
+    ret = here ? vcpu_cpu_model_check(guest, here, why, why_len) : -ENOMEM;
+    free(guest);
+    free(here);
+    if (ret == -EINVAL)
+        log_error("migration: refused: %s", why);
+    return ret < 0 ? ret : mig_send(fd, MIG_READY, NULL, 0);
+}
+
+/* Tells the source why this side gives up, if it still listens. */
+static void send_error(int fd, int err, const char *why)
+{
+    char line[256];
+    if (why[0])
+        snprintf(line, sizeof(line), "the destination refused: %s", why);
+    else
+        snprintf(line, sizeof(line), "the destination failed: %s", strerror(-err));
+    mig_send(fd, MIG_ERROR, line, strlen(line));
 }
 
 int migration_receive(struct vm *vm, int fd)
 {
-    bool have_state = false;
+    bool have_cpu = false, have_state = false;
+    char why[200] = "";
     struct mig_header h;
     int ret;
     while ((ret = mig_recv_header(fd, &h)) == 0) {
-        if (h.type == MIG_PAGES && !have_state) {
+        if (h.type == MIG_CPU && !have_cpu) {
+            ret = receive_cpu(vm, fd, h.len, why, sizeof(why));
+            have_cpu = ret == 0;
+        } else if (!have_cpu && h.type != MIG_ERROR) {
+            log_error("migration: a %s message before the CPU model", mig_type_name(h.type));
+            ret = -EPROTO;
+        } else if (h.type == MIG_PAGES && !have_state) {
             ret = receive_pages(vm, fd, h.len);
         } else if (h.type == MIG_STATE && !have_state) {
             ret = receive_state(vm, fd, h.len);
@@ -117,6 +147,6 @@ int migration_receive(struct vm *vm, int fd)
                   ret == -ECONNRESET ? "closed the stream" : "went silent");
     else if (ret != -EPROTO && ret != -EINVAL)
         log_error("migration: receiving failed: %s", strerror(-ret));
-    send_error(fd, ret);
+    send_error(fd, ret, why);
     return ret;
 }

@@ -5,9 +5,9 @@
 struct vm;
 
 /*
- * Receives guest RAM and then the VM's state from `fd` (a connected stream whose HELLO was
- * read, and whose configuration built `vm`: vCPUs created, not started, RAM still zero), and
- * answers ACK after DONE: from then on the guest is this VM's. A broken or hostile stream, a
+ * Checks the guest's CPU model (CPU, answered READY or refused), then receives guest RAM and
+ * the VM's state from `fd` (a connected stream whose HELLO was read, and whose configuration
+ * built `vm`: vCPUs created, not started, RAM still zero), and answers ACK after DONE: from then on the guest is this VM's. A broken or hostile stream, a
  * page run outside RAM, a state that does not load: refused with one line, and the source
  * told with ERROR. Returns 0 or -errno.
  */

@@ -18,6 +18,7 @@
 #include "migration/channel.h"
 #include "migration/dirty.h"
 #include "migration/vm_state.h"
+#include "vcpu/vcpu.h"
 #include "vm/vm.h"
 
 #define ACK_TIMEOUT_MS 30000u
@@ -242,12 +243,13 @@ static int send_dirty(struct migration *m)
 
 /* ---- the final step, on the main loop's thread ---- */
 
-static int wait_ack(struct migration *m)
+/* The destination's answer: `want` (0), or ERROR with its reason (-ECONNABORTED), or neither. */
+static int wait_for(struct migration *m, enum mig_type want, const char *what)
 {
     struct mig_header h;
     char why[1025];
     int ret = mig_recv_header(m->fd, &h);
-    if (ret == 0 && h.type == MIG_ACK)
+    if (ret == 0 && h.type == want && h.len == 0)
         return 0;
     if (ret == 0 && h.type == MIG_ERROR && mig_recv_all(m->fd, why, h.len) == 0) {
         why[h.len] = '\0';
@@ -256,7 +258,7 @@ static int wait_ack(struct migration *m)
     }
     if (ret == 0)
         ret = -EPROTO;
-    set_error(m, "no acknowledgement from the destination: %s",
+    set_error(m, "no %s from the destination: %s", what,
               ret == -ETIMEDOUT ? "timed out" : strerror(-ret));
     return ret;
 }
@@ -298,7 +300,7 @@ static int final_step(struct migration *m, struct vm *vm)
     if (ret == 0)
         ret = mig_send(m->fd, MIG_DONE, NULL, 0);
     if (ret == 0)
-        ret = wait_ack(m);
+        ret = wait_for(m, MIG_ACK, "acknowledgement");
     if (ret < 0) {
         m->final_step = false;
         set_error(m, "the final step failed: %s", strerror(-ret));
@@ -319,6 +321,16 @@ static int final_step(struct migration *m, struct vm *vm)
 }
 
 /* ---- the thread ---- */
+
+/* The guest's CPU model goes first; the destination answers READY once it has built the VM
+ * and found every feature the guest was given, or refuses, before any page is sent. */
+static int offer_cpu_model(struct migration *m)
+{
+    struct kvm_cpuid2 *cpuid = cpuid_build(m->vm->supported_cpuid, 0, m->vm->nr_vcpus);
+    int ret = cpuid ? mig_send_cpu(m->fd, cpuid) : -ENOMEM;
+    free(cpuid);
+    return ret < 0 ? ret : wait_for(m, MIG_READY, "READY");
+}
 
 static void record_pass(struct migration *m, unsigned pass, uint64_t left, double bandwidth,
                         double dirty_rate, double expected)
@@ -404,6 +416,8 @@ static void *migration_thread(void *arg)
 {
     struct migration *m = arg;
     int ret = mig_send_hello(m->fd, m->config_json);
+    if (ret == 0)
+        ret = offer_cpu_model(m);
     if (ret == 0 && (ret = dirty_log_start(&m->dirty, m->vm)) == 0)
         m->dirty_started = true;
     if (ret == 0)

@@ -166,6 +166,47 @@ bool vcpu_cpuid_same_model(const struct kvm_cpuid2 *saved, const struct kvm_cpui
     return saved->nent == now->nent;
 }
 
+int vcpu_cpu_model_check(const struct kvm_cpuid2 *guest, const struct kvm_cpuid2 *here,
+                         char *why, size_t len)
+{
+    static const char *const reg_names[4] = { "eax", "ebx", "ecx", "edx" };
+    uint32_t at;
+    if (vcpu_cpuid_same_model(guest, here, &at))
+        return 0;
+    if (at >= guest->nent || at >= here->nent) {
+        snprintf(why, len, "the guest's CPU model has %u CPUID entries, this host's %u",
+                 guest->nent, here->nent);
+        return -EINVAL;
+    }
+    const struct kvm_cpuid_entry2 *g = &guest->entries[at], *h = &here->entries[at];
+    if (g->function != h->function || g->index != h->index || g->flags != h->flags) {
+        snprintf(why, len, "the guest's CPUID leaf 0x%x.%u stands where this host has 0x%x.%u",
+                 g->function, g->index, h->function, h->index);
+        return -EINVAL;
+    }
+    uint32_t mask[4];
+    const uint32_t gv[4] = { g->eax, g->ebx, g->ecx, g->edx }, hv[4] = { h->eax, h->ebx, h->ecx, h->edx };
+    cpuid_runtime_bits(g, mask);
+    for (unsigned r = 0; r < 4; r++) { /* a feature the guest has and this host lacks, first */
+        uint32_t missing = gv[r] & ~hv[r] & ~mask[r];
+        if (!missing)
+            continue;
+        unsigned bit = (unsigned)__builtin_ctz(missing);
+        const char *name = cpu_feature_name(g->function, g->index, r, bit);
+        snprintf(why, len, "this host's CPU lacks %s (CPUID 0x%x.%u %s bit %u), which the guest "
+                 "was given", name ? name : "a feature", g->function, g->index, reg_names[r], bit);
+        return -EINVAL;
+    }
+    for (unsigned r = 0; r < 4; r++) {
+        if (((gv[r] ^ hv[r]) & ~mask[r]) == 0)
+            continue;
+        snprintf(why, len, "CPUID 0x%x.%u %s differs: the guest's 0x%08x, this host's 0x%08x",
+                 g->function, g->index, reg_names[r], gv[r], hv[r]);
+        return -EINVAL;
+    }
+    return -EINVAL; /* not reached: vcpu_cpuid_same_model found a difference */
+}
+
 /* ---- save ---- */
 
 /* KVM_CAP_XSAVE2, asked of the VM fd as the API says: the size of KVM_GET_XSAVE2's area, or 0

@@ -79,6 +79,15 @@ void vcpu_state_order_msrs(struct kvm_msr_entry *msrs, uint32_t n);
  * guest's control registers as it runs. *where: the first entry that differs. */
 bool vcpu_cpuid_same_model(const struct kvm_cpuid2 *saved, const struct kvm_cpuid2 *now,
                            uint32_t *where);
+/* Whether a guest given the CPU model `guest` can run where cpuid_build() makes `here`, by the
+ * same rule as a state load: 0, or -EINVAL with `why` naming the first feature the guest has
+ * and this host lacks ("avx512f (CPUID 0x7.0 ebx bit 16)"), or the leaf that differs. */
+int vcpu_cpu_model_check(const struct kvm_cpuid2 *guest, const struct kvm_cpuid2 *here,
+                         char *why, size_t len);
+
+/* CPUID feature names (vcpu/cpu_features.c): /proc/cpuinfo's name of a bit, or NULL. */
+enum cpuid_reg { CPUID_EAX, CPUID_EBX, CPUID_ECX, CPUID_EDX };
+const char *cpu_feature_name(uint32_t function, uint32_t index, unsigned reg, unsigned bit);
 
 /* MSR values every vCPU starts with (vcpu/msr.c). */
 int vcpu_set_boot_msrs(int vcpu_fd);

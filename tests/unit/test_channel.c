@@ -10,8 +10,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <linux/kvm.h>
+
 #include "migration/channel.h"
 #include "migration/incoming.h"
+#include "vcpu/vcpu.h"
 #include "vm/vm.h"
 
 #define MAGIC 0x474d5747u
@@ -113,14 +116,112 @@ static void test_hello_refusals(void **state)
     assert_null(config);
 }
 
+/* A host's supported CPUID: leaves 0, 1 and 7.0, with avx2 (7.0 ebx bit 5) or without. */
+static struct kvm_cpuid2 *host_cpuid(bool avx2)
+{
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 3 * sizeof(c->entries[0]));
+    assert_non_null(c);
+    c->nent = 3;
+    c->entries[0] = (struct kvm_cpuid_entry2){ .function = 0, .eax = 7 };
+    c->entries[1] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 1u << 20, .edx = 1u << 26 };
+    c->entries[2] = (struct kvm_cpuid_entry2){ .function = 7, .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                                               .ebx = avx2 ? 1u << 5 : 0 };
+    return c;
+}
+
+/* A destination VM with 64 MiB of RAM and one vCPU on a host with or without avx2. */
+static void dest_vm(struct vm *vm, bool avx2)
+{
+    memset(vm, 0, sizeof(*vm));
+    assert_int_equal(gm_init(&vm->mem, 64ull << 20, false), 0);
+    vm->supported_cpuid = host_cpuid(avx2);
+    vm->nr_vcpus = 1;
+}
+
+static void dest_vm_free(struct vm *vm)
+{
+    gm_destroy(&vm->mem);
+    free(vm->supported_cpuid);
+}
+
+/* The source's side of the handshake: the CPU model of a guest on a host with or without avx2. */
+static void send_cpu_model(int fd, bool avx2)
+{
+    struct kvm_cpuid2 *host = host_cpuid(avx2), *guest = cpuid_build(host, 0, 1);
+    assert_non_null(guest);
+    assert_int_equal(mig_send_cpu(fd, guest), 0);
+    free(guest);
+    free(host);
+}
+
+static uint32_t next_type(int fd)
+{
+    struct mig_header h;
+    assert_int_equal(mig_recv_header(fd, &h), 0);
+    return h.type;
+}
+
+/* The CPU model comes before anything else; a destination that lacks a feature the guest was
+ * given refuses it by name before any page, one that has them all answers READY. */
+static void test_cpu_model_handshake(void **state)
+{
+    (void)state;
+    struct vm vm;
+    dest_vm(&vm, false);
+    struct pipe_pair p = pair();
+    send_cpu_model(p.tx, true);
+    assert_int_equal(migration_receive(&vm, p.rx), -EINVAL);
+    struct mig_header h;
+    assert_int_equal(mig_recv_header(p.tx, &h), 0);
+    assert_int_equal(h.type, MIG_ERROR); /* no READY first */
+    char why[1025] = "";
+    assert_int_equal(mig_recv_all(p.tx, why, h.len), 0);
+    assert_non_null(strstr(why, "lacks avx2 (CPUID 0x7.0 ebx bit 5)"));
+    close(p.tx);
+    close(p.rx);
+
+    /* Pages before the CPU model: refused. */
+    p = pair();
+    put_header(p.tx, MAGIC, MIG_PAGES, 12 + 4096);
+    assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
+    assert_int_equal(next_type(p.tx), MIG_ERROR);
+    close(p.tx);
+    close(p.rx);
+
+    /* A CPU message whose length is not its table's: refused. */
+    p = pair();
+    uint32_t count = 2;
+    put_header(p.tx, MAGIC, MIG_CPU, 4 + sizeof(struct kvm_cpuid_entry2));
+    assert_int_equal(write(p.tx, &count, 4), 4);
+    assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    dest_vm_free(&vm);
+
+    /* The same model: READY (then the stream ends, the source's doing). A host with more
+     * features is refused too, as the state load would: the guest's CPU model is its source
+     * host's, and godwit has no named models to pin it to yet. */
+    for (int more = 0; more < 2; more++) {
+        dest_vm(&vm, true);
+        p = pair();
+        send_cpu_model(p.tx, !more);
+        shutdown(p.tx, SHUT_WR);
+        assert_int_equal(migration_receive(&vm, p.rx), more ? -EINVAL : -ECONNRESET);
+        if (!more)
+            assert_int_equal(next_type(p.tx), MIG_READY);
+        close(p.tx);
+        close(p.rx);
+        dest_vm_free(&vm);
+    }
+}
+
 /* The destination: a page run outside RAM, a run longer than its payload, a message out of
  * order, and a stream cut inside a run are refused, and the source is told why. */
 static void test_receive_refusals(void **state)
 {
     (void)state;
     struct vm vm;
-    memset(&vm, 0, sizeof(vm));
-    assert_int_equal(gm_init(&vm.mem, 64ull << 20, false), 0);
+    dest_vm(&vm, true);
     const uint64_t pages = (64ull << 20) / 4096;
     const struct { uint64_t first; uint32_t count; uint64_t len; } runs[] = {
         { pages, 1, 12 + 4096 },          /* past the end of RAM */
@@ -130,24 +231,26 @@ static void test_receive_refusals(void **state)
     };
     for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
         struct pipe_pair p = pair();
+        send_cpu_model(p.tx, true);
         put_header(p.tx, MAGIC, MIG_PAGES, runs[i].len);
         assert_int_equal(write(p.tx, &runs[i].first, 8), 8);
         assert_int_equal(write(p.tx, &runs[i].count, 4), 4);
         assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
-        struct mig_header h;
-        assert_int_equal(mig_recv_header(p.tx, &h), 0); /* the source hears why */
-        assert_int_equal(h.type, MIG_ERROR);
+        assert_int_equal(next_type(p.tx), MIG_READY);
+        assert_int_equal(next_type(p.tx), MIG_ERROR); /* the source hears why */
         close(p.tx);
         close(p.rx);
     }
     /* DONE before any state. */
     struct pipe_pair p = pair();
+    send_cpu_model(p.tx, true);
     put_header(p.tx, MAGIC, MIG_DONE, 0);
     assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
     close(p.tx);
     close(p.rx);
     /* A run cut short: the pages land where they belong until the stream ends. */
     p = pair();
+    send_cpu_model(p.tx, true);
     uint64_t first = 3;
     uint32_t count = 1;
     put_header(p.tx, MAGIC, MIG_PAGES, 12 + 4096);
@@ -158,7 +261,7 @@ static void test_receive_refusals(void **state)
     assert_int_equal(migration_receive(&vm, p.rx), -ECONNRESET);
     close(p.tx);
     close(p.rx);
-    gm_destroy(&vm.mem);
+    dest_vm_free(&vm);
 }
 
 int main(void)
@@ -168,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_refused_headers),
         cmocka_unit_test(test_hello_refusals),
         cmocka_unit_test(test_receive_refusals),
+        cmocka_unit_test(test_cpu_model_handshake),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
