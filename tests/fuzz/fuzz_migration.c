@@ -1,0 +1,95 @@
+/*
+ * fuzz_migration.c: a live migration's destination reading a hostile stream: the HELLO and
+ * its configuration, then migration_receive() itself (headers, the CPU model, page runs, the
+ * state with its vCPU section, DONE, ERROR) into a VM of 64 MiB and one vCPU with no KVM
+ * behind them.
+ */
+#include <linux/kvm.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fuzz_common.h"
+#include "lib/config.h"
+#include "migration/channel.h"
+#include "migration/incoming.h"
+#include "vcpu/vcpu.h"
+#include "vm/vm.h"
+
+static struct vm vm;
+static struct vm_config vm_cfg;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    struct kvm_cpuid2 *c;
+
+    (void)argc;
+    (void)argv;
+    fuzz_quiet();
+    /* What this host offers a vCPU: a small CPUID table (max leaf 7; SSE2, AVX2). */
+    c = calloc(1, sizeof(*c) + 3 * sizeof(c->entries[0]));
+    if (!c)
+        abort();
+    c->nent = 3;
+    c->entries[0] = (struct kvm_cpuid_entry2){ .function = 0, .eax = 7 };
+    c->entries[1] = (struct kvm_cpuid_entry2){ .function = 1, .edx = 1u << 26 };
+    c->entries[2] = (struct kvm_cpuid_entry2){ .function = 7, .ebx = 1u << 5,
+                                               .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX };
+    vm.cfg = &vm_cfg;
+    vm.kvm_fd = vm.vm_fd = -1;
+    vm.exit_fd = -1;
+    vm.supported_cpuid = c;
+    vm.mem = *fuzz_gm();
+    /* One vCPU, never started: its state section is read and checked, and applying it fails
+     * at the first ioctl. */
+    vm.nr_vcpus = 1;
+    vm.vcpus = calloc(1, sizeof(*vm.vcpus));
+    if (!vm.vcpus)
+        abort();
+    vm.vcpus[0] = (struct vcpu){ .vm = &vm, .fd = -1 };
+    return 0;
+}
+
+/* The HELLO's configuration goes where the destination takes it: the config parser. */
+static void receive_hello(int fd)
+{
+    struct vm_config cfg;
+    struct config_extra extra;
+    struct config_strings owned = { 0 };
+    char *json = NULL;
+
+    if (mig_recv_hello(fd, &json) != 0)
+        return;
+    FUZZ_CHECK(json != NULL);
+    if (config_parse_json(json, strlen(json), &cfg, &extra, &owned, NULL) == 0)
+        config_strings_free(&owned);
+    free(json);
+}
+
+/*
+ * The first byte: even, the stream starts with HELLO; odd, it is what comes after HELLO.
+ * The rest is the stream, followed by its end (the source closed the connection).
+ */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int sv[2];
+    uint8_t sink[4096];
+
+    if (size < 1)
+        return 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        abort();
+    int sndbuf = 1 << 20;
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    if (size > 1 && write(sv[0], data + 1, size - 1) != (ssize_t)(size - 1))
+        abort(); /* more than the socket holds: make -max_len smaller */
+    shutdown(sv[0], SHUT_WR);
+    if (data[0] & 1)
+        FUZZ_CHECK(migration_receive(&vm, sv[1]) != 0); /* no stream without STATE succeeds */
+    else
+        receive_hello(sv[1]);
+    while (recv(sv[0], sink, sizeof(sink), MSG_DONTWAIT) > 0)
+        ;
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
