@@ -111,6 +111,7 @@ struct godwit_migration_status {
     double downtime_ms;          /* once completed: how long the guest was paused */
     double total_ms;
     bool forced;                 /* switched over at the timeout, over the downtime budget */
+    unsigned throttle_pct;       /* auto-converge: how much the vCPUs are held back (0-99) */
     char error[200];             /* why it failed or was cancelled */
 };
 

@@ -348,6 +348,7 @@ static void handle_get_migration(void *ctx, const struct http_request *req,
     json_object_object_add(o, "downtime_ms", json_object_new_double(st.downtime_ms));
     json_object_object_add(o, "total_ms", json_object_new_double(st.total_ms));
     json_object_object_add(o, "forced", json_object_new_boolean(st.forced));
+    json_object_object_add(o, "throttle_pct", json_object_new_int((int)st.throttle_pct));
     if (st.error[0])
         json_object_object_add(o, "error", json_object_new_string(st.error));
     reply_json(h, resp, o);

@@ -270,13 +270,17 @@ static int ctl_snapshot(int argc, char **argv)
 static void print_progress(struct json_object *st, bool tty)
 {
     double mib = 1048576.0;
+    long long throttle = json_int_of(st, "throttle_pct");
+    char held[48] = "";
+    if (throttle > 0)
+        snprintf(held, sizeof(held), ", vCPUs held back %lld%%", throttle);
     printf("%spass %lld: %.1f MiB sent, %.1f MiB left, %.0f MiB/s, guest dirties %.0f MiB/s, "
-           "switch-over now would take %.1f ms%s",
+           "switch-over now would take %.1f ms%s%s",
            tty ? "\r\033[K" : "", (long long)json_int_of(st, "pass"),
            (double)json_int_of(st, "bytes_sent") / mib, (double)json_int_of(st, "bytes_left") / mib,
            (double)json_int_of(st, "bandwidth_bps") / mib,
            (double)json_int_of(st, "dirty_bytes_per_s") / mib,
-           json_object_get_double(json_object_object_get(st, "expected_downtime_ms")),
+           json_object_get_double(json_object_object_get(st, "expected_downtime_ms")), held,
            tty ? "" : "\n");
     fflush(stdout);
 }
@@ -317,7 +321,9 @@ static int follow_migration(const char *name, const char *path)
                    json_object_get_double(json_object_object_get(st, "downtime_ms")),
                    json_object_get_double(json_object_object_get(st, "total_ms")) / 1e3,
                    json_object_get_boolean(json_object_object_get(st, "forced"))
-                       ? " (switched over at the timeout, not converged)" : "");
+                       ? " (switched over at the timeout, not converged)"
+                   : json_int_of(st, "throttle_pct") > 0 ? " (converged with the vCPUs held back)"
+                                                         : "");
         else {
             log_error("%s: migration %s: %s; the guest runs on here", name, state,
                       json_string_of(st, "error"));

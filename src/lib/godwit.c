@@ -818,6 +818,7 @@ int godwit_migration_status(struct godwit_vm *gv, struct godwit_migration_status
         .bytes_left = p.bytes_left, .bandwidth_bps = p.bandwidth_bps,
         .dirty_bytes_per_s = p.dirty_bytes_per_s, .expected_downtime_ms = p.expected_downtime_ms,
         .downtime_ms = p.downtime_ms, .total_ms = p.total_ms, .forced = p.forced,
+        .throttle_pct = p.throttle_pct,
     };
     snprintf(st->error, sizeof(st->error), "%s", p.error);
     return 0;

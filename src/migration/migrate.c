@@ -27,6 +27,12 @@
  * has been measured: a guess on the safe side. */
 #define FIXED_COST_MS 5.0
 #define LINGER_MS 500u
+/* Auto-converge: once the guest has dirtied more than half of what the link sent in
+ * THROTTLE_AFTER passes in a row, its vCPUs are held back THROTTLE_FIRST_PCT of the time, and
+ * THROTTLE_STEP_PCT more after each further such pass (vm_set_throttle caps it at 99). */
+#define THROTTLE_AFTER 2u
+#define THROTTLE_FIRST_PCT 20u
+#define THROTTLE_STEP_PCT 10u
 
 struct migration {
     struct vm *vm;
@@ -44,6 +50,7 @@ struct migration {
     size_t nr_pages;
     struct timespec started;
     bool final_step; /* the guest is paused: nothing waits for the bandwidth limit */
+    unsigned fast_dirtying_passes; /* in a row, for auto-converge */
     uint64_t limited_bytes; /* sent under the bandwidth limit since limit_start */
     struct timespec limit_start;
 
@@ -344,6 +351,31 @@ static void record_pass(struct migration *m, unsigned pass, uint64_t left, doubl
     pthread_mutex_unlock(&m->lock);
 }
 
+/* Auto-converge: holds the vCPUs back more while the guest dirties memory faster than half
+ * the link's rate, so that what is left shrinks to the budget. */
+static void auto_converge(struct migration *m, double dirty_rate, double bandwidth)
+{
+    if (bandwidth <= 0 || dirty_rate <= bandwidth / 2) {
+        m->fast_dirtying_passes = 0;
+        return;
+    }
+    if (++m->fast_dirtying_passes < THROTTLE_AFTER)
+        return;
+    unsigned pct = m->progress.throttle_pct ? m->progress.throttle_pct + THROTTLE_STEP_PCT
+                                            : THROTTLE_FIRST_PCT;
+    if (pct > VM_MAX_THROTTLE_PCT)
+        pct = VM_MAX_THROTTLE_PCT;
+    if (pct == m->progress.throttle_pct)
+        return;
+    log_info("migration to %s: the guest dirties %.1f MiB/s, the link carries %.1f MiB/s: "
+             "vCPUs held back %u%% of the time", m->params.uri, dirty_rate / 1048576,
+             bandwidth / 1048576, pct);
+    vm_set_throttle(m->vm, pct);
+    pthread_mutex_lock(&m->lock);
+    m->progress.throttle_pct = pct;
+    pthread_mutex_unlock(&m->lock);
+}
+
 /* Out of time or passes with `left` bytes still dirty: switch over anyway (0) when asked to,
  * or give up (-ETIMEDOUT) and the guest runs on here. */
 static int not_converged(struct migration *m, unsigned pass, double left, double expected,
@@ -387,6 +419,8 @@ static int iterate(struct migration *m)
         record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0, expected);
         if (expected <= budget)
             return 0;
+        if (pass >= 2) /* the first pass's rate says little: it sends all of RAM */
+            auto_converge(m, ms > 0 ? left * 1e3 / ms : 0, bandwidth);
         if (pass >= MIGRATION_MAX_PASSES || ms_since(&m->started) > m->params.timeout_s * 1e3)
             return not_converged(m, pass, left, expected, ms > 0 ? left * 1e3 / ms : 0,
                                  bandwidth);
@@ -395,6 +429,9 @@ static int iterate(struct migration *m)
 
 static void finish(struct migration *m, int ret)
 {
+    /* The guest runs on here at full speed; one that moved is this VM's no more. */
+    if (ret < 0 && m->progress.throttle_pct) /* written by this thread only */
+        vm_set_throttle(m->vm, 0);
     pthread_mutex_lock(&m->lock);
     m->progress.total_ms = ms_since(&m->started);
     m->progress.state = ret == 0 ? MIGRATION_COMPLETED

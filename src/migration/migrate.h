@@ -43,6 +43,8 @@ struct migration_progress {
     double downtime_ms;           /* the guest's actual pause, once completed */
     double total_ms;
     bool forced;                  /* switched over at the timeout, over the downtime budget */
+    unsigned throttle_pct;        /* auto-converge: how much the vCPUs are held back now (or
+                                   * were at the end) */
     char error[200];
 };
 

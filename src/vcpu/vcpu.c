@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,6 +154,47 @@ static void vcpu_complete_exit(struct vcpu *vcpu)
         log_warn("vcpu %u: completing its last exit: %s", vcpu->index, strerror(errno));
 }
 
+/*
+ * Auto-converge (vm_set_throttle): a throttled vCPU runs slices of VCPU_SLICE_NS in the guest,
+ * each ended by a one-shot timer that sends this thread the kick signal, and sleeps after each
+ * long enough that it runs (100 - pct)% of the time. Called after KVM_RUN returned EINTR; a
+ * pause or stop ends the sleep (their kick interrupts it) and is served first.
+ */
+#define VCPU_SLICE_NS 10000000L
+#ifndef sigev_notify_thread_id /* older glibc names it only as the union member */
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+static bool vcpu_arm_slice(struct vcpu *vcpu)
+{
+    if (!vcpu->throttle_timer_made) {
+        struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = VCPU_KICK_SIGNAL };
+        sev.sigev_notify_thread_id = gettid();
+        if (timer_create(CLOCK_MONOTONIC, &sev, &vcpu->throttle_timer) < 0) {
+            log_warn("vcpu %u: cannot throttle it (timer_create: %s)", vcpu->index,
+                     strerror(errno));
+            return false;
+        }
+        vcpu->throttle_timer_made = true;
+    }
+    struct itimerspec slice = { .it_value = { .tv_sec = 0, .tv_nsec = VCPU_SLICE_NS } };
+    return timer_settime(vcpu->throttle_timer, 0, &slice, NULL) == 0;
+}
+
+static void vcpu_throttle(struct vcpu *vcpu)
+{
+    unsigned pct = atomic_load(&vcpu->vm->throttle_pct);
+    if (pct == 0 || pct > VM_MAX_THROTTLE_PCT)
+        return; /* a slice timer still armed fires once more, and is not armed again */
+    long long sleep_ns = (long long)VCPU_SLICE_NS * pct / (100 - pct);
+    struct timespec left = { .tv_sec = (time_t)(sleep_ns / 1000000000),
+                             .tv_nsec = (long)(sleep_ns % 1000000000) };
+    while (!vcpu->vm->pause_requested && !vcpu_should_stop(vcpu) &&
+           clock_nanosleep(CLOCK_MONOTONIC, 0, &left, &left) == EINTR)
+        ;
+    vcpu_arm_slice(vcpu);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *vcpu = arg;
@@ -170,15 +212,21 @@ static void *vcpu_thread(void *arg)
             continue;
         }
         if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            int err = errno;
+            if (err == EINTR)
+                vcpu_throttle(vcpu);
+            if (err == EINTR || err == EAGAIN)
                 continue;
-            log_error("vcpu %u: KVM_RUN failed: %s", vcpu->index, strerror(errno));
+            log_error("vcpu %u: KVM_RUN failed: %s", vcpu->index, strerror(err));
             vm_request_exit(vcpu->vm, VM_EXIT_VMM_ERROR);
             break;
         }
         if (!vcpu_handle_exit(vcpu))
             break;
     }
+    if (vcpu->throttle_timer_made)
+        timer_delete(vcpu->throttle_timer);
+    vcpu->throttle_timer_made = false;
     return NULL;
 }
 
@@ -209,6 +257,14 @@ void vcpu_kick(struct vcpu *vcpu)
      * signal alone would be lost. */
     __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
     pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_nudge(struct vcpu *vcpu)
+{
+    /* No immediate_exit: a nudge that lands outside KVM_RUN is simply lost, and the vCPU
+     * looks at its throttle at its next exit or nudge. */
+    if (vcpu->thread_started)
+        pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
 }
 
 void vcpu_join(struct vcpu *vcpu)

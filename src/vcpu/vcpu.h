@@ -5,6 +5,7 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "boot/boot.h"
 
@@ -28,6 +29,10 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;
+    /* Auto-converge (vm_set_throttle): the timer that ends each slice in the guest; made by
+     * the vCPU's own thread the first time it is throttled. */
+    timer_t throttle_timer;
+    bool throttle_timer_made;
     uint64_t exits[VCPU_EXIT_KINDS]; /* written by the vCPU thread, read relaxed by others */
 };
 
@@ -38,6 +43,8 @@ int vcpu_set_boot_regs(struct vcpu *vcpu, const struct boot_entry *entry);
 int vcpu_start(struct vcpu *vcpu);
 /* Makes the vCPU leave KVM_RUN promptly and not enter it again. */
 void vcpu_kick(struct vcpu *vcpu);
+/* Makes the vCPU leave KVM_RUN once, if it is there, to look at its throttle; it runs on. */
+void vcpu_nudge(struct vcpu *vcpu);
 void vcpu_join(struct vcpu *vcpu);
 void vcpu_destroy(struct vcpu *vcpu);
 

@@ -518,6 +518,13 @@ out:
     return ret;
 }
 
+void vm_set_throttle(struct vm *vm, unsigned pct)
+{
+    vm->throttle_pct = pct < VM_MAX_THROTTLE_PCT ? pct : VM_MAX_THROTTLE_PCT;
+    for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)
+        vcpu_nudge(&vm->vcpus[i]); /* one that runs a long stretch in the guest starts now */
+}
+
 bool vm_is_paused(struct vm *vm)
 {
     pthread_mutex_lock(&vm->pause_lock);

@@ -96,6 +96,9 @@ struct vm {
     bool devices_quiesced; /* paused by vm_pause(), not vm_pause_vcpus() */
     struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
 
+    /* Auto-converge: the share of time each vCPU is kept out of the guest (vm_set_throttle). */
+    _Atomic unsigned throttle_pct;
+
     /* MSI routes: GSIs from VM_MSI_GSI_BASE up, one per MSI-X vector of a device. KVM takes
      * the whole routing table at once, so every change rewrites it under routing_lock. */
     pthread_mutex_t routing_lock;
@@ -130,6 +133,10 @@ int vm_resume(struct vm *vm);
  * stuck in I/O cannot hold up the look. Undone by vm_resume(). */
 int vm_pause_vcpus(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
+/* Auto-converge for a live migration: keeps each vCPU out of the guest `pct`% of the time
+ * (0: not at all; at most VM_MAX_THROTTLE_PCT), from its next exit on. Any thread. */
+#define VM_MAX_THROTTLE_PCT 99u
+void vm_set_throttle(struct vm *vm, unsigned pct);
 /* Called by a vCPU thread that saw pause_requested: waits until resumed or stopped. */
 void vm_park_vcpu(struct vm *vm);
 
