@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config clang    # toolchain (clang: the fuzzers, tools/run-fuzz.sh)
+  build-essential cmake pkg-config          # toolchain
+  clang libclang-rt-14-dev                  # the fuzzers (tools/run-fuzz.sh): libFuzzer, ASan
   liburing-dev libcap-ng-dev libseccomp-dev # runtime libraries
   libcmocka-dev libjson-c-dev               # tests, JSON config
   qemu-system-x86                           # the test host and the benchmark peer
