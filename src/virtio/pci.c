@@ -919,9 +919,11 @@ static int check_transport(struct virtio_pci *vp, struct state_cursor *c,
 
     if (t->status & ~known)
         return sc_reject(c, "unknown status bits 0x%x", t->status);
-    if ((t->accepted_features & ~offered) || (t->negotiating_features & ~offered))
+    /* Only what was accepted: the driver may write any bits to driver_feature before
+     * FEATURES_OK (which then refuses them), and a snapshot may come in between. */
+    if (t->accepted_features & ~offered)
         return sc_reject(c, "features 0x%llx not offered by this device",
-                         (unsigned long long)(t->accepted_features | t->negotiating_features));
+                         (unsigned long long)t->accepted_features);
     if (!vector_valid(vp, t->config_msix_vector))
         return sc_reject(c, "configuration vector %u out of range", t->config_msix_vector);
     for (unsigned q = 0; q < vp->nr_queues; q++) {
