@@ -51,7 +51,7 @@ struct migration {
     struct timespec started;
     bool final_step; /* the guest is paused: nothing waits for the bandwidth limit */
     unsigned fast_dirtying_passes; /* in a row, for auto-converge */
-    uint64_t limited_bytes; /* sent under the bandwidth limit since limit_start */
+    uint64_t limited_bytes; /* counted against the bandwidth limit since limit_start */
     struct timespec limit_start;
 
     pthread_mutex_t lock; /* guards progress */
@@ -115,14 +115,20 @@ static uint8_t *page_host(const struct guest_memory *gm, uint64_t page, uint64_t
     return NULL;
 }
 
-/* Under --bandwidth, waits until `bytes` more fit the limit since the first pass began. Only
- * the migration thread sends under it: the final step, with the guest paused, never waits. */
+/* Under --bandwidth, waits until `bytes` more fit the limit. Only the migration thread sends
+ * under it: the final step, with the guest paused, never waits. Time spent not sending (the
+ * destination building its VM, a harvest) is credit for at most LIMIT_BURST_MS of sending. */
+#define LIMIT_BURST_MS 100.0
 static int keep_to_limit(struct migration *m, uint64_t bytes)
 {
     if (!m->params.bandwidth_mibps || m->final_step)
         return 0;
+    double per_ms = (double)m->params.bandwidth_mibps * 1048576 / 1e3;
+    double behind_ms = ms_since(&m->limit_start) - (double)m->limited_bytes / per_ms;
+    if (behind_ms > LIMIT_BURST_MS) /* the idle time beyond a burst counts as sent */
+        m->limited_bytes += (uint64_t)((behind_ms - LIMIT_BURST_MS) * per_ms);
     m->limited_bytes += bytes;
-    double due_ms = (double)m->limited_bytes * 1e3 / ((double)m->params.bandwidth_mibps * 1048576);
+    double due_ms = (double)m->limited_bytes / per_ms;
     double ahead_ms;
     while ((ahead_ms = due_ms - ms_since(&m->limit_start)) > 0) {
         if (atomic_load(&m->cancelled))

@@ -683,7 +683,7 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   sent1=$(migration_sent "$src.api"); sleep 3; sent2=$(migration_sent "$src.api")
   [ "${sent2:-0}" -gt "${sent1:-0}" ] && [ $((sent2 - sent1)) -le $((3 * 8 * 1048576 * 11 / 10)) ] ||
     { ok=0; fail $name "--bandwidth 8: $sent1 then $sent2 bytes sent 3 s later"; }
-  kill -KILL "$doomed_pid"
+  pkill -KILL -P "$doomed_pid" # godwit itself, not the timeout(1) around it
   finish_watched migrate_doomed
   wait $doomed_cli && { ok=0; fail $name "a migration to a killed destination reported success"; }
   grep -q 'runs on here' "$work/migrate_doomed.out" ||
