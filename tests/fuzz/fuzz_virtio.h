@@ -7,7 +7,7 @@
 #ifndef GODWIT_FUZZ_VIRTIO_H
 #define GODWIT_FUZZ_VIRTIO_H
 
-#include "fuzz_common.h"
+#include "fuzz_regs.h"
 #include "io/loop.h"
 #include "virtio/virtio.h"
 
@@ -99,6 +99,41 @@ static inline void fuzz_virtio_settle(struct fuzz_virtio *fv)
         abort();
 }
 
+static void fv_save(void *dev, struct state_writer *w)
+{
+    struct virtio_device *vdev = dev;
+    vdev->ops->save(vdev, w);
+}
+
+static int fv_load(void *dev, struct state_cursor *c, uint32_t version)
+{
+    struct virtio_device *vdev = dev;
+    return vdev->ops->load(vdev, c, version);
+}
+
+/*
+ * A pause as a snapshot makes it: the model quiesced, and quiet from then on (doorbells rung
+ * meanwhile move no used ring); its own state saved, loaded and saved again the same; resumed.
+ */
+static inline void fv_pause(struct fuzz_virtio *fv)
+{
+    struct virtio_device *vdev = &fv->vdev;
+    uint16_t used[FV_MAX_QUEUES];
+
+    if (!vdev->ops->quiesce || vdev->ops->quiesce(vdev) != 0)
+        return;
+    for (unsigned q = 0; q < fv->nr_queues; q++)
+        used[q] = fv_used_idx(q);
+    for (unsigned q = 0; q < fv->nr_queues; q++)
+        vdev->ops->queue_notify(vdev, q);
+    fuzz_virtio_settle(fv);
+    for (unsigned q = 0; q < fv->nr_queues; q++)
+        FUZZ_CHECK(fv_used_idx(q) == used[q]);
+    if (vdev->ops->save)
+        fuzz_state_round_trip(fv_save, fv_load, vdev, vdev->ops->state_version);
+    vdev->ops->resume(vdev);
+}
+
 /* Offers the chain at `head` on queue q. */
 static inline void fv_offer(struct fuzz_virtio *fv, unsigned q, uint16_t head)
 {
@@ -182,7 +217,11 @@ static inline void fuzz_virtio_run(struct fuzz_virtio *fv, struct fuzz_in *in)
                 fuzz_virtio_settle(fv);
             }
             break;
-        default: { /* the device's config space read */
+        default: { /* the device's config space read, or a pause */
+            if (op & 8) {
+                fv_pause(fv);
+                break;
+            }
             size_t size = vdev->ops->config_size;
             uint32_t off = fuzz_u8(in), len = 1u << (fuzz_u8(in) & 3);
             if (size && vdev->ops->read_config && off < size && len <= size - off)
