@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
 #include <fcntl.h>
 
 #include "log.h"
@@ -94,9 +93,9 @@ static inline void fuzz_quiet(void)
 }
 
 /*
- * Guest RAM for harnesses that need it: GM_MIN_SIZE (64 MiB), created once. A harness clears
- * the part it uses at the start of each run (fuzz_gm_clear), so that runs do not see each
- * other's bytes.
+ * Guest RAM for harnesses that need it: GM_MIN_SIZE (64 MiB), created once. A harness whose
+ * device reads guest RAM clears it at the start of each run (fuzz_gm_reset), so that runs
+ * do not see each other's bytes and a finding replays alone.
  */
 static inline struct guest_memory *fuzz_gm(void)
 {
@@ -110,14 +109,6 @@ static inline struct guest_memory *fuzz_gm(void)
         made = true;
     }
     return &gm;
-}
-
-static inline void fuzz_gm_clear(struct guest_memory *gm, uint64_t gpa, uint64_t len)
-{
-    void *p = gm_ptr(gm, gpa, len);
-    if (!p)
-        abort();
-    memset(p, 0, len);
 }
 
 /* All of guest RAM back to zeroes, at the cost of the pages the last run touched: a harness
