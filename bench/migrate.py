@@ -1,0 +1,215 @@
+"""bench/migrate.sh's timed parts: one process that drives a migration and polls its VMM
+every few milliseconds, and the reading of the guest's gap lines (bench/guest-gap.c).
+
+  migrate.py godwit GODWIT SRC_SOCK URI OUT TIMEOUT [--downtime-ms N]
+  migrate.py qemu SRC_QMP URI DOWNTIME_MS TIMEOUT
+      print: wall_ms total_ms downtime_ms bytes_sent passes (passes: - for QEMU)
+  migrate.py gaps SRC_LOG SRC_OFFSET DST_LOG
+      print: longest gap (us) during the migration, the switchover's (the first whole line
+      at the destination), the source's typical second before it (median), lines used
+  migrate.py listening PORT TIMEOUT      waits for a TCP listener on 127.0.0.1:PORT
+"""
+import json, os, re, socket, statistics, subprocess, sys, time
+
+
+def fail(msg):
+    print("bench: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def ms(t0):
+    return round((time.monotonic() - t0) * 1000.0, 1)
+
+
+class QMP:
+    def __init__(self, path, deadline):
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(max(1.0, deadline - time.monotonic()))
+                s.connect(path)
+                break
+            except OSError as e:
+                s.close()
+                if time.monotonic() > deadline:
+                    fail("QMP socket %s: no connection (%s)" % (path, e))
+                time.sleep(0.01)
+        self.f = s.makefile('rwb')
+        if b'QMP' not in self.f.readline():
+            fail("QMP socket %s: no greeting" % path)
+        self.cmd('qmp_capabilities')
+
+    def cmd(self, name, args=None):
+        msg = {'execute': name}
+        if args is not None:
+            msg['arguments'] = args
+        self.f.write(json.dumps(msg).encode() + b'\n')
+        self.f.flush()
+        while True:
+            line = self.f.readline()
+            if not line:
+                fail("QMP: the connection closed during %s" % name)
+            r = json.loads(line)
+            if 'error' in r:
+                fail("QMP %s: %s" % (name, r['error'].get('desc', r['error'])))
+            if 'return' in r:
+                return r['return']
+
+
+def http_get(path, target):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(path)
+        s.sendall(b'GET ' + target.encode() + b' HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
+        data = b''
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return None
+    finally:
+        s.close()
+    head, _, body = data.partition(b'\r\n\r\n')
+    if not head.startswith(b'HTTP/1.1 200'):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+FINAL = re.compile(r'migrated: (\d+) passes, ([0-9.]+) MiB sent, guest paused ([0-9.]+) ms, ([0-9.]+) s in all')
+
+
+def godwit_migrate(godwit, sock, uri, out, timeout, extra):
+    """godwit migrate, with GET /vm/migration polled meanwhile and just after (the source
+    answers for about 500 ms after the end)."""
+    last = None
+    with open(out, 'wb') as f:
+        t0 = time.monotonic()
+        p = subprocess.Popen([godwit, 'migrate', sock, uri] + extra, stdin=subprocess.DEVNULL,
+                             stdout=f, stderr=subprocess.STDOUT)
+        while p.poll() is None:
+            if time.monotonic() - t0 > timeout:
+                p.kill()
+                p.wait()
+                fail("godwit migrate: not done after %g s (last status %s)" % (timeout, last))
+            st = http_get(sock, '/vm/migration')
+            if st is not None:
+                last = st
+            time.sleep(0.01)
+        wall = ms(t0)
+        for _ in range(20):
+            if last is not None and last.get('state') != 'active':
+                break
+            st = http_get(sock, '/vm/migration')
+            if st is None:
+                break
+            last = st
+            time.sleep(0.01)
+    text = open(out, errors='replace').read()
+    if p.returncode != 0:
+        fail("godwit migrate exited %d: %s" % (p.returncode, text.strip()[-500:]))
+    if last is not None and last.get('state') == 'completed':
+        print(wall, last['total_ms'], last['downtime_ms'], last['bytes_sent'], last['pass'])
+        return
+    m = FINAL.search(text)
+    if not m:
+        fail("godwit migrate: no final line and no completed status: %s" % text.strip()[-500:])
+    print("bench: note: GET /vm/migration gone before it said completed; from the CLI's line",
+          file=sys.stderr)
+    print(wall, float(m.group(4)) * 1000, m.group(3), int(float(m.group(2)) * 1048576), m.group(1))
+
+
+def qemu_migrate(sock, uri, downtime, timeout):
+    deadline = time.monotonic() + timeout
+    q = QMP(sock, deadline)
+    q.cmd('migrate-set-parameters', {'downtime-limit': downtime, 'max-bandwidth': 1 << 40})
+    t0 = time.monotonic()
+    q.cmd('migrate', {'uri': uri})
+    while True:
+        r = q.cmd('query-migrate')
+        st = r.get('status')
+        if st == 'completed':
+            break
+        if st in ('failed', 'cancelled'):
+            fail("QEMU migration %s: %s" % (st, r.get('error-desc', '')))
+        if time.monotonic() > deadline:
+            q.cmd('migrate_cancel')
+            fail("QEMU migration not completed after %g s (status %s, %s)" % (timeout, st, r.get('ram')))
+        time.sleep(0.005)
+    wall = ms(t0)
+    print(wall, r.get('total-time', 0), r.get('downtime', 0), r.get('ram', {}).get('transferred', 0),
+          r.get('ram', {}).get('dirty-sync-count', '-'))
+    try:
+        q.cmd('quit')
+    except SystemExit:
+        pass
+
+
+GAP = re.compile(rb'^gap (\d+) max_us (\d+) real_max_us (\d+) print_us (\d+) wrote_mib ([0-9.]+)\s*$')
+
+
+def gap_lines(path, offset):
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        data = f.read()
+    out = []
+    for line in data.split(b'\n')[:-1]:          # whole lines only
+        m = GAP.match(line.replace(b'\r', b''))
+        if m:
+            seq, gap, real, pr = (int(m.group(i)) for i in range(1, 5))
+            out.append((seq, max(gap, pr), real, float(m.group(5))))
+    return out
+
+
+def gaps(src_log, offset, dst_log):
+    before = gap_lines(src_log, 0)
+    during = [l for l in gap_lines(src_log, offset)]
+    before = before[:len(before) - len(during)][-10:]
+    last_seq = before[-1][0] if before else 0
+    if during:
+        last_seq = during[-1][0]
+    dst = [l for l in gap_lines(dst_log, 0) if l[0] > last_seq][:2]
+    if not dst:
+        fail("no gap line at the destination after line %d" % last_seq)
+    longest = max(l[1] for l in during + dst)
+    real = max(l[2] for l in during + dst)
+    typical = statistics.median(l[1] for l in before) if before else '-'
+    rate = statistics.median(l[3] for l in before) if before else '-'
+    print(longest, dst[0][1], typical, real, rate, len(during) + len(dst))
+
+
+def listening(port, timeout):
+    """A listener on 127.0.0.1:port, from /proc/net/tcp (a probe would take the one accept)."""
+    want = '0100007F:%04X' % port
+    anyaddr = '00000000:%04X' % port
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open('/proc/net/tcp') as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[1] in (want, anyaddr) and cols[3] == '0A':
+                    return
+        time.sleep(0.02)
+    fail("nothing listens on 127.0.0.1:%d after %g s" % (port, timeout))
+
+
+def main():
+    a = sys.argv[1:]
+    if a[0] == 'godwit':
+        godwit_migrate(a[1], a[2], a[3], a[4], float(a[5]), a[6:])
+    elif a[0] == 'qemu':
+        qemu_migrate(a[1], a[2], int(a[3]), float(a[4]))
+    elif a[0] == 'gaps':
+        gaps(a[1], int(a[2]), a[3])
+    elif a[0] == 'listening':
+        listening(int(a[1]), float(a[2]))
+    else:
+        fail("migrate.py: unknown command " + a[0])
+
+
+main()

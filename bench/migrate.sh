@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# migrate.sh: live-migration benchmark, godwit against QEMU on the same guest, in one run (issue
+# 9). A measurement, not a test. Run it where /dev/kvm runs unmodified kernels, or through the
+# test host:
+#   tools/testhost/testhost.sh --timeout 1500 --results DIR -- bench/migrate.sh build [RUNS]
+#
+# The guest, the same for both VMMs: the default guest (guests/build-guest.sh: Debian's bzImage
+# and the busybox initramfs) in script mode, 1 GiB, 1 vCPU, no network. Its script disk carries
+# bench/guest-gap.c, built static here: the script copies it out of the disk and execs it. It
+# reads CLOCK_MONOTONIC (and CLOCK_REALTIME) in a tight loop and prints, once a second, the
+# longest gap between two reads on the serial console; "busy" also has it rewrite a 64 MiB
+# buffer at $BENCH_DIRTY MiB/s (default 50), a 4 KiB page at a time in the same loop.
+#
+# For each workload (idle, busy) and each VMM one guest is booted and, once it has printed
+# $BENCH_SETTLE s of gap lines, moved over TCP on 127.0.0.1 to a fresh destination process,
+# which then becomes the source of the next move (RUNS moves for godwit, 2 x RUNS for QEMU):
+#   godwit  `godwit run --incoming tcp:127.0.0.1:PORT --name N --api-socket S` (nothing else),
+#           then `godwit migrate SRC_SOCK tcp:127.0.0.1:PORT` at its default budget (10 ms;
+#           "both at 10 ms" is the same command, so godwit's column serves both comparisons);
+#           GET /vm/migration polled every 10 ms to its end: total_ms, downtime_ms, bytes_sent
+#   QEMU    qemu-system-x86_64 -accel kvm -cpu host -M q35, the same kernel, initrd, command
+#           line and script disk (virtio-blk-pci); the destination the same plus -incoming
+#           tcp:127.0.0.1:PORT; on the source, QMP migrate-set-parameters downtime-limit (300,
+#           QEMU's default, and 10 in turn) and max-bandwidth 1 TiB/s (QEMU's default cap is
+#           32 MiB/s: raised, as bench/snapshot.sh does), migrate, query-migrate every 5 ms
+#           until completed: total-time, downtime, ram.transferred; then quit
+# Guest-seen downtime: the longest gap in the gap lines from the move's start on the source
+# through the first two whole lines at the destination (CLOCK_MONOTONIC, which kvmclock keeps
+# going across the move; the time the loop spent in its own write() of a line counts too);
+# "switchover" is the destination's first line alone; the source's median second before the
+# move is the loop's own noise. CLOCK_REALTIME's longest gap over the same lines is given too.
+# A godwit move whose connect fails (the guest runs on at the source; seen in the test host as
+# "cannot connect to tcp:...: Interrupted system call") is tried again with a fresh destination,
+# up to 3 times, and counted in the summary.
+# Total time is the VMM's own figure (from the migrate command to completion); wall time from
+# the start of the migrate command (godwit: the exec of the CLI) to its end is in the log lines.
+#
+# Environment: BENCH_VMMS (default "godwit qemu"), BENCH_WORKLOADS (default "idle busy"),
+# BENCH_QEMU_DOWNTIMES (ms, default "300 10"), BENCH_MEM (MiB, default 1024), BENCH_DIRTY
+# (MiB/s for busy, default 50), BENCH_SETTLE (s of gap lines before each move, default 4),
+# BENCH_VM_TIMEOUT (s for a boot to reach the loop, default 180), BENCH_MIGRATE_TIMEOUT (s per
+# move, default 120), BENCH_BUDGET (s: after this no further move is started in a chain beyond
+# its first; default 900). The test host passes only GODWIT_* and the variables named in
+# GODWIT_TESTHOST_ENV. With testhost.sh --results DIR the consoles and outputs are kept in
+# DIR/migrate-logs (copied after each move).
+set -uo pipefail
+
+build=${1:?usage: bench/migrate.sh BUILD_DIR [RUNS]}
+runs=${2:-${BENCH_RUNS:-2}}
+vmms=${BENCH_VMMS:-godwit qemu}
+workloads=${BENCH_WORKLOADS:-idle busy}
+qemu_downtimes=${BENCH_QEMU_DOWNTIMES:-300 10}
+mem=${BENCH_MEM:-1024}
+dirty=${BENCH_DIRTY:-50}
+settle=${BENCH_SETTLE:-4}
+vm_timeout=${BENCH_VM_TIMEOUT:-180}
+mig_timeout=${BENCH_MIGRATE_TIMEOUT:-120}
+budget=${BENCH_BUDGET:-900}
+root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+godwit=$(readlink -f "$build/godwit")
+[ -x "$godwit" ] || { echo "bench: no godwit in $build" >&2; exit 1; }
+for c in qemu-system-x86_64 gcc timeout cpio; do
+  command -v $c >/dev/null || { echo "bench: $c not found (run tools/install-deps.sh)" >&2; exit 1; }
+done
+py=$(command -v /usr/bin/python3 || command -v python3) || { echo "bench: python3 not found" >&2; exit 1; }
+helper=$root/bench/migrate.py
+[ -e /dev/kvm ] || { echo "bench: no /dev/kvm (run it through tools/testhost/testhost.sh)" >&2; exit 1; }
+eval "$("$root/guests/build-guest.sh" --print)" || exit 1
+[ -f "$kernel_bzimage" ] && [ -f "$initrd" ] || { echo "bench: the default guest is not built" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/godwit-mig.XXXXXX)
+pids=()
+keep_logs() {
+  local keep=${GODWIT_TESTHOST_RESULTS:-}
+  if [ -n "$keep" ] && [ -d "$keep" ] && [ -w "$keep" ]; then
+    (cd "$work" && find . \( -name '*.log' -o -name '*.out' -o -name '*.err' \) -print0 |
+      cpio --quiet -0 -pdmu "$keep/migrate-logs" 2>/dev/null)
+  fi
+}
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  keep_logs
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
+
+cmdline="console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script"
+
+# The gap loop, and a script disk per workload: the script in the first 4 KiB (padded with
+# newlines), the static binary after it, padded to whole sectors.
+gcc -static -O2 -o "$work/guest-gap" "$root/bench/guest-gap.c" ||
+  { echo "bench: cannot build bench/guest-gap.c statically (glibc's static libraries?)" >&2; exit 1; }
+script_disk() { # NAME MIBPS
+  local img=$work/$1.img size
+  printf 'dd if="$0" of=/guest-gap bs=4096 skip=1 2>/dev/null\nchmod +x /guest-gap\nexec /guest-gap %s 64\nexit 1\n' \
+    "$2" >"$img"
+  size=$(stat -c %s "$img")
+  head -c $((4096 - size)) /dev/zero | tr '\0' '\n' >>"$img"
+  cat "$work/guest-gap" >>"$img"
+  size=$(stat -c %s "$img")
+  head -c $(( (512 - size % 512) % 512 )) /dev/zero >>"$img"
+}
+script_disk idle 0
+script_disk busy "$dirty"
+
+qcommon() { # SCRIPT_IMG
+  echo -accel kvm -cpu host -M q35 -smp 1 -m "$mem" -nodefaults -no-user-config -display none \
+    -no-reboot -kernel "$kernel_bzimage" -initrd "$initrd" -append "'$cmdline'" \
+    -drive "file=$1,if=none,id=s0,format=raw,readonly=on" -device virtio-blk-pci,drive=s0,serial=godwit-script
+}
+
+step() { echo "bench: [$((SECONDS - start)) s] $*" >&2; }
+rec() { echo "$3" >>"$work/$1.$2"; }  # rec CONFIG METRIC VALUE
+gap_count() { local c=; [ -f "$1" ] && c=$(tr -d '\r' <"$1" | grep -acE '^gap [0-9]+ max_us'); echo "${c:-0}"; }
+
+# wait_gaps LOG PID LABEL N SECS: waits for N more whole gap lines in LOG than it has now.
+wait_gaps() {
+  local log=$1 pid=$2 label=$3 want end=$((SECONDS + $5))
+  want=$(( $(gap_count "$log") + $4 ))
+  until [ "$(gap_count "$log")" -ge "$want" ]; do
+    kill -0 "$pid" 2>/dev/null ||
+      { echo "bench: $label exited before printing gap lines; its log:" >&2; tail -n 20 "$log" >&2; return 1; }
+    [ $SECONDS -lt $end ] ||
+      { echo "bench: $label: no gap lines after $5 s; its log:" >&2; tail -n 20 "$log" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+# wait_exit PID SECS: the process's exit status, or 124 after killing it when it outlives SECS.
+wait_exit() {
+  local pid=$1 end=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; wait "$pid" 2>/dev/null; return 124; }
+  wait "$pid"
+}
+
+port=$((20000 + RANDOM % 20000))
+hop=0
+
+# chain VMM WORKLOAD: boots one guest and moves it on, hop after hop.
+chain() {
+  local vmm=$1 wl=$2 d=$work/$1-$2 img=$work/$2.img
+  mkdir -p "$d"
+  local log=$d/boot.log sock pid
+  step "$vmm $wl: boot"
+  if [ "$vmm" = godwit ]; then
+    sock=$d/boot.sock
+    "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory "$mem" --cpus 1 \
+      --no-rng --no-reboot --cmdline "$cmdline" --disk "path=$img,readonly=on,serial=godwit-script" \
+      --name "gwmig-$wl-boot" --api-socket "$sock" </dev/null >"$log" 2>&1 &
+  else
+    sock=$d/boot.qmp
+    eval "qemu-system-x86_64 $(qcommon "$img")" -serial "file:$log" \
+      -qmp "unix:$sock,server=on,wait=off" </dev/null >"$d/boot.err" 2>&1 &
+  fi
+  pid=$!; pids+=("$pid")
+  wait_gaps "$log" "$pid" "$vmm $wl (boot)" "$settle" "$vm_timeout" ||
+    { cat "$d/boot.err" 2>/dev/null >&2; kill -KILL "$pid" 2>/dev/null; return 1; }
+  local budgets r i
+  if [ "$vmm" = godwit ]; then budgets=default; else budgets=$qemu_downtimes; fi
+  for i in $(seq 1 "$runs"); do
+    for b in $budgets; do
+      if [ $hop -gt 0 ] && [ "$i" -gt 1 ] && [ $((SECONDS - start)) -ge "$budget" ]; then
+        echo "bench: ${budget} s spent (BENCH_BUDGET): no move $i of $vmm $wl" >&2
+        break 2
+      fi
+      hop=$((hop + 1))
+      local n dlog dsock dpid cfg=$vmm$b-$wl try=0
+      [ "$vmm" = godwit ] && cfg=godwit-$wl
+      # A move that fails to connect (the source still running the guest) is tried again,
+      # up to 3 times, with a fresh destination: counted and reported.
+      while :; do
+      try=$((try + 1)); port=$((port + 1))
+      n=$d/hop$i-$b-try$try
+      dlog=$n.log
+      step "$vmm $wl: move $i (budget $b ms) to port $port${try:+, try $try}"
+      if [ "$vmm" = godwit ]; then
+        dsock=$n.sock
+        "$godwit" run --incoming "tcp:127.0.0.1:$port" --name "gwmig-$hop" --api-socket "$dsock" \
+          </dev/null >"$dlog" 2>&1 &
+      else
+        dsock=$n.qmp
+        eval "qemu-system-x86_64 $(qcommon "$img")" -serial "file:$dlog" \
+          -qmp "unix:$dsock,server=on,wait=off" -incoming "tcp:127.0.0.1:$port" </dev/null >"$n.err" 2>&1 &
+      fi
+      dpid=$!; pids+=("$dpid")
+      "$py" "$helper" listening "$port" 30 ||
+        { echo "bench: the $vmm destination did not listen; its output:" >&2; tail -n 20 "$dlog" "$n.err" 2>/dev/null >&2
+          kill -KILL "$dpid" "$pid" 2>/dev/null; return 1; }
+      local off
+      off=$(stat -c %s "$log")
+      if [ "$vmm" = godwit ]; then
+        r=$("$py" "$helper" godwit "$godwit" "$sock" "tcp:127.0.0.1:$port" "$n.out" "$mig_timeout")
+      else
+        r=$(timeout -k 5 $((mig_timeout + 30)) "$py" "$helper" qemu "$sock" "tcp:127.0.0.1:$port" "$b" "$mig_timeout")
+      fi || {
+        echo "bench: $vmm $wl move $i (budget $b) failed; the destination's log:" >&2
+        tail -n 10 "$dlog" "$n.err" 2>/dev/null >&2
+        kill -KILL "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null; keep_logs
+        if [ $try -lt 3 ] && kill -0 "$pid" 2>/dev/null && [ "$vmm" = godwit ] &&
+          grep -q 'cannot connect' "$n.out" "$log" 2>/dev/null; then
+          echo "bench: NOTE: godwit could not connect to its destination (the guest runs on at the source): trying again" >&2
+          rec $cfg retries 1
+          sleep 1; continue
+        fi
+        kill -KILL "$pid" 2>/dev/null; return 1
+      }
+      break
+      done
+      wait_exit "$pid" 30 >/dev/null; local st=$?
+      [ $st -eq 0 ] || echo "bench: note: the $vmm source exited with status $st after the move" >&2
+      wait_gaps "$dlog" "$dpid" "$vmm $wl destination $i" 2 60 || { kill -KILL "$dpid"; keep_logs; return 1; }
+      local wall total down bytes passes g
+      read -r wall total down bytes passes <<<"$r"
+      g=$("$py" "$helper" gaps "$log" "$off" "$dlog") || { kill -KILL "$dpid"; keep_logs; return 1; }
+      local longest switch typical real rate nlines
+      read -r longest switch typical real rate nlines <<<"$g"
+      rec $cfg total "$total"; rec $cfg wall "$wall"; rec $cfg down "$down"; rec $cfg bytes "$bytes"
+      rec $cfg gap "$longest"; rec $cfg switch "$switch"; rec $cfg noise "$typical"; rec $cfg real "$real"
+      rec $cfg rate "$rate"
+      echo "bench: $vmm $wl move $i (budget $b): total $total ms (wall $wall ms), VMM downtime $down ms," \
+        "$(awk -v b="$bytes" 'BEGIN{printf "%.1f", b / 1048576}') MiB sent, passes $passes;" \
+        "guest: longest gap $longest us (switchover line $switch us, typical second before $typical us," \
+        "CLOCK_REALTIME $real us; $nlines lines), writing $rate MiB/s" >&2
+      keep_logs
+      log=$dlog sock=$dsock pid=$dpid
+      wait_gaps "$log" "$pid" "$vmm $wl destination $i" "$settle" 60 || { kill -KILL "$pid"; keep_logs; return 1; }
+    done
+  done
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  return 0
+}
+
+median() { sort -g | awk '{a[NR]=$1} END{ if (!NR) print ""; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+med() { [ -s "$work/$1" ] && median <"$work/$1"; }
+cnt() { [ -s "$work/$1.total" ] && wc -l <"$work/$1.total" || echo 0; }
+
+start=$SECONDS
+for wl in $workloads; do
+  for vmm in $vmms; do
+    chain "$vmm" "$wl" || echo "bench: the $vmm $wl chain stopped early" >&2
+    keep_logs
+  done
+done
+
+# row NAME DIVISOR godwit q1 q2: values and godwit/QEMU ratios
+row() {
+  awk -v n="$1" -v d="$2" -v g="$3" -v a="$4" -v b="$5" 'function f(x) { return x == "" ? "n/a" : sprintf("%.1f", x / d) }
+    function r(x) { return (g == "" || x == "" || x == 0) ? "n/a" : sprintf("%.2f", g / x) }
+    BEGIN { printf "| %s | %s | %s | %s | %s | %s |\n", n, f(g), f(a), r(a), f(b), r(b) }'
+}
+
+echo
+echo "command: bench/migrate.sh $*${GODWIT_IN_TESTHOST:+ (inside tools/testhost/testhost.sh)}; $((SECONDS - start)) s in all"
+echo "guest: $kernel_package bzImage, default initrd, script mode running bench/guest-gap.c; $mem MiB, 1 vCPU;" \
+  "$(qemu-system-x86_64 --version | head -n 1); migration over TCP on 127.0.0.1"
+set -- $qemu_downtimes
+q1=${1:-300} q2=${2:-10}
+ok=1
+for wl in $workloads; do
+  g=godwit-$wl a=qemu$q1-$wl b=qemu$q2-$wl
+  echo
+  echo "$wl$([ "$wl" = busy ] && echo " (writer at $dirty MiB/s asked; the guest's own count, median: godwit" \
+    "$(med $g.rate || echo n/a), QEMU $(med $a.rate || echo n/a) MiB/s)"): successful moves: godwit $(cnt $g)," \
+    "QEMU at $q1 ms $(cnt $a), QEMU at $q2 ms $(cnt $b); moves tried again after a failed connect: godwit" \
+    "$(cat "$work/$g.retries" 2>/dev/null | wc -l)"
+  echo
+  echo "| $wl, $mem MiB (medians) | godwit (10 ms, its default) | QEMU $q1 ms | godwit/QEMU | QEMU $q2 ms | godwit/QEMU |"
+  echo "|---|---|---|---|---|---|"
+  row "total time, VMM's figure (ms)" 1 "$(med $g.total)" "$(med $a.total)" "$(med $b.total)"
+  row "guest-seen downtime: longest gap, CLOCK_MONOTONIC (ms)" 1000 "$(med $g.gap)" "$(med $a.gap)" "$(med $b.gap)"
+  row "  of which the switchover's line (ms)" 1000 "$(med $g.switch)" "$(med $a.switch)" "$(med $b.switch)"
+  row "  the loop's typical second before the move (ms)" 1000 "$(med $g.noise)" "$(med $a.noise)" "$(med $b.noise)"
+  row "  longest gap, CLOCK_REALTIME (ms)" 1000 "$(med $g.real)" "$(med $a.real)" "$(med $b.real)"
+  row "downtime, VMM's figure (ms)" 1 "$(med $g.down)" "$(med $a.down)" "$(med $b.down)"
+  row "bytes sent (MiB)" 1048576 "$(med $g.bytes)" "$(med $a.bytes)" "$(med $b.bytes)"
+  for c in $g $a $b; do [ "$(cnt $c)" -gt 0 ] || ok=0; done
+done
+echo
+echo "godwit: godwit run --kernel K --initrd I --memory $mem --cpus 1 --no-rng --no-reboot --cmdline '$cmdline'" \
+  "--disk path=SCRIPT,readonly=on,serial=godwit-script; godwit run --incoming tcp:127.0.0.1:PORT --name N" \
+  "--api-socket S; godwit migrate SOCK tcp:127.0.0.1:PORT"
+echo "qemu:   qemu-system-x86_64 $(qcommon SCRIPT | sed "s|$kernel_bzimage|K|; s|$initrd|I|") -serial file:LOG" \
+  "-qmp unix:SOCK,server=on,wait=off [-incoming tcp:127.0.0.1:PORT]; QMP migrate-set-parameters" \
+  "downtime-limit MS max-bandwidth 2^40, migrate tcp:127.0.0.1:PORT"
+[ $ok -eq 1 ]
