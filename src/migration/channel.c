@@ -3,10 +3,12 @@
 #include "migration/channel.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -90,6 +93,51 @@ static void set_timeouts(int fd, unsigned ms)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+static long ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
+/*
+ * connect() that a signal does not cut short (a blocking one returns EINTR and cannot simply
+ * be called again) and that gives up after `ms`: non-blocking, then polled for. A UNIX
+ * listener whose backlog is full (EAGAIN) is tried again every 10 ms.
+ */
+static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, unsigned ms)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -errno;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int ret;
+    for (;;) {
+        ret = connect(fd, sa, len) == 0 ? 0 : -errno;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (ret != -EAGAIN || ms_between(&start, &now) >= (long)ms)
+            break;
+        nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
+    }
+    while (ret == -EINPROGRESS) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = (long)ms - ms_between(&start, &now);
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int n = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ret = n == 0 ? -ETIMEDOUT : -errno;
+            break;
+        }
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        ret = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 ? -errno : -err;
+    }
+    if (fcntl(fd, F_SETFL, flags) < 0 && ret == 0)
+        ret = -errno;
+    return ret;
+}
+
 /* A socket listening on, or connected to (within timeout_ms), the URI's address (the first
  * that works). */
 static int open_uri(const char *uri, bool listening, unsigned timeout_ms)
@@ -106,12 +154,11 @@ static int open_uri(const char *uri, bool listening, unsigned timeout_ms)
             unlink(sa.sun_path); /* a stale socket of an earlier run: ours to replace */
         else
             set_timeouts(fd, timeout_ms);
-        ret = listening ? bind(fd, (struct sockaddr *)&sa, sizeof(sa))
-                        : connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-        if (ret == 0 && listening)
-            ret = listen(fd, 1);
+        if (listening)
+            ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 1) == 0 ? 0 : -errno;
+        else
+            ret = connect_within(fd, (struct sockaddr *)&sa, sizeof(sa), timeout_ms);
         if (ret < 0) {
-            ret = -errno;
             close(fd);
             return ret;
         }
@@ -133,13 +180,13 @@ static int open_uri(const char *uri, bool listening, unsigned timeout_ms)
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (!listening)
             set_timeouts(s, timeout_ms);
-        int ok = listening ? (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, 1) == 0)
-                           : connect(s, a->ai_addr, a->ai_addrlen) == 0;
-        if (ok) {
+        int ret = listening ? (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, 1) == 0 ? 0 : -errno)
+                            : connect_within(s, a->ai_addr, a->ai_addrlen, timeout_ms);
+        if (ret == 0) {
             fd = s;
             break;
         }
-        fd = -errno;
+        fd = ret;
         close(s);
     }
     freeaddrinfo(list);

@@ -625,8 +625,12 @@ wait_for_socket() {
   return 1
 }
 
-# migration_sent API: the bytes the running migration has sent so far.
-migration_sent() { curl -s -m 5 --unix-socket "$1" http://localhost/vm/migration | grep -oE '"bytes_sent":[0-9]+' | cut -d: -f2; }
+# migration_sample API: "BYTES MS": what the running migration has sent and its age, in one answer.
+migration_sample() {
+  local r
+  r=$(curl -s -m 5 --unix-socket "$1" http://localhost/vm/migration)
+  echo "$(grep -oE '"bytes_sent":[0-9]+' <<<"$r" | cut -d: -f2) $(grep -oE '"total_ms":[0-9.]+' <<<"$r" | cut -d: -f2)"
+}
 
 # Live migration on this host: the destination waits on a UNIX socket, the running source
 # moves to it and ends with status 0; the guest's counter goes on at the destination from
@@ -642,8 +646,8 @@ case_migrate() {
   local dest_pid=$vm_pid
   start_watched migrate_source 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
     --name mig-source --disk "path=$disk" --disk "$script"
-  local ok=1
-  if ! wait_for_line "$src" '^count 30[^0-9]' "$vm_pid" 180; then
+  local ok=1 src_pid=$vm_pid
+  if ! wait_for_line "$src" '^count 30[^0-9]' "$src_pid" 180; then
     fail $name "the source guest did not count to 30"
     "$godwit" stop "$src.api" >/dev/null 2>&1; "$godwit" stop "$dst.api" >/dev/null 2>&1
     kill "$dest_pid" 2>/dev/null
@@ -669,27 +673,30 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   grep -q 'cancelled' "$work/migrate_stuck.out" || { ok=0; fail $name "cancel: $(cat "$work/migrate_stuck.out")"; }
   local before_cancel
   before_cancel=$(last_count "$src")
-  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$vm_pid" 60 ||
+  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$src_pid" 60 ||
     { ok=0; fail $name "the guest did not run on after the cancelled migration"; }
 
   # A destination killed in the middle of the first pass, which --bandwidth 8 (MiB/s) makes
   # last seconds: the cap holds, the source says why it gave up, and the guest runs on.
   start_watched migrate_doomed 120 "$godwit" run --incoming "unix:$work/doomed.sock" --name mig-doomed
-  local doomed_pid=$vm_pid sent1 sent2
+  local doomed_pid=$vm_pid sample1 sample2
   wait_for_socket "$work/doomed.sock"
   "$godwit" migrate "$src.api" "unix:$work/doomed.sock" --bandwidth 8 >"$work/migrate_doomed.out" 2>&1 &
   local doomed_cli=$!
   sleep 1
-  sent1=$(migration_sent "$src.api"); sleep 3; sent2=$(migration_sent "$src.api")
-  [ "${sent2:-0}" -gt "${sent1:-0}" ] && [ $((sent2 - sent1)) -le $((3 * 8 * 1048576 * 11 / 10)) ] ||
-    { ok=0; fail $name "--bandwidth 8: $sent1 then $sent2 bytes sent 3 s later"; }
+  # Bytes sent and the migration's age, read together from the source: the rate between two
+  # readings, whatever the time curl takes to start.
+  sample1=$(migration_sample "$src.api"); sleep 3; sample2=$(migration_sample "$src.api")
+  awk -v a="$sample1" -v b="$sample2" 'BEGIN { split(a, x); split(b, y); ms = y[2] - x[2];
+    exit !(ms > 1000 && y[1] > x[1] && (y[1] - x[1]) / ms * 1000 <= 8 * 1048576 * 1.1) }' ||
+    { ok=0; fail $name "--bandwidth 8: bytes sent and ms since the start: '$sample1', then '$sample2'"; }
   pkill -KILL -P "$doomed_pid" # godwit itself, not the timeout(1) around it
   finish_watched migrate_doomed
   wait $doomed_cli && { ok=0; fail $name "a migration to a killed destination reported success"; }
   grep -q 'runs on here' "$work/migrate_doomed.out" ||
     { ok=0; fail $name "killed destination: $(cat "$work/migrate_doomed.out")"; }
   before_cancel=$(last_count "$src")
-  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$vm_pid" 60 ||
+  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$src_pid" 60 ||
     { ok=0; fail $name "the guest did not run on after its destination was killed"; }
 
   "$godwit" migrate "$src.api" "unix:$work/mig.sock" >"$work/migrate.out" 2>&1 ||

@@ -6,7 +6,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -264,6 +269,43 @@ static void test_receive_refusals(void **state)
     dest_vm_free(&vm);
 }
 
+/* Connecting: to a listener (UNIX and TCP), to nothing there (refused at once, not after the
+ * timeout), and to a bad URI. */
+static void test_connect(void **state)
+{
+    (void)state;
+    char path[64], uri[80];
+    snprintf(path, sizeof(path), "/tmp/godwit-test-channel-%d.sock", (int)getpid());
+    snprintf(uri, sizeof(uri), "unix:%s", path);
+    unlink(path);
+    assert_int_equal(mig_connect(uri, 1000), -ENOENT);
+    int listener = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(bind(listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(listener, 1), 0);
+    int fd = mig_connect(uri, 1000);
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0); /* blocking again, with timeouts */
+    close(fd);
+    close(listener);
+    unlink(path);
+
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(in);
+    assert_int_equal(bind(tcp, (struct sockaddr *)&in, sizeof(in)), 0);
+    assert_int_equal(getsockname(tcp, (struct sockaddr *)&in, &len), 0);
+    snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", ntohs(in.sin_port));
+    assert_int_equal(mig_connect(uri, 1000), -ECONNREFUSED); /* bound, not listening */
+    assert_int_equal(listen(tcp, 1), 0);
+    fd = mig_connect(uri, 1000);
+    assert_true(fd >= 0);
+    close(fd);
+    close(tcp);
+    assert_int_equal(mig_connect("ftp:somewhere", 1000), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -272,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_hello_refusals),
         cmocka_unit_test(test_receive_refusals),
         cmocka_unit_test(test_cpu_model_handshake),
+        cmocka_unit_test(test_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
