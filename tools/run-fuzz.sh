@@ -30,7 +30,7 @@ done
 build=build-fuzz
 cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DGODWIT_FUZZ=ON -DGODWIT_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
-cmake --build "$build" -j"$(nproc)" >/dev/null
+cmake --build "$build" --target fuzzers -j"$(nproc)" >/dev/null
 
 if [ ${#only[@]} -eq 0 ]; then
   for src in tests/fuzz/fuzz_*.c; do
