@@ -63,6 +63,19 @@ enum godwit_virtio_console {
     GODWIT_VIRTIO_CONSOLE_FILE,     /* output appended to virtio_console_path, no input */
 };
 
+/*
+ * System call filters on godwit's own threads (the main loop, the vCPUs, a migration's
+ * copier; docs/sandbox.md): each may make only the calls it needs. The default, ON, ends the
+ * process with one line naming a call outside them; LOG lets it through and has the kernel
+ * log it (for finding what a filter lacks); OFF loads none. The embedder's threads are never
+ * filtered, but the callbacks godwit calls (events, hooks) run on godwit's threads.
+ */
+enum godwit_seccomp {
+    GODWIT_SECCOMP_ON = 0,
+    GODWIT_SECCOMP_LOG,
+    GODWIT_SECCOMP_OFF,
+};
+
 /* What a VM is made of. Strings and arrays are copied by godwit_create(). */
 struct godwit_config {
     const char *kernel;   /* bzImage or vmlinux ELF; required */
@@ -91,6 +104,7 @@ struct godwit_config {
      * the fd. */
     bool incoming;
     int incoming_fd;
+    enum godwit_seccomp seccomp; /* 0 (GODWIT_SECCOMP_ON): filters on */
 };
 
 /* Live migration, the source's side (godwit_migrate()). */
