@@ -17,6 +17,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "sandbox/seccomp.h"
+
 #define KIB_PER_GIB (1024.0 * 1024.0)
 #define TESTHOST_ADVICE "run guests inside the test host (tools/testhost/testhost.sh)"
 
@@ -538,6 +540,17 @@ static void check_memory(struct check_run *run)
         report(run, CHECK_PASS, "memory", NULL, "%.1f GiB", (double)total_kib / KIB_PER_GIB);
 }
 
+/* The running kernel's, whatever the root: `godwit run` filters its threads by default. */
+static void check_seccomp(struct check_run *run)
+{
+    if (sandbox_seccomp_available())
+        report(run, CHECK_PASS, "seccomp filters", NULL, "available (godwit run --seccomp=on)");
+    else
+        report(run, CHECK_WARN, "seccomp filters",
+               "use a kernel with CONFIG_SECCOMP_FILTER, or run with --seccomp=off",
+               "not available");
+}
+
 int check_host_run(const struct check_host_env *env, FILE *out)
 {
     char kvm_device[PATH_MAX];
@@ -556,6 +569,7 @@ int check_host_run(const struct check_host_env *env, FILE *out)
     check_vhost_net(&run);
     check_huge_pages(&run);
     check_memory(&run);
+    check_seccomp(&run);
     fflush(out);
     return run.failures;
 }

@@ -13,6 +13,7 @@
 #include "lib/device_options.h"
 #include "log.h"
 #include "migration/snapshot.h"
+#include "sandbox/seccomp.h"
 
 void cli_usage_run(FILE *out)
 {
@@ -50,6 +51,11 @@ void cli_usage_run(FILE *out)
             "                        virtio: the guest's hvc0 on this terminal (the serial\n"
             "                        port keeps the boot messages), a UNIX socket or a file\n"
             "      --no-rng          no virtio-rng device (entropy from the host)\n"
+            "      --seccomp on|log|off\n"
+            "                        system call filters on every thread (default: on; log:\n"
+            "                        the kernel logs what they would refuse; docs/sandbox.md)\n"
+            "      --caps drop|keep  drop the capabilities the VM no longer needs once it is\n"
+            "                        set up, and set no_new_privs (default: drop)\n"
             "      --name NAME       the VM's name on this host (default: generated)\n"
             "      --api-socket PATH the API socket (default: /run/godwit/NAME.sock, or\n"
             "                        $XDG_RUNTIME_DIR/godwit/NAME.sock when not root)\n"
@@ -132,6 +138,7 @@ static uint64_t host_memory_mib(void)
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
     OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE, OPT_INCOMING,
+    OPT_SECCOMP, OPT_CAPS,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
@@ -230,6 +237,8 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "no-rng", no_argument, NULL, OPT_NO_RNG },
         { "restore", required_argument, NULL, OPT_RESTORE },
         { "incoming", required_argument, NULL, OPT_INCOMING },
+        { "seccomp", required_argument, NULL, OPT_SECCOMP },
+        { "caps", required_argument, NULL, OPT_CAPS },
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
@@ -294,6 +303,19 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
                 return -EINVAL;
             break;
         case OPT_NO_RNG: cfg->no_rng = true; break;
+        case OPT_SECCOMP:
+            if (sandbox_seccomp_parse(optarg, &opts->extra.seccomp) < 0) {
+                log_error("--seccomp: '%s' must be on, log or off", optarg);
+                return -EINVAL;
+            }
+            break;
+        case OPT_CAPS:
+            if (strcmp(optarg, "drop") != 0 && strcmp(optarg, "keep") != 0) {
+                log_error("--caps: '%s' must be drop or keep", optarg);
+                return -EINVAL;
+            }
+            opts->extra.keep_caps = strcmp(optarg, "keep") == 0;
+            break;
         case 'v': log_set_level(LOG_LVL_DEBUG); break;
         case 'q': log_set_level(LOG_LVL_ERROR); break;
         case 'h': return CLI_HELP;

@@ -17,6 +17,8 @@
 #include "godwit/godwit.h"
 #include "lib/godwit_internal.h"
 #include "log.h"
+#include "sandbox/caps.h"
+#include "sandbox/seccomp.h"
 #include "cli/sd_notify.h"
 
 /* Sent to the main thread when the VM has ended, to end its wait for signals. */
@@ -131,7 +133,7 @@ static int claim_identity(struct run_context *ctx, struct cli_run_options *opts,
 }
 
 static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
-                                   int incoming_fd)
+                                   int incoming_fd, enum godwit_seccomp seccomp)
 {
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
@@ -141,7 +143,7 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .disks = cfg->disks, .nr_disks = cfg->nr_disks, .nets = cfg->nets, .nr_nets = cfg->nr_nets,
         .virtio_console = cfg->virtio_console, .virtio_console_path = cfg->virtio_console_path,
         .no_rng = cfg->no_rng, .restore_dir = restore_dir,
-        .incoming = incoming_fd > 0, .incoming_fd = incoming_fd,
+        .incoming = incoming_fd > 0, .incoming_fd = incoming_fd, .seccomp = seccomp,
     };
     return godwit_create(&config);
 }
@@ -166,7 +168,7 @@ static int cmd_run(int argc, char **argv)
         cli_run_options_free(&opts);
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
-    ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd);
+    ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd, opts.extra.seccomp);
     opts.incoming_fd = 0; /* libgodwit's now, whatever became of the VM */
     if (!ctx.vm)
         goto out;
@@ -185,11 +187,18 @@ static int cmd_run(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Before any thread starts: capabilities are per thread and inherited at creation. */
+    if (!opts.extra.keep_caps && sandbox_caps_drop(opts.cfg.nr_nets > 0) < 0)
+        goto out;
     int ret = godwit_start(ctx.vm);
     if (ret < 0) {
         log_error("cannot start the VM: %s", strerror(-ret));
         goto out;
     }
+    /* After: the main loop's thread must not inherit this thread's filter, which forbids
+     * nearly all it does. A VM whose sandbox cannot be complete is stopped. */
+    if (sandbox_seccomp_install(SANDBOX_THREAD_CLI, opts.extra.seccomp) < 0)
+        godwit_stop(ctx.vm);
     handle_signals(ctx.vm, &mask);
     status = godwit_wait(ctx.vm);
 out:

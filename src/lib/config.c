@@ -16,6 +16,7 @@
 #include "lib/defaults.h"
 #include "lib/device_options.h"
 #include "log.h"
+#include "sandbox/seccomp.h"
 #include "vm/memory.h"
 
 /* What one parse builds; copied to the caller's structs only when the whole object is valid. */
@@ -396,6 +397,28 @@ static int apply_rng(struct config_parse *p, const char *key, struct json_object
     return ret;
 }
 
+/* "seccomp": "on" | "log" | "off" (docs/sandbox.md). */
+static int apply_seccomp(struct config_parse *p, const char *key, struct json_object *value)
+{
+    static const enum godwit_seccomp modes[] = { GODWIT_SECCOMP_ON, GODWIT_SECCOMP_LOG,
+                                                 GODWIT_SECCOMP_OFF };
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (string_is(value, sandbox_seccomp_name(modes[i]))) {
+            p->extra.seccomp = modes[i];
+            return 0;
+        }
+    return parse_fail(p, "\"%s\" must be \"on\", \"log\" or \"off\"", key);
+}
+
+/* "caps": "drop" | "keep" (docs/sandbox.md). */
+static int apply_caps(struct config_parse *p, const char *key, struct json_object *value)
+{
+    if (!string_is(value, "drop") && !string_is(value, "keep"))
+        return parse_fail(p, "\"%s\" must be \"drop\" or \"keep\"", key);
+    p->extra.keep_caps = string_is(value, "keep");
+    return 0;
+}
+
 /* The schema; docs/config.md documents it next to the command-line options. */
 static const struct config_key config_keys[] = {
     { "kernel", apply_kernel },         { "initrd", apply_initrd },
@@ -404,7 +427,8 @@ static const struct config_key config_keys[] = {
     { "no_reboot", apply_no_reboot },   { "name", apply_name },
     { "api_socket", apply_api_socket }, { "disks", apply_disks },
     { "net", apply_net },               { "console", apply_console },
-    { "rng", apply_rng },
+    { "rng", apply_rng },               { "seccomp", apply_seccomp },
+    { "caps", apply_caps },
 };
 
 static const struct config_key *config_key_find(const char *name)
@@ -678,6 +702,10 @@ struct json_object *config_to_json_object(const struct vm_config *cfg,
     ret |= add_value(obj, "net", nets_to_json(cfg));
     ret |= add_value(obj, "console", console_to_json(cfg));
     ret |= add_value(obj, "rng", json_object_new_boolean(!cfg->no_rng));
+    if (extra) {
+        ret |= add_value(obj, "seccomp", json_object_new_string(sandbox_seccomp_name(extra->seccomp)));
+        ret |= add_value(obj, "caps", json_object_new_string(extra->keep_caps ? "keep" : "drop"));
+    }
     return built(obj, ret);
 }
 

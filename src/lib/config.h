@@ -15,6 +15,10 @@ struct json_object;
 struct config_extra {
     const char *name;       /* NULL: not given (a name is generated) */
     const char *api_socket; /* NULL: not given (the runtime directory's NAME.sock) */
+    /* The process's sandbox (docs/sandbox.md): the host's policy, not the VM's, so neither
+     * is saved in snapshots or sent with a migration. */
+    enum godwit_seccomp seccomp; /* default on */
+    bool keep_caps;              /* default false: drop what is not needed */
 };
 
 #define CONFIG_MAX_DISKS 16

@@ -24,6 +24,7 @@
 #include "migration/incoming.h"
 #include "migration/migrate.h"
 #include "migration/snapshot.h"
+#include "sandbox/seccomp.h"
 #include "vm/virtio_devices.h"
 #include "vcpu/vcpu.h"
 #include "vm/vm.h"
@@ -243,6 +244,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         .virtio_console = config->virtio_console,
         .virtio_console_path = gv->virtio_console_path,
         .no_rng = config->no_rng,
+        .seccomp = config->seccomp,
         .loop = &gv->loop,
     };
     gv->console_out_fd = config->console_out_fd;
@@ -470,9 +472,11 @@ static bool should_restart(struct godwit_vm *gv, enum vm_exit_reason reason)
 static void *main_loop_thread(void *arg)
 {
     struct godwit_vm *gv = arg;
-    enum vm_exit_reason reason;
+    enum vm_exit_reason reason = VM_EXIT_VMM_ERROR;
 
-    for (;;) {
+    /* First: the vCPU and migration threads this one creates run under this filter too. */
+    bool sandboxed = sandbox_seccomp_install(SANDBOX_THREAD_MAIN_LOOP, gv->cfg.seccomp) == 0;
+    while (sandboxed) {
         reason = run_once(gv);
         if (!should_restart(gv, reason))
             break;

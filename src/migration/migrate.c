@@ -15,6 +15,7 @@
 
 #include "io/loop.h"
 #include "log.h"
+#include "sandbox/seccomp.h"
 #include "migration/channel.h"
 #include "migration/dirty.h"
 #include "migration/vm_state.h"
@@ -458,7 +459,9 @@ static void finish(struct migration *m, int ret)
 static void *migration_thread(void *arg)
 {
     struct migration *m = arg;
-    int ret = mig_send_hello(m->fd, m->config_json);
+    int ret = sandbox_seccomp_install(SANDBOX_THREAD_MIGRATION, m->vm->cfg->seccomp);
+    if (ret == 0)
+        ret = mig_send_hello(m->fd, m->config_json);
     if (ret == 0)
         ret = offer_cpu_model(m);
     if (ret == 0 && (ret = dirty_log_start(&m->dirty, m->vm)) == 0)

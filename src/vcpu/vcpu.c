@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sandbox/seccomp.h"
 #include "vm/vm.h"
 
 /* The signal that kicks a vCPU thread out of KVM_RUN; its handler does nothing. */
@@ -203,6 +204,10 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&kick);
     sigaddset(&kick, VCPU_KICK_SIGNAL);
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+    if (sandbox_seccomp_install(SANDBOX_THREAD_VCPU, vcpu->vm->cfg->seccomp) < 0) {
+        vm_request_exit(vcpu->vm, VM_EXIT_VMM_ERROR);
+        return NULL;
+    }
 
     while (!vcpu_should_stop(vcpu)) {
         if (vcpu->vm->pause_requested) {

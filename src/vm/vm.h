@@ -47,6 +47,9 @@ struct vm_config {
     struct snapshot *restore;
     /* Build the VM for a live migration's destination: RAM and state come later (incoming.h). */
     bool incoming;
+    /* The system call filters of the VM's threads (the vCPUs', a migration's); not part of
+     * the VM's description, so never saved with it. */
+    enum godwit_seccomp seccomp;
     /* The main loop that runs device I/O; set by whoever runs the VM (libgodwit). */
     struct event_loop *loop;
 };

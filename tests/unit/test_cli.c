@@ -321,9 +321,36 @@ static void test_devices_override_config_file(void **state)
     free(path);
 }
 
+static void test_sandbox_options(void **state)
+{
+    static struct cli_run_options opts;
+    (void)state;
+    char *plain[] = { "run", "-k", "k", NULL };
+    assert_int_equal(cli_parse_run(ARGC(plain), plain, &opts), 0);
+    assert_int_equal(opts.extra.seccomp, GODWIT_SECCOMP_ON);
+    assert_false(opts.extra.keep_caps);
+    cli_run_options_free(&opts);
+    char *set[] = { "run", "-k", "k", "--seccomp=log", "--caps", "keep", NULL };
+    assert_int_equal(cli_parse_run(ARGC(set), set, &opts), 0);
+    assert_int_equal(opts.extra.seccomp, GODWIT_SECCOMP_LOG);
+    assert_true(opts.extra.keep_caps);
+    cli_run_options_free(&opts);
+    char *off[] = { "run", "-k", "k", "--seccomp", "off", NULL };
+    assert_int_equal(cli_parse_run(ARGC(off), off, &opts), 0);
+    assert_int_equal(opts.extra.seccomp, GODWIT_SECCOMP_OFF);
+    cli_run_options_free(&opts);
+    char *bad[] = { "run", "-k", "k", "--seccomp", "strict", NULL };
+    assert_int_equal(cli_parse_run(ARGC(bad), bad, &opts), -EINVAL);
+    cli_run_options_free(&opts);
+    char *bad_caps[] = { "run", "-k", "k", "--caps", "none", NULL };
+    assert_int_equal(cli_parse_run(ARGC(bad_caps), bad_caps, &opts), -EINVAL);
+    cli_run_options_free(&opts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sandbox_options),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_all_options),
         cmocka_unit_test(test_help),

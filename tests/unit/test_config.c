@@ -628,6 +628,41 @@ static void test_round_trip_devices(void **state)
     }
 }
 
+/* The sandbox keys: the process's settings (extra), never in a snapshot's configuration. */
+static void test_sandbox_keys(void **state)
+{
+    struct parsed p;
+    (void)state;
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\"}"), 0);
+    assert_int_equal(p.extra.seccomp, GODWIT_SECCOMP_ON);
+    assert_false(p.extra.keep_caps);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"seccomp\": \"log\", \"caps\": \"keep\"}"), 0);
+    assert_int_equal(p.extra.seccomp, GODWIT_SECCOMP_LOG);
+    assert_true(p.extra.keep_caps);
+    struct json_object *with = config_to_json_object(&p.cfg, &p.extra);
+    struct json_object *without = config_to_json_object(&p.cfg, NULL);
+    struct json_object *v;
+    assert_true(json_object_object_get_ex(with, "seccomp", &v));
+    assert_string_equal(json_object_get_string(v), "log");
+    assert_true(json_object_object_get_ex(with, "caps", &v));
+    assert_string_equal(json_object_get_string(v), "keep");
+    assert_false(json_object_object_get_ex(without, "seccomp", &v));
+    assert_false(json_object_object_get_ex(without, "caps", &v));
+    json_object_put(with);
+    json_object_put(without);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"seccomp\": \"off\"}"), 0);
+    assert_int_equal(p.extra.seccomp, GODWIT_SECCOMP_OFF);
+    config_strings_free(&p.owned);
+    expect_error("{\"kernel\": \"k\", \"seccomp\": true}",
+                 "config: \"seccomp\" must be \"on\", \"log\" or \"off\"");
+    expect_error("{\"kernel\": \"k\", \"seccomp\": \"strict\"}",
+                 "config: \"seccomp\" must be \"on\", \"log\" or \"off\"");
+    expect_error("{\"kernel\": \"k\", \"caps\": \"none\"}",
+                 "config: \"caps\" must be \"drop\" or \"keep\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_device_errors),
         cmocka_unit_test(test_device_errors_name_the_file),
         cmocka_unit_test(test_round_trip_devices),
+        cmocka_unit_test(test_sandbox_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
