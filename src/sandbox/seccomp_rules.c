@@ -3,6 +3,7 @@
 #include "sandbox/seccomp_rules.h"
 
 #include <errno.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <sched.h>
 #include <stddef.h>
@@ -94,6 +95,7 @@ static const unsigned long vcpu_ioctls[] = {
     KVM_RUN,          KVM_GET_REGS,    KVM_GET_SREGS,   /* the registers, when a guest crashes */
     KVM_IRQ_LINE,     KVM_IRQ_LINE_STATUS, KVM_SIGNAL_MSI, /* legacy devices' interrupts */
     KVM_SET_GSI_ROUTING, KVM_IOEVENTFD, /* the guest programs MSI-X and BARs */
+    TUNSETOFFLOAD,    TUNSETQUEUE,     /* a virtio-net driver's DRIVER_OK sets the tap up */
     TCGETS,           TIOCGWINSZ,      /* isatty() of the log and console */
 };
 static const unsigned long migration_ioctls[] = {
