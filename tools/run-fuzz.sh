@@ -4,7 +4,7 @@
 # fails when any harness finds a crash. docs/fuzzing.md says what each harness covers.
 #
 #   tools/run-fuzz.sh [--time S] [--replay] [HARNESS...]
-#     --time S   seconds per harness (default 12, or GODWIT_FUZZ_TIME)
+#     --time S   seconds per harness (default 10, or GODWIT_FUZZ_TIME)
 #     --replay   only run the corpus and the regressions once, no fuzzing
 #     HARNESS    fuzz_http, http, ...: only these (default: every tests/fuzz/fuzz_*.c)
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-time_s=${GODWIT_FUZZ_TIME:-12}
+time_s=${GODWIT_FUZZ_TIME:-10}
 replay=0
 only=()
 while [ $# -gt 0 ]; do
