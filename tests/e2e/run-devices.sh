@@ -724,15 +724,15 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   else
     ok=0; fail migrate_dest "the guest did not count on to $want at the destination"
   fi
-  # And on over TCP to a third process, through a link capped at 4 MiB/s, slower than the
-  # guest dirties its RAM: it converges only with its vCPUs held back (auto-converge), within a
-  # 300 ms budget, and the counter goes on again.
+  # And on over TCP to a third process, through a link capped at 8 MiB/s, too slow for the
+  # guest's dirtying to fit a 300 ms budget: it converges only with its vCPUs held back
+  # (auto-converge), and the counter goes on again.
   local port=$((40000 + RANDOM % 20000)) back=$work/migrate_back.log
   start_watched migrate_back 300 "$godwit" run --incoming "tcp:127.0.0.1:$port" --name mig-back
   local back_pid=$vm_pid
   wait_for_socket "tcp:$port"
   at=$(last_count "$dst")
-  "$godwit" migrate "$dst.api" "tcp:127.0.0.1:$port" --bandwidth 4 --downtime-ms 300 \
+  "$godwit" migrate "$dst.api" "tcp:127.0.0.1:$port" --bandwidth 8 --downtime-ms 300 \
     >"$work/migrate_back.out" 2>&1 ||
     { ok=0; fail $name "migrating on over TCP failed: $(cat "$work/migrate_back.out")"; }
   cat "$work/migrate_back.out"
@@ -765,7 +765,7 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   expect_clean migrate_back || ok=0
   expect_clean migrate_doomed || ok=0
 
-  # Hostile streams: garbage, and a HELLO followed by a cut.
+  # Hostile streams: garbage, and a HELLO followed by a CPU model cut short.
   local bad
   for bad in garbage cut; do
     "$godwit" run --incoming "unix:$work/bad-$bad.sock" </dev/null >"$work/migrate_$bad.log" 2>&1 &
@@ -778,9 +778,10 @@ if sys.argv[2] == "garbage":
     s.sendall(b"GET / HTTP/1.1\r\n\r\n" + b"x" * 64)
 else:
     cfg = json.dumps({"kernel": "/nonexistent", "memory_mib": 64}).encode()
-    payload = struct.pack("<I", 1) + cfg
+    payload = struct.pack("<I", 2) + cfg  # protocol 2
     s.sendall(struct.pack("<IIQ", 0x474d5747, 1, len(payload)) + payload)
-    s.sendall(struct.pack("<IIQ", 0x474d5747, 2, 12 + 4096) + struct.pack("<QI", 0, 1) + b"\0" * 100)
+    # The CPU model (type 7), one 40-byte entry announced, cut after 10 bytes of it.
+    s.sendall(struct.pack("<IIQ", 0x474d5747, 7, 4 + 40) + struct.pack("<I", 1) + b"\0" * 10)
 s.close()
 EOF
     local st=0
