@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -63,8 +64,12 @@ const char *sandbox_seccomp_name(enum godwit_seccomp mode)
     return "on";
 }
 
+/* Before the first filter: what the handler needs, and what glibc would otherwise open later
+ * on a filtered thread (the first gmtime_r() anywhere, the RTC's on a vCPU, loads the time
+ * zone file). */
 static void lookup_names(void)
 {
+    tzset();
     native_arch = seccomp_arch_native();
     for (int nr = 0; nr < SYSCALL_NAMES; nr++)
         syscall_names[nr] = seccomp_syscall_resolve_num_arch(native_arch, nr);
