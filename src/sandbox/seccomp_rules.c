@@ -73,6 +73,8 @@ static const int main_loop_calls[] = {
     SCMP_SYS(set_robust_list), SCMP_SYS(rseq),     SCMP_SYS(prctl),        SCMP_SYS(seccomp),
     SCMP_SYS(membarrier),   SCMP_SYS(getuid),      SCMP_SYS(geteuid),      SCMP_SYS(getgid),
     SCMP_SYS(getegid),      SCMP_SYS(uname),       SCMP_SYS(getrlimit),    SCMP_SYS(prlimit64),
+    /* the vCPUs' own calls pass this filter too: it is their creator's */
+    SCMP_SYS(timer_create), SCMP_SYS(timer_settime), SCMP_SYS(timer_delete),
 };
 
 /* The migration thread: the stream (opened by the main loop), KVM's dirty log, RAM's holes. */
@@ -81,8 +83,12 @@ static const int migration_calls[] = {
     SCMP_SYS(shutdown), SCMP_SYS(setsockopt), SCMP_SYS(membarrier),
 };
 
-/* The vCPU thread: a device write may answer through a socket (an attached console). */
-static const int vcpu_calls[] = { SCMP_SYS(sendto), SCMP_SYS(sendmsg) };
+/* The vCPU thread: a device write may answer through a socket (an attached console); a
+ * migration's auto-converge ends each of its slices in the guest with a timer of its own. */
+static const int vcpu_calls[] = {
+    SCMP_SYS(sendto), SCMP_SYS(sendmsg),
+    SCMP_SYS(timer_create), SCMP_SYS(timer_settime), SCMP_SYS(timer_delete),
+};
 
 /* `godwit run`'s thread once the VM runs: signals, systemd's notify socket, the end. */
 static const int cli_calls[] = {

@@ -6,6 +6,7 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -170,7 +171,31 @@ static void map_code(void)
 }
 #endif
 
+/* A vCPU as godwit makes it (the main loop's filter, then its own) with auto-converge's slice
+ * timer: made for this thread, armed, disarmed, deleted. */
+static void vcpu_slice_timer(void)
+{
+    if (sandbox_seccomp_install(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON) < 0)
+        _exit(CHILD_SETUP_FAILED);
+    struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGUSR1 };
+    sev._sigev_un._tid = gettid();
+    timer_t timer;
+    struct itimerspec slice = { .it_value = { .tv_sec = 3600 } }, off = { 0 };
+    if (timer_create(CLOCK_MONOTONIC, &sev, &timer) < 0 || timer_settime(timer, 0, &slice, NULL) < 0 ||
+        timer_settime(timer, 0, &off, NULL) < 0 || timer_delete(timer) < 0)
+        _exit(7);
+    clock_nanosleep(CLOCK_MONOTONIC, 0, &(struct timespec){ 0, 1000 }, NULL);
+}
+
 /* ---- the tests ---- */
+
+static void test_vcpu_throttle_calls(void **state)
+{
+    (void)state;
+    struct outcome o;
+    run_child(SANDBOX_THREAD_MAIN_LOOP, GODWIT_SECCOMP_ON, vcpu_slice_timer, &o);
+    assert_ok(&o);
+}
 
 static void test_allowed_calls_work(void **state)
 {
@@ -329,6 +354,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allowed_calls_work),
+        cmocka_unit_test(test_vcpu_throttle_calls),
         cmocka_unit_test(test_forbidden_call_is_named),
         cmocka_unit_test(test_vcpu_ioctls_are_checked),
         cmocka_unit_test(test_socket_families_are_checked),
