@@ -56,6 +56,12 @@ void cli_usage_run(FILE *out)
             "                        the kernel logs what they would refuse; docs/sandbox.md)\n"
             "      --caps drop|keep  drop the capabilities the VM no longer needs once it is\n"
             "                        set up, and set no_new_privs (default: drop)\n"
+            "      --jail DIR --uid U --gid G\n"
+            "                        run the VM in new mount, PID and IPC namespaces with\n"
+            "                        DIR as its root (only what it opens bound in) as U:G,\n"
+            "                        without capabilities; its API socket then lies under\n"
+            "                        DIR/run/godwit; taps must exist, owned by U\n"
+            "                        (docs/jail.md)\n"
             "      --name NAME       the VM's name on this host (default: generated)\n"
             "      --api-socket PATH the API socket (default: /run/godwit/NAME.sock, or\n"
             "                        $XDG_RUNTIME_DIR/godwit/NAME.sock when not root)\n"
@@ -138,7 +144,7 @@ static uint64_t host_memory_mib(void)
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
     OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE, OPT_INCOMING,
-    OPT_SECCOMP, OPT_CAPS,
+    OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
@@ -239,10 +245,14 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "incoming", required_argument, NULL, OPT_INCOMING },
         { "seccomp", required_argument, NULL, OPT_SECCOMP },
         { "caps", required_argument, NULL, OPT_CAPS },
+        { "jail", required_argument, NULL, OPT_JAIL },
+        { "uid", required_argument, NULL, OPT_UID },
+        { "gid", required_argument, NULL, OPT_GID },
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
     bool disks_given = false, nets_given = false;
+    unsigned ids_given = 0; /* 1: --uid, 2: --gid */
     uint64_t value;
     int opt;
 
@@ -316,6 +326,17 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
             }
             opts->extra.keep_caps = strcmp(optarg, "keep") == 0;
             break;
+        case OPT_JAIL: opts->jail.dir = optarg; break;
+        case OPT_UID:
+        case OPT_GID:
+            if (parse_number(opt == OPT_UID ? "--uid" : "--gid", optarg, 0, UINT32_MAX - 1, &value) < 0)
+                return -EINVAL;
+            if (opt == OPT_UID)
+                opts->jail.uid = (uid_t)value;
+            else
+                opts->jail.gid = (gid_t)value;
+            ids_given |= opt == OPT_UID ? 1 : 2;
+            break;
         case 'v': log_set_level(LOG_LVL_DEBUG); break;
         case 'q': log_set_level(LOG_LVL_ERROR); break;
         case 'h': return CLI_HELP;
@@ -335,6 +356,11 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         log_error("--kernel is required (see godwit run --help)");
         return -EINVAL;
     }
+    if (ids_given && !opts->jail.dir) {
+        log_error("--uid and --gid are the --jail's user: give --jail DIR too");
+        return -EINVAL;
+    }
+    opts->jail.ids_given = ids_given == 3;
     return 0;
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "cli/jail.h"
 #include "lib/config.h"
 #include "lib/defaults.h"
 #include "vm/vm.h"
@@ -18,6 +19,7 @@ struct cli_run_options {
     struct config_strings owned;  /* strings from the config file */
     const char *restore_dir;      /* --restore DIR, or NULL */
     int incoming_fd;              /* --incoming: the migration stream after its HELLO; 0: none */
+    struct jail jail;             /* --jail DIR --uid U --gid G; dir NULL: none */
 };
 
 /* Fills opts from `run`'s arguments (argv[0] is "run"): the --config file's values first,

@@ -132,6 +132,14 @@ static int claim_identity(struct run_context *ctx, struct cli_run_options *opts,
     return lock;
 }
 
+/* Before the VM's name is claimed: in the jail, the runtime directory is the jail's. */
+static int enter_jail(struct cli_run_options *opts)
+{
+    struct jail_plan plan = { 0 };
+    int ret = jail_plan_vm(&plan, &opts->cfg, opts->extra.api_socket, opts->restore_dir);
+    return ret < 0 ? ret : jail_enter(&opts->jail, &plan);
+}
+
 static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
                                    int incoming_fd, enum godwit_seccomp seccomp)
 {
@@ -162,6 +170,10 @@ static int cmd_run(int argc, char **argv)
             cli_usage_run(stdout);
         cli_run_options_free(&opts);
         return parsed == CLI_HELP ? 0 : GODWIT_EXIT_USAGE;
+    }
+    if (opts.jail.dir && enter_jail(&opts) < 0) {
+        cli_run_options_free(&opts);
+        return GODWIT_EXIT_VMM_ERROR;
     }
     int lock = claim_identity(&ctx, &opts, generated, sizeof(generated));
     if (lock < 0) {

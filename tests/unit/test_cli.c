@@ -347,10 +347,34 @@ static void test_sandbox_options(void **state)
     cli_run_options_free(&opts);
 }
 
+static void test_jail_options(void **state)
+{
+    static struct cli_run_options opts;
+    (void)state;
+    char *jail[] = { "run", "-k", "k", "--jail", "/srv/j", "--uid", "1007", "--gid", "1008", NULL };
+    assert_int_equal(cli_parse_run(ARGC(jail), jail, &opts), 0);
+    assert_string_equal(opts.jail.dir, "/srv/j");
+    assert_int_equal(opts.jail.uid, 1007);
+    assert_int_equal(opts.jail.gid, 1008);
+    assert_true(opts.jail.ids_given);
+    cli_run_options_free(&opts);
+    char *half[] = { "run", "-k", "k", "--jail", "/srv/j", "--uid", "1007", NULL };
+    assert_int_equal(cli_parse_run(ARGC(half), half, &opts), 0);
+    assert_false(opts.jail.ids_given); /* jail_enter() refuses it, naming both */
+    cli_run_options_free(&opts);
+    char *no_jail[] = { "run", "-k", "k", "--uid", "1007", "--gid", "1007", NULL };
+    assert_int_equal(cli_parse_run(ARGC(no_jail), no_jail, &opts), -EINVAL);
+    cli_run_options_free(&opts);
+    char *bad_uid[] = { "run", "-k", "k", "--jail", "/j", "--uid", "nobody", "--gid", "1", NULL };
+    assert_int_equal(cli_parse_run(ARGC(bad_uid), bad_uid, &opts), -EINVAL);
+    cli_run_options_free(&opts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sandbox_options),
+        cmocka_unit_test(test_jail_options),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_all_options),
         cmocka_unit_test(test_help),
