@@ -13,6 +13,7 @@ export XDG_RUNTIME_DIR=$work/run # used when not root; root uses /run/godwit
 mkdir -p "$XDG_RUNTIME_DIR"
 py=/usr/bin/python3
 pids=()
+run_as=() # a command that start_vm's godwit runs under (setpriv for the service user)
 cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -31,7 +32,7 @@ sock_of() { if [ "$(id -u)" = 0 ]; then echo "/run/godwit/$1.sock"; else echo "$
 # start_vm NAME LOG [extra godwit args...]: boots the ticking guest, waits for its 2nd tick.
 start_vm() {
   local name=$1 log=$2; shift 2
-  "$godwit" run --name "$name" --kernel "$kernel_vmlinux" --initrd "$initrd" --memory 256 --cpus 2 \
+  "${run_as[@]}" "$godwit" run --name "$name" --kernel "$kernel_vmlinux" --initrd "$initrd" --memory 256 --cpus 2 \
     --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=ticker" "$@" </dev/null >"$log" 2>&1 &
   vm_pid=$!
   pids+=("$vm_pid")
@@ -231,6 +232,68 @@ check sigterm_powers_off "exit status $st" eval '[ $st -eq 0 ] && grep -q "power
 check library_example "status $st: $(grep embed: "$work/embed.out" | tr '\n' ' ')" eval '[ $st -eq 0 ] &&
   grep -q "embed: event: started" "$work/embed.out" && grep -q "embed: state: paused" "$work/embed.out" &&
   grep -q "embed: event: powered off" "$work/embed.out" && grep -q "godwit-guest: poweroff" "$work/embed.out"'
+
+# --- as tools/systemd/godwit@.service runs it: an unprivileged user in the kvm group with
+# CAP_NET_ADMIN alone (ambient, for its tap) and no way to gain more; XDG_RUNTIME_DIR=/run puts
+# its socket in /run/godwit, which systemd makes for that user. Root's commands find it there.
+svc_uid=64123 svc_gid=64123 kvm_gid=64124
+svc=$work/service
+mkdir -p "$svc" && cp "$kernel_vmlinux" "$svc/vmlinux" && cp "$initrd" "$svc/initrd" &&
+  chown -R $svc_uid:$svc_gid "$svc" && chmod 711 "$work"
+kvm_mode=$(stat -c '%g %a' /dev/kvm)
+chgrp $kvm_gid /dev/kvm && chmod 660 /dev/kvm
+mkdir -p /run/godwit && chown $svc_uid:$svc_gid /run/godwit && chmod 700 /run/godwit
+run_as=(setpriv --reuid=$svc_uid --regid=$svc_gid --groups=$kvm_gid --no-new-privs
+        --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin
+        env XDG_RUNTIME_DIR=/run)
+saved_kernel=$kernel_vmlinux saved_initrd=$initrd
+kernel_vmlinux=$svc/vmlinux initrd=$svc/initrd
+start_vm svc-test "$svc/vm.log" --net tap=gwsvc0,mac=52:54:00:00:05:01; st=$?
+run_as=() kernel_vmlinux=$saved_kernel initrd=$saved_initrd
+check service_user_runs_vm "start $st: $(tail -n 5 "$svc/vm.log" | tr '\n' ' ')" test $st -eq 0
+check service_user_made_its_tap "no gwsvc0: $(ip -br link 2>&1 | tr '\n' ' ')" ip link show gwsvc0
+# godwit keeps CAP_NET_ADMIN alone (a guest reboot makes its tap again), and no more.
+caps=$(awk '/^Cap(Eff|Prm|Amb|Bnd):/ {printf "%s=%s ", $1, $2}' /proc/$vm_pid/status 2>/dev/null)
+beyond=0
+for c in $caps; do [ $((0x${c#*=} & ~0x1000)) -eq 0 ] || beyond=1; done
+check service_user_keeps_net_admin_alone "capability sets: $caps" eval '[ -n "$caps" ] && [ $beyond -eq 0 ]'
+out=$("$godwit" ps 2>&1)
+check root_ps_sees_service_vm "$out" grep -q '^svc-test ' <<<"$out"
+"$godwit" stop svc-test; wait_vm "$vm_pid"; st=$?
+check root_stops_service_vm "exit status $st: $(tail -n 3 "$svc/vm.log" | tr '\n' ' ')" test "$st" -eq 6
+ip link del gwsvc0 2>/dev/null
+chgrp "${kvm_mode% *}" /dev/kvm; chmod "${kvm_mode#* }" /dev/kvm
+
+# --- --jail: the VM in new mount, PID and IPC namespaces, rooted in a directory that holds only
+# what it needs, as an unprivileged user without capabilities; its API socket under
+# DIR/run/godwit, where root's commands reach it by path.
+jail=$work/jail
+truncate -s 16M "$svc/jail-disk.img" && chown $svc_uid:$svc_gid "$svc/jail-disk.img"
+"$godwit" run --jail "$jail" --uid $svc_uid --gid $svc_gid --name jail-test \
+  --kernel "$svc/vmlinux" --initrd "$svc/initrd" --memory 256 --cpus 2 --disk "path=$svc/jail-disk.img" \
+  --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=ticker" </dev/null >"$svc/jail.log" 2>&1 &
+jail_pid=$!; pids+=("$jail_pid")
+st=1
+for _ in $(seq 1 1800); do
+  grep -q 'godwit-guest: tick 2 ' "$svc/jail.log" && { st=0; break; }
+  kill -0 "$jail_pid" 2>/dev/null || break
+  sleep 0.1
+done
+check jail_runs_vm "$(tail -n 5 "$svc/jail.log" | tr '\n' ' ')" test $st -eq 0
+inner=$(pgrep -P "$jail_pid" | head -n 1)
+ids=$(awk '/^(Uid|Gid):/ {print $2, $3, $4, $5}' /proc/${inner:-0}/status 2>/dev/null | sort -u | tr '\n' ' ')
+check jail_unprivileged_user "uids and gids: '$ids'" test "$ids" = "$svc_uid $svc_uid $svc_uid $svc_uid "
+caps=$(awk '/^Cap(Eff|Prm|Amb):/ {print $2}' /proc/${inner:-0}/status 2>/dev/null | sort -u | tr '\n' ' ')
+check jail_no_capabilities "capability sets: '$caps'" test "$caps" = "0000000000000000 "
+nspid=$(awk '/^NSpid:/ {print $NF}' /proc/${inner:-0}/status 2>/dev/null)
+check jail_pid_namespace "NSpid ends in '$nspid'" test "$nspid" = 1
+check jail_root_holds_only_the_vm "its root: $(ls /proc/${inner:-0}/root/ 2>&1 | tr '\n' ' '), /dev: $(ls /proc/${inner:-0}/root/dev 2>&1 | tr '\n' ' ')" \
+  eval '[ ! -e /proc/${inner:-0}/root/etc ] && [ ! -e /proc/${inner:-0}/root/usr ] && [ "$(ls /proc/${inner:-0}/root/dev | tr "\n" " ")" = "kvm null urandom " ]'
+jail_sock=$jail/run/godwit/jail-test.sock
+r=$(curl -s --max-time 10 --unix-socket "$jail_sock" http://localhost/vm)
+check jail_api_reachable "got: $r" eval '[[ $r == *"\"state\":\"running\""* ]]'
+"$godwit" stop "$jail_sock"; wait_vm "$jail_pid"; st=$?
+check jail_stop_exits_6 "exit status $st: $(tail -n 3 "$svc/jail.log" | tr '\n' ' ')" test "$st" -eq 6
 
 # --- the OpenAPI document and the server agree
 doc_routes=$(awk '/^  \/vm/{p=$1; sub(":","",p)} /^    (get|put|post|patch|delete):/{m=$1; sub(":","",m); print toupper(m) " " p}' "$root/docs/api.yaml" | sort)
