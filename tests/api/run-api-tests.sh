@@ -240,8 +240,9 @@ svc_uid=64123 svc_gid=64123 kvm_gid=64124
 svc=$work/service
 mkdir -p "$svc" && cp "$kernel_vmlinux" "$svc/vmlinux" && cp "$initrd" "$svc/initrd" &&
   chown -R $svc_uid:$svc_gid "$svc" && chmod 711 "$work"
-kvm_mode=$(stat -c '%g %a' /dev/kvm)
+kvm_mode=$(stat -c '%g %a' /dev/kvm) tun_mode=$(stat -c '%a' /dev/net/tun)
 chgrp $kvm_gid /dev/kvm && chmod 660 /dev/kvm
+chmod 666 /dev/net/tun # as udev leaves it: opening it is no privilege, making a tap is
 mkdir -p /run/godwit && chown $svc_uid:$svc_gid /run/godwit && chmod 700 /run/godwit
 run_as=(setpriv --reuid=$svc_uid --regid=$svc_gid --groups=$kvm_gid --no-new-privs
         --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin
@@ -262,7 +263,7 @@ check root_ps_sees_service_vm "$out" grep -q '^svc-test ' <<<"$out"
 "$godwit" stop svc-test; wait_vm "$vm_pid"; st=$?
 check root_stops_service_vm "exit status $st: $(tail -n 3 "$svc/vm.log" | tr '\n' ' ')" test "$st" -eq 6
 ip link del gwsvc0 2>/dev/null
-chgrp "${kvm_mode% *}" /dev/kvm; chmod "${kvm_mode#* }" /dev/kvm
+chgrp "${kvm_mode% *}" /dev/kvm; chmod "${kvm_mode#* }" /dev/kvm; chmod "$tun_mode" /dev/net/tun
 
 # --- --jail: the VM in new mount, PID and IPC namespaces, rooted in a directory that holds only
 # what it needs, as an unprivileged user without capabilities; its API socket under

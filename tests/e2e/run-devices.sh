@@ -648,7 +648,7 @@ case_migrate() {
     --name mig-source --disk "path=$disk" --disk "$script"
   local ok=1 src_pid=$vm_pid
   if ! wait_for_line "$src" '^count 30[^0-9]' "$src_pid" 180; then
-    fail $name "the source guest did not count to 30"
+    fail migrate_source "the source guest did not count to 30"
     "$godwit" stop "$src.api" >/dev/null 2>&1; "$godwit" stop "$dst.api" >/dev/null 2>&1
     kill "$dest_pid" 2>/dev/null
     finish_watched migrate_source; finish_watched migrate_dest; return
