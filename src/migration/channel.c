@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "migration/state.h"
 
 #define MIG_MAGIC 0x474d5747u /* "GWMG" little-endian */
 #define HEADER_LEN 16u
@@ -261,12 +262,9 @@ static int write_iov(int fd, struct iovec *iov, int n)
 
 static void put_header(uint8_t *h, uint32_t type, uint64_t len)
 {
-    for (int i = 0; i < 4; i++) {
-        h[i] = (uint8_t)(MIG_MAGIC >> (8 * i));
-        h[4 + i] = (uint8_t)(type >> (8 * i));
-    }
-    for (int i = 0; i < 8; i++)
-        h[8 + i] = (uint8_t)(len >> (8 * i));
+    le_put(h, 4, MIG_MAGIC);
+    le_put(h + 4, 4, type);
+    le_put(h + 8, 8, len);
 }
 
 int mig_send2(int fd, enum mig_type type, const void *a, size_t alen, const void *b, size_t blen)
@@ -307,14 +305,8 @@ int mig_recv_header(int fd, struct mig_header *h)
     int ret = mig_recv_all(fd, b, sizeof(b));
     if (ret < 0)
         return ret;
-    uint32_t magic = 0, type = 0;
-    uint64_t len = 0;
-    for (int i = 0; i < 4; i++) {
-        magic |= (uint32_t)b[i] << (8 * i);
-        type |= (uint32_t)b[4 + i] << (8 * i);
-    }
-    for (int i = 0; i < 8; i++)
-        len |= (uint64_t)b[8 + i] << (8 * i);
+    uint32_t magic = (uint32_t)le_get(b, 4), type = (uint32_t)le_get(b + 4, 4);
+    uint64_t len = le_get(b + 8, 8);
     if (magic != MIG_MAGIC) {
         log_error("migration: the stream is not a godwit migration (bad magic)");
         return -EPROTO;
@@ -331,8 +323,7 @@ int mig_recv_header(int fd, struct mig_header *h)
 int mig_send_hello(int fd, const char *config_json)
 {
     uint8_t version[4];
-    for (int i = 0; i < 4; i++)
-        version[i] = (uint8_t)(MIG_PROTOCOL_VERSION >> (8 * i));
+    le_put(version, 4, MIG_PROTOCOL_VERSION);
     return mig_send2(fd, MIG_HELLO, version, sizeof(version), config_json, strlen(config_json));
 }
 
@@ -347,8 +338,7 @@ int mig_recv_hello(int fd, char **config_json)
     }
     if (ret == 0)
         ret = mig_recv_all(fd, v, sizeof(v));
-    uint32_t version = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 |
-                       (uint32_t)v[3] << 24;
+    uint32_t version = (uint32_t)le_get(v, 4);
     if (ret == 0 && version != MIG_PROTOCOL_VERSION) {
         log_error("migration: the source speaks protocol %u, this godwit %u", version,
                   MIG_PROTOCOL_VERSION);
@@ -377,8 +367,7 @@ int mig_recv_hello(int fd, char **config_json)
 int mig_send_cpu(int fd, const struct kvm_cpuid2 *cpuid)
 {
     uint8_t count[4];
-    for (int i = 0; i < 4; i++)
-        count[i] = (uint8_t)(cpuid->nent >> (8 * i));
+    le_put(count, 4, cpuid->nent);
     /* The entries as they lie in memory: both ends are x86-64, little-endian, and the struct
      * has no padding of its own (seven u32 and three reserved ones). */
     return mig_send2(fd, MIG_CPU, count, sizeof(count), cpuid->entries,
@@ -393,8 +382,7 @@ int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid)
     int ret = mig_recv_all(fd, count, sizeof(count));
     if (ret < 0)
         return ret;
-    uint32_t n = (uint32_t)count[0] | (uint32_t)count[1] << 8 | (uint32_t)count[2] << 16 |
-                 (uint32_t)count[3] << 24;
+    uint32_t n = (uint32_t)le_get(count, 4);
     if (n > MIG_MAX_CPUID_ENTRIES || len != sizeof(count) + n * sizeof(struct kvm_cpuid_entry2))
         goto bad;
     struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));

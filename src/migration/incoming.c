@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "migration/channel.h"
+#include "migration/state.h"
 #include "migration/vm_state.h"
 #include "vcpu/vcpu.h"
 #include "vm/vm.h"
@@ -34,12 +35,8 @@ static int receive_pages(struct vm *vm, int fd, uint64_t len)
     int ret = mig_recv_all(fd, prefix, sizeof(prefix));
     if (ret < 0)
         return ret;
-    uint64_t first = 0;
-    uint32_t count = 0;
-    for (int i = 0; i < 8; i++)
-        first |= (uint64_t)prefix[i] << (8 * i);
-    for (int i = 0; i < 4; i++)
-        count |= (uint32_t)prefix[8 + i] << (8 * i);
+    uint64_t first = le_get(prefix, 8);
+    uint32_t count = (uint32_t)le_get(prefix + 8, 4);
     if (!count || count > MIG_MAX_RUN_PAGES ||
         len != sizeof(prefix) + (uint64_t)count * MIG_PAGE_SIZE)
         goto bad;

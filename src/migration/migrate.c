@@ -18,6 +18,7 @@
 #include "sandbox/seccomp.h"
 #include "migration/channel.h"
 #include "migration/dirty.h"
+#include "migration/state.h"
 #include "migration/vm_state.h"
 #include "vcpu/vcpu.h"
 #include "vm/vm.h"
@@ -149,10 +150,8 @@ static int send_run(struct migration *m, uint64_t first, uint32_t count)
     if (!host || left < count)
         return -EINVAL;
     uint8_t prefix[12];
-    for (int i = 0; i < 8; i++)
-        prefix[i] = (uint8_t)(first >> (8 * i));
-    for (int i = 0; i < 4; i++)
-        prefix[8 + i] = (uint8_t)(count >> (8 * i));
+    le_put(prefix, 8, first);
+    le_put(prefix + 8, 4, count);
     int ret = mig_send2(m->fd, MIG_PAGES, prefix, sizeof(prefix), host,
                         (size_t)count * MIG_PAGE_SIZE);
     if (ret == 0)

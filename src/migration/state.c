@@ -39,26 +39,6 @@ uint32_t state_crc32c(const void *buf, size_t len)
     return ~c;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 /* ---- writing ---- */
 
 void sw_fail(struct state_writer *w, int err)
@@ -116,14 +96,14 @@ void sw_u16(struct state_writer *w, uint16_t v)
 void sw_u32(struct state_writer *w, uint32_t v)
 {
     uint8_t b[4];
-    put_le32(b, v);
+    le_put(b, 4, v);
     sw_bytes(w, b, 4);
 }
 
 void sw_u64(struct state_writer *w, uint64_t v)
 {
     uint8_t b[8];
-    put_le64(b, v);
+    le_put(b, 8, v);
     sw_bytes(w, b, 8);
 }
 
@@ -141,7 +121,7 @@ void sw_begin(struct state_writer *w, const char *id, uint32_t version)
         w->nr_sections >= STATE_MAX_SECTIONS)
         return sw_fail(w, -EINVAL);
     memcpy(header, id, id_len);
-    put_le32(header + STATE_ID_LEN, version);
+    le_put(header + STATE_ID_LEN, 4, version);
     if (w->error)
         return;
     w->section_start = w->len;
@@ -158,8 +138,8 @@ void sw_end(struct state_writer *w)
     size_t payload = w->len - w->section_start - SECTION_HEADER_LEN;
     if (payload > STATE_MAX_SECTION_BYTES)
         return sw_fail(w, -EFBIG);
-    put_le32(header + STATE_ID_LEN + 4, state_crc32c(header + SECTION_HEADER_LEN, payload));
-    put_le64(header + STATE_ID_LEN + 8, payload);
+    le_put(header + STATE_ID_LEN + 4, 4, state_crc32c(header + SECTION_HEADER_LEN, payload));
+    le_put(header + STATE_ID_LEN + 8, 8, payload);
     w->section_start = 0;
     w->nr_sections++;
 }
@@ -174,7 +154,7 @@ int sw_finish(struct state_writer *w)
     if (w->section_start)
         sw_fail(w, -EINVAL); /* a section left open */
     if (!w->error)
-        put_le32(w->buf + 12, w->nr_sections);
+        le_put(w->buf + 12, 4, w->nr_sections);
     return w->error;
 }
 
@@ -203,9 +183,9 @@ static int parse_section(struct state_section *s, const uint8_t *p, size_t left,
         log_error("state: section %u: its id is not a printable name", index);
         return -EPROTO;
     }
-    s->version = (uint32_t)get_le(p + STATE_ID_LEN, 4);
-    uint32_t crc = (uint32_t)get_le(p + STATE_ID_LEN + 4, 4);
-    uint64_t len = get_le(p + STATE_ID_LEN + 8, 8);
+    s->version = (uint32_t)le_get(p + STATE_ID_LEN, 4);
+    uint32_t crc = (uint32_t)le_get(p + STATE_ID_LEN + 4, 4);
+    uint64_t len = le_get(p + STATE_ID_LEN + 8, 8);
     if (len > STATE_MAX_SECTION_BYTES || len > left - SECTION_HEADER_LEN) {
         log_error("state: section %s: %llu bytes long, more than the %zu left in the stream",
                   s->id, (unsigned long long)len, left - SECTION_HEADER_LEN);
@@ -228,8 +208,8 @@ int state_reader_open(struct state_reader *r, const uint8_t *buf, size_t len)
         log_error("state: not a godwit state file (bad magic)");
         return -EINVAL;
     }
-    r->format_version = (uint32_t)get_le(buf + 8, 4);
-    uint32_t count = (uint32_t)get_le(buf + 12, 4);
+    r->format_version = (uint32_t)le_get(buf + 8, 4);
+    uint32_t count = (uint32_t)le_get(buf + 12, 4);
     if (r->format_version == 0 || r->format_version > STATE_FORMAT_VERSION) {
         log_error("state: format version %u, this godwit reads up to %u", r->format_version,
                   STATE_FORMAT_VERSION);
@@ -323,21 +303,21 @@ uint16_t sc_u16(struct state_cursor *c)
 {
     uint8_t b[2];
     sc_bytes(c, b, 2);
-    return (uint16_t)get_le(b, 2);
+    return (uint16_t)le_get(b, 2);
 }
 
 uint32_t sc_u32(struct state_cursor *c)
 {
     uint8_t b[4];
     sc_bytes(c, b, 4);
-    return (uint32_t)get_le(b, 4);
+    return (uint32_t)le_get(b, 4);
 }
 
 uint64_t sc_u64(struct state_cursor *c)
 {
     uint8_t b[8];
     sc_bytes(c, b, 8);
-    return get_le(b, 8);
+    return le_get(b, 8);
 }
 
 size_t sc_left(const struct state_cursor *c)

@@ -20,6 +20,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The little-endian integers of the state format and the migration stream: the low `n` bytes
+ * of `v` at `p`, and the `n`-byte integer at `p` (n up to 8). */
+static inline void le_put(uint8_t *p, unsigned n, uint64_t v)
+{
+    for (unsigned i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t le_get(const uint8_t *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 #define STATE_MAGIC "GODWITVM"
 #define STATE_FORMAT_VERSION 1u
 #define STATE_ID_LEN 32u
