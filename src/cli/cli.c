@@ -62,6 +62,12 @@ void cli_usage_run(FILE *out)
             "                        without capabilities; its API socket then lies under\n"
             "                        DIR/run/godwit; taps must exist, owned by U\n"
             "                        (docs/jail.md)\n"
+            "      --cgroup FILE=VALUE\n"
+            "                        with --jail: a limit of the VM's own cgroup v2,\n"
+            "                        e.g. memory.max=1G, cpu.max=\"50000 100000\",\n"
+            "                        pids.max=64; repeatable\n"
+            "      --netns NAME|PATH join a network namespace (ip netns's NAME, or a path)\n"
+            "                        first: the taps are that namespace's\n"
             "      --name NAME       the VM's name on this host (default: generated)\n"
             "      --api-socket PATH the API socket (default: /run/godwit/NAME.sock, or\n"
             "                        $XDG_RUNTIME_DIR/godwit/NAME.sock when not root)\n"
@@ -144,7 +150,7 @@ static uint64_t host_memory_mib(void)
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
     OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE, OPT_INCOMING,
-    OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID,
+    OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
@@ -248,6 +254,8 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "jail", required_argument, NULL, OPT_JAIL },
         { "uid", required_argument, NULL, OPT_UID },
         { "gid", required_argument, NULL, OPT_GID },
+        { "cgroup", required_argument, NULL, OPT_CGROUP },
+        { "netns", required_argument, NULL, OPT_NETNS },
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
@@ -337,6 +345,11 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
                 opts->jail.gid = (gid_t)value;
             ids_given |= opt == OPT_UID ? 1 : 2;
             break;
+        case OPT_CGROUP:
+            if (jail_cgroup_add(&opts->jail.cgroup, optarg) < 0)
+                return -EINVAL;
+            break;
+        case OPT_NETNS: opts->netns = optarg; break;
         case 'v': log_set_level(LOG_LVL_DEBUG); break;
         case 'q': log_set_level(LOG_LVL_ERROR); break;
         case 'h': return CLI_HELP;
@@ -358,6 +371,10 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
     }
     if (ids_given && !opts->jail.dir) {
         log_error("--uid and --gid are the --jail's user: give --jail DIR too");
+        return -EINVAL;
+    }
+    if (opts->jail.cgroup.nr_settings && !opts->jail.dir) {
+        log_error("--cgroup limits a jailed VM: give --jail DIR too (or use systemd's limits)");
         return -EINVAL;
     }
     opts->jail.ids_given = ids_given == 3;

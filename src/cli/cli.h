@@ -20,6 +20,7 @@ struct cli_run_options {
     const char *restore_dir;      /* --restore DIR, or NULL */
     int incoming_fd;              /* --incoming: the migration stream after its HELLO; 0: none */
     struct jail jail;             /* --jail DIR --uid U --gid G; dir NULL: none */
+    const char *netns;            /* --netns NAME|PATH, or NULL */
 };
 
 /* Fills opts from `run`'s arguments (argv[0] is "run"): the --config file's values first,

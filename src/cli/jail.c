@@ -329,7 +329,7 @@ static void forward_signal(int sig)
         kill((pid_t)child_pid, sig);
 }
 
-static void wait_for_jailed(pid_t child)
+static void wait_for_jailed(pid_t child, struct jail_cgroup *cgroup)
 {
     struct sigaction sa = { .sa_handler = forward_signal, .sa_flags = SA_RESTART };
     sigemptyset(&sa.sa_mask);
@@ -339,13 +339,60 @@ static void wait_for_jailed(pid_t child)
     sigaction(SIGHUP, &sa, NULL);
     int status;
     while (waitpid(child, &status, 0) < 0) {
-        if (errno != EINTR)
-            _exit(1);
+        if (errno != EINTR) {
+            status = 1 << 8;
+            break;
+        }
     }
+    jail_cgroup_remove(cgroup);
     _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
-int jail_enter(const struct jail *jail, const struct jail_plan *plan)
+int jail_join_netns(const char *netns)
+{
+    char path[PATH_MAX];
+    /* A bare name is one of `ip netns`'s; anything with a slash is a path. */
+    const char *dir = strchr(netns, '/') ? "" : "/run/netns/";
+    if (!netns[0] || snprintf(path, sizeof(path), "%s%s", dir, netns) >= (int)sizeof(path)) {
+        log_error("--netns: '%s' is not a namespace name or path", netns);
+        return -EINVAL;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int ret = fd < 0 ? -errno : 0;
+    if (ret == 0 && setns(fd, CLONE_NEWNET) < 0)
+        ret = -errno;
+    if (fd >= 0)
+        close(fd);
+    if (ret < 0)
+        log_error("--netns: cannot join %s: %s", path, strerror(-ret));
+    return ret;
+}
+
+/* Outside, as root: the cgroup and its limits, before the jailed process exists. Returns the
+ * descriptor it joins through, -1 for none, or -errno after one line. */
+static int prepare_cgroup(struct jail *jail)
+{
+    char generated[32];
+    if (!jail->cgroup.nr_settings)
+        return -1;
+    int ret = jail_cgroup_usable(JAIL_CGROUP_ROOT);
+    if (ret < 0)
+        return ret;
+    const char *name = jail->name;
+    if (!name) {
+        snprintf(generated, sizeof(generated), "vm-%d", (int)getpid());
+        name = generated;
+    }
+    ret = jail_cgroup_make(&jail->cgroup, JAIL_CGROUP_ROOT, name);
+    if (ret < 0)
+        return ret;
+    int fd = jail_cgroup_open_procs(&jail->cgroup);
+    if (fd < 0)
+        jail_cgroup_remove(&jail->cgroup);
+    return fd;
+}
+
+int jail_enter(struct jail *jail, const struct jail_plan *plan)
 {
     char cwd[PATH_MAX];
     if (jail->dir[0] != '/' || climbs_out(jail->dir)) {
@@ -358,22 +405,38 @@ int jail_enter(const struct jail *jail, const struct jail_plan *plan)
     }
     if (!getcwd(cwd, sizeof(cwd)))
         return fail("cannot read", "the working directory");
-    if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC) < 0)
-        return fail("cannot make", "new namespaces (root is needed)");
+    int procs_fd = prepare_cgroup(jail);
+    if (procs_fd < -1)
+        return procs_fd;
+    if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC) < 0) {
+        int ret = fail("cannot make", "new namespaces (root is needed)");
+        jail_cgroup_remove(&jail->cgroup);
+        return ret;
+    }
     fflush(NULL);
     pid_t child = fork(); /* the first process in the new PID namespace */
-    if (child < 0)
-        return fail("cannot fork", "the jailed process");
-    if (child > 0)
-        wait_for_jailed(child); /* does not return */
-    int ret = build(jail, plan, cwd);
+    if (child < 0) {
+        int ret = fail("cannot fork", "the jailed process");
+        jail_cgroup_remove(&jail->cgroup);
+        return ret;
+    }
+    if (child > 0) {
+        if (procs_fd >= 0)
+            close(procs_fd);
+        wait_for_jailed(child, &jail->cgroup); /* does not return */
+    }
+    /* Into its cgroup before it allocates anything, so that all it uses is counted. */
+    int ret = procs_fd >= 0 ? jail_cgroup_join(procs_fd) : 0;
+    if (ret == 0)
+        ret = build(jail, plan, cwd);
     if (ret == 0)
         ret = become_user(jail);
     if (ret == 0 && setenv("XDG_RUNTIME_DIR", "/run", 1) < 0)
         ret = -errno;
     if (ret < 0)
         _exit(1); /* the line is out; the parent exits with this status */
-    log_info("jailed in %s as %u:%u; the API socket is under %s/run/godwit", jail->dir,
-             (unsigned)jail->uid, (unsigned)jail->gid, jail->dir);
+    log_info("jailed in %s as %u:%u; the API socket is under %s/run/godwit%s%s", jail->dir,
+             (unsigned)jail->uid, (unsigned)jail->gid, jail->dir,
+             jail->cgroup.path[0] ? "; cgroup " : "", jail->cgroup.path);
     return 0;
 }

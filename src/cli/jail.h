@@ -11,11 +11,15 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "cli/jail_cgroup.h"
+
 struct jail {
     const char *dir; /* the jail's root, made if missing; NULL: no jail */
     uid_t uid;
     gid_t gid;
     bool ids_given;
+    const char *name;          /* the VM's name, for its cgroup; NULL: "vm-PID" */
+    struct jail_cgroup cgroup; /* --cgroup FILE=VALUE ...; none: no cgroup of its own */
 };
 
 /* What goes into the jail: files and directories bind-mounted where the VM will look for
@@ -51,6 +55,13 @@ int jail_plan_vm(struct jail_plan *plan, const struct vm_config *cfg, const char
 int jail_outside_path(const char *dir, const char *cwd, const char *path, char *out, size_t len);
 
 /*
+ * `--netns NAME|PATH`: joins a network namespace, /run/netns/NAME (as `ip netns add` makes
+ * them) or a path such as /proc/PID/ns/net, before anything is opened: the VM's taps are
+ * then that namespace's. With --jail too, or alone. 0, or -errno after one line.
+ */
+int jail_join_netns(const char *netns);
+
+/*
  * Enters the jail. The calling process forks: the parent stays outside, forwards SIGINT,
  * SIGTERM and SIGHUP to the child and exits with its status, never returning; the child
  * returns 0 as PID 1 of a new PID namespace, with DIR as its root (the plan's mounts at the
@@ -59,7 +70,9 @@ int jail_outside_path(const char *dir, const char *cwd, const char *path, char *
  * U:G without capabilities and with no_new_privs. Taps must exist already, owned by U (the
  * jail has no CAP_NET_ADMIN to make them). Returns -errno after one line when it cannot, with
  * nothing changed outside.
+ * With cgroup settings, the jailed process runs in a cgroup of its own made for it
+ * (jail_cgroup.h), removed when it ends.
  */
-int jail_enter(const struct jail *jail, const struct jail_plan *plan);
+int jail_enter(struct jail *jail, const struct jail_plan *plan);
 
 #endif

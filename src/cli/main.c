@@ -137,6 +137,7 @@ static int enter_jail(struct cli_run_options *opts)
 {
     struct jail_plan plan = { 0 };
     int ret = jail_plan_vm(&plan, &opts->cfg, opts->extra.api_socket, opts->restore_dir);
+    opts->jail.name = opts->extra.name;
     return ret < 0 ? ret : jail_enter(&opts->jail, &plan);
 }
 
@@ -171,7 +172,7 @@ static int cmd_run(int argc, char **argv)
         cli_run_options_free(&opts);
         return parsed == CLI_HELP ? 0 : GODWIT_EXIT_USAGE;
     }
-    if (opts.jail.dir && enter_jail(&opts) < 0) {
+    if ((opts.netns && jail_join_netns(opts.netns) < 0) || (opts.jail.dir && enter_jail(&opts) < 0)) {
         cli_run_options_free(&opts);
         return GODWIT_EXIT_VMM_ERROR;
     }

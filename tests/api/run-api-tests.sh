@@ -268,9 +268,14 @@ chgrp "${kvm_mode% *}" /dev/kvm; chmod "${kvm_mode#* }" /dev/kvm; chmod "$tun_mo
 # --- --jail: the VM in new mount, PID and IPC namespaces, rooted in a directory that holds only
 # what it needs, as an unprivileged user without capabilities; its API socket under
 # DIR/run/godwit, where root's commands reach it by path.
+# It also joins a network namespace (--netns) and runs in a cgroup v2 of its own with limits
+# (--cgroup), removed when it ends.
 jail=$work/jail
 truncate -s 16M "$svc/jail-disk.img" && chown $svc_uid:$svc_gid "$svc/jail-disk.img"
+[ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] || mount -t cgroup2 none /sys/fs/cgroup
+ip netns add gwjailns
 "$godwit" run --jail "$jail" --uid $svc_uid --gid $svc_gid --name jail-test \
+  --netns gwjailns --cgroup memory.max=1G --cgroup pids.max=256 \
   --kernel "$svc/vmlinux" --initrd "$svc/initrd" --memory 256 --cpus 2 --disk "path=$svc/jail-disk.img" \
   --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=ticker" </dev/null >"$svc/jail.log" 2>&1 &
 jail_pid=$!; pids+=("$jail_pid")
@@ -293,8 +298,17 @@ check jail_root_holds_only_the_vm "its root: $(ls /proc/${inner:-0}/root/ 2>&1 |
 jail_sock=$jail/run/godwit/jail-test.sock
 r=$(curl -s --max-time 10 --unix-socket "$jail_sock" http://localhost/vm)
 check jail_api_reachable "got: $r" eval '[[ $r == *"\"state\":\"running\""* ]]'
+cg=/sys/fs/cgroup/godwit/jail-test
+limits="$(cat $cg/memory.max $cg/pids.max 2>&1 | tr '\n' ' ')"
+check jail_cgroup_limits "$cg: '$limits'" test "$limits" = "1073741824 256 "
+check jail_in_its_cgroup "$cg/cgroup.procs: $(cat $cg/cgroup.procs 2>&1 | tr '\n' ' '); the VM is ${inner:-none}" \
+  grep -qx "${inner:-none}" $cg/cgroup.procs
+check jail_netns "the VM's: $(stat -L -c %i /proc/${inner:-0}/ns/net 2>&1), gwjailns: $(stat -L -c %i /run/netns/gwjailns 2>&1)" \
+  test "$(stat -L -c %i /proc/${inner:-0}/ns/net 2>&1)" = "$(stat -L -c %i /run/netns/gwjailns)"
 "$godwit" stop "$jail_sock"; wait_vm "$jail_pid"; st=$?
 check jail_stop_exits_6 "exit status $st: $(tail -n 3 "$svc/jail.log" | tr '\n' ' ')" test "$st" -eq 6
+check jail_cgroup_removed "$cg is still there" test ! -e $cg
+ip netns del gwjailns
 
 # --- the OpenAPI document and the server agree
 doc_routes=$(awk '/^  \/vm/{p=$1; sub(":","",p)} /^    (get|put|post|patch|delete):/{m=$1; sub(":","",m); print toupper(m) " " p}' "$root/docs/api.yaml" | sort)
