@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/bodies.h"
 #include "api/http.h"
 #include "io/unix_socket.h"
 #include "lib/config.h"
@@ -240,24 +241,14 @@ static void handle_stop(void *ctx, const struct http_request *req, struct http_r
 static void handle_snapshot(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     struct handler_ctx *h = ctx;
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *body = tok ? json_tokener_parse_ex(tok, req->body, (int)req->body_len)
-                                   : NULL;
-    struct json_object *dir = NULL, *stop = NULL;
+    struct api_snapshot_body body;
     struct godwit_snapshot_info info;
-    json_tokener_free(tok);
-    if (!body || !json_object_is_type(body, json_type_object) ||
-        !json_object_object_get_ex(body, "dir", &dir) || !json_object_is_type(dir, json_type_string) ||
-        json_object_get_string(dir)[0] != '/' ||
-        (json_object_object_get_ex(body, "stop", &stop) &&
-         !json_object_is_type(stop, json_type_boolean))) {
-        reply_error(h, resp, 400, "the body must be {\"dir\": \"/absolute/path\", \"stop\": false}");
-        json_object_put(body);
+    if (api_parse_snapshot_body(req->body, req->body_len, &body) < 0) {
+        reply_error(h, resp, 400, API_SNAPSHOT_BODY_USAGE);
         return;
     }
-    int ret = godwit_snapshot(h->server->vm, json_object_get_string(dir),
-                              stop && json_object_get_boolean(stop), &info);
-    json_object_put(body);
+    int ret = godwit_snapshot(h->server->vm, body.dir, body.stop, &info);
+    api_body_free(body.root);
     if (ret < 0) {
         reply_action(h, resp, ret, "snapshot");
         return;
@@ -270,50 +261,17 @@ static void handle_snapshot(void *ctx, const struct http_request *req, struct ht
     reply_json(h, resp, obj);
 }
 
-/* PUT /vm/migrate {"uri": "tcp:HOST:PORT", "downtime_ms": 10, "timeout_s": 600,
- * "timeout_action": "cancel", "bandwidth_mibps": 0}: 202, started. */
+/* PUT /vm/migrate (api/bodies.h): 202, started. */
 static void handle_migrate(void *ctx, const struct http_request *req, struct http_response *resp)
 {
     struct handler_ctx *h = ctx;
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *body = tok ? json_tokener_parse_ex(tok, req->body, (int)req->body_len)
-                                   : NULL;
-    struct json_object *uri = NULL, *downtime = NULL, *timeout = NULL, *action = NULL,
-                       *bandwidth = NULL;
-    json_tokener_free(tok);
-    bool ok = body && json_object_is_type(body, json_type_object) &&
-              json_object_object_get_ex(body, "uri", &uri) &&
-              json_object_is_type(uri, json_type_string);
-    if (ok && json_object_object_get_ex(body, "downtime_ms", &downtime))
-        ok = json_object_is_type(downtime, json_type_int) && json_object_get_int64(downtime) > 0 &&
-             json_object_get_int64(downtime) <= 60000;
-    if (ok && json_object_object_get_ex(body, "timeout_s", &timeout))
-        ok = json_object_is_type(timeout, json_type_int) && json_object_get_int64(timeout) > 0 &&
-             json_object_get_int64(timeout) <= 86400;
-    if (ok && json_object_object_get_ex(body, "timeout_action", &action))
-        ok = json_object_is_type(action, json_type_string) &&
-             (strcmp(json_object_get_string(action), "cancel") == 0 ||
-              strcmp(json_object_get_string(action), "switchover") == 0);
-    if (ok && json_object_object_get_ex(body, "bandwidth_mibps", &bandwidth))
-        ok = json_object_is_type(bandwidth, json_type_int) &&
-             json_object_get_int64(bandwidth) > 0 && json_object_get_int64(bandwidth) <= 1000000;
-    if (!ok) {
-        reply_error(h, resp, 400, "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional "
-                                  "\"downtime_ms\" (1-60000), \"timeout_s\" (1-86400), "
-                                  "\"timeout_action\" (\"cancel\" or \"switchover\") and "
-                                  "\"bandwidth_mibps\" (1-1000000)");
-        json_object_put(body);
+    struct api_migrate_body body;
+    if (api_parse_migrate_body(req->body, req->body_len, &body) < 0) {
+        reply_error(h, resp, 400, API_MIGRATE_BODY_USAGE);
         return;
     }
-    struct godwit_migrate_options opts = {
-        .uri = json_object_get_string(uri),
-        .downtime_ms = downtime ? (unsigned)json_object_get_int64(downtime) : 0,
-        .timeout_s = timeout ? (unsigned)json_object_get_int64(timeout) : 0,
-        .switchover_on_timeout = action && strcmp(json_object_get_string(action), "switchover") == 0,
-        .bandwidth_mibps = bandwidth ? (unsigned)json_object_get_int64(bandwidth) : 0,
-    };
-    int ret = godwit_migrate(h->server->vm, &opts);
-    json_object_put(body);
+    int ret = godwit_migrate(h->server->vm, &body.opts);
+    api_body_free(body.root);
     if (ret == -EBUSY) {
         reply_error(h, resp, 409, "a migration is already running");
         return;
