@@ -17,6 +17,8 @@
 
 #define SETTING_MAX 256
 #define CONTROLLER_MAX 32
+/* 20 ms apart: 15 s in all */
+#define JAIL_CGROUP_REMOVE_TRIES 750
 
 static bool file_name_char(char c)
 {
@@ -186,8 +188,15 @@ void jail_cgroup_remove(struct jail_cgroup *cg)
 {
     if (!cg->path[0])
         return;
-    /* The jailed PID 1 has exited, but the kernel empties its cgroup a moment later. */
-    for (int tries = 0; rmdir(cg->path) < 0 && errno == EBUSY && tries < 100; tries++)
-        nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+    /* The jailed PID 1 has been reaped, but its io_uring workers and the rest of its
+     * namespace leave the cgroup a little later (seconds, in a slow nested host). */
+    int tries = 0;
+    while (rmdir(cg->path) < 0) {
+        if (errno != EBUSY || ++tries > JAIL_CGROUP_REMOVE_TRIES) {
+            log_warn("--cgroup: cannot remove %s: %s", cg->path, strerror(errno));
+            break;
+        }
+        nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+    }
     cg->path[0] = '\0';
 }
