@@ -425,6 +425,9 @@ int jail_enter(struct jail *jail, const struct jail_plan *plan)
             close(procs_fd);
         wait_for_jailed(child, &jail->cgroup); /* does not return */
     }
+    /* A directory outside the jail must not stay open in it: openat(fd, "..") walks out. */
+    if (jail->cgroup.path[0])
+        close(jail->cgroup.parent_fd);
     /* Into its cgroup before it allocates anything, so that all it uses is counted. */
     int ret = procs_fd >= 0 ? jail_cgroup_join(procs_fd) : 0;
     if (ret == 0)

@@ -131,7 +131,9 @@ int jail_cgroup_make(struct jail_cgroup *cg, const char *root, const char *name)
 {
     char parent[4096];
     cg->path[0] = '\0';
-    if (snprintf(parent, sizeof(parent), "%s/godwit", root) >= (int)sizeof(parent) ||
+    cg->parent_fd = -1;
+    if (snprintf(cg->name, sizeof(cg->name), "%s", name) >= (int)sizeof(cg->name) ||
+        snprintf(parent, sizeof(parent), "%s/godwit", root) >= (int)sizeof(parent) ||
         snprintf(cg->path, sizeof(cg->path), "%s/%s", parent, name) >= (int)sizeof(cg->path)) {
         log_error("--cgroup: the cgroup path for '%s' is too long", name);
         cg->path[0] = '\0';
@@ -145,6 +147,10 @@ int jail_cgroup_make(struct jail_cgroup *cg, const char *root, const char *name)
         ret = -errno;
     if (ret == 0 && mkdir(cg->path, 0755) < 0)
         ret = -errno;
+    if (ret == 0 && (cg->parent_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        ret = -errno;
+        rmdir(cg->path);
+    }
     if (ret < 0) {
         log_error("--cgroup: cannot make %s: %s%s", cg->path, strerror(-ret),
                   ret == -EBUSY ? " (a VM of that name runs in it)" : "");
@@ -191,12 +197,14 @@ void jail_cgroup_remove(struct jail_cgroup *cg)
     /* The jailed PID 1 has been reaped, but its io_uring workers and the rest of its
      * namespace leave the cgroup a little later (seconds, in a slow nested host). */
     int tries = 0;
-    while (rmdir(cg->path) < 0) {
+    while (unlinkat(cg->parent_fd, cg->name, AT_REMOVEDIR) < 0) {
         if (errno != EBUSY || ++tries > JAIL_CGROUP_REMOVE_TRIES) {
             log_warn("--cgroup: cannot remove %s: %s", cg->path, strerror(errno));
             break;
         }
         nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
     }
+    close(cg->parent_fd);
+    cg->parent_fd = -1;
     cg->path[0] = '\0';
 }

@@ -18,6 +18,10 @@ struct jail_cgroup {
     const char *settings[JAIL_CGROUP_MAX_SETTINGS]; /* "FILE=VALUE", as given */
     size_t nr_settings;
     char path[4096]; /* <root>/godwit/<name> once made; "" before */
+    /* <root>/godwit and <name>, to remove it by: the jail's pivot_root also moves the root
+     * of the process outside (they share the new mount namespace), so paths fail there. */
+    int parent_fd;
+    char name[256];
 };
 
 /*
@@ -49,7 +53,8 @@ int jail_cgroup_open_procs(const struct jail_cgroup *cg);
 /* Moves the calling process into the cgroup through `procs_fd` and closes it: 0 or -errno. */
 int jail_cgroup_join(int procs_fd);
 
-/* Removes the cgroup, waiting briefly while its last processes exit. */
+/* Removes the cgroup (through parent_fd, whatever the caller's root has become since),
+ * waiting briefly while its last processes exit; closes parent_fd. */
 void jail_cgroup_remove(struct jail_cgroup *cg);
 
 #endif
