@@ -303,6 +303,8 @@ limits="$(cat $cg/memory.max $cg/pids.max 2>&1 | tr '\n' ' ')"
 check jail_cgroup_limits "$cg: '$limits'" test "$limits" = "1073741824 256 "
 check jail_in_its_cgroup "$cg/cgroup.procs: $(cat $cg/cgroup.procs 2>&1 | tr '\n' ' '); the VM is ${inner:-none}" \
   grep -qx "${inner:-none}" $cg/cgroup.procs
+outside=$(for f in /proc/${inner:-0}/fd/*; do readlink "$f"; done 2>/dev/null | grep '^/sys/fs/cgroup' | tr '\n' ' ')
+check jail_holds_no_cgroup_fd "open outside the jail: $outside" test -z "$outside"
 check jail_netns "the VM's: $(stat -L -c %i /proc/${inner:-0}/ns/net 2>&1), gwjailns: $(stat -L -c %i /run/netns/gwjailns 2>&1)" \
   test "$(stat -L -c %i /proc/${inner:-0}/ns/net 2>&1)" = "$(stat -L -c %i /run/netns/gwjailns)"
 "$godwit" stop "$jail_sock"; wait_vm "$jail_pid"; st=$?
