@@ -94,6 +94,11 @@ struct godwit_config {
     enum godwit_virtio_console virtio_console;
     const char *virtio_console_path; /* for SOCKET and FILE */
     bool no_rng;          /* no virtio-rng device (by default the guest gets one) */
+    /* A virtio-vsock device (docs/vsock.md) when vsock_cid is not 0: the guest's CID, 3 or
+     * more, and the UNIX socket host programs connect to (required with it; guest
+     * connections to host port P go to vsock_socket_P). */
+    uint64_t vsock_cid;
+    const char *vsock_socket;
     /* Build the VM from the snapshot in this directory (godwit_snapshot()) instead of booting
      * the kernel: the rest of the configuration must describe the same machine (memory, CPUs,
      * devices), with the disks, taps and console paths free to differ (a clone needs its own

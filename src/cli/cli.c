@@ -51,6 +51,11 @@ void cli_usage_run(FILE *out)
             "                        virtio: the guest's hvc0 on this terminal (the serial\n"
             "                        port keeps the boot messages), a UNIX socket or a file\n"
             "      --no-rng          no virtio-rng device (entropy from the host)\n"
+            "      --vsock cid=N[,socket=PATH]\n"
+            "                        a virtio-vsock device, the guest's CID N (3 or more);\n"
+            "                        host programs connect to PATH (default: NAME.vsock\n"
+            "                        beside the API socket) and write CONNECT <port>\n"
+            "                        (docs/vsock.md)\n"
             "      --seccomp on|log|off\n"
             "                        system call filters on every thread (default: on; log:\n"
             "                        the kernel logs what they would refuse; docs/sandbox.md)\n"
@@ -149,7 +154,7 @@ static uint64_t host_memory_mib(void)
 
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
-    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_RESTORE, OPT_INCOMING,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_RESTORE, OPT_INCOMING,
     OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
 };
 
@@ -247,6 +252,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "net", required_argument, NULL, OPT_NET },
         { "console", required_argument, NULL, OPT_CONSOLE },
         { "no-rng", no_argument, NULL, OPT_NO_RNG },
+        { "vsock", required_argument, NULL, OPT_VSOCK },
         { "restore", required_argument, NULL, OPT_RESTORE },
         { "incoming", required_argument, NULL, OPT_INCOMING },
         { "seccomp", required_argument, NULL, OPT_SECCOMP },
@@ -321,6 +327,11 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
                 return -EINVAL;
             break;
         case OPT_NO_RNG: cfg->no_rng = true; break;
+        case OPT_VSOCK:
+            if (devopt_parse_vsock("--vsock", optarg, &cfg->vsock_cid, &cfg->vsock_path,
+                                   &opts->owned) < 0)
+                return -EINVAL;
+            break;
         case OPT_SECCOMP:
             if (sandbox_seccomp_parse(optarg, &opts->extra.seccomp) < 0) {
                 log_error("--seccomp: '%s' must be on, log or off", optarg);

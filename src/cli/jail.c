@@ -48,6 +48,9 @@ int jail_plan_vm(struct jail_plan *plan, const struct vm_config *cfg, const char
     /* A console socket or file, and the API socket, are made by godwit: their directory. */
     if (ret == 0 && cfg->virtio_console != GODWIT_VIRTIO_CONSOLE_NONE)
         ret = jail_plan_add(plan, cfg->virtio_console_path, true, false);
+    /* The vsock socket's directory holds the guest connections' <socket>_<port> too. */
+    if (ret == 0 && cfg->vsock_cid)
+        ret = jail_plan_add(plan, cfg->vsock_path, true, false);
     if (ret == 0)
         ret = jail_plan_add(plan, api_socket, true, false);
     if (ret == 0)

@@ -30,6 +30,7 @@ struct run_context {
     struct godwit_vm *vm;
     const char *name;
     char socket_path[RUNTIME_PATH_MAX + 80];
+    char vsock_path[RUNTIME_PATH_MAX + 80]; /* the default one, beside the API socket */
     struct api_server *api;
     bool announced;
 };
@@ -100,6 +101,22 @@ static void handle_signals(struct godwit_vm *vm, const sigset_t *mask)
     }
 }
 
+/* NAME.vsock in the API socket's directory. */
+static int default_vsock_path(struct run_context *ctx)
+{
+    const char *slash = strrchr(ctx->socket_path, '/');
+    int dir_len = slash ? (int)(slash - ctx->socket_path) + 1 : 0;
+    int n = snprintf(ctx->vsock_path, sizeof(ctx->vsock_path), "%.*s%s.vsock", dir_len,
+                     ctx->socket_path, ctx->name);
+    /* Room for the guest connections' "_PORT" after it too (sun_path). */
+    if (n < 0 || n + 11 >= RUNTIME_PATH_MAX) {
+        ctx->vsock_path[0] = '\0';
+        log_error("--vsock: the default socket path is too long: give socket=PATH");
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
 /* Claims the VM's name on this host and works out its API socket. Returns the lock fd. */
 static int claim_identity(struct run_context *ctx, struct cli_run_options *opts, char *generated,
                           size_t len)
@@ -129,6 +146,12 @@ static int claim_identity(struct run_context *ctx, struct cli_run_options *opts,
         close(lock);
         return ret;
     }
+    if (opts->cfg.vsock_cid && !opts->cfg.vsock_path && (ret = default_vsock_path(ctx)) < 0) {
+        close(lock);
+        return ret;
+    }
+    if (ctx->vsock_path[0])
+        opts->cfg.vsock_path = ctx->vsock_path;
     return lock;
 }
 
@@ -151,7 +174,8 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .console_out_fd = STDOUT_FILENO,
         .disks = cfg->disks, .nr_disks = cfg->nr_disks, .nets = cfg->nets, .nr_nets = cfg->nr_nets,
         .virtio_console = cfg->virtio_console, .virtio_console_path = cfg->virtio_console_path,
-        .no_rng = cfg->no_rng, .restore_dir = restore_dir,
+        .no_rng = cfg->no_rng, .vsock_cid = cfg->vsock_cid, .vsock_socket = cfg->vsock_path,
+        .restore_dir = restore_dir,
         .incoming = incoming_fd > 0, .incoming_fd = incoming_fd, .seccomp = seccomp,
     };
     return godwit_create(&config);

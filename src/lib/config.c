@@ -397,6 +397,35 @@ static int apply_rng(struct config_parse *p, const char *key, struct json_object
     return ret;
 }
 
+/* "vsock": {"cid": N, "socket": PATH}: N 3 to 4294967294, the socket optional (the CLI puts
+ * the default beside the API socket; libgodwit needs one). */
+static int apply_vsock(struct config_parse *p, const char *key, struct json_object *value)
+{
+    if (!json_object_is_type(value, json_type_object))
+        return parse_fail(p, "\"%s\" must be an object", key);
+    uint64_t cid = 0;
+    const char *path = NULL;
+    snprintf(p->where, sizeof(p->where), "\"%s\": ", key);
+    json_object_object_foreach(value, k, v)
+    {
+        int ret;
+        if (strcmp(k, "cid") == 0)
+            ret = take_integer(p, k, v, 3, UINT32_MAX - 1, &cid);
+        else if (strcmp(k, "socket") == 0)
+            ret = take_device_string(p, k, v, 0, &path);
+        else
+            return fail_unknown_key(p, k);
+        if (ret < 0)
+            return ret;
+    }
+    if (!cid)
+        return parse_fail(p, "\"cid\" is required");
+    p->where[0] = '\0';
+    p->cfg.vsock_cid = cid;
+    p->cfg.vsock_path = path;
+    return 0;
+}
+
 /* "seccomp": "on" | "log" | "off" (docs/sandbox.md). */
 static int apply_seccomp(struct config_parse *p, const char *key, struct json_object *value)
 {
@@ -428,7 +457,7 @@ static const struct config_key config_keys[] = {
     { "api_socket", apply_api_socket }, { "disks", apply_disks },
     { "net", apply_net },               { "console", apply_console },
     { "rng", apply_rng },               { "seccomp", apply_seccomp },
-    { "caps", apply_caps },
+    { "caps", apply_caps },             { "vsock", apply_vsock },
 };
 
 static const struct config_key *config_key_find(const char *name)
@@ -682,6 +711,19 @@ static struct json_object *console_to_json(const struct vm_config *cfg)
     return built(obj, ret);
 }
 
+/* Only for a VM that has the device: no key means none. */
+static int add_vsock(struct json_object *parent, const struct vm_config *cfg)
+{
+    if (!cfg->vsock_cid)
+        return 0;
+    struct json_object *obj = json_object_new_object();
+    if (!obj)
+        return -1;
+    int ret = add_value(obj, "cid", json_object_new_int64((int64_t)cfg->vsock_cid));
+    ret |= add_string_if_set(obj, "socket", cfg->vsock_path);
+    return add_value(parent, "vsock", built(obj, ret));
+}
+
 struct json_object *config_to_json_object(const struct vm_config *cfg,
                                           const struct config_extra *extra)
 {
@@ -702,6 +744,7 @@ struct json_object *config_to_json_object(const struct vm_config *cfg,
     ret |= add_value(obj, "net", nets_to_json(cfg));
     ret |= add_value(obj, "console", console_to_json(cfg));
     ret |= add_value(obj, "rng", json_object_new_boolean(!cfg->no_rng));
+    ret |= add_vsock(obj, cfg);
     if (extra) {
         ret |= add_value(obj, "seccomp", json_object_new_string(sandbox_seccomp_name(extra->seccomp)));
         ret |= add_value(obj, "caps", json_object_new_string(extra->keep_caps ? "keep" : "drop"));

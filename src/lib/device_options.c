@@ -226,6 +226,44 @@ int devopt_parse_console(const char *opt, const char *arg, enum godwit_virtio_co
     return take_string(opt, &kv, 0, owned, path);
 }
 
+bool devopt_vsock_cid_valid(uint64_t cid)
+{
+    return cid >= 3 && cid < UINT32_MAX;
+}
+
+int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const char **path,
+                       struct config_strings *owned)
+{
+    struct kv kv;
+    *cid = 0;
+    *path = NULL;
+    for (bool first = true; *arg; first = false) {
+        kv_next(&arg, first, "cid", &kv);
+        if (kv_is(&kv, "socket")) {
+            int ret = take_string(opt, &kv, 0, owned, path);
+            if (ret < 0)
+                return ret;
+            continue;
+        }
+        if (!kv_is(&kv, "cid"))
+            return bad_item(opt, &kv, "unknown key (cid, socket)");
+        char buf[16], *end;
+        if (!kv.value || kv.value_len == 0 || kv.value_len >= sizeof(buf))
+            return bad_item(opt, &kv, "must be a number from 3 to 4294967294");
+        memcpy(buf, kv.value, kv.value_len);
+        buf[kv.value_len] = '\0';
+        unsigned long long n = strtoull(buf, &end, 10);
+        if (*end || buf[0] < '0' || buf[0] > '9' || !devopt_vsock_cid_valid(n))
+            return bad_item(opt, &kv, "must be a number from 3 to 4294967294");
+        *cid = n;
+    }
+    if (!*cid) {
+        log_error("%s: a guest CID is required (cid=N, 3 or more)", opt);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int devopt_add_disk(struct vm_config *cfg, struct config_strings *owned,
                     const struct godwit_disk *disk)
 {

@@ -21,6 +21,7 @@
  *            queues=1..16
  *   net:     tap=NAME (up to 15 bytes), mac=XX:XX:XX:XX:XX:XX (unicast), queues=1..16
  *   console: serial | virtio[,socket=PATH | ,file=PATH]
+ *   vsock:   cid=N (3 to 4294967294, required), socket=PATH
  */
 int devopt_parse_disk(const char *opt, const char *arg, struct godwit_disk *disk,
                       struct config_strings *owned);
@@ -28,6 +29,11 @@ int devopt_parse_net(const char *opt, const char *arg, struct godwit_net *net,
                      struct config_strings *owned);
 int devopt_parse_console(const char *opt, const char *arg, enum godwit_virtio_console *mode,
                          const char **path, struct config_strings *owned);
+int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const char **path,
+                       struct config_strings *owned);
+/* Whether a vsock guest CID is one a guest may have: 3 to 4294967294 (the 32-bit
+ * VMADDR_CID_ANY excluded). */
+bool devopt_vsock_cid_valid(uint64_t cid);
 
 /* A unicast MAC address in colon notation (exactly 6 pairs of hex digits); fills mac when not
  * NULL and the address is valid. */

@@ -19,6 +19,7 @@
 #include "lib/godwit_internal.h"
 #include "io/loop.h"
 #include "lib/config.h"
+#include "lib/device_options.h"
 #include "log.h"
 #include "migration/channel.h"
 #include "migration/incoming.h"
@@ -38,6 +39,7 @@ struct godwit_vm {
     struct godwit_disk *disks;       /* owned copies, with their strings */
     struct godwit_net *nets;
     char *virtio_console_path;
+    char *vsock_path;
     int console_in_fd;
 
     pthread_mutex_t lock;   /* guards everything below; recursive */
@@ -152,6 +154,7 @@ static void free_devices(struct godwit_vm *gv)
     free(gv->disks);
     free(gv->nets);
     free(gv->virtio_console_path);
+    free(gv->vsock_path);
 }
 
 /* One line for a device list that cannot work, before anything is opened. */
@@ -170,6 +173,15 @@ static bool devices_valid(const struct godwit_config *config)
     if ((config->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET ||
          config->virtio_console == GODWIT_VIRTIO_CONSOLE_FILE) && !config->virtio_console_path) {
         log_error("config: the virtio console needs a path");
+        return false;
+    }
+    if (config->vsock_cid && !devopt_vsock_cid_valid(config->vsock_cid)) {
+        log_error("config: vsock cid %llu is out of range (3 to 4294967294)",
+                  (unsigned long long)config->vsock_cid);
+        return false;
+    }
+    if (config->vsock_cid && !config->vsock_socket) {
+        log_error("config: the vsock device needs a socket path");
         return false;
     }
     return true;
@@ -226,6 +238,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->disks = copy_disks(config->disks, config->nr_disks, &failed);
     gv->nets = copy_nets(config->nets, config->nr_nets, &failed);
     gv->virtio_console_path = dup_or_null(config->virtio_console_path, &failed);
+    gv->vsock_path = config->vsock_cid ? dup_or_null(config->vsock_socket, &failed) : NULL;
     gv->cfg.nr_disks = gv->disks ? config->nr_disks : 0; /* what free_devices() walks */
     gv->cfg.nr_nets = gv->nets ? config->nr_nets : 0;
     if (failed) {
@@ -244,6 +257,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         .virtio_console = config->virtio_console,
         .virtio_console_path = gv->virtio_console_path,
         .no_rng = config->no_rng,
+        .vsock_cid = config->vsock_cid, .vsock_path = gv->vsock_path,
         .seccomp = config->seccomp,
         .loop = &gv->loop,
     };

@@ -29,6 +29,7 @@ struct state_cursor;
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_VSOCK 19
 
 #define VIRTIO_MAX_QUEUES 64
 

@@ -28,6 +28,7 @@
 #include "virtio/net.h"
 #include "virtio/pci.h"
 #include "virtio/rng.h"
+#include "virtio/vsock.h"
 #include "vm/registry.h"
 #include "vm/vm.h"
 
@@ -137,6 +138,7 @@ static void blk_model_destroy(void *model) { virtio_blk_destroy(model); }
 static void net_model_destroy(void *model) { virtio_net_destroy(model); }
 static void console_model_destroy(void *model) { virtio_console_destroy(model); }
 static void rng_model_destroy(void *model) { virtio_rng_destroy(model); }
+static void vsock_model_destroy(void *model) { virtio_vsock_destroy(model); }
 
 static struct json_object *json_u64(uint64_t v)
 {
@@ -280,6 +282,43 @@ static int make_rng(struct virtio_slot *s, const void *arg, unsigned index)
         s->model_destroy = rng_model_destroy;
     }
     return ret;
+}
+
+static void vsock_model_counters(void *model, struct json_object *o)
+{
+    struct virtio_vsock_counters c;
+    virtio_vsock_counters(model, &c);
+    json_object_object_add(o, "rx_packets", json_u64(c.rx_packets));
+    json_object_object_add(o, "rx_bytes", json_u64(c.rx_bytes));
+    json_object_object_add(o, "tx_packets", json_u64(c.tx_packets));
+    json_object_object_add(o, "tx_bytes", json_u64(c.tx_bytes));
+    json_object_object_add(o, "bad_packets", json_u64(c.bad_packets));
+    json_object_object_add(o, "credit_violations", json_u64(c.credit_violations));
+    json_object_object_add(o, "conns_opened", json_u64(c.conns_opened));
+    json_object_object_add(o, "conns_refused", json_u64(c.conns_refused));
+    json_object_object_add(o, "rst_dropped", json_u64(c.rst_dropped));
+    json_object_object_add(o, "conns", json_u64(c.conns));
+    json_object_object_add(o, "buffered_bytes", json_u64(c.buffered));
+}
+
+/* The guest's CID in its config space; host programs on the VM's UNIX socket. */
+static int make_vsock(struct virtio_slot *s, const void *arg, unsigned index)
+{
+    const struct vm_config *cfg = arg;
+    struct virtio_vsock_config vc = { .guest_cid = cfg->vsock_cid, .path = cfg->vsock_path };
+    struct virtio_vsock *vs;
+    (void)index;
+    snprintf(s->name, sizeof(s->name), "vsock0");
+    int ret = virtio_vsock_create(&vs, &vc, cfg->loop, &s->vm->mem, &s->vdev);
+    if (ret < 0) {
+        log_error("virtio-vsock: cannot listen on %s: %s", cfg->vsock_path ? cfg->vsock_path : "",
+                  ret == -EINVAL ? "a CID out of range or a path too long" : strerror(-ret));
+        return ret;
+    }
+    s->model = vs;
+    s->model_destroy = vsock_model_destroy;
+    s->model_counters = vsock_model_counters;
+    return 0;
 }
 
 /* ---- KVM plumbing ---- */
@@ -475,7 +514,8 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci)
     if (!vm->virtio)
         return -ENOMEM;
     if (!cfg->loop) /* no main loop to run device I/O: only a VM without virtio devices */
-        return cfg->nr_disks || cfg->nr_nets || cfg->virtio_console || !cfg->no_rng ? -EINVAL : 0;
+        return cfg->nr_disks || cfg->nr_nets || cfg->virtio_console || !cfg->no_rng ||
+                       cfg->vsock_cid ? -EINVAL : 0;
     if (kvm_check_extension(vm, KVM_CAP_IOEVENTFD) <= 0 ||
         kvm_check_extension(vm, KVM_CAP_IRQFD) <= 0) {
         log_error("virtio: KVM lacks ioeventfd or irqfd");
@@ -491,6 +531,9 @@ int vm_virtio_create(struct vm *vm, struct pci_host *pci)
         ret = add_device(vm, pci, make_console, cfg, 0);
     if (ret == 0 && !cfg->no_rng)
         ret = add_device(vm, pci, make_rng, NULL, 0);
+    /* Last, so that the slots of the others stay where snapshots without it have them. */
+    if (ret == 0 && cfg->vsock_cid)
+        ret = add_device(vm, pci, make_vsock, cfg, 0);
     return ret;
 }
 

@@ -43,6 +43,8 @@ struct vm_config {
     enum godwit_virtio_console virtio_console;
     const char *virtio_console_path;
     bool no_rng;
+    uint64_t vsock_cid;      /* 0: no virtio-vsock device */
+    const char *vsock_path;  /* its listening socket */
     /* Build the VM from this snapshot instead of booting the kernel (migration/snapshot.h). */
     struct snapshot *restore;
     /* Build the VM for a live migration's destination: RAM and state come later (incoming.h). */

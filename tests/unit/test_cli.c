@@ -103,7 +103,8 @@ static void test_device_options(void **state)
                      "--disk", "readonly=off,path=c.img",
                      "--net", "tap0",
                      "--net", "tap=123456789012345,mac=52:54:00:ab:CD:ef,queues=4",
-                     "--console", "virtio,socket=/run/vm.console", "--no-rng", NULL };
+                     "--console", "virtio,socket=/run/vm.console", "--no-rng",
+                     "--vsock", "cid=7,socket=/run/vm.vsock", NULL };
     struct vm_config cfg;
     assert_int_equal(parse(ARGC(argv), argv, &cfg), 0);
     assert_int_equal(cfg.nr_disks, 4);
@@ -132,6 +133,8 @@ static void test_device_options(void **state)
     assert_int_equal(cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_SOCKET);
     assert_string_equal(cfg.virtio_console_path, "/run/vm.console");
     assert_true(cfg.no_rng);
+    assert_int_equal(cfg.vsock_cid, 7);
+    assert_string_equal(cfg.vsock_path, "/run/vm.vsock");
 
     /* Without these options: no devices but the rng. */
     char *plain[] = { "run", "-k", "k", NULL };

@@ -526,6 +526,15 @@ static void test_device_errors(void **state)
           "config: \"console\": \"path\" is only for \"mode\": \"socket\" or \"file\"" },
         { "{\"kernel\": \"k\", \"console\": {\"mode\": \"virtio\", \"socket\": \"/x\"}}",
           "config: \"console\": unknown key \"socket\"" },
+        /* vsock */
+        { "{\"kernel\": \"k\", \"vsock\": 3}", "config: \"vsock\" must be an object" },
+        { "{\"kernel\": \"k\", \"vsock\": {}}", "config: \"vsock\": \"cid\" is required" },
+        { "{\"kernel\": \"k\", \"vsock\": {\"cid\": 2}}",
+          "config: \"vsock\": \"cid\" is 2, must be 3 to 4294967294" },
+        { "{\"kernel\": \"k\", \"vsock\": {\"cid\": 3, \"socket\": \"\"}}",
+          "config: \"vsock\": \"socket\" must not be empty" },
+        { "{\"kernel\": \"k\", \"vsock\": {\"cid\": 3, \"port\": 1}}",
+          "config: \"vsock\": unknown key \"port\"" },
         /* rng */
         { "{\"kernel\": \"k\", \"rng\": \"off\"}", "config: \"rng\" must be true or false" },
         { "{\"kernel\": \"k\", \"no_rng\": true}", "config: unknown key \"no_rng\"" },
@@ -553,6 +562,29 @@ static void test_device_errors_name_the_file(void **state)
     assert_null(p.owned.strings);
     unlink(path);
     free(path);
+}
+
+/* "vsock" comes back as it went in; absent means no device, and is not written. */
+static void test_round_trip_vsock(void **state)
+{
+    (void)state;
+    struct parsed first, second;
+    char text[4096];
+    assert_int_equal(parse(&first, "{\"kernel\": \"k\", \"vsock\": {\"cid\": 4294967294, "
+                                   "\"socket\": \"/run/godwit/a.vsock\"}}"), 0);
+    assert_int_equal(first.cfg.vsock_cid, 4294967294u);
+    assert_true(config_to_json(&first.cfg, &first.extra, text, sizeof(text)) > 0);
+    assert_int_equal(parse(&second, text), 0);
+    assert_int_equal(second.cfg.vsock_cid, 4294967294u);
+    assert_string_equal(second.cfg.vsock_path, "/run/godwit/a.vsock");
+    config_strings_free(&first.owned);
+    config_strings_free(&second.owned);
+
+    assert_int_equal(parse(&first, "{\"kernel\": \"k\"}"), 0);
+    assert_int_equal(first.cfg.vsock_cid, 0);
+    assert_true(config_to_json(&first.cfg, NULL, text, sizeof(text)) > 0);
+    assert_null(strstr(text, "vsock"));
+    config_strings_free(&first.owned);
 }
 
 static void test_round_trip_devices(void **state)
@@ -685,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_device_errors),
         cmocka_unit_test(test_device_errors_name_the_file),
         cmocka_unit_test(test_round_trip_devices),
+        cmocka_unit_test(test_round_trip_vsock),
         cmocka_unit_test(test_sandbox_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

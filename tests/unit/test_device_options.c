@@ -125,6 +125,34 @@ static void test_console(void **state)
     config_strings_free(&owned);
 }
 
+static void test_vsock(void **state)
+{
+    (void)state;
+    struct config_strings owned = { 0 };
+    uint64_t cid = 9;
+    const char *path = "old";
+
+    assert_int_equal(devopt_parse_vsock("--vsock", "cid=3", &cid, &path, &owned), 0);
+    assert_int_equal(cid, 3);
+    assert_null(path);
+    assert_int_equal(devopt_parse_vsock("--vsock", "42,socket=/run/v.sock", &cid, &path, &owned),
+                     0);
+    assert_int_equal(cid, 42);
+    assert_string_equal(path, "/run/v.sock");
+    assert_int_equal(devopt_parse_vsock("--vsock", "socket=/s,cid=4294967294", &cid, &path,
+                                        &owned), 0);
+    assert_int_equal(cid, 4294967294u);
+
+    static const char *const bad[] = { "", "cid=2", "cid=0", "cid=4294967295", "cid=-3",
+                                       "cid=3x", "cid=", "socket=/s", "cid=3,socket=",
+                                       "cid=3,port=1", "cid=99999999999999999999" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(devopt_parse_vsock("--vsock", bad[i], &cid, &path, &owned), -EINVAL);
+    assert_false(devopt_vsock_cid_valid(2));
+    assert_true(devopt_vsock_cid_valid(3));
+    config_strings_free(&owned);
+}
+
 static void test_lists(void **state)
 {
     (void)state;
@@ -172,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_disk),
         cmocka_unit_test(test_net),
         cmocka_unit_test(test_console),
+        cmocka_unit_test(test_vsock),
         cmocka_unit_test(test_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
