@@ -11,6 +11,7 @@
 
 #include "api/runtime.h"
 #include "api/server.h"
+#include "cli/agent_cmds.h"
 #include "cli/check_host.h"
 #include "cli/cli.h"
 #include "cli/ctl.h"
@@ -267,7 +268,10 @@ int main(int argc, char **argv)
         struct check_host_env env = { .root = "", .kvm_device = NULL };
         return check_host_run(&env, stdout) > 0 ? 1 : 0;
     }
-    int status = ctl_main(cmd, argc - 1, argv + 1);
+    int status = agent_cmds_main(cmd, argc - 1, argv + 1);
+    if (status >= 0)
+        return status;
+    status = ctl_main(cmd, argc - 1, argv + 1);
     if (status >= 0)
         return status;
     log_error("unknown command '%s' (see godwit help)", cmd);

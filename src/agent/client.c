@@ -1,0 +1,308 @@
+/* client.c: the host's side of the guest agent protocol: connecting, requests, file transfer. */
+#define _GNU_SOURCE
+#include "agent/client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent/sha256.h"
+
+/* Reads the answer line byte by byte: what follows it is already the agent's stream. */
+int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms)
+{
+    char line[64];
+    int len = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+    int ret = agent_write_all(fd, line, (size_t)len);
+    if (ret < 0)
+        return ret;
+    for (size_t n = 0; n < sizeof(line) - 1;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int r = poll(&p, 1, (int)timeout_ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -ETIMEDOUT;
+        ssize_t got = read(fd, line + n, 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -ECONNREFUSED; /* nothing listens on that port in the guest */
+        if (line[n] == '\n') {
+            line[n] = 0;
+            return strncmp(line, "OK ", 3) == 0 ? 0 : -ECONNREFUSED;
+        }
+        n++;
+    }
+    return -EPROTO;
+}
+
+struct agent_client *agent_client_connect(const char *path, bool direct, unsigned port, int *err)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct agent_client *c;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        *err = -ENAMETOOLONG;
+        return NULL;
+    }
+    strcpy(sa.sun_path, path);
+    if (!(c = calloc(1, sizeof(*c)))) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    c->next_id = 1;
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        *err = -errno;
+        agent_client_close(c);
+        return NULL;
+    }
+    if (!direct && (*err = agent_vsock_handshake(c->fd, port, AGENT_CONNECT_TIMEOUT_MS)) < 0) {
+        agent_client_close(c);
+        return NULL;
+    }
+    *err = 0;
+    return c;
+}
+
+void agent_client_close(struct agent_client *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+}
+
+int agent_client_send(struct agent_client *c, size_t len)
+{
+    if (len == 0)
+        return -EMSGSIZE;
+    return agent_write_all(c->fd, c->out, len);
+}
+
+int agent_client_recv(struct agent_client *c, struct agent_msg *m)
+{
+    int ret = agent_read_msg(c->fd, c->in, m);
+    if (ret == -ECONNRESET) {
+        snprintf(c->error, sizeof(c->error), "the agent closed the connection");
+        return ret;
+    }
+    if (ret < 0 || (ret = agent_msg_check(m)) < 0) {
+        snprintf(c->error, sizeof(c->error), "a malformed message from the agent: %s",
+                 strerror(-ret));
+        return -EPROTO;
+    }
+    if (m->h.type != AGENT_ERROR)
+        return 0;
+    uint32_t err;
+    agent_get_u32(m, AGENT_T_ERRNO, &err);
+    agent_get_str(m, AGENT_T_MESSAGE, c->error, sizeof(c->error));
+    return err && err < 4096 ? -(int)err : -EIO;
+}
+
+/* Reads a reply and insists on its type. */
+static int expect(struct agent_client *c, struct agent_msg *m, unsigned type)
+{
+    int ret = agent_client_recv(c, m);
+    if (ret < 0)
+        return ret;
+    if (m->h.type != type) {
+        snprintf(c->error, sizeof(c->error), "the agent answered %s, not %s",
+                 agent_type_name(m->h.type), agent_type_name(type));
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int agent_client_simple(struct agent_client *c, unsigned type, struct agent_msg *reply)
+{
+    struct agent_builder b;
+    agent_build_start(&b, c->out, type, 0, c->next_id++);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret < 0)
+        return ret;
+    ret = agent_client_recv(c, reply);
+    return ret;
+}
+
+/* A send failed mid-transfer: the agent's ERROR, if it sent one, says why. */
+static int send_failed(struct agent_client *c, int ret)
+{
+    struct agent_msg m = { 0 };
+    int why = agent_client_recv(c, &m);
+    if (why < 0 && m.h.type == AGENT_ERROR)
+        return why;
+    snprintf(c->error, sizeof(c->error), "sending: %s", strerror(-ret));
+    return ret;
+}
+
+static int send_file_data(struct agent_client *c, int fd, uint64_t size, uint8_t digest[32])
+{
+    static uint8_t buf[AGENT_CHUNK];
+    struct sha256 sum;
+    uint64_t sent = 0;
+    sha256_init(&sum);
+    while (sent < size) {
+        ssize_t n = read(fd, buf, sizeof(buf) < size - sent ? sizeof(buf) : (size_t)(size - sent));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(c->error, sizeof(c->error), "the local file %s while sending",
+                     n == 0 ? "shrank" : "could not be read");
+            return n == 0 ? -EIO : -errno;
+        }
+        sha256_update(&sum, buf, (size_t)n);
+        struct agent_builder b;
+        agent_build_start(&b, c->out, AGENT_DATA, 0, c->next_id);
+        agent_put_bytes(&b, AGENT_T_DATA, buf, (size_t)n);
+        int ret = agent_client_send(c, agent_build_end(&b));
+        if (ret < 0)
+            return send_failed(c, ret);
+        sent += (uint64_t)n;
+    }
+    sha256_final(&sum, digest);
+    return 0;
+}
+
+int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uint32_t mode,
+                     uint64_t size)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    uint8_t digest[AGENT_DIGEST_SIZE];
+    uint32_t id = c->next_id++;
+    agent_build_start(&b, c->out, AGENT_FILE_WRITE, 0, id);
+    agent_put_str(&b, AGENT_T_PATH, guest_path);
+    agent_put_u32(&b, AGENT_T_MODE, mode & 07777);
+    agent_put_u64(&b, AGENT_T_SIZE, size);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret < 0 || (ret = expect(c, &m, AGENT_OK)) < 0)
+        return ret;
+    if ((ret = send_file_data(c, fd, size, digest)) < 0)
+        return ret;
+    agent_build_start(&b, c->out, AGENT_FILE_END, 0, id);
+    agent_put_u64(&b, AGENT_T_SIZE, size);
+    agent_put_bytes(&b, AGENT_T_DIGEST, digest, sizeof(digest));
+    ret = agent_client_send(c, agent_build_end(&b));
+    if (ret < 0)
+        return send_failed(c, ret);
+    return expect(c, &m, AGENT_OK);
+}
+
+static int write_out(int fd, const uint8_t *p, size_t len)
+{
+    return agent_write_all(fd, p, len);
+}
+
+int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uint32_t *mode)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    struct sha256 sum;
+    uint64_t size, got = 0;
+    agent_build_start(&b, c->out, AGENT_FILE_READ, 0, c->next_id++);
+    agent_put_str(&b, AGENT_T_PATH, guest_path);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret < 0 || (ret = expect(c, &m, AGENT_FILE_INFO)) < 0)
+        return ret;
+    agent_get_u32(&m, AGENT_T_MODE, mode);
+    sha256_init(&sum);
+    while ((ret = agent_client_recv(c, &m)) == 0 && m.h.type == AGENT_DATA) {
+        struct agent_field f;
+        agent_find(&m, AGENT_T_DATA, &f);
+        sha256_update(&sum, f.value, f.len);
+        got += f.len;
+        if ((ret = write_out(fd, f.value, f.len)) < 0) {
+            snprintf(c->error, sizeof(c->error), "writing the local file: %s", strerror(-ret));
+            return ret;
+        }
+    }
+    if (ret < 0)
+        return ret;
+    if (m.h.type != AGENT_FILE_END) {
+        snprintf(c->error, sizeof(c->error), "%s in the middle of a file", agent_type_name(m.h.type));
+        return -EPROTO;
+    }
+    uint8_t mine[AGENT_DIGEST_SIZE];
+    struct agent_field digest;
+    sha256_final(&sum, mine);
+    agent_get_u64(&m, AGENT_T_SIZE, &size);
+    agent_find(&m, AGENT_T_DIGEST, &digest);
+    if (size != got || memcmp(mine, digest.value, sizeof(mine)) != 0) {
+        snprintf(c->error, sizeof(c->error), "the copy differs from the guest's file (size or SHA-256)");
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+static int kvp_request(struct agent_client *c, unsigned type, uint32_t pool, const char *key,
+                       const char *value, struct agent_msg *m)
+{
+    struct agent_builder b;
+    agent_build_start(&b, c->out, type, 0, c->next_id++);
+    agent_put_u32(&b, AGENT_T_POOL, pool);
+    if (key)
+        agent_put_str(&b, AGENT_T_KEY, key);
+    if (value)
+        agent_put_str(&b, AGENT_T_VALUE, value);
+    size_t len = agent_build_end(&b);
+    if (len == 0) {
+        snprintf(c->error, sizeof(c->error), "the key or value is too long");
+        return -EMSGSIZE;
+    }
+    int ret = agent_client_send(c, len);
+    return ret < 0 ? ret : agent_client_recv(c, m);
+}
+
+int agent_client_kvp_get(struct agent_client *c, uint32_t pool, const char *key, char *buf,
+                         size_t len)
+{
+    struct agent_msg m;
+    int ret = kvp_request(c, AGENT_KVP_GET, pool, key, NULL, &m);
+    if (ret < 0)
+        return ret;
+    if (m.h.type != AGENT_OK || !agent_get_str(&m, AGENT_T_VALUE, buf, len)) {
+        snprintf(c->error, sizeof(c->error), "the agent's answer holds no value");
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int agent_client_kvp_set(struct agent_client *c, const char *key, const char *value)
+{
+    struct agent_msg m;
+    int ret = kvp_request(c, AGENT_KVP_SET, AGENT_POOL_HOST, key, value, &m);
+    return ret < 0 ? ret : (m.h.type == AGENT_OK ? 0 : -EPROTO);
+}
+
+int agent_client_kvp_delete(struct agent_client *c, const char *key)
+{
+    struct agent_msg m;
+    int ret = kvp_request(c, AGENT_KVP_DELETE, AGENT_POOL_HOST, key, NULL, &m);
+    return ret < 0 ? ret : (m.h.type == AGENT_OK ? 0 : -EPROTO);
+}
+
+int agent_client_kvp_list(struct agent_client *c, uint32_t pool,
+                          void (*fn)(const char *key, const char *value, void *opaque),
+                          void *opaque)
+{
+    static char key[AGENT_MAX_STRING + 1], value[AGENT_MAX_VALUE + 1];
+    struct agent_msg m;
+    int ret = kvp_request(c, AGENT_KVP_LIST, pool, NULL, NULL, &m);
+    for (; ret == 0 && m.h.type == AGENT_KVP_ENTRY; ret = agent_client_recv(c, &m)) {
+        agent_get_str(&m, AGENT_T_KEY, key, sizeof(key));
+        agent_get_str(&m, AGENT_T_VALUE, value, sizeof(value));
+        fn(key, value, opaque);
+    }
+    if (ret == 0 && m.h.type != AGENT_OK) {
+        snprintf(c->error, sizeof(c->error), "%s in a key list", agent_type_name(m.h.type));
+        return -EPROTO;
+    }
+    return ret;
+}

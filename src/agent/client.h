@@ -1,0 +1,57 @@
+/*
+ * client.h: the host's side of the guest agent protocol (agent/proto.h): connecting through a
+ * VM's vsock socket (Firecracker's "CONNECT <port>" handshake) or straight to an agent's
+ * UNIX socket, and the requests other than exec's stream (which the CLI drives itself).
+ */
+#ifndef GODWIT_AGENT_CLIENT_H
+#define GODWIT_AGENT_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/proto.h"
+#include "agent/wire.h"
+
+#define AGENT_CONNECT_TIMEOUT_MS 5000
+
+struct agent_client {
+    int fd;
+    uint32_t next_id;
+    char error[AGENT_MAX_STRING + 64]; /* the agent's message, or ours, after a failure */
+    uint8_t in[AGENT_BUF_SIZE];
+    uint8_t out[AGENT_BUF_SIZE];
+};
+
+/*
+ * Connects to the agent: through a VM's vsock UNIX socket (`vsock_path`, then "CONNECT port")
+ * or, when `direct` is true, to an agent listening on that UNIX socket itself (tests).
+ * Returns a client (free with agent_client_close) or NULL with *err set to -errno.
+ */
+struct agent_client *agent_client_connect(const char *path, bool direct, unsigned port, int *err);
+void agent_client_close(struct agent_client *c);
+
+/* Sends the message built in c->out. 0 or -errno. */
+int agent_client_send(struct agent_client *c, size_t len);
+/* Reads one message and checks it; an ERROR fills c->error and returns -its errno. */
+int agent_client_recv(struct agent_client *c, struct agent_msg *m);
+/* Sends a request of `type` with no fields (info, thaw, ping) or the builder's, then reads. */
+int agent_client_simple(struct agent_client *c, unsigned type, struct agent_msg *reply);
+
+/* File transfer; both check the SHA-256 and the size. `mode` is the guest file's. */
+int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uint32_t mode,
+                     uint64_t size);
+int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uint32_t *mode);
+
+/* KVP. get: the value into buf (len bytes). list: each entry to `fn`. */
+int agent_client_kvp_get(struct agent_client *c, uint32_t pool, const char *key, char *buf,
+                         size_t len);
+int agent_client_kvp_set(struct agent_client *c, const char *key, const char *value);
+int agent_client_kvp_delete(struct agent_client *c, const char *key);
+int agent_client_kvp_list(struct agent_client *c, uint32_t pool,
+                          void (*fn)(const char *key, const char *value, void *opaque),
+                          void *opaque);
+
+/* The protocol's "CONNECT <port>\n" / "OK <n>\n" exchange on a connected vsock socket. */
+int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms);
+
+#endif

@@ -1,0 +1,328 @@
+/*
+ * agent_cmds.c: godwit exec, cp, kvp, freeze and thaw: the guest agent's services, reached
+ * through the VM's vsock socket (guests/agent/README.md). exec's exit status is godwit's own.
+ */
+#define _GNU_SOURCE
+#include "cli/agent_cmds.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/client.h"
+#include "api/runtime.h"
+#include "log.h"
+
+int agent_exec_main(int argc, char **argv); /* agent_exec.c */
+
+/* The vsock socket the VM's configuration names, if any. */
+static int vsock_from_config(const char *name, char *path, size_t len)
+{
+    char api[RUNTIME_PATH_MAX + 80];
+    struct api_response resp;
+    struct json_object *vm, *vsock, *sock;
+    int ret = runtime_client_socket_path(name, api, sizeof(api));
+    if (ret < 0 || (ret = api_request(api, "GET", "/vm", NULL, &resp)) < 0)
+        return ret;
+    ret = -ENOENT;
+    vm = resp.status == 200 ? json_tokener_parse(resp.body) : NULL;
+    if (vm && json_object_object_get_ex(vm, "vsock", &vsock)) {
+        if (json_object_object_get_ex(vsock, "socket", &sock) ||
+            json_object_object_get_ex(vsock, "uds_path", &sock))
+            ret = snprintf(path, len, "%s", json_object_get_string(sock)) < (int)len ? 0
+                                                                                       : -ENAMETOOLONG;
+    } else if (vm) {
+        ret = -ENODEV; /* the VM runs, with no vsock device */
+    }
+    json_object_put(vm);
+    api_response_free(&resp);
+    return ret;
+}
+
+struct agent_client *agent_open(const char *name)
+{
+    char path[RUNTIME_PATH_MAX + 80];
+    const char *direct = getenv("GODWIT_AGENT_SOCKET");
+    int ret;
+    if (direct && direct[0]) {
+        struct agent_client *c = agent_client_connect(direct, true, 0, &ret);
+        if (!c)
+            log_error("%s: cannot reach the agent at %s: %s", name, direct, strerror(-ret));
+        return c;
+    }
+    if (!runtime_name_valid(name)) {
+        log_error("'%s' is not a valid VM name", name);
+        return NULL;
+    }
+    ret = vsock_from_config(name, path, sizeof(path));
+    if (ret == -ENODEV) {
+        log_error("%s has no vsock device (godwit run --vsock cid=N)", name);
+        return NULL;
+    }
+    if (ret < 0) {
+        char dir[RUNTIME_PATH_MAX];
+        if (runtime_client_dir(dir, sizeof(dir)) < 0 ||
+            snprintf(path, sizeof(path), "%s/%s.vsock", dir, name) >= (int)sizeof(path)) {
+            log_error("no VM named '%s' is running", name);
+            return NULL;
+        }
+    }
+    struct agent_client *c = agent_client_connect(path, false, AGENT_VSOCK_PORT, &ret);
+    if (!c && (ret == -ENOENT || ret == -ECONNREFUSED) && access(path, F_OK) < 0)
+        log_error("no VM named '%s' with a vsock device is running (no %s)", name, path);
+    else if (!c && ret == -ECONNREFUSED)
+        log_error("%s: no agent answers on vsock port %u (is godwit-agent running in the guest?)",
+                  name, AGENT_VSOCK_PORT);
+    else if (!c)
+        log_error("%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
+    return c;
+}
+
+static int fail(struct agent_client *c, const char *what, int ret)
+{
+    /* The agent's messages name their request already. */
+    if (c->error[0])
+        log_error("%s", c->error);
+    else
+        log_error("%s: %s", what, strerror(-ret));
+    return 1;
+}
+
+/* NAME:PATH, where NAME is a VM name: a local path with a colon needs a '/' before it. */
+static bool split_remote(char *arg, char **name, char **path)
+{
+    char *colon = strchr(arg, ':');
+    if (!colon || colon == arg)
+        return false;
+    *colon = 0;
+    if (!runtime_name_valid(arg)) {
+        *colon = ':';
+        return false;
+    }
+    *name = arg;
+    *path = colon + 1;
+    return true;
+}
+
+int agent_cp_parse(char *src, char *dst, char **name, char **guest_path, char **local)
+{
+    char *n2, *p2;
+    bool to = split_remote(dst, name, guest_path);
+    bool from = split_remote(src, &n2, &p2);
+    if (to == from)
+        return -EINVAL; /* both or neither in a guest */
+    if (from) {
+        *name = n2;
+        *guest_path = p2;
+        *local = dst;
+        return 2;
+    }
+    *local = src;
+    return 1;
+}
+
+static int cp_to_guest(struct agent_client *c, const char *local, const char *gpath)
+{
+    char full[AGENT_MAX_STRING + 1];
+    struct stat st;
+    int fd = open(local, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        log_error("cp: %s: %s", local, fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    /* DIR/ in the guest: the file keeps its name there. */
+    size_t len = strlen(gpath);
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof(copy), "%s", local);
+    snprintf(full, sizeof(full), "%s%s", gpath, len && gpath[len - 1] == '/' ? basename(copy) : "");
+    int ret = agent_client_put(c, fd, full, st.st_mode & 07777, (uint64_t)st.st_size);
+    close(fd);
+    return ret < 0 ? fail(c, "cp", ret) : 0;
+}
+
+/* Into a temporary file beside the target, renamed over it once the checksum agrees. */
+static int cp_from_guest(struct agent_client *c, const char *gpath, const char *local)
+{
+    char target[PATH_MAX], tmp[PATH_MAX + 32], d[PATH_MAX], b[PATH_MAX];
+    struct stat st;
+    snprintf(b, sizeof(b), "%s", gpath);
+    if (stat(local, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(target, sizeof(target), "%s/%s", local, basename(b));
+    else
+        snprintf(target, sizeof(target), "%s", local);
+    snprintf(d, sizeof(d), "%s", target);
+    snprintf(b, sizeof(b), "%s", target);
+    snprintf(tmp, sizeof(tmp), "%s/.%s.godwit-XXXXXX", dirname(d), basename(b));
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        log_error("cp: cannot create a file beside %s: %s", target, strerror(errno));
+        return 1;
+    }
+    uint32_t mode = 0600;
+    int ret = agent_client_get(c, gpath, fd, &mode);
+    if (ret == 0 && (fchmod(fd, mode & 07777) < 0 || fsync(fd) < 0 || rename(tmp, target) < 0)) {
+        ret = -errno;
+        snprintf(c->error, sizeof(c->error), "cannot put %s in place: %s", target, strerror(errno));
+    }
+    close(fd);
+    if (ret < 0) {
+        unlink(tmp);
+        return fail(c, "cp", ret);
+    }
+    return 0;
+}
+
+static int cmd_cp(int argc, char **argv)
+{
+    char *name, *gpath, *local;
+    int dir = argc == 3 ? agent_cp_parse(argv[1], argv[2], &name, &gpath, &local) : -EINVAL;
+    if (dir < 0) {
+        log_error("usage: godwit cp FILE NAME:PATH | godwit cp NAME:PATH FILE");
+        return 2;
+    }
+    if (gpath[0] != '/') {
+        log_error("cp: the guest's path must be absolute, not '%s'", gpath);
+        return 2;
+    }
+    struct agent_client *c = agent_open(name);
+    if (!c)
+        return 1;
+    int status = dir == 1 ? cp_to_guest(c, local, gpath) : cp_from_guest(c, gpath, local);
+    agent_client_close(c);
+    return status;
+}
+
+static void print_entry(const char *key, const char *value, void *opaque)
+{
+    (void)opaque;
+    printf("%s=%s\n", key, value);
+}
+
+/* kvp NAME [--pool host|guest] list|get KEY|set KEY VALUE|delete KEY */
+static int cmd_kvp(int argc, char **argv)
+{
+    static char value[AGENT_MAX_VALUE + 1];
+    uint32_t pool = AGENT_POOL_GUEST;
+    int i = 2, ret = 0;
+    if (argc > 3 && strcmp(argv[2], "--pool") == 0) {
+        if (strcmp(argv[3], "host") != 0 && strcmp(argv[3], "guest") != 0) {
+            log_error("kvp: --pool host or --pool guest, not '%s'", argv[3]);
+            return 2;
+        }
+        pool = strcmp(argv[3], "host") == 0 ? AGENT_POOL_HOST : AGENT_POOL_GUEST;
+        i = 4;
+    }
+    const char *op = argc > i ? argv[i] : "list";
+    int operands = argc > i ? argc - i - 1 : 0;
+    int want = strcmp(op, "list") == 0 ? 0 : strcmp(op, "set") == 0 ? 2
+               : strcmp(op, "get") == 0 || strcmp(op, "delete") == 0 ? 1 : -1;
+    if (argc < 2 || want < 0 || operands != want) {
+        log_error("usage: godwit kvp NAME [--pool host|guest] [list|get KEY|set KEY VALUE|delete KEY]");
+        return 2;
+    }
+    struct agent_client *c = agent_open(argv[1]);
+    if (!c)
+        return 1;
+    if (strcmp(op, "list") == 0)
+        ret = agent_client_kvp_list(c, pool, print_entry, NULL);
+    else if (strcmp(op, "get") == 0 && (ret = agent_client_kvp_get(c, pool, argv[i + 1], value,
+                                                                   sizeof(value))) == 0)
+        puts(value);
+    else if (strcmp(op, "set") == 0)
+        ret = agent_client_kvp_set(c, argv[i + 1], argv[i + 2]);
+    else if (strcmp(op, "delete") == 0)
+        ret = agent_client_kvp_delete(c, argv[i + 1]);
+    int status = ret < 0 ? fail(c, "kvp", ret) : 0;
+    agent_client_close(c);
+    return status;
+}
+
+/* freeze NAME [TIMEOUT_S] | thaw NAME: prints how many filesystems changed. */
+static int cmd_freeze(int argc, char **argv, bool freeze)
+{
+    struct agent_msg m;
+    struct agent_builder b;
+    unsigned long timeout = 60;
+    char *end = NULL;
+    if (argc < 2 || argc > (freeze ? 3 : 2) ||
+        (argc == 3 && ((timeout = strtoul(argv[2], &end, 10)) == 0 || *end || timeout > 3600))) {
+        log_error("usage: godwit freeze NAME [TIMEOUT_S (1-3600, default 60)] | godwit thaw NAME");
+        return 2;
+    }
+    struct agent_client *c = agent_open(argv[1]);
+    if (!c)
+        return 1;
+    agent_build_start(&b, c->out, freeze ? AGENT_FREEZE : AGENT_THAW, 0, c->next_id++);
+    if (freeze)
+        agent_put_u32(&b, AGENT_T_TIMEOUT, (uint32_t)timeout);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret == 0)
+        ret = agent_client_recv(c, &m);
+    uint32_t n = 0;
+    if (ret == 0)
+        agent_get_u32(&m, AGENT_T_COUNT, &n);
+    int status = ret < 0 ? fail(c, freeze ? "freeze" : "thaw", ret) : 0;
+    if (ret == 0)
+        printf("%s %u filesystem(s)%s\n", freeze ? "froze" : "thawed", n,
+               freeze ? "; the agent thaws them itself after the timeout" : "");
+    agent_client_close(c);
+    return status;
+}
+
+static int cmd_agent_info(int argc, char **argv)
+{
+    struct agent_msg m;
+    char s[AGENT_MAX_STRING + 1];
+    if (argc != 2) {
+        log_error("usage: godwit agent-info NAME");
+        return 2;
+    }
+    struct agent_client *c = agent_open(argv[1]);
+    if (!c)
+        return 1;
+    int ret = agent_client_simple(c, AGENT_INFO, &m);
+    if (ret == 0 && m.h.type == AGENT_INFO_REPLY) {
+        static const struct { uint16_t tag; const char *label; } rows[] = {
+            { AGENT_T_VERSION, "agent" }, { AGENT_T_OS, "os" }, { AGENT_T_KERNEL, "kernel" },
+            { AGENT_T_HOSTNAME, "hostname" },
+        };
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+            agent_get_str(&m, rows[i].tag, s, sizeof(s));
+            printf("%-9s %s\n", rows[i].label, s);
+        }
+        struct agent_field f;
+        size_t pos = 0;
+        while (agent_field_next(&m, &pos, &f))
+            if (f.tag == AGENT_T_ADDRESS)
+                printf("%-9s %.*s\n", "address", (int)f.len, (const char *)f.value);
+    } else if (ret == 0) {
+        ret = -EPROTO;
+    }
+    int status = ret < 0 ? fail(c, "agent-info", ret) : 0;
+    agent_client_close(c);
+    return status;
+}
+
+int agent_cmds_main(const char *cmd, int argc, char **argv)
+{
+    if (strcmp(cmd, "exec") == 0)
+        return agent_exec_main(argc, argv);
+    if (strcmp(cmd, "cp") == 0)
+        return cmd_cp(argc, argv);
+    if (strcmp(cmd, "kvp") == 0)
+        return cmd_kvp(argc, argv);
+    if (strcmp(cmd, "freeze") == 0 || strcmp(cmd, "thaw") == 0)
+        return cmd_freeze(argc, argv, strcmp(cmd, "freeze") == 0);
+    if (strcmp(cmd, "agent-info") == 0)
+        return cmd_agent_info(argc, argv);
+    return -1;
+}

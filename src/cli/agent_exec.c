@@ -1,0 +1,267 @@
+/*
+ * agent_exec.c: godwit exec NAME [-t] [-u USER] -- CMD ARGS...: the command's stdout and
+ * stderr here, this stdin there, SIGINT, SIGTERM, SIGHUP and SIGQUIT passed on, and its exit
+ * status as godwit's (128 + N for a signal N, as shells report it).
+ *
+ * The socket is written without blocking from a buffer of its own and read whenever the agent
+ * sends: the agent blocks while sending output, so a client blocked in a write of stdin would
+ * never read that output, and both would wait for ever.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cli/agent_cmds.h"
+#include "log.h"
+
+int agent_exec_main(int argc, char **argv);
+
+struct exec_state {
+    struct agent_client *c;
+    uint8_t pend[AGENT_BUF_SIZE]; /* a message on its way to the agent */
+    size_t plen, poff;
+    int sigs[8];                  /* signals waiting for the buffer to empty */
+    int nsigs;
+    bool stdin_open;
+    int status;                   /* -1 until EXIT */
+};
+
+static void usage(void)
+{
+    log_error("usage: godwit exec NAME [-t] [-u USER] -- CMD [ARGS...]");
+}
+
+/* Queues a message built in c->out; there is room only when pend is empty. */
+static void queue(struct exec_state *s, size_t len)
+{
+    memcpy(s->pend, s->c->out, len);
+    s->plen = len;
+    s->poff = 0;
+}
+
+static int flush(struct exec_state *s)
+{
+    while (s->poff < s->plen) {
+        ssize_t n = send(s->c->fd, s->pend + s->poff, s->plen - s->poff,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n < 0)
+            return -errno;
+        s->poff += (size_t)n;
+    }
+    s->plen = s->poff = 0;
+    if (s->nsigs) {
+        struct agent_builder b;
+        agent_build_start(&b, s->c->out, AGENT_SIGNAL, 0, s->c->next_id++);
+        agent_put_u32(&b, AGENT_T_SIGNAL, (uint32_t)s->sigs[0]);
+        memmove(s->sigs, s->sigs + 1, (size_t)--s->nsigs * sizeof(int));
+        queue(s, agent_build_end(&b));
+        return flush(s);
+    }
+    return 0;
+}
+
+static int read_stdin(struct exec_state *s)
+{
+    static uint8_t buf[AGENT_CHUNK];
+    ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return 0;
+    struct agent_builder b;
+    agent_build_start(&b, s->c->out, AGENT_STDIN, n > 0 ? 0 : AGENT_FLAG_EOF, s->c->next_id++);
+    if (n > 0)
+        agent_put_bytes(&b, AGENT_T_DATA, buf, (size_t)n);
+    else
+        s->stdin_open = false; /* end of file, or an error: the command's stdin ends */
+    queue(s, agent_build_end(&b));
+    return flush(s);
+}
+
+static int on_signal(struct exec_state *s, int sfd)
+{
+    struct signalfd_siginfo si;
+    if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return 0;
+    if (s->nsigs < (int)(sizeof(s->sigs) / sizeof(s->sigs[0])))
+        s->sigs[s->nsigs++] = (int)si.ssi_signo;
+    return s->plen ? 0 : flush(s);
+}
+
+/* A message from the agent: output, the end, or an error. */
+static int on_agent(struct exec_state *s)
+{
+    struct agent_msg m;
+    struct agent_field f;
+    uint32_t v;
+    int ret = agent_client_recv(s->c, &m);
+    if (ret < 0)
+        return ret;
+    switch (m.h.type) {
+    case AGENT_OUTPUT:
+        agent_get_u32(&m, AGENT_T_STREAM, &v);
+        agent_find(&m, AGENT_T_DATA, &f);
+        ret = agent_write_all(v == AGENT_STDERR ? STDERR_FILENO : STDOUT_FILENO, f.value, f.len);
+        return ret == -EPIPE ? 0 : ret; /* our reader went away: the command runs on */
+    case AGENT_EXIT:
+        if (agent_get_u32(&m, AGENT_T_SIGNAL, &v))
+            s->status = 128 + (int)(v & 0x7f);
+        else if (agent_get_u32(&m, AGENT_T_EXIT_CODE, &v))
+            s->status = (int)(v & 0xff);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int loop(struct exec_state *s, int sfd)
+{
+    while (s->status < 0) {
+        struct pollfd p[3] = {
+            { .fd = s->c->fd, .events = POLLIN | (s->plen ? POLLOUT : 0) },
+            { .fd = s->stdin_open && !s->plen ? STDIN_FILENO : -1, .events = POLLIN },
+            { .fd = sfd, .events = POLLIN },
+        };
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        int ret = 0;
+        if (p[0].revents & POLLIN)
+            ret = on_agent(s);
+        else if (p[0].revents & (POLLHUP | POLLERR))
+            ret = on_agent(s); /* reads the end: a lost connection */
+        if (ret == 0 && (p[0].revents & POLLOUT))
+            ret = flush(s);
+        if (ret == 0 && p[1].revents)
+            ret = read_stdin(s);
+        if (ret == 0 && p[2].revents)
+            ret = on_signal(s, sfd);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* The EXEC request and its acceptance. -errno, the agent's message in c->error. */
+static int start(struct agent_client *c, char **cmd, const char *user, bool tty)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    agent_build_start(&b, c->out, AGENT_EXEC, tty ? AGENT_FLAG_TTY : 0, c->next_id++);
+    for (; *cmd; cmd++)
+        agent_put_str(&b, AGENT_T_ARG, *cmd);
+    if (user)
+        agent_put_str(&b, AGENT_T_USER, user);
+    struct winsize ws;
+    if (tty && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col) {
+        agent_put_u32(&b, AGENT_T_ROWS, ws.ws_row);
+        agent_put_u32(&b, AGENT_T_COLS, ws.ws_col);
+    }
+    size_t len = agent_build_end(&b);
+    if (len == 0) {
+        snprintf(c->error, sizeof(c->error), "the command line is too long (%u bytes at most)",
+                 AGENT_MAX_PAYLOAD);
+        return -E2BIG;
+    }
+    int ret = agent_client_send(c, len);
+    if (ret == 0)
+        ret = agent_client_recv(c, &m);
+    if (ret == 0 && m.h.type != AGENT_OK)
+        ret = -EPROTO;
+    return ret;
+}
+
+static int parse(int argc, char **argv, bool *tty, const char **user, char ***cmd)
+{
+    int i = 2;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "-t") == 0) {
+            *tty = true;
+        } else if (strcmp(argv[i], "-u") == 0 && i + 1 < argc) {
+            *user = argv[++i];
+        } else if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (argv[i][0] == '-') {
+            return -EINVAL;
+        } else {
+            break; /* the command, without a "--" */
+        }
+    }
+    if (argc < 2 || i >= argc || argc - i > AGENT_MAX_ARGS)
+        return -EINVAL;
+    *cmd = argv + i;
+    return 0;
+}
+
+int agent_exec_main(int argc, char **argv)
+{
+    bool tty = false;
+    const char *user = NULL;
+    char **cmd;
+    struct termios saved;
+    if (parse(argc, argv, &tty, &user, &cmd) < 0) {
+        usage();
+        return 2;
+    }
+    struct agent_client *c = agent_open(argv[1]);
+    if (!c)
+        return 255;
+    int ret = start(c, cmd, user, tty);
+    if (ret < 0) {
+        if (c->error[0])
+            log_error("%s", c->error);
+        else
+            log_error("exec: %s", strerror(-ret));
+        agent_client_close(c);
+        return ret == -ENOENT ? 127 : ret == -EACCES ? 126 : 255;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    bool raw = tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (raw) {
+        /* Every key goes to the guest's terminal, which echoes and edits itself. */
+        struct termios t = saved;
+        cfmakeraw(&t);
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
+    struct exec_state *s = calloc(1, sizeof(*s));
+    if (!s || sfd < 0) {
+        ret = -ENOMEM;
+    } else {
+        *s = (struct exec_state){ .c = c, .stdin_open = true, .status = -1 };
+        ret = loop(s, sfd);
+    }
+    if (raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    int status = s ? s->status : -1;
+    if (ret < 0 || status < 0) {
+        log_error("exec: %s", c->error[0] ? c->error : strerror(ret < 0 ? -ret : EPIPE));
+        status = 255;
+    }
+    free(s);
+    if (sfd >= 0)
+        close(sfd);
+    agent_client_close(c);
+    return status;
+}
