@@ -275,6 +275,13 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* The pools exist from the start: guest programs write the guest's into it. */
+    char pool[600];
+    snprintf(pool, sizeof(pool), "%s/host", cfg.state_dir);
+    mkdir(pool, 0755);
+    snprintf(pool, sizeof(pool), "%s/guest", cfg.state_dir);
+    mkdir(pool, 0755);
+
     int lfd;
     bool vsock = strncmp(listen_at, "vsock", 5) == 0;
     if (vsock && (listen_at[5] == 0 || listen_at[5] == ':')) {

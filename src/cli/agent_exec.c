@@ -57,8 +57,14 @@ static int flush(struct exec_state *s)
             continue;
         if (n < 0 && errno == EAGAIN)
             return 0;
-        if (n < 0)
-            return -errno;
+        if (n < 0) {
+            /* The agent closed its side: after the command's end, which is still to be
+             * read, or not; the read says which. Nothing more goes to it. */
+            s->plen = s->poff = 0;
+            s->nsigs = 0;
+            s->stdin_open = false;
+            return 0;
+        }
         s->poff += (size_t)n;
     }
     s->plen = s->poff = 0;
@@ -143,6 +149,8 @@ static int loop(struct exec_state *s, int sfd)
             ret = on_agent(s);
         else if (p[0].revents & (POLLHUP | POLLERR))
             ret = on_agent(s); /* reads the end: a lost connection */
+        if (s->status >= 0)
+            break; /* the command ended: what stdin still has is not for it */
         if (ret == 0 && (p[0].revents & POLLOUT))
             ret = flush(s);
         if (ret == 0 && p[1].revents)
