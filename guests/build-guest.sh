@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds godwit's default test guest from Debian's own packages: the kernel that
 # linux-image-amd64 points at (bzImage and an extracted ELF vmlinux) and a small
-# busybox initramfs with that kernel's virtio and pvpanic modules.
+# busybox initramfs with that kernel's virtio, vsock and pvpanic modules and the guest agent
+# (guests/agent/, compiled here with the machine's cc -static).
 #
 # Everything lands in a cache outside the source tree, so the repository never
 # holds binaries and a second run (everything cached) does nothing.
@@ -38,6 +39,7 @@ guest_modules=(
     virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
     virtio_mmio virtio_blk failover net_failover virtio_net virtio_console
     virtio_rng
+    vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
     crc16 mbcache jbd2 crc32c_generic crc32c_intel ext4
     pvpanic pvpanic_mmio pvpanic_pci
     button evdev
@@ -270,6 +272,23 @@ stage_module() {
     mod_order+=("lib/modules/$kversion/${rel%.ko*}.ko")
 }
 
+# The guest agent: its sources (guests/agent/ and the protocol's files in src/agent/), and
+# build_agent OUT, which compiles them statically, with no CMake build directory needed.
+src_root=$(cd -- "$(dirname -- "$script_path")/.." && pwd)
+agent_sources() {
+    printf '%s\n' "$src_root"/guests/agent/*.[ch] "$src_root"/src/agent/{proto,wire,sha256}.[ch] |
+        LC_ALL=C sort
+}
+build_agent() {
+    local cc=${CC:-cc} srcs
+    need "$cc"
+    mapfile -t srcs < <(agent_sources | grep '\.c$')
+    "$cc" -std=gnu11 -O2 -static -Wall -Wextra -Wno-missing-field-initializers \
+        -I"$src_root/src" -I"$src_root/guests/agent" -o "$1" "${srcs[@]}" ||
+        die "cannot build the guest agent (guests/agent/) with $cc -static (libc6-dev?)"
+}
+agent_bin=  # set: make_initramfs puts it in as /usr/sbin/godwit-agent
+
 # make_initramfs OUT INIT MODULE...: busybox, the modules, INIT as /init.
 make_initramfs() {
     local out=$1 init=$2 m applet
@@ -303,6 +322,7 @@ make_initramfs() {
     fi
     printf '%s\n' "$kversion" >"$stage/etc/kernel-version"
     install -m 0755 -- "$init" "$stage/init"
+    [[ -n $agent_bin ]] && install -m 0755 -- "$agent_bin" "$stage/usr/sbin/godwit-agent"
     # Sorted names and owner 0 make the archive depend only on its inputs.
     (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
         cpio --quiet -o -H newc -R 0:0 | gzip -9n) >"$out.tmp"
@@ -336,6 +356,12 @@ while read -r m; do
     insmod "/$m" 2>/dev/null || failed="$failed ${m##*/}"
 done </etc/modules.order
 [ -n "$failed" ] && echo "godwit-guest: modules not loaded:$failed"
+
+# The guest agent (godwit exec, cp, kvp) on vsock port 1024, when the VM has a vsock device;
+# it waits quietly without one. Its own session: no signal meant for this console reaches it.
+if [ -x /usr/sbin/godwit-agent ]; then
+    setsid /usr/sbin/godwit-agent </dev/null &
+fi
 
 # The ACPI power button (the VMM's graceful shutdown) powers the guest off. Its input
 # device reports each press; the first byte read is enough.
@@ -496,9 +522,11 @@ if [[ $mode == initramfs ]]; then
 fi
 
 # The stamp names every input: this script (it holds the init and the module
-# list), the kernel package and the busybox binary.
+# list), the kernel package, the busybox binary and the agent's sources.
 busybox_bin=$(command -v busybox) || die "busybox not found (install busybox-static)"
-want=$(printf '%s\n' "$(sha256sum <"$script_path")" "$kpkg=$kver" "$(sha256sum <"$busybox_bin")" | sha256sum)
+agent_sum=$(agent_sources | xargs cat | sha256sum)
+want=$(printf '%s\n' "$(sha256sum <"$script_path")" "$kpkg=$kver" "$(sha256sum <"$busybox_bin")" \
+    "agent $agent_sum" | sha256sum)
 have=$(cat "$guest/stamp" 2>/dev/null || true)
 if [[ $want != "$have" || ! -f $guest/vmlinux || ! -f $guest/initrd.cpio.gz || ! -f $guest/vmlinuz ]]; then
     note "building the guest from $kpkg=$kver"
@@ -510,8 +538,10 @@ if [[ $want != "$have" || ! -f $guest/vmlinux || ! -f $guest/initrd.cpio.gz || !
     extract_vmlinux "$guest/vmlinuz" "$guest/vmlinux"
     init_file=$(mktemp "$cache/.init.XXXXXX")
     write_guest_init "$init_file"
+    agent_bin=$(mktemp "$cache/.agent.XXXXXX")
+    build_agent "$agent_bin"
     make_initramfs "$guest/initrd.cpio.gz" "$init_file" "${guest_modules[@]}"
-    rm -f "$init_file"
+    rm -f "$init_file" "$agent_bin"
     printf '%s\n' "$want" >"$guest/stamp"
 fi
 print_paths

@@ -86,6 +86,8 @@ suite tests/e2e/run-devices.sh build || failed=1
 # Every device case again under the sanitizers, the network transfer included.
 suite tests/e2e/run-devices.sh build-asan || failed=1
 suite tests/api/run-api-tests.sh build || failed=1
+# The guest agent over virtio-vsock: exec, cp, kvp in the default guest.
+suite tests/e2e/run-agent.sh build || failed=1
 # The README's main job, driven through a real terminal as a person would; it runs the test
 # host itself when it needs one.
 echo "== the main job in a terminal (tools/boot-default-guest.sh under tmux)"

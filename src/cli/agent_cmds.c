@@ -27,15 +27,18 @@ static int vsock_from_config(const char *name, char *path, size_t len)
 {
     char api[RUNTIME_PATH_MAX + 80];
     struct api_response resp;
-    struct json_object *vm, *vsock, *sock;
-    int ret = runtime_client_socket_path(name, api, sizeof(api));
+    struct json_object *vm, *cfg, *vsock, *sock;
+    int ret = strchr(name, '/') ? (snprintf(api, sizeof(api), "%s", name) < (int)sizeof(api)
+                                       ? 0 : -ENAMETOOLONG)
+                                : runtime_client_socket_path(name, api, sizeof(api));
     if (ret < 0 || (ret = api_request(api, "GET", "/vm", NULL, &resp)) < 0)
         return ret;
     ret = -ENOENT;
     vm = resp.status == 200 ? json_tokener_parse(resp.body) : NULL;
-    if (vm && json_object_object_get_ex(vm, "vsock", &vsock)) {
-        if (json_object_object_get_ex(vsock, "socket", &sock) ||
-            json_object_object_get_ex(vsock, "uds_path", &sock))
+    /* {"config": {"vsock": {"cid": N, "socket": PATH}}} */
+    if (vm && json_object_object_get_ex(vm, "config", &cfg) &&
+        json_object_object_get_ex(cfg, "vsock", &vsock)) {
+        if (json_object_object_get_ex(vsock, "socket", &sock))
             ret = snprintf(path, len, "%s", json_object_get_string(sock)) < (int)len ? 0
                                                                                        : -ENAMETOOLONG;
     } else if (vm) {
@@ -57,13 +60,18 @@ struct agent_client *agent_open(const char *name)
             log_error("%s: cannot reach the agent at %s: %s", name, direct, strerror(-ret));
         return c;
     }
-    if (!runtime_name_valid(name)) {
+    bool api_path = strchr(name, '/') != NULL; /* a VM's API socket, as ctl's commands take */
+    if (!api_path && !runtime_name_valid(name)) {
         log_error("'%s' is not a valid VM name", name);
         return NULL;
     }
     ret = vsock_from_config(name, path, sizeof(path));
     if (ret == -ENODEV) {
         log_error("%s has no vsock device (godwit run --vsock cid=N)", name);
+        return NULL;
+    }
+    if (ret < 0 && api_path) {
+        log_error("no VM answers on %s: %s", name, strerror(-ret));
         return NULL;
     }
     if (ret < 0) {
@@ -95,14 +103,18 @@ static int fail(struct agent_client *c, const char *what, int ret)
     return 1;
 }
 
-/* NAME:PATH, where NAME is a VM name: a local path with a colon needs a '/' before it. */
+/*
+ * NAME:PATH, where NAME is a VM name or its API socket (an existing socket file): a local
+ * path with a colon is one whose part before it is neither.
+ */
 static bool split_remote(char *arg, char **name, char **path)
 {
     char *colon = strchr(arg, ':');
+    struct stat st;
     if (!colon || colon == arg)
         return false;
     *colon = 0;
-    if (!runtime_name_valid(arg)) {
+    if (!runtime_name_valid(arg) && !(strchr(arg, '/') && stat(arg, &st) == 0 && S_ISSOCK(st.st_mode))) {
         *colon = ':';
         return false;
     }

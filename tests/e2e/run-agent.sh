@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# run-agent.sh: the guest agent in the default guest (started by its init) over virtio-vsock:
+# godwit exec, cp, kvp and agent-info against one guest booted once for all the cases.
+# Needs a /dev/kvm that runs unmodified kernels (tools/run-tests.sh runs it in the test host).
+# Usage: tests/e2e/run-agent.sh BUILD_DIR
+#   GODWIT_AGENT_CASES="exec cp" runs only those; GODWIT_AGENT_BIG_MIB sets the large
+#   output's size (default 100).
+set -uo pipefail
+
+build=${1:?usage: run-agent.sh BUILD_DIR}
+godwit=$(readlink -f "$build/godwit")
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$(mktemp -d /tmp/godwit-agent.XXXXXX)
+vm_pid=
+cleanup() {
+  [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+eval "$("$root/guests/build-guest.sh" --print)" || { echo "agent: default guest not built (guests/build-guest.sh)"; exit 2; }
+[ -c /dev/kvm ] || { echo "agent: /dev/kvm missing"; exit 2; }
+. "$here/lib.sh"
+
+big_mib=${GODWIT_AGENT_BIG_MIB:-100}
+log=$work/agent.log
+api=$log.api
+g() { timeout 600 "$godwit" "$@"; }
+
+# The guest: a script that ticks (the watchdog's progress) while the host drives its agent.
+script=$work/script.img
+printf 'echo agent-guest: up\nwhile :; do sleep 5; echo tick; done\n' >"$script"
+truncate -s 4096 "$script"
+timeout -k 5 1500 "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory 512 \
+  --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script" \
+  --disk "path=$script,readonly=on,serial=godwit-script" --vsock cid=3 \
+  --api-socket "$api" </dev/null >"$log" 2>&1 &
+vm_pid=$!
+watch_progress "$log" "$api" "$vm_pid" &
+wd_pid=$!
+
+# The agent answers once the guest's init has started it: up to 180 s in the test host.
+up=0
+if wait_for_line "$log" 'agent-guest: up' "$vm_pid" 240; then
+  for _ in $(seq 120); do
+    g exec "$api" -- true 2>/dev/null && { up=1; break; }
+    kill -0 "$vm_pid" 2>/dev/null || break
+    sleep 1
+  done
+fi
+
+expect_eq() { # NAME WHAT GOT WANT: one check of a case; 1 when it failed
+  [ "$3" == "$4" ] && return 0
+  fail "$1" "$2: got '$3', want '$4'"
+  return 1
+}
+
+case_exec() {
+  local n=exec ok=1
+  g exec "$api" -- true; expect_eq $n "true" $? 0 || ok=0
+  g exec "$api" -- sh -c 'exit 7'; expect_eq $n "exit 7" $? 7 || ok=0
+  g exec "$api" -- /no/such/command 2>/dev/null; expect_eq $n "a missing command" $? 127 || ok=0
+  g exec "$api" -- sh -c 'kill -TERM $$'; expect_eq $n "killed by SIGTERM" $? 143 || ok=0
+  local out
+  out=$(g exec "$api" -- sh -c 'echo out; echo err >&2' 2>"$work/err")
+  expect_eq $n "stdout" "$out" out || ok=0
+  expect_eq $n "stderr" "$(cat "$work/err")" err || ok=0
+  out=$(g exec "$api" -- uname -r)
+  expect_eq $n "uname -r" "$out" "$kernel_version" || ok=0
+  [ $ok -eq 1 ] && pass $n
+}
+
+# A large output, counted and checksummed: random bytes the guest made, against its own sum.
+case_big_output() {
+  local n=big_output bytes=$((big_mib * 1048576)) want got count t0 t1
+  g exec "$api" -- sh -c "head -c $bytes /dev/urandom >/tmp/big" || { fail $n "cannot make /tmp/big in the guest"; return; }
+  want=$(g exec "$api" -- sha256sum /tmp/big | cut -d' ' -f1)
+  t0=$(date +%s.%N)
+  got=$(g exec "$api" -- cat /tmp/big | tee >(wc -c >"$work/count") | sha256sum | cut -d' ' -f1)
+  t1=$(date +%s.%N)
+  sleep 0.2
+  count=$(cat "$work/count")
+  g exec "$api" -- rm -f /tmp/big
+  expect_eq $n "bytes" "$count" "$bytes" && expect_eq $n "sha256" "$got" "$want" || return
+  echo "agent: $big_mib MiB of output in $(echo "$t1 - $t0" | bc) s"
+  pass $n
+}
+
+case_stdin() {
+  local n=stdin want got
+  head -c $((8 * 1048576)) /dev/urandom >"$work/in"
+  want=$(sha256sum <"$work/in" | cut -d' ' -f1)
+  got=$(g exec "$api" -- sha256sum <"$work/in" | cut -d' ' -f1)
+  expect_eq $n "sha256 of stdin" "$got" "$want" || return
+  got=$(g exec "$api" -- cat <"$work/in" | sha256sum | cut -d' ' -f1)
+  expect_eq $n "stdin through cat" "$got" "$want" || return
+  pass $n
+}
+
+# SIGINT to godwit exec reaches the command, which traps it and exits 3.
+case_signal() {
+  local n=signal
+  python3 - "$godwit" "$api" <<'PY' || { fail $n "the trapped SIGINT did not come back as exit 3"; return; }
+import signal, subprocess, sys
+p = subprocess.Popen([sys.argv[1], "exec", sys.argv[2], "--", "sh", "-c",
+                      'trap "echo trapped; exit 3" INT; echo ready; sleep 60 & wait'],
+                     stdout=subprocess.PIPE)
+assert p.stdout.readline() == b"ready\n"
+p.send_signal(signal.SIGINT)
+out, _ = p.communicate(timeout=60)
+print(out, p.returncode)
+sys.exit(0 if (out, p.returncode) == (b"trapped\n", 3) else 1)
+PY
+  local out
+  out=$(g exec "$api" -t -- sh -c 'tty' </dev/null | tr -d '\r')
+  case $out in /dev/pts/*) ;; *) fail $n "exec -t: tty says '$out'"; return ;; esac
+  pass $n
+}
+
+case_cp() {
+  local n=cp got
+  head -c $((16 * 1048576)) /dev/urandom >"$work/f1"
+  chmod 0751 "$work/f1"
+  g cp "$work/f1" "$api:/tmp/f1" || { fail $n "cp to the guest failed"; return; }
+  got=$(g exec "$api" -- sh -c 'sha256sum /tmp/f1; stat -c %a /tmp/f1' | cut -d' ' -f1 | tr '\n' ' ')
+  expect_eq $n "in the guest" "$got" "$(sha256sum <"$work/f1" | cut -d' ' -f1) 751 " || return
+  g exec "$api" -- sh -c 'cp /tmp/f1 /tmp/f2 && chmod 0640 /tmp/f2 && echo appended >>/tmp/f2'
+  g cp "$api:/tmp/f2" "$work/f2" || { fail $n "cp from the guest failed"; return; }
+  { cat "$work/f1"; echo appended; } >"$work/f2.want"
+  cmp -s "$work/f2" "$work/f2.want" || { fail $n "the copy from the guest differs"; return; }
+  expect_eq $n "mode from the guest" "$(stat -c %a "$work/f2")" 640 || return
+  g cp "$api:/no/such/file" "$work/none" 2>/dev/null; expect_eq $n "a missing file" $? 1 || return
+  [ -e "$work/none" ] && { fail $n "a failed copy left a file"; return; }
+  pass $n
+}
+
+case_kvp() {
+  local n=kvp got
+  g kvp "$api" set color blue || { fail $n "kvp set failed"; return; }
+  got=$(g exec "$api" -- sh -c 'cat /var/lib/godwit-agent/host/color 2>/dev/null || cat /run/godwit-agent/host/color')
+  expect_eq $n "the guest reads the host's key" "$got" blue || return
+  expect_eq $n "kvp get --pool host" "$(g kvp "$api" --pool host get color)" blue || return
+  g exec "$api" -- sh -c 'd=/var/lib/godwit-agent/guest; [ -d $d ] || d=/run/godwit-agent/guest; printf ready >$d/status'
+  expect_eq $n "the host reads the guest's key" "$(g kvp "$api" get status)" ready || return
+  expect_eq $n "kvp list" "$(g kvp "$api" list)" status=ready || return
+  g kvp "$api" delete color || { fail $n "kvp delete failed"; return; }
+  g kvp "$api" --pool host get color 2>/dev/null; expect_eq $n "a deleted key" $? 1 || return
+  pass $n
+}
+
+case_info() {
+  local n=info out
+  out=$(g agent-info "$api")
+  grep -q "^kernel  *Linux $kernel_version" <<<"$out" || { fail $n "agent-info: $out"; return; }
+  pass $n
+}
+
+if [ $up -eq 1 ]; then
+  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info}; do
+    echo "-- $c"
+    "case_$c"
+  done
+else
+  fail agent "no agent answered godwit exec within the time"
+fi
+
+"$godwit" stop "$api" >/dev/null 2>&1
+wait "$vm_pid"
+vm_pid=
+kill "$wd_pid" 2>/dev/null
+wait "$wd_pid" 2>/dev/null
+expect_clean agent || true
+echo "agent: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
