@@ -28,9 +28,10 @@ echo "godwit: devices: ${devices[*]}"
 exec "$@" "${devices[@]}"'
 
 # The shell runs on the virtio console (hvc0), whose window follows this terminal's size; the
-# serial port keeps the kernel's messages.
+# serial port keeps the kernel's messages. The vsock device reaches the guest's agent
+# (godwit exec, cp, kvp from another terminal).
 run=(build/godwit run --kernel "$kernel_bzimage" --initrd "$initrd" --cpus 2 --memory 512
-     --console virtio --cmdline "console=ttyS0 reboot=acpi panic=1 quiet" "$@")
+     --console virtio --vsock cid=3 --cmdline "console=ttyS0 reboot=acpi panic=1 quiet" "$@")
 if tools/testhost/have-kvm.sh; then
   echo "godwit: booting the default guest on this machine's /dev/kvm"
   exec bash -c "$boot" boot "$GODWIT_CACHE" "${run[@]}"

@@ -46,6 +46,7 @@ int handle_info(struct conn *c, const struct agent_msg *m);
 int handle_freeze(struct conn *c, const struct agent_msg *m);
 int handle_thaw(struct conn *c, const struct agent_msg *m);
 int handle_shutdown(struct conn *c, const struct agent_msg *m);
+int handle_set_time(struct conn *c, const struct agent_msg *m);
 
 /* users.c: /etc/passwd and /etc/group read directly (a static binary has no NSS). */
 struct agent_user {

@@ -97,6 +97,7 @@ static int dispatch(struct conn *c, const struct agent_msg *m)
         [AGENT_KVP_LIST] = handle_kvp,        [AGENT_INFO] = handle_info,
         [AGENT_FREEZE] = handle_freeze,       [AGENT_THAW] = handle_thaw,
         [AGENT_SHUTDOWN] = handle_shutdown,   [AGENT_PING] = handle_ping,
+        [AGENT_SET_TIME] = handle_set_time,
     };
     if (m->h.type < sizeof(handlers) / sizeof(handlers[0]) && handlers[m->h.type])
         return handlers[m->h.type](c, m);

@@ -257,3 +257,24 @@ int handle_shutdown(struct conn *c, const struct agent_msg *m)
     agent_log("reboot: %s", strerror(errno));
     return ret < 0 ? ret : -ECONNRESET;
 }
+
+/* The host resumed the guest (after a pause, a restore or a migration): its wall clock stood
+ * still meanwhile, and is stepped to the host's. */
+int handle_set_time(struct conn *c, const struct agent_msg *m)
+{
+    uint64_t ns;
+    struct timespec before, t;
+    agent_get_u64(m, AGENT_T_TIME, &ns);
+    if (ns < 946684800ull * 1000000000ull) /* before 2000: not a clock, a mistake */
+        return reply_error(c, m->h.id, EINVAL, "set-time: %llu ns is not a plausible time",
+                           (unsigned long long)ns);
+    t.tv_sec = (time_t)(ns / 1000000000ull);
+    t.tv_nsec = (long)(ns % 1000000000ull);
+    clock_gettime(CLOCK_REALTIME, &before);
+    if (clock_settime(CLOCK_REALTIME, &t) < 0)
+        return reply_error(c, m->h.id, errno, "set-time: %s", strerror(errno));
+    double step = (double)(t.tv_sec - before.tv_sec) + (t.tv_nsec - before.tv_nsec) / 1e9;
+    if (step > 1 || step < -1)
+        agent_log("clock stepped by %.3f s to the host's", step);
+    return reply_ok(c, m->h.id);
+}

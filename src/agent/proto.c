@@ -23,6 +23,7 @@ static const struct {
     [AGENT_T_COUNT] = { K_U32, 0 },                 [AGENT_T_VERSION] = { K_STR, 64 },
     [AGENT_T_OS] = { K_STR, 256 },                  [AGENT_T_KERNEL] = { K_STR, 256 },
     [AGENT_T_HOSTNAME] = { K_STR, 256 },            [AGENT_T_ADDRESS] = { K_STR, 64 },
+    [AGENT_T_TIME] = { K_U64, 0 },
 };
 
 /* Which fields a type takes, how often. A tag not listed for the type is refused. */
@@ -46,6 +47,7 @@ static const struct rule rules[] = {
     { AGENT_KVP_LIST, AGENT_T_POOL, 1, 1 },
     { AGENT_FREEZE, AGENT_T_TIMEOUT, 1, 1 },
     { AGENT_SHUTDOWN, AGENT_T_MODE, 1, 1 },
+    { AGENT_SET_TIME, AGENT_T_TIME, 1, 1 },
     { AGENT_OK, AGENT_T_COUNT, 0, 1 }, { AGENT_OK, AGENT_T_VALUE, 0, 1 },
     { AGENT_ERROR, AGENT_T_ERRNO, 1, 1 }, { AGENT_ERROR, AGENT_T_MESSAGE, 1, 1 },
     { AGENT_OUTPUT, AGENT_T_STREAM, 1, 1 }, { AGENT_OUTPUT, AGENT_T_DATA, 1, 1 },
@@ -64,7 +66,7 @@ static const char *const type_names[] = {
     [AGENT_FILE_WRITE] = "file-write", [AGENT_FILE_READ] = "file-read",
     [AGENT_KVP_GET] = "kvp-get", [AGENT_KVP_SET] = "kvp-set", [AGENT_KVP_DELETE] = "kvp-delete",
     [AGENT_KVP_LIST] = "kvp-list", [AGENT_INFO] = "info", [AGENT_FREEZE] = "freeze",
-    [AGENT_THAW] = "thaw", [AGENT_SHUTDOWN] = "shutdown", [AGENT_PING] = "ping",
+    [AGENT_THAW] = "thaw", [AGENT_SHUTDOWN] = "shutdown", [AGENT_PING] = "ping", [AGENT_SET_TIME] = "set-time",
     [AGENT_OK] = "ok", [AGENT_ERROR] = "error", [AGENT_OUTPUT] = "output", [AGENT_EXIT] = "exit",
     [AGENT_DATA] = "data", [AGENT_FILE_END] = "file-end", [AGENT_FILE_INFO] = "file-info",
     [AGENT_KVP_ENTRY] = "kvp-entry", [AGENT_INFO_REPLY] = "info-reply",

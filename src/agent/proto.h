@@ -45,6 +45,7 @@ enum agent_type {
     AGENT_THAW = 12,       /* nothing */
     AGENT_SHUTDOWN = 13,   /* MODE (AGENT_SHUTDOWN_POWEROFF or _REBOOT) */
     AGENT_PING = 14,       /* nothing */
+    AGENT_SET_TIME = 15,   /* TIME: the host's CLOCK_REALTIME, for a guest that stood still */
 
     AGENT_OK = 64,         /* COUNT? (frozen filesystems), VALUE? (kvp get) */
     AGENT_ERROR = 65,      /* ERRNO, MESSAGE */
@@ -66,7 +67,7 @@ enum agent_tag {
     AGENT_T_PATH, AGENT_T_MODE, AGENT_T_SIZE, AGENT_T_DIGEST, AGENT_T_POOL, AGENT_T_KEY,
     AGENT_T_VALUE, AGENT_T_TIMEOUT, AGENT_T_ERRNO, AGENT_T_MESSAGE, AGENT_T_STREAM,
     AGENT_T_EXIT_CODE, AGENT_T_COUNT, AGENT_T_VERSION, AGENT_T_OS, AGENT_T_KERNEL,
-    AGENT_T_HOSTNAME, AGENT_T_ADDRESS,
+    AGENT_T_HOSTNAME, AGENT_T_ADDRESS, AGENT_T_TIME,
     AGENT_T_MAX_
 };
 

@@ -14,10 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/client.h"
 #include "api/runtime.h"
+#include "cli/ctl.h"
 #include "log.h"
 
 int agent_exec_main(int argc, char **argv); /* agent_exec.c */
@@ -51,46 +53,64 @@ static int vsock_from_config(const char *name, char *path, size_t len)
 
 struct agent_client *agent_open(const char *name)
 {
-    char path[RUNTIME_PATH_MAX + 80];
-    const char *direct = getenv("GODWIT_AGENT_SOCKET");
-    int ret;
-    if (direct && direct[0]) {
-        struct agent_client *c = agent_client_connect(direct, true, 0, &ret);
-        if (!c)
-            log_error("%s: cannot reach the agent at %s: %s", name, direct, strerror(-ret));
-        return c;
-    }
+    return agent_open_quiet(name, false);
+}
+
+/* One line, unless the caller wants none. */
+#define say(quiet, ...)                                                                      \
+    do {                                                                                     \
+        if (!(quiet))                                                                        \
+            log_error(__VA_ARGS__);                                                          \
+    } while (0)
+
+/* The VM's vsock socket: its configuration's, or the runtime directory's NAME.vsock. */
+static int vsock_path_of(const char *name, bool quiet, char *path, size_t len)
+{
     bool api_path = strchr(name, '/') != NULL; /* a VM's API socket, as ctl's commands take */
     if (!api_path && !runtime_name_valid(name)) {
-        log_error("'%s' is not a valid VM name", name);
+        say(quiet, "'%s' is not a valid VM name", name);
+        return -EINVAL;
+    }
+    int ret = vsock_from_config(name, path, len);
+    if (ret == -ENODEV)
+        say(quiet, "%s has no vsock device (godwit run --vsock cid=N)", name);
+    else if (ret < 0 && api_path)
+        say(quiet, "no VM answers on %s: %s", name, strerror(-ret));
+    if (ret >= 0 || ret == -ENODEV || api_path)
+        return ret;
+    char dir[RUNTIME_PATH_MAX];
+    if (runtime_client_dir(dir, sizeof(dir)) < 0 ||
+        snprintf(path, len, "%s/%s.vsock", dir, name) >= (int)len) {
+        say(quiet, "no VM named '%s' is running", name);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+struct agent_client *agent_open_quiet(const char *name, bool quiet)
+{
+    char path[RUNTIME_PATH_MAX + 80];
+    const char *direct = getenv("GODWIT_AGENT_SOCKET");
+    struct agent_client *c;
+    int ret;
+    if (direct && direct[0]) {
+        if (!(c = agent_client_connect(direct, true, 0, &ret)))
+            say(quiet, "%s: cannot reach the agent at %s: %s", name, direct, strerror(-ret));
+        return c;
+    }
+    if (vsock_path_of(name, quiet, path, sizeof(path)) < 0)
         return NULL;
-    }
-    ret = vsock_from_config(name, path, sizeof(path));
-    if (ret == -ENODEV) {
-        log_error("%s has no vsock device (godwit run --vsock cid=N)", name);
-        return NULL;
-    }
-    if (ret < 0 && api_path) {
-        log_error("no VM answers on %s: %s", name, strerror(-ret));
-        return NULL;
-    }
-    if (ret < 0) {
-        char dir[RUNTIME_PATH_MAX];
-        if (runtime_client_dir(dir, sizeof(dir)) < 0 ||
-            snprintf(path, sizeof(path), "%s/%s.vsock", dir, name) >= (int)sizeof(path)) {
-            log_error("no VM named '%s' is running", name);
-            return NULL;
-        }
-    }
-    struct agent_client *c = agent_client_connect(path, false, AGENT_VSOCK_PORT, &ret);
-    if (!c && (ret == -ENOENT || ret == -ECONNREFUSED) && access(path, F_OK) < 0)
-        log_error("no VM named '%s' with a vsock device is running (no %s)", name, path);
-    else if (!c && ret == -ECONNREFUSED)
-        log_error("%s: no agent answers on vsock port %u (is godwit-agent running in the guest?)",
-                  name, AGENT_VSOCK_PORT);
-    else if (!c)
-        log_error("%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
-    return c;
+    c = agent_client_connect(path, false, AGENT_VSOCK_PORT, &ret);
+    if (c)
+        return c;
+    if ((ret == -ENOENT || ret == -ECONNREFUSED) && access(path, F_OK) < 0)
+        say(quiet, "no VM named '%s' with a vsock device is running (no %s)", name, path);
+    else if (ret == -ECONNREFUSED)
+        say(quiet, "%s: no agent answers on vsock port %u (is godwit-agent running in the guest?)",
+            name, AGENT_VSOCK_PORT);
+    else
+        say(quiet, "%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
+    return NULL;
 }
 
 static int fail(struct agent_client *c, const char *what, int ret)
@@ -324,8 +344,69 @@ static int cmd_agent_info(int argc, char **argv)
     return status;
 }
 
+/* Steps the guest's clock to the host's. Quiet: after a resume, where a guest may well have
+ * no agent (or no vsock) and the resume itself has succeeded. */
+static int sync_time(const char *name, bool quiet)
+{
+    struct agent_client *c = agent_open_quiet(name, quiet);
+    struct agent_builder b;
+    struct agent_msg m;
+    struct timespec now;
+    if (!c)
+        return 1;
+    clock_gettime(CLOCK_REALTIME, &now);
+    agent_build_start(&b, c->out, AGENT_SET_TIME, 0, c->next_id++);
+    agent_put_u64(&b, AGENT_T_TIME, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret == 0)
+        ret = agent_client_recv(c, &m);
+    int status = ret < 0 ? (quiet ? 1 : fail(c, "sync-time", ret)) : 0;
+    agent_client_close(c);
+    return status;
+}
+
+/* shutdown through the agent: for a guest that ignores the ACPI power button. */
+static int cmd_agent_shutdown(int argc, char **argv)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    bool reboot = argc == 3 && strcmp(argv[2], "--reboot") == 0;
+    if (argc != 2 && !reboot) {
+        log_error("usage: godwit agent-shutdown NAME [--reboot]");
+        return 2;
+    }
+    struct agent_client *c = agent_open(argv[1]);
+    if (!c)
+        return 1;
+    agent_build_start(&b, c->out, AGENT_SHUTDOWN, 0, c->next_id++);
+    agent_put_u32(&b, AGENT_T_MODE, reboot ? AGENT_SHUTDOWN_REBOOT : AGENT_SHUTDOWN_POWEROFF);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret == 0)
+        ret = agent_client_recv(c, &m);
+    int status = ret < 0 ? fail(c, "agent-shutdown", ret) : 0;
+    agent_client_close(c);
+    return status;
+}
+
 int agent_cmds_main(const char *cmd, int argc, char **argv)
 {
+    if (strcmp(cmd, "resume") == 0 && argc == 2) {
+        /* The resume itself is ctl's; then the guest's clock, which stood still, is stepped
+         * (when it has an agent). */
+        int status = ctl_main(cmd, argc, argv);
+        if (status == 0)
+            sync_time(argv[1], true);
+        return status;
+    }
+    if (strcmp(cmd, "sync-time") == 0) {
+        if (argc != 2) {
+            log_error("usage: godwit sync-time NAME");
+            return 2;
+        }
+        return sync_time(argv[1], false);
+    }
+    if (strcmp(cmd, "agent-shutdown") == 0)
+        return cmd_agent_shutdown(argc, argv);
     if (strcmp(cmd, "exec") == 0)
         return agent_exec_main(argc, argv);
     if (strcmp(cmd, "cp") == 0)

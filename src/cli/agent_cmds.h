@@ -6,8 +6,9 @@
 
 #include "agent/client.h"
 
-/* Handles `godwit exec|cp|kvp|freeze|thaw|agent-info ...`; returns the exit status, or -1
- * when `cmd` is not one of them. */
+/* Handles `godwit exec|cp|kvp|freeze|thaw|agent-info|agent-shutdown|sync-time ...` and
+ * `resume` (ctl's, then the guest's clock stepped); returns the exit status, or -1 when `cmd`
+ * is not one of them. */
 int agent_cmds_main(const char *cmd, int argc, char **argv);
 
 /*
@@ -16,6 +17,8 @@ int agent_cmds_main(const char *cmd, int argc, char **argv);
  * RUNTIME/NAME.vsock. One line logged on failure; NULL then.
  */
 struct agent_client *agent_open(const char *name);
+/* The same, saying nothing when `quiet`. */
+struct agent_client *agent_open_quiet(const char *name, bool quiet);
 
 /* `SRC DST` of godwit cp: which one is NAME:PATH. Returns 1 (to the guest), 2 (from it) or
  * -EINVAL; name and path point into the argument. */

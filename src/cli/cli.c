@@ -120,6 +120,9 @@ void cli_usage_main(FILE *out)
                  "  kvp NAME [--pool host|guest] [list|get KEY|set KEY VALUE|delete KEY]\n"
                  "               key/value pools shared with the guest's agent\n"
                  "  freeze NAME [TIMEOUT_S], thaw NAME, agent-info NAME\n"
+                 "  agent-shutdown NAME [--reboot]\n"
+                 "               power off through the agent (a guest deaf to ACPI)\n"
+                 "  sync-time NAME  step the guest's clock to the host's (resume does it)\n"
                  "  check-host   can this host run godwit's VMs? one line per check\n"
                  "  version      print the version\n"
                  "  help         this text\n");

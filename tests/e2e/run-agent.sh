@@ -30,11 +30,12 @@ g() { timeout 600 "$godwit" "$@"; }
 
 # The guest: a script that ticks (the watchdog's progress) while the host drives its agent.
 script=$work/script.img
+truncate -s 64M "$work/data.img"
 printf 'echo agent-guest: up\nwhile :; do sleep 5; echo tick; done\n' >"$script"
 truncate -s 4096 "$script"
 timeout -k 5 1500 "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory 512 \
   --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script" \
-  --disk "path=$script,readonly=on,serial=godwit-script" --vsock cid=3 \
+  --disk "path=$script,readonly=on,serial=godwit-script" --disk "path=$work/data.img" --vsock cid=3 \
   --api-socket "$api" </dev/null >"$log" 2>&1 &
 vm_pid=$!
 watch_progress "$log" "$api" "$vm_pid" &
@@ -156,8 +157,58 @@ case_info() {
   pass $n
 }
 
+# finished PID SECS: PID ends within SECS (status 0), or not (1).
+finished() {
+  local _
+  for _ in $(seq $(($2 * 10))); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Freezing: a writer to the frozen ext4 (vdb) waits until the thaw; a freeze nobody thaws
+# ends by itself at its timeout.
+case_freeze() {
+  local n=freeze out w
+  g exec "$api" -- sh -c 'mke2fs -q /dev/vdb >/dev/null 2>&1 && mkdir -p /mnt && mount -t ext4 /dev/vdb /mnt' ||
+    { fail $n "cannot mount an ext4 on vdb"; return; }
+  out=$(g freeze "$api" 120)
+  expect_eq $n "freeze" "$out" "froze 1 filesystem(s); the agent thaws them itself after the timeout" || return
+  g exec "$api" -- sh -c 'echo one >/mnt/f; sync' &
+  w=$!
+  if finished $w 5; then
+    fail $n "a write to the frozen filesystem went through"
+    g thaw "$api" >/dev/null
+    return
+  fi
+  expect_eq $n "thaw" "$(g thaw "$api")" "thawed 1 filesystem(s)" || return
+  finished $w 30 || { fail $n "the writer still waits after the thaw"; kill $w; return; }
+  wait $w; expect_eq $n "the writer's status" $? 0 || return
+  g freeze "$api" 3 >/dev/null
+  g exec "$api" -- sh -c 'echo two >/mnt/g; sync' &
+  w=$!
+  finished $w 60 || { fail $n "the freeze's own timeout did not thaw"; g thaw "$api"; kill $w; return; }
+  expect_eq $n "after the timeout" "$(g exec "$api" -- cat /mnt/f /mnt/g | tr '\n' ' ')" "one two " || return
+  pass $n
+}
+
+# After a pause of 10 s, godwit resume has the agent step the guest's clock to the host's.
+case_clock() {
+  local n=clock before after off
+  "$godwit" pause "$api" || { fail $n "pause failed"; return; }
+  sleep 10
+  "$godwit" resume "$api" || { fail $n "resume failed"; return; }
+  before=$(date +%s)
+  after=$(g exec "$api" -- date +%s)
+  off=$((after - before))
+  [ "${off#-}" -le 2 ] || { fail $n "the guest's clock is ${off} s off the host's after the resume"; return; }
+  grep -a 'clock stepped' "$log" | tail -n 1 # the agent's own line, when the clock stood still
+  pass $n
+}
+
 if [ $up -eq 1 ]; then
-  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info}; do
+  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info freeze clock}; do
     echo "-- $c"
     "case_$c"
   done
@@ -165,8 +216,16 @@ else
   fail agent "no agent answered godwit exec within the time"
 fi
 
-"$godwit" stop "$api" >/dev/null 2>&1
-wait "$vm_pid"
+# The end: powered off through the agent (exit status 0), else stopped.
+if [ $up -eq 1 ] && g agent-shutdown "$api" && finished "$vm_pid" 120; then
+  wait "$vm_pid"
+  status=$?
+  expect_status shutdown 0 && pass shutdown
+else
+  [ $up -eq 1 ] && fail shutdown "the guest did not power off through the agent"
+  "$godwit" stop "$api" >/dev/null 2>&1
+  wait "$vm_pid"
+fi
 vm_pid=
 kill "$wd_pid" 2>/dev/null
 wait "$wd_pid" 2>/dev/null
