@@ -404,6 +404,62 @@ EOF
   pass $name
 }
 
+# virtio-vsock with the kernel's own driver: the guest gets vsock-peer (tests/e2e/guest) and,
+# when its initramfs lacks them, the kernel's vsock modules, in a tar on a disk. Host programs
+# connect to guest port 1234 through the VM's socket (CONNECT, OK) and get their random bytes
+# echoed back, one 4 MiB connection and 16 small ones at once; then the guest connects to host
+# port 5000 (a listener at <socket>_5000) as many times, and each side checks the other's CRC.
+vsock_guest_script() {
+  script_disk "$1" <<'EOF'
+for b in /sys/block/vd*; do [ "$(cat $b/serial 2>/dev/null)" = godwit-vsock ] && d=/dev/${b##*/}; done
+mkdir -p /tmp/v && tar -xf "$d" -C /tmp/v && echo "payload ok"
+for m in vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+  [ -d /sys/module/$m ] || insmod /tmp/v/$m.ko || echo "insmod $m failed"
+done
+/tmp/v/vsock-peer cid
+/tmp/v/vsock-peer echo 1234 17 &
+wait $! && echo "echo exit ok"
+/tmp/v/vsock-peer send 5000 4194304 1
+for i in $(seq 2 17); do /tmp/v/vsock-peer send 5000 65536 $i & done
+wait
+echo "guest sends done"
+EOF
+}
+
+case_vsock() {
+  local name=vsock sock=$work/vsock.sock peer=$build/tests/e2e/vsock-peer script m
+  [ -x "$peer" ] || { fail $name "$peer missing (built with the tests)"; return; }
+  mkdir -p "$work/vsock-payload" && cp "$peer" "$work/vsock-payload/"
+  for m in vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+    cp "$modules_dir/kernel/net/vmw_vsock/$m.ko" "$work/vsock-payload/" ||
+      { fail $name "no $m.ko in $modules_dir"; return; }
+  done
+  tar -cf "$work/vsock.tar" -C "$work/vsock-payload" . || { fail $name "cannot make the payload"; return; }
+  python3 "$here/vsock_host.py" serve "${sock}_5000" 17 >"$work/$name.serve" 2>&1 &
+  local serve_pid=$!
+  script=$(vsock_guest_script $name)
+  start_watched $name 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
+    --vsock "cid=3,socket=$sock" --disk "$script" \
+    --disk "path=$work/vsock.tar,readonly=on,serial=godwit-vsock"
+  if wait_for_line "$work/$name.log" 'vsock-peer: listening on 1234' "$vm_pid" 200; then
+    timeout 200 python3 "$here/vsock_host.py" connect "$sock" 1234 $((4 << 20)) 65536 16 \
+      >"$work/$name.host" 2>&1
+  fi
+  finish_watched $name
+  kill $serve_pid 2>/dev/null
+  wait $serve_pid 2>/dev/null
+  expect_status $name 0 && expect_line $name '^cid 3' && expect_line $name '^echo done 17 failed 0' &&
+    expect_line $name '^guest sends done' && expect_clean $name || return
+  grep -q '^host ok 17' "$work/$name.host" ||
+    { fail $name "host to guest: $(head -c 600 "$work/$name.host")"; return; }
+  grep -q '^served 17' "$work/$name.serve" ||
+    { fail $name "guest to host: $(head -c 600 "$work/$name.serve")"; return; }
+  local sends
+  sends=$(grep -c '^send ok' "$work/$name.log")
+  [ "$sends" = 17 ] || { fail $name "$sends of 17 guest connections were right"; return; }
+  pass $name
+}
+
 # start_watched NAME TIMEOUT COMMAND...: a godwit command in the background (its API socket at
 # $work/NAME.log.api) under the progress watchdog; its pid in $vm_pid. finish_watched NAME
 # waits for it and leaves its exit status in $status.
@@ -799,7 +855,7 @@ cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
 # The stress case is not in the default list: in the test host it fails by itself, a triple
 # fault under load whichever the VMM (docs/testing.md); GODWIT_DEVICE_CASES=stress runs it.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng snapshot pause_quiet migrate}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock snapshot pause_quiet migrate}; do
   echo "-- $c"
   "case_$c"
 done
