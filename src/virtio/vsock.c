@@ -1216,6 +1216,10 @@ void virtio_vsock_destroy(struct virtio_vsock *vs)
         return;
     }
     vs_reap(vs);
+    /* Host programs accepted by a poll that completed during the drain. */
+    for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_PENDING; i++)
+        if (vs->pending[i].fd >= 0)
+            close(vs->pending[i].fd);
     close(vs->listen_fd);
     unix_socket_unlink(vs->path, &vs->bound);
     loop_owner_destroy(&vs->io);

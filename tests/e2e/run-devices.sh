@@ -8,6 +8,7 @@ set -uo pipefail
 
 build=${1:?usage: run-devices.sh BUILD_DIR}
 godwit=$(readlink -f "$build/godwit")
+vsock_peer=$(readlink -f "$build/tests/e2e/vsock-peer") # the vsock case's guest program
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d /tmp/godwit-devices.XXXXXX)
@@ -427,7 +428,7 @@ EOF
 }
 
 case_vsock() {
-  local name=vsock sock=$work/vsock.sock peer=$build/tests/e2e/vsock-peer script m
+  local name=vsock sock=$work/vsock.sock peer=$vsock_peer script m
   [ -x "$peer" ] || { fail $name "$peer missing (built with the tests)"; return; }
   mkdir -p "$work/vsock-payload" && cp "$peer" "$work/vsock-payload/"
   for m in vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
