@@ -17,6 +17,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "io/loop.h"
 #include "sandbox/seccomp.h"
 
 #define KIB_PER_GIB (1024.0 * 1024.0)
@@ -457,7 +458,10 @@ static void check_io_uring(struct check_run *run)
                "disabled by kernel.io_uring_disabled=%d", disabled);
         return;
     }
-    int ret = io_uring_queue_init(4, &ring, 0);
+    unsigned setup_flags = 0;
+    char setup[64];
+    /* The same ladder of setups as the event loop, so the line says what godwit will use. */
+    int ret = loop_ring_init(&ring, 4, &setup_flags);
     if (ret < 0) {
         report(run, CHECK_FAIL, "io_uring",
                disabled ? "add the user to group kernel.io_uring_group, or sysctl "
@@ -468,15 +472,17 @@ static void check_io_uring(struct check_run *run)
     }
     io_uring_missing_ops(&ring, missing, sizeof(missing));
     io_uring_queue_exit(&ring);
+    loop_describe_setup(setup_flags, setup, sizeof(setup));
     if (missing[0])
         report(run, CHECK_FAIL, "io_uring", "use a newer host kernel", "lacks %s", missing);
     else if (disabled)
         report(run, CHECK_WARN, "io_uring",
                "run godwit as root or in group kernel.io_uring_group, or sysctl "
                "kernel.io_uring_disabled=0",
-               "works for this user, but kernel.io_uring_disabled=1 limits it to some users");
+               "works for this user (setup: %s), but kernel.io_uring_disabled=1 limits it to "
+               "some users", setup);
     else
-        report(run, CHECK_PASS, "io_uring", NULL, "works");
+        report(run, CHECK_PASS, "io_uring", NULL, "works (setup: %s)", setup);
 }
 
 static void check_tap(struct check_run *run)

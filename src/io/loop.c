@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,12 +15,79 @@
 
 static bool loop_run_posted(struct event_loop *loop, void *opaque, int res);
 
+/* Best first. The loop's thread is the only one to submit and to reap (vCPU and migration
+ * threads hand work over with loop_post), which is what SINGLE_ISSUER promises; completions
+ * are only looked at when that thread waits on the ring, so their task work may wait for it
+ * too (DEFER_TASKRUN), or at least need not interrupt it (COOP_TASKRUN). */
+static const unsigned loop_setups[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_R_DISABLED,
+    IORING_SETUP_COOP_TASKRUN,
+    0,
+};
+
+int loop_ring_init(struct io_uring *ring, unsigned entries, unsigned *flags)
+{
+    int ret = -EINVAL;
+    for (size_t i = 0; i < sizeof(loop_setups) / sizeof(loop_setups[0]); i++) {
+        ret = io_uring_queue_init(entries, ring, loop_setups[i]);
+        if (ret == 0) {
+            *flags = loop_setups[i];
+            return 0;
+        }
+        if (ret != -EINVAL)
+            break; /* not a flag the kernel lacks: no lesser setup will do better */
+    }
+    return ret;
+}
+
+void loop_describe_setup(unsigned flags, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%s%s%s",
+             flags & IORING_SETUP_SINGLE_ISSUER ? "SINGLE_ISSUER" : "",
+             (flags & IORING_SETUP_SINGLE_ISSUER) &&
+                     (flags & (IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN))
+                 ? ", " : "",
+             flags & IORING_SETUP_DEFER_TASKRUN ? "DEFER_TASKRUN"
+             : flags & IORING_SETUP_COOP_TASKRUN ? "COOP_TASKRUN" : "",
+             flags & (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                      IORING_SETUP_COOP_TASKRUN) ? "" : "none");
+}
+
+int loop_enable(struct event_loop *loop)
+{
+    if (loop->enabled)
+        return 0;
+    if (loop->setup_flags & IORING_SETUP_R_DISABLED) {
+        /* The call itself: Debian's liburing 2.3 declares io_uring_enable_rings() but
+         * does not export it. */
+        if (syscall(__NR_io_uring_register, loop->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                    NULL, 0) < 0) {
+            int err = errno;
+            log_error("io_uring: cannot enable the ring: %s", strerror(err));
+            return -err;
+        }
+    }
+    loop->enabled = true;
+    return 0;
+}
+
+int loop_submit(struct event_loop *loop)
+{
+    return loop->enabled ? io_uring_submit(&loop->ring) : 0;
+}
+
 int loop_init(struct event_loop *loop, unsigned entries)
 {
     memset(loop, 0, sizeof(*loop));
     loop->calls_fd = -1;
     loop->thread = pthread_self();
-    int ret = io_uring_queue_init(entries, &loop->ring, 0);
+    int ret = loop_ring_init(&loop->ring, entries, &loop->setup_flags);
+    if (ret == 0) {
+        char setup[64];
+        loop_describe_setup(loop->setup_flags, setup, sizeof(setup));
+        log_debug("io_uring: ring set up with %s", setup);
+    }
     if (ret < 0) {
         log_error("io_uring: cannot set up a ring: %s", strerror(-ret));
         return ret;
@@ -109,7 +178,7 @@ static struct io_uring_sqe *loop_get_sqe(struct event_loop *loop)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
     if (!sqe) {
         /* The submission queue is full: hand it to the kernel and try once more. */
-        io_uring_submit(&loop->ring);
+        loop_submit(loop);
         sqe = io_uring_get_sqe(&loop->ring);
     }
     return sqe;
@@ -148,15 +217,17 @@ void loop_unwatch(struct event_loop *loop, struct loop_watch *w)
 int loop_after(struct event_loop *loop, struct loop_watch *w, unsigned ms, loop_callback fn,
                void *opaque)
 {
-    /* The timespec is read at submission time, so a stack copy is fine. */
-    struct __kernel_timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long long)(ms % 1000) * 1000000 };
     struct io_uring_sqe *sqe = loop_get_sqe(loop);
     if (!sqe)
         return -EBUSY;
     *w = (struct loop_watch){ .fn = fn, .opaque = opaque, .fd = -1, .oneshot = true, .armed = true };
-    io_uring_prep_timeout(sqe, &ts, 0, 0);
+    /* The timespec is read when the SQE is submitted, with the turn's other SQEs (callbacks
+     * run inside a turn, so that is at once): it lives in the watch until then. */
+    w->ts = (struct __kernel_timespec){ .tv_sec = ms / 1000,
+                                        .tv_nsec = (long long)(ms % 1000) * 1000000 };
+    io_uring_prep_timeout(sqe, &w->ts, 0, 0);
     io_uring_sqe_set_data(sqe, w);
-    return io_uring_submit(&loop->ring) < 0 ? -EIO : 0;
+    return 0;
 }
 
 static void owner_put(struct loop_watch *w);
@@ -218,7 +289,11 @@ static bool loop_sync_seen(struct event_loop *loop, const struct loop_watch *w)
  */
 static int loop_turn(struct event_loop *loop)
 {
-    int ret = io_uring_submit_and_wait(&loop->ring, 1);
+    int ret = loop_enable(loop);
+    if (ret < 0)
+        return ret;
+    /* Everything prepared since the last turn goes in this one call, with the wait. */
+    ret = io_uring_submit_and_wait(&loop->ring, 1);
     if (ret < 0 && ret != -EINTR) {
         log_error("io_uring: wait failed: %s", strerror(-ret));
         return ret;
@@ -359,7 +434,7 @@ int loop_owner_cancel(struct event_loop *loop, struct loop_owner *o)
         io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)w, 0);
         io_uring_sqe_set_data(sqe, NULL);
     }
-    io_uring_submit(&loop->ring);
+    loop_submit(loop);
     return 0;
 }
 

@@ -26,6 +26,7 @@ struct loop_watch {
     bool cancelled;
     struct loop_owner *owner;             /* owned I/O (loop_owner_prepare), else NULL */
     struct loop_watch *owner_prev, *owner_next; /* owner->in_flight */
+    struct __kernel_timespec ts;          /* a timer's: read when the SQE is submitted */
 };
 
 /*
@@ -61,6 +62,11 @@ struct loop_call {
 
 struct event_loop {
     struct io_uring ring; /* only the loop's thread touches it */
+    /* IORING_SETUP_* flags the ring was made with (loop_ring_init). With SINGLE_ISSUER the
+     * ring starts disabled and the first turn enables it, so that the loop's own thread,
+     * not loop_init's, is its one submitter: until then SQEs are only prepared. */
+    unsigned setup_flags;
+    bool enabled;
     bool stop;
     pthread_t thread;     /* atomic: the thread that runs it (loop_init's until loop_run) */
     /* loop_unwatch_sync() calls under way (nested ones too): the watches whose last
@@ -74,6 +80,25 @@ struct event_loop {
 };
 
 int loop_init(struct event_loop *loop, unsigned entries);
+
+/*
+ * Makes a ring with the best setup the kernel accepts for one thread that both submits and
+ * reaps: SINGLE_ISSUER with DEFER_TASKRUN (6.1), else SINGLE_ISSUER with COOP_TASKRUN (6.0),
+ * else COOP_TASKRUN (5.19), else none. With SINGLE_ISSUER the ring is made disabled
+ * (io_uring_enable_rings() on the submitting thread). *flags gets the flags in use.
+ */
+int loop_ring_init(struct io_uring *ring, unsigned entries, unsigned *flags);
+
+/* Names the setup flags that matter ("SINGLE_ISSUER, DEFER_TASKRUN"; "none"). */
+void loop_describe_setup(unsigned flags, char *buf, size_t size);
+
+/* Makes the calling thread the ring's one submitter, once (the first turn does it: call it
+ * only to submit before any turn, as unit tests do). Returns 0 or -errno. */
+int loop_enable(struct event_loop *loop);
+
+/* Hands the prepared SQEs to the kernel now (not before the ring is enabled). On the loop's
+ * thread. Returns what io_uring_submit() does, 0 while not enabled. */
+int loop_submit(struct event_loop *loop);
 void loop_destroy(struct event_loop *loop);
 
 /* Calls fn whenever fd is readable, for as long as fn returns true. */

@@ -505,7 +505,7 @@ static void client_detach(struct virtio_console *con)
 {
     log_info("virtio-console: client disconnected");
     /* Prepared SQEs name the fd by number: hand them to the kernel before it is closed. */
-    io_uring_submit(&con->loop->ring);
+    loop_submit(con->loop);
     close(con->client_fd);
     con->client_fd = -1;
     con_set_fds(con, -1, -1);

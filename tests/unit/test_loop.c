@@ -109,6 +109,8 @@ static void test_unwatch_sync(void **state)
 /* Hands what was prepared to the kernel without waiting for anything. */
 static int submit_now(struct event_loop *loop)
 {
+    if (loop_enable(loop) < 0)
+        return -EIO;
     return io_uring_submit(&loop->ring) < 0 ? -EIO : 0;
 }
 
