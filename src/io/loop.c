@@ -93,10 +93,10 @@ int loop_init(struct event_loop *loop, unsigned entries)
         return ret;
     }
     pthread_mutex_init(&loop->calls_lock, NULL);
-    loop->calls_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    loop->calls_fd = eventfd(0, EFD_CLOEXEC); /* blocking: read through the ring */
     if (loop->calls_fd < 0 ||
-        (ret = loop_watch_readable(loop, &loop->calls_watch, loop->calls_fd, loop_run_posted,
-                                   NULL)) < 0) {
+        (ret = loop_watch_eventfd(loop, &loop->calls_watch, loop->calls_fd, loop_run_posted,
+                                  NULL)) < 0) {
         ret = loop->calls_fd < 0 ? -errno : ret;
         loop_destroy(loop);
         return ret;
@@ -128,17 +128,16 @@ void loop_post(struct event_loop *loop, struct loop_call *c, void (*fn)(void *op
     }
     pthread_mutex_unlock(&loop->calls_lock);
     uint64_t one = 1;
-    if (write(loop->calls_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    /* A blocking eventfd blocks a writer only at a count of 2^64 - 2: never. */
+    if (write(loop->calls_fd, &one, sizeof(one)) < 0)
         log_warn("loop: cannot wake the loop: %s", strerror(errno));
 }
 
-/* The calls are taken one at a time, so that one may post another (or free itself). */
+/* The calls are taken one at a time, so that one may post another (or free itself). The
+ * ring's read took the wake-up count already. */
 static bool loop_run_posted(struct event_loop *loop, void *opaque, int res)
 {
-    uint64_t count;
     (void)opaque, (void)res;
-    if (read(loop->calls_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-        log_warn("loop: reading the wake-up event failed: %s", strerror(errno));
     for (;;) {
         pthread_mutex_lock(&loop->calls_lock);
         struct loop_call *c = loop->calls;
@@ -189,7 +188,10 @@ static int loop_arm_poll(struct event_loop *loop, struct loop_watch *w)
     struct io_uring_sqe *sqe = loop_get_sqe(loop);
     if (!sqe)
         return -EBUSY;
-    io_uring_prep_poll_add(sqe, w->fd, POLLIN);
+    if (w->reads)
+        io_uring_prep_read(sqe, w->fd, &w->value, sizeof(w->value), 0);
+    else
+        io_uring_prep_poll_add(sqe, w->fd, POLLIN);
     io_uring_sqe_set_data(sqe, w);
     w->armed = true;
     return 0;
@@ -202,6 +204,13 @@ int loop_watch_readable(struct event_loop *loop, struct loop_watch *w, int fd, l
     return loop_arm_poll(loop, w);
 }
 
+int loop_watch_eventfd(struct event_loop *loop, struct loop_watch *w, int fd, loop_callback fn,
+                       void *opaque)
+{
+    *w = (struct loop_watch){ .fn = fn, .opaque = opaque, .fd = fd, .reads = true };
+    return loop_arm_poll(loop, w);
+}
+
 void loop_unwatch(struct event_loop *loop, struct loop_watch *w)
 {
     w->cancelled = true;
@@ -209,7 +218,10 @@ void loop_unwatch(struct event_loop *loop, struct loop_watch *w)
         return;
     struct io_uring_sqe *sqe = loop_get_sqe(loop);
     if (sqe) {
-        io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)w);
+        if (w->reads)
+            io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)w, 0);
+        else
+            io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)w);
         io_uring_sqe_set_data(sqe, NULL);
     }
 }
@@ -252,6 +264,10 @@ static void loop_dispatch(struct event_loop *loop, struct loop_watch *w, int res
         w->fn(loop, w->opaque, res == -ETIME ? 0 : res);
         return; /* the callback may have freed or reused w */
     }
+    if (w->reads && (res == -EINTR || res == -EAGAIN)) {
+        loop_arm_poll(loop, w); /* interrupted before it read anything: read again */
+        return;
+    }
     if (!w->fn(loop, w->opaque, res))
         return; /* w may be freed */
     if (res >= 0 && !w->cancelled && !w->armed)
@@ -282,6 +298,47 @@ static bool loop_sync_seen(struct event_loop *loop, const struct loop_watch *w)
     return false;
 }
 
+void loop_at_turn_end(struct event_loop *loop, struct loop_tail *t, void (*fn)(void *opaque),
+                      void *opaque)
+{
+    if (t->queued)
+        return;
+    *t = (struct loop_tail){ .fn = fn, .opaque = opaque, .queued = true };
+    if (loop->tails_tail)
+        loop->tails_tail->next = t;
+    else
+        loop->tails = t;
+    loop->tails_tail = t;
+}
+
+void loop_cancel_turn_end(struct event_loop *loop, struct loop_tail *t)
+{
+    struct loop_tail **p = &loop->tails, *prev = NULL;
+    while (*p && *p != t) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (*p) {
+        *p = t->next;
+        if (loop->tails_tail == t)
+            loop->tails_tail = prev;
+        t->queued = false;
+    }
+}
+
+/* Taken one at a time: one may queue another, or turn the loop (which runs the rest). */
+static void loop_run_tails(struct event_loop *loop)
+{
+    struct loop_tail *t;
+    while ((t = loop->tails)) {
+        loop->tails = t->next;
+        if (!loop->tails)
+            loop->tails_tail = NULL;
+        t->queued = false;
+        t->fn(t->opaque);
+    }
+}
+
 /*
  * One turn. Each completion is taken off the ring before its callback runs, since a callback
  * may turn the loop itself (a device draining its I/O) and must not meet it again; only those
@@ -292,6 +349,7 @@ static int loop_turn(struct event_loop *loop)
     int ret = loop_enable(loop);
     if (ret < 0)
         return ret;
+    loop_run_tails(loop); /* queued outside a turn: not left waiting for a completion */
     /* Everything prepared since the last turn goes in this one call, with the wait. */
     ret = io_uring_submit_and_wait(&loop->ring, 1);
     if (ret < 0 && ret != -EINTR) {
@@ -308,6 +366,7 @@ static int loop_turn(struct event_loop *loop)
         if (!loop_sync_seen(loop, w))
             loop_dispatch(loop, w, res);
     }
+    loop_run_tails(loop);
     return 0;
 }
 

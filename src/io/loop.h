@@ -5,6 +5,7 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct event_loop;
 struct loop_owner;
@@ -24,6 +25,8 @@ struct loop_watch {
     bool armed;
     bool oneshot;
     bool cancelled;
+    bool reads;                           /* an eventfd watch: `value` is read, not polled */
+    uint64_t value;                       /* what the read took (loop_watch_eventfd) */
     struct loop_owner *owner;             /* owned I/O (loop_owner_prepare), else NULL */
     struct loop_watch *owner_prev, *owner_next; /* owner->in_flight */
     struct __kernel_timespec ts;          /* a timer's: read when the SQE is submitted */
@@ -60,6 +63,14 @@ struct loop_call {
     bool queued;
 };
 
+/* Work for the end of the loop's current turn (loop_at_turn_end), on its thread. */
+struct loop_tail {
+    void (*fn)(void *opaque);
+    void *opaque;
+    struct loop_tail *next;
+    bool queued;
+};
+
 struct event_loop {
     struct io_uring ring; /* only the loop's thread touches it */
     /* IORING_SETUP_* flags the ring was made with (loop_ring_init). With SINGLE_ISSUER the
@@ -77,6 +88,7 @@ struct event_loop {
     struct loop_call *calls, *calls_tail;
     int calls_fd; /* eventfd: wakes the loop when a call is posted */
     struct loop_watch calls_watch;
+    struct loop_tail *tails, *tails_tail; /* the loop's thread only */
 };
 
 int loop_init(struct event_loop *loop, unsigned entries);
@@ -104,6 +116,14 @@ void loop_destroy(struct event_loop *loop);
 /* Calls fn whenever fd is readable, for as long as fn returns true. */
 int loop_watch_readable(struct event_loop *loop, struct loop_watch *w, int fd, loop_callback fn,
                         void *opaque);
+/*
+ * Calls fn whenever the eventfd `fd` is signalled, with w->value holding the count read and
+ * res its size, for as long as fn returns true. The read goes through the ring (no poll, no
+ * read() of our own per signal), so `fd` must not be O_NONBLOCK: io_uring would answer
+ * -EAGAIN instead of waiting. A signal from another thread still costs that thread a write().
+ */
+int loop_watch_eventfd(struct event_loop *loop, struct loop_watch *w, int fd, loop_callback fn,
+                       void *opaque);
 /* Stops calling w's callback from outside it (its poll is cancelled; a completion already
  * queued is dropped). Inside its own callback, return false instead. */
 void loop_unwatch(struct event_loop *loop, struct loop_watch *w);
@@ -181,6 +201,17 @@ void loop_post(struct event_loop *loop, struct loop_call *c, void (*fn)(void *op
 
 /* Drops a posted call that has not run yet (its owner is going away). Any thread. */
 void loop_cancel_post(struct event_loop *loop, struct loop_call *c);
+
+/*
+ * Runs fn(opaque) on the loop's thread once the completions of the current turn have all
+ * been dispatched (or before the next wait, when called outside a turn): for work that one
+ * turn's completions share, like the interrupt each of a device's queues raises. Queueing
+ * it again before it ran does nothing. The loop's thread only.
+ */
+void loop_at_turn_end(struct event_loop *loop, struct loop_tail *t, void (*fn)(void *opaque),
+                      void *opaque);
+/* Drops it if queued (its owner is going away). The loop's thread only. */
+void loop_cancel_turn_end(struct event_loop *loop, struct loop_tail *t);
 
 /* Runs until loop->stop is set. Returns 0, or -errno if io_uring fails. */
 int loop_run(struct event_loop *loop);

@@ -108,6 +108,14 @@ struct virtio_device {
     void (*needs_reset)(struct virtio_device *vdev, const char *why);
     void *transport;
     pthread_mutex_t *lock; /* the transport's, recursive; NULL in unit tests without one */
+    /*
+     * Set where interrupts may wait for the end of the main loop's turn, so that all the
+     * completions one turn dispatches raise each queue's interrupt once: returns true when
+     * the caller is on the loop's thread and virtio_flush_notify() will run at the turn's
+     * end; false to interrupt at once. NULL: always at once.
+     */
+    bool (*defer_notify)(struct virtio_device *vdev);
+    uint64_t notify_pending; /* queues (bit n: queue n) waiting for that; under `lock` */
 };
 
 static inline void virtio_lock(struct virtio_device *vdev)
@@ -124,10 +132,35 @@ static inline void virtio_unlock(struct virtio_device *vdev)
 
 /* For device models: after pushing used buffers on `queue`, interrupts the guest if the
  * queue's notification rules ask for it. */
-static inline void virtio_queue_done(struct virtio_device *vdev, unsigned queue)
+static inline void virtio_queue_done_now(struct virtio_device *vdev, unsigned queue)
 {
     if (virtq_should_notify(&vdev->queues[queue]) && vdev->interrupt_queue)
         vdev->interrupt_queue(vdev, queue);
+}
+
+/* The rules are asked at the end of the loop's turn when the transport can wait for it:
+ * what the turn pushed meanwhile is covered by the one interrupt (EVENT_IDX's used_event, or
+ * NO_INTERRUPT, as the driver has them then). */
+static inline void virtio_queue_done(struct virtio_device *vdev, unsigned queue)
+{
+    _Static_assert(VIRTIO_MAX_QUEUES <= 64, "notify_pending has a bit per queue");
+    if (vdev->defer_notify && vdev->defer_notify(vdev)) {
+        vdev->notify_pending |= 1ULL << queue;
+        return;
+    }
+    virtio_queue_done_now(vdev, queue);
+}
+
+/* The transport's side of defer_notify, under `lock`: each waiting queue's rules, once. */
+static inline void virtio_flush_notify(struct virtio_device *vdev)
+{
+    uint64_t pending = vdev->notify_pending;
+    vdev->notify_pending = 0;
+    while (pending) {
+        unsigned q = (unsigned)__builtin_ctzll(pending);
+        pending &= pending - 1;
+        virtio_queue_done_now(vdev, q);
+    }
 }
 
 static inline bool virtio_has_feature(const struct virtio_device *vdev, unsigned bit)

@@ -8,6 +8,7 @@
 #include "vm/virtio_devices.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <json-c/json.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -38,7 +39,7 @@ struct virtio_slot;
 struct virtio_kick {
     struct virtio_slot *slot;
     unsigned queue;
-    int fd;
+    int fd; /* blocking: the main loop reads it through the ring */
     bool watched;
     struct loop_watch watch;
     uint64_t count, last_ns; /* atomic: kicks seen, and when the last one was */
@@ -62,6 +63,7 @@ struct virtio_slot {
     uint64_t vector_count[VIRTIO_PCI_MAX_VECTORS];   /* atomic: interrupts raised */
     uint64_t vector_last_ns[VIRTIO_PCI_MAX_VECTORS]; /* atomic: when the last one was */
     struct virtio_kick kicks[VIRTIO_MAX_QUEUES];
+    struct loop_tail notify_tail; /* the queues' interrupts, at the end of the loop's turn */
 };
 
 struct vm_virtio {
@@ -93,7 +95,8 @@ static uint64_t now_ns(void)
 static void eventfd_signal(int fd)
 {
     uint64_t one = 1;
-    /* EAGAIN only when the counter is saturated: the signal is pending anyway. */
+    /* EAGAIN only when the counter is saturated: the signal is pending anyway. (The kick
+     * fds are blocking, and would block there instead: at 2^64 - 2 signals, never.) */
     if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         log_warn("virtio: eventfd write failed: %s", strerror(errno));
 }
@@ -117,18 +120,41 @@ static void slot_queue_kick(void *ctx, struct virtio_pci *vp, unsigned queue)
         eventfd_signal(s->kicks[queue].fd);
 }
 
+/* The ring read the doorbell's count already (loop_watch_eventfd): one kick however many
+ * writes it sums. */
 static bool on_kick(struct event_loop *loop, void *opaque, int res)
 {
     struct virtio_kick *k = opaque;
-    uint64_t count;
     (void)loop;
     if (res < 0)
         return false;
-    if (read(k->fd, &count, sizeof(count)) == sizeof(count)) {
+    if (res == sizeof(uint64_t)) {
         __atomic_fetch_add(&k->count, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&k->last_ns, now_ns(), __ATOMIC_RELAXED);
         virtio_pci_kick(&k->slot->pci, k->queue);
     }
+    return true;
+}
+
+/* ---- interrupts, once per loop turn ---- */
+
+static void slot_flush_notify(void *opaque)
+{
+    struct virtio_slot *s = opaque;
+    pthread_mutex_lock(&s->pci.lock);
+    virtio_flush_notify(&s->vdev);
+    pthread_mutex_unlock(&s->pci.lock);
+}
+
+/* Completions run on the loop's thread: their interrupts wait for the end of the turn. From
+ * a vCPU thread (a reset, the console's input) they go at once. */
+static bool slot_defer_notify(struct virtio_device *vdev)
+{
+    struct virtio_slot *s = (struct virtio_slot *)((char *)vdev - offsetof(struct virtio_slot, vdev));
+    struct event_loop *loop = s->vm->cfg->loop;
+    if (!loop_on_thread(loop))
+        return false;
+    loop_at_turn_end(loop, &s->notify_tail, slot_flush_notify, s);
     return true;
 }
 
@@ -348,14 +374,14 @@ static int attach_kicks(struct virtio_slot *s)
         struct virtio_kick *k = &s->kicks[q];
         k->slot = s;
         k->queue = q;
-        k->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        k->fd = eventfd(0, EFD_CLOEXEC);
         if (k->fd < 0)
             return -errno;
         struct kvm_ioeventfd io = { .addr = virtio_pci_notify_gpa(&s->pci, q),
                                     .len = vm->virtio->doorbell_len, .fd = k->fd };
         if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0)
             return -errno;
-        int ret = loop_watch_readable(vm->cfg->loop, &k->watch, k->fd, on_kick, k);
+        int ret = loop_watch_eventfd(vm->cfg->loop, &k->watch, k->fd, on_kick, k);
         if (ret < 0)
             return ret;
         k->watched = true;
@@ -365,6 +391,8 @@ static int attach_kicks(struct virtio_slot *s)
 
 static void slot_free(struct virtio_slot *s)
 {
+    if (s->vm->cfg->loop)
+        loop_cancel_turn_end(s->vm->cfg->loop, &s->notify_tail);
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
         struct virtio_kick *k = &s->kicks[q];
         if (k->watched)
@@ -410,6 +438,7 @@ static int slot_plug(struct vm *vm, struct pci_host *pci, struct virtio_slot *s,
     if (ret < 0)
         return ret;
     s->pci_ready = true;
+    s->vdev.defer_notify = slot_defer_notify;
     if ((ret = attach_irqfds(s)) < 0 || (ret = attach_kicks(s)) < 0)
         return ret;
     if ((ret = pci_host_add_device(pci, nr, &virtio_pci_config_ops, &s->pci)) < 0)
@@ -428,6 +457,7 @@ static int slot_quiesce(void *dev)
     pthread_mutex_lock(&s->pci.lock);
     if (s->vdev.ops->quiesce)
         ret = s->vdev.ops->quiesce(&s->vdev);
+    virtio_flush_notify(&s->vdev); /* quiet means answered: the interrupts too, now */
     pthread_mutex_unlock(&s->pci.lock);
     return ret;
 }

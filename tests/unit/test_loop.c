@@ -104,6 +104,108 @@ static void test_unwatch_sync(void **state)
 }
 
 
+static int submit_now(struct event_loop *loop);
+
+/* An eventfd watch reads the count through the ring: the callback sees all the signals
+ * since the last one summed, and the fd is left at zero (no read of its own). */
+struct counted {
+    struct loop_watch w;
+    int calls;
+    uint64_t total;
+};
+
+static bool count_signals(struct event_loop *loop, void *opaque, int res)
+{
+    (void)loop;
+    struct counted *c = opaque;
+    assert_int_equal(res, sizeof(uint64_t));
+    c->calls++;
+    c->total += c->w.value;
+    return true;
+}
+
+static void test_watch_eventfd(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct counted c = { 0 };
+    int fd = eventfd(0, EFD_CLOEXEC); /* blocking, as loop_watch_eventfd() wants */
+    assert_true(fd >= 0);
+    assert_int_equal(loop_init(&loop, 16), 0);
+    assert_int_equal(loop_watch_eventfd(&loop, &c.w, fd, count_signals, &c), 0);
+    uint64_t three = 3, one = 1;
+    assert_int_equal(write(fd, &three, sizeof(three)), sizeof(three));
+    while (c.calls == 0)
+        assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.total, 3);
+    assert_true(c.w.armed); /* read again at once */
+    assert_int_equal(write(fd, &one, sizeof(one)), sizeof(one));
+    while (c.calls == 1)
+        assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(c.total, 4);
+    loop_unwatch_sync(&loop, &c.w); /* a read in flight is cancelled, and waited for */
+    assert_false(c.w.armed);
+    assert_int_equal(write(fd, &one, sizeof(one)), sizeof(one));
+    struct posted p = { .loop = &loop };
+    loop_post(&loop, &p.call, record_call, &p);
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(c.calls, 2);
+    loop_destroy(&loop);
+    close(fd);
+}
+
+/* Work queued for the turn's end runs once, after every completion of the turn, however
+ * often the turn's callbacks queue it; queued outside a turn, the next turn runs it before
+ * it waits. */
+struct tail_probe {
+    struct loop_tail tail;
+    struct loop_watch a, b;
+    int completions, runs, completions_at_run;
+};
+
+static void tail_ran(void *opaque)
+{
+    struct tail_probe *t = opaque;
+    t->runs++;
+    t->completions_at_run = t->completions;
+}
+
+static bool queue_tail(struct event_loop *loop, void *opaque, int res)
+{
+    (void)res;
+    struct tail_probe *t = opaque;
+    t->completions++;
+    loop_at_turn_end(loop, &t->tail, tail_ran, t);
+    return false;
+}
+
+static void test_turn_end(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_owner o;
+    struct tail_probe t = { 0 };
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_owner_init(&o);
+    io_uring_prep_nop(loop_owner_prepare(&loop, &o, &t.a, queue_tail, &t));
+    io_uring_prep_nop(loop_owner_prepare(&loop, &o, &t.b, queue_tail, &t));
+    assert_int_equal(submit_now(&loop), 0);
+    while (t.completions < 2)
+        assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(t.runs, 1);
+    assert_int_equal(t.completions_at_run, 2);
+    loop_at_turn_end(&loop, &t.tail, tail_ran, &t);
+    loop_cancel_turn_end(&loop, &t.tail); /* dropped: never runs */
+    loop_at_turn_end(&loop, &t.tail, tail_ran, &t);
+    struct posted p = { .loop = &loop };
+    loop_post(&loop, &p.call, record_call, &p);
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(t.runs, 2);
+    loop_owner_destroy(&o);
+    loop_destroy(&loop);
+}
+
 /* ---- owned I/O ---- */
 
 /* Hands what was prepared to the kernel without waiting for anything. */
@@ -397,6 +499,8 @@ int main(void)
         cmocka_unit_test(test_owner_drain_nested),
         cmocka_unit_test(test_owner_wait_other_thread),
         cmocka_unit_test(test_unwatch_sync_nested),
+        cmocka_unit_test(test_watch_eventfd),
+        cmocka_unit_test(test_turn_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

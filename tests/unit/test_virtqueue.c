@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "log.h"
+#include "virtio/virtio.h"
 #include "virtio/virtqueue.h"
 
 #define RAM_SIZE (64ull << 20)
@@ -325,6 +326,58 @@ static void round_trip(struct guest *g)
     make_avail(g, 0);
     assert_int_equal(virtq_pop(&g->vq, &g->chain), 1);
     assert_int_equal(virtq_push(&g->vq, g->chain.head, 0), 0);
+}
+
+/* With defer_notify, the completions of one loop turn raise the queue's interrupt once, at
+ * the flush; without it each raises its own (the driver asks for every one here). */
+static unsigned deferred_interrupts;
+static bool defer_yes(struct virtio_device *vdev)
+{
+    (void)vdev;
+    return true;
+}
+static void count_interrupt(struct virtio_device *vdev, unsigned queue)
+{
+    (void)vdev;
+    assert_int_equal(queue, 0);
+    deferred_interrupts++;
+}
+
+static void test_notify_once_per_turn(void **state)
+{
+    (void)state;
+    struct guest *g = guest_new(8, false, false);
+    struct virtio_device *vdev = calloc(1, sizeof(*vdev));
+    assert_non_null(vdev);
+    vdev->queues[0] = g->vq;
+    struct virtqueue *vq = &vdev->queues[0];
+    vdev->interrupt_queue = count_interrupt;
+    deferred_interrupts = 0;
+    for (unsigned i = 0; i < 2; i++) { /* at once: one interrupt per completion */
+        put_desc(g, 0, BUF_GPA, 16, 0, 0);
+        make_avail(g, 0);
+        assert_int_equal(virtq_pop(vq, &g->chain), 1);
+        assert_int_equal(virtq_push(vq, g->chain.head, 0), 0);
+        virtio_queue_done(vdev, 0);
+    }
+    assert_int_equal(deferred_interrupts, 2);
+    vdev->defer_notify = defer_yes;
+    for (unsigned i = 0; i < 3; i++) { /* one turn's three completions */
+        put_desc(g, 0, BUF_GPA, 16, 0, 0);
+        make_avail(g, 0);
+        assert_int_equal(virtq_pop(vq, &g->chain), 1);
+        assert_int_equal(virtq_push(vq, g->chain.head, 0), 0);
+        virtio_queue_done(vdev, 0);
+    }
+    assert_int_equal(deferred_interrupts, 2);
+    assert_int_equal(vdev->notify_pending, 1);
+    virtio_flush_notify(vdev);
+    assert_int_equal(deferred_interrupts, 3);
+    assert_int_equal(vdev->notify_pending, 0);
+    virtio_flush_notify(vdev); /* nothing new: nothing raised */
+    assert_int_equal(deferred_interrupts, 3);
+    free(vdev);
+    guest_free(g);
 }
 
 static void test_event_idx_notify(void **state)
@@ -1333,6 +1386,7 @@ int main(void)
         cmocka_unit_test(test_push_walk_survives_malformed_chains),
         cmocka_unit_test(test_random_tables_mark_exactly),
         cmocka_unit_test(test_publish_marks_pending_chains),
+        cmocka_unit_test(test_notify_once_per_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
