@@ -434,6 +434,19 @@ static void io_uring_missing_ops(struct io_uring *ring, char *missing, size_t si
     io_uring_free_probe(probe);
 }
 
+/* Whether guest RAM can become registered buffers (loop_buffers_enable): a sparse table
+ * (5.19) and one page pinned, which RLIMIT_MEMLOCK may refuse to this user. */
+static const char *io_uring_buffers_work(struct io_uring *ring)
+{
+    static uint8_t page[4096] __attribute__((aligned(4096)));
+    struct iovec iov = { .iov_base = page, .iov_len = sizeof(page) };
+    __u64 tag = 0;
+    if (io_uring_register_buffers_sparse(ring, 1) < 0)
+        return "no";
+    return io_uring_register_buffers_update_tag(ring, 0, &iov, &tag, 1) == 1
+               ? "yes" : "no (RLIMIT_MEMLOCK?)";
+}
+
 /*
  * kernel.io_uring_disabled: 0 allows everyone, 1 only CAP_SYS_ADMIN and kernel.io_uring_group,
  * 2 nobody. Under 1 a ring that opens now may not open for the user godwit runs as.
@@ -459,7 +472,7 @@ static void check_io_uring(struct check_run *run)
         return;
     }
     unsigned setup_flags = 0;
-    char setup[64];
+    char setup[160];
     /* The same ladder of setups as the event loop, so the line says what godwit will use. */
     int ret = loop_ring_init(&ring, 4, &setup_flags);
     if (ret < 0) {
@@ -471,8 +484,12 @@ static void check_io_uring(struct check_run *run)
         return;
     }
     io_uring_missing_ops(&ring, missing, sizeof(missing));
-    io_uring_queue_exit(&ring);
     loop_describe_setup(setup_flags, setup, sizeof(setup));
+    size_t used = strlen(setup);
+    snprintf(setup + used, sizeof(setup) - used, "; registered files %s, buffers %s",
+             io_uring_register_files_sparse(&ring, 1) == 0 ? "yes" : "no",
+             io_uring_buffers_work(&ring));
+    io_uring_queue_exit(&ring);
     if (missing[0])
         report(run, CHECK_FAIL, "io_uring", "use a newer host kernel", "lacks %s", missing);
     else if (disabled)

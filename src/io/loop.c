@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -86,7 +87,11 @@ int loop_init(struct event_loop *loop, unsigned entries)
     if (ret == 0) {
         char setup[64];
         loop_describe_setup(loop->setup_flags, setup, sizeof(setup));
-        log_debug("io_uring: ring set up with %s", setup);
+        /* Before 5.19 there is no sparse table: every fd is then used as it is. */
+        loop->files_registered = io_uring_register_files_sparse(&loop->ring,
+                                                                 LOOP_FIXED_FILES) == 0;
+        log_debug("io_uring: ring set up with %s, %s", setup,
+                  loop->files_registered ? "registered files" : "no registered files");
     }
     if (ret < 0) {
         log_error("io_uring: cannot set up a ring: %s", strerror(-ret));
@@ -104,8 +109,117 @@ int loop_init(struct event_loop *loop, unsigned entries)
     return 0;
 }
 
+int loop_register_file(struct event_loop *loop, int fd)
+{
+    if (!loop->files_registered || loop->files_used == UINT64_MAX)
+        return -1;
+    _Static_assert(LOOP_FIXED_FILES == 64, "files_used has a bit per slot");
+    int slot = __builtin_ctzll(~loop->files_used);
+    int ret = io_uring_register_files_update(&loop->ring, (unsigned)slot, &fd, 1);
+    if (ret != 1) {
+        log_debug("io_uring: cannot register fd %d: %s", fd, strerror(ret < 0 ? -ret : EIO));
+        return -1;
+    }
+    loop->files_used |= 1ULL << slot;
+    return slot;
+}
+
+void loop_unregister_file(struct event_loop *loop, int slot)
+{
+    if (slot < 0 || slot >= LOOP_FIXED_FILES || !(loop->files_used & (1ULL << slot)))
+        return;
+    int none = -1;
+    if (io_uring_register_files_update(&loop->ring, (unsigned)slot, &none, 1) != 1)
+        log_warn("io_uring: cannot unregister file slot %d", slot); /* kept busy: not reused */
+    else
+        loop->files_used &= ~(1ULL << slot);
+}
+
+int loop_buffers_enable(struct event_loop *loop, const struct iovec *areas, unsigned n)
+{
+    uint64_t chunks = 0;
+    loop_buffers_disable(loop);
+    if (n > LOOP_MAX_BUF_AREAS)
+        return -E2BIG;
+    for (unsigned i = 0; i < n; i++)
+        chunks += (areas[i].iov_len + LOOP_BUF_CHUNK - 1) / LOOP_BUF_CHUNK;
+    if (chunks == 0 || chunks > LOOP_MAX_BUFS)
+        return -E2BIG;
+    int ret = io_uring_register_buffers_sparse(&loop->ring, (unsigned)chunks);
+    if (ret < 0)
+        return ret; /* before 5.19: no sparse buffer table */
+    for (unsigned i = 0; i < n; i++) {
+        struct loop_buf_area *a = &loop->buf_areas[i];
+        size_t nr = (areas[i].iov_len + LOOP_BUF_CHUNK - 1) / LOOP_BUF_CHUNK;
+        a->base = areas[i].iov_base;
+        a->size = areas[i].iov_len;
+        a->slots = malloc(nr * sizeof(int));
+        loop->nr_buf_areas = i + 1;
+        if (!a->slots) {
+            loop_buffers_disable(loop);
+            return -ENOMEM;
+        }
+        memset(a->slots, 0xff, nr * sizeof(int)); /* -1 */
+    }
+    loop->bufs_used = 0;
+    loop->bufs_enabled = true;
+    return 0;
+}
+
+void loop_buffers_disable(struct event_loop *loop)
+{
+    if (!loop->nr_buf_areas)
+        return;
+    /* In-flight I/O keeps the pages it uses pinned until it completes: the kernel's. */
+    io_uring_unregister_buffers(&loop->ring);
+    for (unsigned i = 0; i < loop->nr_buf_areas; i++) {
+        free(loop->buf_areas[i].slots);
+        loop->buf_areas[i] = (struct loop_buf_area){ 0 };
+    }
+    loop->nr_buf_areas = 0;
+    loop->bufs_enabled = false;
+}
+
+/* Registers piece `chunk` of area `a`; its index, or -1 after saying once why not. */
+static int loop_register_chunk(struct event_loop *loop, struct loop_buf_area *a, size_t chunk)
+{
+    uint64_t off = chunk * LOOP_BUF_CHUNK;
+    uint64_t len = a->size - off < LOOP_BUF_CHUNK ? a->size - off : LOOP_BUF_CHUNK;
+    struct iovec iov = { .iov_base = a->base + off, .iov_len = len };
+    __u64 tag = 0;
+    int ret = io_uring_register_buffers_update_tag(&loop->ring, loop->bufs_used, &iov, &tag, 1);
+    if (ret != 1) {
+        loop->bufs_enabled = false;
+        log_info("io_uring: guest RAM not registered for I/O (%s%s): disk I/O maps guest pages "
+                 "per request instead", strerror(ret < 0 ? -ret : EIO),
+                 ret == -ENOMEM ? ", RLIMIT_MEMLOCK too low?" : "");
+        return -1;
+    }
+    a->slots[chunk] = (int)loop->bufs_used++;
+    return a->slots[chunk];
+}
+
+int loop_fixed_buffer(struct event_loop *loop, const void *p, size_t len)
+{
+    const uint8_t *b = p;
+    if (!loop->bufs_enabled || len == 0)
+        return -1;
+    for (unsigned i = 0; i < loop->nr_buf_areas; i++) {
+        struct loop_buf_area *a = &loop->buf_areas[i];
+        if (b < a->base || (uint64_t)(b - a->base) >= a->size)
+            continue;
+        uint64_t off = (uint64_t)(b - a->base);
+        size_t chunk = off / LOOP_BUF_CHUNK;
+        if (off % LOOP_BUF_CHUNK + len > LOOP_BUF_CHUNK || off + len > a->size)
+            return -1; /* crosses a piece: not one buffer */
+        return a->slots[chunk] >= 0 ? a->slots[chunk] : loop_register_chunk(loop, a, chunk);
+    }
+    return -1;
+}
+
 void loop_destroy(struct event_loop *loop)
 {
+    loop_buffers_disable(loop);
     io_uring_queue_exit(&loop->ring);
     if (loop->calls_fd >= 0) {
         close(loop->calls_fd);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct event_loop;
 struct loop_owner;
@@ -71,8 +72,31 @@ struct loop_tail {
     bool queued;
 };
 
+/* Registered files: a sparse table of this many slots, made at loop_init. */
+#define LOOP_FIXED_FILES 64
+/* Guest RAM is registered in pieces of this size, each the first time I/O uses it. */
+#define LOOP_BUF_CHUNK (2ull << 20)
+/* The most pieces (the kernel's own limit is 16384): 32 GiB of RAM. */
+#define LOOP_MAX_BUFS 16384u
+#define LOOP_MAX_BUF_AREAS 4
+
+/* One area of memory whose pieces may become registered buffers (a guest RAM region). */
+struct loop_buf_area {
+    uint8_t *base;
+    uint64_t size;
+    int *slots; /* per LOOP_BUF_CHUNK piece: its buffer index, or -1 until registered */
+};
+
 struct event_loop {
     struct io_uring ring; /* only the loop's thread touches it */
+    /* Registered files: whether the sparse table exists, and which of its slots are used. */
+    bool files_registered;
+    uint64_t files_used;
+    /* Registered buffers (loop_buffers_enable): the areas, the next free buffer index, and
+     * whether registering still works (the first refusal, RLIMIT_MEMLOCK mostly, ends it). */
+    struct loop_buf_area buf_areas[LOOP_MAX_BUF_AREAS];
+    unsigned nr_buf_areas, bufs_used;
+    bool bufs_enabled;
     /* IORING_SETUP_* flags the ring was made with (loop_ring_init). With SINGLE_ISSUER the
      * ring starts disabled and the first turn enables it, so that the loop's own thread,
      * not loop_init's, is its one submitter: until then SQEs are only prepared. */
@@ -103,6 +127,38 @@ int loop_ring_init(struct io_uring *ring, unsigned entries, unsigned *flags);
 
 /* Names the setup flags that matter ("SINGLE_ISSUER, DEFER_TASKRUN"; "none"). */
 void loop_describe_setup(unsigned flags, char *buf, size_t size);
+
+/*
+ * Registered files, so that an SQE need not look its fd up (and take a reference) each
+ * time: returns the slot for `fd`, or -1 when there is no table or no room (the caller keeps
+ * using the fd itself). The slot holds its own reference to the file: unregister before the
+ * fd is closed, once no I/O uses the slot. On the loop's thread (or before its first turn).
+ */
+int loop_register_file(struct event_loop *loop, int fd);
+void loop_unregister_file(struct event_loop *loop, int slot);
+
+/* After io_uring_prep_*(sqe, fd, ...): names the file by its slot instead, when it has one. */
+static inline void loop_sqe_file(struct io_uring_sqe *sqe, int slot)
+{
+    if (slot >= 0) {
+        sqe->fd = slot;
+        sqe->flags |= IOSQE_FIXED_FILE;
+    }
+}
+
+/*
+ * Registered buffers over memory the kernel may pin for as long as the loop wants (guest
+ * RAM: mapped once, never moved or hole-punched while the VM lives): `areas` are split in
+ * LOOP_BUF_CHUNK pieces, each registered the first time loop_fixed_buffer() is asked for it,
+ * so only memory that I/O touches gets pinned. Returns 0, or -errno (then none is used).
+ * loop_buffers_disable() unregisters them all: before that memory is unmapped.
+ */
+int loop_buffers_enable(struct event_loop *loop, const struct iovec *areas, unsigned n);
+void loop_buffers_disable(struct event_loop *loop);
+
+/* The buffer index for I/O on [p, p + len) with io_uring_prep_{read,write}_fixed(), or -1
+ * (not in one registered piece: use readv/writev). On the loop's thread. */
+int loop_fixed_buffer(struct event_loop *loop, const void *p, size_t len);
 
 /* Makes the calling thread the ring's one submitter, once (the first turn does it: call it
  * only to submit before any turn, as unit tests do). Returns 0 or -errno. */

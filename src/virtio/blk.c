@@ -130,6 +130,7 @@ struct virtio_blk {
     const struct guest_memory *gm;
     char *path;
     int fd;
+    int fixed_fd; /* fd's slot among the loop's registered files, or -1 */
     bool readonly, direct, broken, no_zero_range, logged_io_error;
     bool active;   /* DRIVER_OK, until reset */
     bool quiesced; /* paused: no chain is taken from the rings */
@@ -260,12 +261,24 @@ static int blk_req_submit(struct virtio_blk *blk, struct blk_req *req)
     unsigned cnt = req->bounce ? 1 : req->iov_cnt - req->iov_first;
     const struct blk_range *r = &req->ranges[req->range_idx];
 
+    /* One piece of guest RAM in one registered buffer: the kernel need not map its pages. */
+    int buf = cnt == 1 && !req->bounce && (req->op == BLK_OP_READ || req->op == BLK_OP_WRITE)
+                  ? loop_fixed_buffer(blk->loop, iov->iov_base, iov->iov_len) : -1;
+
     switch (req->op) {
     case BLK_OP_READ:
-        io_uring_prep_readv(sqe, blk->fd, iov, cnt, req->offset + req->done);
+        if (buf >= 0)
+            io_uring_prep_read_fixed(sqe, blk->fd, iov->iov_base, (unsigned)iov->iov_len,
+                                     req->offset + req->done, buf);
+        else
+            io_uring_prep_readv(sqe, blk->fd, iov, cnt, req->offset + req->done);
         break;
     case BLK_OP_WRITE:
-        io_uring_prep_writev(sqe, blk->fd, iov, cnt, req->offset + req->done);
+        if (buf >= 0)
+            io_uring_prep_write_fixed(sqe, blk->fd, iov->iov_base, (unsigned)iov->iov_len,
+                                      req->offset + req->done, buf);
+        else
+            io_uring_prep_writev(sqe, blk->fd, iov, cnt, req->offset + req->done);
         break;
     case BLK_OP_FLUSH:
         io_uring_prep_fsync(sqe, blk->fd, 0); /* not DATASYNC: size and metadata too */
@@ -276,6 +289,7 @@ static int blk_req_submit(struct virtio_blk *blk, struct blk_req *req)
                                 (off_t)((uint64_t)r->num_sectors << SECTOR_SHIFT));
         break;
     }
+    loop_sqe_file(sqe, blk->fixed_fd);
     return 0;
 }
 
@@ -998,6 +1012,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct virtio_blk_config *c
         free(blk);
         return ret;
     }
+    blk->fixed_fd = loop_register_file(loop, blk->fd);
     vdev->ops = &blk->ops;
     vdev->model = blk;
     vdev->gm = gm;
@@ -1020,6 +1035,7 @@ void virtio_blk_destroy(struct virtio_blk *blk)
         log_error("virtio-blk %s: requests still in flight, the device is leaked", blk->path);
         return;
     }
+    loop_unregister_file(blk->loop, blk->fixed_fd); /* nothing in flight uses it now */
     close(blk->fd);
     loop_owner_destroy(&blk->io);
     free(blk->path);

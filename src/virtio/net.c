@@ -106,6 +106,7 @@ struct net_rx_op {
 struct net_pair {
     unsigned index;
     int fd;
+    int fixed_fd;                 /* fd's slot among the loop's registered files, or -1 */
     bool tap_attached;            /* a multi-queue tap steers packets to this queue */
     struct net_rx_op *rx;
     uint32_t rx_len;              /* bytes of the packet held in rx->buf, 0 for none */
@@ -241,6 +242,7 @@ static bool net_tx_start(struct virtio_net *net, struct net_pair *p, const struc
         return true;
     }
     io_uring_prep_writev(sqe, p->fd, req->iov, c->nr_segs, 0);
+    loop_sqe_file(sqe, p->fixed_fd);
     p->tx_outstanding++;
     return false;
 }
@@ -327,6 +329,7 @@ static void net_rx_arm(struct virtio_net *net, struct net_pair *p)
         io_uring_prep_poll_add(sqe, p->fd, POLLIN);
     else
         io_uring_prep_read(sqe, p->fd, op->buf, sizeof(op->buf), 0);
+    loop_sqe_file(sqe, p->fixed_fd);
     op->in_flight = true;
 }
 
@@ -866,6 +869,8 @@ static void net_free(struct virtio_net *net)
     loop_owner_destroy(&net->rx_io);
     loop_owner_destroy(&net->tx_io);
     for (unsigned i = 0; i < net->nr_pairs; i++) {
+        if (net->loop) /* no I/O in flight any more */
+            loop_unregister_file(net->loop, net->pairs[i].fixed_fd);
         if (net->pairs[i].fd >= 0)
             close(net->pairs[i].fd);
         free(net->pairs[i].rx);
@@ -883,7 +888,8 @@ static struct virtio_net *net_alloc(const struct virtio_net_config *cfg, unsigne
     loop_owner_init(&net->rx_io);
     loop_owner_init(&net->tx_io);
     for (unsigned i = 0; i < VIRTIO_NET_MAX_PAIRS; i++)
-        net->pairs[i] = (struct net_pair){ .index = i, .fd = -1, .tap_attached = true };
+        net->pairs[i] = (struct net_pair){ .index = i, .fd = -1, .fixed_fd = -1,
+                                           .tap_attached = true };
     net->name = strdup(cfg->tap ? cfg->tap : "(fd)");
     if (!net->name) {
         net_free(net);
@@ -925,6 +931,8 @@ static int net_finish_create(struct virtio_net *net, const struct virtio_net_con
     net->ops.nr_queues = 2 * net->nr_pairs + 1; /* the control queue last */
     net->vdev = vdev;
     net->loop = loop;
+    for (unsigned i = 0; i < net->nr_pairs; i++)
+        net->pairs[i].fixed_fd = loop_register_file(loop, net->pairs[i].fd);
     net->active_pairs = 1;
     vdev->ops = &net->ops;
     vdev->model = net;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "boot/layout.h"
+#include "io/loop.h"
 #include "vm/platform.h"
 #include "log.h"
 #include "migration/snapshot.h"
@@ -257,6 +258,26 @@ fail:
     return -errno;
 }
 
+/*
+ * Guest RAM as the loop's registered buffers, so disk I/O into it need not map its pages
+ * each time. Only a memfd's shared mapping: it stays where it is, whole, until vm_destroy()
+ * (a snapshot's private file mapping would be copied page by page as it is pinned). Without
+ * them (an old kernel, RLIMIT_MEMLOCK), I/O takes guest pages per request as before.
+ */
+static void vm_register_memory(struct vm *vm)
+{
+    struct iovec areas[GM_MAX_REGIONS];
+    if (!vm->cfg->loop || vm->mem.private_file || vm->mem.nr_regions > GM_MAX_REGIONS)
+        return;
+    for (unsigned i = 0; i < vm->mem.nr_regions; i++)
+        areas[i] = (struct iovec){ .iov_base = vm->mem.regions[i].host,
+                                   .iov_len = vm->mem.regions[i].size };
+    int ret = loop_buffers_enable(vm->cfg->loop, areas, vm->mem.nr_regions);
+    if (ret < 0)
+        log_debug("io_uring: no registered buffers for guest RAM: %s", strerror(-ret));
+    vm->mem_registered = ret == 0;
+}
+
 static int vm_map_memory(struct vm *vm)
 {
     uint64_t size = vm->cfg->memory_mib << 20;
@@ -278,6 +299,7 @@ static int vm_map_memory(struct vm *vm)
             return -errno;
         }
     }
+    vm_register_memory(vm);
     return 0;
 }
 
@@ -568,6 +590,9 @@ void vm_destroy(struct vm *vm)
     vm_free_images(vm);
     bus_destroy(&vm->pio);
     bus_destroy(&vm->mmio);
+    if (vm->mem_registered) /* the devices that did I/O into it are gone */
+        loop_buffers_disable(vm->cfg->loop);
+    vm->mem_registered = false;
     gm_destroy(&vm->mem);
     free(vm->supported_cpuid);
     free(vm->clock_at_pause);

@@ -75,6 +75,7 @@ struct vm {
     int vcpu_mmap_size;
     struct kvm_cpuid2 *supported_cpuid;
     struct guest_memory mem;
+    bool mem_registered; /* its regions are the loop's registered buffers (loop_buffers_*) */
     struct bus pio;
     struct bus mmio;
     struct vm_devices *devices;   /* the platform's devices (platform.c) */

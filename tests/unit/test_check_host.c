@@ -304,7 +304,7 @@ static bool io_uring_works_here(char *line, size_t size)
         return false;
     io_uring_queue_exit(&ring);
     loop_describe_setup(flags, setup, sizeof(setup));
-    snprintf(line, size, "PASS  io_uring: works (setup: %s)\n", setup);
+    snprintf(line, size, "PASS  io_uring: works (setup: %s; registered files ", setup);
     return true;
 }
 
