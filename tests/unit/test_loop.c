@@ -505,7 +505,7 @@ static void test_registered_files_and_buffers(void **state)
     loop_owner_init(&o);
     int slot = loop_register_file(&loop, p[0]);
     size_t size = 2 * LOOP_BUF_CHUNK + 4096;
-    uint8_t *ram = aligned_alloc(LOOP_BUF_CHUNK, size);
+    uint8_t *ram = aligned_alloc(LOOP_BUF_CHUNK, 3 * LOOP_BUF_CHUNK); /* a multiple */
     assert_non_null(ram);
     memset(ram, 0, size);
     struct iovec area = { .iov_base = ram, .iov_len = size };
