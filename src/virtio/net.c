@@ -93,13 +93,39 @@ struct net_tx_req {
     struct iovec iov[];
 };
 
-/* A pair's tap reads land in its bounce buffer, never in guest memory directly. */
+/* The most receive chains, and their segments, one zero-copy read fills. */
+#define NET_RX_ZC_CHAINS 64u
+#define NET_RX_ZC_IOVS 128u
+/* The guest buffers a zero-copy read starts with: twice the recent packets' average size
+ * (bulk GSO traffic gets room for a whole 64 KiB packet, small packets do not pop dozens of
+ * chains each), at least this much. A longer packet spills into the bounce buffer. */
+#define NET_RX_ZC_MIN_TARGET 2048u
+
+/*
+ * A pair's tap reads. A plain read lands in the bounce buffer, then is copied. A zero-copy
+ * read goes straight into receive chains popped before it (their writable segments, then the
+ * bounce buffer for what does not fit, so that an oversized packet is still noticed): the
+ * chains it filled are pushed, the others handed back (they were popped last). It is issued
+ * only where a tap read never waits (the kernel answered -EAGAIN once), and counted in tx_io,
+ * which reset and quiesce wait for: no completion writes into a buffer the guest took back.
+ */
 struct net_rx_op {
     struct virtio_net *net;
     struct loop_watch watch;
     struct net_pair *pair;
     bool in_flight;
     bool polling;                 /* the I/O to issue is a wait for readability, not a read */
+    bool zc;                      /* the read in flight is a zero-copy one */
+    uint64_t generation;          /* net->generation when it was issued */
+    uint32_t avg_len;             /* recent packets' size, a moving average */
+    unsigned zc_chains, zc_iovs;
+    uint32_t zc_cap;              /* bytes of guest buffers in zc_iov, before the spill */
+    uint16_t zc_head[NET_RX_ZC_CHAINS];
+    uint32_t zc_len[NET_RX_ZC_CHAINS]; /* bytes of each chain in zc_iov */
+    struct iovec zc_iov[NET_RX_ZC_IOVS + 1];
+    /* Its own scratch for virtq_pop: an rx arm can come from inside a handler that holds
+     * net->chain (the control queue's VQ_PAIRS_SET). */
+    struct virtq_chain chain;
     uint8_t buf[NET_RX_MAX_BYTES + 1];
 };
 
@@ -126,6 +152,12 @@ struct virtio_net {
     bool is_tap;
     bool active, broken, logged_io_error;
     bool quiesced; /* paused, or going: nothing is popped, no tap read is started */
+    /* How a zero-copy read is kept from waiting (it must never wait: it holds guest buffers
+     * that reset and quiesce wait for). RWF_NOWAIT, unless the tap refuses it (no
+     * FMODE_NOWAIT: io_uring then honours O_NONBLOCK itself, which a plain read answering
+     * -EAGAIN proves): then a plain read, once rx_nowait says so. */
+    bool rx_no_rwf_nowait;
+    bool rx_nowait;
     bool mac_configured; /* the user chose the MAC: a restore keeps it (a clone's own) */
     bool announce_pending; /* state loaded: ask the driver to announce when activated */
     unsigned nr_pairs, active_pairs;
@@ -315,12 +347,19 @@ static bool net_rx_wanted(struct virtio_net *net, const struct net_pair *p)
            net_rx_vq(net, p)->enabled;
 }
 
+static bool net_rx_zc_start(struct virtio_net *net, struct net_pair *p);
+static void net_rx_zc_done(struct virtio_net *net, struct net_pair *p, int res);
+
 /* Reads the tap's next packet (or waits for one) unless a packet is held or I/O in flight. */
 static void net_rx_arm(struct virtio_net *net, struct net_pair *p)
 {
     struct net_rx_op *op = p->rx;
     if (op->in_flight || p->rx_len || net->quiesced || !net_rx_wanted(net, p))
         return;
+    if (!op->polling && (!net->rx_no_rwf_nowait || net->rx_nowait) && net_rx_zc_start(net, p))
+        return;
+    if (net->broken)
+        return; /* the queue broke as chains were popped */
     struct io_uring_sqe *sqe =
         loop_owner_prepare(net->loop, &net->rx_io, &op->watch, net_rx_complete, op);
     if (!sqe)
@@ -460,6 +499,7 @@ static void net_rx_read_done(struct virtio_net *net, struct net_pair *p, int res
 {
     if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
         p->rx->polling = res == -EAGAIN; /* a kernel that honours O_NONBLOCK: poll first */
+        net->rx_nowait |= res == -EAGAIN;
         return;
     }
     if (res <= 0) {
@@ -486,13 +526,199 @@ static bool net_rx_complete(struct event_loop *loop, void *opaque, int res)
     struct virtio_net *net = op->net;
     virtio_lock(net->vdev);
     op->in_flight = false;
-    if (!op->polling)
+    if (op->zc) {
+        op->zc = false;
+        if (op->generation != net->generation) {
+            op->zc_chains = 0; /* reset since: the queue and its chains are not ours */
+            virtio_unlock(net->vdev);
+            return false;
+        }
+        net_rx_zc_done(net, op->pair, res);
+    } else if (!op->polling) {
         net_rx_read_done(net, op->pair, res);
-    else if (res != -ECANCELED)
+    } else if (res != -ECANCELED) {
         op->polling = false; /* readable (or failing: the read will say) */
+    }
     net_rx_arm(net, op->pair);
     virtio_unlock(net->vdev);
     return false;
+}
+
+/* ---- receive, zero copy ---- */
+
+/* Copies between the first `len` bytes an iovec array describes and `flat`. */
+static void iov_copy(const struct iovec *iov, unsigned cnt, uint8_t *flat, size_t len,
+                     bool from_iov)
+{
+    for (unsigned i = 0; i < cnt && len; i++) {
+        size_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
+        memcpy(from_iov ? flat : iov[i].iov_base, from_iov ? iov[i].iov_base : flat, n);
+        flat += n;
+        len -= n;
+    }
+}
+
+/* Gives every chain of the zero-copy read back to the driver, untouched on the used ring:
+ * they were the last popped from the queue, nothing was popped after them. */
+static void net_rx_zc_hand_back(struct virtio_net *net, struct net_pair *p)
+{
+    struct virtqueue *vq = net_rx_vq(net, p);
+    vq->last_avail_idx = (uint16_t)(vq->last_avail_idx - p->rx->zc_chains);
+    p->rx->zc_chains = 0;
+}
+
+/* Adds chain `c`'s writable segments to the read. False when it cannot take part: it must
+ * then be handed back with the others. */
+static bool net_rx_zc_add(struct virtio_net *net, struct net_rx_op *op, const struct virtq_chain *c)
+{
+    unsigned segs = 0;
+    for (unsigned i = 0; i < c->nr_segs; i++)
+        segs += c->segs[i].device_writes;
+    uint32_t min = op->zc_chains ? 1 : NET_HDR_BYTES; /* the first holds the whole header */
+    if (c->writable_len < min || op->zc_iovs + segs > NET_RX_ZC_IOVS)
+        return false;
+    (void)net;
+    uint32_t room = (uint32_t)sizeof(op->buf) - op->zc_cap, took = 0;
+    for (unsigned i = 0; i < c->nr_segs && took < room; i++) {
+        const struct virtq_seg *sg = &c->segs[i];
+        if (!sg->device_writes)
+            continue;
+        uint32_t n = sg->len < room - took ? sg->len : room - took;
+        op->zc_iov[op->zc_iovs++] = (struct iovec){ .iov_base = sg->host, .iov_len = n };
+        took += n;
+    }
+    op->zc_head[op->zc_chains] = c->head;
+    op->zc_len[op->zc_chains++] = took;
+    op->zc_cap += took;
+    return true;
+}
+
+/* Pops chains for the next packet and reads into them. False (nothing popped) when it
+ * cannot: no chain, an odd one, or no SQE; the caller reads into the bounce buffer. */
+static bool net_rx_zc_start(struct virtio_net *net, struct net_pair *p)
+{
+    struct net_rx_op *op = p->rx;
+    struct virtqueue *vq = net_rx_vq(net, p);
+    bool mrg = net_has(net, VIRTIO_NET_F_MRG_RXBUF);
+    uint32_t target = 2 * op->avg_len;
+    target = target < NET_RX_ZC_MIN_TARGET ? NET_RX_ZC_MIN_TARGET
+             : target > sizeof(op->buf) ? (uint32_t)sizeof(op->buf) : target;
+    op->zc_chains = op->zc_iovs = 0;
+    op->zc_cap = 0;
+    /* Without MRG_RXBUF a packet takes one chain, however short it is. */
+    while (op->zc_cap < target && op->zc_chains < (mrg ? NET_RX_ZC_CHAINS : 1u)) {
+        int ret = virtq_pop(vq, &op->chain);
+        if (ret < 0)
+            net_queue_broken(net, vq);
+        if (ret <= 0)
+            break;
+        if (!net_rx_zc_add(net, op, &op->chain)) {
+            op->zc_chains++; /* this one goes back too */
+            net_rx_zc_hand_back(net, p);
+            return false;
+        }
+    }
+    struct io_uring_sqe *sqe = op->zc_chains && !net->broken
+        ? loop_owner_prepare(net->loop, &net->tx_io, &op->watch, net_rx_complete, op) : NULL;
+    if (!sqe) {
+        net_rx_zc_hand_back(net, p);
+        return false;
+    }
+    unsigned cnt = op->zc_iovs;
+    if (op->zc_cap < sizeof(op->buf)) /* the spill: the rest of a longer packet */
+        op->zc_iov[cnt++] = (struct iovec){ .iov_base = op->buf + op->zc_cap,
+                                            .iov_len = sizeof(op->buf) - op->zc_cap };
+    io_uring_prep_readv2(sqe, p->fd, op->zc_iov, cnt, 0,
+                         net->rx_no_rwf_nowait ? 0 : RWF_NOWAIT);
+    loop_sqe_file(sqe, p->fixed_fd);
+    op->in_flight = true;
+    op->zc = true;
+    op->generation = net->generation;
+    return true;
+}
+
+/* A packet that did not fit the chains: what they got is copied into the bounce buffer,
+ * in front of the spill, they go back, and it is delivered the plain way. */
+static void net_rx_zc_spilled(struct virtio_net *net, struct net_pair *p, uint32_t len)
+{
+    struct net_rx_op *op = p->rx;
+    iov_copy(op->zc_iov, op->zc_iovs, op->buf, op->zc_cap, true);
+    net_rx_zc_hand_back(net, p);
+    if (!net_rx_fix_header(net, op->buf)) {
+        net->counters.rx_dropped++;
+        return;
+    }
+    p->rx_len = len;
+    if (!net->quiesced)
+        net_rx_deliver(net, p); /* else held for resume */
+}
+
+/* The packet is in the chains: the header fixed in place, the chains it used pushed with
+ * what was written into each (never more), the rest handed back, all published at once. */
+static void net_rx_zc_deliver(struct virtio_net *net, struct net_pair *p, uint32_t len)
+{
+    struct net_rx_op *op = p->rx;
+    struct virtqueue *vq = net_rx_vq(net, p);
+    uint8_t hdr[NET_HDR_BYTES];
+    iov_copy(op->zc_iov, op->zc_iovs, hdr, sizeof(hdr), true);
+    if (!net_rx_fix_header(net, hdr)) {
+        net->counters.rx_dropped++;
+        net_rx_zc_hand_back(net, p);
+        return;
+    }
+    unsigned used = 0;
+    for (uint32_t covered = 0; covered < len; used++)
+        covered += op->zc_len[used];
+    struct net_hdr h;
+    memcpy(&h, hdr, sizeof(h));
+    h.num_buffers = (uint16_t)used; /* 1 without MRG_RXBUF: one chain */
+    memcpy(hdr, &h, sizeof(h));
+    iov_copy(op->zc_iov, op->zc_iovs, hdr, sizeof(hdr), false);
+    uint32_t left = len;
+    for (unsigned i = 0; i < used; i++) {
+        uint32_t n = op->zc_len[i] < left ? op->zc_len[i] : left;
+        if (virtq_push_pending(vq, op->zc_head[i], n) < 0) {
+            net_break(net, "cannot push to the used ring");
+            return;
+        }
+        left -= n;
+    }
+    op->zc_chains -= used;
+    net_rx_zc_hand_back(net, p);
+    virtq_publish(vq);
+    net->counters.rx_packets++;
+    net->counters.rx_zero_copy++;
+    net->counters.rx_bytes += len - NET_HDR_BYTES;
+    virtio_queue_done(net->vdev, rx_queue(p));
+}
+
+/* A zero-copy read finished with `res`: under vdev->lock, its chains still popped. */
+static void net_rx_zc_done(struct virtio_net *net, struct net_pair *p, int res)
+{
+    struct net_rx_op *op = p->rx;
+    if (res == -EOPNOTSUPP && !net->rx_no_rwf_nowait) {
+        net->rx_no_rwf_nowait = true; /* a tap without FMODE_NOWAIT: see rx_no_rwf_nowait */
+        net_rx_zc_hand_back(net, p);
+        return;
+    }
+    if (res <= 0) {
+        net_rx_zc_hand_back(net, p);
+        net_rx_read_done(net, p, res); /* poll first, or a failed tap: as a plain read */
+        return;
+    }
+    if (!net_rx_wanted(net, p)) { /* the pair was turned off meanwhile: the packet goes */
+        net_rx_zc_hand_back(net, p);
+        return;
+    }
+    op->avg_len = (op->avg_len * 7 + (uint32_t)res) / 8;
+    if ((uint32_t)res < NET_HDR_BYTES || (uint32_t)res > NET_RX_MAX_BYTES) {
+        net->counters.rx_dropped++;
+        net_rx_zc_hand_back(net, p);
+    } else if ((uint32_t)res > op->zc_cap) {
+        net_rx_zc_spilled(net, p, (uint32_t)res);
+    } else {
+        net_rx_zc_deliver(net, p, (uint32_t)res);
+    }
 }
 
 static void net_rx_kick(struct virtio_net *net, struct net_pair *p)

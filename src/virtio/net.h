@@ -27,6 +27,7 @@ struct virtio_net;
  * or a tap error. */
 struct virtio_net_counters {
     uint64_t rx_packets, rx_bytes, rx_dropped; /* host to guest, frame bytes */
+    uint64_t rx_zero_copy; /* of rx_packets: read straight into the guest's buffers */
     uint64_t tx_packets, tx_bytes, tx_dropped; /* guest to host */
 };
 

@@ -188,6 +188,7 @@ static void net_model_counters(void *model, struct json_object *o)
     json_object_object_add(o, "rx_packets", json_u64(c.rx_packets));
     json_object_object_add(o, "rx_bytes", json_u64(c.rx_bytes));
     json_object_object_add(o, "rx_dropped", json_u64(c.rx_dropped));
+    json_object_object_add(o, "rx_zero_copy", json_u64(c.rx_zero_copy));
     json_object_object_add(o, "tx_packets", json_u64(c.tx_packets));
     json_object_object_add(o, "tx_bytes", json_u64(c.tx_bytes));
     json_object_object_add(o, "tx_dropped", json_u64(c.tx_dropped));

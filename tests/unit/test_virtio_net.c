@@ -360,6 +360,46 @@ static void test_rx_mergeable(void **state)
     fx_free(f);
 }
 
+/* Packets read straight into the chains: each takes as many as it needs (the first one
+ * header and all), the chains popped beyond them go back and take the next packet, and a
+ * used length is never more than what was written. */
+static void test_rx_zero_copy(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    for (unsigned i = 0; i < 4; i++)
+        offer_rx(f, 0, i, 1024);
+    notify(f, 0);
+    run_for(f, 20); /* the first read finds nothing: the tap never makes a read wait */
+    memset(rx_buf(f, 0, 2), 0xee, 1024);
+    peer_send(f, 0, (struct hdr){ 0 }, 100, 8);
+    run_until(f, 0, 1, 3000);
+    peer_send(f, 0, (struct hdr){ 0 }, 1500, 9);
+    run_until(f, 0, 3, 3000);
+    assert_int_equal(used_idx(f, 0), 3);
+    assert_int_equal(used_elem(f, 0, 0).id, 0);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 100);
+    assert_int_equal(used_elem(f, 0, 1).len, 1024);
+    assert_int_equal(used_elem(f, 0, 2).len, HDR + 1500 - 1024);
+    struct hdr h;
+    memcpy(&h, rx_buf(f, 0, 0), HDR);
+    assert_int_equal(h.num_buffers, 1);
+    memcpy(&h, rx_buf(f, 0, 1), HDR);
+    assert_int_equal(h.num_buffers, 2);
+    for (size_t i = 0; i < 100; i++)
+        assert_int_equal(rx_buf(f, 0, 0)[HDR + i], pattern(i, 8));
+    for (size_t i = 0; i < 1500; i++) {
+        size_t at = HDR + i;
+        assert_int_equal(rx_buf(f, 0, 1 + (unsigned)(at / 1024))[at % 1024], pattern(i, 9));
+    }
+    assert_int_equal(rx_buf(f, 0, 2)[HDR + 1500 - 1024], 0xee); /* past the used length */
+    struct virtio_net_counters c = counters(f);
+    assert_int_equal(c.rx_packets, 2);
+    assert_int_equal(c.rx_zero_copy, 2);
+    assert_int_equal(c.rx_dropped, 0);
+    fx_free(f);
+}
+
 static void test_rx_waits_for_buffers(void **state)
 {
     (void)state;
@@ -551,7 +591,9 @@ static void test_reset_in_flight(void **state)
     f->vdev.ops->reset(&f->vdev);
     assert_false(f->vdev.queues[0].enabled);
     peer_send(f, 0, (struct hdr){ 0 }, 60, 14);
-    run_for(f, 50); /* the write completes, the read gets the packet: both dropped */
+    /* The write completes and is dropped; the tap's poll ends (a read into the guest's
+     * buffers never waits), and nothing reads the packet: it waits for the next driver. */
+    run_for(f, 50);
     assert_int_equal(used_idx(f, 0), 0);
     assert_int_equal(used_idx(f, 1), 0);
     assert_int_equal(f->interrupts, 0);
@@ -561,10 +603,12 @@ static void test_reset_in_flight(void **state)
     /* The device works again after the driver sets it up anew. */
     negotiate(f, ALL_FEATURES);
     offer_rx(f, 0, 0, 1526);
+    offer_rx(f, 0, 1, 1526);
     notify(f, 0);
     peer_send(f, 0, (struct hdr){ 0 }, 70, 15);
-    run_until(f, 0, 1, 3000);
-    assert_int_equal(used_elem(f, 0, 0).len, HDR + 70);
+    run_until(f, 0, 2, 3000);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 60);
+    assert_int_equal(used_elem(f, 0, 1).len, HDR + 70);
     guest_send(f, 80, 16);
     run_until(f, 1, 1, 3000);
     assert_int_equal(peer_recv(f, 0, buf, sizeof(buf)), HDR + 80);
@@ -695,17 +739,18 @@ static void test_quiesce_drains_tx(void **state)
     fx_free(f);
 }
 
-/* A read that completes with a packet while quiesce cancels it: the packet is held, not
- * copied into the buffer waiting for it, and goes in at resume. */
+/* A read into the bounce buffer (no chain was offered when it started) that completes with
+ * a packet while quiesce cancels it: the packet is held, not copied into the buffer offered
+ * meanwhile, and goes in at resume. */
 static void test_quiesce_holds_packet(void **state)
 {
     (void)state;
     struct fx *f = fx_new(ALL_FEATURES);
-    offer_rx(f, 0, 0, 2048);
-    memset(rx_buf(f, 0, 0), '#', 0x1000);
     notify(f, 0); /* the read is prepared, not submitted */
     peer_send(f, 0, (struct hdr){ 0 }, 80, 24);
     assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0); /* the read runs before its cancel */
+    offer_rx(f, 0, 0, 2048);
+    memset(rx_buf(f, 0, 0), '#', 0x1000);
     run_for(f, 20);
     assert_int_equal(used_idx(f, 0), 0);
     assert_int_equal(rx_buf(f, 0, 0)[0], '#');
@@ -714,6 +759,33 @@ static void test_quiesce_holds_packet(void **state)
     assert_int_equal(used_idx(f, 0), 1); /* at once: it was held, not read again */
     assert_int_equal(used_elem(f, 0, 0).len, HDR + 80);
     assert_int_equal(rx_buf(f, 0, 0)[HDR + 79], pattern(79, 24));
+    fx_free(f);
+}
+
+/* A zero-copy read in flight when quiesce comes is completed, not cancelled: the packet is
+ * in the used ring, with its interrupt, before quiesce returns, and nothing is read while
+ * paused. */
+static void test_quiesce_completes_zero_copy(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 2048);
+    offer_rx(f, 0, 1, 2048);
+    notify(f, 0); /* a zero-copy read, prepared into chain 0 */
+    peer_send(f, 0, (struct hdr){ 0 }, 80, 25);
+    assert_int_equal(f->vdev.ops->quiesce(&f->vdev), 0);
+    assert_int_equal(used_idx(f, 0), 1);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 80);
+    assert_int_equal(rx_buf(f, 0, 0)[HDR + 79], pattern(79, 25));
+    assert_int_equal(f->interrupts, 1);
+    assert_int_equal(f->vdev.queues[0].last_avail_idx, 1); /* chain 1 went back */
+    peer_send(f, 0, (struct hdr){ 0 }, 90, 26);
+    run_for(f, 20);
+    assert_int_equal(used_idx(f, 0), 1);
+    f->vdev.ops->resume(&f->vdev);
+    run_until(f, 0, 2, 3000);
+    assert_int_equal(used_elem(f, 0, 1).len, HDR + 90);
+    assert_int_equal(counters(f).rx_zero_copy, 2);
     fx_free(f);
 }
 
@@ -891,6 +963,7 @@ int main(void)
         cmocka_unit_test(test_tx_frame),
         cmocka_unit_test(test_rx_packet),
         cmocka_unit_test(test_rx_mergeable),
+        cmocka_unit_test(test_rx_zero_copy),
         cmocka_unit_test(test_rx_waits_for_buffers),
         cmocka_unit_test(test_rx_too_big_without_mrg),
         cmocka_unit_test(test_rx_offloads_not_negotiated),
@@ -905,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_quiesce_hands_back_rx),
         cmocka_unit_test(test_quiesce_drains_tx),
         cmocka_unit_test(test_quiesce_holds_packet),
+        cmocka_unit_test(test_quiesce_completes_zero_copy),
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test(test_announce_after_load),
     };
