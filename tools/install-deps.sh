@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config          # toolchain
   clang libclang-rt-14-dev                  # the fuzzers (tools/run-fuzz.sh): libFuzzer, ASan
   liburing-dev libcap-ng-dev libseccomp-dev # runtime libraries
+  liblzma-dev zlib1g-dev                    # bzImage payloads decompressed on the host
   libcmocka-dev libjson-c-dev               # tests, JSON config
   qemu-system-x86                           # the test host and the benchmark peer
   busybox-static cpio xz-utils zstd kmod    # guest and test-host initramfs images

@@ -99,6 +99,11 @@ struct godwit_config {
      * connections to host port P go to vsock_socket_P). */
     uint64_t vsock_cid;
     const char *vsock_socket;
+    /* A bzImage whose payload is XZ or gzip is decompressed by godwit, cached by the image's
+     * SHA-256 ($GODWIT_CACHE, /var/cache/godwit for root, else ~/.cache/godwit/kernels) and
+     * booted as its vmlinux; these turn that off, or the cache alone. */
+    bool no_kernel_decompress;
+    bool no_kernel_cache;
     /* Build the VM from the snapshot in this directory (godwit_snapshot()) instead of booting
      * the kernel: the rest of the configuration must describe the same machine (memory, CPUs,
      * devices), with the disks, taps and console paths free to differ (a clone needs its own

@@ -7,6 +7,8 @@
 
 #include "vm/memory.h"
 
+struct boot_params;
+
 /* How the boot vCPU must be started. */
 enum boot_entry_mode {
     BOOT_ENTRY_LINUX64, /* 64-bit mode, identity paging, RSI = boot_params */
@@ -27,11 +29,16 @@ struct boot_request {
     size_t initrd_len;
     const char *cmdline;   /* may be NULL (empty) */
     uint64_t rsdp_gpa;     /* 0 when there are no ACPI tables */
+    /* Set when `kernel` is a bzImage's payload, decompressed by the host (unpack.h): that
+     * bzImage's setup header (in a zeroed zero page), whose limits and fields then apply. */
+    const struct boot_params *bz_params;
 };
 
 /* Image kind detection from the first bytes; used to pick the loader and for messages. */
 enum kernel_format { KERNEL_FORMAT_UNKNOWN, KERNEL_FORMAT_ELF, KERNEL_FORMAT_BZIMAGE };
 enum kernel_format kernel_detect_format(const uint8_t *img, size_t len);
+/* A bzImage's setup header in a zeroed zero page; 0 or -ENOEXEC after one line. */
+int bzimage_read_header(const uint8_t *img, size_t len, struct boot_params *bp);
 
 /*
  * Loads the kernel, initrd and command line into guest memory and writes the boot

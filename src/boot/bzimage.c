@@ -31,7 +31,7 @@ struct bz_kernel {
 };
 
 /* Copies the setup header into a zeroed zero page, after checking the protocol version. */
-static int bz_read_header(const uint8_t *img, size_t len, struct boot_params *bp)
+int bzimage_read_header(const uint8_t *img, size_t len, struct boot_params *bp)
 {
     if (len < BZ_VERSION_OFFSET + sizeof(uint16_t)) {
         log_error("kernel: truncated: the bzImage ends inside its setup header");
@@ -132,10 +132,10 @@ int bzimage_load_kernel(const struct guest_memory *gm, const struct boot_request
                         struct boot_entry *entry)
 {
     struct boot_params bp;
-    struct bz_kernel k;
+    struct bz_kernel k = { 0 };
     struct boot_payload payload;
 
-    int ret = bz_read_header(req->kernel, req->kernel_len, &bp);
+    int ret = bzimage_read_header(req->kernel, req->kernel_len, &bp);
     if (ret == 0)
         ret = bz_find_kernel(&bp.hdr, req->kernel_len, &k);
     if (ret == 0)

@@ -230,12 +230,20 @@ static int pvh_write_start_info(const struct guest_memory *gm, const struct boot
     return 0;
 }
 
-/* A vmlinux has no setup header: fill in the fields the kernel reads on its 64-bit entry. */
+/* A vmlinux has no setup header: fill in the fields the kernel reads on its 64-bit entry, or
+ * take them from the bzImage it came out of. */
 static int vmlinux_write_zero_page(const struct guest_memory *gm, const struct boot_payload *payload,
-                                   uint64_t rsdp_gpa, uint64_t rip, struct boot_entry *entry)
+                                   const struct boot_request *req, uint64_t rip,
+                                   struct boot_entry *entry)
 {
     struct boot_params bp;
 
+    if (req->bz_params) {
+        bp = *req->bz_params;
+        bp.hdr.type_of_loader = 0xff;
+        boot_params_set_payload(&bp, gm, payload, req->rsdp_gpa);
+        return boot_params_install(gm, &bp, rip, entry);
+    }
     memset(&bp, 0, sizeof(bp));
     bp.hdr.boot_flag = BZ_BOOT_FLAG;
     bp.hdr.header = BZ_MAGIC;
@@ -243,8 +251,22 @@ static int vmlinux_write_zero_page(const struct guest_memory *gm, const struct b
     bp.hdr.type_of_loader = 0xff; /* "undefined" loader */
     bp.hdr.kernel_alignment = 0x1000000;
     bp.hdr.cmdline_size = BOOT_VMLINUX_CMDLINE_MAX;
-    boot_params_set_payload(&bp, gm, payload, rsdp_gpa);
+    boot_params_set_payload(&bp, gm, payload, req->rsdp_gpa);
     return boot_params_install(gm, &bp, rip, entry);
+}
+
+/* The bzImage's own limits when the vmlinux came out of one: what its loader would apply. */
+static void vmlinux_limits(const struct boot_request *req, struct boot_limits *lim)
+{
+    lim->initrd_end_max = UINT64_MAX; /* no limit of its own: the end of low RAM applies */
+    lim->initrd_limit_what = "the end of low guest RAM";
+    lim->cmdline_max = BOOT_VMLINUX_CMDLINE_MAX;
+    if (!req->bz_params)
+        return;
+    lim->initrd_end_max = (uint64_t)req->bz_params->hdr.initrd_addr_max + 1; /* the last byte */
+    lim->initrd_limit_what = "the kernel's initrd_addr_max";
+    if (req->bz_params->hdr.cmdline_size)
+        lim->cmdline_max = req->bz_params->hdr.cmdline_size;
 }
 
 /* Validates everything before the first byte goes into guest memory. */
@@ -283,14 +305,12 @@ int elf_load_kernel(const struct guest_memory *gm, const struct boot_request *re
     if (ret < 0)
         return ret;
     elf_copy_segments(gm, req->kernel, &eh);
-    lim.initrd_end_max = UINT64_MAX; /* no limit of its own: the end of low RAM applies */
-    lim.initrd_limit_what = "the end of low guest RAM";
-    lim.cmdline_max = BOOT_VMLINUX_CMDLINE_MAX;
+    vmlinux_limits(req, &lim);
     ret = boot_place_payload(gm, req, &lim, &payload);
     if (ret < 0)
         return ret;
     if (!pvh)
-        return vmlinux_write_zero_page(gm, &payload, req->rsdp_gpa, rip, entry);
+        return vmlinux_write_zero_page(gm, &payload, req, rip, entry);
     ret = pvh_write_start_info(gm, &payload, req->rsdp_gpa);
     if (ret == 0)
         *entry = (struct boot_entry){

@@ -34,6 +34,11 @@ void cli_usage_run(FILE *out)
             "                        its configuration; --disk, --net and --console given\n"
             "                        here replace its devices' paths, taps and MACs (clones)\n"
             "  -k, --kernel FILE     kernel: a bzImage or an uncompressed vmlinux ELF\n"
+            "      --kernel-decompress on|off\n"
+            "                        on (default): godwit decompresses a bzImage's XZ or\n"
+            "                        gzip payload once, caches it by the image's SHA-256\n"
+            "                        ($GODWIT_CACHE, /var/cache/godwit for root, else\n"
+            "                        ~/.cache/godwit/kernels) and boots it as a vmlinux\n"
             "  -i, --initrd FILE     initial ramdisk\n"
             "  -c, --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
             "  -m, --memory MIB      guest RAM in MiB, at least 64 (default: %d)\n"
@@ -165,7 +170,7 @@ static uint64_t host_memory_mib(void)
 
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
-    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_RESTORE, OPT_INCOMING,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_KERNEL_DECOMPRESS, OPT_RESTORE, OPT_INCOMING,
     OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
 };
 
@@ -264,6 +269,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "console", required_argument, NULL, OPT_CONSOLE },
         { "no-rng", no_argument, NULL, OPT_NO_RNG },
         { "vsock", required_argument, NULL, OPT_VSOCK },
+        { "kernel-decompress", required_argument, NULL, OPT_KERNEL_DECOMPRESS },
         { "restore", required_argument, NULL, OPT_RESTORE },
         { "incoming", required_argument, NULL, OPT_INCOMING },
         { "seccomp", required_argument, NULL, OPT_SECCOMP },
@@ -342,6 +348,13 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
             if (devopt_parse_vsock("--vsock", optarg, &cfg->vsock_cid, &cfg->vsock_path,
                                    &opts->owned) < 0)
                 return -EINVAL;
+            break;
+        case OPT_KERNEL_DECOMPRESS:
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                log_error("--kernel-decompress: '%s' must be on or off", optarg);
+                return -EINVAL;
+            }
+            cfg->no_kernel_decompress = strcmp(optarg, "off") == 0;
             break;
         case OPT_SECCOMP:
             if (sandbox_seccomp_parse(optarg, &opts->extra.seccomp) < 0) {

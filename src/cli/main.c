@@ -177,6 +177,8 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .virtio_console = cfg->virtio_console, .virtio_console_path = cfg->virtio_console_path,
         .no_rng = cfg->no_rng, .vsock_cid = cfg->vsock_cid, .vsock_socket = cfg->vsock_path,
         .restore_dir = restore_dir,
+        .no_kernel_decompress = cfg->no_kernel_decompress,
+        .no_kernel_cache = cfg->no_kernel_cache,
         .incoming = incoming_fd > 0, .incoming_fd = incoming_fd, .seccomp = seccomp,
     };
     return godwit_create(&config);
@@ -197,6 +199,9 @@ static int cmd_run(int argc, char **argv)
         cli_run_options_free(&opts);
         return parsed == CLI_HELP ? 0 : GODWIT_EXIT_USAGE;
     }
+    /* The cache lies outside the jail's root: a jailed VM decompresses in memory. */
+    if (opts.jail.dir)
+        opts.cfg.no_kernel_cache = true;
     if ((opts.netns && jail_join_netns(opts.netns) < 0) || (opts.jail.dir && enter_jail(&opts) < 0)) {
         cli_run_options_free(&opts);
         return GODWIT_EXIT_VMM_ERROR;

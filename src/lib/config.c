@@ -389,6 +389,15 @@ static int apply_console(struct config_parse *p, const char *key, struct json_ob
     return 0;
 }
 
+static int apply_kernel_decompress(struct config_parse *p, const char *key,
+                                   struct json_object *value)
+{
+    bool on = !p->cfg.no_kernel_decompress;
+    int ret = take_bool(p, key, value, &on);
+    p->cfg.no_kernel_decompress = !on;
+    return ret;
+}
+
 static int apply_rng(struct config_parse *p, const char *key, struct json_object *value)
 {
     bool rng = !p->cfg.no_rng;
@@ -458,6 +467,7 @@ static const struct config_key config_keys[] = {
     { "net", apply_net },               { "console", apply_console },
     { "rng", apply_rng },               { "seccomp", apply_seccomp },
     { "caps", apply_caps },             { "vsock", apply_vsock },
+    { "kernel_decompress", apply_kernel_decompress },
 };
 
 static const struct config_key *config_key_find(const char *name)
@@ -745,6 +755,7 @@ struct json_object *config_to_json_object(const struct vm_config *cfg,
     ret |= add_value(obj, "console", console_to_json(cfg));
     ret |= add_value(obj, "rng", json_object_new_boolean(!cfg->no_rng));
     ret |= add_vsock(obj, cfg);
+    ret |= add_value(obj, "kernel_decompress", json_object_new_boolean(!cfg->no_kernel_decompress));
     if (extra) {
         ret |= add_value(obj, "seccomp", json_object_new_string(sandbox_seccomp_name(extra->seccomp)));
         ret |= add_value(obj, "caps", json_object_new_string(extra->keep_caps ? "keep" : "drop"));

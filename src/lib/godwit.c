@@ -29,12 +29,14 @@
 #include "vm/virtio_devices.h"
 #include "vcpu/vcpu.h"
 #include "vm/vm.h"
+#include "boot/unpack.h"
 
 /* Requests other threads hand to the main loop through `command_fd`. */
 enum { COMMAND_SHUTDOWN_TIMER = 1 };
 
 struct godwit_vm {
     struct vm_config cfg;
+    struct kernel_unpack unpack; /* the bzImage's payload, decompressed once (boot/unpack.h) */
     char *kernel, *initrd, *cmdline; /* owned copies behind cfg's pointers */
     struct godwit_disk *disks;       /* owned copies, with their strings */
     struct godwit_net *nets;
@@ -258,6 +260,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         .virtio_console_path = gv->virtio_console_path,
         .no_rng = config->no_rng,
         .vsock_cid = config->vsock_cid, .vsock_path = gv->vsock_path,
+        .unpack = &gv->unpack,
         .seccomp = config->seccomp,
         .loop = &gv->loop,
     };
@@ -265,6 +268,8 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
+    gv->unpack.enabled = !config->no_kernel_decompress;
+    gv->unpack.no_cache = config->no_kernel_cache;
     if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
         : !config->incoming && vm_check_images(&gv->cfg) < 0) {
         godwit_destroy(gv);
@@ -970,6 +975,7 @@ void godwit_destroy(struct godwit_vm *gv)
     }
     if (gv->incoming_fd >= 0)
         close(gv->incoming_fd);
+    kernel_unpack_release(&gv->unpack);
     free(gv->kernel);
     free(gv->initrd);
     free(gv->cmdline);

@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <asm/bootparam.h>
+
 #include "boot/layout.h"
+#include "boot/unpack.h"
 #include "io/loop.h"
 #include "vm/platform.h"
 #include "log.h"
@@ -364,15 +367,52 @@ static void vm_free_images(struct vm *vm)
 {
     free(vm->kernel);
     free(vm->initrd);
+    free(vm->bz_params);
     vm->kernel = vm->initrd = NULL;
+    vm->bz_params = NULL;
 }
 
 int vm_check_images(const struct vm_config *cfg)
 {
     struct vm probe = { .cfg = cfg };
     int ret = vm_read_images(&probe);
+    if (ret == 0 && cfg->unpack &&
+        kernel_detect_format(probe.kernel, probe.kernel_len) == KERNEL_FORMAT_BZIMAGE)
+        ret = kernel_unpack_prepare(cfg->unpack, probe.kernel, probe.kernel_len);
     vm_free_images(&probe);
     return ret;
+}
+
+/* Swaps a bzImage for its payload when the host decompresses it; says which path boots. */
+static int vm_unpack_kernel(struct vm *vm)
+{
+    struct kernel_unpack *u = vm->cfg->unpack;
+    uint8_t *img;
+    size_t len;
+
+    if (kernel_detect_format(vm->kernel, vm->kernel_len) != KERNEL_FORMAT_BZIMAGE)
+        return 0;
+    if (!u || !u->active) {
+        if (u && u->enabled && u->format)
+            log_info("kernel: booting the bzImage as is: its payload is %s, which the guest "
+                     "decompresses", u->format);
+        else
+            log_info("kernel: booting the bzImage as is%s: the guest decompresses it",
+                     u && !u->enabled ? " (--kernel-decompress off)" : "");
+        return 0;
+    }
+    vm->bz_params = calloc(1, sizeof(*vm->bz_params));
+    if (!vm->bz_params)
+        return -ENOMEM;
+    int ret = bzimage_read_header(vm->kernel, vm->kernel_len, vm->bz_params);
+    if (ret == 0)
+        ret = kernel_unpack_get(u, vm->kernel, vm->kernel_len, &img, &len);
+    if (ret < 0)
+        return ret;
+    free(vm->kernel);
+    vm->kernel = img;
+    vm->kernel_len = len;
+    return 0;
 }
 
 static int vm_load_guest(struct vm *vm)
@@ -385,6 +425,11 @@ static int vm_load_guest(struct vm *vm)
     };
     int ret;
 
+    if ((ret = vm_unpack_kernel(vm)) < 0)
+        return ret;
+    req.kernel = vm->kernel;
+    req.kernel_len = vm->kernel_len;
+    req.bz_params = vm->bz_params;
     req.rsdp_gpa = acpi_build(&vm->mem, &tables);
     if (req.rsdp_gpa == 0)
         return -ENOSPC;

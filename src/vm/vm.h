@@ -23,6 +23,10 @@ struct snapshot;
 
 struct vm_config {
     const char *kernel_path;
+    /* How a bzImage's payload is decompressed on the host (boot/unpack.h), prepared by
+     * vm_check_images(); NULL: a bzImage boots as is and the guest decompresses it. */
+    struct kernel_unpack *unpack;
+    bool no_kernel_decompress, no_kernel_cache; /* what the CLI and the JSON ask for */
     const char *initrd_path; /* NULL: none */
     const char *cmdline;     /* NULL: the default command line */
     uint64_t memory_mib;
@@ -87,6 +91,7 @@ struct vm {
     struct boot_entry entry;
     uint8_t *kernel, *initrd; /* file contents, held until loaded into guest RAM */
     size_t kernel_len, initrd_len;
+    struct boot_params *bz_params; /* the bzImage's header when `kernel` is its payload */
 
     /* Lifecycle: the first exit reason wins; exit_fd wakes the main loop. */
     _Atomic int exit_reason;
@@ -121,7 +126,9 @@ struct vm_msi_route {
     bool valid; /* programmed by the guest */
 };
 
-/* Reads the kernel and initrd and checks the kernel's format: one error line if they are
+/* Reads the kernel and initrd and checks the kernel's format, then decides how a bzImage's
+ * payload boots (cfg->unpack, on this thread: it may write the kernel cache). One error
+ * line if they are
  * unusable. Lets a caller refuse bad paths before starting anything. */
 int vm_check_images(const struct vm_config *cfg);
 /* Builds the whole VM (memory, devices, tables, kernel, vCPUs). Returns 0 or -errno. */

@@ -1,0 +1,98 @@
+/* kernel_prep.c: per VM, which vmlinux a bzImage boots as, and from where (see unpack.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "boot/unpack.h"
+#include "log.h"
+
+/* Looks the payload up in the cache, or decompresses it and stores it there. */
+static int prepare_cached(struct kernel_unpack *u, const struct payload_info *p, const uint8_t *bz,
+                          size_t bz_len)
+{
+    char dir[sizeof(u->cache_path)], hash[KERNEL_HASH_HEX_LEN + 1];
+    uint8_t *img = NULL;
+
+    u->cache_path[0] = '\0';
+    if (!u->no_cache) {
+        kernel_cache_dir(dir, sizeof(dir));
+        kernel_image_hash(bz, bz_len, hash);
+        if (dir[0] && !kernel_cache_path(dir, hash, u->cache_path, sizeof(u->cache_path)))
+            u->cache_path[0] = '\0';
+    }
+    if (u->cache_path[0] && kernel_cache_load(u->cache_path, p->unpacked_len, &img) == 0) {
+        u->image = img; /* the first boot's; later boots read the file again */
+        u->cache_hit = true;
+        return 0;
+    }
+    int ret = payload_decompress(p, &img);
+    if (ret < 0)
+        return ret;
+    if (u->cache_path[0] && kernel_cache_store(dir, u->cache_path, img, p->unpacked_len) < 0)
+        u->cache_path[0] = '\0';
+    u->image = img; /* the first boot takes it: no need to read back what was just written */
+    return 0;
+}
+
+int kernel_unpack_prepare(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len)
+{
+    struct payload_info p;
+
+    u->active = false;
+    if (!u->enabled)
+        return 0;
+    int ret = payload_find(bz, bz_len, &p);
+    if (ret < 0)
+        return ret;
+    u->format = p.name;
+    u->len = p.unpacked_len;
+    if (p.format != PAYLOAD_XZ && p.format != PAYLOAD_GZIP)
+        return 0; /* kernel_unpack_get() is not called: the guest decompresses, as it can */
+    ret = prepare_cached(u, &p, bz, bz_len);
+    u->active = ret == 0;
+    return ret;
+}
+
+static int decompress_again(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len,
+                            uint8_t **img)
+{
+    struct payload_info p;
+    int ret = payload_find(bz, bz_len, &p);
+    if (ret == 0 && p.unpacked_len != u->len) {
+        log_error("kernel: the bzImage changed since the VM was created");
+        ret = -ESTALE;
+    }
+    return ret < 0 ? ret : payload_decompress(&p, img);
+}
+
+int kernel_unpack_get(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len, uint8_t **img,
+                      size_t *len)
+{
+    const char *from = "decompressed on the host, cached as";
+    int ret = 0;
+
+    *img = NULL;
+    *len = u->len;
+    if (u->image) {
+        *img = u->image;
+        u->image = NULL;
+        if (u->cache_hit)
+            from = "read from the cache";
+    } else if (u->cache_path[0] && kernel_cache_load(u->cache_path, u->len, img) == 0) {
+        from = "read from the cache";
+    } else {
+        ret = decompress_again(u, bz, bz_len, img);
+        u->cache_path[0] = '\0';
+    }
+    if (ret == 0)
+        log_info("kernel: booting the bzImage's %s payload as a vmlinux, %s %s", u->format,
+                 u->cache_path[0] ? from : "decompressed on the host, not cached",
+                 u->cache_path);
+    return ret;
+}
+
+void kernel_unpack_release(struct kernel_unpack *u)
+{
+    free(u->image);
+    u->image = NULL;
+}

@@ -1,0 +1,357 @@
+/* unpack.c: finds a bzImage's payload, decompresses it (XZ, gzip), checks it, caches it. */
+#define _GNU_SOURCE /* mkostemp */
+#include "boot/unpack.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <lzma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "agent/sha256.h"
+#include "boot/loader.h"
+#include "log.h"
+
+#define BZ_SETUP_SECTS_OFFSET 0x1f1
+#define BZ_PAYLOAD_OFFSET 0x248 /* payload_offset, then payload_length (protocol 2.08+) */
+#define BZ_SECTOR 512
+#define PAYLOAD_SIZE_LEN 4      /* the le32 the kernel build appends: the vmlinux's size */
+#define UNPACKED_MAX (1ULL << 30) /* a vmlinux is tens of MiB; more is a corrupt size */
+#define ELF_MAX_PHDRS 256
+
+static const uint8_t xz_magic[] = { 0xfd, '7', 'z', 'X', 'Z', 0x00 };
+static const uint8_t gzip_magic[] = { 0x1f, 0x8b };
+
+static bool starts_with(const uint8_t *p, size_t len, const uint8_t *magic, size_t mlen)
+{
+    return len >= mlen && memcmp(p, magic, mlen) == 0;
+}
+
+/* The formats a kernel may be built with that we do not decompress: the guest does. */
+static const char *other_format_name(const uint8_t *p, size_t len)
+{
+    if (len >= 4 && memcmp(p, "\x28\xb5\x2f\xfd", 4) == 0)
+        return "zstd";
+    if (len >= 3 && memcmp(p, "BZh", 3) == 0)
+        return "bzip2";
+    if (len >= 3 && memcmp(p, "\x5d\x00\x00", 3) == 0)
+        return "LZMA";
+    if (len >= 4 && memcmp(p, "\x02\x21\x4c\x18", 4) == 0)
+        return "LZ4";
+    if (len >= 4 && memcmp(p, "\x89LZO", 4) == 0)
+        return "LZO";
+    return "an unknown format";
+}
+
+int payload_find(const uint8_t *bz, size_t bz_len, struct payload_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (bz_len < BZ_PAYLOAD_OFFSET + 2 * sizeof(uint32_t)) {
+        log_error("kernel: truncated: the bzImage ends inside its setup header");
+        return -ENOEXEC;
+    }
+    unsigned sects = bz[BZ_SETUP_SECTS_OFFSET] ? bz[BZ_SETUP_SECTS_OFFSET] : 4;
+    uint64_t start = (uint64_t)(sects + 1) * BZ_SECTOR + image_u32(bz, BZ_PAYLOAD_OFFSET);
+    uint64_t len = image_u32(bz, BZ_PAYLOAD_OFFSET + sizeof(uint32_t));
+    if (len < PAYLOAD_SIZE_LEN || !range_within(start, len, bz_len)) {
+        log_error("kernel: the bzImage's %llu-byte payload at %#llx is not inside its %zu bytes",
+                  (unsigned long long)len, (unsigned long long)start, bz_len);
+        return -ENOEXEC;
+    }
+    out->data = bz + start;
+    out->len = len;
+    out->unpacked_len = image_u32(out->data, len - PAYLOAD_SIZE_LEN);
+    if (starts_with(out->data, len, xz_magic, sizeof(xz_magic))) {
+        out->format = PAYLOAD_XZ;
+        out->name = "XZ";
+    } else if (starts_with(out->data, len, gzip_magic, sizeof(gzip_magic))) {
+        out->format = PAYLOAD_GZIP;
+        out->name = "gzip";
+    } else {
+        out->format = PAYLOAD_OTHER;
+        out->name = other_format_name(out->data, len);
+    }
+    return 0;
+}
+
+/* The kernel build appends the size after the XZ stream: the stream is all but 4 bytes. */
+static int decompress_xz(const struct payload_info *p, uint8_t *dst)
+{
+    lzma_stream s = LZMA_STREAM_INIT;
+    if (lzma_stream_decoder(&s, UINT64_MAX, 0) != LZMA_OK)
+        return -ENOMEM;
+    s.next_in = p->data;
+    s.avail_in = p->len - PAYLOAD_SIZE_LEN;
+    s.next_out = dst;
+    s.avail_out = p->unpacked_len;
+    lzma_ret r = lzma_code(&s, LZMA_FINISH);
+    uint64_t produced = s.total_out;
+    lzma_end(&s);
+    if (r == LZMA_MEM_ERROR)
+        return -ENOMEM;
+    return r == LZMA_STREAM_END && produced == p->unpacked_len ? 0 : -ENOEXEC;
+}
+
+/* gzip carries the size itself (ISIZE): that is the le32 at the end. */
+static int decompress_gzip(const struct payload_info *p, uint8_t *dst)
+{
+    z_stream z = { 0 };
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) /* 16: a gzip wrapper, not zlib's */
+        return -ENOMEM;
+    int r = Z_STREAM_END;
+    size_t in_left = p->len;
+    const uint8_t *in = p->data;
+    z.next_out = dst;
+    z.avail_out = p->unpacked_len;
+    /* zlib counts in uInt: feed the input in pieces (a payload is far below 4 GiB anyway). */
+    do {
+        uInt piece = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
+        z.next_in = (Bytef *)in;
+        z.avail_in = piece;
+        r = inflate(&z, Z_FINISH);
+        in += piece - z.avail_in;
+        in_left -= piece - z.avail_in;
+    } while (r == Z_BUF_ERROR && z.avail_out > 0 && in_left > 0 && z.avail_in == 0);
+    uint64_t produced = z.total_out;
+    inflateEnd(&z);
+    if (r == Z_MEM_ERROR)
+        return -ENOMEM;
+    return r == Z_STREAM_END && produced == p->unpacked_len ? 0 : -ENOEXEC;
+}
+
+int payload_decompress(const struct payload_info *p, uint8_t **out)
+{
+    *out = NULL;
+    if (p->format != PAYLOAD_XZ && p->format != PAYLOAD_GZIP)
+        return -EOPNOTSUPP;
+    if (p->unpacked_len < sizeof(Elf64_Ehdr) || p->unpacked_len > UNPACKED_MAX) {
+        log_error("kernel: the bzImage's %s payload declares %u bytes, not a vmlinux's size",
+                  p->name, p->unpacked_len);
+        return -ENOEXEC;
+    }
+    uint8_t *buf = malloc(p->unpacked_len);
+    if (!buf) {
+        log_error("kernel: no memory for the %u-byte vmlinux", p->unpacked_len);
+        return -ENOMEM;
+    }
+    int ret = p->format == PAYLOAD_XZ ? decompress_xz(p, buf) : decompress_gzip(p, buf);
+    if (ret == 0 && !vmlinux_check(buf, p->unpacked_len))
+        ret = -EBADMSG;
+    if (ret < 0) {
+        log_error("kernel: the bzImage's %s payload %s", p->name,
+                  ret == -ENOMEM ? "needs more memory than there is to decompress"
+                  : ret == -EBADMSG ? "is not an x86-64 ELF vmlinux once decompressed"
+                  : "is corrupt or truncated (it does not decompress to its declared size)");
+        free(buf);
+        return ret == -EBADMSG ? -ENOEXEC : ret;
+    }
+    *out = buf;
+    return 0;
+}
+
+static bool elf_header_ok(const Elf64_Ehdr *eh, size_t len)
+{
+    return memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+           eh->e_ident[EI_DATA] == ELFDATA2LSB && eh->e_machine == EM_X86_64 &&
+           eh->e_type == ET_EXEC && eh->e_phentsize == sizeof(Elf64_Phdr) && eh->e_phnum > 0 &&
+           eh->e_phnum <= ELF_MAX_PHDRS &&
+           range_within(eh->e_phoff, (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr), len);
+}
+
+bool vmlinux_check(const uint8_t *img, size_t len)
+{
+    Elf64_Ehdr eh;
+    unsigned loads = 0;
+
+    if (!img || len < sizeof(eh))
+        return false;
+    memcpy(&eh, img, sizeof(eh));
+    if (!elf_header_ok(&eh, len))
+        return false;
+    for (unsigned i = 0; i < eh.e_phnum; i++) {
+        Elf64_Phdr ph;
+        memcpy(&ph, img + eh.e_phoff + (uint64_t)i * sizeof(ph), sizeof(ph));
+        if (ph.p_type != PT_LOAD)
+            continue;
+        if (ph.p_filesz > ph.p_memsz || !range_within(ph.p_offset, ph.p_filesz, len))
+            return false;
+        loads++;
+    }
+    return loads > 0;
+}
+
+/* A variable naming a directory counts only when it is absolute (XDG's rule). */
+static const char *abs_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] == '/' ? v : NULL;
+}
+
+void kernel_cache_dir(char *out, size_t size)
+{
+    const char *v = getenv("GODWIT_CACHE");
+    int n = -1;
+
+    if (v && v[0])
+        n = snprintf(out, size, "%s", v);
+    else if (geteuid() == 0)
+        n = snprintf(out, size, "/var/cache/godwit");
+    else if ((v = abs_env("XDG_CACHE_HOME")))
+        n = snprintf(out, size, "%s/godwit/kernels", v);
+    else if ((v = abs_env("HOME")))
+        n = snprintf(out, size, "%s/.cache/godwit/kernels", v);
+    if (n < 0 || (size_t)n >= size)
+        out[0] = '\0';
+}
+
+void kernel_image_hash(const uint8_t *img, size_t len, char out[KERNEL_HASH_HEX_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    struct sha256 s;
+    uint8_t d[KERNEL_HASH_HEX_LEN / 2];
+
+    sha256_init(&s);
+    sha256_update(&s, img, len);
+    sha256_final(&s, d);
+    for (unsigned i = 0; i < sizeof(d); i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 0xf];
+    }
+    out[KERNEL_HASH_HEX_LEN] = '\0';
+}
+
+bool kernel_cache_path(const char *dir, const char *hash, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s/%s.vmlinux", dir, hash);
+    return n > 0 && (size_t)n < size;
+}
+
+static int read_all(int fd, uint8_t *buf, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = read(fd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+/* Someone else's file, or one others may write, is not ours to boot. */
+static const char *cache_file_problem(const struct stat *st, size_t expect_len)
+{
+    if (!S_ISREG(st->st_mode))
+        return "not a regular file";
+    if ((st->st_uid != geteuid() && st->st_uid != 0) || (st->st_mode & 022))
+        return "owned or writable by another user";
+    if ((uint64_t)st->st_size != expect_len)
+        return "of the wrong size";
+    return NULL;
+}
+
+int kernel_cache_load(const char *path, size_t expect_len, uint8_t **out)
+{
+    struct stat st;
+    const char *problem = NULL;
+    uint8_t *buf = NULL;
+    int ret;
+
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT)
+        return -ENOENT;
+    if (fd < 0) {
+        ret = -errno;
+        problem = "unreadable";
+        goto fail;
+    }
+    if (fstat(fd, &st) < 0 || (problem = cache_file_problem(&st, expect_len))) {
+        ret = -EINVAL;
+        goto fail;
+    }
+    if (!(buf = malloc(expect_len)) || (ret = read_all(fd, buf, expect_len)) < 0) {
+        problem = buf ? "unreadable" : "too large for memory";
+        ret = buf ? ret : -ENOMEM;
+        goto fail;
+    }
+    if (!vmlinux_check(buf, expect_len)) {
+        problem = "not an x86-64 ELF vmlinux";
+        ret = -EINVAL;
+        goto fail;
+    }
+    close(fd);
+    *out = buf;
+    return 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    log_warn("kernel: the cache file %s is %s: decompressing again", path,
+             problem ? problem : "unusable");
+    return ret;
+}
+
+/* mkdir -p, 0700: the cache holds what this user boots. */
+static int make_dirs(const char *dir)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s", dir);
+    if (n <= 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    for (char *p = path + 1;; p++) {
+        bool end = *p == '\0';
+        if (*p != '/' && !end)
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        if (end)
+            return 0;
+        *p = '/';
+    }
+}
+
+static int write_all(int fd, const uint8_t *buf, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write(fd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+/* No fsync: a file cut short by a crash is caught by the size and ELF checks on use and
+ * rewritten, which is cheaper than syncing tens of MiB on every first boot. */
+int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, size_t len)
+{
+    char tmp[PATH_MAX];
+    int n = snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+    int ret = n > 0 && (size_t)n < sizeof(tmp) ? make_dirs(dir) : -ENAMETOOLONG;
+    int fd = -1;
+
+    if (ret == 0 && (fd = mkostemp(tmp, O_CLOEXEC)) < 0)
+        ret = -errno;
+    if (ret == 0 && (ret = write_all(fd, img, len)) == 0 && rename(tmp, path) < 0)
+        ret = -errno;
+    if (fd >= 0) {
+        close(fd);
+        if (ret < 0)
+            unlink(tmp);
+    }
+    if (ret < 0)
+        log_warn("kernel: cannot cache the decompressed kernel in %s: %s (booting it from "
+                 "memory)", dir, strerror(-ret));
+    return ret;
+}
