@@ -6,10 +6,12 @@
 # exec to the init's first line, sample the VMM's own memory there (RSS minus the guest RAM
 # it touched: guest RAM is a shared memfd in both, so it is RssShmem), then stop the VMM.
 # Rows: godwit with the bzImage as it boots by default (payload decompressed on the host once,
-# cached in a fresh $GODWIT_CACHE: run 1 decompresses, later runs hit the cache), godwit with
+# cached in a fresh $GODWIT_CACHE/kernels: run 1 decompresses, later runs hit the cache), godwit with
 # the bzImage decompressed by the guest (--kernel-decompress off: the old path), godwit with
 # the extracted vmlinux, and QEMU q35 and microvm given the bzImage, as users give it.
-# CPUS (default 2) and MEM (MiB, default 256) set the guest, as in issue 11's run.
+# CPUS (default 2) and MEM (MiB, default 256) set the guest, as in issue 11's run. For a look
+# at the boot logs (kept in $GODWIT_TESTHOST_RESULTS): CMDLINE replaces the command line (drop
+# "quiet" to see dmesg with its timestamps), ROWS="godwit-bzImage qemu-q35" runs only those.
 set -uo pipefail
 
 build=${1:?usage: bench/boot.sh BUILD_DIR [RUNS]}
@@ -23,7 +25,7 @@ trap 'rm -rf "$work"' EXIT
 mem=${MEM:-256}
 cpus=${CPUS:-2}
 export GODWIT_CACHE="$work/cache"
-cmdline="console=ttyS0 reboot=acpi panic=1 quiet"
+cmdline=${CMDLINE:-"console=ttyS0 reboot=acpi panic=1 quiet"}
 marker='godwit-guest: init started'
 
 now_ns() { date +%s%N; }
@@ -68,6 +70,7 @@ run_vmm() { # LABEL CMD...
 
 rows=()
 row() { # LABEL CMD...: one row of the table
+  [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]] || return 0
   run_vmm "$@" || exit 1
   rows+=("$1")
   # The last run's console log, for comparing boot logs (dmesg) between the rows.
@@ -86,7 +89,7 @@ row "qemu-q35" qemu-system-x86_64 -M q35 "${qemu_common[@]}"
 row "qemu-microvm" qemu-system-x86_64 -M microvm,memory-backend=ram \
   -object memory-backend-memfd,id=ram,size=${mem}M,share=on "${qemu_common[@]}"
 
-q35=$(median <"$work/qemu-q35.times"); micro=$(median <"$work/qemu-microvm.times")
+q35=$(median <"$work/qemu-q35.times" 2>/dev/null); micro=$(median <"$work/qemu-microvm.times" 2>/dev/null)
 echo
 echo "Boot to init's first line, $cpus vCPUs, $mem MiB, \"$cmdline\", median of $runs runs"
 echo "(run 1 of godwit-bzImage decompressed into an empty cache; the others hit it)."
@@ -97,5 +100,5 @@ for r in "${rows[@]}"; do
   ms=$(median <"$work/$r.times"); kib=$(median <"$work/$r.mem")
   all=$(paste -sd' ' "$work/$r.times")
   awk -v r="$r" -v ms="$ms" -v all="$all" -v q="$q35" -v m="$micro" -v k="$kib" \
-    'BEGIN{printf "| %s | %d | %s | %.2f | %.2f | %.1f |\n", r, ms, all, ms/q, ms/m, k/1024}'
+    'BEGIN{printf "| %s | %d | %s | %.2f | %.2f | %.1f |\n", r, ms, all, q ? ms/q : 0, m ? ms/m : 0, k/1024}'
 done

@@ -1,4 +1,4 @@
-/* acpi.c: the ACPI tables (RSDP, XSDT, FADT, FACS, DSDT, MADT) in the BIOS area. */
+/* acpi.c: the ACPI tables (RSDP, XSDT, FADT, FACS, DSDT, MADT, MCFG) in the BIOS area. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +27,7 @@
 #define ACPI_MADT_REVISION 5
 #define ACPI_DSDT_REVISION 2 /* 2 or more: AML integers are 64 bits */
 #define ACPI_FACS_VERSION 2
+#define ACPI_MCFG_REVISION 1 /* PCI Firmware Specification 3.0 */
 
 struct acpi_rsdp {
     char signature[8];
@@ -288,7 +289,8 @@ static void dsdt_pci_host_bridge(struct aml *a)
     aml_name_integer(a, "_BBN", 0);
     aml_name(a, "_CRS");
     size_t res = aml_resource_begin(a);
-    aml_res_word_bus_number(a, 0x00, 0xff);
+    /* Bus 0 alone, as the MCFG says: Linux warns of a bridge its ECAM covers in part. */
+    aml_res_word_bus_number(a, 0x00, (uint16_t)((LAYOUT_PCI_ECAM_SIZE >> 20) - 1));
     /* The configuration ports are the bridge's own; the I/O windows go around them. */
     aml_res_io(a, PORT_PCI_CONFIG, PORT_PCI_CONFIG, 1, 8);
     aml_res_word_io(a, 0x0000, PORT_PCI_CONFIG - 1);
@@ -528,16 +530,37 @@ static int acpi_place_madt(struct acpi_writer *w, unsigned nr_cpus, uint64_t *gp
     return ret;
 }
 
-#define XSDT_ENTRIES 2
+/* MCFG: where the ECAM window is, so that a config access is one MMIO access rather than an
+ * address and a data port access. One segment, bus 0 only: the window is 1 MiB. */
+struct acpi_mcfg {
+    struct acpi_header header;
+    uint64_t reserved;
+    uint64_t base;
+    uint16_t segment;
+    uint8_t start_bus, end_bus;
+    uint32_t reserved2;
+} __attribute__((packed));
+_Static_assert(sizeof(struct acpi_mcfg) == 60, "MCFG with one allocation");
+
+static int acpi_place_mcfg(struct acpi_writer *w, uint64_t *gpa)
+{
+    struct acpi_mcfg mcfg = { .base = LAYOUT_PCI_ECAM, .segment = 0, .start_bus = 0,
+                              .end_bus = (uint8_t)((LAYOUT_PCI_ECAM_SIZE >> 20) - 1) };
+    acpi_finish_table(&mcfg, "MCFG", sizeof(mcfg), ACPI_MCFG_REVISION);
+    return acpi_place(w, &mcfg, sizeof(mcfg), 8, gpa);
+}
+
+#define XSDT_ENTRIES 3
 
 struct acpi_xsdt {
     struct acpi_header header;
     uint64_t entries[XSDT_ENTRIES];
 } __attribute__((packed));
 
-static int acpi_place_xsdt(struct acpi_writer *w, uint64_t fadt, uint64_t madt, uint64_t *gpa)
+static int acpi_place_xsdt(struct acpi_writer *w, uint64_t fadt, uint64_t madt, uint64_t mcfg,
+                           uint64_t *gpa)
 {
-    struct acpi_xsdt xsdt = { .entries = { fadt, madt } };
+    struct acpi_xsdt xsdt = { .entries = { fadt, madt, mcfg } };
     acpi_finish_table(&xsdt, "XSDT", sizeof(xsdt), ACPI_XSDT_REVISION);
     return acpi_place(w, &xsdt, sizeof(xsdt), 8, gpa);
 }
@@ -560,7 +583,7 @@ static int acpi_write_rsdp(const struct guest_memory *gm, uint64_t xsdt)
 static int acpi_write_tables(const struct guest_memory *gm, unsigned nr_cpus)
 {
     struct acpi_writer w = { .gm = gm, .next = LAYOUT_ACPI_START + sizeof(struct acpi_rsdp) };
-    uint64_t facs, dsdt, fadt, madt, xsdt;
+    uint64_t facs, dsdt, fadt, madt, mcfg, xsdt;
     int ret = acpi_place_facs(&w, &facs);
     if (ret == 0)
         ret = acpi_place_dsdt(&w, nr_cpus, &dsdt);
@@ -569,7 +592,9 @@ static int acpi_write_tables(const struct guest_memory *gm, unsigned nr_cpus)
     if (ret == 0)
         ret = acpi_place_madt(&w, nr_cpus, &madt);
     if (ret == 0)
-        ret = acpi_place_xsdt(&w, fadt, madt, &xsdt);
+        ret = acpi_place_mcfg(&w, &mcfg);
+    if (ret == 0)
+        ret = acpi_place_xsdt(&w, fadt, madt, mcfg, &xsdt);
     if (ret == 0)
         ret = acpi_write_rsdp(gm, xsdt);
     return ret;

@@ -1,4 +1,6 @@
 /* e820.c: the guest's e820 memory map, from the RAM regions and the fixed low-memory layout. */
+#include <stdbool.h>
+
 #include "boot/boot.h"
 #include "boot/layout.h"
 
@@ -29,7 +31,8 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
  *                        rather than ACPI (reclaimable): the kernel finds the tables through
  *                        the RSDP either way and must never hand this area out as RAM.
  *   1 MiB - end          RAM
- * The MMIO hole above it (IOAPIC, LAPIC, PCI BARs) gets no entry: Linux knows those addresses.
+ * The MMIO hole above it (IOAPIC, LAPIC, PCI BARs) gets no entry: Linux knows those addresses,
+ * but for the PCIe ECAM window (below).
  */
 static void e820_add_low_region(struct e820_sink *s, uint64_t size)
 {
@@ -39,16 +42,28 @@ static void e820_add_low_region(struct e820_sink *s, uint64_t size)
     e820_add(s, LAYOUT_KERNEL_MIN, size, E820_RAM);
 }
 
+/*
+ * The PCIe ECAM window that the MCFG table describes is reserved: Linux accepts an MCFG
+ * region only when the firmware reserved it (in e820, or as a motherboard resource in the
+ * DSDT), and checks e820 first, before ACPI is up. Kept in address order with the RAM.
+ */
 unsigned e820_build(const struct guest_memory *gm, struct e820_entry_gw *out, unsigned max)
 {
     struct e820_sink sink = { .out = out, .max = max, .n = 0 };
+    bool ecam_done = false;
 
     for (unsigned i = 0; i < gm->nr_regions; i++) {
         const struct gm_region *r = &gm->regions[i];
+        if (!ecam_done && r->gpa >= LAYOUT_PCI_ECAM) {
+            e820_add(&sink, LAYOUT_PCI_ECAM, LAYOUT_PCI_ECAM + LAYOUT_PCI_ECAM_SIZE, E820_RESERVED);
+            ecam_done = true;
+        }
         if (r->gpa == 0)
             e820_add_low_region(&sink, r->size);
         else
             e820_add(&sink, r->gpa, r->gpa + r->size, E820_RAM);
     }
+    if (!ecam_done)
+        e820_add(&sink, LAYOUT_PCI_ECAM, LAYOUT_PCI_ECAM + LAYOUT_PCI_ECAM_SIZE, E820_RESERVED);
     return sink.n;
 }

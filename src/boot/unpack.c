@@ -199,9 +199,9 @@ void kernel_cache_dir(char *out, size_t size)
     int n = -1;
 
     if (v && v[0])
-        n = snprintf(out, size, "%s", v);
+        n = snprintf(out, size, "%s/kernels", v);
     else if (geteuid() == 0)
-        n = snprintf(out, size, "/var/cache/godwit");
+        n = snprintf(out, size, "/var/cache/godwit/kernels");
     else if ((v = abs_env("XDG_CACHE_HOME")))
         n = snprintf(out, size, "%s/godwit/kernels", v);
     else if ((v = abs_env("HOME")))

@@ -38,7 +38,8 @@ int payload_decompress(const struct payload_info *p, uint8_t **out);
  * true when it passes; logs nothing (the caller says what failed). */
 bool vmlinux_check(const uint8_t *img, size_t len);
 
-/* Where cached kernels go: $GODWIT_CACHE, else /var/cache/godwit when root, else
+/* Where cached kernels go: $GODWIT_CACHE/kernels ($GODWIT_CACHE is godwit's cache directory,
+ * as for the tools), else /var/cache/godwit/kernels when root, else
  * $XDG_CACHE_HOME/godwit/kernels or ~/.cache/godwit/kernels. Writes "" when there is none. */
 void kernel_cache_dir(char *out, size_t size);
 

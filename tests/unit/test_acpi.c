@@ -41,7 +41,7 @@
 
 struct tables {
     struct guest_memory gm;
-    uint64_t rsdp, xsdt, fadt, madt, dsdt, facs;
+    uint64_t rsdp, xsdt, fadt, madt, dsdt, facs, mcfg;
 };
 
 static uint8_t rd8(const struct guest_memory *gm, uint64_t gpa)
@@ -129,6 +129,8 @@ static void build_and_walk(struct tables *t, unsigned nr_cpus)
             t->fadt = entry;
         else if (memcmp(sig, "APIC", 4) == 0)
             t->madt = entry;
+        else if (memcmp(sig, "MCFG", 4) == 0)
+            t->mcfg = entry;
         else
             fail_msg("unexpected table %.4s in the XSDT", (const char *)sig);
     }
@@ -139,6 +141,28 @@ static void build_and_walk(struct tables *t, unsigned nr_cpus)
     t->facs = rd32(&t->gm, t->fadt + FADT_FIRMWARE_CTRL);
     if (!t->facs)
         t->facs = rd64(&t->gm, t->fadt + FADT_X_FIRMWARE_CTRL);
+}
+
+/* The MCFG names the ECAM window (segment 0, bus 0), which e820 reserves. */
+static void test_mcfg_describes_the_ecam_window(void **state)
+{
+    (void)state;
+    struct tables t;
+    build_and_walk(&t, 1);
+    assert_int_equal(check_table(&t.gm, t.mcfg, "MCFG"), 60);
+    assert_int_equal(rd8(&t.gm, t.mcfg + HDR_REVISION), 1);
+    assert_int_equal(rd64(&t.gm, t.mcfg + 44), LAYOUT_PCI_ECAM);
+    assert_int_equal(rd16(&t.gm, t.mcfg + 52), 0);  /* segment */
+    assert_int_equal(rd8(&t.gm, t.mcfg + 54), 0);   /* first bus */
+    assert_int_equal(rd8(&t.gm, t.mcfg + 55), (LAYOUT_PCI_ECAM_SIZE >> 20) - 1); /* last */
+    struct e820_entry_gw map[16];
+    unsigned n = e820_build(&t.gm, map, 16);
+    bool reserved = false;
+    for (unsigned i = 0; i < n; i++)
+        reserved |= map[i].type == E820_RESERVED && map[i].addr <= LAYOUT_PCI_ECAM &&
+                    map[i].addr + map[i].size >= LAYOUT_PCI_ECAM + LAYOUT_PCI_ECAM_SIZE;
+    assert_true(reserved);
+    gm_destroy(&t.gm);
 }
 
 static void release(struct tables *t)
@@ -383,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_madt_and_dsdt_have_one_entry_per_cpu),
         cmocka_unit_test(test_dsdt_holds_s5_and_the_devices),
         cmocka_unit_test(test_refuses_cpu_counts_out_of_range),
+        cmocka_unit_test(test_mcfg_describes_the_ecam_window),
         cmocka_unit_test(test_rebuild_leaves_nothing_of_the_last_one),
         cmocka_unit_test(test_fails_when_ram_does_not_cover_the_area),
     };

@@ -26,11 +26,13 @@ static void test_small_guest_has_low_layout_and_one_ram_block(void **state)
     struct e820_entry_gw map[16];
 
     assert_int_equal(gm_init(&gm, 64 * MIB, false), 0);
-    assert_int_equal(e820_build(&gm, map, 16), 4);
+    assert_int_equal(e820_build(&gm, map, 16), 5);
     assert_entry(&map[0], 0, LAYOUT_EBDA_START, E820_RAM);
     assert_entry(&map[1], LAYOUT_EBDA_START, LAYOUT_LOW_RAM_END, E820_RESERVED);
     assert_entry(&map[2], LAYOUT_ACPI_START, LAYOUT_ACPI_END, E820_RESERVED);
     assert_entry(&map[3], LAYOUT_KERNEL_MIN, 64 * MIB, E820_RAM);
+    /* The ECAM window of the MCFG table: Linux uses it only when it is reserved. */
+    assert_entry(&map[4], LAYOUT_PCI_ECAM, LAYOUT_PCI_ECAM + LAYOUT_PCI_ECAM_SIZE, E820_RESERVED);
     gm_destroy(&gm);
 }
 
@@ -41,9 +43,10 @@ static void test_large_guest_adds_ram_above_4g(void **state)
     struct e820_entry_gw map[16];
 
     assert_int_equal(gm_init(&gm, 4 * GIB, false), 0);
-    assert_int_equal(e820_build(&gm, map, 16), 5);
+    assert_int_equal(e820_build(&gm, map, 16), 6);
     assert_entry(&map[3], LAYOUT_KERNEL_MIN, GM_MMIO_HOLE_START, E820_RAM);
-    assert_entry(&map[4], GM_MMIO_HOLE_END, GM_MMIO_HOLE_END + GIB, E820_RAM);
+    assert_entry(&map[4], LAYOUT_PCI_ECAM, LAYOUT_PCI_ECAM + LAYOUT_PCI_ECAM_SIZE, E820_RESERVED);
+    assert_entry(&map[5], GM_MMIO_HOLE_END, GM_MMIO_HOLE_END + GIB, E820_RAM);
     gm_destroy(&gm);
 }
 

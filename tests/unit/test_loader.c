@@ -361,7 +361,7 @@ static void test_elf_loads_segment_and_zero_page(void **state)
     assert_int_equal(bp.ext_cmd_line_ptr, 0);
     assert_cmdline_at(gm, LAYOUT_CMDLINE, CMDLINE);
     assert_int_equal(bp.acpi_rsdp_addr, RSDP_GPA);
-    assert_int_equal(bp.e820_entries, 4);
+    assert_int_equal(bp.e820_entries, 5); /* the 4 of low RAM and the ECAM window */
     assert_int_equal(bp.e820_table[3].addr, LAYOUT_KERNEL_MIN);
     assert_int_equal(bp.e820_table[3].size, RAM_SIZE - LAYOUT_KERNEL_MIN);
     assert_int_equal(bp.e820_table[3].type, E820_RAM);
@@ -647,7 +647,7 @@ static void test_bzimage_loads_at_pref_address(void **state)
     assert_int_equal(bp.hdr.cmd_line_ptr, LAYOUT_CMDLINE);
     assert_cmdline_at(gm, LAYOUT_CMDLINE, CMDLINE);
     assert_int_equal(bp.acpi_rsdp_addr, RSDP_GPA);
-    assert_int_equal(bp.e820_entries, 4);
+    assert_int_equal(bp.e820_entries, 5); /* the 4 of low RAM and the ECAM window */
     assert_int_equal(bp.e820_table[0].addr, 0);
     assert_int_equal(bp.e820_table[0].size, LAYOUT_EBDA_START);
     assert_int_equal(bp.hdr.ramdisk_size, initrd_len);

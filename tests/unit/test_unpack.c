@@ -310,9 +310,12 @@ static void test_payload_that_is_not_a_vmlinux_refused(void **state)
 
 static void cache_file(const struct fixture *f, char *path, size_t size)
 {
-    char hash[SHA256_HEX_LEN + 1];
+    char hash[SHA256_HEX_LEN + 1], dir[4096], expect[4096];
     sha256_hex(f->bz, f->bz_len, hash);
-    assert_true(kernel_cache_path(f->cache, hash, path, size));
+    kernel_cache_dir(dir, sizeof(dir));
+    snprintf(expect, sizeof(expect), "%s/kernels", f->cache);
+    assert_string_equal(dir, expect);
+    assert_true(kernel_cache_path(dir, hash, path, size));
 }
 
 /* Prepares and boots-gets once, as a VM does; the vmlinux must be the right one. */
@@ -373,6 +376,9 @@ static void test_bad_cache_files_replaced(void **state)
 
     build(f, GZIP);
     cache_file(f, path, sizeof(path));
+    char dir[4096];
+    kernel_cache_dir(dir, sizeof(dir));
+    assert_int_equal(mkdir(dir, 0700), 0);
     for (int kind = 0; kind < 4; kind++) {
         memcpy(bad, f->elf, ELF_LEN);
         size_t len = ELF_LEN;
@@ -403,6 +409,9 @@ static void test_symlinked_cache_file_not_followed(void **state)
     build(f, XZ);
     cache_file(f, path, sizeof(path));
     snprintf(target, sizeof(target), "%s/elsewhere", f->cache);
+    char dir[4096];
+    kernel_cache_dir(dir, sizeof(dir));
+    assert_int_equal(mkdir(dir, 0700), 0);
     write_file(target, f->elf, ELF_LEN, 0600);
     assert_int_equal(symlink(target, path), 0);
     struct kernel_unpack u = prepare_and_get(f);
@@ -421,7 +430,7 @@ static void test_unusable_cache_dir_boots_from_memory(void **state)
     build(f, XZ);
     snprintf(file, sizeof(file), "%s/a-file", f->cache);
     write_file(file, f->elf, 1, 0600);
-    setenv("GODWIT_CACHE", file, 1); /* a file, not a directory */
+    setenv("GODWIT_CACHE", file, 1); /* under a file: no directory can be made */
     struct kernel_unpack u = prepare_and_get(f);
     assert_string_equal(u.cache_path, "");
     setenv("GODWIT_CACHE", "/proc/godwit-no-such-dir", 1);
@@ -506,10 +515,52 @@ static void test_sha256_vectors(void **state)
     assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
+static uint8_t *read_whole(const char *dir, const char *name, size_t *len)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    uint8_t *buf = malloc((size_t)st.st_size);
+    assert_non_null(buf);
+    assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return buf;
+}
+
+/* With GODWIT_TEST_KERNEL_DIR (vmlinuz and vmlinux of the default guest): the payload of
+ * Debian's bzImage decompresses to exactly the vmlinux extracted from it. */
+static void test_real_debian_kernel(void **state)
+{
+    (void)state;
+    const char *dir = getenv("GODWIT_TEST_KERNEL_DIR");
+    size_t bz_len = 0, elf_len = 0;
+    if (!dir || !*dir)
+        skip();
+    uint8_t *bz = read_whole(dir, "vmlinuz", &bz_len), *elf = read_whole(dir, "vmlinux", &elf_len);
+    uint8_t *out = NULL;
+    if (bz && elf) {
+        assert_int_equal(decompress(bz, bz_len, &out), 0);
+        assert_int_equal(memcmp(out, elf, elf_len), 0);
+    }
+    free(out);
+    free(bz);
+    free(elf);
+    if (!bz || !elf)
+        skip();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_real_debian_kernel),
         cmocka_unit_test_setup_teardown(test_xz_payload_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gzip_payload_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_formats_named_not_decompressed, setup, teardown),
