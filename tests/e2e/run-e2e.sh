@@ -53,7 +53,9 @@ case_shell_smp_vmlinux() {
 case_poweroff_bzimage() {
   boot poweroff_bzimage 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" \
     --cmdline "$base_cmdline godwit.test=poweroff"
+  # Decompressed on the host by default (the test host's cache is filled by testhost.sh).
   expect_status poweroff_bzimage 0 && expect_line poweroff_bzimage 'godwit-guest: init started' &&
+    expect_line poweroff_bzimage "booting the bzImage's XZ payload as a vmlinux" &&
     expect_clean poweroff_bzimage && pass poweroff_bzimage
 }
 
@@ -85,10 +87,11 @@ case_reboot_restarts() {
 }
 
 case_panic_reported() {
-  boot panic 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" \
+  # The bzImage decompressed by the guest, as before godwit decompressed it.
+  boot panic 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" --kernel-decompress off \
     --cmdline "$base_cmdline godwit.test=panic"
   expect_status panic 5 && expect_line panic 'Kernel panic' && expect_line panic 'panicked' &&
-    expect_clean panic && pass panic
+    expect_line panic 'booting the bzImage as is' && expect_clean panic && pass panic
 }
 
 case_corrupt_kernel_refused() {
@@ -98,8 +101,20 @@ case_corrupt_kernel_refused() {
   expect_status $name 1 && expect_line $name 'error: kernel' && expect_clean $name && pass $name
 }
 
+# A payload with bytes overwritten in its middle: refused on the host, with one line.
+case_corrupt_payload_refused() {
+  local name=corrupt_payload size
+  cp "$kernel_bzimage" "$work/corrupt"
+  size=$(stat -c %s "$work/corrupt")
+  printf '\377\377\377\377\0\0\0\0' | dd of="$work/corrupt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+  boot $name 60 /dev/null --kernel "$work/corrupt" "${common[@]}"
+  expect_status $name 1 && expect_line $name 'error: kernel: .*payload is corrupt' &&
+    expect_clean $name && pass $name
+}
+
 cd "$work"
 case_corrupt_kernel_refused
+case_corrupt_payload_refused
 case_shell_smp_vmlinux
 case_poweroff_bzimage
 case_reboot_exits_with_no_reboot
