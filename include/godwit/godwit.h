@@ -100,7 +100,8 @@ struct godwit_config {
     uint64_t vsock_cid;
     const char *vsock_socket;
     /* A bzImage whose payload is XZ or gzip is decompressed by godwit, cached by the image's
-     * SHA-256 ($GODWIT_CACHE, /var/cache/godwit for root, else ~/.cache/godwit/kernels) and
+     * SHA-256 ($GODWIT_CACHE/kernels, /var/cache/godwit/kernels for root, else
+     * ~/.cache/godwit/kernels; docs/config.md) and
      * booted as its vmlinux; these turn that off, or the cache alone. */
     bool no_kernel_decompress;
     bool no_kernel_cache;

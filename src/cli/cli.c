@@ -37,8 +37,9 @@ void cli_usage_run(FILE *out)
             "      --kernel-decompress on|off\n"
             "                        on (default): godwit decompresses a bzImage's XZ or\n"
             "                        gzip payload once, caches it by the image's SHA-256\n"
-            "                        ($GODWIT_CACHE, /var/cache/godwit for root, else\n"
-            "                        ~/.cache/godwit/kernels) and boots it as a vmlinux\n"
+            "                        ($GODWIT_CACHE/kernels, /var/cache/godwit/kernels for\n"
+            "                        root, else ~/.cache/godwit/kernels) and boots it as a\n"
+            "                        vmlinux (docs/config.md)\n"
             "  -i, --initrd FILE     initial ramdisk\n"
             "  -c, --cmdline STR     kernel command line (default: \"" DEFAULT_CMDLINE "\")\n"
             "  -m, --memory MIB      guest RAM in MiB, at least 64 (default: %d)\n"
@@ -170,8 +171,8 @@ static uint64_t host_memory_mib(void)
 
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
-    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_KERNEL_DECOMPRESS, OPT_RESTORE, OPT_INCOMING,
-    OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_KERNEL_DECOMPRESS, OPT_RESTORE,
+    OPT_INCOMING, OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
