@@ -89,10 +89,21 @@ row "qemu-q35" qemu-system-x86_64 -M q35 "${qemu_common[@]}"
 row "qemu-microvm" qemu-system-x86_64 -M microvm,memory-backend=ram \
   -object memory-backend-memfd,id=ram,size=${mem}M,share=on "${qemu_common[@]}"
 
+# godwit's guest RAM is a memfd (shmem), which gets huge pages only when the host's
+# shmem_enabled allows MADV_HUGEPAGE ("advise"); QEMU's q35 RAM here is anonymous memory, which
+# THP backs by default. SHMEM_THP=1 adds a row with "advise" (root; the setting is restored).
+thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+shmem_before=$(sed -n 's/.*\[\(.*\)\].*/\1/p' "$thp" 2>/dev/null)
+if [ "${SHMEM_THP:-}" = 1 ] && [ -n "$shmem_before" ] && echo advise 2>/dev/null >"$thp"; then
+  row "godwit-bzImage-shmem-thp" "${gw[@]}" --kernel "$kernel_bzimage"
+  echo "$shmem_before" >"$thp"
+fi
+
 q35=$(median <"$work/qemu-q35.times" 2>/dev/null); micro=$(median <"$work/qemu-microvm.times" 2>/dev/null)
 echo
 echo "Boot to init's first line, $cpus vCPUs, $mem MiB, \"$cmdline\", median of $runs runs"
-echo "(run 1 of godwit-bzImage decompressed into an empty cache; the others hit it)."
+echo "(run 1 of godwit-bzImage decompressed into an empty cache; the others hit it;"
+echo " host shmem_enabled: ${shmem_before:-unknown}, THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null))."
 echo
 echo "| row | ms | runs (ms) | /QEMU q35 | /QEMU microvm | VMM own memory (MiB) |"
 echo "|---|---|---|---|---|---|"
