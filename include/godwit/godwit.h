@@ -3,6 +3,7 @@
 #define GODWIT_GODWIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -201,6 +202,33 @@ int godwit_wait(struct godwit_vm *vm);
 void godwit_destroy(struct godwit_vm *vm);
 
 const char *godwit_state_name(enum godwit_state state);
+
+/*
+ * The guest agent (guests/agent/README.md), reached through a VM's vsock socket (its
+ * vsock_socket above): exec, file copies, key/value pools, the clock. Functions return 0 or
+ * -errno; godwit_agent_error() says why in words. A connection serves any number of requests,
+ * then at most one exec, which ends it.
+ */
+struct godwit_agent;
+/* vsock_socket: the VM's vsock UNIX socket ("CONNECT 1024" on it). NULL with *err set. */
+struct godwit_agent *godwit_agent_connect(const char *vsock_socket, int *err);
+void godwit_agent_close(struct godwit_agent *agent);
+const char *godwit_agent_error(const struct godwit_agent *agent);
+/* Runs argv (as `user`, NULL: root) to its end: stdin_fd (-1: none) to its stdin, its stdout
+ * and stderr to the fds given. *status: its exit code, or 128 + the signal that ended it. */
+int godwit_agent_exec(struct godwit_agent *agent, const char *const *argv, const char *user,
+                      int stdin_fd, int stdout_fd, int stderr_fd, int *status);
+/* Copies with the mode kept, checked by SHA-256, into place by an atomic rename. */
+int godwit_agent_copy_in(struct godwit_agent *agent, const char *local, const char *guest_path);
+int godwit_agent_copy_out(struct godwit_agent *agent, const char *guest_path, const char *local);
+/* The host-to-guest pool: set, delete; get from it (guest_pool false) or from the pool the
+ * guest writes (true), the value NUL-terminated into buf. */
+int godwit_agent_kvp_set(struct godwit_agent *agent, const char *key, const char *value);
+int godwit_agent_kvp_delete(struct godwit_agent *agent, const char *key);
+int godwit_agent_kvp_get(struct godwit_agent *agent, bool guest_pool, const char *key, char *buf,
+                         size_t len);
+/* Steps the guest's clock to the host's (after a resume: it stood still). */
+int godwit_agent_sync_time(struct godwit_agent *agent);
 
 #ifdef __cplusplus
 }

@@ -3,11 +3,15 @@
 #include "agent/client.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -305,4 +309,70 @@ int agent_client_kvp_list(struct agent_client *c, uint32_t pool,
         return -EPROTO;
     }
     return ret;
+}
+
+int agent_client_put_path(struct agent_client *c, const char *local, const char *guest_path)
+{
+    char full[AGENT_MAX_STRING + 1], copy[PATH_MAX];
+    struct stat st;
+    int fd = open(local, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int ret = fd < 0 ? -errno : -EINVAL;
+        snprintf(c->error, sizeof(c->error), "cp: %s: %s", local,
+                 fd < 0 ? strerror(-ret) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return ret;
+    }
+    /* DIR/ in the guest: the file keeps its name there. */
+    size_t len = strlen(guest_path);
+    snprintf(copy, sizeof(copy), "%s", local);
+    snprintf(full, sizeof(full), "%s%s", guest_path,
+             len && guest_path[len - 1] == '/' ? basename(copy) : "");
+    int ret = agent_client_put(c, fd, full, st.st_mode & 07777, (uint64_t)st.st_size);
+    close(fd);
+    return ret;
+}
+
+/* Into a temporary file beside the target, renamed over it once the checksum agrees. */
+int agent_client_get_path(struct agent_client *c, const char *guest_path, const char *local)
+{
+    char target[PATH_MAX], tmp[PATH_MAX + 32], d[PATH_MAX], b[PATH_MAX];
+    struct stat st;
+    snprintf(b, sizeof(b), "%s", guest_path);
+    if (stat(local, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(target, sizeof(target), "%s/%s", local, basename(b));
+    else
+        snprintf(target, sizeof(target), "%s", local);
+    snprintf(d, sizeof(d), "%s", target);
+    snprintf(b, sizeof(b), "%s", target);
+    snprintf(tmp, sizeof(tmp), "%s/.%s.godwit-XXXXXX", dirname(d), basename(b));
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        int ret = -errno;
+        snprintf(c->error, sizeof(c->error), "cp: cannot create a file beside %s: %s", target,
+                 strerror(errno));
+        return ret;
+    }
+    uint32_t mode = 0600;
+    int ret = agent_client_get(c, guest_path, fd, &mode);
+    if (ret == 0 && (fchmod(fd, mode & 07777) < 0 || fsync(fd) < 0 || rename(tmp, target) < 0)) {
+        ret = -errno;
+        snprintf(c->error, sizeof(c->error), "cp: cannot put %s in place: %s", target,
+                 strerror(errno));
+    }
+    close(fd);
+    if (ret < 0)
+        unlink(tmp);
+    return ret;
+}
+
+int agent_client_set_time(struct agent_client *c, uint64_t ns)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    agent_build_start(&b, c->out, AGENT_SET_TIME, 0, c->next_id++);
+    agent_put_u64(&b, AGENT_T_TIME, ns);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    return ret < 0 ? ret : agent_client_recv(c, &m);
 }

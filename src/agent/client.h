@@ -42,6 +42,13 @@ int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uin
                      uint64_t size);
 int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uint32_t *mode);
 
+/* godwit cp: a local file to the guest (GUEST_DIR/ keeps its name), a guest file to a local
+ * path or directory (through a temporary file, renamed once checked); modes kept. */
+int agent_client_put_path(struct agent_client *c, const char *local, const char *guest_path);
+int agent_client_get_path(struct agent_client *c, const char *guest_path, const char *local);
+/* Steps the guest's clock to `ns` (CLOCK_REALTIME, nanoseconds). */
+int agent_client_set_time(struct agent_client *c, uint64_t ns);
+
 /* KVP. get: the value into buf (len bytes). list: each entry to `fn`. */
 int agent_client_kvp_get(struct agent_client *c, uint32_t pool, const char *key, char *buf,
                          size_t len);
@@ -50,6 +57,18 @@ int agent_client_kvp_delete(struct agent_client *c, const char *key);
 int agent_client_kvp_list(struct agent_client *c, uint32_t pool,
                           void (*fn)(const char *key, const char *value, void *opaque),
                           void *opaque);
+
+/* exec: the request (0 once the agent started the command, else -errno: -ENOENT for no
+ * such command) ... */
+int agent_client_exec_start(struct agent_client *c, const char *const *argv, const char *user,
+                            bool tty, unsigned rows, unsigned cols);
+/* ... then the session: `in` to the command's stdin (-1: none), its stdout and stderr to
+ * `out` and `err`, signals read from the signalfd `sig` (-1: none) passed on. *status: the
+ * exit code, or 128 + the signal that ended it. 0 or -errno (c->error says why). */
+struct agent_exec_io {
+    int in, out, err, sig;
+};
+int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io, int *status);
 
 /* The protocol's "CONNECT <port>\n" / "OK <n>\n" exchange on a connected vsock socket. */
 int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms);

@@ -160,59 +160,6 @@ int agent_cp_parse(char *src, char *dst, char **name, char **guest_path, char **
     return 1;
 }
 
-static int cp_to_guest(struct agent_client *c, const char *local, const char *gpath)
-{
-    char full[AGENT_MAX_STRING + 1];
-    struct stat st;
-    int fd = open(local, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        log_error("cp: %s: %s", local, fd < 0 ? strerror(errno) : "not a regular file");
-        if (fd >= 0)
-            close(fd);
-        return 1;
-    }
-    /* DIR/ in the guest: the file keeps its name there. */
-    size_t len = strlen(gpath);
-    char copy[PATH_MAX];
-    snprintf(copy, sizeof(copy), "%s", local);
-    snprintf(full, sizeof(full), "%s%s", gpath, len && gpath[len - 1] == '/' ? basename(copy) : "");
-    int ret = agent_client_put(c, fd, full, st.st_mode & 07777, (uint64_t)st.st_size);
-    close(fd);
-    return ret < 0 ? fail(c, "cp", ret) : 0;
-}
-
-/* Into a temporary file beside the target, renamed over it once the checksum agrees. */
-static int cp_from_guest(struct agent_client *c, const char *gpath, const char *local)
-{
-    char target[PATH_MAX], tmp[PATH_MAX + 32], d[PATH_MAX], b[PATH_MAX];
-    struct stat st;
-    snprintf(b, sizeof(b), "%s", gpath);
-    if (stat(local, &st) == 0 && S_ISDIR(st.st_mode))
-        snprintf(target, sizeof(target), "%s/%s", local, basename(b));
-    else
-        snprintf(target, sizeof(target), "%s", local);
-    snprintf(d, sizeof(d), "%s", target);
-    snprintf(b, sizeof(b), "%s", target);
-    snprintf(tmp, sizeof(tmp), "%s/.%s.godwit-XXXXXX", dirname(d), basename(b));
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        log_error("cp: cannot create a file beside %s: %s", target, strerror(errno));
-        return 1;
-    }
-    uint32_t mode = 0600;
-    int ret = agent_client_get(c, gpath, fd, &mode);
-    if (ret == 0 && (fchmod(fd, mode & 07777) < 0 || fsync(fd) < 0 || rename(tmp, target) < 0)) {
-        ret = -errno;
-        snprintf(c->error, sizeof(c->error), "cannot put %s in place: %s", target, strerror(errno));
-    }
-    close(fd);
-    if (ret < 0) {
-        unlink(tmp);
-        return fail(c, "cp", ret);
-    }
-    return 0;
-}
-
 static int cmd_cp(int argc, char **argv)
 {
     char *name, *gpath, *local;
@@ -228,7 +175,9 @@ static int cmd_cp(int argc, char **argv)
     struct agent_client *c = agent_open(name);
     if (!c)
         return 1;
-    int status = dir == 1 ? cp_to_guest(c, local, gpath) : cp_from_guest(c, gpath, local);
+    int ret = dir == 1 ? agent_client_put_path(c, local, gpath)
+                       : agent_client_get_path(c, gpath, local);
+    int status = ret < 0 ? fail(c, "cp", ret) : 0;
     agent_client_close(c);
     return status;
 }
@@ -349,17 +298,11 @@ static int cmd_agent_info(int argc, char **argv)
 static int sync_time(const char *name, bool quiet)
 {
     struct agent_client *c = agent_open_quiet(name, quiet);
-    struct agent_builder b;
-    struct agent_msg m;
     struct timespec now;
     if (!c)
         return 1;
     clock_gettime(CLOCK_REALTIME, &now);
-    agent_build_start(&b, c->out, AGENT_SET_TIME, 0, c->next_id++);
-    agent_put_u64(&b, AGENT_T_TIME, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec);
-    int ret = agent_client_send(c, agent_build_end(&b));
-    if (ret == 0)
-        ret = agent_client_recv(c, &m);
+    int ret = agent_client_set_time(c, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec);
     int status = ret < 0 ? (quiet ? 1 : fail(c, "sync-time", ret)) : 0;
     agent_client_close(c);
     return status;

@@ -1,0 +1,203 @@
+/*
+ * exec_client.c: the host's side of an exec session: stdin to the agent, stdout and stderr
+ * from it, signals passed on, until the command's end.
+ *
+ * The socket is written without blocking from a buffer of its own and read whenever the agent
+ * sends: the agent blocks while sending output, so a client blocked in a write of stdin would
+ * never read that output, and both would wait for ever.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agent/client.h"
+
+struct exec_state {
+    struct agent_client *c;
+    const struct agent_exec_io *io;
+    uint8_t pend[AGENT_BUF_SIZE]; /* a message on its way to the agent */
+    size_t plen, poff;
+    int sigs[8];                  /* signals waiting for the buffer to empty */
+    int nsigs;
+    bool stdin_open;
+    int status;                   /* -1 until EXIT */
+};
+
+/* Queues a message built in c->out; there is room only when pend is empty. */
+static void queue(struct exec_state *s, size_t len)
+{
+    memcpy(s->pend, s->c->out, len);
+    s->plen = len;
+    s->poff = 0;
+}
+
+static int flush(struct exec_state *s)
+{
+    while (s->poff < s->plen) {
+        ssize_t n = send(s->c->fd, s->pend + s->poff, s->plen - s->poff,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n < 0) {
+            /* The agent closed its side: after the command's end, which is still to be
+             * read, or not; the read says which. Nothing more goes to it. */
+            s->plen = s->poff = 0;
+            s->nsigs = 0;
+            s->stdin_open = false;
+            return 0;
+        }
+        s->poff += (size_t)n;
+    }
+    s->plen = s->poff = 0;
+    if (s->nsigs) {
+        struct agent_builder b;
+        agent_build_start(&b, s->c->out, AGENT_SIGNAL, 0, s->c->next_id++);
+        agent_put_u32(&b, AGENT_T_SIGNAL, (uint32_t)s->sigs[0]);
+        memmove(s->sigs, s->sigs + 1, (size_t)--s->nsigs * sizeof(int));
+        queue(s, agent_build_end(&b));
+        return flush(s);
+    }
+    return 0;
+}
+
+static int read_stdin(struct exec_state *s)
+{
+    static uint8_t buf[AGENT_CHUNK];
+    ssize_t n = read(s->io->in, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return 0;
+    struct agent_builder b;
+    agent_build_start(&b, s->c->out, AGENT_STDIN, n > 0 ? 0 : AGENT_FLAG_EOF, s->c->next_id++);
+    if (n > 0)
+        agent_put_bytes(&b, AGENT_T_DATA, buf, (size_t)n);
+    else
+        s->stdin_open = false; /* end of file, or an error: the command's stdin ends */
+    queue(s, agent_build_end(&b));
+    return flush(s);
+}
+
+static int on_signal(struct exec_state *s, int sfd)
+{
+    struct signalfd_siginfo si;
+    if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return 0;
+    if (s->nsigs < (int)(sizeof(s->sigs) / sizeof(s->sigs[0])))
+        s->sigs[s->nsigs++] = (int)si.ssi_signo;
+    return s->plen ? 0 : flush(s);
+}
+
+/* A message from the agent: output, the end, or an error. */
+static int on_agent(struct exec_state *s)
+{
+    struct agent_msg m;
+    struct agent_field f;
+    uint32_t v;
+    int ret = agent_client_recv(s->c, &m);
+    if (ret < 0)
+        return ret;
+    switch (m.h.type) {
+    case AGENT_OUTPUT:
+        agent_get_u32(&m, AGENT_T_STREAM, &v);
+        agent_find(&m, AGENT_T_DATA, &f);
+        ret = agent_write_all(v == AGENT_STDERR ? s->io->err : s->io->out, f.value, f.len);
+        return ret == -EPIPE ? 0 : ret; /* our reader went away: the command runs on */
+    case AGENT_EXIT:
+        if (agent_get_u32(&m, AGENT_T_SIGNAL, &v))
+            s->status = 128 + (int)(v & 0x7f);
+        else if (agent_get_u32(&m, AGENT_T_EXIT_CODE, &v))
+            s->status = (int)(v & 0xff);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int loop(struct exec_state *s)
+{
+    while (s->status < 0) {
+        struct pollfd p[3] = {
+            { .fd = s->c->fd, .events = POLLIN | (s->plen ? POLLOUT : 0) },
+            { .fd = s->stdin_open && !s->plen ? s->io->in : -1, .events = POLLIN },
+            { .fd = s->io->sig, .events = POLLIN },
+        };
+        if (poll(p, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        int ret = 0;
+        if (p[0].revents & POLLIN)
+            ret = on_agent(s);
+        else if (p[0].revents & (POLLHUP | POLLERR))
+            ret = on_agent(s); /* reads the end: a lost connection */
+        if (s->status >= 0)
+            break; /* the command ended: what stdin still has is not for it */
+        if (ret == 0 && (p[0].revents & POLLOUT))
+            ret = flush(s);
+        if (ret == 0 && p[1].revents)
+            ret = read_stdin(s);
+        if (ret == 0 && p[2].revents)
+            ret = on_signal(s, s->io->sig);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+int agent_client_exec_start(struct agent_client *c, const char *const *cmd, const char *user,
+                            bool tty, unsigned rows, unsigned cols)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    agent_build_start(&b, c->out, AGENT_EXEC, tty ? AGENT_FLAG_TTY : 0, c->next_id++);
+    for (; *cmd; cmd++)
+        agent_put_str(&b, AGENT_T_ARG, *cmd);
+    if (user)
+        agent_put_str(&b, AGENT_T_USER, user);
+    if (tty && rows && cols && rows <= 0xffff && cols <= 0xffff) {
+        agent_put_u32(&b, AGENT_T_ROWS, rows);
+        agent_put_u32(&b, AGENT_T_COLS, cols);
+    }
+    size_t len = agent_build_end(&b);
+    if (len == 0) {
+        snprintf(c->error, sizeof(c->error), "the command line is too long (%u bytes at most)",
+                 AGENT_MAX_PAYLOAD);
+        return -E2BIG;
+    }
+    int ret = agent_client_send(c, len);
+    if (ret == 0)
+        ret = agent_client_recv(c, &m);
+    if (ret == 0 && m.h.type != AGENT_OK)
+        ret = -EPROTO;
+    return ret;
+}
+
+int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io, int *status)
+{
+    struct exec_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    *s = (struct exec_state){ .c = c, .io = io, .stdin_open = io->in >= 0, .status = -1 };
+    if (io->in < 0) {
+        /* No stdin: the command's ends at once. */
+        struct agent_builder b;
+        agent_build_start(&b, c->out, AGENT_STDIN, AGENT_FLAG_EOF, c->next_id++);
+        queue(s, agent_build_end(&b));
+    }
+    int ret = loop(s);
+    *status = s->status;
+    if (ret == 0 && s->status < 0)
+        ret = -ECONNRESET;
+    if (ret < 0 && !c->error[0])
+        snprintf(c->error, sizeof(c->error), "exec: %s", strerror(-ret));
+    free(s);
+    return ret;
+}

@@ -1,0 +1,189 @@
+/*
+ * test_libagent.c: libgodwit's guest agent functions against a real godwit-agent on this
+ * machine (its path the first argument), through a stand-in for the VMM's vsock socket that
+ * answers "CONNECT 1024" as the VMM does and then joins the two streams.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "godwit/godwit.h"
+
+static char dir[] = "/tmp/godwit-libagent.XXXXXX";
+static char agent_sock[128], vsock[128];
+static int failures;
+
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
+            failures++;                                                                      \
+        }                                                                                    \
+    } while (0)
+
+static int unix_socket(const char *path, bool listen_on)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listen_on ? bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0
+                  : connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        perror(path);
+        exit(1);
+    }
+    return fd;
+}
+
+/* One connection: the handshake line, then bytes both ways until either side closes. */
+static void *proxy_one(void *arg)
+{
+    int host = (int)(intptr_t)arg, agent, n = 0;
+    char line[32], buf[65536];
+    while (n < (int)sizeof(line) - 1 && read(host, line + n, 1) == 1 && line[n] != '\n')
+        n++;
+    line[n] = 0;
+    if (strcmp(line, "CONNECT 1024") != 0) {
+        close(host);
+        return NULL;
+    }
+    agent = unix_socket(agent_sock, false);
+    if (write(host, "OK 1073741824\n", 14) != 14)
+        return NULL;
+    for (;;) {
+        struct pollfd p[2] = { { .fd = host, .events = POLLIN }, { .fd = agent, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0)
+            break;
+        int from = p[0].revents ? host : agent, to = from == host ? agent : host;
+        ssize_t got = read(from, buf, sizeof(buf));
+        if (got <= 0 || write(to, buf, (size_t)got) != got)
+            break;
+    }
+    close(host);
+    close(agent);
+    return NULL;
+}
+
+static void *proxy(void *arg)
+{
+    int l = (int)(intptr_t)arg;
+    for (;;) {
+        int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        pthread_t t;
+        if (c >= 0 && pthread_create(&t, NULL, proxy_one, (void *)(intptr_t)c) == 0)
+            pthread_detach(t);
+    }
+    return NULL;
+}
+
+static struct godwit_agent *connect_agent(void)
+{
+    int err;
+    struct godwit_agent *a = godwit_agent_connect(vsock, &err);
+    if (!a) {
+        fprintf(stderr, "connect: %s\n", strerror(-err));
+        exit(1);
+    }
+    return a;
+}
+
+static void test_exec(void)
+{
+    char path[256], out[64] = { 0 };
+    int status = -1;
+    snprintf(path, sizeof(path), "%s/out", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct godwit_agent *a = connect_agent();
+    const char *argv[] = { "sh", "-c", "read x; echo \"got $x\"; exit 5", NULL };
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], "hello\n", 6) == 6);
+    close(p[1]);
+    CHECK(godwit_agent_exec(a, argv, NULL, p[0], fd, fd, &status) == 0);
+    CHECK(status == 5);
+    CHECK(pread(fd, out, sizeof(out) - 1, 0) == 10 && strcmp(out, "got hello\n") == 0);
+    godwit_agent_close(a);
+    close(p[0]);
+    close(fd);
+    a = connect_agent();
+    const char *missing[] = { "/no/such/command", NULL };
+    CHECK(godwit_agent_exec(a, missing, NULL, -1, 1, 2, &status) == -ENOENT);
+    CHECK(strstr(godwit_agent_error(a), "/no/such/command") != NULL);
+    godwit_agent_close(a);
+}
+
+static void test_copy_and_kvp(void)
+{
+    char src[256], guest[256], back[256], value[64];
+    struct stat st;
+    snprintf(src, sizeof(src), "%s/src", dir);
+    snprintf(guest, sizeof(guest), "%s/guest-copy", dir);
+    snprintf(back, sizeof(back), "%s/back", dir);
+    FILE *f = fopen(src, "w");
+    for (int i = 0; i < 200000; i++)
+        fprintf(f, "line %d\n", i);
+    fclose(f);
+    chmod(src, 0741);
+    struct godwit_agent *a = connect_agent();
+    CHECK(godwit_agent_copy_in(a, src, guest) == 0);
+    CHECK(godwit_agent_copy_out(a, guest, back) == 0);
+    CHECK(stat(back, &st) == 0 && (st.st_mode & 07777) == 0741 && st.st_size > 1000000);
+    char cmp[600];
+    snprintf(cmp, sizeof(cmp), "cmp -s %s %s", src, back);
+    CHECK(system(cmp) == 0);
+    CHECK(godwit_agent_copy_out(a, "/no/such/file", back) == -ENOENT);
+    CHECK(godwit_agent_kvp_set(a, "k", "v1") == 0);
+    CHECK(godwit_agent_kvp_get(a, false, "k", value, sizeof(value)) == 0 && strcmp(value, "v1") == 0);
+    CHECK(godwit_agent_kvp_get(a, true, "k", value, sizeof(value)) == -ENOENT);
+    CHECK(godwit_agent_kvp_delete(a, "k") == 0);
+    CHECK(godwit_agent_kvp_get(a, false, "k", value, sizeof(value)) == -ENOENT);
+    CHECK(godwit_agent_kvp_set(a, "../k", "v") == -EINVAL);
+    godwit_agent_close(a);
+}
+
+int main(int argc, char **argv)
+{
+    char state[256], run[256];
+    pthread_t t;
+    if (argc != 2 || !mkdtemp(dir)) {
+        fprintf(stderr, "usage: test_libagent GODWIT_AGENT\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(agent_sock, sizeof(agent_sock), "%s/agent.sock", dir);
+    snprintf(vsock, sizeof(vsock), "%s/vm.vsock", dir);
+    snprintf(state, sizeof(state), "%s/state", dir);
+    snprintf(run, sizeof(run), "%s/run", dir);
+    char listen_arg[160];
+    snprintf(listen_arg, sizeof(listen_arg), "unix:%s", agent_sock);
+    pid_t agent = fork();
+    if (agent == 0) {
+        setsid();
+        execl(argv[1], argv[1], "--listen", listen_arg, "--state-dir", state, "--run-dir", run,
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && access(agent_sock, F_OK) < 0; i++)
+        usleep(50000);
+    pthread_create(&t, NULL, proxy, (void *)(intptr_t)unix_socket(vsock, true));
+    test_exec();
+    test_copy_and_kvp();
+    kill(agent, SIGTERM);
+    waitpid(agent, NULL, 0);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        failures++;
+    printf("libagent: %s\n", failures ? "FAILED" : "passed");
+    return failures ? 1 : 0;
+}
