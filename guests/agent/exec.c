@@ -251,6 +251,15 @@ static int host_message(struct conn *c, struct session *s)
         kill(-s->pid, (int)sig);
         return 0;
     }
+    if (m.h.type == AGENT_RESIZE) {
+        uint32_t rows, cols;
+        agent_get_u32(&m, AGENT_T_ROWS, &rows);
+        agent_get_u32(&m, AGENT_T_COLS, &cols);
+        struct winsize ws = { .ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols };
+        if (s->tty)
+            ioctl(s->in, TIOCSWINSZ, &ws); /* the kernel sends the command SIGWINCH */
+        return 0;
+    }
     if (m.h.type != AGENT_STDIN)
         return reply_error(c, m.h.id, EBUSY, "a command is running: only stdin and signals");
     struct agent_field f;

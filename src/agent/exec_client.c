@@ -11,7 +11,9 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -59,8 +61,16 @@ static int flush(struct exec_state *s)
     s->plen = s->poff = 0;
     if (s->nsigs) {
         struct agent_builder b;
-        agent_build_start(&b, s->c->out, AGENT_SIGNAL, 0, s->c->next_id++);
-        agent_put_u32(&b, AGENT_T_SIGNAL, (uint32_t)s->sigs[0]);
+        struct winsize ws;
+        if (s->sigs[0] == SIGWINCH && ioctl(s->io->out, TIOCGWINSZ, &ws) == 0) {
+            /* The terminal's new size, for the command's terminal. */
+            agent_build_start(&b, s->c->out, AGENT_RESIZE, 0, s->c->next_id++);
+            agent_put_u32(&b, AGENT_T_ROWS, ws.ws_row);
+            agent_put_u32(&b, AGENT_T_COLS, ws.ws_col);
+        } else {
+            agent_build_start(&b, s->c->out, AGENT_SIGNAL, 0, s->c->next_id++);
+            agent_put_u32(&b, AGENT_T_SIGNAL, (uint32_t)s->sigs[0]);
+        }
         memmove(s->sigs, s->sigs + 1, (size_t)--s->nsigs * sizeof(int));
         queue(s, agent_build_end(&b));
         return flush(s);

@@ -48,6 +48,7 @@ static const struct rule rules[] = {
     { AGENT_FREEZE, AGENT_T_TIMEOUT, 1, 1 },
     { AGENT_SHUTDOWN, AGENT_T_MODE, 1, 1 },
     { AGENT_SET_TIME, AGENT_T_TIME, 1, 1 },
+    { AGENT_RESIZE, AGENT_T_ROWS, 1, 1 }, { AGENT_RESIZE, AGENT_T_COLS, 1, 1 },
     { AGENT_OK, AGENT_T_COUNT, 0, 1 }, { AGENT_OK, AGENT_T_VALUE, 0, 1 },
     { AGENT_ERROR, AGENT_T_ERRNO, 1, 1 }, { AGENT_ERROR, AGENT_T_MESSAGE, 1, 1 },
     { AGENT_OUTPUT, AGENT_T_STREAM, 1, 1 }, { AGENT_OUTPUT, AGENT_T_DATA, 1, 1 },
@@ -66,7 +67,7 @@ static const char *const type_names[] = {
     [AGENT_FILE_WRITE] = "file-write", [AGENT_FILE_READ] = "file-read",
     [AGENT_KVP_GET] = "kvp-get", [AGENT_KVP_SET] = "kvp-set", [AGENT_KVP_DELETE] = "kvp-delete",
     [AGENT_KVP_LIST] = "kvp-list", [AGENT_INFO] = "info", [AGENT_FREEZE] = "freeze",
-    [AGENT_THAW] = "thaw", [AGENT_SHUTDOWN] = "shutdown", [AGENT_PING] = "ping", [AGENT_SET_TIME] = "set-time",
+    [AGENT_THAW] = "thaw", [AGENT_SHUTDOWN] = "shutdown", [AGENT_PING] = "ping", [AGENT_SET_TIME] = "set-time", [AGENT_RESIZE] = "resize",
     [AGENT_OK] = "ok", [AGENT_ERROR] = "error", [AGENT_OUTPUT] = "output", [AGENT_EXIT] = "exit",
     [AGENT_DATA] = "data", [AGENT_FILE_END] = "file-end", [AGENT_FILE_INFO] = "file-info",
     [AGENT_KVP_ENTRY] = "kvp-entry", [AGENT_INFO_REPLY] = "info-reply",
@@ -220,6 +221,7 @@ static int check_values(const struct agent_msg *m)
         return code != sig ? 0 : -EINVAL; /* exactly one */
     }
     case AGENT_EXEC:
+    case AGENT_RESIZE:
         if (agent_get_u32(m, AGENT_T_ROWS, &v) && v > 0xffff)
             return -EINVAL;
         if (agent_get_u32(m, AGENT_T_COLS, &v) && v > 0xffff)

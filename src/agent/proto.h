@@ -46,6 +46,7 @@ enum agent_type {
     AGENT_SHUTDOWN = 13,   /* MODE (AGENT_SHUTDOWN_POWEROFF or _REBOOT) */
     AGENT_PING = 14,       /* nothing */
     AGENT_SET_TIME = 15,   /* TIME: the host's CLOCK_REALTIME, for a guest that stood still */
+    AGENT_RESIZE = 16,     /* ROWS, COLS: the host's terminal changed size (exec -t) */
 
     AGENT_OK = 64,         /* COUNT? (frozen filesystems), VALUE? (kvp get) */
     AGENT_ERROR = 65,      /* ERRNO, MESSAGE */

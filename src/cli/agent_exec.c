@@ -81,6 +81,8 @@ int agent_exec_main(int argc, char **argv)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGQUIT);
+    if (tty)
+        sigaddset(&mask, SIGWINCH); /* a resize, not a signal, for the guest's terminal */
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);

@@ -67,6 +67,36 @@ PY
 out=$(g exec vm -t -- sh -c 'tty; echo $TERM' </dev/null | tr -d '\r')
 case "$out" in /dev/pts/*xterm-256color) ok "exec -t" ;; *) bad "exec -t: $out" ;; esac
 
+# a terminal that changes size: the command's terminal follows (SIGWINCH, then a resize)
+python3 - "$godwit" <<'PY' && ok "exec -t follows a resize" || bad "exec -t follows a resize"
+import fcntl, os, pty, select, signal, struct, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "exec", "vm", "-t", "--", "sh", "-c",
+                           "stty size; echo go; read x; stty size"])
+def set_size(rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+set_size(30, 100)
+out = b""
+def until(pattern, secs=10):
+    global out
+    end = time.time() + secs
+    while pattern not in out and time.time() < end:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                break
+until(b"go")
+set_size(40, 120)
+os.kill(pid, signal.SIGWINCH)
+time.sleep(0.5)
+os.write(fd, b"\n")
+until(b"40 120")
+os.waitpid(pid, 0)
+sys.exit(0 if b"30 100" in out and b"40 120" in out else 1)
+PY
+
 # as another user (root only: setuid)
 if [ "$(id -u)" = 0 ] && grep -q '^nobody:' /etc/passwd; then
     expect_eq "exec -u nobody" "$(g exec vm -u nobody -- id -u)" "$(grep '^nobody:' /etc/passwd | cut -d: -f3)"
