@@ -461,6 +461,83 @@ case_vsock() {
   pass $name
 }
 
+# A guest that floods: 100 connections to a host listener that never reads, each written to
+# until its credit runs out, then 300 more connections at once, held for 30 s. godwit holds at
+# most the credit it gave (256 KiB a connection), refuses connections past 128, the API
+# answers throughout, and a host program's connection to the guest echoes 1 MiB during the
+# first flood and 4 KiB once the second one is gone.
+vsock_flood_script() {
+  script_disk "$1" <<'EOF'
+for b in /sys/block/vd*; do [ "$(cat $b/serial 2>/dev/null)" = godwit-vsock ] && d=/dev/${b##*/}; done
+mkdir -p /tmp/v && tar -xf "$d" -C /tmp/v
+for m in vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+  [ -d /sys/module/$m ] || insmod /tmp/v/$m.ko || echo "insmod $m failed"
+done
+/tmp/v/vsock-peer flood 6000 100 4194304 &
+f1=$!
+/tmp/v/vsock-peer echo 1234 1
+/tmp/v/vsock-peer flood 6001 300 0 &
+f2=$!
+sleep 30
+kill $f2
+/tmp/v/vsock-peer echo 1235 1
+kill $f1
+echo "flood done"
+EOF
+}
+
+# vsock_counters SOCK OUT: the vsock0 counters through the API, as "key value" lines.
+vsock_counters() {
+  curl -s -m 20 --unix-socket "$1" http://localhost/vm/counters |
+    python3 -c 'import json, sys; [print(k, v) for k, v in json.load(sys.stdin)["devices"]["vsock0"].items() if not isinstance(v, list)]' >"$2"
+}
+
+case_vsock_flood() {
+  local name=vsock_flood sock=$work/flood.sock script m
+  mkdir -p "$work/vsock-payload" && cp "$vsock_peer" "$work/vsock-payload/" ||
+    { fail $name "$vsock_peer missing (built with the tests)"; return; }
+  for m in vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+    cp "$modules_dir/kernel/net/vmw_vsock/$m.ko" "$work/vsock-payload/" ||
+      { fail $name "no $m.ko in $modules_dir"; return; }
+  done
+  tar -cf "$work/vsock.tar" -C "$work/vsock-payload" . || { fail $name "cannot make the payload"; return; }
+  python3 "$here/vsock_host.py" sink "${sock}_6000" "${sock}_6001" >"$work/$name.sink" 2>&1 &
+  local sink_pid=$!
+  script=$(vsock_flood_script $name)
+  start_watched $name 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
+    --vsock "cid=3,socket=$sock" --disk "$script" \
+    --disk "path=$work/vsock.tar,readonly=on,serial=godwit-vsock"
+  local log=$work/$name.log
+  if wait_for_line "$log" '^flood 6000 connected' "$vm_pid" 200 &&
+    wait_for_line "$log" 'vsock-peer: listening on 1234' "$vm_pid" 60; then
+    timeout 120 python3 "$here/vsock_host.py" connect "$sock" 1234 $((1 << 20)) 0 0 >"$work/$name.host" 2>&1
+    vsock_counters "$log.api" "$work/$name.first"
+    if wait_for_line "$log" '^flood 6001 connected' "$vm_pid" 120; then
+      vsock_counters "$log.api" "$work/$name.second"
+      grep -E '^VmRSS' /proc/"$(pgrep -P "$vm_pid" -x godwit | head -n 1)"/status >"$work/$name.rss" 2>/dev/null
+      wait_for_line "$log" 'vsock-peer: listening on 1235' "$vm_pid" 120 &&
+        timeout 60 python3 "$here/vsock_host.py" connect "$sock" 1235 4096 0 0 >>"$work/$name.host" 2>&1
+    fi
+  fi
+  finish_watched $name
+  kill $sink_pid 2>/dev/null
+  wait $sink_pid 2>/dev/null
+  expect_status $name 0 && expect_line $name '^flood 6000 connected 100 refused 0' &&
+    expect_line $name '^flood done' && expect_clean $name || return
+  [ "$(grep -c '^host ok 1' "$work/$name.host")" = 2 ] ||
+    { fail $name "host connections during the flood: $(head -c 600 "$work/$name.host")"; return; }
+  local buffered conns refused
+  buffered=$(awk '$1 == "buffered_bytes" { print $2 }' "$work/$name.first")
+  conns=$(awk '$1 == "conns" { print $2 }' "$work/$name.second")
+  refused=$(awk '$1 == "conns_refused" { print $2 }' "$work/$name.second")
+  echo "    flood: held ${buffered:-?} bytes for 100 connections; then ${conns:-?} open, ${refused:-?} refused; $(cat "$work/$name.rss" 2>/dev/null)"
+  [ -n "$buffered" ] && [ "$buffered" -le $((100 * 256 * 1024)) ] ||
+    { fail $name "buffered ${buffered:-?} bytes, more than the credit given"; return; }
+  [ -n "$conns" ] && [ "$conns" -le 128 ] && [ "$refused" -ge 250 ] ||
+    { fail $name "connections ${conns:-?} open, ${refused:-?} refused (cap 128)"; return; }
+  pass $name
+}
+
 # start_watched NAME TIMEOUT COMMAND...: a godwit command in the background (its API socket at
 # $work/NAME.log.api) under the progress watchdog; its pid in $vm_pid. finish_watched NAME
 # waits for it and leaves its exit status in $status.
@@ -856,7 +933,7 @@ cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
 # The stress case is not in the default list: in the test host it fails by itself, a triple
 # fault under load whichever the VMM (docs/testing.md); GODWIT_DEVICE_CASES=stress runs it.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock snapshot pause_quiet migrate}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock vsock_flood snapshot pause_quiet migrate}; do
   echo "-- $c"
   "case_$c"
 done

@@ -5,6 +5,8 @@
       listens on PATH (the VM's <socket>_<port>), and for each of COUNT guest connections
       reads everything, then answers with its CRC-32 ("%08x\\n") and closes; prints
       "served COUNT" once all were right
+  vsock_host.py sink PATH...
+      listens on each PATH and accepts every connection without ever reading from it
   vsock_host.py connect SOCK PORT BIG SMALL N
       N+1 host programs at once through the VM's socket SOCK: each writes "CONNECT PORT",
       expects "OK <port>", sends random bytes (BIG for the first, SMALL for the others),
@@ -93,8 +95,26 @@ def connect(sock, port, big, small, n):
         print(f"host ok {n + 1}", flush=True)
 
 
+def sink(paths):
+    held = []
+    for path in paths:
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(512)
+        held.append(srv)
+
+        def accept(srv=srv):
+            while True:
+                held.append(srv.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+    threading.Event().wait()
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "serve":
+    if sys.argv[1] == "sink":
+        sink(sys.argv[2:])
+    elif sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
     else:
         connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))

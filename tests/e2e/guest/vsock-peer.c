@@ -11,6 +11,10 @@
  *                                host answers with the bytes' CRC-32 ("%08x\n", zlib's);
  *                                prints "send ok BYTES CRC" and exits 0 if so
  *
+ *   vsock-peer flood PORT CONNS BYTES
+ *                                opens CONNS connections to host PORT at once and writes up to
+ *                                BYTES on each without waiting; prints "flood PORT connected C
+ *                                refused R wrote W" and holds them open until killed
  *   vsock-peer cid               prints "cid N", the guest's CID as the driver read it
  *
  * The host side (tests/e2e/vsock_host.py) checks with Python's zlib.crc32, which is fast even
@@ -161,6 +165,38 @@ static int cmd_send(unsigned port, unsigned long long bytes, unsigned seed)
     return 0;
 }
 
+static int cmd_flood(unsigned port, unsigned conns, unsigned long long bytes)
+{
+    struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST,
+                              .svm_port = port };
+    static uint8_t buf[CHUNK];
+    unsigned connected = 0, refused = 0;
+    unsigned long long wrote = 0;
+    memset(buf, 0x5a, sizeof(buf));
+    for (unsigned i = 0; i < conns; i++) {
+        int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            refused++;
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        connected++;
+        for (unsigned long long left = bytes; left;) {
+            ssize_t w = send(fd, buf, left < CHUNK ? (size_t)left : CHUNK, MSG_DONTWAIT);
+            if (w <= 0)
+                break; /* out of credit: the host does not read */
+            wrote += (unsigned long long)w;
+            left -= (unsigned long long)w;
+        }
+    }
+    printf("flood %u connected %u refused %u wrote %llu\n", port, connected, refused, wrote);
+    fflush(stdout);
+    while (pause() < 0 && errno == EINTR)
+        ;
+    return 1;
+}
+
 static int cmd_cid(void)
 {
     unsigned cid = 0;
@@ -177,11 +213,15 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "cid") == 0)
         return cmd_cid();
+    if (argc == 5 && strcmp(argv[1], "flood") == 0)
+        return cmd_flood((unsigned)strtoul(argv[2], NULL, 10),
+                         (unsigned)strtoul(argv[3], NULL, 10), strtoull(argv[4], NULL, 10));
     if (argc == 4 && strcmp(argv[1], "echo") == 0)
         return cmd_echo((unsigned)strtoul(argv[2], NULL, 10), (unsigned)strtoul(argv[3], NULL, 10));
     if (argc == 5 && strcmp(argv[1], "send") == 0)
         return cmd_send((unsigned)strtoul(argv[2], NULL, 10), strtoull(argv[3], NULL, 10),
                         (unsigned)strtoul(argv[4], NULL, 10));
-    fprintf(stderr, "usage: vsock-peer echo PORT COUNT | send PORT BYTES SEED | cid\n");
+    fprintf(stderr, "usage: vsock-peer echo PORT COUNT | send PORT BYTES SEED | "
+                    "flood PORT CONNS BYTES | cid\n");
     return 2;
 }
