@@ -419,6 +419,33 @@ static void test_host_connect(void **state)
     fx_free(f);
 }
 
+/* A host program that shuts only its sending side: the guest hears SEND alone and can still
+ * answer; its close then ends the connection with a RST, and the program sees its end. */
+static void test_host_half_close(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    struct hdr h;
+    char buf[16];
+    uint32_t hport;
+    int fd = host_connect(f, 5000, &hport);
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    grecv_wait(f, &h, NULL, 0);
+    assert_int_equal(h.op, OP_SHUTDOWN);
+    assert_int_equal(h.flags, 2); /* it sends no more, and still reads */
+    gsend(f, OP_RW, 5000, hport, 0, "reply", 5);
+    assert_int_equal(hread(f, fd, buf, 5), 5);
+    assert_memory_equal(buf, "reply", 5);
+    gsend(f, OP_SHUTDOWN, 5000, hport, 3, NULL, 0);
+    grecv_wait(f, &h, NULL, 0);
+    assert_int_equal(h.op, OP_RST);
+    assert_true(heof(f, fd));
+    close(fd);
+    turn(f);
+    assert_int_equal(counters(f).conns, 0);
+    fx_free(f);
+}
+
 /* A guest that refuses: the host program's socket is closed without an OK. */
 static void test_host_connect_refused(void **state)
 {
@@ -829,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_config_space),
         cmocka_unit_test(test_create_refuses),
         cmocka_unit_test(test_host_connect),
+        cmocka_unit_test(test_host_half_close),
         cmocka_unit_test(test_host_connect_refused),
         cmocka_unit_test(test_connect_lines),
         cmocka_unit_test(test_guest_connect),
