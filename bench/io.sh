@@ -1,178 +1,395 @@
 #!/usr/bin/env bash
-# io.sh: virtio block benchmark, godwit against QEMU on the same guest, disk image and fio
-# jobs, with fio run directly on the image file as the ceiling. A measurement, not a test.
-# Run it where /dev/kvm runs unmodified kernels, or through the test host:
+# io.sh: virtio I/O benchmark, godwit against QEMU (Debian's) with the same backends, the
+# same guest, disk image and jobs; the block jobs also run directly on the image file in
+# this host as the ceiling. A measurement, not a test. Run it where /dev/kvm runs unmodified
+# kernels, or through the test host (docs/benchmarks.md):
 #   bench/build-bench-guest.sh      # once, outside the test host (its / is read-only)
-#   tools/testhost/testhost.sh --timeout 1500 -- bench/io.sh build [RUNS]
+#   tools/testhost/testhost.sh --timeout 1800 --results /work/bench-results -- \
+#       env BENCH_RUNTIME=10 bench/io.sh build 3
 #
-# One 1 GiB raw image, preallocated and written once (so reads hit real blocks), on an ext4
-# loop mount in /tmp (tmpfs refuses O_DIRECT, and both VMMs are asked for cache=none).
-# Each of RUNS rounds (default 3) runs, in this order:
-#   ceiling  fio in this (test) host on the image file, direct=1
-#   godwit   godwit run --disk path=IMG,cache=none, fio in the guest on the disk
-#   qemu     qemu-system-x86_64 -accel kvm, virtio-blk-pci, cache=none, aio=io_uring
-# and each of them the two fio jobs: 4 KiB random reads at iodepth 32 and 1 MiB sequential
-# reads at iodepth 8, $BENCH_RUNTIME seconds each (default 10). Guests: the default guest's
-# bzImage, the bench initrd (bench/build-bench-guest.sh), 1 vCPU, 512 MiB; the fio jobs reach
-# the guest as a script disk (serial godwit-script). The table gives medians over RUNS.
+# Usage: bench/io.sh BUILD_DIR [RUNS]      RUNS rounds (default $RUNS, else 3); medians
+# Environment:
+#   BENCH_ROWS      sections, comma separated: blk, net (default blk,net)
+#   BENCH_RUNTIME   seconds per fio or iperf3 job and per latency run (default 10)
+#   BENCH_ENGINE    fio ioengine, io_uring or libaio (default io_uring)
+#   BENCH_VM_TIMEOUT  seconds per guest before it is killed (default 600)
+#   BENCH_DEADLINE  a time (date -d) by which the script must end: a round that would not
+#                   end by then (as long as the longest so far) is not started
+#   BENCH_OUT       file the final table is also written to (default, under the test host's
+#                   --results DIR: DIR/io-DATE.md)
 #
-# Environment: BENCH_RUNTIME (s per fio job), BENCH_ENGINE (fio ioengine, io_uring or
-# libaio), BENCH_VM_TIMEOUT (s per guest, default 300).
+# blk: one 1 GiB raw image, preallocated and written once (so reads hit real blocks), on an
+# ext4 loop mount in /tmp (tmpfs refuses O_DIRECT; both VMMs get cache=none, QEMU
+# aio=io_uring). Jobs, direct=1: 4 KiB random read and write at iodepth 1 and 32, 1 MiB
+# sequential read and write at iodepth 8, 4 KiB random writes each followed by an fsync
+# (iodepth 1: the database pattern, which reaches the VMM as a flush per write).
+# net: a tap (gwbench0, 10.0.2.1 here, 10.0.2.15 in the guest), virtio-net-pci; QEMU with
+# vhost=off, and a second QEMU guest with vhost=on when /dev/vhost-net exists or its modules
+# load. iperf3 from the guest to this host's server and back (-R), then busybox ping -A
+# (the next echo as soon as the reply is in: one request in flight) for the round trip.
+# CPU time: the VMM process's utime+stime (all its threads: vCPUs, so the guest's own work
+# too, io_uring workers; and QEMU's vhost-PID kernel threads) between a job's start and end
+# lines on the console, divided by the bytes the job moved (fio's or iperf3's count).
+#
+# Each round runs: ceiling (blk), godwit, QEMU vhost=off, QEMU vhost=on (net); one boot per
+# VMM and round. Guests: the default guest's bzImage, the bench initrd
+# (bench/build-bench-guest.sh), 1 vCPU, 512 MiB; the jobs reach the guest as a script disk
+# (serial godwit-script). The end is a Markdown table, its first line the command.
 set -uo pipefail
 
-build=${1:?usage: bench/io.sh BUILD_DIR [RUNS]}
-runs=${2:-3}
+usage="usage: bench/io.sh BUILD_DIR [RUNS] (environment: BENCH_ROWS, BENCH_RUNTIME, ...)"
+build=${1:?$usage}
+runs=${2:-${RUNS:-3}}
 runtime=${BENCH_RUNTIME:-10}
+rows=${BENCH_ROWS:-blk,net}
 engine=${BENCH_ENGINE:-io_uring}
-vm_timeout=${BENCH_VM_TIMEOUT:-300}
+vm_timeout=${BENCH_VM_TIMEOUT:-600}
+die() { echo "bench: $*" >&2; exit 1; }
+deadline=
+if [ -n "${BENCH_DEADLINE:-}" ]; then
+  deadline=$(date -d "$BENCH_DEADLINE" +%s) || die "BENCH_DEADLINE: not a time date(1) reads"
+fi
+[[ $runs =~ ^[1-9][0-9]*$ && $runtime =~ ^[1-9][0-9]*$ && $vm_timeout =~ ^[1-9][0-9]*$ ]] ||
+  die "RUNS, BENCH_RUNTIME and BENCH_VM_TIMEOUT take whole numbers above 0"
+[[ ,$rows, =~ ^(,(blk|net))+,$ ]] || die "BENCH_ROWS takes blk, net or blk,net, not '$rows'"
+want() { [[ ,$rows, == *,$1,* ]]; }
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 godwit=$(readlink -f "$build/godwit")
-[ -x "$godwit" ] || { echo "bench: no godwit in $build" >&2; exit 1; }
-for c in fio qemu-system-x86_64 mke2fs losetup; do
-  command -v $c >/dev/null || { echo "bench: $c not found (run tools/install-deps.sh)" >&2; exit 1; }
+[ -x "$godwit" ] || die "no godwit in $build"
+for c in fio iperf3 qemu-system-x86_64 mke2fs losetup ip pgrep; do
+  command -v $c >/dev/null || die "$c not found (run tools/install-deps.sh)"
 done
-eval "$("$root/guests/build-guest.sh" --print)" || exit 1
+guest_env=$("$root/guests/build-guest.sh" --print) || die "the default guest is not built (guests/build-guest.sh, outside the test host)"
+eval "$guest_env"
 bench_initrd=$("$root/bench/build-bench-guest.sh") ||
-  { echo "bench: the bench guest is missing or stale: run bench/build-bench-guest.sh outside the test host" >&2; exit 1; }
+  die "the bench guest is missing or stale: run bench/build-bench-guest.sh outside the test host"
+hz=$(getconf CLK_TCK)
 
 work=$(mktemp -d /tmp/godwit-io.XXXXXX)
+tap=gwbench0
 cleanup() {
+  [ -n "${iperf_pid:-}" ] && kill "$iperf_pid" 2>/dev/null
   mountpoint -q "$work/mnt" 2>/dev/null && umount "$work/mnt"
-  ip link del gwbench0 2>/dev/null
+  ip link del $tap 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
+mkdir "$work/res"
 
 mem=512
 cmdline="console=ttyS0 reboot=acpi panic=1 quiet"
 fio_common=(--direct=1 --ioengine="$engine" --time_based --runtime="$runtime" --gtod_reduce=1
   --norandommap --randrepeat=0 --output-format=terse --terse-version=3)
-job_rand=(--name=randread --rw=randread --bs=4k --iodepth=32)
-job_seq=(--name=seqread --rw=read --bs=1M --iodepth=8)
+# NAME|fio job|unit|row title. The unit says which figure of fio's is the row's.
+blk_jobs=(
+  "rr1|--rw=randread --bs=4k --iodepth=1|IOPS|4 KiB random read, iodepth 1"
+  "rr32|--rw=randread --bs=4k --iodepth=32|IOPS|4 KiB random read, iodepth 32"
+  "rw1|--rw=randwrite --bs=4k --iodepth=1|IOPS|4 KiB random write, iodepth 1"
+  "rw32|--rw=randwrite --bs=4k --iodepth=32|IOPS|4 KiB random write, iodepth 32"
+  "sr|--rw=read --bs=1M --iodepth=8|MB/s|1 MiB sequential read, iodepth 8"
+  "sw|--rw=write --bs=1M --iodepth=8|MB/s|1 MiB sequential write, iodepth 8"
+  "fsync|--rw=randwrite --bs=4k --iodepth=1 --fsync=1|IOPS|4 KiB random write + fsync each, iodepth 1"
+)
+net_jobs=(
+  "tx|iperf3 -c 10.0.2.1|Mbit/s|TCP guest to host, iperf3"
+  "rx|iperf3 -c 10.0.2.1 -R|Mbit/s|TCP host to guest, iperf3"
+  "rr|ping -A -q|us, lower is better|round trip, ping -A average"
+)
+field() { local n=$2 IFS='|'; set -- $1; shift "$n"; echo "$1"; } # field LINE N (0-based)
 
 # The image: ext4 on a loop device over a tmpfs file, the image file preallocated and
 # written through once with O_DIRECT (no page cache left holding it).
-echo "bench: preparing the 1 GiB image" >&2
-truncate -s 1300M "$work/fs.img"
-mke2fs -q -t ext4 -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/fs.img" || exit 1
-mkdir "$work/mnt"
-mount -o loop "$work/fs.img" "$work/mnt" || { echo "bench: cannot loop-mount ext4 (not root?)" >&2; exit 1; }
-img=$work/mnt/disk.img
-fallocate -l 1G "$img" || exit 1
-dd if=/dev/zero of="$img" bs=1M count=1024 oflag=direct conv=notrunc status=none || exit 1
-sync
+if want blk; then
+  echo "bench: preparing the 1 GiB image" >&2
+  truncate -s 1300M "$work/fs.img"
+  mke2fs -q -t ext4 -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/fs.img" || exit 1
+  mkdir "$work/mnt"
+  mount -o loop "$work/fs.img" "$work/mnt" || die "cannot loop-mount ext4 (not root?)"
+  img=$work/mnt/disk.img
+  fallocate -l 1G "$img" || exit 1
+  dd if=/dev/zero of="$img" bs=1M count=1024 oflag=direct conv=notrunc status=none || exit 1
+  sync
+fi
 
-# The guest side: fio on the disk that is not the script disk (vda), one tagged line a job.
-script=$work/script.img
-{
-  printf '%s\n' 'dev=/dev/vda'
-  printf '%s\n' 'for s in /sys/block/vd*/serial; do'
-  printf '%s\n' '  [ "$(cat "$s" 2>/dev/null)" = godwit-script ] && continue'
-  printf '%s\n' '  d=${s%/serial}; dev=/dev/${d##*/}; break'
-  printf '%s\n' 'done'
-  printf '%s\n' 'echo "BENCH dev $dev $(cat /sys/block/${dev#/dev/}/size) sectors"'
-  printf 'echo "BENCH randread $(fio --filename=$dev %s %s)"\n' "${job_rand[*]}" "${fio_common[*]}"
-  printf 'echo "BENCH seqread $(fio --filename=$dev %s %s)"\n' "${job_seq[*]}" "${fio_common[*]}"
-  # The network: TCP from the guest to the test host over the tap (the host's iperf3
-  # server records the rate).
-  printf '%s\n' 'ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0'
-  printf 'iperf3 -c 10.0.2.1 -t %s >/dev/null 2>&1; echo "BENCH iperf done $?"\n' "$runtime"
-} >"$script"
-size=$(stat -c %s "$script")
-head -c $(( (512 - size % 512) % 512 )) /dev/zero | tr '\0' '\n' >>"$script"
+# vhost-net for QEMU's second row: the module may be there but not loaded (the test host
+# loads only what its own init needs; its kernel's modules are the default guest's).
+vhost_why=
+if want net && [ ! -c /dev/vhost-net ]; then
+  modprobe vhost_net 2>/dev/null
+  if [ ! -c /dev/vhost-net ] && [ "$(uname -r)" = "$kernel_version" ]; then
+    for m in drivers/vhost/vhost_iotlb drivers/vhost/vhost drivers/net/tap drivers/vhost/vhost_net; do
+      grep -q "^${m##*/} " /proc/modules || insmod "$modules_dir/kernel/$m.ko" 2>>"$work/vhost.err"
+    done
+  fi
+  [ -c /dev/vhost-net ] ||
+    vhost_why="no /dev/vhost-net: vhost_net does not load here ($(tail -n 1 "$work/vhost.err" 2>/dev/null))"
+fi
 
-# The tap both VMMs attach to (no vhost for QEMU: both move packets in user space).
-tap=gwbench0
-ip tuntap add dev $tap mode tap && ip addr add 10.0.2.1/24 dev $tap && ip link set $tap up ||
-  { echo "bench: cannot set up tap $tap (not root?)" >&2; exit 1; }
+# The guest's script for one VM: tagged begin and end lines around each job (the host reads
+# the VMM's CPU time when it sees them), the job's own output on the end line.
+make_script() { # OUT SECTIONS
+  local j name args
+  {
+    if [[ $2 == *blk* ]]; then
+      printf '%s\n' 'dev=' 'for s in /sys/block/vd*/serial; do' \
+        '  [ "$(cat "$s" 2>/dev/null)" = godwit-script ] && continue' \
+        '  d=${s%/serial}; dev=/dev/${d##*/}; break' 'done' \
+        'echo "BENCH dev $dev $(cat /sys/block/${dev#/dev/}/size) sectors"'
+      for j in "${blk_jobs[@]}"; do
+        name=$(field "$j" 0); args=$(field "$j" 1)
+        printf 'echo "BENCH begin %s"; r=$(fio --filename=$dev --name=%s %s %s); echo "BENCH end %s $r"\n' \
+          "$name" "$name" "$args" "${fio_common[*]}" "$name"
+      done
+    fi
+    if [[ $2 == *net* ]]; then
+      printf '%s\n' 'ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0'
+      # The first frames after link-up may be lost while the tap comes up on the host side.
+      printf '%s\n' 'ping -c 1 -W 5 10.0.2.1 >/dev/null; sleep 1'
+      for j in "${net_jobs[@]}"; do
+        name=$(field "$j" 0); args=$(field "$j" 1)
+        case $name in
+          rr) printf 'echo "BENCH begin rr"; r=$(%s -c 10000000 -w %s 10.0.2.1 | grep round-trip); echo "BENCH end rr $r"\n' "$args" "$runtime" ;;
+          *) printf 'echo "BENCH begin %s"; r=$(%s -t %s -f m 2>&1 | grep receiver); echo "BENCH end %s $r"\n' "$name" "$args" "$runtime" "$name" ;;
+        esac
+      done
+    fi
+  } >"$1"
+  local size; size=$(stat -c %s "$1")
+  head -c $(( (512 - size % 512) % 512 )) /dev/zero | tr '\0' '\n' >>"$1"
+}
 
-godwit_cmd=("$godwit" run --kernel "$kernel_bzimage" --initrd "$bench_initrd" --memory $mem --cpus 1
-  --no-rng --cmdline "$cmdline"
-  --disk "path=$img,cache=none" --disk "path=$script,readonly=on,serial=godwit-script"
-  --net "tap=$tap")
-qemu_cmd=(qemu-system-x86_64 -accel kvm -cpu host -M q35 -smp 1 -m $mem
-  -nodefaults -no-user-config -display none -serial stdio -no-reboot
-  -kernel "$kernel_bzimage" -initrd "$bench_initrd" -append "$cmdline"
-  -drive "file=$img,if=none,id=d0,format=raw,cache=none,aio=io_uring"
-  -device virtio-blk-pci,drive=d0
-  -drive "file=$script,if=none,id=s0,format=raw,readonly=on"
-  -device virtio-blk-pci,drive=s0,serial=godwit-script
-  -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off" -device virtio-net-pci,netdev=n0)
+if want net; then
+  ip tuntap add dev $tap mode tap && ip addr add 10.0.2.1/24 dev $tap && ip link set $tap up ||
+    die "cannot set up tap $tap (not root?)"
+fi
 
-# terse v3: field 7 is the read bandwidth (KiB/s), field 8 the read IOPS.
-record() { # LABEL RAND_TERSE SEQ_TERSE
-  local iops kib
-  iops=$(cut -d';' -f8 <<<"$2"); kib=$(cut -d';' -f7 <<<"$3")
-  [[ $iops =~ ^[0-9]+$ && $kib =~ ^[0-9]+$ ]] || return 1
-  echo "$iops" >>"$work/$1.iops"; echo "$kib" >>"$work/$1.kib"
-  echo "bench: $1 run $i: $iops IOPS 4k random, $((kib / 1024)) MiB/s 1M sequential" >&2
+godwit_cmd() { # SCRIPT
+  local a=("$godwit" run --kernel "$kernel_bzimage" --initrd "$bench_initrd" --memory $mem --cpus 1
+    --no-rng --cmdline "$cmdline")
+  want blk && a+=(--disk "path=$img,cache=none")
+  a+=(--disk "path=$1,readonly=on,serial=godwit-script")
+  want net && a+=(--net "tap=$tap")
+  printf '%s\0' "${a[@]}"
+}
+qemu_cmd() { # SCRIPT VHOST(on|off)
+  local a=(qemu-system-x86_64 -accel kvm -cpu host -M q35 -smp 1 -m $mem
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot
+    -kernel "$kernel_bzimage" -initrd "$bench_initrd" -append "$cmdline")
+  [ "$2" = off ] && want blk && a+=(-drive "file=$img,if=none,id=d0,format=raw,cache=none,aio=io_uring"
+    -device virtio-blk-pci,drive=d0)
+  a+=(-drive "file=$1,if=none,id=s0,format=raw,readonly=on" -device virtio-blk-pci,drive=s0,serial=godwit-script)
+  want net && a+=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=$2"
+    -device virtio-net-pci,netdev=n0)
+  printf '%s\0' "${a[@]}"
+}
+
+# CPU ticks of a VMM: its whole thread group (threads that ended included), then each of
+# vhost's kernel threads working for it as PID:TICKS (kthreads of their own on kernels
+# before 6.4, named vhost-PID; QEMU may end one and start another mid-job).
+cpu_ticks() { # PID
+  local p s out=
+  for p in "$1" $(pgrep -x "vhost-$1"); do
+    s=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    # shellcheck disable=SC2086 # fields split on purpose: utime and stime are 12 and 13
+    set -- $s
+    out="$out ${p}:$((${12} + ${13}))"
+  done
+  echo "${out# }"
+}
+
+# Copies the console to LOG and, at each tagged begin or end line, writes the VMM's CPU
+# ticks to CPU. The VMM is the child of `timeout` (TPID).
+watch_console() { # TPID LOG CPU
+  local line pid=
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    printf '%s\n' "$line" >>"$2"
+    if [[ $line =~ ^BENCH\ (begin|end)\ ([a-z0-9]+) ]]; then
+      [ -n "$pid" ] || read -r pid _ <"/proc/$1/task/$1/children"
+      echo "${BASH_REMATCH[2]} ${BASH_REMATCH[1]} $(cpu_ticks "$pid")" >>"$3"
+    fi
+  done
+}
+
+add() { echo "$3" >>"$work/res/$1.$2"; } # LABEL METRIC VALUE
+
+# The figure and the bytes moved of one job's output line.
+parse() { # NAME OUTPUT -> "VALUE BYTES"
+  local f
+  case $1 in
+    tx | rx) awk '{for (i = 2; i <= NF; i++) { if ($i == "MBytes") b = $(i-1) * 1048576
+             if ($i == "Mbits/sec") r = $(i-1) } } END { if (r != "") printf "%s %.0f\n", r, b }' <<<"$2" ;;
+    rr) sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$2" | awk '{print $1 * 1000, 0}' ;;
+    *) IFS=';' read -ra f <<<"$2"
+       [[ ${f[7]:-} =~ ^[0-9]+$ && ${f[48]:-} =~ ^[0-9]+$ ]] || return 0
+       # terse v3: 6-8 read KiB, KiB/s, IOPS; 47-49 the same for writes (1-based).
+       local unit; unit=$(for j in "${blk_jobs[@]}"; do [ "$(field "$j" 0)" = "$1" ] && field "$j" 2; done)
+       if [ "$unit" = IOPS ]; then echo "$((f[7] + f[48])) $(((f[5] + f[46]) * 1024))"
+       else awk -v k=$((f[6] + f[47])) -v b=$(((f[5] + f[46]) * 1024)) 'BEGIN{printf "%.1f %d\n", k * 1024 / 1e6, b}'; fi ;;
+  esac
+}
+
+# Records one job of one VM: its figure and CPU seconds per GB moved.
+record() { # LABEL NAME OUTPUT
+  local v b d
+  read -r v b < <(parse "$2" "$3")
+  if [ -z "${v:-}" ]; then echo "bench: $1 run $i: no result for $2 (${3:0:120})" >&2; return 1; fi
+  add "$1" "$2" "$v"
+  # The ticks between the job's begin and end lines: the VMM's (the first pair) and each
+  # vhost thread's at the end less its own at the beginning (0 when it was not there yet).
+  d=$(awk -v n="$2" '$1 == n && $2 == "begin" { for (i = 3; i <= NF; i++) { split($i, a, ":"); t0[a[1]] = a[2] }; if (NF >= 3) seen = 1 }
+    $1 == n && $2 == "end" && seen { split($3, a, ":"); if (!(a[1] in t0)) exit
+      for (i = 3; i <= NF; i++) { split($i, a, ":"); d += a[2] - t0[a[1]] }; print d }' "$work/$1.cpu" 2>/dev/null)
+  if [[ $d =~ ^[0-9]+$ && ${b:-0} -gt 0 ]]; then
+    add "$1" "$2.cpu" "$(awk -v d="$d" -v hz="$hz" -v b="$b" 'BEGIN{printf "%.2f", d / hz / (b / 1e9)}')"
+  fi
+  echo "bench: $1 run $i: $2 $v" >&2
 }
 
 run_ceiling() {
-  local r s
-  r=$(fio --filename="$img" "${job_rand[@]}" "${fio_common[@]}" 2>"$work/ceiling.err")
-  s=$(fio --filename="$img" "${job_seq[@]}" "${fio_common[@]}" 2>>"$work/ceiling.err")
-  record ceiling "$r" "$s" || { echo "bench: ceiling run $i failed:" >&2; tail -n 5 "$work/ceiling.err" >&2; }
+  local j name args out
+  for j in "${blk_jobs[@]}"; do
+    name=$(field "$j" 0); args=$(field "$j" 1)
+    # shellcheck disable=SC2086 # the job's options, split on purpose
+    out=$(fio --filename="$img" --name="$name" $args "${fio_common[@]}" 2>>"$work/ceiling.err")
+    record ceiling "$name" "$out" || tail -n 3 "$work/ceiling.err" >&2
+  done
 }
 
-# The iperf3 server's JSON report: the rate it received, in Mbit/s.
-record_net() { # LABEL JSON
-  python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e6, 1))' "$2" \
-    >>"$work/$1.mbit" 2>/dev/null || echo "bench: $1 run $i: no iperf3 result" >&2
-}
-
-run_vm() { # LABEL CMD...
-  local label=$1 log=$work/$1.log st; shift
-  iperf3 -s -1 -B 10.0.2.1 -J >"$work/$label.iperf.json" 2>/dev/null &
-  local server=$!
-  timeout -k 5 "$vm_timeout" "$@" </dev/null >"$log" 2>&1
-  st=$?
-  kill $server 2>/dev/null; wait $server 2>/dev/null
-  record_net "$label" "$work/$label.iperf.json"
-  tr -d '\r' <"$log" >"$log.clean"
-  if ! record "$label" "$(sed -n 's/^BENCH randread //p' "$log.clean" | tail -n 1)" \
-      "$(sed -n 's/^BENCH seqread //p' "$log.clean" | tail -n 1)"; then
+run_vm() { # LABEL SECTIONS CMD...
+  local label=$1 sections=$2 log=$work/$1.log st name j ok=0 tpid; shift 2
+  : >"$log"; : >"$work/$label.cpu"
+  if [[ $sections == *net* ]]; then
+    iperf3 -s -B 10.0.2.1 >/dev/null 2>&1 &
+    iperf_pid=$!
+  fi
+  rm -f "$work/con"; mkfifo "$work/con"
+  timeout -k 5 "$vm_timeout" "$@" </dev/null >"$work/con" 2>&1 &
+  tpid=$!
+  watch_console "$tpid" "$log" "$work/$label.cpu" <"$work/con"
+  wait "$tpid"; st=$?
+  if [ -n "${iperf_pid:-}" ]; then kill "$iperf_pid" 2>/dev/null; wait "$iperf_pid" 2>/dev/null; iperf_pid=; fi
+  local jobs=()
+  [[ $sections == *blk* ]] && jobs+=("${blk_jobs[@]}")
+  [[ $sections == *net* ]] && jobs+=("${net_jobs[@]}")
+  for j in "${jobs[@]}"; do
+    name=$(field "$j" 0)
+    record "$label" "$name" "$(sed -n "s/^BENCH end $name //p" "$log" | tail -n 1)" && ok=1
+  done
+  if [ $ok = 0 ]; then
     echo "bench: $label run $i failed (exit status $st); its console:" >&2
-    tail -n 25 "$log.clean" >&2
+    tail -n 25 "$log" >&2
     return 1
   fi
-  [ "$i" = 1 ] && grep -m1 '^BENCH dev' "$log.clean" | sed "s/^/bench: $label: /" >&2
+  [ "$i" = 1 ] && grep -m1 '^BENCH dev' "$log" | sed "s/^/bench: $label: /" >&2
   return 0
 }
 
+# The VMs of a round: label, sections, command (one boot each).
+vm_sections=$rows
 start=$SECONDS
+longest=0 done_runs=0
 for i in $(seq 1 "$runs"); do
-  run_ceiling
-  run_vm godwit "${godwit_cmd[@]}"
-  run_vm qemu "${qemu_cmd[@]}"
+  if [ -n "$deadline" ] && (( $(date +%s) + longest > deadline )); then
+    echo "bench: rounds $i to $runs not run: they would end after BENCH_DEADLINE ($BENCH_DEADLINE)" >&2
+    break
+  fi
+  round_start=$SECONDS
+  want blk && run_ceiling
+  make_script "$work/script.img" "$vm_sections"
+  mapfile -d '' cmd < <(godwit_cmd "$work/script.img"); run_vm godwit "$vm_sections" "${cmd[@]}"
+  mapfile -d '' cmd < <(qemu_cmd "$work/script.img" off); run_vm qemu "$vm_sections" "${cmd[@]}"
+  if want net && [ -z "$vhost_why" ]; then
+    make_script "$work/script-net.img" net
+    mapfile -d '' cmd < <(qemu_cmd "$work/script-net.img" on); run_vm qemu-vhost net "${cmd[@]}"
+  fi
+  (( SECONDS - round_start > longest )) && longest=$((SECONDS - round_start))
+  done_runs=$i
 done
+elapsed=$((SECONDS - start))
 
 median() { sort -n | awk '{a[NR]=$1} END{ if (!NR) print ""; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
-med() { [ -s "$work/$1" ] && median <"$work/$1"; }
+med() { [ -s "$work/res/$1" ] && median <"$work/res/$1"; }
+count() { [ -s "$work/res/$1" ] && wc -l <"$work/res/$1" || echo 0; }
 
-row() { # NAME DIVISOR ceiling godwit qemu
-  awk -v n="$1" -v d="$2" -v c="$3" -v g="$4" -v q="$5" 'BEGIN{
-    f = (d == 1) ? "%.0f" : "%.1f"
-    cs = (c == "") ? "n/a" : sprintf(f, c / d); gs = (g == "") ? "n/a" : sprintf(f, g / d)
-    qs = (q == "") ? "n/a" : sprintf(f, q / d)
+row() { # TITLE ceiling godwit qemu [NOTE]
+  awk -v n="$1" -v c="$2" -v g="$3" -v q="$4" -v note="${5:-}" 'BEGIN{
+    cs = (c == "") ? "n/a" : c; gs = (g == "") ? "n/a" : g
+    qs = (q == "") ? (note == "" ? "n/a" : note) : q
     gq = (g == "" || q == "" || q == 0) ? "n/a" : sprintf("%.2f", g / q)
     gc = (g == "" || c == "" || c == 0) ? "n/a" : sprintf("%.2f", g / c)
     printf "| %s | %s | %s | %s | %s | %s |\n", n, cs, gs, qs, gq, gc }'
 }
 
-n() { [ -s "$work/$1.iops" ] && wc -l <"$work/$1.iops" || echo 0; }
+table() {
+  local j name unit title runs_note
+  echo "command: $(printf '%q ' env BENCH_ROWS="$rows" BENCH_RUNTIME="$runtime" BENCH_ENGINE="$engine" \
+    ${BENCH_DEADLINE:+BENCH_DEADLINE="$BENCH_DEADLINE"} bench/io.sh "$build" "$runs")${GODWIT_IN_TESTHOST:+(inside tools/testhost/testhost.sh)}"
+  echo
+  echo "godwit $(git -C "$root" describe --always --dirty 2>/dev/null) against $(qemu-system-x86_64 --version | head -n 1);" \
+    "$runtime s a job, fio ioengine=$engine, $elapsed s in all"
+  echo "guest: $kernel_package bzImage, $(basename "$bench_initrd"), 1 vCPU, $mem MiB; host: $(uname -r), $(nproc) CPUs"
+  runs_note="successful rounds (fewest jobs):"
+  local labels=(godwit qemu)
+  want blk && labels=(ceiling "${labels[@]}")
+  want net && [ -z "$vhost_why" ] && labels+=(qemu-vhost)
+  for l in "${labels[@]}"; do
+    local n=$runs
+    for j in "${blk_jobs[@]}" "${net_jobs[@]}"; do
+      name=$(field "$j" 0)
+      [[ $l == ceiling && $name =~ ^(tx|rx|rr)$ ]] && continue
+      [[ $l == qemu-vhost && ! $name =~ ^(tx|rx|rr)$ ]] && continue
+      { want blk || [[ $name =~ ^(tx|rx|rr)$ ]]; } && { want net || [[ ! $name =~ ^(tx|rx|rr)$ ]]; } || continue
+      [ "$(count "$l.$name")" -lt "$n" ] && n=$(count "$l.$name")
+    done
+    runs_note="$runs_note $l $n"
+  done
+  echo "$runs_note of $runs${deadline:+ (BENCH_DEADLINE $BENCH_DEADLINE: $done_runs run)}"
+  echo
+  echo "| metric (median of $done_runs rounds) | ceiling (host) | godwit | QEMU | godwit/QEMU | godwit/ceiling |"
+  echo "|---|---|---|---|---|---|"
+  if want blk; then
+    for j in "${blk_jobs[@]}"; do
+      name=$(field "$j" 0); unit=$(field "$j" 2); title=$(field "$j" 3)
+      row "$title ($unit)" "$(med ceiling.$name)" "$(med godwit.$name)" "$(med qemu.$name)"
+    done
+  fi
+  if want net; then
+    for j in "${net_jobs[@]}"; do
+      name=$(field "$j" 0); unit=$(field "$j" 2); title=$(field "$j" 3)
+      row "$title ($unit)" "" "$(med godwit.$name)" "$(med qemu.$name)"
+    done
+    for j in "${net_jobs[@]}"; do
+      name=$(field "$j" 0); unit=$(field "$j" 2); title=$(field "$j" 3)
+      row "$title, QEMU vhost=on ($unit)" "" "$(med godwit.$name)" "$(med qemu-vhost.$name)" "${vhost_why:+not run: $vhost_why}"
+    done
+  fi
+  # CPU: each job that moves data, VMM CPU seconds per GB (lower is better).
+  local cpu=()
+  want blk && cpu+=("${blk_jobs[@]}")
+  want net && cpu+=("${net_jobs[@]:0:2}")
+  for j in "${cpu[@]}"; do
+    name=$(field "$j" 0); title="VMM CPU s per GB, lower is better: $(field "$j" 3)"
+    row "$title" "" "$(med godwit.$name.cpu)" "$(med qemu.$name.cpu)"
+    [[ $name == tx || $name == rx ]] &&
+      row "$title, QEMU vhost=on" "" "$(med godwit.$name.cpu)" "$(med qemu-vhost.$name.cpu)" "${vhost_why:+not run}"
+  done
+  echo
+  echo "godwit: $(mapfile -d '' c < <(godwit_cmd SCRIPT); printf '%q ' "${c[@]}")"
+  echo "qemu:   $(mapfile -d '' c < <(qemu_cmd SCRIPT off); printf '%q ' "${c[@]}")"
+  want net && echo "qemu vhost=on: the same with vhost=on and no bench disk"
+  want blk && echo "fio:    fio --filename=DEV|IMG --name=JOB {$(for j in "${blk_jobs[@]}"; do printf ' %s |' "$(field "$j" 1)"; done)} ${fio_common[*]}"
+  want net && echo "net:    iperf3 -c 10.0.2.1 [-R] -t $runtime -f m (server: iperf3 -s -B 10.0.2.1 here); ping -A -q -c 10000000 -w $runtime 10.0.2.1 (busybox, in the guest)"
+}
+
+out=${BENCH_OUT:-}
+[ -z "$out" ] && [ -n "${GODWIT_TESTHOST_RESULTS:-}" ] && out=$GODWIT_TESTHOST_RESULTS/io-$(date -u +%Y%m%dT%H%M%SZ).md
 echo
-echo "command: bench/io.sh $*${GODWIT_IN_TESTHOST:+ (inside tools/testhost/testhost.sh)}; ${runtime} s a job, ioengine=$engine, $((SECONDS - start)) s in all"
-echo "guest: $kernel_package bzImage, $(basename "$bench_initrd"), 1 vCPU, $mem MiB; $(qemu-system-x86_64 --version | head -n 1)"
-echo "successful runs: ceiling $(n ceiling), godwit $(n godwit), QEMU $(n qemu) of $runs"
-echo
-echo "| metric (median of $runs) | ceiling | godwit | QEMU | godwit/QEMU | godwit/ceiling |"
-echo "|---|---|---|---|---|---|"
-row "4 KiB random read, iodepth 32 (IOPS)" 1 "$(med ceiling.iops)" "$(med godwit.iops)" "$(med qemu.iops)"
-row "1 MiB sequential read, iodepth 8 (MiB/s)" 1024 "$(med ceiling.kib)" "$(med godwit.kib)" "$(med qemu.kib)"
-row "TCP guest to host, iperf3 (Mbit/s)" 1 "" "$(med godwit.mbit)" "$(med qemu.mbit)"
-echo
-echo "godwit: $(printf '%q ' "${godwit_cmd[@]}")"
-echo "qemu:   $(printf '%q ' "${qemu_cmd[@]}")"
-echo "fio:    fio --filename=DEV|IMG {${job_rand[*]} | ${job_seq[*]}} ${fio_common[*]}"
-[ "$(n godwit)" -gt 0 ] && [ "$(n qemu)" -gt 0 ] && [ "$(n ceiling)" -gt 0 ]
+table | { if [ -n "$out" ]; then tee "$out"; else cat; fi; }
+if [ -n "$out" ]; then
+  # The consoles and CPU samples of the last round, for a figure that needs explaining.
+  mkdir -p "${out%.md}.logs" && cp "$work"/*.log "$work"/*.cpu "${out%.md}.logs/" 2>/dev/null
+  echo "bench: table written to $out, the last round's consoles to ${out%.md}.logs/" >&2
+fi
+n_ok=$(cat "$work"/res/godwit.* "$work"/res/qemu.* 2>/dev/null | wc -l)
+[ "$n_ok" -gt 0 ]
