@@ -13,6 +13,8 @@
 #   BENCH_RUNTIME   seconds per fio or iperf3 job and per latency run (default 10)
 #   BENCH_ENGINE    fio ioengine, io_uring or libaio (default io_uring)
 #   BENCH_VM_TIMEOUT  seconds per guest before it is killed (default 600)
+#   BENCH_CACHE     the guests' cache (GODWIT_CACHE of build-guest.sh and build-bench-guest.sh)
+#                   when it must differ from the test host's
 #   BENCH_DEADLINE  a time (date -d) by which the script must end: a round that would not
 #                   end by then (as long as the longest so far) is not started
 #   BENCH_OUT       file the final table is also written to (default, under the test host's
@@ -59,6 +61,9 @@ godwit=$(readlink -f "$build/godwit")
 for c in fio iperf3 qemu-system-x86_64 mke2fs losetup ip pgrep; do
   command -v $c >/dev/null || die "$c not found (run tools/install-deps.sh)"
 done
+# BENCH_CACHE: a guest cache of the benchmark's own, for machines where checkouts with
+# another build-guest.sh rebuild the shared one (testhost.sh keeps its own cache and lock).
+[ -n "${BENCH_CACHE:-}" ] && export GODWIT_CACHE=$BENCH_CACHE
 guest_env=$("$root/guests/build-guest.sh" --print) || die "the default guest is not built (guests/build-guest.sh, outside the test host)"
 eval "$guest_env"
 bench_initrd=$("$root/bench/build-bench-guest.sh") ||
