@@ -36,6 +36,8 @@ const char *mig_type_name(uint32_t type)
     case MIG_ERROR: return "ERROR";
     case MIG_CPU: return "CPU";
     case MIG_READY: return "READY";
+    case MIG_GO: return "GO";
+    case MIG_RUNNING: return "RUNNING";
     }
     return "unknown";
 }
@@ -51,7 +53,9 @@ static uint64_t max_len(uint32_t type)
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
     case MIG_READY:
     case MIG_DONE:
-    case MIG_ACK: return 0;
+    case MIG_ACK:
+    case MIG_GO:
+    case MIG_RUNNING: return 0;
     }
     return UINT64_MAX;
 }

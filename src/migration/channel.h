@@ -13,8 +13,16 @@
  *          count * 4096 bytes; a run never crosses a memory region
  *   STATE  source -> destination: the VM's state (vm_state.h), once, with the VM paused
  *   DONE   source -> destination: nothing more comes
- *   ACK    destination -> source: the guest runs here now; the source may let go
+ *   ACK    destination -> source: the state is loaded; the guest can run here
+ *   GO     source -> destination: the source will never run the guest again: run it
+ *   RUNNING destination -> source: the guest runs here; the source may end
  *   ERROR  either way: a line saying why the sender gives up
+ *
+ * GO is the commit point, so that no lost message can leave the guest running on both hosts
+ * at once (each with the same disks): the destination never runs the guest before GO, and
+ * the source resumes it only when it has not sent GO (no ACK came). Once GO is sent, a source
+ * that hears no RUNNING keeps the guest paused and says so: the destination may or may not
+ * have it, and only someone who can look there may resume it here.
  *
  * The receiver checks every header before it reads a payload (type, length bounds, a page
  * run inside RAM), so a broken or hostile stream is refused with one line, never followed.
@@ -25,12 +33,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIG_PROTOCOL_VERSION 2u /* 2: CPU and READY before any page */
+#define MIG_PROTOCOL_VERSION 3u /* 2: CPU and READY before any page; 3: GO and RUNNING */
 #define MIG_PAGE_SIZE 4096u
 #define MIG_MAX_RUN_PAGES 256u           /* 1 MiB of pages a message */
 #define MIG_MAX_CONFIG (1u << 20)
 #define MIG_MAX_STATE (256u << 20)
 #define MIG_MAX_CPUID_ENTRIES 256u
+/* How long the destination waits for GO after its ACK before it gives the guest up. */
+#define MIG_GO_TIMEOUT_MS 30000u
 
 enum mig_type {
     MIG_HELLO = 1,
@@ -41,6 +51,8 @@ enum mig_type {
     MIG_ERROR = 6,
     MIG_CPU = 7,
     MIG_READY = 8,
+    MIG_GO = 9,
+    MIG_RUNNING = 10,
 };
 
 struct mig_header {

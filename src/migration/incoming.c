@@ -3,6 +3,7 @@
 #include "migration/incoming.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,31 @@ static int receive_cpu(struct vm *vm, int fd, uint64_t len, char *why, size_t wh
     return ret < 0 ? ret : mig_send(fd, MIG_READY, NULL, 0);
 }
 
+/*
+ * After ACK, the source's GO: the commit point (channel.h). Until it comes the guest must not
+ * run here, since the source resumes it when our ACK does not reach it. 0: run it.
+ */
+static int wait_for_go(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct mig_header h;
+    int n = poll(&p, 1, MIG_GO_TIMEOUT_MS);
+    int ret = n > 0 ? mig_recv_header(fd, &h) : n == 0 ? -ETIMEDOUT : -errno;
+    if (ret == 0 && h.type == MIG_GO && h.len == 0) {
+        if (mig_send(fd, MIG_RUNNING, NULL, 0) < 0)
+            log_warn("migration: the source cannot be told that the guest runs here: it keeps "
+                     "the guest paused there until someone stops it");
+        return 0;
+    }
+    if (ret == 0 && h.type == MIG_ERROR)
+        return receive_error(fd, h.len);
+    log_error("migration: no GO from the source after the state (%s): the guest is not started "
+              "here, the source runs it on", ret == 0 ? mig_type_name(h.type)
+                                                     : ret == -ETIMEDOUT ? "timed out"
+                                                                         : strerror(-ret));
+    return ret < 0 ? ret : -EPROTO;
+}
+
 /* Tells the source why this side gives up, if it still listens. */
 static void send_error(int fd, int err, const char *why)
 {
@@ -127,9 +153,11 @@ int migration_receive(struct vm *vm, int fd)
             have_state = ret == 0;
         } else if (h.type == MIG_DONE && have_state) {
             ret = mig_send(fd, MIG_ACK, NULL, 0);
-            if (ret < 0)
+            if (ret < 0) {
                 log_error("migration: cannot acknowledge: %s", strerror(-ret));
-            return ret;
+                return ret;
+            }
+            return wait_for_go(fd);
         } else if (h.type == MIG_ERROR) {
             return receive_error(fd, h.len);
         } else {

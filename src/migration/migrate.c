@@ -52,6 +52,7 @@ struct migration {
     size_t nr_pages;
     struct timespec started;
     bool final_step; /* the guest is paused: nothing waits for the bandwidth limit */
+    bool committed;  /* GO went out: this VM never runs the guest again by itself */
     unsigned fast_dirtying_passes; /* in a row, for auto-converge */
     uint64_t limited_bytes; /* counted against the bandwidth limit since limit_start */
     struct timespec limit_start;
@@ -288,6 +289,27 @@ static int send_state(struct migration *m, struct vm *vm)
     return ret;
 }
 
+/*
+ * GO, the commit point (channel.h): from here this VM never resumes the guest by itself. A
+ * RUNNING that does not come leaves it paused, with an error that says why and what to do.
+ */
+static int commit(struct migration *m)
+{
+    m->committed = true;
+    int ret = mig_send(m->fd, MIG_GO, NULL, 0);
+    if (ret == 0)
+        ret = wait_for(m, MIG_RUNNING, "confirmation");
+    if (ret < 0) {
+        pthread_mutex_lock(&m->lock);
+        m->progress.error[0] = '\0';
+        pthread_mutex_unlock(&m->lock);
+        set_error(m, "the destination took the guest's state but did not confirm that it runs "
+                  "it (%s): the guest stays paused here; resume it here only if it does not "
+                  "run there", strerror(-ret));
+    }
+    return ret;
+}
+
 static bool end_migrated_vm(struct event_loop *loop, void *opaque, int res)
 {
     (void)loop, (void)res;
@@ -315,12 +337,16 @@ static int final_step(struct migration *m, struct vm *vm)
     if (ret == 0)
         ret = wait_for(m, MIG_ACK, "acknowledgement");
     if (ret < 0) {
+        /* No ACK, so no GO: the destination never runs the guest; it runs on here. */
         m->final_step = false;
         set_error(m, "the final step failed: %s", strerror(-ret));
         if (!was_paused)
             vm_resume(vm);
         return ret;
     }
+    ret = commit(m);
+    if (ret < 0)
+        return ret; /* the guest stays paused here: the destination may run it */
     pthread_mutex_lock(&m->lock);
     m->progress.downtime_ms = ms_since(&t0);
     m->progress.total_ms = ms_since(&m->started);
@@ -450,6 +476,8 @@ static void finish(struct migration *m, int ret)
         log_info("migrated to %s: %u passes, %.1f MiB sent, guest paused %.1f ms",
                  m->params.uri, m->progress.pass, (double)m->progress.bytes_sent / 1048576,
                  m->progress.downtime_ms);
+    else if (m->committed)
+        log_error("migration to %s: %s", m->params.uri, m->progress.error);
     else
         log_warn("migration to %s: %s; the guest runs on here", m->params.uri,
                  m->progress.error);
@@ -474,7 +502,7 @@ static void *migration_thread(void *arg)
         dirty_log_stop(&m->dirty, m->vm);
     if (ret < 0 && ret != -ECANCELED && ret != -ETIMEDOUT && !m->progress.error[0])
         set_error(m, "%s", strerror(-ret));
-    if (ret < 0) {
+    if (ret < 0 && !m->committed) {
         char why[256];
         snprintf(why, sizeof(why), "the source gave up: %s", m->progress.error);
         mig_send(m->fd, MIG_ERROR, why, strlen(why));

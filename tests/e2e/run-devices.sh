@@ -834,6 +834,27 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$src_pid" 60 ||
     { ok=0; fail $name "the guest did not run on after its destination was killed"; }
 
+  # The destination's ACK lost (tests/e2e/mig-proxy.py cuts the stream there): it never
+  # got GO, so it gives the guest up without running it, and the source runs it on.
+  start_watched migrate_lost_ack 120 "$godwit" run --incoming "unix:$work/lost-ack.sock" --name mig-lost-ack
+  local lost_pid=$vm_pid
+  wait_for_socket "$work/lost-ack.sock"
+  python3 "$here/mig-proxy.py" "$work/lost-ack-proxy.sock" "$work/lost-ack.sock" drop-ack \
+    >"$work/lost-ack-proxy.out" 2>&1 &
+  local proxy=$!
+  wait_for_socket "$work/lost-ack-proxy.sock"
+  "$godwit" migrate "$src.api" "unix:$work/lost-ack-proxy.sock" >"$work/migrate_lost_ack.out" 2>&1 &&
+    { ok=0; fail $name "a migration whose ACK was lost reported success"; }
+  wait $proxy
+  finish_watched migrate_lost_ack
+  [ $status -ne 0 ] && grep -q 'not started here' "$work/migrate_lost_ack.log" ||
+    { ok=0; fail migrate_lost_ack "status $status, proxy: $(cat "$work/lost-ack-proxy.out"): $(tail -n 3 "$work/migrate_lost_ack.log")"; }
+  grep -q '^count' "$work/migrate_lost_ack.log" &&
+    { ok=0; fail migrate_lost_ack "the guest ran at a destination that never got GO"; }
+  before_cancel=$(last_count "$src")
+  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$src_pid" 60 ||
+    { ok=0; fail $name "the guest did not run on after its destination's ACK was lost"; }
+
   "$godwit" migrate "$src.api" "unix:$work/mig.sock" >"$work/migrate.out" 2>&1 ||
     { ok=0; fail $name "godwit migrate failed: $(cat "$work/migrate.out")"; }
   cat "$work/migrate.out"
@@ -889,9 +910,37 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
     { ok=0; fail $name "a third VM opened the migrated guest's disk"; }
   grep -q 'in use by another VM' "$work/migrate_third.log" ||
     { ok=0; fail $name "third VM: $(tail -n 2 "$work/migrate_third.log")"; }
+  # The destination's RUNNING lost after GO: the destination runs the guest, and the source,
+  # which cannot know that, keeps it paused (never both running) and says so; whoever sees
+  # the guest at the destination stops the source.
+  start_watched migrate_final 300 "$godwit" run --incoming "unix:$work/final.sock" --name mig-final
+  local final_pid=$vm_pid final=$work/migrate_final.log
+  wait_for_socket "$work/final.sock"
+  python3 "$here/mig-proxy.py" "$work/final-proxy.sock" "$work/final.sock" drop-running \
+    >"$work/final-proxy.out" 2>&1 &
+  proxy=$!
+  wait_for_socket "$work/final-proxy.sock"
+  "$godwit" migrate "$dst.api" "unix:$work/final-proxy.sock" >"$work/migrate_final.out" 2>&1 &&
+    { ok=0; fail $name "a migration whose RUNNING was lost reported success"; }
+  wait $proxy
+  grep -q 'stays paused here' "$work/migrate_final.out" ||
+    { ok=0; fail $name "lost RUNNING: $(cat "$work/migrate_final.out")"; }
+  local r held
+  r=$(curl -s -m 5 --unix-socket "$dst.api" http://localhost/vm)
+  [[ $r == *'"state":"paused"'* ]] || { ok=0; fail migrate_back "after a lost RUNNING its VM is not paused: $r"; }
+  held=$(last_count "$dst")
+  wait_for_line "$final" "^count $((held + 10))[^0-9]" "$final_pid" 120 ||
+    { ok=0; fail migrate_final "the guest did not count on at the destination that got GO"; }
+  [ "$(last_count "$dst")" = "$held" ] ||
+    { ok=0; fail migrate_back "the guest ran on at the source as well: $held, then $(last_count "$dst")"; }
   "$godwit" stop "$dst.api" >/dev/null 2>&1
   finish_watched migrate_back
   [ $status -eq 6 ] || { ok=0; fail migrate_back "exit status $status, expected 6"; }
+  "$godwit" stop "$work/migrate_final.log.api" >/dev/null 2>&1
+  finish_watched migrate_final
+  [ $status -eq 6 ] || { ok=0; fail migrate_final "exit status $status, expected 6"; }
+  expect_clean migrate_final || ok=0
+  expect_clean migrate_lost_ack || ok=0
   local on_disk
   on_disk=$(head -c 16 "$disk" | tr -d ' \0\n')
   [ "${on_disk:-0}" -ge "$want" ] || { ok=0; fail migrate_dest "the disk holds count '$on_disk', expected $want or more"; }
