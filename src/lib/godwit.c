@@ -778,21 +778,30 @@ int godwit_snapshot(struct godwit_vm *gv, const char *dir, bool stop,
 struct final_call {
     int (*fn)(struct migration *m, struct vm *vm);
     struct migration *m;
+    bool left_paused;
 };
 
 static int run_final_call(struct godwit_vm *gv, struct vm *vm, void *arg)
 {
     struct final_call *c = arg;
-    (void)gv;
-    return c->fn(c->m, vm);
+    int ret = c->fn(c->m, vm);
+    /* Failed after GO: the guest stays paused here (the destination may run it), and says so. */
+    if (ret < 0 && vm_is_paused(vm) && gv->state == GODWIT_STATE_RUNNING) {
+        gv->state = GODWIT_STATE_PAUSED;
+        c->left_paused = true;
+    }
+    return ret;
 }
 
 /* The migration's final step pauses the VM: on the main loop's thread, like every pause. */
 static int migration_on_loop_hook(void *ctx, int (*fn)(struct migration *m, struct vm *vm),
                                   struct migration *m)
 {
-    struct final_call c = { fn, m };
-    return with_vm_on_loop(ctx, run_final_call, &c);
+    struct final_call c = { fn, m, false };
+    int ret = with_vm_on_loop(ctx, run_final_call, &c);
+    if (c.left_paused)
+        emit(ctx, GODWIT_EVENT_PAUSED); /* outside the lock: a hook may call back in */
+    return ret;
 }
 
 static int do_migrate(struct godwit_vm *gv, struct vm *vm, void *arg)

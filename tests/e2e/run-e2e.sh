@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # run-e2e.sh: boots the stock Debian kernel under godwit and checks what a user relies on.
 # Needs a /dev/kvm that runs unmodified kernels (tools/run-tests.sh runs it in the test host).
-# Usage: tests/e2e/run-e2e.sh BUILD_DIR
+# Usage: tests/e2e/run-e2e.sh BUILD_DIR [--jail]
+#   --jail: every VM runs in `godwit run --jail` as the unprivileged user nobody (65534), its
+#   own root holding only what it opens (docs/jail.md), with seccomp and no capabilities.
 set -uo pipefail
 
-build=${1:?usage: run-e2e.sh BUILD_DIR}
+build=${1:?usage: run-e2e.sh BUILD_DIR [--jail]}
 godwit=$(readlink -f "$build/godwit")
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -16,6 +18,13 @@ eval "$("$root/guests/build-guest.sh" --print)" || { echo "e2e: default guest no
 
 . "$here/lib.sh"
 
+jail=()
+case ${2:-} in
+  --jail) jail=(--jail "$work/jail" --uid 65534 --gid 65534); echo "e2e: every VM in a jail as 65534:65534" ;;
+  "") ;;
+  *) echo "usage: run-e2e.sh BUILD_DIR [--jail]" >&2; exit 2 ;;
+esac
+
 # Memory and CPUs of every case; the guest's own command line is added per case.
 base_cmdline="console=ttyS0 reboot=acpi panic=1 quiet"
 common=(--memory 256 --initrd "$initrd")
@@ -24,8 +33,14 @@ common=(--memory 256 --initrd "$initrd")
 # and leaves the exit status in $status.
 boot() {
   local name=$1 secs=$2 input=$3; shift 3
-  timeout -k 5 "$secs" "$godwit" run "$@" <"$input" >"$work/$name.log" 2>&1
+  timeout -k 5 "$secs" "$godwit" run "${jail[@]}" "$@" <"$input" >"$work/$name.log" 2>&1
   status=$?
+}
+
+# expect_jailed NAME: with --jail, the VM said where it was jailed (before it loaded anything).
+expect_jailed() {
+  [ ${#jail[@]} -eq 0 ] && return 0
+  expect_line "$1" 'info: jailed in .* as 65534:65534'
 }
 
 # An interactive session: typed lines reach the guest's shell only once it runs, so
@@ -33,7 +48,7 @@ boot() {
 case_shell_smp_vmlinux() {
   local name=shell_smp_vmlinux fifo="$work/shell.in"
   mkfifo "$fifo"
-  timeout -k 5 180 "$godwit" run --kernel "$kernel_vmlinux" --cpus 2 "${common[@]}" \
+  timeout -k 5 180 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" --cpus 2 "${common[@]}" \
     --cmdline "$base_cmdline" <"$fifo" >"$work/$name.log" 2>&1 &
   local pid=$!
   exec 7>"$fifo"
@@ -45,7 +60,7 @@ case_shell_smp_vmlinux() {
   wait "$pid"
   status=$?
   exec 7>&-
-  expect_status $name 0 && expect_line $name 'godwit-guest: init started' &&
+  expect_status $name 0 && expect_jailed $name && expect_line $name 'godwit-guest: init started' &&
     expect_line $name 'godwit-guest: cpus=2' && expect_line $name 'nproc=2 sum=42' &&
     expect_clean $name && pass $name
 }
@@ -54,7 +69,7 @@ case_poweroff_bzimage() {
   boot poweroff_bzimage 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" \
     --cmdline "$base_cmdline godwit.test=poweroff"
   # Decompressed on the host by default (the test host's cache is filled by testhost.sh).
-  expect_status poweroff_bzimage 0 && expect_line poweroff_bzimage 'godwit-guest: init started' &&
+  expect_status poweroff_bzimage 0 && expect_jailed poweroff_bzimage && expect_line poweroff_bzimage 'godwit-guest: init started' &&
     expect_line poweroff_bzimage "booting the bzImage's XZ payload as a vmlinux" &&
     expect_clean poweroff_bzimage && pass poweroff_bzimage
 }
@@ -62,14 +77,14 @@ case_poweroff_bzimage() {
 case_reboot_exits_with_no_reboot() {
   boot reboot_no_reboot 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" --no-reboot \
     --cmdline "$base_cmdline godwit.test=reboot"
-  expect_status reboot_no_reboot 3 && expect_line reboot_no_reboot 'godwit-guest: init started' &&
+  expect_status reboot_no_reboot 3 && expect_jailed reboot_no_reboot && expect_line reboot_no_reboot 'godwit-guest: init started' &&
     expect_clean reboot_no_reboot && pass reboot_no_reboot
 }
 
 # Without --no-reboot a reboot restarts the guest; SIGINT then stops it with status 6.
 case_reboot_restarts() {
   local name=reboot_restarts
-  timeout -k 5 300 "$godwit" run --kernel "$kernel_vmlinux" "${common[@]}" \
+  timeout -k 5 300 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" "${common[@]}" \
     --cmdline "$base_cmdline godwit.test=reboot" </dev/null >"$work/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 2800); do
@@ -83,14 +98,14 @@ case_reboot_restarts() {
   local boots
   boots=$(grep -c 'godwit-guest: init started' "$work/$name.log")
   [ "$boots" -ge 2 ] || { fail $name "guest booted $boots times, expected a restart"; return; }
-  expect_status $name 6 && expect_clean $name && pass $name
+  expect_status $name 6 && expect_jailed $name && expect_clean $name && pass $name
 }
 
 case_panic_reported() {
   # The bzImage decompressed by the guest, as before godwit decompressed it.
   boot panic 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" --kernel-decompress off \
     --cmdline "$base_cmdline godwit.test=panic"
-  expect_status panic 5 && expect_line panic 'Kernel panic' && expect_line panic 'panicked' &&
+  expect_status panic 5 && expect_jailed panic && expect_line panic 'Kernel panic' && expect_line panic 'panicked' &&
     expect_line panic 'booting the bzImage as is' && expect_clean panic && pass panic
 }
 
@@ -98,7 +113,8 @@ case_corrupt_kernel_refused() {
   local name=corrupt_kernel
   head -c 600000 "$kernel_bzimage" >"$work/truncated"
   boot $name 30 /dev/null --kernel "$work/truncated" "${common[@]}"
-  expect_status $name 1 && expect_line $name 'error: kernel' && expect_clean $name && pass $name
+  expect_status $name 1 && expect_jailed $name && expect_line $name 'error: kernel' &&
+    expect_clean $name && pass $name
 }
 
 # A payload with bytes overwritten in its middle: refused on the host, with one line.
@@ -108,7 +124,7 @@ case_corrupt_payload_refused() {
   size=$(stat -c %s "$work/corrupt")
   printf '\377\377\377\377\0\0\0\0' | dd of="$work/corrupt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
   boot $name 60 /dev/null --kernel "$work/corrupt" "${common[@]}"
-  expect_status $name 1 && expect_line $name 'error: kernel: .*payload is corrupt' &&
+  expect_status $name 1 && expect_jailed $name && expect_line $name 'error: kernel: .*payload is corrupt' &&
     expect_clean $name && pass $name
 }
 
