@@ -825,9 +825,11 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   awk -v a="$sample1" -v b="$sample2" 'BEGIN { split(a, x); split(b, y); ms = y[2] - x[2];
     exit !(ms > 1000 && y[1] > x[1] && (y[1] - x[1]) / ms * 1000 <= 8 * 1048576 * 1.1) }' ||
     { ok=0; fail $name "--bandwidth 8: bytes sent and ms since the start: '$sample1', then '$sample2'"; }
+  local killed
+  killed="$(pgrep -a -P "$doomed_pid") at $(migration_sample "$src.api")"
   pkill -KILL -P "$doomed_pid" # godwit itself, not the timeout(1) around it
   finish_watched migrate_doomed
-  wait $doomed_cli && { ok=0; fail $name "a migration to a killed destination reported success"; }
+  wait $doomed_cli && { ok=0; fail $name "a migration to a killed destination reported success (killed: '$killed'): $(tail -n 5 "$work/migrate_doomed.log")"; }
   grep -q 'runs on here' "$work/migrate_doomed.out" ||
     { ok=0; fail $name "killed destination: $(cat "$work/migrate_doomed.out")"; }
   before_cancel=$(last_count "$src")
@@ -962,7 +964,7 @@ if sys.argv[2] == "garbage":
     s.sendall(b"GET / HTTP/1.1\r\n\r\n" + b"x" * 64)
 else:
     cfg = json.dumps({"kernel": "/nonexistent", "memory_mib": 64}).encode()
-    payload = struct.pack("<I", 2) + cfg  # protocol 2
+    payload = struct.pack("<I", 3) + cfg  # protocol 3
     s.sendall(struct.pack("<IIQ", 0x474d5747, 1, len(payload)) + payload)
     # The CPU model (type 7), one 40-byte entry announced, cut after 10 bytes of it.
     s.sendall(struct.pack("<IIQ", 0x474d5747, 7, 4 + 40) + struct.pack("<I", 1) + b"\0" * 10)
