@@ -461,7 +461,6 @@ case_vsock() {
   pass $name
 }
 
-# Not in the default list yet (GODWIT_DEVICE_CASES=vsock_flood runs it).
 # A guest that floods: 100 connections to a host listener that never reads, each written to
 # until its credit runs out, then 300 more connections at once, held for 30 s. godwit holds at
 # most the credit it gave (256 KiB a connection), refuses connections past 128, the API
@@ -985,7 +984,7 @@ cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
 # The stress case is not in the default list: in the test host it fails by itself, a triple
 # fault under load whichever the VMM (docs/testing.md); GODWIT_DEVICE_CASES=stress runs it.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock snapshot pause_quiet migrate}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock vsock_flood snapshot pause_quiet migrate}; do
   echo "-- $c"
   "case_$c"
 done
