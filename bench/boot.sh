@@ -62,7 +62,12 @@ run_vmm() { # LABEL CMD...
   local label=$1; shift
   : >"$work/$label.times"; : >"$work/$label.mem"
   for i in $(seq 1 "$runs"); do
-    read -r ms own < <(measure "$label" "$@") || return 1
+    # A boot that fails is reported (its log kept with the results) and left out of the row.
+    if ! read -r ms own < <(measure "$label" "$@"); then
+      [ -z "${GODWIT_TESTHOST_RESULTS:-}" ] ||
+        cp "$work/$label.log" "$GODWIT_TESTHOST_RESULTS/failed-$label-$i.log"
+      continue
+    fi
     echo "$ms" >>"$work/$label.times"; echo "$own" >>"$work/$label.mem"
     echo "bench: $label run $i: ${ms} ms to init, ${own} KiB own memory" >&2
   done
@@ -71,7 +76,8 @@ run_vmm() { # LABEL CMD...
 rows=()
 row() { # LABEL CMD...: one row of the table
   [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $1 "* ]] || return 0
-  run_vmm "$@" || exit 1
+  run_vmm "$@"
+  [ -s "$work/$1.times" ] || { echo "bench: $1: no boot reached init" >&2; exit 1; }
   rows+=("$1")
   # The last run's console log, for comparing boot logs (dmesg) between the rows.
   [ -z "${GODWIT_TESTHOST_RESULTS:-}" ] || cp "$work/$1.log" "$GODWIT_TESTHOST_RESULTS/boot-$1.log"

@@ -55,6 +55,29 @@ static void test_all_options(void **state)
     assert_true(cfg.hugepages);
 }
 
+static void expect_rejected(char **argv, int argc)
+{
+    struct vm_config cfg;
+    assert_int_equal(parse(argc, argv, &cfg), -EINVAL);
+}
+
+static void test_kernel_decompress_option(void **state)
+{
+    (void)state;
+    char *off[] = { "run", "-k", "k", "--kernel-decompress", "off", NULL };
+    char *on[] = { "run", "-k", "k", "--kernel-decompress=on", NULL };
+    char *bad[] = { "run", "-k", "k", "--kernel-decompress", "no", NULL };
+    char *plain[] = { "run", "-k", "k", NULL };
+    struct vm_config cfg;
+    assert_int_equal(parse(ARGC(plain), plain, &cfg), 0);
+    assert_false(cfg.no_kernel_decompress); /* on by default */
+    assert_int_equal(parse(ARGC(off), off, &cfg), 0);
+    assert_true(cfg.no_kernel_decompress);
+    assert_int_equal(parse(ARGC(on), on, &cfg), 0);
+    assert_false(cfg.no_kernel_decompress);
+    expect_rejected(bad, ARGC(bad));
+}
+
 static void test_help(void **state)
 {
     (void)state;
@@ -63,11 +86,6 @@ static void test_help(void **state)
     assert_int_equal(parse(ARGC(argv), argv, &cfg), CLI_HELP);
 }
 
-static void expect_rejected(char **argv, int argc)
-{
-    struct vm_config cfg;
-    assert_int_equal(parse(argc, argv, &cfg), -EINVAL);
-}
 
 static void test_bad_input_rejected(void **state)
 {
@@ -384,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_rejected),
         cmocka_unit_test(test_device_options),
         cmocka_unit_test(test_console_option),
+        cmocka_unit_test(test_kernel_decompress_option),
         cmocka_unit_test(test_bad_device_options_rejected),
         cmocka_unit_test(test_devices_override_config_file),
     };

@@ -396,6 +396,12 @@ static void test_devices(void **state)
     assert_int_equal(p.cfg.virtio_console, GODWIT_VIRTIO_CONSOLE_NONE);
     assert_null(p.cfg.virtio_console_path);
     assert_false(p.cfg.no_rng);
+    assert_false(p.cfg.no_kernel_decompress);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"kernel_decompress\": false}"), 0);
+    assert_true(p.cfg.no_kernel_decompress);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"kernel_decompress\": \"off\"}"), -EINVAL);
     config_strings_free(&p.owned);
 
     /* Empty lists are allowed; each console mode parses. */
