@@ -332,8 +332,9 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
     return 0;
 }
 
-/* No fsync: a file cut short by a crash is caught by the size and ELF checks on use and
- * rewritten, which is cheaper than syncing tens of MiB on every first boot. */
+/* Written whole, synced, then renamed into place: without the sync a crash can leave the new
+ * name on a file of the right size whose blocks were never written (zeros), which the size and
+ * ELF checks on use would pass and the guest would boot. Only a first boot pays for it. */
 int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, size_t len)
 {
     char tmp[PATH_MAX];
@@ -343,7 +344,8 @@ int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, si
 
     if (ret == 0 && (fd = mkostemp(tmp, O_CLOEXEC)) < 0)
         ret = -errno;
-    if (ret == 0 && (ret = write_all(fd, img, len)) == 0 && rename(tmp, path) < 0)
+    if (ret == 0 && (ret = write_all(fd, img, len)) == 0 &&
+        (fsync(fd) < 0 || rename(tmp, path) < 0))
         ret = -errno;
     if (fd >= 0) {
         close(fd);
