@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "log.h"
 
@@ -456,6 +457,26 @@ static size_t chain_copy(const struct virtq_chain *c, bool writable, size_t offs
         offset = 0;
     }
     return done;
+}
+
+unsigned virtq_chain_iov(const struct virtq_chain *c, bool writable, size_t offset, size_t len,
+                         struct iovec *iov)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < c->nr_segs && len; i++) {
+        const struct virtq_seg *s = &c->segs[i];
+        if (s->device_writes != writable)
+            continue;
+        if (offset >= s->len) {
+            offset -= s->len;
+            continue;
+        }
+        size_t take = s->len - offset < len ? s->len - offset : len;
+        iov[n++] = (struct iovec){ .iov_base = (uint8_t *)s->host + offset, .iov_len = take };
+        offset = 0;
+        len -= take;
+    }
+    return n;
 }
 
 size_t virtq_chain_read(const struct virtq_chain *c, size_t offset, void *dst, size_t len)

@@ -166,5 +166,10 @@ void virtq_get_status(const struct virtqueue *vq, struct virtq_status *st);
  */
 size_t virtq_chain_read(const struct virtq_chain *c, size_t offset, void *dst, size_t len);
 size_t virtq_chain_write(const struct virtq_chain *c, size_t offset, const void *src, size_t len);
+/* Up to `len` bytes of the chain's readable (or writable) segments from `offset`, as iovecs for
+ * readv/sendmsg straight on guest memory; `iov` holds VIRTQ_MAX_SEGS. Returns how many. */
+struct iovec;
+unsigned virtq_chain_iov(const struct virtq_chain *c, bool writable, size_t offset, size_t len,
+                         struct iovec *iov);
 
 #endif

@@ -163,28 +163,6 @@ static void vs_break_queue(struct virtio_vsock *vs, unsigned q)
     vs_break(vs, why ? why : "broken virtqueue");
 }
 
-/* Up to `len` bytes of the chain's readable (or writable) segments from `offset`, as iovecs
- * into vs->iov. Returns how many iovecs. */
-static unsigned chain_iov(struct virtio_vsock *vs, const struct virtq_chain *c, bool writable,
-                          size_t offset, size_t len)
-{
-    unsigned n = 0;
-    for (unsigned i = 0; i < c->nr_segs && len; i++) {
-        const struct virtq_seg *s = &c->segs[i];
-        if (s->device_writes != writable)
-            continue;
-        if (offset >= s->len) {
-            offset -= s->len;
-            continue;
-        }
-        size_t take = s->len - offset < len ? s->len - offset : len;
-        vs->iov[n++] = (struct iovec){ .iov_base = (uint8_t *)s->host + offset, .iov_len = take };
-        offset = 0;
-        len -= take;
-    }
-    return n;
-}
-
 /* The credit the guest gives us now; a guest claiming more consumed than sent gets none. */
 static uint32_t peer_credit(const struct vs_conn *c)
 {
@@ -404,7 +382,7 @@ static int conn_write(struct vs_conn *c, const struct virtq_chain *ch, uint32_t 
     uint32_t sent = 0;
     if (!c->buf_len) {
         struct msghdr msg = { .msg_iov = vs->iov,
-                              .msg_iovlen = chain_iov(vs, ch, false, HDR_LEN, len) };
+                              .msg_iovlen = virtq_chain_iov(ch, false, HDR_LEN, len, vs->iov) };
         ssize_t n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0 && errno != EAGAIN && errno != EINTR)
             return -errno;
@@ -677,7 +655,7 @@ static void rx_data(struct virtio_vsock *vs, struct vs_conn *c)
     if (max > VIRTIO_VSOCK_MAX_PKT)
         max = VIRTIO_VSOCK_MAX_PKT;
     struct msghdr msg = { .msg_iov = vs->iov,
-                          .msg_iovlen = chain_iov(vs, &vs->rx_chain, true, HDR_LEN, max) };
+                          .msg_iovlen = virtq_chain_iov(&vs->rx_chain, true, HDR_LEN, max, vs->iov) };
     ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT); /* max > 0: room and credit */
     if (n > 0) {
         c->tx_cnt += (uint32_t)n;
