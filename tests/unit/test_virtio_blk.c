@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fake_driver.h"
+
 #include "io/loop.h"
 #include "log.h"
 #include "virtio/blk.h"
@@ -22,9 +24,9 @@
 #define IMG_BYTES (1u << 20)
 #define IMG_SECTORS (IMG_BYTES / 512)
 #define QSIZE 16
-#define DESC_GPA 0x100000ull
-#define AVAIL_GPA 0x200000ull
-#define USED_GPA 0x300000ull
+#define DESC_GPA FAKE_DESC_GPA
+#define AVAIL_GPA FAKE_AVAIL_GPA
+#define USED_GPA FAKE_USED_GPA
 #define HDR_GPA 0x400000ull   /* 16 bytes per slot */
 #define STATUS_GPA 0x410000ull /* 1 byte per slot */
 #define DATA_GPA 0x500000ull
@@ -47,11 +49,6 @@
 #define F_DISCARD 13
 #define F_WRITE_ZEROES 14
 
-struct seg {
-    uint64_t gpa;
-    uint32_t len;
-    bool writable;
-};
 
 struct fx {
     char path[64];
@@ -175,46 +172,23 @@ static void fx_free(struct fx *f)
 
 static void *host(struct fx *f, uint64_t gpa, uint64_t len)
 {
-    void *p = gm_ptr(&f->gm, gpa, len);
-    assert_non_null(p);
-    return p;
+    return fake_host(&f->gm, gpa, len);
 }
 
 static uint16_t used_idx(struct fx *f, unsigned q)
 {
-    uint16_t idx;
-    assert_int_equal(gm_read(&f->gm, USED_GPA + q * 0x10000ull + 2, &idx, 2), 0);
-    return idx;
+    return fake_used_idx(&f->gm, fake_ring(q, f->qsize));
 }
 
 static uint32_t used_len(struct fx *f, unsigned q, uint16_t i)
 {
-    struct virtq_used_elem e;
-    uint64_t at = USED_GPA + q * 0x10000ull + 4 + 8ull * (i % f->qsize);
-    assert_int_equal(gm_read(&f->gm, at, &e, sizeof(e)), 0);
-    return e.len;
+    return fake_used_elem(&f->gm, fake_ring(q, f->qsize), i).len;
 }
 
 /* Writes a chain into the descriptor table and offers it on queue q; returns its head. */
-static uint16_t offer(struct fx *f, unsigned q, const struct seg *segs, unsigned n)
+static uint16_t offer(struct fx *f, unsigned q, const struct fake_seg *segs, unsigned n)
 {
-    uint64_t table = DESC_GPA + q * 0x10000ull;
-    uint16_t head = f->next_desc;
-    for (unsigned i = 0; i < n; i++) {
-        uint16_t idx = (uint16_t)((head + i) % f->qsize);
-        struct virtq_desc d = { .addr = segs[i].gpa, .len = segs[i].len,
-                                .flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
-                                                    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-                                .next = (uint16_t)((idx + 1) % f->qsize) };
-        assert_int_equal(gm_write(&f->gm, table + 16ull * idx, &d, sizeof(d)), 0);
-    }
-    f->next_desc = (uint16_t)((head + n) % f->qsize);
-    uint64_t avail = AVAIL_GPA + q * 0x10000ull;
-    assert_int_equal(gm_write(&f->gm, avail + 4 + 2ull * (f->avail_idx % f->qsize), &head, 2),
-                     0);
-    f->avail_idx++;
-    assert_int_equal(gm_write(&f->gm, avail + 2, &f->avail_idx, 2), 0);
-    return head;
+    return fake_offer(&f->gm, fake_ring(q, f->qsize), &f->next_desc, &f->avail_idx, segs, n);
 }
 
 static bool tick(struct event_loop *loop, void *opaque, int res)
@@ -241,18 +215,18 @@ static void run_until(struct fx *f, uint16_t want, unsigned max_ms)
 
 /* One request: header at slot, data segments, status byte; returns the status. */
 static uint8_t request_q(struct fx *f, unsigned q, uint32_t type, uint64_t sector,
-                         const struct seg *data, unsigned nr_data)
+                         const struct fake_seg *data, unsigned nr_data)
 {
     unsigned slot = f->avail_idx % f->qsize;
     uint32_t hdr[4] = { type, 0, (uint32_t)sector, (uint32_t)(sector >> 32) };
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
     uint8_t poison = 0xee;
     assert_int_equal(gm_write(&f->gm, STATUS_GPA + slot, &poison, 1), 0);
-    struct seg segs[8];
-    segs[0] = (struct seg){ HDR_GPA + 16ull * slot, 16, false };
+    struct fake_seg segs[8];
+    segs[0] = (struct fake_seg){ HDR_GPA + 16ull * slot, 16, false };
     if (nr_data)
         memcpy(&segs[1], data, nr_data * sizeof(*data));
-    segs[nr_data + 1] = (struct seg){ STATUS_GPA + slot, 1, true };
+    segs[nr_data + 1] = (struct fake_seg){ STATUS_GPA + slot, 1, true };
     offer(f, q, segs, nr_data + 2);
     uint16_t want = (uint16_t)(used_idx(f, q) + 1);
     f->vdev.ops->queue_notify(&f->vdev, q);
@@ -262,7 +236,7 @@ static uint8_t request_q(struct fx *f, unsigned q, uint32_t type, uint64_t secto
     return *(uint8_t *)host(f, STATUS_GPA + slot, 1);
 }
 
-static uint8_t request(struct fx *f, uint32_t type, uint64_t sector, const struct seg *data,
+static uint8_t request(struct fx *f, uint32_t type, uint64_t sector, const struct fake_seg *data,
                        unsigned nr_data)
 {
     return request_q(f, 0, type, sector, data, nr_data);
@@ -280,7 +254,7 @@ static void test_read(void **state)
 {
     (void)state;
     struct fx *f = fx_new(false);
-    struct seg data[2] = { { DATA_GPA, 512, true }, { DATA_GPA + 0x3000, 512, true } };
+    struct fake_seg data[2] = { { DATA_GPA, 512, true }, { DATA_GPA + 0x3000, 512, true } };
     assert_int_equal(request(f, T_IN, 3, data, 2), S_OK);
     assert_int_equal(used_len(f, 0, 0), 1025);
     const uint8_t *a = host(f, DATA_GPA, 512), *b = host(f, DATA_GPA + 0x3000, 512);
@@ -304,7 +278,7 @@ static void test_write_and_flush(void **state)
     (void)state;
     struct fx *f = fx_new(false);
     memset(host(f, DATA_GPA, 1024), 0xab, 1024);
-    struct seg data = { DATA_GPA, 1024, false };
+    struct fake_seg data = { DATA_GPA, 1024, false };
     assert_int_equal(request(f, T_OUT, 10, &data, 1), S_OK);
     assert_int_equal(used_len(f, 0, 0), 1);
     uint8_t buf[1536];
@@ -328,13 +302,13 @@ static void test_readonly(void **state)
     assert_true(feat & 1ull << F_RO);
     assert_false(feat & 1ull << F_DISCARD);
     memset(host(f, DATA_GPA, 512), 0xcd, 512);
-    struct seg data = { DATA_GPA, 512, false };
+    struct fake_seg data = { DATA_GPA, 512, false };
     assert_int_equal(request(f, T_OUT, 0, &data, 1), S_IOERR);
     uint8_t buf[512];
     pread_all(f, buf, sizeof(buf), 0);
     for (size_t i = 0; i < 512; i++)
         assert_int_equal(buf[i], pattern(i));
-    struct seg rd = { DATA_GPA, 512, true };
+    struct fake_seg rd = { DATA_GPA, 512, true };
     assert_int_equal(request(f, T_IN, 0, &rd, 1), S_OK);
     assert_int_equal(request(f, T_FLUSH, 0, NULL, 0), S_OK);
     fx_free(f);
@@ -346,13 +320,13 @@ static void test_wrong_direction(void **state)
     (void)state;
     struct fx *f = fx_new(false);
     memset(host(f, DATA_GPA, 512), 0xcd, 512);
-    struct seg writable = { DATA_GPA, 512, true };
+    struct fake_seg writable = { DATA_GPA, 512, true };
     assert_int_equal(request(f, T_OUT, 0, &writable, 1), S_IOERR);
     uint8_t buf[512];
     pread_all(f, buf, sizeof(buf), 0);
     for (size_t i = 0; i < 512; i++)
         assert_int_equal(buf[i], pattern(i));
-    struct seg readable = { DATA_GPA, 512, false };
+    struct fake_seg readable = { DATA_GPA, 512, false };
     assert_int_equal(request(f, T_IN, 0, &readable, 1), S_IOERR);
     for (size_t i = 0; i < 512; i++)
         assert_int_equal(((uint8_t *)host(f, DATA_GPA, 512))[i], 0xcd);
@@ -364,7 +338,7 @@ static void test_get_id(void **state)
     (void)state;
     struct fx *f = fx_new(false);
     memset(host(f, DATA_GPA, 20), 0xff, 20);
-    struct seg data = { DATA_GPA, 20, true };
+    struct fake_seg data = { DATA_GPA, 20, true };
     assert_int_equal(request(f, T_GET_ID, 0, &data, 1), S_OK);
     assert_int_equal(used_len(f, 0, 0), 21);
     char want[20] = "godwit-serial-1";
@@ -376,15 +350,15 @@ static void test_bad_ranges(void **state)
 {
     (void)state;
     struct fx *f = fx_new(false);
-    struct seg two = { DATA_GPA, 1024, true };
-    struct seg one = { DATA_GPA, 512, true };
-    struct seg odd = { DATA_GPA, 100, true };
+    struct fake_seg two = { DATA_GPA, 1024, true };
+    struct fake_seg one = { DATA_GPA, 512, true };
+    struct fake_seg odd = { DATA_GPA, 100, true };
     assert_int_equal(request(f, T_IN, IMG_SECTORS - 1, &two, 1), S_IOERR);
     assert_int_equal(request(f, T_IN, IMG_SECTORS - 2, &two, 1), S_OK);
     assert_int_equal(request(f, T_IN, 1ull << 63, &one, 1), S_IOERR);
     assert_int_equal(request(f, T_IN, UINT64_MAX, &one, 1), S_IOERR);
     assert_int_equal(request(f, T_IN, 0, &odd, 1), S_IOERR);
-    struct seg wodd = { DATA_GPA, 100, false };
+    struct fake_seg wodd = { DATA_GPA, 100, false };
     assert_int_equal(request(f, T_OUT, 0, &wodd, 1), S_IOERR);
     assert_int_equal(request(f, 99, 0, NULL, 0), S_UNSUPP);
     assert_int_equal(f->resets, 0);
@@ -396,14 +370,14 @@ static void test_short_header_and_no_status(void **state)
     (void)state;
     struct fx *f = fx_new(false);
     /* An 8-byte header with a status byte: answered IOERR. */
-    struct seg segs[2] = { { HDR_GPA, 8, false }, { STATUS_GPA, 1, true } };
+    struct fake_seg segs[2] = { { HDR_GPA, 8, false }, { STATUS_GPA, 1, true } };
     offer(f, 0, segs, 2);
     f->vdev.ops->queue_notify(&f->vdev, 0);
     run_until(f, 1, 3000);
     assert_int_equal(used_idx(f, 0), 1);
     assert_int_equal(*(uint8_t *)host(f, STATUS_GPA, 1), S_IOERR);
     /* No writable byte at all: no answer is possible, so the device asks for a reset. */
-    struct seg nostatus = { HDR_GPA, 16, false };
+    struct fake_seg nostatus = { HDR_GPA, 16, false };
     offer(f, 0, &nostatus, 1);
     f->vdev.ops->queue_notify(&f->vdev, 0);
     assert_int_equal(f->resets, 1);
@@ -415,7 +389,7 @@ static void test_hostile_chain(void **state)
 {
     (void)state;
     struct fx *f = fx_new(false);
-    struct seg segs[2] = { { BAD_GPA, 16, false }, { STATUS_GPA, 1, true } };
+    struct fake_seg segs[2] = { { BAD_GPA, 16, false }, { STATUS_GPA, 1, true } };
     offer(f, 0, segs, 2);
     f->vdev.ops->queue_notify(&f->vdev, 0);
     assert_int_equal(f->resets, 1);
@@ -423,12 +397,12 @@ static void test_hostile_chain(void **state)
     fx_free(f);
 }
 
-static struct seg range_seg(struct fx *f, unsigned i, uint64_t sector, uint32_t n, uint32_t flags)
+static struct fake_seg range_seg(struct fx *f, unsigned i, uint64_t sector, uint32_t n, uint32_t flags)
 {
     uint64_t gpa = DATA_GPA + 0x10000 + 16ull * i;
     uint32_t r[4] = { (uint32_t)sector, (uint32_t)(sector >> 32), n, flags };
     assert_int_equal(gm_write(&f->gm, gpa, r, 16), 0);
-    return (struct seg){ gpa, 16, false };
+    return (struct fake_seg){ gpa, 16, false };
 }
 
 static void assert_zero_range(struct fx *f, uint64_t sector, unsigned n)
@@ -448,28 +422,28 @@ static void test_discard_write_zeroes(void **state)
     uint64_t feat = f->vdev.ops->features(&f->vdev);
     assert_true(feat & 1ull << F_DISCARD);
     assert_true(feat & 1ull << F_WRITE_ZEROES);
-    struct seg wz = range_seg(f, 0, 16, 8, 0);
+    struct fake_seg wz = range_seg(f, 0, 16, 8, 0);
     assert_int_equal(request(f, T_WRITE_ZEROES, 0, &wz, 1), S_OK);
     assert_zero_range(f, 16, 8);
     /* Two ranges in one request, the second with unmap. */
-    struct seg two = range_seg(f, 0, 32, 8, 0);
+    struct fake_seg two = range_seg(f, 0, 32, 8, 0);
     range_seg(f, 1, 48, 8, 1);
     two.len = 32;
     assert_int_equal(request(f, T_WRITE_ZEROES, 0, &two, 1), S_OK);
     assert_zero_range(f, 32, 8);
     assert_zero_range(f, 48, 8);
-    struct seg dis = range_seg(f, 0, 64, 8, 0);
+    struct fake_seg dis = range_seg(f, 0, 64, 8, 0);
     assert_int_equal(request(f, T_DISCARD, 0, &dis, 1), S_OK);
     assert_zero_range(f, 64, 8);
-    struct seg unmap = range_seg(f, 0, 64, 8, 1);
+    struct fake_seg unmap = range_seg(f, 0, 64, 8, 1);
     assert_int_equal(request(f, T_DISCARD, 0, &unmap, 1), S_UNSUPP);
-    struct seg reserved = range_seg(f, 0, 64, 8, 4);
+    struct fake_seg reserved = range_seg(f, 0, 64, 8, 4);
     assert_int_equal(request(f, T_WRITE_ZEROES, 0, &reserved, 1), S_UNSUPP);
-    struct seg past = range_seg(f, 0, IMG_SECTORS - 4, 8, 0);
+    struct fake_seg past = range_seg(f, 0, IMG_SECTORS - 4, 8, 0);
     assert_int_equal(request(f, T_WRITE_ZEROES, 0, &past, 1), S_IOERR);
-    struct seg wrap = range_seg(f, 0, UINT64_MAX - 2, 8, 0);
+    struct fake_seg wrap = range_seg(f, 0, UINT64_MAX - 2, 8, 0);
     assert_int_equal(request(f, T_DISCARD, 0, &wrap, 1), S_IOERR);
-    struct seg ragged = { DATA_GPA + 0x10000, 10, false };
+    struct fake_seg ragged = { DATA_GPA + 0x10000, 10, false };
     assert_int_equal(request(f, T_DISCARD, 0, &ragged, 1), S_IOERR);
     fx_free(f);
 }
@@ -479,7 +453,7 @@ static void test_not_negotiated_discard(void **state)
     (void)state;
     struct fx *f = fx_new(false);
     f->vdev.driver_features &= ~(1ull << F_DISCARD);
-    struct seg dis = range_seg(f, 0, 64, 8, 0);
+    struct fake_seg dis = range_seg(f, 0, 64, 8, 0);
     assert_int_equal(request(f, T_DISCARD, 0, &dis, 1), S_UNSUPP);
     fx_free(f);
 }
@@ -532,7 +506,7 @@ static void test_interrupt_suppressed(void **state)
     struct fx *f = fx_new(false);
     uint16_t flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
     assert_int_equal(gm_write(&f->gm, AVAIL_GPA, &flags, 2), 0);
-    struct seg one = { DATA_GPA, 512, true };
+    struct fake_seg one = { DATA_GPA, 512, true };
     assert_int_equal(request(f, T_IN, 0, &one, 1), S_OK);
     assert_int_equal(request(f, 99, 0, NULL, 0), S_UNSUPP); /* answered without I/O */
     assert_int_equal(f->interrupts, 0);
@@ -575,10 +549,10 @@ static void test_multiqueue(void **state)
     assert_int_equal(nq, 2);
     /* A request on queue 1; the loop is driven through queue 0's empty run. */
     unsigned slot = f->avail_idx % f->qsize;
-    struct seg one = { DATA_GPA, 512, true };
+    struct fake_seg one = { DATA_GPA, 512, true };
     uint32_t hdr[4] = { T_IN, 0, 5, 0 };
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
-    struct seg segs[3] = { { HDR_GPA + 16ull * slot, 16, false }, one,
+    struct fake_seg segs[3] = { { HDR_GPA + 16ull * slot, 16, false }, one,
                            { STATUS_GPA + slot, 1, true } };
     offer(f, 1, segs, 3);
     f->vdev.ops->queue_notify(&f->vdev, 1);
@@ -593,10 +567,10 @@ static void test_reset_in_flight(void **state)
 {
     (void)state;
     struct fx *f = fx_new(false);
-    struct seg one = { DATA_GPA, 512, true };
+    struct fake_seg one = { DATA_GPA, 512, true };
     uint32_t hdr[4] = { T_IN, 0, 0, 0 };
     assert_int_equal(gm_write(&f->gm, HDR_GPA, hdr, 16), 0);
-    struct seg segs[3] = { { HDR_GPA, 16, false }, one, { STATUS_GPA, 1, true } };
+    struct fake_seg segs[3] = { { HDR_GPA, 16, false }, one, { STATUS_GPA, 1, true } };
     offer(f, 0, segs, 3);
     f->vdev.ops->queue_notify(&f->vdev, 0);
     f->vdev.ops->reset(&f->vdev);
@@ -620,7 +594,7 @@ static void test_destroy_in_flight(void **state)
     struct fx *f = fx_new(false);
     uint32_t hdr[4] = { T_FLUSH, 0, 0, 0 };
     assert_int_equal(gm_write(&f->gm, HDR_GPA, hdr, 16), 0);
-    struct seg segs[2] = { { HDR_GPA, 16, false }, { STATUS_GPA, 1, true } };
+    struct fake_seg segs[2] = { { HDR_GPA, 16, false }, { STATUS_GPA, 1, true } };
     offer(f, 0, segs, 2);
     f->vdev.ops->queue_notify(&f->vdev, 0);
     virtio_blk_destroy(f->blk);
@@ -638,15 +612,15 @@ static void test_cache_none_unaligned(void **state)
     cfg.cache_none = true;
     struct fx *f = fx_open(cfg);
     /* Buffers off the page boundary: O_DIRECT needs the bounce copy. */
-    struct seg rd = { DATA_GPA + 100, 1024, true };
+    struct fake_seg rd = { DATA_GPA + 100, 1024, true };
     assert_int_equal(request(f, T_IN, 7, &rd, 1), S_OK);
     const uint8_t *p = host(f, DATA_GPA + 100, 1024);
     for (size_t i = 0; i < 1024; i++)
         assert_int_equal(p[i], pattern(7 * 512 + i));
     memset(host(f, DATA_GPA + 0x2000 + 8, 512), 0x5a, 512);
-    struct seg wr = { DATA_GPA + 0x2000 + 8, 512, false };
+    struct fake_seg wr = { DATA_GPA + 0x2000 + 8, 512, false };
     assert_int_equal(request(f, T_OUT, 9, &wr, 1), S_OK);
-    struct seg al = { DATA_GPA + 0x4000, 4096, true };
+    struct fake_seg al = { DATA_GPA + 0x4000, 4096, true };
     assert_int_equal(request(f, T_IN, 8, &al, 1), S_OK);
     p = host(f, DATA_GPA + 0x4000, 4096);
     assert_int_equal(p[512], 0x5a);
@@ -665,7 +639,7 @@ static unsigned offer_read(struct fx *f, uint64_t sector, uint64_t gpa, uint32_t
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
     *(uint8_t *)host(f, STATUS_GPA + slot, 1) = 0xee;
     memset(host(f, gpa, len), 0xee, len);
-    struct seg segs[3] = { { HDR_GPA + 16ull * slot, 16, false }, { gpa, len, true },
+    struct fake_seg segs[3] = { { HDR_GPA + 16ull * slot, 16, false }, { gpa, len, true },
                            { STATUS_GPA + slot, 1, true } };
     offer(f, 0, segs, 3);
     return slot;
@@ -790,7 +764,7 @@ static void test_no_model_state(void **state)
 /* ---- hostile guests: memory and the loop's time ---- */
 
 /* Offers one chain through an indirect table of `n` descriptors in the slot's table. */
-static void offer_indirect(struct fx *f, const struct seg *segs, unsigned n)
+static void offer_indirect(struct fx *f, const struct fake_seg *segs, unsigned n)
 {
     uint64_t table = TABLE_GPA + 0x4000ull * (f->avail_idx % f->qsize);
     assert_true(n * 16u <= 0x4000u);
@@ -805,10 +779,7 @@ static void offer_indirect(struct fx *f, const struct seg *segs, unsigned n)
     struct virtq_desc d = { .addr = table, .len = 16u * n, .flags = VIRTQ_DESC_F_INDIRECT };
     assert_int_equal(gm_write(&f->gm, DESC_GPA + 16ull * head, &d, sizeof(d)), 0);
     f->next_desc = (uint16_t)((head + 1) % f->qsize);
-    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 4 + 2ull * (f->avail_idx % f->qsize), &head, 2),
-                     0);
-    f->avail_idx++;
-    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 2, &f->avail_idx, 2), 0);
+    fake_make_available(&f->gm, fake_ring(0, f->qsize), &f->avail_idx, head);
 }
 
 /* A request whose `nr_data` data segments all point at the same `seg_len` bytes at ALIAS_GPA
@@ -816,15 +787,15 @@ static void offer_indirect(struct fx *f, const struct seg *segs, unsigned n)
 static unsigned offer_aliased(struct fx *f, uint32_t type, uint64_t sector, unsigned nr_data,
                               uint32_t seg_len)
 {
-    static struct seg segs[VIRTQ_MAX_SEGS];
+    static struct fake_seg segs[VIRTQ_MAX_SEGS];
     unsigned slot = f->avail_idx % f->qsize;
     uint32_t hdr[4] = { type, 0, (uint32_t)sector, 0 };
     assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
     *(uint8_t *)host(f, STATUS_GPA + slot, 1) = 0xee;
-    segs[0] = (struct seg){ HDR_GPA + 16ull * slot, 16, false };
+    segs[0] = (struct fake_seg){ HDR_GPA + 16ull * slot, 16, false };
     for (unsigned i = 1; i <= nr_data; i++)
-        segs[i] = (struct seg){ ALIAS_GPA + 8, seg_len, type == T_IN };
-    segs[nr_data + 1] = (struct seg){ STATUS_GPA + slot, 1, true };
+        segs[i] = (struct fake_seg){ ALIAS_GPA + 8, seg_len, type == T_IN };
+    segs[nr_data + 1] = (struct fake_seg){ STATUS_GPA + slot, 1, true };
     offer_indirect(f, segs, nr_data + 2);
     return slot;
 }
@@ -922,7 +893,7 @@ static void offer_unsupported(struct fx *f, unsigned n)
         unsigned slot = f->avail_idx % f->qsize;
         uint32_t hdr[4] = { 99, 0, 0, 0 };
         assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
-        struct seg segs[2] = { { HDR_GPA + 16ull * slot, 16, false },
+        struct fake_seg segs[2] = { { HDR_GPA + 16ull * slot, 16, false },
                                { STATUS_GPA + slot, 1, true } };
         offer(f, 0, segs, 2);
     }

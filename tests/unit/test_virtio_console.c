@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fake_driver.h"
+
 #include "io/loop.h"
 #include "log.h"
 #include "model_state.h"
@@ -26,9 +28,9 @@
 #define RXQ VIRTIO_CONSOLE_RECEIVEQ
 #define TXQ VIRTIO_CONSOLE_TRANSMITQ
 #define QSIZE 16
-#define DESC_GPA 0x100000ull
-#define AVAIL_GPA 0x200000ull
-#define USED_GPA 0x300000ull
+#define DESC_GPA FAKE_DESC_GPA
+#define AVAIL_GPA FAKE_AVAIL_GPA
+#define USED_GPA FAKE_USED_GPA
 #define RX_GPA 0x400000ull
 #define TX_GPA 0x500000ull
 #define BIG_GPA 0x600000ull
@@ -36,11 +38,6 @@
 #define F_SIZE 0
 #define DRAIN_MAX (256u << 10)
 
-struct seg {
-    uint64_t gpa;
-    uint32_t len;
-    bool writable;
-};
 
 struct fx {
     struct guest_memory gm;
@@ -127,46 +124,23 @@ static void fx_free(struct fx *f)
 
 static void *host(struct fx *f, uint64_t gpa, uint64_t len)
 {
-    void *p = gm_ptr(&f->gm, gpa, len);
-    assert_non_null(p);
-    return p;
+    return fake_host(&f->gm, gpa, len);
 }
 
 static uint16_t used_idx(struct fx *f, unsigned q)
 {
-    uint16_t idx;
-    assert_int_equal(gm_read(&f->gm, USED_GPA + q * 0x10000ull + 2, &idx, 2), 0);
-    return idx;
+    return fake_used_idx(&f->gm, fake_ring(q, QSIZE));
 }
 
 static struct virtq_used_elem used_elem(struct fx *f, unsigned q, uint16_t i)
 {
-    struct virtq_used_elem e;
-    uint64_t at = USED_GPA + q * 0x10000ull + 4 + 8ull * (i % QSIZE);
-    assert_int_equal(gm_read(&f->gm, at, &e, sizeof(e)), 0);
-    return e;
+    return fake_used_elem(&f->gm, fake_ring(q, QSIZE), i);
 }
 
 /* Writes a chain into queue q's descriptor table and makes it available; returns its head. */
-static uint16_t offer(struct fx *f, unsigned q, const struct seg *segs, unsigned n)
+static uint16_t offer(struct fx *f, unsigned q, const struct fake_seg *segs, unsigned n)
 {
-    uint64_t table = DESC_GPA + q * 0x10000ull;
-    uint16_t head = f->next_desc[q];
-    for (unsigned i = 0; i < n; i++) {
-        uint16_t idx = (uint16_t)((head + i) % QSIZE);
-        struct virtq_desc d = { .addr = segs[i].gpa, .len = segs[i].len,
-                                .flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
-                                                    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-                                .next = (uint16_t)((idx + 1) % QSIZE) };
-        assert_int_equal(gm_write(&f->gm, table + 16ull * idx, &d, sizeof(d)), 0);
-    }
-    f->next_desc[q] = (uint16_t)((head + n) % QSIZE);
-    uint64_t avail = AVAIL_GPA + q * 0x10000ull;
-    assert_int_equal(gm_write(&f->gm, avail + 4 + 2ull * (f->avail_idx[q] % QSIZE), &head, 2),
-                     0);
-    f->avail_idx[q]++;
-    assert_int_equal(gm_write(&f->gm, avail + 2, &f->avail_idx[q], 2), 0);
-    return head;
+    return fake_offer(&f->gm, fake_ring(q, QSIZE), &f->next_desc[q], &f->avail_idx[q], segs, n);
 }
 
 /* Offers `text` as one readable buffer at `gpa` on the transmit queue. */
@@ -174,7 +148,7 @@ static void offer_text(struct fx *f, uint64_t gpa, const char *text)
 {
     size_t len = strlen(text);
     memcpy(host(f, gpa, len), text, len);
-    struct seg s = { gpa, (uint32_t)len, false };
+    struct fake_seg s = { gpa, (uint32_t)len, false };
     offer(f, TXQ, &s, 1);
 }
 
@@ -182,7 +156,7 @@ static void offer_text(struct fx *f, uint64_t gpa, const char *text)
 static void offer_rx(struct fx *f, uint64_t gpa, uint32_t len)
 {
     memset(host(f, gpa, len), '#', len);
-    struct seg s = { gpa, len, true };
+    struct fake_seg s = { gpa, len, true };
     offer(f, RXQ, &s, 1);
 }
 
@@ -273,7 +247,7 @@ static void test_output_chains(void **state)
     memcpy(host(f, TX_GPA + 0x100, 4), "vir", 3);
     memcpy(host(f, TX_GPA + 0x3000, 8), "tio-", 4);
     memcpy(host(f, TX_GPA + 0x200, 8), "console", 7);
-    struct seg segs[3] = { { TX_GPA + 0x100, 3, false }, { TX_GPA + 0x3000, 4, false },
+    struct fake_seg segs[3] = { { TX_GPA + 0x100, 3, false }, { TX_GPA + 0x3000, 4, false },
                            { TX_GPA + 0x200, 7, false } };
     offer(f, TXQ, segs, 3);
     offer_text(f, TX_GPA + 0x400, "\r\n");
@@ -303,10 +277,10 @@ static void test_output_short_writes(void **state)
     uint8_t *p = host(f, BIG_GPA, 2 * big);
     for (size_t i = 0; i < 2 * big; i++)
         p[i] = (uint8_t)(i * 13 + i / 251);
-    struct seg a[2] = { { BIG_GPA, (uint32_t)(big / 2), false },
+    struct fake_seg a[2] = { { BIG_GPA, (uint32_t)(big / 2), false },
                         { BIG_GPA + big / 2, (uint32_t)(big / 2), false } };
     offer(f, TXQ, a, 2);
-    struct seg b = { BIG_GPA + big, (uint32_t)big, false };
+    struct fake_seg b = { BIG_GPA + big, (uint32_t)big, false };
     offer(f, TXQ, &b, 1);
     notify(f, TXQ);
     run_until_used(f, 0, 2);
@@ -490,7 +464,7 @@ static void test_console_input(void **state)
     const uint8_t *msg = (const uint8_t *)"hello world";
     assert_int_equal(virtio_console_input(f->con, msg, 11), 0); /* no buffers */
     offer_rx(f, RX_GPA, 4);
-    struct seg two[2] = { { RX_GPA + 0x100, 2, true }, { RX_GPA + 0x200, 2, true } };
+    struct fake_seg two[2] = { { RX_GPA + 0x100, 2, true }, { RX_GPA + 0x200, 2, true } };
     memset(host(f, RX_GPA + 0x100, 0x200), '#', 0x200);
     offer(f, RXQ, two, 2);
     assert_int_equal(virtio_console_input(f->con, msg, 11), 8);
@@ -514,7 +488,7 @@ static void test_ring_violation(void **state)
 {
     (void)state;
     struct fx *f = fx_new(-1, -1);
-    struct seg bad = { BAD_GPA, 16, false };
+    struct fake_seg bad = { BAD_GPA, 16, false };
     offer(f, TXQ, &bad, 1);
     notify(f, TXQ);
     assert_int_equal(f->resets, 1);
@@ -525,7 +499,7 @@ static void test_ring_violation(void **state)
     setup_queue(f, RXQ);
     setup_queue(f, TXQ);
     assert_int_equal(f->vdev.ops->activate(&f->vdev), 0);
-    struct seg badrx = { BAD_GPA, 16, true };
+    struct fake_seg badrx = { BAD_GPA, 16, true };
     offer(f, RXQ, &badrx, 1);
     assert_int_equal(virtio_console_input(f->con, (const uint8_t *)"x", 1), 0);
     assert_int_equal(f->resets, 2);
@@ -537,7 +511,7 @@ static void test_rx_readonly_buffer(void **state)
 {
     (void)state;
     struct fx *f = fx_new(-1, -1);
-    struct seg ro = { RX_GPA, 16, false };
+    struct fake_seg ro = { RX_GPA, 16, false };
     offer(f, RXQ, &ro, 1);
     offer_rx(f, RX_GPA + 0x100, 16);
     assert_int_equal(virtio_console_input(f->con, (const uint8_t *)"ok", 2), 2);
@@ -927,7 +901,7 @@ static void test_quiesce_partial_write(void **state)
     uint8_t *text = host(f, BIG_GPA, 8192);
     for (size_t i = 0; i < 8192; i++)
         text[i] = (uint8_t)('a' + i % 26);
-    struct seg s = { BIG_GPA, 8192, false };
+    struct fake_seg s = { BIG_GPA, 8192, false };
     offer(f, TXQ, &s, 1);
     notify(f, TXQ);
     run_until(f, never, 20); /* 4096 bytes out, the rest waits for room */
@@ -1018,7 +992,7 @@ static void test_file_cap(void **state)
     assert_true(out >= 0);
     struct fx *f = fx_new_capped(-1, out, 1000);
     memset(host(f, TX_GPA, 600), 'a', 600);
-    struct seg chunk = { TX_GPA, 600, false };
+    struct fake_seg chunk = { TX_GPA, 600, false };
     for (unsigned i = 0; i < 3; i++)
         offer(f, TXQ, &chunk, 1);
     notify(f, TXQ);

@@ -15,15 +15,17 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fake_driver.h"
+
 #include "io/loop.h"
 #include "log.h"
 #include "model_state.h"
 #include "virtio/net.h"
 
 #define QSIZE 16
-#define DESC_GPA 0x100000ull
-#define AVAIL_GPA 0x200000ull
-#define USED_GPA 0x300000ull
+#define DESC_GPA FAKE_DESC_GPA
+#define AVAIL_GPA FAKE_AVAIL_GPA
+#define USED_GPA FAKE_USED_GPA
 #define QUEUE_STRIDE 0x10000ull
 #define RX_GPA 0x400000ull  /* 4 KiB per rx buffer */
 #define TX_GPA 0x600000ull
@@ -47,11 +49,6 @@ struct hdr {
     uint16_t hdr_len, gso_size, csum_start, csum_offset, num_buffers;
 };
 
-struct seg {
-    uint64_t gpa;
-    uint32_t len;
-    bool writable;
-};
 
 struct fx {
     struct guest_memory gm;
@@ -147,51 +144,29 @@ static void fx_free(struct fx *f)
 
 static void *host(struct fx *f, uint64_t gpa, uint64_t len)
 {
-    void *p = gm_ptr(&f->gm, gpa, len);
-    assert_non_null(p);
-    return p;
+    return fake_host(&f->gm, gpa, len);
 }
 
 static uint16_t used_idx(struct fx *f, unsigned q)
 {
-    uint16_t idx;
-    assert_int_equal(gm_read(&f->gm, USED_GPA + q * QUEUE_STRIDE + 2, &idx, 2), 0);
-    return idx;
+    return fake_used_idx(&f->gm, fake_ring(q, QSIZE));
 }
 
 static struct virtq_used_elem used_elem(struct fx *f, unsigned q, uint16_t i)
 {
-    struct virtq_used_elem e;
-    uint64_t at = USED_GPA + q * QUEUE_STRIDE + 4 + 8ull * (i % QSIZE);
-    assert_int_equal(gm_read(&f->gm, at, &e, sizeof(e)), 0);
-    return e;
+    return fake_used_elem(&f->gm, fake_ring(q, QSIZE), i);
 }
 
 /* Writes a chain into queue q's descriptor table and offers it; returns its head. */
-static uint16_t offer(struct fx *f, unsigned q, const struct seg *segs, unsigned n)
+static uint16_t offer(struct fx *f, unsigned q, const struct fake_seg *segs, unsigned n)
 {
-    uint64_t table = DESC_GPA + q * QUEUE_STRIDE;
-    uint16_t head = f->next_desc[q];
-    for (unsigned i = 0; i < n; i++) {
-        uint16_t idx = (uint16_t)((head + i) % QSIZE);
-        struct virtq_desc d = { .addr = segs[i].gpa, .len = segs[i].len,
-                                .flags = (uint16_t)((segs[i].writable ? VIRTQ_DESC_F_WRITE : 0) |
-                                                    (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
-                                .next = (uint16_t)((idx + 1) % QSIZE) };
-        assert_int_equal(gm_write(&f->gm, table + 16ull * idx, &d, sizeof(d)), 0);
-    }
-    f->next_desc[q] = (uint16_t)((head + n) % QSIZE);
-    uint64_t avail = AVAIL_GPA + q * QUEUE_STRIDE;
-    assert_int_equal(gm_write(&f->gm, avail + 4 + 2ull * (f->avail_idx[q] % QSIZE), &head, 2), 0);
-    f->avail_idx[q]++;
-    assert_int_equal(gm_write(&f->gm, avail + 2, &f->avail_idx[q], 2), 0);
-    return head;
+    return fake_offer(&f->gm, fake_ring(q, QSIZE), &f->next_desc[q], &f->avail_idx[q], segs, n);
 }
 
 /* Offers one writable rx buffer of `len` bytes, in slot `i` of the rx area of pair 0. */
 static void offer_rx(struct fx *f, unsigned q, unsigned i, uint32_t len)
 {
-    struct seg s = { RX_GPA + 0x1000ull * i + q * 0x40000ull, len, true };
+    struct fake_seg s = { RX_GPA + 0x1000ull * i + q * 0x40000ull, len, true };
     offer(f, q, &s, 1);
 }
 
@@ -274,7 +249,7 @@ static void guest_send(struct fx *f, size_t len, unsigned seed)
     uint8_t *frame = host(f, TX_GPA + 0x100, len);
     for (size_t i = 0; i < len; i++)
         frame[i] = pattern(i, seed);
-    struct seg segs[2] = { { TX_GPA, HDR, false }, { TX_GPA + 0x100, (uint32_t)len, false } };
+    struct fake_seg segs[2] = { { TX_GPA, HDR, false }, { TX_GPA + 0x100, (uint32_t)len, false } };
     offer(f, 1, segs, 2);
     notify(f, 1);
 }
@@ -465,9 +440,9 @@ static void test_tx_malformed_dropped(void **state)
 {
     (void)state;
     struct fx *f = fx_new(ALL_FEATURES);
-    struct seg shorter = { TX_GPA, 8, false };
+    struct fake_seg shorter = { TX_GPA, 8, false };
     offer(f, 1, &shorter, 1);
-    struct seg with_writable[2] = { { TX_GPA, HDR + 60, false }, { TX_GPA + 0x800, 16, true } };
+    struct fake_seg with_writable[2] = { { TX_GPA, HDR + 60, false }, { TX_GPA + 0x800, 16, true } };
     offer(f, 1, with_writable, 2);
     notify(f, 1);
     assert_int_equal(used_idx(f, 1), 2); /* answered at once */
@@ -485,7 +460,7 @@ static void test_ring_violation_needs_reset(void **state)
 {
     (void)state;
     struct fx *f = fx_new(ALL_FEATURES);
-    struct seg bad = { BAD_GPA, 100, false };
+    struct fake_seg bad = { BAD_GPA, 100, false };
     offer(f, 1, &bad, 1);
     notify(f, 1);
     assert_int_equal(f->resets, 1);
@@ -540,7 +515,7 @@ static uint8_t ctrl(struct fx *f, uint8_t class, uint8_t cmd, uint16_t arg)
     uint8_t msg[4] = { class, cmd, (uint8_t)arg, (uint8_t)(arg >> 8) };
     assert_int_equal(gm_write(&f->gm, CTRL_GPA, msg, 4), 0);
     *(uint8_t *)host(f, CTRL_GPA + 0x100, 1) = 0xee;
-    struct seg segs[3] = { { CTRL_GPA, 2, false }, { CTRL_GPA + 2, 2, false },
+    struct fake_seg segs[3] = { { CTRL_GPA, 2, false }, { CTRL_GPA + 2, 2, false },
                            { CTRL_GPA + 0x100, 1, true } };
     uint16_t want = (uint16_t)(used_idx(f, q) + 1);
     offer(f, q, segs, 3);

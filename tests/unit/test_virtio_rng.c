@@ -7,14 +7,16 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "fake_driver.h"
+
 #include "io/loop.h"
 #include "log.h"
 #include "virtio/rng.h"
 
 #define QSIZE 8
-#define DESC_GPA 0x100000ull
-#define AVAIL_GPA 0x200000ull
-#define USED_GPA 0x300000ull
+#define DESC_GPA FAKE_DESC_GPA
+#define AVAIL_GPA FAKE_AVAIL_GPA
+#define USED_GPA FAKE_USED_GPA
 #define BUF_GPA 0x400000ull
 
 struct fx {
@@ -63,19 +65,14 @@ static void fx_free(struct fx *f)
 /* Offers one writable buffer as descriptor 0 and kicks; returns the used length. */
 static uint32_t ask(struct fx *f, uint64_t gpa, uint32_t len)
 {
-    struct virtq_desc d = { .addr = gpa, .len = len, .flags = VIRTQ_DESC_F_WRITE };
-    assert_int_equal(gm_write(&f->gm, DESC_GPA, &d, sizeof(d)), 0);
-    uint16_t head = 0;
-    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 4 + 2ull * (f->avail_idx % QSIZE), &head, 2),
-                     0);
-    f->avail_idx++;
-    assert_int_equal(gm_write(&f->gm, AVAIL_GPA + 2, &f->avail_idx, 2), 0);
+    struct fake_ring r = fake_ring(0, QSIZE);
+    uint16_t next_desc = 0;
+    struct fake_seg seg = { gpa, len, true };
+    fake_offer(&f->gm, r, &next_desc, &f->avail_idx, &seg, 1);
     f->vdev.ops->queue_notify(&f->vdev, 0);
-    uint16_t used;
-    assert_int_equal(gm_read(&f->gm, USED_GPA + 2, &used, 2), 0);
+    uint16_t used = fake_used_idx(&f->gm, r);
     assert_int_equal(used, f->avail_idx);
-    struct virtq_used_elem e;
-    assert_int_equal(gm_read(&f->gm, USED_GPA + 4 + 8ull * ((used - 1) % QSIZE), &e, 8), 0);
+    struct virtq_used_elem e = fake_used_elem(&f->gm, r, (uint16_t)(used - 1));
     assert_int_equal(e.id, 0);
     return e.len;
 }
