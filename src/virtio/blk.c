@@ -534,27 +534,6 @@ static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
 
 /* ---- parsing a chain ---- */
 
-/* Iovecs over [off, off + len) of the chain's readable or writable bytes. */
-static unsigned chain_iov(const struct virtq_chain *c, bool writable, size_t off, size_t len,
-                          struct iovec *iov)
-{
-    unsigned n = 0;
-    for (unsigned i = 0; i < c->nr_segs && len; i++) {
-        const struct virtq_seg *s = &c->segs[i];
-        if (s->device_writes != writable)
-            continue;
-        if (off >= s->len) {
-            off -= s->len;
-            continue;
-        }
-        size_t take = s->len - off < len ? s->len - off : len;
-        iov[n++] = (struct iovec){ .iov_base = (uint8_t *)s->host + off, .iov_len = take };
-        off = 0;
-        len -= take;
-    }
-    return n;
-}
-
 static bool iov_dio_aligned(const struct iovec *iov, unsigned cnt)
 {
     for (unsigned i = 0; i < cnt; i++)
@@ -584,7 +563,7 @@ static int blk_parse_rw(struct virtio_blk *blk, struct blk_req *req, const struc
         return VIRTIO_BLK_S_IOERR;
     req->offset = sector << SECTOR_SHIFT;
     req->len = (uint32_t)len;
-    req->iov_cnt = chain_iov(c, in, in ? 0 : BLK_HDR_BYTES, len, req->iov);
+    req->iov_cnt = virtq_chain_iov(c, in, in ? 0 : BLK_HDR_BYTES, len, req->iov);
     if (req->iov_cnt > blk->config.seg_max)
         return VIRTIO_BLK_S_IOERR; /* more segments than the config space allows */
     /* O_DIRECT refuses unaligned guest buffers: such requests move through an aligned copy. */
