@@ -14,6 +14,8 @@ static const char *event_name(enum godwit_event event)
     case GODWIT_EVENT_POWERED_OFF: return "powered off";
     case GODWIT_EVENT_ENDED: return "ended";
     case GODWIT_EVENT_ERROR: return "error";
+    case GODWIT_EVENT_AGENT_FOUND: return "agent found";
+    case GODWIT_EVENT_AGENT_LOST: return "agent lost";
     }
     return "?";
 }

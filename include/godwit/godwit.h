@@ -38,6 +38,8 @@ enum godwit_event {
     GODWIT_EVENT_POWERED_OFF, /* the guest powered off */
     GODWIT_EVENT_ENDED,       /* the VM ended for any other reason; see godwit_wait() */
     GODWIT_EVENT_ERROR,       /* the VMM failed */
+    GODWIT_EVENT_AGENT_FOUND, /* the guest agent answers (again) */
+    GODWIT_EVENT_AGENT_LOST,  /* the guest agent stopped answering (its heartbeat) */
 };
 
 /* A virtio-blk disk: a raw image file or a host block device. */

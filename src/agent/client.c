@@ -48,6 +48,12 @@ int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms)
 
 struct agent_client *agent_client_connect(const char *path, bool direct, unsigned port, int *err)
 {
+    return agent_client_connect_within(path, direct, port, AGENT_CONNECT_TIMEOUT_MS, err);
+}
+
+struct agent_client *agent_client_connect_within(const char *path, bool direct, unsigned port,
+                                                 unsigned timeout_ms, int *err)
+{
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     struct agent_client *c;
     if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -66,7 +72,7 @@ struct agent_client *agent_client_connect(const char *path, bool direct, unsigne
         agent_client_close(c);
         return NULL;
     }
-    if (!direct && (*err = agent_vsock_handshake(c->fd, port, AGENT_CONNECT_TIMEOUT_MS)) < 0) {
+    if (!direct && (*err = agent_vsock_handshake(c->fd, port, timeout_ms)) < 0) {
         agent_client_close(c);
         return NULL;
     }

@@ -28,6 +28,9 @@ struct agent_client {
  * Returns a client (free with agent_client_close) or NULL with *err set to -errno.
  */
 struct agent_client *agent_client_connect(const char *path, bool direct, unsigned port, int *err);
+/* The same, the guest's answer to CONNECT awaited for at most timeout_ms. */
+struct agent_client *agent_client_connect_within(const char *path, bool direct, unsigned port,
+                                                 unsigned timeout_ms, int *err);
 void agent_client_close(struct agent_client *c);
 
 /* Sends the message built in c->out. 0 or -errno. */

@@ -183,6 +183,9 @@ static void handle_get_vm(void *ctx, const struct http_request *req, struct http
     json_object_object_add(obj, "vcpus", json_object_new_int((int)cfg->nr_cpus));
     json_object_object_add(obj, "memory_mib", json_object_new_int64((int64_t)cfg->memory_mib));
     json_object_object_add(obj, "config", config_to_json_object(cfg, &extra));
+    struct json_object *agent = godwit_agent_json(s->vm);
+    if (agent)
+        json_object_object_add(obj, "agent", agent);
     reply_json(h, resp, obj);
 }
 

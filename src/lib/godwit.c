@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/monitor.h"
 #include "lib/defaults.h"
 #include "io/console.h"
 #include "vm/platform.h"
@@ -53,6 +54,7 @@ struct godwit_vm {
     struct snapshot *restore; /* the first boot restores this snapshot; NULL after */
     int incoming_fd;          /* the first boot comes from this migration stream; -1 after */
     struct migration *migration; /* the current or last outgoing live migration */
+    struct agent_monitor *agent; /* the guest agent's heartbeat, with a vsock device */
     struct loop_task *tasks;  /* calls posted to the main loop that have not run yet */
     pthread_cond_t task_cond;
     unsigned shutdown_timeout_ms;
@@ -418,6 +420,55 @@ static bool take_disk_locks(struct event_loop *loop, void *opaque, int res)
     return false;
 }
 
+static void on_agent_change(void *opaque, bool alive, const struct agent_status *st)
+{
+    (void)st;
+    emit(opaque, alive ? GODWIT_EVENT_AGENT_FOUND : GODWIT_EVENT_AGENT_LOST);
+}
+
+/* With a vsock device, the guest agent's heartbeat (agent/monitor.h); a VM runs without. */
+static void start_agent_monitor(struct godwit_vm *gv)
+{
+    struct agent_monitor *m = NULL;
+    if (gv->vsock_path && agent_monitor_start(&m, gv->vsock_path, on_agent_change, gv) == 0) {
+        pthread_mutex_lock(&gv->lock);
+        gv->agent = m;
+        pthread_mutex_unlock(&gv->lock);
+    }
+}
+
+static void stop_agent_monitor(struct godwit_vm *gv)
+{
+    pthread_mutex_lock(&gv->lock);
+    struct agent_monitor *m = gv->agent;
+    gv->agent = NULL;
+    pthread_mutex_unlock(&gv->lock);
+    agent_monitor_stop(m); /* outside the lock: its thread may be emitting an event */
+}
+
+struct json_object *godwit_agent_json(struct godwit_vm *gv)
+{
+    struct agent_status st;
+    pthread_mutex_lock(&gv->lock);
+    bool watched = gv->agent != NULL;
+    if (watched)
+        agent_monitor_status(gv->agent, &st);
+    pthread_mutex_unlock(&gv->lock);
+    if (!watched)
+        return NULL;
+    struct json_object *obj = json_object_new_object();
+    json_object_object_add(obj, "alive", json_object_new_boolean(st.alive));
+    if (!st.seen)
+        return obj;
+    json_object_object_add(obj, "heartbeat_age_ms", json_object_new_int64((int64_t)st.age_ms));
+    json_object_object_add(obj, "version", json_object_new_string(st.version));
+    json_object_object_add(obj, "os", json_object_new_string(st.os));
+    json_object_object_add(obj, "kernel", json_object_new_string(st.kernel));
+    json_object_object_add(obj, "hostname", json_object_new_string(st.hostname));
+    json_object_object_add(obj, "addresses", json_object_new_string(st.addresses));
+    return obj;
+}
+
 /* Boots the VM once and runs the main loop until it ends; returns why it ended. */
 static enum vm_exit_reason run_once(struct godwit_vm *gv)
 {
@@ -459,8 +510,10 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         emit(gv, GODWIT_EVENT_STARTED);
         if (gv->hooks.started)
             gv->hooks.started(gv->hooks.opaque);
+        start_agent_monitor(gv);
         if (loop_run(&gv->loop) < 0)
             vm_request_exit(vm, VM_EXIT_VMM_ERROR);
+        stop_agent_monitor(gv);
     }
     loop_unwatch(&gv->loop, &gv->exit_watch);
     loop_unwatch(&gv->loop, &gv->shutdown_timer);

@@ -30,5 +30,8 @@ struct json_object *godwit_counters_json(struct godwit_vm *vm);
 /* Each vCPU's registers, run state, local APIC and timer MSRs (vcpu/inspect.c), read with the
  * vCPUs stopped for a moment (a paused VM stays paused). NULL when no VM runs. */
 struct json_object *godwit_vcpus_json(struct godwit_vm *vm);
+/* The guest agent's heartbeat and what it said of the guest (GET /vm's "agent"), or NULL for
+ * a VM without a vsock device. */
+struct json_object *godwit_agent_json(struct godwit_vm *vm);
 
 #endif

@@ -157,6 +157,38 @@ case_info() {
   pass $n
 }
 
+# One field of GET /vm's "agent" (Python's spelling: True, False, None when absent).
+agent_field() {
+  curl -s -m 5 --unix-socket "$api" http://localhost/vm |
+    python3 -c 'import json, sys; print(json.load(sys.stdin).get("agent", {}).get(sys.argv[1]))' "$1"
+}
+
+# agent_alive_is WANT SECS: GET /vm's agent.alive reads WANT (True or False) within SECS.
+agent_alive_is() {
+  local _
+  for _ in $(seq "$2"); do
+    [ "$(agent_field alive)" = "$1" ] && return 0
+    sleep 1
+  done
+  return 1
+}
+
+# The heartbeat: GET /vm shows the agent alive, its last answer under 3 s old, and what it
+# said of the guest; an agent that stops answering (every agent process stopped, SIGSTOP) is
+# lost, and found again once it goes on (SIGCONT).
+case_heartbeat() {
+  local n=heartbeat age
+  agent_alive_is True 10 || { fail $n "GET /vm: agent.alive is '$(agent_field alive)'"; return; }
+  age=$(agent_field heartbeat_age_ms)
+  [ "${age:-None}" != None ] && [ "$age" -lt 3000 ] || { fail $n "heartbeat age '$age' ms"; return; }
+  [[ $(agent_field kernel) == *"$kernel_version"* ]] || { fail $n "agent.kernel '$(agent_field kernel)'"; return; }
+  g exec "$api" -- sh -c 'setsid sh -c "sleep 1; kill -STOP \$(pidof godwit-agent); sleep 15; kill -CONT \$(pidof godwit-agent)" </dev/null >/dev/null 2>&1 &' ||
+    { fail $n "cannot start the agent's stop in the guest"; return; }
+  agent_alive_is False 14 || { fail $n "still alive 14 s after its agent stopped (age $(agent_field heartbeat_age_ms) ms)"; return; }
+  agent_alive_is True 40 || { fail $n "not found again after its agent went on"; return; }
+  pass $n
+}
+
 # finished PID SECS: PID ends within SECS (status 0), or not (1).
 finished() {
   local _
@@ -208,7 +240,7 @@ case_clock() {
 }
 
 if [ $up -eq 1 ]; then
-  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info freeze clock}; do
+  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze clock}; do
     echo "-- $c"
     "case_$c"
   done

@@ -1,0 +1,215 @@
+/* monitor.c: the guest agent's heartbeat, as the VMM sees it (monitor.h). */
+#define _GNU_SOURCE
+#include "agent/monitor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/client.h"
+#include "log.h"
+
+/* How long one request may take before the agent counts as not answering. */
+#define AGENT_ANSWER_TIMEOUT_MS 2000
+
+struct agent_monitor {
+    char *vsock_path;
+    agent_monitor_fn fn;
+    void *opaque;
+    int wake[2]; /* a byte on wake[1] stops the thread */
+    pthread_t thread;
+
+    pthread_mutex_t lock; /* guards st, last_answer and fd */
+    struct agent_status st;
+    struct timespec last_answer;
+    int fd; /* the connection to the agent, -1: none; stop shuts it down to end a wait */
+};
+
+static double ms_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+static void set_timeouts(int fd)
+{
+    struct timeval tv = { .tv_sec = AGENT_ANSWER_TIMEOUT_MS / 1000,
+                          .tv_usec = (AGENT_ANSWER_TIMEOUT_MS % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* The agent's INFO reply into the status (under the lock). */
+static void take_info(struct agent_monitor *m, const struct agent_msg *reply)
+{
+    struct agent_status *st = &m->st;
+    agent_get_str(reply, AGENT_T_VERSION, st->version, sizeof(st->version));
+    agent_get_str(reply, AGENT_T_OS, st->os, sizeof(st->os));
+    agent_get_str(reply, AGENT_T_KERNEL, st->kernel, sizeof(st->kernel));
+    agent_get_str(reply, AGENT_T_HOSTNAME, st->hostname, sizeof(st->hostname));
+    st->addresses[0] = '\0';
+    size_t pos = 0, used = 0;
+    struct agent_field f;
+    while (agent_field_next(reply, &pos, &f)) {
+        if (f.tag != AGENT_T_ADDRESS || used + f.len + 2 > sizeof(st->addresses))
+            continue;
+        if (used)
+            st->addresses[used++] = ' ';
+        memcpy(st->addresses + used, f.value, f.len);
+        used += f.len;
+        st->addresses[used] = '\0';
+    }
+}
+
+/* A new connection: the agent's INFO first. NULL when the agent does not answer. */
+static struct agent_client *connect_agent(struct agent_monitor *m)
+{
+    struct agent_msg reply;
+    int err;
+    struct agent_client *c = agent_client_connect_within(m->vsock_path, false, AGENT_VSOCK_PORT,
+                                                         AGENT_ANSWER_TIMEOUT_MS, &err);
+    if (!c)
+        return NULL;
+    set_timeouts(c->fd);
+    pthread_mutex_lock(&m->lock);
+    m->fd = c->fd;
+    pthread_mutex_unlock(&m->lock);
+    if (agent_client_simple(c, AGENT_INFO, &reply) < 0 || reply.h.type != AGENT_INFO_REPLY) {
+        agent_client_close(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&m->lock);
+    take_info(m, &reply);
+    pthread_mutex_unlock(&m->lock);
+    return c;
+}
+
+/* One heartbeat: 0 when the agent answered PING. */
+static int ping(struct agent_client *c)
+{
+    struct agent_msg reply;
+    int ret = agent_client_simple(c, AGENT_PING, &reply);
+    return ret < 0 ? ret : reply.h.type == AGENT_OK ? 0 : -EPROTO;
+}
+
+/* Marks an answer now, or none, and tells of a change of state. */
+static void record(struct agent_monitor *m, bool answered)
+{
+    struct agent_status st;
+    pthread_mutex_lock(&m->lock);
+    if (answered) {
+        clock_gettime(CLOCK_MONOTONIC, &m->last_answer);
+        m->st.seen = true;
+    }
+    bool was = m->st.alive;
+    m->st.alive = m->st.seen && ms_since(&m->last_answer) < AGENT_LOST_MS;
+    st = m->st;
+    pthread_mutex_unlock(&m->lock);
+    if (st.alive == was)
+        return;
+    /* Quietly: the serial console may be the user's terminal. */
+    if (st.alive)
+        log_debug("agent: answering (%s, %s, kernel %s)", st.version, st.os, st.kernel);
+    else
+        log_debug("agent: no answer for %d s", AGENT_LOST_MS / 1000);
+    if (m->fn)
+        m->fn(m->opaque, st.alive, &st);
+}
+
+/* Waits `ms` or until stopped: true when stopped. */
+static bool wait_or_stop(struct agent_monitor *m, int ms)
+{
+    struct pollfd p = { .fd = m->wake[0], .events = POLLIN };
+    return poll(&p, 1, ms) > 0;
+}
+
+static void disconnect(struct agent_monitor *m, struct agent_client *c)
+{
+    pthread_mutex_lock(&m->lock);
+    m->fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    agent_client_close(c);
+}
+
+static void *monitor_thread(void *arg)
+{
+    struct agent_monitor *m = arg;
+    struct agent_client *c = NULL;
+    do {
+        if (!c)
+            c = connect_agent(m);
+        bool answered = c && ping(c) == 0;
+        if (c && !answered) {
+            disconnect(m, c); /* the next turn connects again */
+            c = NULL;
+        }
+        record(m, answered);
+    } while (!wait_or_stop(m, AGENT_PING_INTERVAL_MS));
+    if (c)
+        disconnect(m, c);
+    return NULL;
+}
+
+int agent_monitor_start(struct agent_monitor **out, const char *vsock_path, agent_monitor_fn fn,
+                        void *opaque)
+{
+    struct agent_monitor *m = calloc(1, sizeof(*m));
+    *out = NULL;
+    if (!m || !(m->vsock_path = strdup(vsock_path))) {
+        free(m);
+        return -ENOMEM;
+    }
+    m->fn = fn;
+    m->opaque = opaque;
+    m->fd = -1;
+    pthread_mutex_init(&m->lock, NULL);
+    int ret = pipe2(m->wake, O_CLOEXEC) < 0 ? -errno : 0;
+    if (ret == 0 && (ret = -pthread_create(&m->thread, NULL, monitor_thread, m)) < 0) {
+        close(m->wake[0]);
+        close(m->wake[1]);
+    }
+    if (ret < 0) {
+        log_error("agent: cannot start its heartbeat: %s", strerror(-ret));
+        pthread_mutex_destroy(&m->lock);
+        free(m->vsock_path);
+        free(m);
+        return ret;
+    }
+    pthread_setname_np(m->thread, "godwit-agent");
+    *out = m;
+    return 0;
+}
+
+void agent_monitor_stop(struct agent_monitor *m)
+{
+    if (!m)
+        return;
+    if (write(m->wake[1], "", 1) < 0)
+        log_warn("agent: cannot stop its heartbeat: %s", strerror(errno));
+    pthread_mutex_lock(&m->lock);
+    if (m->fd >= 0)
+        shutdown(m->fd, SHUT_RDWR); /* a request waiting for the agent ends now */
+    pthread_mutex_unlock(&m->lock);
+    pthread_join(m->thread, NULL);
+    close(m->wake[0]);
+    close(m->wake[1]);
+    pthread_mutex_destroy(&m->lock);
+    free(m->vsock_path);
+    free(m);
+}
+
+void agent_monitor_status(struct agent_monitor *m, struct agent_status *st)
+{
+    pthread_mutex_lock(&m->lock);
+    *st = m->st;
+    st->age_ms = m->st.seen ? ms_since(&m->last_answer) : 0;
+    pthread_mutex_unlock(&m->lock);
+}

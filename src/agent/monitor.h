@@ -1,0 +1,37 @@
+/*
+ * monitor.h: the guest agent's heartbeat, as the VMM sees it. A VM with a vsock device has a
+ * thread of its own that reaches the agent through the VM's vsock socket (as any host program
+ * does), asks for its INFO once per connection and PINGs it every second. The age of its last
+ * answer is the heartbeat's age (GET /vm's "agent", godwit info); an agent silent for
+ * AGENT_LOST_MS is lost (one log line, GODWIT_EVENT_AGENT_LOST), and found again when it answers.
+ */
+#ifndef GODWIT_AGENT_MONITOR_H
+#define GODWIT_AGENT_MONITOR_H
+
+#include <stdbool.h>
+
+#define AGENT_PING_INTERVAL_MS 1000
+#define AGENT_LOST_MS 3000
+
+struct agent_status {
+    bool seen;        /* the agent answered at least once */
+    bool alive;       /* ... and within AGENT_LOST_MS */
+    double age_ms;    /* since its last answer; meaningless unless seen */
+    char version[64], os[128], kernel[128], hostname[128];
+    char addresses[512]; /* space separated */
+};
+
+struct agent_monitor;
+
+/* Called on the monitor's thread when the agent is found (alive) or lost. */
+typedef void (*agent_monitor_fn)(void *opaque, bool alive, const struct agent_status *st);
+
+/* Starts watching the agent behind `vsock_path`. 0 or -errno after one line. */
+int agent_monitor_start(struct agent_monitor **out, const char *vsock_path, agent_monitor_fn fn,
+                        void *opaque);
+/* Stops the thread and frees the monitor; NULL is fine. */
+void agent_monitor_stop(struct agent_monitor *m);
+/* A snapshot of what is known, from any thread. */
+void agent_monitor_status(struct agent_monitor *m, struct agent_status *st);
+
+#endif

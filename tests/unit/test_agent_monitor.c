@@ -1,0 +1,198 @@
+/* test_agent_monitor.c: the agent's heartbeat as the VMM sees it, against a fake VM vsock socket
+ * (Firecracker's CONNECT handshake) with a fake agent behind it that can fall silent. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "agent/monitor.h"
+#include "agent/wire.h"
+#include "log.h"
+
+struct fake_vm {
+    char path[64];
+    int listen_fd;
+    pthread_t thread;
+    volatile bool silent; /* the agent takes requests and answers none */
+    volatile bool stop;
+    pthread_mutex_t lock;
+    unsigned found, lost, connections;
+    bool found_without_info; /* an AGENT_FOUND whose status lacked the agent's version */
+};
+
+/* One connection: the CONNECT line, then INFO and PINGs answered until silent or closed. */
+static void serve(struct fake_vm *vm, int fd)
+{
+    static uint8_t in[AGENT_BUF_SIZE], out[AGENT_BUF_SIZE];
+    char line[32] = "";
+    for (size_t n = 0; n < sizeof(line) - 1 && read(fd, line + n, 1) == 1 && line[n] != '\n'; n++)
+        ;
+    if (strncmp(line, "CONNECT 1024", 12) != 0 || write(fd, "OK 1073741824\n", 14) != 14)
+        return;
+    struct agent_msg m;
+    while (!vm->stop && agent_read_msg(fd, in, &m) == 0) {
+        if (vm->silent)
+            return; /* as a hung agent: the request goes unanswered, the connection ends */
+        struct agent_builder b;
+        if (m.h.type == AGENT_INFO) {
+            agent_build_start(&b, out, AGENT_INFO_REPLY, 0, m.h.id);
+            agent_put_str(&b, AGENT_T_VERSION, "9.9");
+            agent_put_str(&b, AGENT_T_OS, "Fake Linux");
+            agent_put_str(&b, AGENT_T_KERNEL, "6.1.0-test");
+            agent_put_str(&b, AGENT_T_HOSTNAME, "guest");
+            agent_put_str(&b, AGENT_T_ADDRESS, "10.0.0.2/24");
+            agent_put_str(&b, AGENT_T_ADDRESS, "fe80::1/64");
+        } else if (m.h.type == AGENT_PING) {
+            agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
+        } else {
+            return; /* the monitor asks nothing else: the test then fails on its counts */
+        }
+        size_t len = agent_build_end(&b);
+        if (agent_write_all(fd, out, len) < 0)
+            return;
+    }
+}
+
+static void *fake_vm_thread(void *arg)
+{
+    struct fake_vm *vm = arg;
+    while (!vm->stop) {
+        int fd = accept(vm->listen_fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        pthread_mutex_lock(&vm->lock);
+        vm->connections++;
+        pthread_mutex_unlock(&vm->lock);
+        serve(vm, fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void on_change(void *opaque, bool alive, const struct agent_status *st)
+{
+    struct fake_vm *vm = opaque;
+    pthread_mutex_lock(&vm->lock);
+    if (alive) {
+        vm->found_without_info |= strcmp(st->version, "9.9") != 0;
+        vm->found++;
+    } else {
+        vm->lost++;
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static unsigned count(struct fake_vm *vm, unsigned *what)
+{
+    pthread_mutex_lock(&vm->lock);
+    unsigned n = *what;
+    pthread_mutex_unlock(&vm->lock);
+    return n;
+}
+
+/* Waits up to `ms` for *what to reach `want`. */
+static bool wait_for(struct fake_vm *vm, unsigned *what, unsigned want, unsigned ms)
+{
+    for (unsigned t = 0; t < ms; t += 50) {
+        if (count(vm, what) >= want)
+            return true;
+        nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+    }
+    return false;
+}
+
+static void test_heartbeat_found_lost_found(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1 };
+    pthread_mutex_init(&vm.lock, NULL);
+    snprintf(vm.path, sizeof(vm.path), "/tmp/godwit-agentmon-%d.vsock", (int)getpid());
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strcpy(sa.sun_path, vm.path);
+    unlink(vm.path);
+    vm.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(vm.listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(vm.listen_fd, 4), 0);
+    assert_int_equal(pthread_create(&vm.thread, NULL, fake_vm_thread, &vm), 0);
+
+    struct agent_monitor *m;
+    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
+    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    struct agent_status st;
+    agent_monitor_status(m, &st);
+    assert_true(st.seen && st.alive);
+    assert_true(st.age_ms < AGENT_LOST_MS);
+    assert_string_equal(st.os, "Fake Linux");
+    assert_string_equal(st.kernel, "6.1.0-test");
+    assert_string_equal(st.addresses, "10.0.0.2/24 fe80::1/64");
+
+    /* Silent: lost once its last answer is AGENT_LOST_MS old, and the age says so. */
+    vm.silent = true;
+    assert_true(wait_for(&vm, &vm.lost, 1, AGENT_LOST_MS + 5000));
+    agent_monitor_status(m, &st);
+    assert_false(st.alive);
+    assert_true(st.age_ms >= AGENT_LOST_MS);
+    assert_int_equal(count(&vm, &vm.found), 1);
+    assert_false(vm.found_without_info);
+
+    /* Answering again: found again, through a new connection. */
+    vm.silent = false;
+    assert_true(wait_for(&vm, &vm.found, 2, 5000));
+    assert_true(count(&vm, &vm.connections) >= 2);
+    agent_monitor_status(m, &st);
+    assert_true(st.alive);
+
+    /* Stopping does not wait for the agent. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    agent_monitor_stop(m);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 2);
+
+    vm.stop = true;
+    shutdown(vm.listen_fd, SHUT_RDWR);
+    pthread_join(vm.thread, NULL);
+    close(vm.listen_fd);
+    unlink(vm.path);
+    pthread_mutex_destroy(&vm.lock);
+}
+
+/* No VM socket at all: never seen, never alive, and no event. */
+static void test_no_agent(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { 0 };
+    pthread_mutex_init(&vm.lock, NULL);
+    struct agent_monitor *m;
+    assert_int_equal(agent_monitor_start(&m, "/nonexistent/godwit.vsock", on_change, &vm), 0);
+    nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 500 * 1000 * 1000 }, NULL);
+    struct agent_status st;
+    agent_monitor_status(m, &st);
+    assert_false(st.seen);
+    assert_false(st.alive);
+    agent_monitor_stop(m);
+    assert_int_equal(vm.found + vm.lost, 0);
+    pthread_mutex_destroy(&vm.lock);
+}
+
+int main(void)
+{
+    log_set_level(LOG_LVL_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_heartbeat_found_lost_found),
+        cmocka_unit_test(test_no_agent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
