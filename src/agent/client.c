@@ -54,6 +54,16 @@ struct agent_client *agent_client_connect(const char *path, bool direct, unsigne
 struct agent_client *agent_client_connect_within(const char *path, bool direct, unsigned port,
                                                  unsigned timeout_ms, int *err)
 {
+    struct agent_client *c = agent_client_open(path, err);
+    if (c && !direct && (*err = agent_vsock_handshake(c->fd, port, timeout_ms)) < 0) {
+        agent_client_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct agent_client *agent_client_open(const char *path, int *err)
+{
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     struct agent_client *c;
     if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -69,10 +79,6 @@ struct agent_client *agent_client_connect_within(const char *path, bool direct, 
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         *err = -errno;
-        agent_client_close(c);
-        return NULL;
-    }
-    if (!direct && (*err = agent_vsock_handshake(c->fd, port, timeout_ms)) < 0) {
         agent_client_close(c);
         return NULL;
     }

@@ -31,6 +31,8 @@ struct agent_client *agent_client_connect(const char *path, bool direct, unsigne
 /* The same, the guest's answer to CONNECT awaited for at most timeout_ms. */
 struct agent_client *agent_client_connect_within(const char *path, bool direct, unsigned port,
                                                  unsigned timeout_ms, int *err);
+/* Only the connection to the UNIX socket: the caller speaks first (agent_vsock_handshake). */
+struct agent_client *agent_client_open(const char *path, int *err);
 void agent_client_close(struct agent_client *c);
 
 /* Sends the message built in c->out. 0 or -errno. */

@@ -69,21 +69,29 @@ static void take_info(struct agent_monitor *m, const struct agent_msg *reply)
     }
 }
 
+static void disconnect(struct agent_monitor *m, struct agent_client *c)
+{
+    pthread_mutex_lock(&m->lock);
+    m->fd = -1;
+    pthread_mutex_unlock(&m->lock);
+    agent_client_close(c);
+}
+
 /* A new connection: the agent's INFO first. NULL when the agent does not answer. */
 static struct agent_client *connect_agent(struct agent_monitor *m)
 {
     struct agent_msg reply;
     int err;
-    struct agent_client *c = agent_client_connect_within(m->vsock_path, false, AGENT_VSOCK_PORT,
-                                                         AGENT_ANSWER_TIMEOUT_MS, &err);
+    struct agent_client *c = agent_client_open(m->vsock_path, &err);
     if (!c)
         return NULL;
     set_timeouts(c->fd);
     pthread_mutex_lock(&m->lock);
-    m->fd = c->fd;
+    m->fd = c->fd; /* from here stop can end a wait for the guest */
     pthread_mutex_unlock(&m->lock);
-    if (agent_client_simple(c, AGENT_INFO, &reply) < 0 || reply.h.type != AGENT_INFO_REPLY) {
-        agent_client_close(c);
+    if (agent_vsock_handshake(c->fd, AGENT_VSOCK_PORT, AGENT_ANSWER_TIMEOUT_MS) < 0 ||
+        agent_client_simple(c, AGENT_INFO, &reply) < 0 || reply.h.type != AGENT_INFO_REPLY) {
+        disconnect(m, c);
         return NULL;
     }
     pthread_mutex_lock(&m->lock);
@@ -129,14 +137,6 @@ static bool wait_or_stop(struct agent_monitor *m, int ms)
 {
     struct pollfd p = { .fd = m->wake[0], .events = POLLIN };
     return poll(&p, 1, ms) > 0;
-}
-
-static void disconnect(struct agent_monitor *m, struct agent_client *c)
-{
-    pthread_mutex_lock(&m->lock);
-    m->fd = -1;
-    pthread_mutex_unlock(&m->lock);
-    agent_client_close(c);
 }
 
 static void *monitor_thread(void *arg)
