@@ -262,5 +262,7 @@ vm_pid=
 kill "$wd_pid" 2>/dev/null
 wait "$wd_pid" 2>/dev/null
 expect_clean agent || true
+# A failure shows how the VM's own log ends (a VM that ended mid-suite says why there).
+[ "$failed" -eq 0 ] || { echo "agent: the VM's log ends:"; tail -n 40 "$log" | sed 's/^/    | /'; }
 echo "agent: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
