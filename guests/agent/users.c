@@ -75,12 +75,17 @@ int user_lookup(const char *passwd, const char *group, const char *who, struct a
             continue;
         if (by_id ? uid != want : strcmp(fld[0], who) != 0)
             continue;
+        const char *home = fld[5][0] ? fld[5] : "/";
+        fclose(f);
+        /* A name, home or shell longer than we keep is refused, not cut to another path. */
+        if (strlen(fld[0]) >= sizeof(u->name) || strlen(home) >= sizeof(u->home) ||
+            strlen(fld[6]) >= sizeof(u->shell))
+            return -ENAMETOOLONG;
         u->uid = (uid_t)uid;
         u->gid = (gid_t)gid;
-        snprintf(u->name, sizeof(u->name), "%s", fld[0]);
-        snprintf(u->home, sizeof(u->home), "%s", fld[5][0] ? fld[5] : "/");
-        snprintf(u->shell, sizeof(u->shell), "%s", fld[6]);
-        fclose(f);
+        memcpy(u->name, fld[0], strlen(fld[0]) + 1);
+        memcpy(u->home, home, strlen(home) + 1);
+        memcpy(u->shell, fld[6], strlen(fld[6]) + 1);
         find_groups(group, u);
         return 0;
     }
