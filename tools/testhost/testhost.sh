@@ -30,6 +30,9 @@
 # LANG, LC_ALL, every GODWIT_* variable and the variables named in
 # $GODWIT_TESTHOST_ENV (space separated) are passed through.
 #
+# GODWIT_TESTHOST_QEMU names another qemu-system-x86_64 to run the test host with (to compare
+# QEMU versions); the default is the one on PATH.
+#
 # Test hosts run one at a time (a lock in the cache; see below).
 set -euo pipefail
 
@@ -67,7 +70,7 @@ stall_s=${GODWIT_TESTHOST_STALL_S:-120}
 if [[ -n $interactive ]] && ! [[ -t 0 && -t 1 ]]; then
     die "--interactive needs a terminal on standard input and output"
 fi
-qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (install qemu-system-x86)"
+qemu=${GODWIT_TESTHOST_QEMU:-$(command -v qemu-system-x86_64)} || die "qemu-system-x86_64 not found (install qemu-system-x86)"
 command -v timeout >/dev/null || die "timeout (coreutils) not found"
 
 # Kernel and modules: the same Debian package the default guest comes from.
