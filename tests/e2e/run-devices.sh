@@ -290,7 +290,12 @@ def serve(port, fn):
 threading.Thread(target=serve, args=(5000, upload), daemon=True).start()
 serve(5001, download)
 ' "$src" &
-  local srv_pid=$!
+  local srv_pid=$! i
+  # Python starts slowly in the test host: the guest's first connection must find it listening.
+  for i in $(seq 1 300); do
+    ss -Hltn "sport = :5000" | grep -q . && ss -Hltn "sport = :5001" | grep -q . && break
+    sleep 0.1
+  done
   local script
   script=$({ echo "secs=$secs"; cat <<'EOF'; } | script_disk $name
 ip link set eth0 up && ip addr add 10.0.3.15/24 dev eth0
