@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -107,6 +108,7 @@ struct vs_pending {
     struct virtio_vsock *vs;
     int fd;                 /* -1: the slot is free */
     bool armed, dead;
+    uint64_t deadline_ms;   /* CLOCK_MONOTONIC: closed if the line is not whole by then */
     unsigned len;
     char line[VSOCK_LINE_MAX];
     struct loop_watch w;
@@ -127,8 +129,9 @@ struct virtio_vsock {
     bool event_pending;     /* TRANSPORT_RESET owed to the guest (after a state load) */
     uint64_t generation;    /* bumped by reset */
     struct loop_owner io;
-    struct loop_watch listen_w, cont;
-    bool listen_armed, cont_armed;
+    struct loop_watch listen_w, cont, sweep_w;
+    bool listen_armed, cont_armed, sweep_armed;
+    unsigned connect_timeout_ms;
     struct loop_call reset_call;
 
     struct vs_conn *conns[VIRTIO_VSOCK_MAX_CONNS];
@@ -907,14 +910,70 @@ static void listen_watch(struct virtio_vsock *vs)
         log_warn("virtio-vsock: cannot watch %s: no more host connections", vs->path);
 }
 
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool sweep_done(struct event_loop *loop, void *opaque, int res);
+
+/* While host programs are writing their CONNECT lines, a timer looks at them once a second. */
+static void sweep_arm(struct virtio_vsock *vs)
+{
+    if (vs->sweep_armed || vs->quiesced || vs->destroying)
+        return;
+    struct io_uring_sqe *sqe = loop_owner_prepare(vs->loop, &vs->io, &vs->sweep_w, sweep_done, vs);
+    if (!sqe)
+        return; /* the ring is full: the next accepted program arms it */
+    vs->sweep_w.ts = (struct __kernel_timespec){ .tv_sec = 1 };
+    io_uring_prep_timeout(sqe, &vs->sweep_w.ts, 0, 0);
+    vs->sweep_armed = true;
+}
+
+/* Closes the programs whose CONNECT line is late; true while some are still writing theirs. */
+static bool sweep_pending(struct virtio_vsock *vs)
+{
+    uint64_t now = monotonic_ms();
+    bool waiting = false;
+    for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_PENDING; i++) {
+        struct vs_pending *p = &vs->pending[i];
+        if (p->fd < 0 || p->dead)
+            continue;
+        if (now >= p->deadline_ms) {
+            vs->stats.conns_refused++;
+            pending_close(p);
+        } else
+            waiting = true;
+    }
+    return waiting;
+}
+
+static bool sweep_done(struct event_loop *loop, void *opaque, int res)
+{
+    struct virtio_vsock *vs = opaque;
+    (void)loop;
+    virtio_lock(vs->vdev);
+    vs->sweep_armed = false;
+    if (res != -ECANCELED && sweep_pending(vs))
+        sweep_arm(vs);
+    vs_reap(vs);
+    virtio_unlock(vs->vdev);
+    return false;
+}
+
 static void accept_one(struct virtio_vsock *vs, int fd)
 {
     for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_PENDING; i++) {
         struct vs_pending *p = &vs->pending[i];
         if (p->fd >= 0)
             continue;
-        *p = (struct vs_pending){ .vs = vs, .fd = fd };
+        *p = (struct vs_pending){ .vs = vs, .fd = fd,
+                                  .deadline_ms = monotonic_ms() + vs->connect_timeout_ms };
         pending_read(p); /* the line may be there already */
+        if (p->fd >= 0)
+            sweep_arm(vs);
         return;
     }
     vs->stats.conns_refused++;
@@ -1080,6 +1139,8 @@ static void vs_resume(struct virtio_device *vdev)
     listen_watch(vs);
     for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_PENDING; i++)
         pending_watch(&vs->pending[i]);
+    if (sweep_pending(vs))
+        sweep_arm(vs);
     for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_CONNS; i++) {
         struct vs_conn *c = vs->conns[i];
         if (!c)
@@ -1162,6 +1223,8 @@ int virtio_vsock_create(struct virtio_vsock **out, const struct virtio_vsock_con
     vs->vdev = vdev;
     vs->loop = loop;
     vs->guest_cid = cfg->guest_cid;
+    vs->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
+                                                     : VIRTIO_VSOCK_CONNECT_TIMEOUT_MS;
     vs->next_port = VSOCK_FIRST_HOST_PORT;
     for (unsigned i = 0; i < VIRTIO_VSOCK_MAX_PENDING; i++)
         vs->pending[i] = (struct vs_pending){ .vs = vs, .fd = -1 };

@@ -29,18 +29,22 @@
  * the host program has not read yet (the credit the device advertises; a guest sending past it
  * gets its connection reset), so the device never buffers more than MAX_CONNS * BUF_ALLOC
  * (32 MiB). Host programs that connected but have not finished their CONNECT line are capped
- * at VIRTIO_VSOCK_MAX_PENDING; more are closed at once.
+ * at VIRTIO_VSOCK_MAX_PENDING; more are closed at once, and so is one that has not sent its
+ * whole line within the CONNECT timeout (VIRTIO_VSOCK_CONNECT_TIMEOUT_MS by default), so that
+ * programs which connect and say nothing cannot keep every other one out.
  */
 #define VIRTIO_VSOCK_MAX_CONNS 128u
 #define VIRTIO_VSOCK_BUF_ALLOC (256u << 10)
 #define VIRTIO_VSOCK_MAX_BUFFERED ((uint64_t)VIRTIO_VSOCK_MAX_CONNS * VIRTIO_VSOCK_BUF_ALLOC)
 #define VIRTIO_VSOCK_MAX_PENDING 16u
+#define VIRTIO_VSOCK_CONNECT_TIMEOUT_MS 5000u
 /* The most payload one guest packet may carry (Linux sends at most 64 KiB). */
 #define VIRTIO_VSOCK_MAX_PKT (64u << 10)
 
 struct virtio_vsock_config {
     uint64_t guest_cid; /* VIRTIO_VSOCK_MIN_GUEST_CID .. UINT32_MAX - 1 */
     const char *path;   /* the listening socket; guest connections go to <path>_<port> */
+    unsigned connect_timeout_ms; /* for a host program's CONNECT line; 0: the default */
 };
 
 /* Totals since creation, and what is held now. */
@@ -50,7 +54,7 @@ struct virtio_vsock_counters {
     uint64_t bad_packets;           /* dropped: bad header, CID, type, op or length */
     uint64_t credit_violations;     /* the guest sent past our credit: connection reset */
     uint64_t conns_opened;          /* both directions */
-    uint64_t conns_refused;         /* over the cap, no listener, a bad CONNECT line */
+    uint64_t conns_refused;         /* over the cap, no listener, a bad or late CONNECT line */
     uint64_t rst_dropped;           /* resets owed to the guest, lost to a full queue */
     uint64_t conns;                 /* now */
     uint64_t buffered;              /* now: guest bytes the host programs have not read */

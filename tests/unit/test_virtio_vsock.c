@@ -129,7 +129,7 @@ static void setup_queue(struct fx *f, unsigned q)
                                  RING_GPA(q) + 0x1000, RING_GPA(q) + 0x2000, false, false), 0);
 }
 
-static struct fx *fx_new(void)
+static struct fx *fx_new_with(unsigned connect_timeout_ms)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
@@ -140,7 +140,8 @@ static struct fx *fx_new(void)
     f->vdev.transport = f;
     f->vdev.interrupt_queue = fake_interrupt;
     f->vdev.needs_reset = fake_needs_reset;
-    struct virtio_vsock_config cfg = { .guest_cid = CID, .path = f->path };
+    struct virtio_vsock_config cfg = { .guest_cid = CID, .path = f->path,
+                                       .connect_timeout_ms = connect_timeout_ms };
     assert_int_equal(virtio_vsock_create(&f->vs, &cfg, &f->loop, &f->gm, &f->vdev), 0);
     assert_int_equal(f->vdev.ops->device_id, VIRTIO_ID_VSOCK);
     assert_int_equal(f->vdev.ops->nr_queues, 3);
@@ -153,6 +154,11 @@ static struct fx *fx_new(void)
         offer(f, RXQ, d, RX_LEN, true);
     notify(f, RXQ);
     return f;
+}
+
+static struct fx *fx_new(void)
+{
+    return fx_new_with(0);
 }
 
 static void fx_free(struct fx *f)
@@ -497,6 +503,31 @@ static void test_connect_lines(void **state)
     assert_int_equal(h.len, 5);
     assert_memory_equal(buf, "early", 5);
     close(fd);
+    fx_free(f);
+}
+
+/* Programs that connect and never finish their CONNECT line are closed after the timeout,
+ * and one that sends its line in time is served meanwhile. */
+static void test_connect_line_timeout(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new_with(100);
+    struct hdr h;
+    int silent = hconnect(f->path);
+    int partial = hconnect(f->path);
+    hwrite(partial, "CONNECT 4", 9);
+    turn(f);
+    int prompt = hconnect(f->path);
+    hwrite(prompt, "CONNECT 9\n", 10);
+    grecv_wait(f, &h, NULL, 0);
+    assert_int_equal(h.op, OP_REQUEST);
+    assert_int_equal(h.dst_port, 9);
+    assert_true(heof(f, silent));
+    assert_true(heof(f, partial));
+    assert_int_equal(counters(f).conns_refused, 2);
+    close(silent);
+    close(partial);
+    close(prompt);
     fx_free(f);
 }
 
@@ -859,6 +890,7 @@ int main(void)
         cmocka_unit_test(test_host_half_close),
         cmocka_unit_test(test_host_connect_refused),
         cmocka_unit_test(test_connect_lines),
+        cmocka_unit_test(test_connect_line_timeout),
         cmocka_unit_test(test_guest_connect),
         cmocka_unit_test(test_bulk_both_ways),
         cmocka_unit_test(test_credit_respected),
