@@ -48,7 +48,7 @@ struct godwit_disk {
     bool readonly;       /* the guest sees a read-only disk; writes fail with an I/O error */
     const char *serial;  /* the disk's ID in the guest (up to 20 bytes); NULL: none */
     bool cache_none;     /* O_DIRECT: bypass the host's page cache */
-    unsigned queues;     /* request queues; 0: 1 */
+    unsigned queues;     /* request queues; 0: one per vCPU, at most 16 */
 };
 
 /* A virtio-net interface on a host tap device (created when it does not exist). */

@@ -677,7 +677,7 @@ static struct json_object *disks_to_json(const struct vm_config *cfg)
             ret |= add_string_if_set(obj, "serial", d->serial);
             ret |= add_value(obj, "cache",
                              json_object_new_string(d->cache_none ? "none" : "writeback"));
-            ret |= add_value(obj, "queues", json_object_new_int64(d->queues ? d->queues : 1));
+            ret |= add_value(obj, "queues", json_object_new_int64(vm_disk_queues(cfg, d)));
         }
         if (ret || json_object_array_add(list, obj) < 0) {
             json_object_put(obj);

@@ -207,7 +207,7 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
     const struct godwit_disk *disk = arg;
     struct virtio_blk_config cfg = {
         .path = disk->path, .readonly = disk->readonly, .serial = disk->serial,
-        .cache_none = disk->cache_none, .queues = disk->queues,
+        .cache_none = disk->cache_none, .queues = vm_disk_queues(s->vm->cfg, disk),
         .lock_later = s->vm->cfg->incoming,
     };
     struct virtio_blk *blk;

@@ -60,6 +60,16 @@ struct vm_config {
     struct event_loop *loop;
 };
 
+/* A disk's request queues: as asked, else one per vCPU (as QEMU does), so that the guest's
+ * block layer need not share a queue between CPUs; at most 16, as the option allows. */
+#define VM_DISK_DEFAULT_MAX_QUEUES 16u
+static inline unsigned vm_disk_queues(const struct vm_config *cfg, const struct godwit_disk *d)
+{
+    if (d->queues)
+        return d->queues;
+    return cfg->nr_cpus < VM_DISK_DEFAULT_MAX_QUEUES ? cfg->nr_cpus : VM_DISK_DEFAULT_MAX_QUEUES;
+}
+
 /* Why the VM stopped running; main() turns it into the process exit status. */
 enum vm_exit_reason {
     VM_EXIT_NONE = 0,   /* still running */

@@ -321,6 +321,30 @@ static void test_round_trip(void **state)
     config_strings_free(&second.owned);
 }
 
+/* A disk without "queues" gets one per vCPU, at most 16, and the saved configuration (a
+ * snapshot's, a migration's) says how many it got, so that a restore builds the same disk. */
+static void test_disk_queues_default(void **state)
+{
+    (void)state;
+    static const struct { const char *json; unsigned want; } cases[] = {
+        { "{\"kernel\": \"k\", \"disks\": [{\"path\": \"d\"}]}", 1 },
+        { "{\"kernel\": \"k\", \"cpus\": 4, \"disks\": [{\"path\": \"d\"}]}", 4 },
+        { "{\"kernel\": \"k\", \"cpus\": 40, \"disks\": [{\"path\": \"d\"}]}", 16 },
+        { "{\"kernel\": \"k\", \"cpus\": 4, \"disks\": [{\"path\": \"d\", \"queues\": 1}]}", 1 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct parsed first, second;
+        char text[2048];
+        assert_int_equal(parse(&first, cases[i].json), 0);
+        assert_int_equal(vm_disk_queues(&first.cfg, &first.cfg.disks[0]), cases[i].want);
+        assert_true(config_to_json(&first.cfg, NULL, text, sizeof(text)) > 0);
+        assert_int_equal(parse(&second, text), 0);
+        assert_int_equal(second.cfg.disks[0].queues, cases[i].want);
+        config_strings_free(&first.owned);
+        config_strings_free(&second.owned);
+    }
+}
+
 static void test_round_trip_minimal(void **state)
 {
     (void)state;
@@ -718,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_name_validation),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_round_trip_minimal),
+        cmocka_unit_test(test_disk_queues_default),
         cmocka_unit_test(test_devices),
         cmocka_unit_test(test_device_limits),
         cmocka_unit_test(test_device_errors),
