@@ -388,3 +388,19 @@ int agent_client_set_time(struct agent_client *c, uint64_t ns)
     int ret = agent_client_send(c, agent_build_end(&b));
     return ret < 0 ? ret : agent_client_recv(c, &m);
 }
+
+int agent_client_freeze(struct agent_client *c, bool freeze, unsigned timeout_s, uint32_t *count)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    agent_build_start(&b, c->out, freeze ? AGENT_FREEZE : AGENT_THAW, 0, c->next_id++);
+    if (freeze)
+        agent_put_u32(&b, AGENT_T_TIMEOUT, timeout_s);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret == 0)
+        ret = expect(c, &m, AGENT_OK);
+    *count = 0;
+    if (ret == 0)
+        agent_get_u32(&m, AGENT_T_COUNT, count);
+    return ret;
+}

@@ -53,6 +53,9 @@ int agent_client_put_path(struct agent_client *c, const char *local, const char 
 int agent_client_get_path(struct agent_client *c, const char *guest_path, const char *local);
 /* Steps the guest's clock to `ns` (CLOCK_REALTIME, nanoseconds). */
 int agent_client_set_time(struct agent_client *c, uint64_t ns);
+/* Freezes (the agent thaws by itself after timeout_s, 1-3600) or thaws the guest's
+ * filesystems; *count: how many changed. */
+int agent_client_freeze(struct agent_client *c, bool freeze, unsigned timeout_s, uint32_t *count);
 
 /* KVP. get: the value into buf (len bytes). list: each entry to `fn`. */
 int agent_client_kvp_get(struct agent_client *c, uint32_t pool, const char *key, char *buf,

@@ -230,8 +230,6 @@ static int cmd_kvp(int argc, char **argv)
 /* freeze NAME [TIMEOUT_S] | thaw NAME: prints how many filesystems changed. */
 static int cmd_freeze(int argc, char **argv, bool freeze)
 {
-    struct agent_msg m;
-    struct agent_builder b;
     unsigned long timeout = 60;
     char *end = NULL;
     if (argc < 2 || argc > (freeze ? 3 : 2) ||
@@ -242,15 +240,8 @@ static int cmd_freeze(int argc, char **argv, bool freeze)
     struct agent_client *c = agent_open(argv[1]);
     if (!c)
         return 1;
-    agent_build_start(&b, c->out, freeze ? AGENT_FREEZE : AGENT_THAW, 0, c->next_id++);
-    if (freeze)
-        agent_put_u32(&b, AGENT_T_TIMEOUT, (uint32_t)timeout);
-    int ret = agent_client_send(c, agent_build_end(&b));
-    if (ret == 0)
-        ret = agent_client_recv(c, &m);
-    uint32_t n = 0;
-    if (ret == 0)
-        agent_get_u32(&m, AGENT_T_COUNT, &n);
+    uint32_t n;
+    int ret = agent_client_freeze(c, freeze, (unsigned)timeout, &n);
     int status = ret < 0 ? fail(c, freeze ? "freeze" : "thaw", ret) : 0;
     if (ret == 0)
         printf("%s %u filesystem(s)%s\n", freeze ? "froze" : "thawed", n,
