@@ -26,10 +26,15 @@ struct agent_monitor {
     int wake[2]; /* a byte on wake[1] stops the thread */
     pthread_t thread;
 
-    pthread_mutex_t lock; /* guards st, last_answer and fd */
+    pthread_mutex_t lock; /* guards st, last_answer, fd and resumed */
     struct agent_status st;
     struct timespec last_answer;
     int fd; /* the connection to the agent, -1: none; stop shuts it down to end a wait */
+    struct {
+        const char *why; /* NULL: nothing to do */
+        bool thaw;
+        struct timespec since;
+    } resumed; /* agent_monitor_resumed()'s work, until done or given up */
 };
 
 static double ms_since(const struct timespec *t)
@@ -139,6 +144,51 @@ static bool wait_or_stop(struct agent_monitor *m, int ms)
     return poll(&p, 1, ms) > 0;
 }
 
+/* The host's CLOCK_REALTIME to the guest; with `thaw`, its filesystems thawed. 0 or -errno. */
+static int step_clock(struct agent_client *c, bool thaw, uint32_t *thawed)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    int ret = agent_client_set_time(c, ns);
+    *thawed = 0;
+    return ret < 0 || !thaw ? ret : agent_client_freeze(c, false, 0, thawed);
+}
+
+/*
+ * agent_monitor_resumed()'s work, on a connection whose agent just answered. Returns -errno when
+ * that connection failed (the next turn tries again on a new one), else 0: done, or given up.
+ */
+static int after_resume(struct agent_monitor *m, struct agent_client *c)
+{
+    pthread_mutex_lock(&m->lock);
+    const char *why = m->resumed.why;
+    bool thaw = m->resumed.thaw;
+    double waited = why ? ms_since(&m->resumed.since) : 0;
+    m->resumed.why = NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!why)
+        return 0;
+    uint32_t thawed;
+    int ret = c ? step_clock(c, thaw, &thawed) : -ENOTCONN;
+    if (ret == 0) {
+        /* The step itself only the guest knows: its agent logs it when over a second. */
+        log_info("agent: guest clock stepped to the host's after the %s (%.1f s after the guest "
+                 "ran again)%s", why, waited / 1e3, thaw && thawed ? ", filesystems thawed" : "");
+        return 0;
+    }
+    if (waited >= AGENT_RESUMED_WAIT_MS) {
+        log_warn("agent: no answer within %d s of the %s: the guest's clock was not stepped (%s)",
+                 AGENT_RESUMED_WAIT_MS / 1000, why, c && c->error[0] ? c->error : strerror(-ret));
+        return c ? ret : 0;
+    }
+    pthread_mutex_lock(&m->lock); /* not yet: again on the next turn */
+    if (!m->resumed.why)
+        m->resumed.why = why;
+    pthread_mutex_unlock(&m->lock);
+    return ret;
+}
+
 static void *monitor_thread(void *arg)
 {
     struct agent_monitor *m = arg;
@@ -147,6 +197,8 @@ static void *monitor_thread(void *arg)
         if (!c)
             c = connect_agent(m);
         bool answered = c && ping(c) == 0;
+        if (after_resume(m, answered ? c : NULL) < 0 && c)
+            answered = false;
         if (c && !answered) {
             disconnect(m, c); /* the next turn connects again */
             c = NULL;
@@ -204,6 +256,15 @@ void agent_monitor_stop(struct agent_monitor *m)
     pthread_mutex_destroy(&m->lock);
     free(m->vsock_path);
     free(m);
+}
+
+void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw)
+{
+    pthread_mutex_lock(&m->lock);
+    m->resumed.why = why;
+    m->resumed.thaw = thaw;
+    clock_gettime(CLOCK_MONOTONIC, &m->resumed.since);
+    pthread_mutex_unlock(&m->lock);
 }
 
 void agent_monitor_status(struct agent_monitor *m, struct agent_status *st)

@@ -4,6 +4,10 @@
  * does), asks for its INFO once per connection and PINGs it every second. The age of its last
  * answer is the heartbeat's age (GET /vm's "agent", godwit info); an agent silent for
  * AGENT_LOST_MS is lost (one log line, GODWIT_EVENT_AGENT_LOST), and found again when it answers.
+ *
+ * After a restore or an incoming migration the guest's wall clock is wherever it stood when its
+ * state was saved: the monitor, once the agent answers on its new connection (the vsock
+ * transport reset dropped the old ones), steps it to the host's (agent_monitor_resumed()).
  */
 #ifndef GODWIT_AGENT_MONITOR_H
 #define GODWIT_AGENT_MONITOR_H
@@ -12,6 +16,8 @@
 
 #define AGENT_PING_INTERVAL_MS 1000
 #define AGENT_LOST_MS 3000
+/* After a restore or migration, how long the monitor keeps trying to reach the agent. */
+#define AGENT_RESUMED_WAIT_MS 60000
 
 struct agent_status {
     bool seen;        /* the agent answered at least once */
@@ -31,6 +37,12 @@ int agent_monitor_start(struct agent_monitor **out, const char *vsock_path, agen
                         void *opaque);
 /* Stops the thread and frees the monitor; NULL is fine. */
 void agent_monitor_stop(struct agent_monitor *m);
+/*
+ * The guest runs again from a saved state (`why`: "restore", "migration"): once the agent answers,
+ * within AGENT_RESUMED_WAIT_MS, its clock is stepped to the host's and, with `thaw`, its
+ * filesystems thawed (a snapshot taken with them frozen keeps them so). One log line either way.
+ */
+void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw);
 /* A snapshot of what is known, from any thread. */
 void agent_monitor_status(struct agent_monitor *m, struct agent_status *st);
 

@@ -426,11 +426,18 @@ static void on_agent_change(void *opaque, bool alive, const struct agent_status 
     emit(opaque, alive ? GODWIT_EVENT_AGENT_FOUND : GODWIT_EVENT_AGENT_LOST);
 }
 
-/* With a vsock device, the guest agent's heartbeat (agent/monitor.h); a VM runs without. */
-static void start_agent_monitor(struct godwit_vm *gv)
+/*
+ * With a vsock device, the guest agent's heartbeat (agent/monitor.h); a VM runs without.
+ * `resumed_from`: the guest runs again after a "restore" or "migration" (else NULL), and its
+ * clock is stepped to the host's; a restore also thaws, as a snapshot taken with --freeze
+ * holds its filesystems frozen (the thaw came after the copy).
+ */
+static void start_agent_monitor(struct godwit_vm *gv, const char *resumed_from)
 {
     struct agent_monitor *m = NULL;
     if (gv->vsock_path && agent_monitor_start(&m, gv->vsock_path, on_agent_change, gv) == 0) {
+        if (resumed_from)
+            agent_monitor_resumed(m, resumed_from, strcmp(resumed_from, "restore") == 0);
         pthread_mutex_lock(&gv->lock);
         gv->agent = m;
         pthread_mutex_unlock(&gv->lock);
@@ -479,6 +486,7 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         return reason;
     gv->loop.stop = false;
     int created = vm_create(vm, &gv->cfg);
+    bool restored = gv->restore != NULL;
     if (gv->restore) { /* a later boot (a guest reboot) starts the kernel afresh */
         snapshot_close(gv->restore);
         free(gv->restore);
@@ -510,7 +518,7 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         emit(gv, GODWIT_EVENT_STARTED);
         if (gv->hooks.started)
             gv->hooks.started(gv->hooks.opaque);
-        start_agent_monitor(gv);
+        start_agent_monitor(gv, restored ? "restore" : migrated_in ? "migration" : NULL);
         if (loop_run(&gv->loop) < 0)
             vm_request_exit(vm, VM_EXIT_VMM_ERROR);
         stop_agent_monitor(gv);

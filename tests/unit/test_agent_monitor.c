@@ -29,6 +29,9 @@ struct fake_vm {
     volatile bool stop;
     pthread_mutex_t lock;
     unsigned found, lost, connections;
+    unsigned set_times, thaws;
+    unsigned drop_set_times; /* this many SET_TIMEs end the connection unanswered */
+    uint64_t time_ns;        /* the last SET_TIME's */
     bool found_without_info; /* an AGENT_FOUND whose status lacked the agent's version */
 };
 
@@ -56,6 +59,22 @@ static void serve(struct fake_vm *vm, int fd)
             agent_put_str(&b, AGENT_T_ADDRESS, "fe80::1/64");
         } else if (m.h.type == AGENT_PING) {
             agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
+        } else if (m.h.type == AGENT_SET_TIME) {
+            pthread_mutex_lock(&vm->lock);
+            bool drop = vm->drop_set_times > 0;
+            vm->drop_set_times -= drop;
+            vm->set_times += !drop;
+            agent_get_u64(&m, AGENT_T_TIME, &vm->time_ns);
+            pthread_mutex_unlock(&vm->lock);
+            if (drop)
+                return; /* as a transport reset in the guest: the next connection gets it */
+            agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
+        } else if (m.h.type == AGENT_THAW) {
+            pthread_mutex_lock(&vm->lock);
+            vm->thaws++;
+            pthread_mutex_unlock(&vm->lock);
+            agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
+            agent_put_u32(&b, AGENT_T_COUNT, 1);
         } else {
             return; /* the monitor asks nothing else: the test then fails on its counts */
         }
@@ -113,19 +132,34 @@ static bool wait_for(struct fake_vm *vm, unsigned *what, unsigned want, unsigned
     return false;
 }
 
+static void fake_vm_start(struct fake_vm *vm)
+{
+    pthread_mutex_init(&vm->lock, NULL);
+    snprintf(vm->path, sizeof(vm->path), "/tmp/godwit-agentmon-%d.vsock", (int)getpid());
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strcpy(sa.sun_path, vm->path);
+    unlink(vm->path);
+    vm->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(vm->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(vm->listen_fd, 4), 0);
+    assert_int_equal(pthread_create(&vm->thread, NULL, fake_vm_thread, vm), 0);
+}
+
+static void fake_vm_stop(struct fake_vm *vm)
+{
+    vm->stop = true;
+    shutdown(vm->listen_fd, SHUT_RDWR);
+    pthread_join(vm->thread, NULL);
+    close(vm->listen_fd);
+    unlink(vm->path);
+    pthread_mutex_destroy(&vm->lock);
+}
+
 static void test_heartbeat_found_lost_found(void **state)
 {
     (void)state;
     struct fake_vm vm = { .listen_fd = -1 };
-    pthread_mutex_init(&vm.lock, NULL);
-    snprintf(vm.path, sizeof(vm.path), "/tmp/godwit-agentmon-%d.vsock", (int)getpid());
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    strcpy(sa.sun_path, vm.path);
-    unlink(vm.path);
-    vm.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_int_equal(bind(vm.listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(vm.listen_fd, 4), 0);
-    assert_int_equal(pthread_create(&vm.thread, NULL, fake_vm_thread, &vm), 0);
+    fake_vm_start(&vm);
 
     struct agent_monitor *m;
     assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
@@ -160,13 +194,33 @@ static void test_heartbeat_found_lost_found(void **state)
     agent_monitor_stop(m);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_true(t1.tv_sec - t0.tv_sec < 2);
+    assert_int_equal(vm.set_times + vm.thaws, 0); /* nothing asked but INFO and PING */
+    fake_vm_stop(&vm);
+}
 
-    vm.stop = true;
-    shutdown(vm.listen_fd, SHUT_RDWR);
-    pthread_join(vm.thread, NULL);
-    close(vm.listen_fd);
-    unlink(vm.path);
-    pthread_mutex_destroy(&vm.lock);
+/* After a restore: the clock stepped to the host's and the filesystems thawed, once, even when
+ * the first connection drops the request (the guest's transport reset). */
+static void test_resumed_steps_clock(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1, .drop_set_times = 1 };
+    fake_vm_start(&vm);
+    struct agent_monitor *m;
+    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
+    agent_monitor_resumed(m, "restore", true);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    assert_true(wait_for(&vm, &vm.thaws, 1, 8000));
+    assert_int_equal(count(&vm, &vm.set_times), 1);
+    assert_true(count(&vm, &vm.connections) >= 2);
+    uint64_t host = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    assert_true(vm.time_ns >= host && vm.time_ns - host < 8000000000ull);
+    /* Done once: the heartbeat goes on without asking again. */
+    nanosleep(&(struct timespec){ .tv_sec = 2 }, NULL);
+    assert_int_equal(count(&vm, &vm.set_times), 1);
+    assert_int_equal(count(&vm, &vm.thaws), 1);
+    agent_monitor_stop(m);
+    fake_vm_stop(&vm);
 }
 
 /* No VM socket at all: never seen, never alive, and no event. */
@@ -192,6 +246,7 @@ int main(void)
     log_set_level(LOG_LVL_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heartbeat_found_lost_found),
+        cmocka_unit_test(test_resumed_steps_clock),
         cmocka_unit_test(test_no_agent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
