@@ -149,6 +149,7 @@ struct godwit_snapshot_info {
     uint64_t memory_written; /* of it, written to the memory file: the pages that are not zero */
     uint64_t state_bytes;    /* the state file */
     double paused_ms;        /* how long the guest was stopped for it */
+    char error[300];         /* godwit_snapshot_frozen(): why the freeze failed, in words */
 };
 
 struct godwit_vm;
@@ -172,6 +173,16 @@ int godwit_resume(struct godwit_vm *vm);
  */
 int godwit_snapshot(struct godwit_vm *vm, const char *dir, bool stop,
                     struct godwit_snapshot_info *info);
+/*
+ * godwit_snapshot() of an application-consistent guest: its filesystems frozen through the
+ * guest agent first (as godwit_freeze does; the agent thaws by itself after
+ * GODWIT_SNAPSHOT_FREEZE_S should this process die) and thawed after, also when the snapshot
+ * fails. It waits for the agent, which the main loop serves: never call it from there
+ * (-EDEADLK). -ENODEV: no vsock device; a failed freeze says why in info->error.
+ */
+#define GODWIT_SNAPSHOT_FREEZE_S 60
+int godwit_snapshot_frozen(struct godwit_vm *vm, const char *dir, bool stop,
+                           struct godwit_snapshot_info *info);
 /*
  * Starts moving the running guest to another godwit (`godwit run --incoming URI`) and returns:
  * memory is copied while the guest runs, then the guest pauses for the rest and its state and

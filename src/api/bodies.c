@@ -76,7 +76,7 @@ int api_parse_snapshot_body(const char *buf, size_t len, struct api_snapshot_bod
     memset(out, 0, sizeof(*out));
     struct json_object *root = parse_object(buf, len);
     if (!root || get_string(root, "dir", true, &out->dir) < 0 || out->dir[0] != '/' ||
-        get_bool(root, "stop", &out->stop) < 0) {
+        get_bool(root, "stop", &out->stop) < 0 || get_bool(root, "freeze", &out->freeze) < 0) {
         json_object_put(root);
         memset(out, 0, sizeof(*out));
         return -EINVAL;

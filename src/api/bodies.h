@@ -16,11 +16,12 @@
 
 struct json_object;
 
-/* PUT /vm/snapshot {"dir": "/absolute/path", "stop": false} */
+/* PUT /vm/snapshot {"dir": "/absolute/path", "stop": false, "freeze": false} */
 struct api_snapshot_body {
     struct json_object *root;
     const char *dir;
     bool stop;
+    bool freeze; /* the guest's filesystems frozen through its agent for it */
 };
 
 /* PUT /vm/migrate {"uri": "tcp:HOST:PORT", "downtime_ms": 1-60000, "timeout_s": 1-86400,
@@ -30,7 +31,9 @@ struct api_migrate_body {
     struct godwit_migrate_options opts;
 };
 
-#define API_SNAPSHOT_BODY_USAGE "the body must be {\"dir\": \"/absolute/path\", \"stop\": false}"
+#define API_SNAPSHOT_BODY_USAGE                                                                   \
+    "the body must be {\"dir\": \"/absolute/path\"} with optional \"stop\" and \"freeze\" " \
+    "(booleans)"
 #define API_MIGRATE_BODY_USAGE                                                                    \
     "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional \"downtime_ms\" (1-60000), "     \
     "\"timeout_s\" (1-86400), \"timeout_action\" (\"cancel\" or \"switchover\") and "             \

@@ -5,6 +5,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +52,11 @@ struct api_server {
     struct loop_watch tick;
     struct api_conn *conns;
     unsigned nr_conns;
+    /* A snapshot with "freeze" waits for the guest agent, which this loop serves: it runs on
+     * a thread of its own, which answers on the connection it took (one at a time). */
+    pthread_t freeze_thread;
+    bool freeze_started;        /* freeze_thread is to be joined */
+    atomic_bool freeze_running; /* ... and has not finished yet */
 };
 
 static double seconds_since(const struct timespec *t)
@@ -61,19 +68,24 @@ static double seconds_since(const struct timespec *t)
 
 /* Sends without waiting: the socket's buffer is made to hold the whole response, which the
  * client reads after. */
-static void conn_send(struct api_conn *c, const char *buf, int len)
+static void send_on(int fd, const char *buf, int len)
 {
     int size = 0;
     socklen_t size_len = sizeof(size);
     if (len > API_RESPONSE_MAX &&
-        (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) < 0 || size / 2 < len) &&
-        setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &len, sizeof(len)) < 0)
+        (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &size_len) < 0 || size / 2 < len) &&
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &len, sizeof(len)) < 0)
         log_debug("api: cannot grow the send buffer: %s", strerror(errno));
-    ssize_t n = len > 0 ? send(c->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    ssize_t n = len > 0 ? send(fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
     if (n < 0)
         log_debug("api: client went away: %s", strerror(errno));
     else if (n < len)
         log_warn("api: a response of %d bytes was cut short after %zd", len, n);
+}
+
+static void conn_send(struct api_conn *c, const char *buf, int len)
+{
+    send_on(c->fd, buf, len);
 }
 
 static void conn_send_error(struct api_conn *c, int status, const char *message)
@@ -240,18 +252,17 @@ static void handle_stop(void *ctx, const struct http_request *req, struct http_r
     reply_action(h, resp, godwit_stop(h->server->vm), "stop");
 }
 
-/* PUT /vm/snapshot {"dir": "/abs/path", "stop": false}: 200 with what was written. */
-static void handle_snapshot(void *ctx, const struct http_request *req, struct http_response *resp)
+/* A snapshot, frozen or not, and its answer: 200 with what was written. */
+static void answer_snapshot(struct handler_ctx *h, struct http_response *resp,
+                            const struct api_snapshot_body *body)
 {
-    struct handler_ctx *h = ctx;
-    struct api_snapshot_body body;
     struct godwit_snapshot_info info;
-    if (api_parse_snapshot_body(req->body, req->body_len, &body) < 0) {
-        reply_error(h, resp, 400, API_SNAPSHOT_BODY_USAGE);
+    int ret = body->freeze ? godwit_snapshot_frozen(h->server->vm, body->dir, body->stop, &info)
+                           : godwit_snapshot(h->server->vm, body->dir, body->stop, &info);
+    if (ret < 0 && body->freeze && info.error[0]) {
+        reply_error(h, resp, ret == -ENODEV || ret == -EBUSY ? 409 : 500, info.error);
         return;
     }
-    int ret = godwit_snapshot(h->server->vm, body.dir, body.stop, &info);
-    api_body_free(body.root);
     if (ret < 0) {
         reply_action(h, resp, ret, "snapshot");
         return;
@@ -262,6 +273,19 @@ static void handle_snapshot(void *ctx, const struct http_request *req, struct ht
     json_object_object_add(obj, "state_bytes", json_object_new_int64((int64_t)info.state_bytes));
     json_object_object_add(obj, "paused_ms", json_object_new_double(info.paused_ms));
     reply_json(h, resp, obj);
+}
+
+/* PUT /vm/snapshot {"dir": "/abs/path", "stop": false}; with "freeze", conn_take_frozen()'s. */
+static void handle_snapshot(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+    struct handler_ctx *h = ctx;
+    struct api_snapshot_body body;
+    if (api_parse_snapshot_body(req->body, req->body_len, &body) < 0) {
+        reply_error(h, resp, 400, API_SNAPSHOT_BODY_USAGE);
+        return;
+    }
+    answer_snapshot(h, resp, &body);
+    api_body_free(body.root);
 }
 
 /* PUT /vm/migrate (api/bodies.h): 202, started. */
@@ -354,17 +378,18 @@ static const struct http_route api_routes[] = {
 
 /* --- connections --------------------------------------------------------------------- */
 
-/* Formats and sends a handler's response: in `out` (API_RESPONSE_MAX bytes) when it fits,
+/* Formats and sends a response on `fd`: in `out` (API_RESPONSE_MAX bytes) when it fits,
  * else in a buffer of its size. */
-static void conn_send_response(struct api_conn *c, const struct http_response *resp, char *out)
+static void send_response(int fd, const struct http_response *resp, char *out)
 {
     size_t need = resp->body_len + API_HEAD_MAX;
     char *buf = need <= API_RESPONSE_MAX ? out : malloc(need);
     if (!buf) {
-        conn_send_error(c, 500, "out of memory");
+        char err[256];
+        send_on(fd, err, http_format_error(err, sizeof(err), 500, "out of memory", NULL, true));
         return;
     }
-    conn_send(c, buf, http_format(buf, buf == out ? API_RESPONSE_MAX : need, resp));
+    send_on(fd, buf, http_format(buf, buf == out ? API_RESPONSE_MAX : need, resp));
     if (buf != out)
         free(buf);
 }
@@ -392,7 +417,7 @@ static void conn_answer(struct api_conn *c)
     struct http_response resp = { .status = 500 };
     route->handler(&h, req, &resp);
     resp.close = true;
-    conn_send_response(c, &resp, out);
+    send_response(c->fd, &resp, out);
     free(h.big);
 }
 
@@ -411,6 +436,80 @@ static bool conn_attach_console(struct api_conn *c)
     if (godwit_console_attach(s->vm, c->fd, upgraded) < 0)
         return false; /* busy: answered by its route with 409 */
     c->fd = -1;
+    conn_close(c);
+    return true;
+}
+
+struct frozen_snapshot {
+    struct api_server *server;
+    int fd;
+    struct api_snapshot_body body;
+};
+
+static void *frozen_snapshot_thread(void *arg)
+{
+    struct frozen_snapshot *job = arg;
+    struct handler_ctx *h = calloc(1, sizeof(*h));
+    char *out = malloc(API_RESPONSE_MAX);
+    struct http_response resp = { .status = 500, .close = true };
+    if (h && out) {
+        h->server = job->server;
+        answer_snapshot(h, &resp, &job->body);
+        resp.close = true;
+        send_response(job->fd, &resp, out);
+        free(h->big);
+    }
+    close(job->fd);
+    api_body_free(job->body.root);
+    atomic_store(&job->server->freeze_running, false);
+    free(out);
+    free(h);
+    free(job);
+    return NULL;
+}
+
+/*
+ * PUT /vm/snapshot with "freeze": true takes the connection to a thread of its own (which
+ * answers it), as the agent that freezes is served by this loop. Returns true when it took c
+ * (freed now) or answered it (busy, no memory); false leaves it to its route.
+ */
+static bool conn_take_frozen(struct api_conn *c)
+{
+    struct api_server *s = c->server;
+    const struct http_request *req = &c->parser.req;
+    struct frozen_snapshot *job;
+    if (strcmp(req->method, "PUT") != 0 || strcmp(req->path, "/vm/snapshot") != 0 ||
+        !(job = calloc(1, sizeof(*job))))
+        return false;
+    if (api_parse_snapshot_body(req->body, req->body_len, &job->body) < 0 || !job->body.freeze) {
+        api_body_free(job->body.root);
+        free(job);
+        return false;
+    }
+    int ret = atomic_load(&s->freeze_running) ? -EBUSY : 0;
+    if (ret == 0 && s->freeze_started) { /* the last one, finished */
+        pthread_join(s->freeze_thread, NULL);
+        s->freeze_started = false;
+    }
+    job->server = s;
+    job->fd = c->fd;
+    if (ret == 0) {
+        atomic_store(&s->freeze_running, true);
+        ret = -pthread_create(&s->freeze_thread, NULL, frozen_snapshot_thread, job);
+        if (ret < 0)
+            atomic_store(&s->freeze_running, false);
+    }
+    if (ret < 0) {
+        conn_send_error(c, ret == -EBUSY ? 409 : 500, ret == -EBUSY
+                        ? "a snapshot with freeze is already running"
+                        : "cannot start the snapshot's thread");
+        api_body_free(job->body.root);
+        free(job);
+        conn_close(c);
+        return true;
+    }
+    s->freeze_started = true;
+    c->fd = -1; /* the thread's now */
     conn_close(c);
     return true;
 }
@@ -446,8 +545,8 @@ static bool on_conn_readable(struct event_loop *loop, void *opaque, int res)
         c->draining = true;
         return true;
     case HTTP_DONE:
-        if (conn_attach_console(c))
-            return false; /* c is gone: its socket now belongs to the console */
+        if (conn_attach_console(c) || conn_take_frozen(c))
+            return false; /* c is gone: its socket now belongs to the console or a thread */
         conn_answer(c);
         break;
     }
@@ -562,6 +661,8 @@ void api_server_destroy(struct api_server *s)
 {
     if (!s)
         return;
+    if (s->freeze_started)
+        pthread_join(s->freeze_thread, NULL);
     while (s->conns) {
         struct api_conn *c = s->conns;
         s->conns = c->next;

@@ -225,15 +225,21 @@ static int absolute_dir(const char *dir, char *out, size_t len)
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* godwit snapshot NAME DIR [--stop|--resume] */
+/* godwit snapshot NAME DIR [--stop|--resume] [--freeze] */
 static int ctl_snapshot(int argc, char **argv)
 {
     char path[RUNTIME_PATH_MAX + 80], dir[PATH_MAX];
-    bool stop = false;
-    if (argc == 4 && (strcmp(argv[3], "--stop") == 0 || strcmp(argv[3], "--resume") == 0))
-        stop = strcmp(argv[3], "--stop") == 0;
-    else if (argc != 3) {
-        log_error("usage: godwit snapshot NAME DIR [--resume|--stop]");
+    bool stop = false, freeze = false, ok = argc >= 3;
+    for (int i = 3; i < argc && ok; i++) {
+        if (strcmp(argv[i], "--freeze") == 0)
+            freeze = true;
+        else if (strcmp(argv[i], "--stop") == 0 || strcmp(argv[i], "--resume") == 0)
+            stop = strcmp(argv[i], "--stop") == 0;
+        else
+            ok = false;
+    }
+    if (!ok) {
+        log_error("usage: godwit snapshot NAME DIR [--resume|--stop] [--freeze]");
         return 2;
     }
     if (socket_for(argv[1], path, sizeof(path)) < 0)
@@ -245,6 +251,7 @@ static int ctl_snapshot(int argc, char **argv)
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "dir", json_object_new_string(dir));
     json_object_object_add(req, "stop", json_object_new_boolean(stop));
+    json_object_object_add(req, "freeze", json_object_new_boolean(freeze));
     struct api_response resp;
     int ret = api_request_timeout(path, "PUT", "/vm/snapshot", json_object_to_json_string(req),
                                   SNAPSHOT_TIMEOUT_MS, &resp);
@@ -259,7 +266,8 @@ static int ctl_snapshot(int argc, char **argv)
                argv[1], dir, (double)json_int_of(out, "memory_bytes") / mib,
                (double)json_int_of(out, "memory_written") / mib,
                json_object_get_double(json_object_object_get(out, "paused_ms")),
-               stop ? ", VM stopped" : "");
+               freeze ? (stop ? ", filesystems frozen, VM stopped" : ", filesystems frozen, thawed")
+               : stop ? ", VM stopped" : "");
     }
     json_object_put(out);
     api_response_free(&resp);

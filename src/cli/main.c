@@ -245,8 +245,10 @@ static int cmd_run(int argc, char **argv)
     handle_signals(ctx.vm, &mask);
     status = godwit_wait(ctx.vm);
 out:
-    godwit_destroy(ctx.vm);
+    /* The API first: a snapshot's thread of its own (with "freeze") may still use the VM. The
+     * main loop that served the API has ended (godwit_wait) or never started. */
     api_server_destroy(ctx.api);
+    godwit_destroy(ctx.vm);
     close(lock);
     cli_run_options_free(&opts);
     return status;

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/client.h"
 #include "agent/monitor.h"
 #include "lib/defaults.h"
 #include "io/console.h"
@@ -832,6 +834,70 @@ int godwit_snapshot(struct godwit_vm *gv, const char *dir, bool stop,
     if (!dir || !*dir)
         return -EINVAL;
     return with_vm_on_loop(gv, do_snapshot, &req);
+}
+
+/* How long a freeze (a sync of every filesystem) or thaw may take the agent. */
+#define AGENT_FREEZE_ANSWER_S 60
+
+/* Freezes (or thaws) the guest's filesystems through its agent; 0 or -errno, why in `why`. */
+static int agent_freeze(struct godwit_vm *gv, struct agent_client **c, bool freeze, char *why,
+                        size_t len)
+{
+    int ret = 0;
+    uint32_t n;
+    if (!*c)
+        *c = agent_client_connect(gv->vsock_path, false, AGENT_VSOCK_PORT, &ret);
+    if (*c) {
+        /* A guest that hangs mid-freeze must not hold the caller for ever. */
+        struct timeval tv = { .tv_sec = AGENT_FREEZE_ANSWER_S };
+        setsockopt((*c)->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ret = agent_client_freeze(*c, freeze, GODWIT_SNAPSHOT_FREEZE_S, &n);
+    }
+    if (ret < 0)
+        snprintf(why, len, "cannot %s the guest's filesystems: %.200s", freeze ? "freeze" : "thaw",
+                 *c && (*c)->error[0] ? (*c)->error
+                 : *c ? strerror(-ret) : "the guest agent does not answer");
+    else
+        log_info("snapshot: %s %u filesystem(s) through the guest agent",
+                 freeze ? "froze" : "thawed", n);
+    return ret;
+}
+
+int godwit_snapshot_frozen(struct godwit_vm *gv, const char *dir, bool stop,
+                           struct godwit_snapshot_info *info)
+{
+    struct godwit_snapshot_info local;
+    struct agent_client *c = NULL;
+    char why[sizeof(local.error)];
+    info = info ? info : &local;
+    info->error[0] = '\0';
+    if (gv->thread_started && pthread_equal(pthread_self(), gv->thread))
+        return -EDEADLK;
+    if (!gv->vsock_path) {
+        snprintf(info->error, sizeof(info->error),
+                 "the VM has no vsock device: no guest agent to freeze its filesystems");
+        return -ENODEV;
+    }
+    if (godwit_get_state(gv) != GODWIT_STATE_RUNNING) {
+        snprintf(info->error, sizeof(info->error),
+                 "the VM is %s: its guest agent cannot freeze its filesystems",
+                 godwit_state_name(godwit_get_state(gv)));
+        return -EBUSY;
+    }
+    int ret = agent_freeze(gv, &c, true, info->error, sizeof(info->error));
+    if (ret == 0) {
+        ret = godwit_snapshot(gv, dir, stop, info);
+        /* Also after a failure: the guest is never left frozen. The snapshot holds it frozen
+         * (the thaw comes after the copy): a restore thaws (start_agent_monitor), and so does
+         * the restore of one that stopped this VM, which cannot be thawed here. */
+        if ((!stop || ret < 0) && agent_freeze(gv, &c, false, why, sizeof(why)) < 0)
+            log_warn("snapshot: %s; the agent thaws them itself after %d s", why,
+                     GODWIT_SNAPSHOT_FREEZE_S);
+    }
+    if (ret < 0 && info->error[0])
+        log_error("snapshot: %s", info->error);
+    agent_client_close(c);
+    return ret;
 }
 
 /* ---- live migration ---- */

@@ -30,7 +30,13 @@ static void test_snapshot_body(void **state)
     api_body_free(b.root);
     assert_int_equal(snapshot("{\"dir\": \"/srv/snap\"}", &b), 0);
     assert_false(b.stop);
+    assert_false(b.freeze);
     api_body_free(b.root);
+    assert_int_equal(snapshot("{\"dir\": \"/srv/snap\", \"freeze\": true}", &b), 0);
+    assert_true(b.freeze);
+    assert_false(b.stop);
+    api_body_free(b.root);
+    assert_int_equal(snapshot("{\"dir\": \"/s\", \"freeze\": \"yes\"}", &b), -EINVAL);
 
     assert_int_equal(snapshot("{\"dir\": \"snap\"}", &b), -EINVAL);          /* relative */
     assert_int_equal(snapshot("{\"stop\": true}", &b), -EINVAL);             /* no dir */
