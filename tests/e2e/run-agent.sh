@@ -33,13 +33,19 @@ script=$work/script.img
 truncate -s 64M "$work/data.img"
 printf 'echo agent-guest: up\nwhile :; do sleep 5; echo tick; done\n' >"$script"
 truncate -s 4096 "$script"
-timeout -k 5 1500 "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory 512 \
+# start_vm API ARGS...: godwit run ARGS with its API on API, its output appended to $log, as
+# the suite's VM ($vm_pid, $api) under the progress watchdog ($wd_pid).
+start_vm() {
+  api=$1
+  shift
+  timeout -k 5 1500 "$godwit" run "$@" --api-socket "$api" </dev/null >>"$log" 2>&1 &
+  vm_pid=$!
+  watch_progress "$log" "$api" "$vm_pid" &
+  wd_pid=$!
+}
+start_vm "$api" --kernel "$kernel_bzimage" --initrd "$initrd" --memory 512 \
   --cmdline "console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script" \
-  --disk "path=$script,readonly=on,serial=godwit-script" --disk "path=$work/data.img" --vsock cid=3 \
-  --api-socket "$api" </dev/null >"$log" 2>&1 &
-vm_pid=$!
-watch_progress "$log" "$api" "$vm_pid" &
-wd_pid=$!
+  --disk "path=$script,readonly=on,serial=godwit-script" --disk "path=$work/data.img" --vsock cid=3
 
 # The agent answers once the guest's init has started it: up to 180 s in the test host.
 up=0
@@ -199,12 +205,28 @@ finished() {
   return 1
 }
 
+# An ext4 on vdb at /mnt in the guest, made once.
+mount_data() {
+  g exec "$api" -- sh -c 'grep -q " /mnt " /proc/mounts ||
+    { mke2fs -q /dev/vdb >/dev/null 2>&1 && mkdir -p /mnt && mount -t ext4 /dev/vdb /mnt; }'
+}
+
+# written_within SECS FILE: a write and sync to /mnt/FILE in the guest ends within SECS (the
+# filesystem is not frozen).
+written_within() {
+  local w
+  g exec "$api" -- sh -c "echo $2 >/mnt/$2; sync" &
+  w=$!
+  finished $w "$1" && wait $w && return 0
+  kill $w 2>/dev/null
+  return 1
+}
+
 # Freezing: a writer to the frozen ext4 (vdb) waits until the thaw; a freeze nobody thaws
 # ends by itself at its timeout.
 case_freeze() {
   local n=freeze out w
-  g exec "$api" -- sh -c 'mke2fs -q /dev/vdb >/dev/null 2>&1 && mkdir -p /mnt && mount -t ext4 /dev/vdb /mnt' ||
-    { fail $n "cannot mount an ext4 on vdb"; return; }
+  mount_data || { fail $n "cannot mount an ext4 on vdb"; return; }
   out=$(g freeze "$api" 120)
   expect_eq $n "freeze" "$out" "froze 1 filesystem(s); the agent thaws them itself after the timeout" || return
   g exec "$api" -- sh -c 'echo one >/mnt/f; sync' &
@@ -225,22 +247,105 @@ case_freeze() {
   pass $n
 }
 
+# The guest's clock minus the host's, in seconds.
+clock_off() {
+  local before after
+  before=$(date +%s)
+  after=$(g exec "$api" -- date +%s) || return 1
+  echo $((after - before))
+}
+
+# clock_near NAME WHEN: the guest's clock is within 2 s of the host's after WHEN (else a failure).
+clock_near() {
+  local off
+  off=$(clock_off) || { fail "$1" "no answer from the agent after the $2"; return 1; }
+  [ "${off#-}" -le 2 ] || { fail "$1" "the guest's clock is ${off} s off the host's after the $2"; return 1; }
+  grep -a 'godwit-agent: clock stepped' "$log" | tail -n 1 # the agent's own line, when the clock was off
+}
+
+# An hour back: only the agent's step can bring the guest's clock right again.
+clock_back() {
+  local then
+  then=$(date -u -d "@$(($(date +%s) - 3600))" '+%Y-%m-%d %H:%M:%S')
+  g exec "$api" -- date -u -s "$then" >/dev/null && [ "$(clock_off)" -le -3500 ]
+}
+
 # After a pause of 10 s, godwit resume has the agent step the guest's clock to the host's.
 case_clock() {
-  local n=clock before after off
+  local n=clock
   "$godwit" pause "$api" || { fail $n "pause failed"; return; }
   sleep 10
   "$godwit" resume "$api" || { fail $n "resume failed"; return; }
-  before=$(date +%s)
-  after=$(g exec "$api" -- date +%s)
-  off=$((after - before))
-  [ "${off#-}" -le 2 ] || { fail $n "the guest's clock is ${off} s off the host's after the resume"; return; }
-  grep -a 'clock stepped' "$log" | tail -n 1 # the agent's own line, when the clock stood still
+  clock_near $n resume && pass $n
+}
+
+# snapshot --freeze: the agent freezes the guest's filesystems for it and they are thawed
+# after (a writer goes on at once); the VMM says so.
+case_snapshot_freeze() {
+  local n=snapshot_freeze out
+  mount_data || { fail $n "cannot mount an ext4 on vdb"; return; }
+  out=$(g snapshot "$api" "$work/snap-frozen" --freeze) || { fail $n "snapshot --freeze failed"; return; }
+  echo "$out"
+  [[ $out == *"filesystems frozen, thawed"* ]] || { fail $n "snapshot says '$out'"; return; }
+  grep -q 'snapshot: froze [1-9][0-9]* filesystem' "$log" || { fail $n "the VMM did not log the freeze"; return; }
+  grep -q 'snapshot: thawed [1-9][0-9]* filesystem' "$log" || { fail $n "the VMM did not log the thaw"; return; }
+  written_within 10 after-snapshot || { fail $n "a writer still waits after the snapshot (not thawed)"; return; }
   pass $n
 }
 
+# ended_vm: the suite's VM ended (within 60 s; status 1 when not), its watchdog with it.
+ended_vm() {
+  finished "$vm_pid" 60 || return 1
+  wait "$vm_pid"
+  kill "$wd_pid" 2>/dev/null
+  wait "$wd_pid" 2>/dev/null
+  return 0
+}
+
+# A restore: the snapshot (taken frozen, and stopping the VM) on disk for 10 s, of a guest whose
+# clock went an hour back. Once its agent answers, the VMM has it step the clock to the host's
+# and thaw the filesystems the snapshot held frozen.
+case_restore() {
+  local n=restore dir=$work/snap-restore
+  mount_data || { fail $n "cannot mount an ext4 on vdb"; return; }
+  clock_back || { fail $n "cannot set the guest's clock an hour back"; return; }
+  g snapshot "$api" "$dir" --freeze --stop || { fail $n "snapshot --freeze --stop failed"; return; }
+  ended_vm || { fail $n "the VM did not stop after its snapshot"; return; }
+  sleep 10
+  start_vm "$api" --restore "$dir"
+  wait_for_line "$log" "guest clock stepped to the host's after the restore" "$vm_pid" 90 ||
+    { fail $n "no clock step logged after the restore"; return; }
+  grep "after the restore" "$log" | tail -n 1
+  clock_near $n restore || return
+  written_within 10 after-restore || { fail $n "the restored guest's filesystem is still frozen"; return; }
+  pass $n
+}
+
+# A local live migration of a guest whose clock went an hour back: the destination has the
+# agent step it to the host's. Its vsock socket and API are its own (the source holds the
+# first ones until it ends); the suite goes on with the destination.
+case_migrate() {
+  local n=migrate port=$((20000 + RANDOM % 20000)) src_api=$api _
+  clock_back || { fail $n "cannot set the guest's clock an hour back"; return; }
+  local src_pid=$vm_pid src_wd=$wd_pid
+  start_vm "$work/dst.api" --incoming "tcp:127.0.0.1:$port" --vsock "cid=3,socket=$work/dst.vsock"
+  local dst_pid=$vm_pid dst_wd=$wd_pid
+  vm_pid=$src_pid wd_pid=$src_wd api=$src_api
+  for _ in $(seq 20); do
+    g migrate "$api" "tcp:127.0.0.1:$port" >"$work/migrate.out" 2>&1 && break
+    sleep 0.5
+  done
+  tail -n 2 "$work/migrate.out"
+  ended_vm || { fail $n "the source did not end after the migration"; kill "$dst_pid"; return; }
+  vm_pid=$dst_pid wd_pid=$dst_wd api=$work/dst.api
+  wait_for_line "$log" "guest clock stepped to the host's after the migration" "$vm_pid" 90 ||
+    { fail $n "no clock step logged after the migration"; return; }
+  grep "after the migration" "$log" | tail -n 1
+  clock_near $n migration && pass $n
+}
+
 if [ $up -eq 1 ]; then
-  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze clock}; do
+  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze clock snapshot_freeze restore migrate}; do
     echo "-- $c"
     "case_$c"
   done
