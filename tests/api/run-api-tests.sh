@@ -135,6 +135,11 @@ check snapshot_relative_dir_400 "got: $r" eval '[[ $r == "400 "* ]]'
 : >"$work/a-file"
 r=$(api PUT /vm/snapshot -d "{\"dir\": \"$work/a-file/x\"}")
 check snapshot_unwritable_500 "got: $r" eval '[[ $r == "500 "*"cannot snapshot"* ]]'
+# With "freeze" the guest agent is needed: this VM has no vsock device, and nothing is written.
+r=$(api PUT /vm/snapshot -d "{\"dir\": \"$work/frozensnap\", \"freeze\": true}")
+check snapshot_freeze_no_agent_409 "got: $r" eval '[[ $r == "409 "*"no vsock device"* && ! -e $work/frozensnap ]]'
+out=$("$godwit" snapshot api-test "$work/frozensnap" --freeze 2>&1); st=$?
+check snapshot_freeze_no_agent_cli "status $st: $out" eval '[ $st -eq 1 ] && [[ $out == *"no vsock device"* ]]'
 snap_tick=$(last_tick "$log" | cut -d' ' -f2)
 r=$(api PUT /vm/snapshot -d "{\"dir\": \"$work/apisnap\"}")
 check snapshot_api "got: $r" eval '[[ $r == "200 "*"\"memory_written\":"* && -s $work/apisnap/state && -s $work/apisnap/memory ]]'
