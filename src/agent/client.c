@@ -308,14 +308,17 @@ int agent_client_kvp_list(struct agent_client *c, uint32_t pool,
                           void (*fn)(const char *key, const char *value, void *opaque),
                           void *opaque)
 {
-    static char key[AGENT_MAX_STRING + 1], value[AGENT_MAX_VALUE + 1];
+    /* Not static: the API lists from threads of its own, at once. */
+    char *key = malloc(AGENT_MAX_STRING + 1), *value = malloc(AGENT_MAX_VALUE + 1);
     struct agent_msg m;
-    int ret = kvp_request(c, AGENT_KVP_LIST, pool, NULL, NULL, &m);
+    int ret = key && value ? kvp_request(c, AGENT_KVP_LIST, pool, NULL, NULL, &m) : -ENOMEM;
     for (; ret == 0 && m.h.type == AGENT_KVP_ENTRY; ret = agent_client_recv(c, &m)) {
-        agent_get_str(&m, AGENT_T_KEY, key, sizeof(key));
-        agent_get_str(&m, AGENT_T_VALUE, value, sizeof(value));
+        agent_get_str(&m, AGENT_T_KEY, key, AGENT_MAX_STRING + 1);
+        agent_get_str(&m, AGENT_T_VALUE, value, AGENT_MAX_VALUE + 1);
         fn(key, value, opaque);
     }
+    free(key);
+    free(value);
     if (ret == 0 && m.h.type != AGENT_OK) {
         snprintf(c->error, sizeof(c->error), "%s in a key list", agent_type_name(m.h.type));
         return -EPROTO;
@@ -403,4 +406,14 @@ int agent_client_freeze(struct agent_client *c, bool freeze, unsigned timeout_s,
     if (ret == 0)
         agent_get_u32(&m, AGENT_T_COUNT, count);
     return ret;
+}
+
+int agent_client_shutdown(struct agent_client *c, bool reboot)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    agent_build_start(&b, c->out, AGENT_SHUTDOWN, 0, c->next_id++);
+    agent_put_u32(&b, AGENT_T_MODE, reboot ? AGENT_SHUTDOWN_REBOOT : AGENT_SHUTDOWN_POWEROFF);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    return ret < 0 ? ret : expect(c, &m, AGENT_OK);
 }

@@ -56,6 +56,8 @@ int agent_client_set_time(struct agent_client *c, uint64_t ns);
 /* Freezes (the agent thaws by itself after timeout_s, 1-3600) or thaws the guest's
  * filesystems; *count: how many changed. */
 int agent_client_freeze(struct agent_client *c, bool freeze, unsigned timeout_s, uint32_t *count);
+/* Asks the agent to power the guest off (or reboot it); 0 once it took the request. */
+int agent_client_shutdown(struct agent_client *c, bool reboot);
 
 /* KVP. get: the value into buf (len bytes). list: each entry to `fn`. */
 int agent_client_kvp_get(struct agent_client *c, uint32_t pool, const char *key, char *buf,
@@ -72,9 +74,14 @@ int agent_client_exec_start(struct agent_client *c, const char *const *argv, con
                             bool tty, unsigned rows, unsigned cols);
 /* ... then the session: `in` to the command's stdin (-1: none), its stdout and stderr to
  * `out` and `err`, signals read from the signalfd `sig` (-1: none) passed on. *status: the
- * exit code, or 128 + the signal that ended it. 0 or -errno (c->error says why). */
+ * exit code, or 128 + the signal that ended it. 0 or -errno (c->error says why):
+ * -ETIMEDOUT when the command runs past timeout_ms (0: no limit), -EFBIG when it writes more
+ * than max_output bytes (0: no limit) to stdout or to stderr. After either, close the client:
+ * the agent kills a command whose connection ends. */
 struct agent_exec_io {
     int in, out, err, sig;
+    unsigned timeout_ms;
+    uint64_t max_output;
 };
 int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io, int *status);
 

@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/client.h"
@@ -29,6 +30,9 @@ struct exec_state {
     int nsigs;
     bool stdin_open;
     int status;                   /* -1 until EXIT */
+    uint64_t written[3];          /* bytes of output per stream (AGENT_STDOUT, AGENT_STDERR) */
+    struct timespec deadline;     /* with io->timeout_ms */
+    uint8_t buf[AGENT_CHUNK];     /* stdin read; not static: the API runs sessions at once */
 };
 
 /* Queues a message built in c->out; there is room only when pend is empty. */
@@ -80,14 +84,13 @@ static int flush(struct exec_state *s)
 
 static int read_stdin(struct exec_state *s)
 {
-    static uint8_t buf[AGENT_CHUNK];
-    ssize_t n = read(s->io->in, buf, sizeof(buf));
+    ssize_t n = read(s->io->in, s->buf, sizeof(s->buf));
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return 0;
     struct agent_builder b;
     agent_build_start(&b, s->c->out, AGENT_STDIN, n > 0 ? 0 : AGENT_FLAG_EOF, s->c->next_id++);
     if (n > 0)
-        agent_put_bytes(&b, AGENT_T_DATA, buf, (size_t)n);
+        agent_put_bytes(&b, AGENT_T_DATA, s->buf, (size_t)n);
     else
         s->stdin_open = false; /* end of file, or an error: the command's stdin ends */
     queue(s, agent_build_end(&b));
@@ -117,6 +120,14 @@ static int on_agent(struct exec_state *s)
     case AGENT_OUTPUT:
         agent_get_u32(&m, AGENT_T_STREAM, &v);
         agent_find(&m, AGENT_T_DATA, &f);
+        s->written[v == AGENT_STDERR ? AGENT_STDERR : AGENT_STDOUT] += f.len;
+        if (s->io->max_output && s->written[v == AGENT_STDERR ? AGENT_STDERR : AGENT_STDOUT] >
+                                     s->io->max_output) {
+            snprintf(s->c->error, sizeof(s->c->error), "exec: the command's %s passed %llu bytes",
+                     v == AGENT_STDERR ? "stderr" : "stdout",
+                     (unsigned long long)s->io->max_output);
+            return -EFBIG;
+        }
         ret = agent_write_all(v == AGENT_STDERR ? s->io->err : s->io->out, f.value, f.len);
         return ret == -EPIPE ? 0 : ret; /* our reader went away: the command runs on */
     case AGENT_EXIT:
@@ -130,6 +141,18 @@ static int on_agent(struct exec_state *s)
     }
 }
 
+/* What is left of the session's time, for poll: -1 without a limit, 0 once it passed. */
+static int ms_left(const struct exec_state *s)
+{
+    struct timespec now;
+    if (!s->io->timeout_ms)
+        return -1;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ms = (int64_t)(s->deadline.tv_sec - now.tv_sec) * 1000 +
+                 (s->deadline.tv_nsec - now.tv_nsec) / 1000000;
+    return ms <= 0 ? 0 : (int)ms;
+}
+
 static int loop(struct exec_state *s)
 {
     while (s->status < 0) {
@@ -138,10 +161,15 @@ static int loop(struct exec_state *s)
             { .fd = s->stdin_open && !s->plen ? s->io->in : -1, .events = POLLIN },
             { .fd = s->io->sig, .events = POLLIN },
         };
-        if (poll(p, 3, -1) < 0) {
-            if (errno == EINTR)
-                continue;
+        int left = ms_left(s), n = left == 0 ? 0 : poll(p, 3, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
             return -errno;
+        if (n == 0) {
+            snprintf(s->c->error, sizeof(s->c->error), "exec: the command ran past %u ms",
+                     s->io->timeout_ms);
+            return -ETIMEDOUT;
         }
         int ret = 0;
         if (p[0].revents & POLLIN)
@@ -195,7 +223,17 @@ int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io
     struct exec_state *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    *s = (struct exec_state){ .c = c, .io = io, .stdin_open = io->in >= 0, .status = -1 };
+    s->c = c;
+    s->io = io;
+    s->stdin_open = io->in >= 0;
+    s->status = -1;
+    clock_gettime(CLOCK_MONOTONIC, &s->deadline);
+    s->deadline.tv_sec += io->timeout_ms / 1000;
+    s->deadline.tv_nsec += (long)(io->timeout_ms % 1000) * 1000000;
+    if (s->deadline.tv_nsec >= 1000000000) {
+        s->deadline.tv_sec++;
+        s->deadline.tv_nsec -= 1000000000;
+    }
     if (io->in < 0) {
         /* No stdin: the command's ends at once. */
         struct agent_builder b;

@@ -302,8 +302,6 @@ static int sync_time(const char *name, bool quiet)
 /* shutdown through the agent: for a guest that ignores the ACPI power button. */
 static int cmd_agent_shutdown(int argc, char **argv)
 {
-    struct agent_builder b;
-    struct agent_msg m;
     bool reboot = argc == 3 && strcmp(argv[2], "--reboot") == 0;
     if (argc != 2 && !reboot) {
         log_error("usage: godwit agent-shutdown NAME [--reboot]");
@@ -312,11 +310,7 @@ static int cmd_agent_shutdown(int argc, char **argv)
     struct agent_client *c = agent_open(argv[1]);
     if (!c)
         return 1;
-    agent_build_start(&b, c->out, AGENT_SHUTDOWN, 0, c->next_id++);
-    agent_put_u32(&b, AGENT_T_MODE, reboot ? AGENT_SHUTDOWN_REBOOT : AGENT_SHUTDOWN_POWEROFF);
-    int ret = agent_client_send(c, agent_build_end(&b));
-    if (ret == 0)
-        ret = agent_client_recv(c, &m);
+    int ret = agent_client_shutdown(c, reboot);
     int status = ret < 0 ? fail(c, "agent-shutdown", ret) : 0;
     agent_client_close(c);
     return status;
