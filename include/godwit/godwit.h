@@ -198,7 +198,9 @@ int godwit_migrate_cancel(struct godwit_vm *vm);
  * Returns the stream's fd (for godwit_config.incoming_fd) with the VM's configuration as JSON
  * in *config_json (malloc'ed; docs/config.md), or -errno after one logged line. */
 int godwit_incoming_accept(const char *uri, char **config_json);
-/* Asks the guest to power off (ACPI power button); stops it after timeout_ms. */
+/* Asks the guest to power off (ACPI power button); stops it after timeout_ms. A guest still
+ * running 5 s after the button (half of timeout_ms when shorter) whose agent answers (a vsock
+ * device; its heartbeat) has the agent asked to power off, with one log line. */
 int godwit_shutdown(struct godwit_vm *vm, unsigned timeout_ms);
 /* Resets the guest at once (as its reset line would). */
 int godwit_reboot(struct godwit_vm *vm);

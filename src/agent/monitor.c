@@ -23,10 +23,10 @@ struct agent_monitor {
     char *vsock_path;
     agent_monitor_fn fn;
     void *opaque;
-    int wake[2]; /* a byte on wake[1] stops the thread */
+    int wake[2]; /* a byte on wake[1] wakes the thread: to stop, or to ask for a power-off */
     pthread_t thread;
 
-    pthread_mutex_t lock; /* guards st, last_answer, fd and resumed */
+    pthread_mutex_t lock; /* guards st, last_answer, fd, resumed, stopping, poweroff */
     struct agent_status st;
     struct timespec last_answer;
     int fd; /* the connection to the agent, -1: none; stop shuts it down to end a wait */
@@ -35,6 +35,8 @@ struct agent_monitor {
         bool thaw;
         struct timespec since;
     } resumed; /* agent_monitor_resumed()'s work, until done or given up */
+    bool stopping;
+    bool poweroff; /* asked for, not yet sent */
 };
 
 static double ms_since(const struct timespec *t)
@@ -137,11 +139,30 @@ static void record(struct agent_monitor *m, bool answered)
         m->fn(m->opaque, st.alive, &st);
 }
 
-/* Waits `ms` or until stopped: true when stopped. */
+/* Waits `ms` or until woken: true when stopped. */
 static bool wait_or_stop(struct agent_monitor *m, int ms)
 {
     struct pollfd p = { .fd = m->wake[0], .events = POLLIN };
-    return poll(&p, 1, ms) > 0;
+    char byte;
+    if (poll(&p, 1, ms) > 0 && read(m->wake[0], &byte, 1) < 0)
+        log_debug("agent: reading the monitor's wake-up: %s", strerror(errno));
+    pthread_mutex_lock(&m->lock);
+    bool stopping = m->stopping;
+    pthread_mutex_unlock(&m->lock);
+    return stopping;
+}
+
+/* A power-off asked for by agent_monitor_request_poweroff(), sent on this connection. */
+static void send_poweroff(struct agent_monitor *m, struct agent_client *c)
+{
+    pthread_mutex_lock(&m->lock);
+    bool wanted = m->poweroff;
+    m->poweroff = false;
+    pthread_mutex_unlock(&m->lock);
+    int ret = wanted ? agent_client_shutdown(c, false) : 0;
+    if (ret < 0)
+        log_warn("agent: asking it to power the guest off failed: %s",
+                 c->error[0] ? c->error : strerror(-ret));
 }
 
 /* The host's CLOCK_REALTIME to the guest; with `thaw`, its filesystems thawed. 0 or -errno. */
@@ -196,6 +217,8 @@ static void *monitor_thread(void *arg)
     do {
         if (!c)
             c = connect_agent(m);
+        if (c)
+            send_poweroff(m, c);
         bool answered = c && ping(c) == 0;
         if (after_resume(m, answered ? c : NULL) < 0 && c)
             answered = false;
@@ -244,6 +267,9 @@ void agent_monitor_stop(struct agent_monitor *m)
 {
     if (!m)
         return;
+    pthread_mutex_lock(&m->lock);
+    m->stopping = true;
+    pthread_mutex_unlock(&m->lock);
     if (write(m->wake[1], "", 1) < 0)
         log_warn("agent: cannot stop its heartbeat: %s", strerror(errno));
     pthread_mutex_lock(&m->lock);
@@ -273,4 +299,16 @@ void agent_monitor_status(struct agent_monitor *m, struct agent_status *st)
     *st = m->st;
     st->age_ms = m->st.seen ? ms_since(&m->last_answer) : 0;
     pthread_mutex_unlock(&m->lock);
+}
+
+bool agent_monitor_request_poweroff(struct agent_monitor *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool alive = m->st.alive;
+    if (alive)
+        m->poweroff = true;
+    pthread_mutex_unlock(&m->lock);
+    if (alive && write(m->wake[1], "p", 1) < 0)
+        log_warn("agent: cannot wake its monitor: %s", strerror(errno));
+    return alive;
 }

@@ -45,5 +45,9 @@ void agent_monitor_stop(struct agent_monitor *m);
 void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw);
 /* A snapshot of what is known, from any thread. */
 void agent_monitor_status(struct agent_monitor *m, struct agent_status *st);
+/* From any thread, without waiting for the guest: when the agent is alive, the monitor's
+ * thread asks it (on its connection) to power the guest off, and this returns true; false
+ * (nothing asked) when the agent does not answer now. A failed request is logged there. */
+bool agent_monitor_request_poweroff(struct agent_monitor *m);
 
 #endif

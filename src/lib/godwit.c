@@ -34,6 +34,10 @@
 #include "vm/vm.h"
 #include "boot/unpack.h"
 
+/* After the power button, how long a guest with a live agent has before its agent is asked to
+ * power off (half the shutdown timeout when that is shorter). */
+#define AGENT_SHUTDOWN_GRACE_MS 5000u
+
 /* Requests other threads hand to the main loop through `command_fd`. */
 enum { COMMAND_SHUTDOWN_TIMER = 1 };
 
@@ -71,6 +75,8 @@ struct godwit_vm {
     bool console_attached;
     int command_fd;
     struct loop_watch exit_watch, command_watch, shutdown_timer;
+    struct loop_watch agent_shutdown_timer; /* the grace before asking the agent */
+    unsigned agent_grace_ms;
     struct loop_watch disk_lock_timer; /* after an incoming migration: the source's disk locks */
     unsigned disk_lock_tries;
     struct godwit_hooks hooks;
@@ -343,6 +349,31 @@ static bool on_shutdown_timeout(struct event_loop *loop, void *opaque, int res)
     return false;
 }
 
+/*
+ * The guest has not powered off AGENT_SHUTDOWN_GRACE_MS after the power button: a guest that
+ * ignores it (no acpid, a busy init) may still have a live agent, which is asked to power off.
+ * The monitor's thread sends the request: the main loop never waits for the guest.
+ */
+static bool on_agent_shutdown_grace(struct event_loop *loop, void *opaque, int res)
+{
+    struct godwit_vm *gv = opaque;
+    (void)loop;
+    (void)res;
+    pthread_mutex_lock(&gv->lock);
+    if (gv->vm && gv->agent && agent_monitor_request_poweroff(gv->agent))
+        log_warn("the guest has not powered off %u s after the ACPI power button: asking its "
+                 "agent to power off", gv->agent_grace_ms / 1000);
+    pthread_mutex_unlock(&gv->lock);
+    return false;
+}
+
+/* Half the shutdown timeout, AGENT_SHUTDOWN_GRACE_MS at most: the agent's power-off has time
+ * to finish before the timeout stops the guest. */
+static unsigned agent_grace_for(unsigned timeout_ms)
+{
+    return timeout_ms / 2 < AGENT_SHUTDOWN_GRACE_MS ? timeout_ms / 2 : AGENT_SHUTDOWN_GRACE_MS;
+}
+
 static bool on_command(struct event_loop *loop, void *opaque, int res)
 {
     struct godwit_vm *gv = opaque;
@@ -352,10 +383,16 @@ static bool on_command(struct event_loop *loop, void *opaque, int res)
         return true;
     pthread_mutex_lock(&gv->lock);
     unsigned timeout = gv->shutdown_timeout_ms;
+    bool agent = gv->agent != NULL;
     gv->shutdown_timeout_ms = 0;
     pthread_mutex_unlock(&gv->lock);
     if (timeout)
         loop_after(loop, &gv->shutdown_timer, timeout, on_shutdown_timeout, gv);
+    gv->agent_grace_ms = agent_grace_for(timeout);
+    /* Only the first request: a second one's timer would reuse a watch still in flight. */
+    if (timeout && agent && gv->agent_grace_ms && !gv->agent_shutdown_timer.armed)
+        loop_after(loop, &gv->agent_shutdown_timer, gv->agent_grace_ms, on_agent_shutdown_grace,
+                   gv);
     return true;
 }
 
@@ -527,6 +564,7 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     }
     loop_unwatch(&gv->loop, &gv->exit_watch);
     loop_unwatch(&gv->loop, &gv->shutdown_timer);
+    loop_unwatch(&gv->loop, &gv->agent_shutdown_timer);
     loop_unwatch(&gv->loop, &gv->disk_lock_timer);
     vm_stop(vm);
     reason = (enum vm_exit_reason)vm->exit_reason;

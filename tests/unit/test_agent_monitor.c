@@ -32,6 +32,7 @@ struct fake_vm {
     unsigned set_times, thaws;
     unsigned drop_set_times; /* this many SET_TIMEs end the connection unanswered */
     uint64_t time_ns;        /* the last SET_TIME's */
+    unsigned poweroffs; /* SHUTDOWN requests with MODE poweroff */
     bool found_without_info; /* an AGENT_FOUND whose status lacked the agent's version */
 };
 
@@ -75,6 +76,13 @@ static void serve(struct fake_vm *vm, int fd)
             pthread_mutex_unlock(&vm->lock);
             agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
             agent_put_u32(&b, AGENT_T_COUNT, 1);
+        } else if (m.h.type == AGENT_SHUTDOWN) {
+            uint32_t mode = 99;
+            agent_get_u32(&m, AGENT_T_MODE, &mode);
+            pthread_mutex_lock(&vm->lock);
+            vm->poweroffs += mode == AGENT_SHUTDOWN_POWEROFF;
+            pthread_mutex_unlock(&vm->lock);
+            agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
         } else {
             return; /* the monitor asks nothing else: the test then fails on its counts */
         }
@@ -223,6 +231,23 @@ static void test_resumed_steps_clock(void **state)
     fake_vm_stop(&vm);
 }
 
+/* A power-off asked for goes to a live agent at once (not at the next ping), once. */
+static void test_poweroff_request(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1 };
+    struct agent_monitor *m;
+    fake_vm_start(&vm);
+    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
+    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    assert_true(agent_monitor_request_poweroff(m));
+    assert_true(wait_for(&vm, &vm.poweroffs, 1, AGENT_PING_INTERVAL_MS / 2));
+    nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 500 * 1000 * 1000 }, NULL);
+    assert_int_equal(count(&vm, &vm.poweroffs), 1);
+    agent_monitor_stop(m);
+    fake_vm_stop(&vm);
+}
+
 /* No VM socket at all: never seen, never alive, and no event. */
 static void test_no_agent(void **state)
 {
@@ -236,6 +261,7 @@ static void test_no_agent(void **state)
     agent_monitor_status(m, &st);
     assert_false(st.seen);
     assert_false(st.alive);
+    assert_false(agent_monitor_request_poweroff(m)); /* nobody to ask */
     agent_monitor_stop(m);
     assert_int_equal(vm.found + vm.lost, 0);
     pthread_mutex_destroy(&vm.lock);
@@ -247,6 +273,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heartbeat_found_lost_found),
         cmocka_unit_test(test_resumed_steps_clock),
+        cmocka_unit_test(test_poweroff_request),
         cmocka_unit_test(test_no_agent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
