@@ -353,13 +353,36 @@ else
   fail agent "no agent answered godwit exec within the time"
 fi
 
-# The end: powered off through the agent (exit status 0), else stopped.
-if [ $up -eq 1 ] && g agent-shutdown "$api" && finished "$vm_pid" 120; then
-  wait "$vm_pid"
-  status=$?
-  expect_status shutdown 0 && pass shutdown
+# The guest's init powers off when its reader of the ACPI power button reads a press: with
+# that reader killed (head -c 1 /dev/input/eventN), the guest ignores the button. Prints how
+# many readers it killed.
+ignore_power_button() {
+  g exec "$api" -- sh -c 'n=0; for p in /proc/[0-9]*; do
+      case "$(tr "\0" " " <$p/cmdline 2>/dev/null)" in
+        "head -c 1 /dev/input/"*) kill ${p#/proc/} && n=$((n + 1)) ;;
+      esac
+    done; echo $n'
+}
+
+# The end: the guest ignores the power button, and godwit shutdown still powers it off: the
+# VMM asks the agent once the guest has not answered the button for 5 s (exit status 0).
+if [ $up -eq 1 ]; then
+  echo "-- shutdown"
+  killed=$(ignore_power_button)
+  [ "${killed:-0}" -ge 1 ] || fail shutdown "no reader of the power button found in the guest ('$killed')"
+  if "$godwit" shutdown "$api" && finished "$vm_pid" 60; then
+    wait "$vm_pid"
+    status=$?
+    expect_status shutdown 0 &&
+      { grep -aq 'asking its agent to power off' "$log" || fail shutdown "the VMM's log does not say it asked the agent"; } &&
+      { ! grep -aq 'godwit-guest: power button pressed' "$log" || fail shutdown "the guest saw the button after all"; } &&
+      pass shutdown
+  else
+    fail shutdown "the guest ignoring the power button did not power off through its agent"
+    "$godwit" stop "$api" >/dev/null 2>&1
+    wait "$vm_pid"
+  fi
 else
-  [ $up -eq 1 ] && fail shutdown "the guest did not power off through the agent"
   "$godwit" stop "$api" >/dev/null 2>&1
   wait "$vm_pid"
 fi
