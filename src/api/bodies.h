@@ -31,6 +31,44 @@ struct api_migrate_body {
     struct godwit_migrate_options opts;
 };
 
+/* PUT /vm/agent/exec {"argv": ["CMD", "ARG"...], "user": "NAME", "stdin": "TEXT",
+ * "timeout_s": 1-300}: only argv is required (1-256 strings of 1-4096 bytes, no NUL); stdin
+ * may hold any character, NUL too. */
+#define API_EXEC_MAX_ARGS 256
+#define API_EXEC_MAX_ARG 4096
+#define API_EXEC_TIMEOUT_S 30
+#define API_EXEC_MAX_TIMEOUT_S 300
+struct api_exec_body {
+    struct json_object *root;
+    const char *argv[API_EXEC_MAX_ARGS + 1]; /* NULL-terminated */
+    const char *user;                        /* NULL: root */
+    const char *stdin_data;                  /* NULL: no stdin (it ends at once) */
+    size_t stdin_len;
+    unsigned timeout_s;
+};
+
+/* PUT /vm/agent/kvp {"pool": "host", "key": "KEY", "value": "VALUE"}: pool "host" (the
+ * default) or "guest", a key of 1-255 bytes, a value of at most 16384, neither with NUL. */
+#define API_KVP_KEY_MAX 255
+#define API_KVP_VALUE_MAX 16384
+struct api_kvp_body {
+    struct json_object *root;
+    bool guest_pool;
+    const char *key, *value;
+};
+
+/* GET and DELETE /vm/agent/kvp?pool=host|guest&key=KEY: percent-encoded; pool "guest" by
+ * default (what the guest tells, as godwit kvp), no key: the pool's list. */
+struct api_kvp_query {
+    bool guest_pool;
+    bool has_key;
+    char key[API_KVP_KEY_MAX + 1];
+};
+
+/* PUT /vm/agent/freeze {"timeout_s": 1-3600}, or no body: 60 s. */
+#define API_FREEZE_TIMEOUT_S 60
+#define API_FREEZE_MAX_TIMEOUT_S 3600
+
 #define API_SNAPSHOT_BODY_USAGE                                                                   \
     "the body must be {\"dir\": \"/absolute/path\"} with optional \"stop\" and \"freeze\" " \
     "(booleans)"
@@ -38,10 +76,28 @@ struct api_migrate_body {
     "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional \"downtime_ms\" (1-60000), "     \
     "\"timeout_s\" (1-86400), \"timeout_action\" (\"cancel\" or \"switchover\") and "             \
     "\"bandwidth_mibps\" (1-1000000)"
+#define API_EXEC_BODY_USAGE                                                                       \
+    "the body must be {\"argv\": [\"command\", \"argument\"...]} (1-256 strings) with optional "   \
+    "\"user\", \"stdin\" (a string) and \"timeout_s\" (1-300, default 30)"
+#define API_KVP_BODY_USAGE                                                                        \
+    "the body must be {\"key\": \"KEY\", \"value\": \"VALUE\"} (a key of 1-255 bytes, a value of "  \
+    "at most 16384) with optional \"pool\" (\"host\", the default, or \"guest\")"
+#define API_KVP_QUERY_USAGE                                                                       \
+    "the query must be ?pool=host|guest&key=KEY (percent-encoded, a key of 1-255 bytes)"
+#define API_FREEZE_BODY_USAGE "the body must be empty or {\"timeout_s\": 1-3600}"
 
 /* 0, or -EINVAL (nothing to free) for a body that is not what the usage line says. */
 int api_parse_snapshot_body(const char *buf, size_t len, struct api_snapshot_body *out);
 int api_parse_migrate_body(const char *buf, size_t len, struct api_migrate_body *out);
+int api_parse_exec_body(const char *buf, size_t len, struct api_exec_body *out);
+int api_parse_kvp_body(const char *buf, size_t len, struct api_kvp_body *out);
+/* query: what follows '?' (NULL: none). want_key: DELETE's key is required. */
+int api_parse_kvp_query(const char *query, bool want_key, struct api_kvp_query *out);
+int api_parse_freeze_body(const char *buf, size_t len, unsigned *timeout_s);
+
+/* Guest bytes as a JSON string's text: valid UTF-8 kept, every other byte U+FFFD. malloc'ed,
+ * NUL-terminated, its length in *out_len; NULL when out of memory. */
+char *api_utf8_clean(const char *buf, size_t len, size_t *out_len);
 
 void api_body_free(struct json_object *root);
 
