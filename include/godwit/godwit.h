@@ -244,6 +244,36 @@ int godwit_agent_kvp_get(struct godwit_agent *agent, bool guest_pool, const char
                          size_t len);
 /* Steps the guest's clock to the host's (after a resume: it stood still). */
 int godwit_agent_sync_time(struct godwit_agent *agent);
+/* Every later wait for the agent lasts at most timeout_ms (0: no limit, the default);
+ * a request it ends returns -EAGAIN or -ETIMEDOUT. */
+int godwit_agent_set_timeout(struct godwit_agent *agent, unsigned timeout_ms);
+/* From another thread: the request under way (and every later one) ends with an error. */
+void godwit_agent_interrupt(struct godwit_agent *agent);
+/* A command run to its end with its output kept (godwit_agent_run). */
+struct godwit_agent_result {
+    int status;          /* its exit code, or 128 + the signal that ended it */
+    char *out, *err;     /* stdout and stderr, NUL-terminated (they may hold NULs too) */
+    size_t out_len, err_len;
+};
+/* Runs argv (as `user`, NULL: root) with in_len bytes of `in` as its stdin (NULL: none),
+ * keeping at most max_output bytes of its stdout and of its stderr (-EFBIG beyond), for at
+ * most timeout_ms (-ETIMEDOUT; 0: no limit). After -EFBIG or -ETIMEDOUT close the agent: the
+ * guest's agent kills a command whose connection ends. On 0 free *result with
+ * godwit_agent_result_free(). */
+int godwit_agent_run(struct godwit_agent *agent, const char *const *argv, const char *user,
+                     const void *in, size_t in_len, size_t max_output, unsigned timeout_ms,
+                     struct godwit_agent_result *result);
+void godwit_agent_result_free(struct godwit_agent_result *result);
+/* Each key of a pool (guest_pool: the one the guest writes) with its value, to fn. */
+int godwit_agent_kvp_list(struct godwit_agent *agent, bool guest_pool,
+                          void (*fn)(const char *key, const char *value, void *opaque),
+                          void *opaque);
+/* Freezes the guest's filesystems (FIFREEZE) until a thaw, or timeout_s (1-3600) after which
+ * the agent thaws them itself; *count: how many it froze (thawed). */
+int godwit_agent_freeze(struct godwit_agent *agent, unsigned timeout_s, unsigned *count);
+int godwit_agent_thaw(struct godwit_agent *agent, unsigned *count);
+/* Asks the agent to power the guest off (or reboot it). */
+int godwit_agent_shutdown(struct godwit_agent *agent, bool reboot);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "godwit/godwit.h"
@@ -122,6 +123,46 @@ static void test_exec(void)
     godwit_agent_close(a);
 }
 
+/* godwit_agent_run: stdin from memory (a NUL in it too), output kept, bounded in size and time. */
+static void test_run(void)
+{
+    struct godwit_agent_result r;
+    struct godwit_agent *a = connect_agent();
+    const char *argv[] = { "sh", "-c", "od -An -c; echo oops >&2; exit 3", NULL };
+    CHECK(godwit_agent_set_timeout(a, 5000) == 0);
+    CHECK(godwit_agent_run(a, argv, NULL, "a\0b", 3, 4096, 5000, &r) == 0);
+    CHECK(r.status == 3);
+    CHECK(strstr(r.out, "a  \\0   b") != NULL);
+    CHECK(r.err_len == 5 && strcmp(r.err, "oops\n") == 0);
+    godwit_agent_result_free(&r);
+    godwit_agent_close(a);
+
+    a = connect_agent();
+    const char *big[] = { "sh", "-c", "head -c 100000 /dev/zero", NULL };
+    CHECK(godwit_agent_run(a, big, NULL, NULL, 0, 65536, 5000, &r) == -EFBIG);
+    CHECK(strstr(godwit_agent_error(a), "stdout") != NULL);
+    godwit_agent_close(a);
+
+    a = connect_agent();
+    const char *slow[] = { "sleep", "30", NULL };
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(godwit_agent_run(a, slow, NULL, NULL, 0, 4096, 300, &r) == -ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    CHECK(t1.tv_sec - t0.tv_sec < 5);
+    godwit_agent_close(a);
+
+    a = connect_agent();
+    const char *missing[] = { "/no/such/command", NULL };
+    CHECK(godwit_agent_run(a, missing, NULL, NULL, 0, 4096, 5000, &r) == -ENOENT);
+    godwit_agent_close(a);
+}
+
+static void count_entry(const char *key, const char *value, void *opaque)
+{
+    *(int *)opaque += strcmp(key, "listed") == 0 && strcmp(value, "yes") == 0;
+}
+
 static void test_copy_and_kvp(void)
 {
     char src[256], guest[256], back[256], value[64];
@@ -148,6 +189,9 @@ static void test_copy_and_kvp(void)
     CHECK(godwit_agent_kvp_delete(a, "k") == 0);
     CHECK(godwit_agent_kvp_get(a, false, "k", value, sizeof(value)) == -ENOENT);
     CHECK(godwit_agent_kvp_set(a, "../k", "v") == -EINVAL);
+    int listed = 0;
+    CHECK(godwit_agent_kvp_set(a, "listed", "yes") == 0);
+    CHECK(godwit_agent_kvp_list(a, false, count_entry, &listed) == 0 && listed == 1);
     godwit_agent_close(a);
 }
 
@@ -177,6 +221,7 @@ int main(int argc, char **argv)
         usleep(50000);
     pthread_create(&t, NULL, proxy, (void *)(intptr_t)unix_socket(vsock, true));
     test_exec();
+    test_run();
     test_copy_and_kvp();
     kill(agent, SIGTERM);
     waitpid(agent, NULL, 0);
