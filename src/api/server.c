@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/agent_api.h"
 #include "api/bodies.h"
 #include "api/http.h"
 #include "io/unix_socket.h"
@@ -57,6 +58,7 @@ struct api_server {
     pthread_t freeze_thread;
     bool freeze_started;        /* freeze_thread is to be joined */
     atomic_bool freeze_running; /* ... and has not finished yet */
+    struct api_agent_jobs *agent_jobs; /* requests to the guest agent, on threads */
 };
 
 static double seconds_since(const struct timespec *t)
@@ -113,8 +115,10 @@ static void conn_close(struct api_conn *c)
 /* --- handlers ------------------------------------------------------------------------ */
 
 /* What a handler sees: the server, and room for the body it answers with (`big` when that
- * is too small; freed after the response is sent). */
+ * is too small; freed after the response is sent). The agent's routes (agent_api.h) see only
+ * `agent`: first, so that a pointer to this is one to it. */
 struct handler_ctx {
+    struct api_agent_ctx agent;
     struct api_server *server;
     char body[API_RESPONSE_MAX - API_HEAD_MAX];
     char *big;
@@ -374,6 +378,13 @@ static const struct http_route api_routes[] = {
     { "PUT", "/vm/migrate", handle_migrate },
     { "GET", "/vm/migration", handle_get_migration },
     { "DELETE", "/vm/migration", handle_cancel_migration },
+    { "PUT", "/vm/agent/exec", api_agent_exec },
+    { "GET", "/vm/agent/kvp", api_agent_kvp_get },
+    { "PUT", "/vm/agent/kvp", api_agent_kvp_put },
+    { "DELETE", "/vm/agent/kvp", api_agent_kvp_delete },
+    { "PUT", "/vm/agent/freeze", api_agent_freeze },
+    { "PUT", "/vm/agent/thaw", api_agent_thaw },
+    { "PUT", "/vm/agent/sync-time", api_agent_sync_time },
 };
 
 /* --- connections --------------------------------------------------------------------- */
@@ -400,7 +411,9 @@ static void conn_answer(struct api_conn *c)
     char allow[HTTP_ALLOW_MAX];
     int status;
     static_assert(sizeof(struct handler_ctx) < 32768, "handler context lives on the stack");
-    struct handler_ctx h = { .server = c->server };
+    struct handler_ctx h = { .server = c->server,
+                             .agent = { .vm = c->server->vm, .jobs = c->server->agent_jobs,
+                                        .fd = c->fd } };
     char out[API_RESPONSE_MAX];
 
     const struct http_route *route =
@@ -416,6 +429,10 @@ static void conn_answer(struct api_conn *c)
     }
     struct http_response resp = { .status = 500 };
     route->handler(&h, req, &resp);
+    if (h.agent.taken) {
+        c->fd = -1; /* a thread answers on it, and closes it */
+        return;
+    }
     resp.close = true;
     send_response(c->fd, &resp, out);
     free(h.big);
@@ -640,7 +657,9 @@ int api_server_start(struct api_server **out, struct event_loop *loop, struct go
     snprintf(s->name, sizeof(s->name), "%s", name);
     snprintf(s->path, sizeof(s->path), "%s", socket_path);
     clock_gettime(CLOCK_MONOTONIC, &s->started);
-    int ret = api_bind(s);
+    int ret = api_agent_jobs_create(&s->agent_jobs);
+    if (ret == 0)
+        ret = api_bind(s);
     if (ret < 0) {
         api_server_destroy(s);
         return ret;
@@ -663,6 +682,7 @@ void api_server_destroy(struct api_server *s)
         return;
     if (s->freeze_started)
         pthread_join(s->freeze_thread, NULL);
+    api_agent_jobs_destroy(s->agent_jobs);
     while (s->conns) {
         struct api_conn *c = s->conns;
         s->conns = c->next;

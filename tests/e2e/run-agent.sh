@@ -270,6 +270,77 @@ clock_back() {
   g exec "$api" -- date -u -s "$then" >/dev/null && [ "$(clock_off)" -le -3500 ]
 }
 
+# api_req METHOD PATH [BODY]: one API request to the VM; the status printed, the response's
+# body in $api_out ($work/api.out unless set).
+api_req() {
+  local data=()
+  [ $# -ge 3 ] && data=(-H 'Content-Type: application/json' --data-binary "$3")
+  curl -s -m 120 --unix-socket "$api" -X "$1" "${data[@]}" -o "${api_out:-$work/api.out}" \
+    -w '%{http_code}' "http://localhost$2"
+}
+
+# json_field NAME: a field of the last response as JSON ("text\n", 3, null when absent).
+json_field() {
+  python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])).get(sys.argv[2])))' \
+    "$work/api.out" "$1"
+}
+
+# The agent through the REST API (docs/api.yaml): exec with stdin, status and both streams, a
+# command that cannot start, its bounds (1 MiB of output, its timeout), and a long exec that
+# stalls neither GET /vm nor another exec.
+case_api_exec() {
+  local n=api_exec t0 t1
+  expect_eq $n "exec" "$(api_req PUT /vm/agent/exec '{"argv": ["sh", "-c", "cat; echo err >&2; exit 3"], "stdin": "hello\n"}')" 200 || return
+  expect_eq $n "exit_status" "$(json_field exit_status)" 3 || return
+  expect_eq $n "stdout" "$(json_field stdout)" '"hello\n"' || return
+  expect_eq $n "stderr" "$(json_field stderr)" '"err\n"' || return
+  expect_eq $n "a missing command" "$(api_req PUT /vm/agent/exec '{"argv": ["/no/such/command"]}')" 200 || return
+  expect_eq $n "its exit_status" "$(json_field exit_status)" 127 || return
+  expect_eq $n "a bad body" "$(api_req PUT /vm/agent/exec '{"argv": []}')" 400 || return
+  expect_eq $n "2 MB of output" "$(api_req PUT /vm/agent/exec '{"argv": ["head", "-c", "2000000", "/dev/zero"]}')" 413 || return
+  t0=$(date +%s)
+  expect_eq $n "past its timeout" "$(api_req PUT /vm/agent/exec '{"argv": ["sleep", "60"], "timeout_s": 2}')" 504 || return
+  t1=$(date +%s)
+  [ $((t1 - t0)) -le 10 ] || { fail $n "the timeout of 2 s answered after $((t1 - t0)) s"; return; }
+  (api_out=$work/slow.out api_req PUT /vm/agent/exec '{"argv": ["sleep", "8"]}' >"$work/slow.status") &
+  local slow=$!
+  sleep 2
+  t0=$(date +%s.%N)
+  expect_eq $n "GET /vm during a long exec" "$(api_req GET /vm)" 200 || return
+  expect_eq $n "another exec meanwhile" "$(api_req PUT /vm/agent/exec '{"argv": ["echo", "side"]}')" 200 || return
+  t1=$(date +%s.%N)
+  [ "$(echo "$t1 - $t0 < 3" | bc)" = 1 ] || { fail $n "served in $(echo "$t1 - $t0" | bc) s during a long exec"; return; }
+  wait $slow
+  expect_eq $n "the long exec" "$(cat "$work/slow.status")" 200 || return
+  pass $n
+}
+
+# KVP both ways through the API, freeze and thaw, the clock.
+case_api_agent() {
+  local n=api_agent
+  expect_eq $n "kvp put" "$(api_req PUT /vm/agent/kvp '{"key": "api_color", "value": "green"}')" 204 || return
+  expect_eq $n "the guest reads it" "$(g exec "$api" -- sh -c 'cat /var/lib/godwit-agent/host/api_color 2>/dev/null || cat /run/godwit-agent/host/api_color')" green || return
+  expect_eq $n "kvp get (host)" "$(api_req GET '/vm/agent/kvp?pool=host&key=api_color')" 200 || return
+  expect_eq $n "its value" "$(json_field value)" '"green"' || return
+  g exec "$api" -- sh -c 'd=/var/lib/godwit-agent/guest; [ -d $d ] || d=/run/godwit-agent/guest; printf up >$d/api_state'
+  expect_eq $n "kvp get (guest)" "$(api_req GET '/vm/agent/kvp?key=api_state')" 200 || return
+  expect_eq $n "the guest's value" "$(json_field value)" '"up"' || return
+  expect_eq $n "kvp list (guest)" "$(api_req GET '/vm/agent/kvp?pool=guest')" 200 || return
+  python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["entries"].get("api_state") != "up")' "$work/api.out" ||
+    { fail $n "the guest pool's list: $(cat "$work/api.out")"; return; }
+  expect_eq $n "kvp put to the guest pool" "$(api_req PUT /vm/agent/kvp '{"pool": "guest", "key": "k", "value": "v"}')" 403 || return
+  expect_eq $n "kvp delete" "$(api_req DELETE '/vm/agent/kvp?pool=host&key=api_color')" 204 || return
+  expect_eq $n "a deleted key" "$(api_req GET '/vm/agent/kvp?pool=host&key=api_color')" 404 || return
+  g exec "$api" -- sh -c 'grep -q " /mnt " /proc/mounts || { mke2fs -q /dev/vdb >/dev/null 2>&1 && mkdir -p /mnt && mount -t ext4 /dev/vdb /mnt; }' ||
+    { fail $n "cannot mount an ext4 on vdb"; return; }
+  expect_eq $n "freeze" "$(api_req PUT /vm/agent/freeze '{"timeout_s": 60}')" 200 || return
+  expect_eq $n "filesystems frozen" "$(json_field filesystems)" 1 || return
+  expect_eq $n "thaw" "$(api_req PUT /vm/agent/thaw)" 200 || return
+  expect_eq $n "filesystems thawed" "$(json_field filesystems)" 1 || return
+  expect_eq $n "sync-time" "$(api_req PUT /vm/agent/sync-time)" 204 || return
+  pass $n
+}
+
 # After a pause of 10 s, godwit resume has the agent step the guest's clock to the host's.
 case_clock() {
   local n=clock
@@ -345,7 +416,7 @@ case_migrate() {
 }
 
 if [ $up -eq 1 ]; then
-  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze clock snapshot_freeze restore migrate}; do
+  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze api_exec api_agent clock snapshot_freeze restore migrate}; do
     echo "-- $c"
     "case_$c"
   done
@@ -354,13 +425,15 @@ else
 fi
 
 # The guest's init powers off when its reader of the ACPI power button reads a press: with
-# that reader killed (head -c 1 /dev/input/eventN), the guest ignores the button. Prints how
-# many readers it killed.
+# that reader killed (a head -c 1 with /dev/input/eventN open: busybox runs it without an exec,
+# under its shell's name), the guest ignores the button. Prints how many it killed.
 ignore_power_button() {
   g exec "$api" -- sh -c 'n=0; for p in /proc/[0-9]*; do
-      case "$(tr "\0" " " <$p/cmdline 2>/dev/null)" in
-        "head -c 1 /dev/input/"*) kill ${p#/proc/} && n=$((n + 1)) ;;
-      esac
+      for f in $p/fd/*; do
+        case "$(readlink $f 2>/dev/null)" in
+          /dev/input/*) kill ${p#/proc/} && n=$((n + 1)); break ;;
+        esac
+      done
     done; echo $n'
 }
 

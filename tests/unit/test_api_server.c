@@ -145,6 +145,51 @@ static void test_errors_then_still_serving(void **state)
         assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
 }
 
+/* The agent's routes check their request before anything reaches for the agent: a bad body or
+ * query is a 400, a write to the guest's pool a 403, and this VM (no vsock device, not
+ * running) a 409; the server serves on. */
+/* METHOD PATH with a JSON body, its Content-Length counted; the response's start into resp. */
+static void send_json(const char *method, const char *path, const char *body, char *resp,
+                      size_t resp_len)
+{
+    char req[1024];
+    int n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s", method,
+                     path, strlen(body), body);
+    exchange(req, (size_t)n, resp, resp_len);
+}
+
+static void assert_json_status(const char *path, const char *body, const char *status_line)
+{
+    char resp[8192];
+    send_json("PUT", path, body, resp, sizeof(resp));
+    if (strncmp(resp, status_line, strlen(status_line)) != 0)
+        fail_msg("%s %s: expected '%s', got '%.80s'", path, body, status_line, resp);
+}
+
+static void test_agent_routes_refused(void **state)
+{
+    (void)state;
+    char resp[8192];
+    assert_json_status("/vm/agent/exec", "{\"argv\": []}", "HTTP/1.1 400");
+    assert_json_status("/vm/agent/exec", "{\"argv\": [\"true\"], \"timeout_s\": 301}", "HTTP/1.1 400");
+    assert_json_status("/vm/agent/freeze", "{\"timeout_s\": 0}", "HTTP/1.1 400");
+    assert_json_status("/vm/agent/kvp", "{\"key\": \"k\"}", "HTTP/1.1 400");
+    assert_json_status("/vm/agent/kvp", "{\"pool\": \"guest\", \"key\": \"k\", \"value\": \"v\"}",
+                       "HTTP/1.1 403");
+    assert_status(REQ("GET /vm/agent/kvp?key=a%00b HTTP/1.1\r\n\r\n"), "HTTP/1.1 400");
+    assert_status(REQ("DELETE /vm/agent/kvp?pool=host HTTP/1.1\r\n\r\n"), "HTTP/1.1 400");
+    assert_status(REQ("DELETE /vm/agent/kvp?pool=guest&key=k HTTP/1.1\r\n\r\n"), "HTTP/1.1 403");
+    send_json("PUT", "/vm/agent/exec", "{\"argv\": [\"true\"]}", resp, sizeof(resp));
+    assert_non_null(strstr(resp, "HTTP/1.1 409"));
+    assert_non_null(strstr(resp, "no vsock device"));
+    assert_json_status("/vm/agent/kvp", "{\"key\": \"k\", \"value\": \"v\"}", "HTTP/1.1 409");
+    assert_json_status("/vm/agent/freeze", "", "HTTP/1.1 409");
+    assert_status(REQ("PUT /vm/agent/thaw HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
+    assert_status(REQ("PUT /vm/agent/sync-time HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
+    assert_status(REQ("GET /vm/agent/kvp HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
+    assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
+}
+
 /* A path with something else at it: a regular file is named and left alone, a live VM's
  * socket is refused and keeps serving, a dead VM's socket is replaced. */
 static void test_socket_path_refused(void **state)
@@ -254,6 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_vm),
         cmocka_unit_test(test_errors_then_still_serving),
+        cmocka_unit_test(test_agent_routes_refused),
         cmocka_unit_test(test_socket_path_refused),
         cmocka_unit_test(test_get_vm_large_config),
     };
