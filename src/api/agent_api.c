@@ -306,11 +306,7 @@ static void *job_thread(void *arg)
 static void early_error(struct api_agent_ctx *ctx, struct http_response *resp, int status,
                         const char *message)
 {
-    int len = http_error_body(ctx->body, sizeof(ctx->body), message);
-    resp->status = status;
-    resp->content_type = "application/json";
-    resp->body = ctx->body;
-    resp->body_len = len > 0 ? (size_t)len : 0;
+    http_error_response(resp, ctx->body, sizeof(ctx->body), status, message);
 }
 
 /* Hands a checked request to a thread of its own, or answers why not. Frees job if not. */
@@ -366,18 +362,26 @@ static struct job *job_new(struct api_agent_ctx *ctx, enum job_kind kind, struct
     return job;
 }
 
+/* A job whose request was parsed (`parsed` 0) is started; else 400 with the usage line. */
+static void start_parsed(struct api_agent_ctx *ctx, struct job *job, int parsed,
+                         const char *usage, struct http_response *resp)
+{
+    if (parsed < 0) {
+        early_error(ctx, resp, 400, usage);
+        job_free(job);
+        return;
+    }
+    job_start(ctx, job, resp);
+}
+
 void api_agent_exec(void *opaque, const struct http_request *req, struct http_response *resp)
 {
     struct api_agent_ctx *ctx = opaque;
     struct job *job = job_new(ctx, JOB_EXEC, resp);
     if (!job)
         return;
-    if (api_parse_exec_body(req->body, req->body_len, &job->exec) < 0) {
-        early_error(ctx, resp, 400, API_EXEC_BODY_USAGE);
-        job_free(job);
-        return;
-    }
-    job_start(ctx, job, resp);
+    start_parsed(ctx, job, api_parse_exec_body(req->body, req->body_len, &job->exec),
+                 API_EXEC_BODY_USAGE, resp);
 }
 
 /* GET and DELETE: the key (and pool) in the query. */
@@ -432,12 +436,8 @@ void api_agent_freeze(void *opaque, const struct http_request *req, struct http_
     struct job *job = job_new(ctx, JOB_FREEZE, resp);
     if (!job)
         return;
-    if (api_parse_freeze_body(req->body, req->body_len, &job->timeout_s) < 0) {
-        early_error(ctx, resp, 400, API_FREEZE_BODY_USAGE);
-        job_free(job);
-        return;
-    }
-    job_start(ctx, job, resp);
+    start_parsed(ctx, job, api_parse_freeze_body(req->body, req->body_len, &job->timeout_s),
+                 API_FREEZE_BODY_USAGE, resp);
 }
 
 void api_agent_thaw(void *opaque, const struct http_request *req, struct http_response *resp)

@@ -30,6 +30,16 @@ static struct json_object *parse_object(const char *buf, size_t len)
     return obj;
 }
 
+/* A parse's end: on failure the body is freed and *out zeroed (out->root is *root). */
+static int body_end(int ret, struct json_object **root, void *out, size_t size)
+{
+    if (ret == 0)
+        return 0;
+    json_object_put(*root);
+    memset(out, 0, size);
+    return -EINVAL;
+}
+
 /* A string without NUL; absent: *out untouched, 0 when optional. */
 static int get_string(struct json_object *obj, const char *key, bool required, const char **out)
 {
@@ -168,13 +178,8 @@ int api_parse_exec_body(const char *buf, size_t len, struct api_exec_body *out)
             ret = -EINVAL;
         }
     }
-    if (ret < 0) {
-        json_object_put(root);
-        memset(out, 0, sizeof(*out));
-        return -EINVAL;
-    }
     out->root = root;
-    return 0;
+    return body_end(ret, &out->root, out, sizeof(*out));
 }
 
 /* "host" or "guest"; absent: *guest untouched. */
@@ -201,13 +206,8 @@ int api_parse_kvp_body(const char *buf, size_t len, struct api_kvp_body *out)
         ret = -EINVAL;
     if (ret == 0)
         ret = get_pool(root, &out->guest_pool);
-    if (ret < 0) {
-        json_object_put(root);
-        memset(out, 0, sizeof(*out));
-        return -EINVAL;
-    }
     out->root = root;
-    return 0;
+    return body_end(ret, &out->root, out, sizeof(*out));
 }
 
 static int hex_digit(char c)

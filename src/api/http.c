@@ -462,6 +462,16 @@ int http_error_body(char *buf, size_t len, const char *message)
     return ret;
 }
 
+void http_error_response(struct http_response *resp, char *buf, size_t len, int status,
+                         const char *message)
+{
+    int n = http_error_body(buf, len, message);
+    resp->status = status;
+    resp->content_type = "application/json";
+    resp->body = buf;
+    resp->body_len = n > 0 ? (size_t)n : 0;
+}
+
 int http_format_error(char *buf, size_t len, int status, const char *message, const char *allow,
                       bool close)
 {

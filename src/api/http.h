@@ -73,6 +73,10 @@ struct http_response {
     bool close;        /* adds "Connection: close"; the caller closes after sending */
 };
 
+/* resp becomes `status` with {"error": message} as its body, written into buf (len bytes,
+ * which must outlive resp). */
+void http_error_response(struct http_response *resp, char *buf, size_t len, int status,
+                         const char *message);
 /* The standard reason phrase, or a generic one for a status it does not know. */
 const char *http_reason(int status);
 /* Writes the whole response (head and body) into buf. Returns its length, -ENOSPC when buf is

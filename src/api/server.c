@@ -127,11 +127,7 @@ struct handler_ctx {
 static void reply_error(struct handler_ctx *h, struct http_response *resp, int status,
                         const char *message)
 {
-    int len = http_error_body(h->body, sizeof(h->body), message);
-    resp->status = status;
-    resp->content_type = "application/json";
-    resp->body = h->body;
-    resp->body_len = len > 0 ? (size_t)len : 0;
+    http_error_response(resp, h->body, sizeof(h->body), status, message);
 }
 
 static void reply_json(struct handler_ctx *h, struct http_response *resp, struct json_object *obj)
