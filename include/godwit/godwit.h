@@ -115,9 +115,12 @@ struct godwit_config {
     const char *restore_dir;
     /* Build the VM from a live migration instead (godwit_incoming_accept()): `incoming_fd` is
      * the stream after its HELLO, whose configuration this one must describe. godwit closes
-     * the fd. */
+     * the fd. `incoming_memfd` (> 0): the memory file that godwit_incoming_accept() received
+     * from a source that hands its RAM over (a same-host live upgrade), which becomes this
+     * VM's RAM; godwit closes it too. 0 or -1: RAM comes as pages. */
     bool incoming;
     int incoming_fd;
+    int incoming_memfd;
     enum godwit_seccomp seccomp; /* 0 (GODWIT_SECCOMP_ON): filters on */
 };
 
@@ -128,6 +131,9 @@ struct godwit_migrate_options {
     unsigned timeout_s;   /* cancel (the guest runs on here) after this long; 0: 600 s */
     bool switchover_on_timeout; /* at the timeout, switch over anyway (over the budget) */
     unsigned bandwidth_mibps;   /* the most the passes before the pause send, MiB/s; 0: no limit */
+    /* Same-host live upgrade (unix: only): hand the guest's memory file to the destination
+     * instead of copying RAM; the guest pauses only for its device state. */
+    bool local;
 };
 
 struct godwit_migration_status {
@@ -196,8 +202,10 @@ int godwit_migration_status(struct godwit_vm *vm, struct godwit_migration_status
 int godwit_migrate_cancel(struct godwit_vm *vm);
 /* The destination's first step: listens on `uri`, accepts the source and reads its HELLO.
  * Returns the stream's fd (for godwit_config.incoming_fd) with the VM's configuration as JSON
- * in *config_json (malloc'ed; docs/config.md), or -errno after one logged line. */
-int godwit_incoming_accept(const char *uri, char **config_json);
+ * in *config_json (malloc'ed; docs/config.md), or -errno after one logged line. *memfd: the
+ * guest's memory file when the source hands it over (godwit_config.incoming_memfd; only over
+ * unix:), else -1. */
+int godwit_incoming_accept(const char *uri, char **config_json, int *memfd);
 /* Asks the guest to power off (ACPI power button); stops it after timeout_ms. A guest still
  * running 5 s after the button (half of timeout_ms when shorter) whose agent answers (a vsock
  * device; its heartbeat) has the agent asked to power off, with one log line. */

@@ -25,7 +25,7 @@ struct api_snapshot_body {
 };
 
 /* PUT /vm/migrate {"uri": "tcp:HOST:PORT", "downtime_ms": 1-60000, "timeout_s": 1-86400,
- * "timeout_action": "cancel"|"switchover", "bandwidth_mibps": 1-1000000} */
+ * "timeout_action": "cancel"|"switchover", "bandwidth_mibps": 1-1000000, "local": bool} */
 struct api_migrate_body {
     struct json_object *root;
     struct godwit_migrate_options opts;
@@ -74,8 +74,8 @@ struct api_kvp_query {
     "(booleans)"
 #define API_MIGRATE_BODY_USAGE                                                                    \
     "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional \"downtime_ms\" (1-60000), "     \
-    "\"timeout_s\" (1-86400), \"timeout_action\" (\"cancel\" or \"switchover\") and "             \
-    "\"bandwidth_mibps\" (1-1000000)"
+    "\"timeout_s\" (1-86400), \"timeout_action\" (\"cancel\" or \"switchover\"), "               \
+    "\"bandwidth_mibps\" (1-1000000) and \"local\" (true: hand the memory over, unix: only)"
 #define API_EXEC_BODY_USAGE                                                                       \
     "the body must be {\"argv\": [\"command\", \"argument\"...]} (1-256 strings) with optional "   \
     "\"user\", \"stdin\" (a string) and \"timeout_s\" (1-300, default 30)"

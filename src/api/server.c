@@ -297,6 +297,12 @@ static void handle_migrate(void *ctx, const struct http_request *req, struct htt
         reply_error(h, resp, 400, API_MIGRATE_BODY_USAGE);
         return;
     }
+    if (body.opts.local && strncmp(body.opts.uri, "unix:", 5) != 0) {
+        api_body_free(body.root);
+        reply_error(h, resp, 400, "\"local\" hands the memory file over a UNIX socket: the uri "
+                                  "must be unix:PATH");
+        return;
+    }
     int ret = godwit_migrate(h->server->vm, &body.opts);
     api_body_free(body.root);
     if (ret == -EBUSY) {

@@ -114,13 +114,15 @@ void cli_usage_main(FILE *out)
                  "               godwit run --restore DIR builds it again (and steps the\n"
                  "               guest's clock and thaws, through its agent)\n"
                  "  migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] [--timeout S]\n"
-                 "          [--timeout-action cancel|switchover] [--bandwidth MIBPS]\n"
+                 "          [--timeout-action cancel|switchover] [--bandwidth MIBPS] [--local]\n"
                  "               move the running guest to a godwit run --incoming there;\n"
                  "               progress until it has moved (--downtime-ms: the pause\n"
                  "               budget, default 10; --timeout: 600 s, then it is cancelled\n"
                  "               or switched over anyway; --bandwidth: a cap in MiB/s on\n"
-                 "               what is sent while the guest runs); migrate NAME --cancel\n"
-                 "               stops it\n"
+                 "               what is sent while the guest runs; --local, unix: only:\n"
+                 "               hand the guest's memory over instead of copying it, a\n"
+                 "               live upgrade to another godwit on this host); migrate\n"
+                 "               NAME --cancel stops it\n"
                  "  console NAME attach to a VM's serial console (Ctrl-] detaches)\n"
                  "  exec NAME [-t] [-u USER] -- CMD [ARGS...]\n"
                  "               run CMD in the guest (its agent, over vsock): its output\n"
@@ -234,7 +236,9 @@ void cli_run_options_free(struct cli_run_options *opts)
     config_strings_free(&opts->owned);
     if (opts->incoming_fd > 0)
         close(opts->incoming_fd);
-    opts->incoming_fd = -1;
+    if (opts->incoming_memfd > 0)
+        close(opts->incoming_memfd);
+    opts->incoming_fd = opts->incoming_memfd = -1;
 }
 
 /* The source's configuration is the base that options override, as a --config file is. The
@@ -243,9 +247,12 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
 {
     char *config;
     log_info("waiting for a migration on %s", uri);
-    int fd = godwit_incoming_accept(uri, &config);
+    int fd = godwit_incoming_accept(uri, &config, &opts->incoming_memfd);
     if (fd < 0)
         return fd;
+    if (opts->incoming_memfd >= 0)
+        log_info("the source hands its guest's memory over (a local live upgrade): no page is "
+                 "copied");
     int ret = config_parse_json(config, strlen(config), &opts->cfg, &opts->extra, &opts->owned,
                                 NULL);
     free(config);

@@ -19,6 +19,7 @@ struct cli_run_options {
     struct config_strings owned;  /* strings from the config file */
     const char *restore_dir;      /* --restore DIR, or NULL */
     int incoming_fd;              /* --incoming: the migration stream after its HELLO; 0: none */
+    int incoming_memfd;           /* and the guest's memory file, handed over; -1 or 0: none */
     struct jail jail;             /* --jail DIR --uid U --gid G; dir NULL: none */
     const char *netns;            /* --netns NAME|PATH, or NULL */
 };

@@ -294,7 +294,7 @@ static void print_progress(struct json_object *st, bool tty)
 }
 
 /* Polls GET /vm/migration until the migration is over; its exit status. */
-static int follow_migration(const char *name, const char *path)
+static int follow_migration(const char *name, const char *path, bool local)
 {
     bool tty = isatty(STDOUT_FILENO);
     long long last_pass = -1;
@@ -322,9 +322,11 @@ static int follow_migration(const char *name, const char *path)
         if (tty)
             printf("\n");
         int status = 0;
+        char passes[40];
+        snprintf(passes, sizeof(passes), "%lld passes", (long long)json_int_of(st, "pass"));
         if (strcmp(state, "completed") == 0)
-            printf("%s: migrated: %lld passes, %.1f MiB sent, guest paused %.1f ms, %.1f s in "
-                   "all%s\n", name, (long long)json_int_of(st, "pass"),
+            printf("%s: migrated: %s, %.1f MiB sent, guest paused %.1f ms, %.1f s in "
+                   "all%s\n", name, local ? "memory handed over" : passes,
                    (double)json_int_of(st, "bytes_sent") / 1048576.0,
                    json_object_get_double(json_object_object_get(st, "downtime_ms")),
                    json_object_get_double(json_object_object_get(st, "total_ms")) / 1e3,
@@ -343,14 +345,14 @@ static int follow_migration(const char *name, const char *path)
 }
 
 /* godwit migrate NAME URI [--downtime-ms N] [--timeout S] [--timeout-action A] [--bandwidth B]
- * | godwit migrate NAME --cancel */
+ * [--local] | godwit migrate NAME --cancel */
 static int ctl_migrate(int argc, char **argv)
 {
     char path[RUNTIME_PATH_MAX + 80];
     if (argc < 3) {
         log_error("usage: godwit migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] "
-                  "[--timeout S] [--timeout-action cancel|switchover] [--bandwidth MIBPS] | "
-                  "godwit migrate NAME --cancel");
+                  "[--timeout S] [--timeout-action cancel|switchover] [--bandwidth MIBPS] "
+                  "[--local] | godwit migrate NAME --cancel");
         return 2;
     }
     if (socket_for(argv[1], path, sizeof(path)) < 0)
@@ -359,7 +361,14 @@ static int ctl_migrate(int argc, char **argv)
         return argc == 3 ? ctl_simple(argv[1], "DELETE", "/vm/migration", false) : 2;
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "uri", json_object_new_string(argv[2]));
+    bool local = false;
     for (int i = 3; i < argc; i += 2) {
+        if (strcmp(argv[i], "--local") == 0) {
+            local = true;
+            json_object_object_add(req, "local", json_object_new_boolean(true));
+            i--; /* a flag without a value */
+            continue;
+        }
         if (strcmp(argv[i], "--timeout-action") == 0 && i + 1 < argc &&
             (strcmp(argv[i + 1], "cancel") == 0 || strcmp(argv[i + 1], "switchover") == 0)) {
             json_object_object_add(req, "timeout_action", json_object_new_string(argv[i + 1]));
@@ -372,19 +381,25 @@ static int ctl_migrate(int argc, char **argv)
         long long v = key && i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
         if (!key || !end || *end || v <= 0) {
             log_error("migrate: '%s%s%s' is not --downtime-ms N, --timeout S, --timeout-action "
-                      "cancel|switchover or --bandwidth MIBPS", argv[i], i + 1 < argc ? " " : "",
+                      "cancel|switchover, --bandwidth MIBPS or --local", argv[i], i + 1 < argc ? " " : "",
                       i + 1 < argc ? argv[i + 1] : "");
             json_object_put(req);
             return 2;
         }
         json_object_object_add(req, key, json_object_new_int64(v));
     }
+    if (local && strncmp(argv[2], "unix:", 5) != 0) {
+        log_error("migrate: --local hands the guest's memory file over a UNIX socket on this "
+                  "host: use unix:PATH, not %s", argv[2]);
+        json_object_put(req);
+        return 2;
+    }
     struct api_response resp;
     int ret = api_request(path, "PUT", "/vm/migrate", json_object_to_json_string(req), &resp);
     json_object_put(req);
     int status = ret < 0 || resp.status != 202 ? report_failure(argv[1], ret, &resp) : -1;
     api_response_free(&resp);
-    return status >= 0 ? status : follow_migration(argv[1], path);
+    return status >= 0 ? status : follow_migration(argv[1], path, local);
 }
 
 int ctl_main(const char *cmd, int argc, char **argv)

@@ -166,7 +166,8 @@ static int enter_jail(struct cli_run_options *opts)
 }
 
 static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
-                                   int incoming_fd, enum godwit_seccomp seccomp)
+                                   int incoming_fd, int incoming_memfd,
+                                   enum godwit_seccomp seccomp)
 {
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
@@ -179,7 +180,8 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .restore_dir = restore_dir,
         .no_kernel_decompress = cfg->no_kernel_decompress,
         .no_kernel_cache = cfg->no_kernel_cache,
-        .incoming = incoming_fd > 0, .incoming_fd = incoming_fd, .seccomp = seccomp,
+        .incoming = incoming_fd > 0, .incoming_fd = incoming_fd,
+        .incoming_memfd = incoming_memfd, .seccomp = seccomp,
     };
     return godwit_create(&config);
 }
@@ -211,8 +213,9 @@ static int cmd_run(int argc, char **argv)
         cli_run_options_free(&opts);
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
-    ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd, opts.extra.seccomp);
-    opts.incoming_fd = 0; /* libgodwit's now, whatever became of the VM */
+    ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd, opts.incoming_memfd,
+                       opts.extra.seccomp);
+    opts.incoming_fd = opts.incoming_memfd = 0; /* libgodwit's now, whatever became of the VM */
     if (!ctx.vm)
         goto out;
     godwit_set_event_callback(ctx.vm, on_event, &ctx);

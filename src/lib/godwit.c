@@ -59,6 +59,7 @@ struct godwit_vm {
     bool host_reboot;       /* a reboot asked by the host restarts even with no_reboot */
     struct snapshot *restore; /* the first boot restores this snapshot; NULL after */
     int incoming_fd;          /* the first boot comes from this migration stream; -1 after */
+    int incoming_memfd;       /* and maps this memory file (a local handover); -1: none */
     struct migration *migration; /* the current or last outgoing live migration */
     struct agent_monitor *agent; /* the guest agent's heartbeat, with a vsock device */
     struct loop_task *tasks;  /* calls posted to the main loop that have not run yet */
@@ -244,6 +245,8 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->command_fd = -1;
     gv->remote_fd = -1;
     gv->incoming_fd = config && config->incoming ? config->incoming_fd : -1;
+    gv->incoming_memfd = config && config->incoming && config->incoming_memfd > 0
+                             ? config->incoming_memfd : -1;
     gv->kernel = dup_or_null(config->kernel, &failed);
     gv->initrd = dup_or_null(config->initrd, &failed);
     gv->cmdline = dup_or_null(config->cmdline ? config->cmdline : DEFAULT_CMDLINE, &failed);
@@ -278,6 +281,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
+    gv->cfg.incoming_memfd = gv->incoming_memfd;
     gv->unpack.enabled = !config->no_kernel_decompress;
     gv->unpack.no_cache = config->no_kernel_cache;
     if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
@@ -535,9 +539,12 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     bool migrated_in = gv->incoming_fd >= 0;
     if (migrated_in) { /* the guest's RAM and state come from the source */
         if (created == 0)
-            created = migration_receive(vm, gv->incoming_fd);
+            created = migration_receive(vm, gv->incoming_fd, gv->incoming_memfd >= 0);
         close(gv->incoming_fd);
         gv->incoming_fd = -1;
+        if (gv->incoming_memfd >= 0) /* the VM's RAM holds its own descriptor */
+            close(gv->incoming_memfd);
+        gv->incoming_memfd = gv->cfg.incoming_memfd = -1;
         gv->cfg.incoming = false;
     }
     if (created < 0)
@@ -993,7 +1000,8 @@ int godwit_migrate(struct godwit_vm *gv, const struct godwit_migrate_options *op
     struct migration_params params = { .downtime_ms = opts->downtime_ms,
                                        .timeout_s = opts->timeout_s,
                                        .switchover_on_timeout = opts->switchover_on_timeout,
-                                       .bandwidth_mibps = opts->bandwidth_mibps };
+                                       .bandwidth_mibps = opts->bandwidth_mibps,
+                                       .local = opts->local };
     if (!opts->uri || snprintf(params.uri, sizeof(params.uri), "%s", opts->uri) >=
                           (int)sizeof(params.uri))
         return -EINVAL;
@@ -1037,12 +1045,13 @@ int godwit_migrate_cancel(struct godwit_vm *gv)
     return ret;
 }
 
-int godwit_incoming_accept(const char *uri, char **config_json)
+int godwit_incoming_accept(const char *uri, char **config_json, int *memfd)
 {
+    *memfd = -1;
     int fd = mig_accept(uri);
     if (fd < 0)
         return fd;
-    int ret = mig_recv_hello(fd, config_json);
+    int ret = mig_recv_opening(fd, config_json, memfd);
     if (ret < 0) {
         close(fd);
         return ret;
@@ -1149,6 +1158,8 @@ void godwit_destroy(struct godwit_vm *gv)
     }
     if (gv->incoming_fd >= 0)
         close(gv->incoming_fd);
+    if (gv->incoming_memfd >= 0)
+        close(gv->incoming_memfd);
     kernel_unpack_release(&gv->unpack);
     free(gv->kernel);
     free(gv->initrd);

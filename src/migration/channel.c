@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -38,6 +39,7 @@ const char *mig_type_name(uint32_t type)
     case MIG_READY: return "READY";
     case MIG_GO: return "GO";
     case MIG_RUNNING: return "RUNNING";
+    case MIG_MEMFD: return "MEMFD";
     }
     return "unknown";
 }
@@ -51,6 +53,7 @@ static uint64_t max_len(uint32_t type)
     case MIG_STATE: return MIG_MAX_STATE;
     case MIG_ERROR: return 1024;
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
+    case MIG_MEMFD: return 8;
     case MIG_READY:
     case MIG_DONE:
     case MIG_ACK:
@@ -303,12 +306,9 @@ int mig_recv_all(int fd, void *buf, size_t len)
     return 0;
 }
 
-int mig_recv_header(int fd, struct mig_header *h)
+/* Checks a header's bytes: the magic, and a length within its type's bound. */
+static int parse_header(const uint8_t *b, struct mig_header *h)
 {
-    uint8_t b[HEADER_LEN];
-    int ret = mig_recv_all(fd, b, sizeof(b));
-    if (ret < 0)
-        return ret;
     uint32_t magic = (uint32_t)le_get(b, 4), type = (uint32_t)le_get(b + 4, 4);
     uint64_t len = le_get(b + 8, 8);
     if (magic != MIG_MAGIC) {
@@ -324,6 +324,55 @@ int mig_recv_header(int fd, struct mig_header *h)
     return 0;
 }
 
+int mig_recv_header(int fd, struct mig_header *h)
+{
+    uint8_t b[HEADER_LEN];
+    int ret = mig_recv_all(fd, b, sizeof(b));
+    return ret < 0 ? ret : parse_header(b, h);
+}
+
+/* Keeps the first descriptor of an SCM_RIGHTS message in *passed (if none yet), closes the
+ * rest: a source may attach any number, and none of them may stay open here unaccounted. */
+static void take_fds(struct msghdr *msg, int *passed)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*passed < 0)
+                *passed = got;
+            else
+                close(got);
+        }
+    }
+}
+
+/* A header read with recvmsg, keeping a descriptor that rides on it in *passed (-1: none). */
+static int recv_header_fd(int fd, struct mig_header *h, int *passed)
+{
+    uint8_t b[HEADER_LEN];
+    size_t got = 0;
+    *passed = -1;
+    while (got < sizeof(b)) {
+        union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } control;
+        struct iovec iov = { b + got, sizeof(b) - got };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                              .msg_controllen = sizeof(control.buf) };
+        ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n > 0)
+            take_fds(&msg, passed);
+        if (n <= 0)
+            return n < 0 ? (errno == EAGAIN ? -ETIMEDOUT : -errno) : -ECONNRESET;
+        got += (size_t)n;
+    }
+    return parse_header(b, h);
+}
+
 int mig_send_hello(int fd, const char *config_json)
 {
     uint8_t version[4];
@@ -331,29 +380,28 @@ int mig_send_hello(int fd, const char *config_json)
     return mig_send2(fd, MIG_HELLO, version, sizeof(version), config_json, strlen(config_json));
 }
 
-int mig_recv_hello(int fd, char **config_json)
+/* HELLO's payload, after its header `h` (any type: refused unless HELLO). */
+static int recv_hello_body(int fd, const struct mig_header *h, char **config_json)
 {
-    struct mig_header h;
     uint8_t v[4];
-    int ret = mig_recv_header(fd, &h);
-    if (ret == 0 && (h.type != MIG_HELLO || h.len < 4)) {
-        log_error("migration: the stream starts with %s, not HELLO", mig_type_name(h.type));
-        ret = -EPROTO;
+    int ret = 0;
+    if (h->type != MIG_HELLO || h->len < 4) {
+        log_error("migration: the stream starts with %s, not HELLO", mig_type_name(h->type));
+        return -EPROTO;
     }
-    if (ret == 0)
-        ret = mig_recv_all(fd, v, sizeof(v));
+    ret = mig_recv_all(fd, v, sizeof(v));
     uint32_t version = (uint32_t)le_get(v, 4);
     if (ret == 0 && version != MIG_PROTOCOL_VERSION) {
         log_error("migration: the source speaks protocol %u, this godwit %u", version,
                   MIG_PROTOCOL_VERSION);
         ret = -EPROTO;
     }
-    char *text = ret == 0 ? malloc(h.len - 4 + 1) : NULL;
+    char *text = ret == 0 ? malloc(h->len - 4 + 1) : NULL;
     if (ret == 0 && !text)
         ret = -ENOMEM;
-    if (ret == 0 && (ret = mig_recv_all(fd, text, h.len - 4)) == 0) {
-        text[h.len - 4] = '\0';
-        if (strlen(text) != h.len - 4) {
+    if (ret == 0 && (ret = mig_recv_all(fd, text, h->len - 4)) == 0) {
+        text[h->len - 4] = '\0';
+        if (strlen(text) != h->len - 4) {
             log_error("migration: the configuration is not text");
             ret = -EPROTO;
         }
@@ -366,6 +414,95 @@ int mig_recv_hello(int fd, char **config_json)
     }
     *config_json = text;
     return 0;
+}
+
+int mig_recv_hello(int fd, char **config_json)
+{
+    struct mig_header h;
+    int ret = mig_recv_header(fd, &h);
+    if (ret < 0 && ret != -EPROTO)
+        log_error("migration: receiving the configuration failed: %s", strerror(-ret));
+    return ret < 0 ? ret : recv_hello_body(fd, &h, config_json);
+}
+
+int mig_send_with_fd(int fd, const void *buf, size_t len, int passed)
+{
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    memset(&control, 0, sizeof(control));
+    struct iovec iov = { (void *)buf, len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                          .msg_controllen = sizeof(control.buf) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &passed, sizeof(int));
+    ssize_t w;
+    do
+        w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return errno == EAGAIN ? -ETIMEDOUT : -errno;
+    /* The descriptor went with the first byte; the rest, if the socket took only part. */
+    iov.iov_base = (uint8_t *)iov.iov_base + w;
+    iov.iov_len = len - (size_t)w;
+    return iov.iov_len ? write_iov(fd, &iov, 1) : 0;
+}
+
+int mig_send_memfd(int fd, int memfd, uint64_t size)
+{
+    uint8_t msg_bytes[HEADER_LEN + 8];
+    put_header(msg_bytes, MIG_MEMFD, 8);
+    le_put(msg_bytes + HEADER_LEN, 8, size);
+    return mig_send_with_fd(fd, msg_bytes, sizeof(msg_bytes), memfd);
+}
+
+/* MEMFD's payload and descriptor: a regular file (a memfd is one) of at least the size the
+ * source announced, opened for writing. Returns 0 or -EPROTO after one line. */
+static int check_memfd(int fd, uint64_t len, int passed)
+{
+    uint8_t b[8];
+    struct stat st;
+    int ret = len == sizeof(b) ? mig_recv_all(fd, b, sizeof(b)) : -EPROTO;
+    if (ret < 0 && ret != -EPROTO)
+        return ret;
+    const char *why = ret < 0 ? "its payload is not a size"
+                      : passed < 0 ? "no file descriptor came with it"
+                      : fstat(passed, &st) < 0 || !S_ISREG(st.st_mode) ? "its descriptor is not a memory file"
+                      : (uint64_t)st.st_size < le_get(b, 8) ? "the memory file is smaller than announced"
+                      : (fcntl(passed, F_GETFL) & O_ACCMODE) != O_RDWR ? "the memory file is not writable"
+                                                                       : NULL;
+    if (!why)
+        return 0;
+    log_error("migration: the source's MEMFD is refused: %s", why);
+    return -EPROTO;
+}
+
+int mig_recv_opening(int fd, char **config_json, int *memfd)
+{
+    struct mig_header h;
+    int passed;
+    *memfd = -1;
+    int ret = recv_header_fd(fd, &h, &passed);
+    if (ret == 0 && h.type == MIG_MEMFD) {
+        ret = check_memfd(fd, h.len, passed);
+        if (ret == 0) {
+            *memfd = passed;
+            passed = -1;
+            ret = mig_recv_hello(fd, config_json);
+        }
+    } else if (ret == 0) {
+        ret = recv_hello_body(fd, &h, config_json);
+    } else if (ret != -EPROTO) {
+        log_error("migration: receiving the configuration failed: %s", strerror(-ret));
+    }
+    if (passed >= 0)
+        close(passed); /* on a message that carries none */
+    if (ret < 0 && *memfd >= 0) {
+        close(*memfd);
+        *memfd = -1;
+    }
+    return ret;
 }
 
 int mig_send_cpu(int fd, const struct kvm_cpuid2 *cpuid)

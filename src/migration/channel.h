@@ -4,6 +4,11 @@
  * A stream is a sequence of messages, each a 16-byte header (u32 magic "GWMG", u32 type,
  * u64 payload length, little-endian) and its payload:
  *
+ *   MEMFD  source -> destination, first, only in a same-host live upgrade (--local, UNIX
+ *          sockets): u64 size of the guest's memory file, whose descriptor rides on the message
+ *          (SCM_RIGHTS). The destination maps that file shared as its guest RAM, and no PAGES
+ *          follow: both processes see the same memory, which the destination neither writes
+ *          nor runs until GO
  *   HELLO  source -> destination: u32 protocol version, then the configuration's JSON
  *   CPU    source -> destination: the guest's CPU model, vCPU 0's CPUID as cpuid_build() made
  *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
@@ -53,6 +58,7 @@ enum mig_type {
     MIG_READY = 8,
     MIG_GO = 9,
     MIG_RUNNING = 10,
+    MIG_MEMFD = 11,
 };
 
 struct mig_header {
@@ -81,6 +87,19 @@ int mig_recv_all(int fd, void *buf, size_t len);
  * NUL-terminated. Both 0 or -errno after one line. */
 int mig_send_hello(int fd, const char *config_json);
 int mig_recv_hello(int fd, char **config_json);
+
+/* `len` (> 0) bytes with the descriptor `passed` riding on the first (SCM_RIGHTS). */
+int mig_send_with_fd(int fd, const void *buf, size_t len, int passed);
+/* MEMFD: the guest's memory file `memfd` of `size` bytes, passed with SCM_RIGHTS. */
+int mig_send_memfd(int fd, int memfd, uint64_t size);
+/*
+ * The destination's opening: an optional MEMFD, then HELLO (as mig_recv_hello). *memfd is the
+ * received memory file (close-on-exec; the caller's to close) when the source hands its memory
+ * over, or -1 when pages will come. A MEMFD without a descriptor, or whose descriptor is not a
+ * regular file (a memfd) of at least the announced size, is refused with one line (-EPROTO).
+ * Descriptors on any other message are closed unread.
+ */
+int mig_recv_opening(int fd, char **config_json, int *memfd);
 
 /* CPU: vCPU 0's CPUID table, as the guest sees it. Reading one: *cpuid is malloc'ed; 0 or
  * -errno (-EPROTO for a payload that is not a table, after one line). */

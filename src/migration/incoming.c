@@ -133,7 +133,7 @@ static void send_error(int fd, int err, const char *why)
     mig_send(fd, MIG_ERROR, line, strlen(line));
 }
 
-int migration_receive(struct vm *vm, int fd)
+int migration_receive(struct vm *vm, int fd, bool handed_over)
 {
     bool have_cpu = false, have_state = false;
     char why[200] = "";
@@ -145,6 +145,9 @@ int migration_receive(struct vm *vm, int fd)
             have_cpu = ret == 0;
         } else if (!have_cpu && h.type != MIG_ERROR) {
             log_error("migration: a %s message before the CPU model", mig_type_name(h.type));
+            ret = -EPROTO;
+        } else if (h.type == MIG_PAGES && handed_over) {
+            log_error("migration: a page run in a local handover, whose RAM is shared");
             ret = -EPROTO;
         } else if (h.type == MIG_PAGES && !have_state) {
             ret = receive_pages(vm, fd, h.len);

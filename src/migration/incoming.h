@@ -2,15 +2,19 @@
 #ifndef GODWIT_MIGRATION_INCOMING_H
 #define GODWIT_MIGRATION_INCOMING_H
 
+#include <stdbool.h>
+
 struct vm;
 
 /*
  * Checks the guest's CPU model (CPU, answered READY or refused), then receives guest RAM and
  * the VM's state from `fd` (a connected stream whose HELLO was read, and whose configuration
- * built `vm`: vCPUs created, not started, RAM still zero), and answers ACK after DONE: from then on the guest is this VM's. A broken or hostile stream, a
- * page run outside RAM, a state that does not load: refused with one line, and the source
- * told with ERROR. Returns 0 or -errno.
+ * built `vm`: vCPUs created, not started, RAM still zero), and answers ACK after DONE: from
+ * then on the guest is this VM's. `handed_over`: the source handed its memory file over
+ * (MEMFD), and vm's RAM is that file: no page may come. A broken or hostile stream, a page run
+ * outside RAM, a state that does not load: refused with one line, and the source told with
+ * ERROR. Returns 0 or -errno.
  */
-int migration_receive(struct vm *vm, int fd);
+int migration_receive(struct vm *vm, int fd, bool handed_over);
 
 #endif

@@ -328,8 +328,9 @@ static int final_step(struct migration *m, struct vm *vm)
         return ret;
     }
     m->final_step = true;
-    int64_t dirty = harvest(m);
-    ret = dirty < 0 ? (int)dirty : send_dirty(m);
+    /* A local handover shares the memory file: nothing of RAM is left to send. */
+    int64_t dirty = m->params.local ? 0 : harvest(m);
+    ret = dirty < 0 ? (int)dirty : dirty > 0 ? send_dirty(m) : 0;
     if (ret == 0)
         ret = send_state(m, vm);
     if (ret == 0)
@@ -473,8 +474,9 @@ static void finish(struct migration *m, int ret)
                  atomic_load(&m->cancelled) ? "cancelled" : strerror(-ret));
     pthread_mutex_unlock(&m->lock);
     if (ret == 0)
-        log_info("migrated to %s: %u passes, %.1f MiB sent, guest paused %.1f ms",
-                 m->params.uri, m->progress.pass, (double)m->progress.bytes_sent / 1048576,
+        log_info("migrated to %s%s: %u passes, %.1f MiB sent, guest paused %.1f ms",
+                 m->params.uri, m->params.local ? " (local handover of the memory file)" : "",
+                 m->progress.pass, (double)m->progress.bytes_sent / 1048576,
                  m->progress.downtime_ms);
     else if (m->committed)
         log_error("migration to %s: %s", m->params.uri, m->progress.error);
@@ -487,13 +489,17 @@ static void *migration_thread(void *arg)
 {
     struct migration *m = arg;
     int ret = sandbox_seccomp_install(SANDBOX_THREAD_MIGRATION, m->vm->cfg->seccomp);
+    /* A local handover gives the destination the memory file first: it builds its VM on it. */
+    if (ret == 0 && m->params.local)
+        ret = mig_send_memfd(m->fd, m->vm->mem.memfd, m->vm->mem.ram_size);
     if (ret == 0)
         ret = mig_send_hello(m->fd, m->config_json);
     if (ret == 0)
         ret = offer_cpu_model(m);
-    if (ret == 0 && (ret = dirty_log_start(&m->dirty, m->vm)) == 0)
+    /* Nothing to track or copy when both sides map the same file: straight to the pause. */
+    if (ret == 0 && !m->params.local && (ret = dirty_log_start(&m->dirty, m->vm)) == 0)
         m->dirty_started = true;
-    if (ret == 0)
+    if (ret == 0 && !m->params.local)
         ret = iterate(m);
     if (ret == 0 && !atomic_load(&m->cancelled))
         ret = m->on_loop(m->ctx, final_step, m);
@@ -511,10 +517,29 @@ static void *migration_thread(void *arg)
     return NULL;
 }
 
+/* A local handover passes a descriptor, which only a UNIX socket carries, of a file that holds
+ * the guest's RAM: not a snapshot's file mapped privately (the guest's writes are not in it). */
+static int check_local(const struct vm *vm, const struct migration_params *params)
+{
+    if (strncmp(params->uri, "unix:", 5) != 0) {
+        log_error("migration: --local hands the memory file over a UNIX socket: use unix:PATH, "
+                  "not %s", params->uri);
+        return -EINVAL;
+    }
+    if (vm->mem.private_file) {
+        log_error("migration: --local: this VM's RAM is a snapshot's file mapped privately, "
+                  "which cannot be handed over; migrate without --local");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 struct migration *migration_start(struct vm *vm, const struct migration_params *params,
                                   const char *config_json, migration_on_loop on_loop, void *ctx,
                                   int *err)
 {
+    if (params->local && (*err = check_local(vm, params)) < 0)
+        return NULL;
     struct migration *m = calloc(1, sizeof(*m));
     *err = -ENOMEM;
     if (!m)

@@ -30,6 +30,7 @@ struct migration_params {
     unsigned timeout_s;   /* then give up (the guest runs on here), or switch over anyway */
     bool switchover_on_timeout;
     unsigned bandwidth_mibps; /* the most the passes before the pause send, MiB/s; 0: no limit */
+    bool local; /* same-host live upgrade: hand the memory file over (MEMFD), send no page */
 };
 
 struct migration_progress {
@@ -55,7 +56,8 @@ struct migration_progress {
 typedef int (*migration_on_loop)(void *ctx, int (*fn)(struct migration *m, struct vm *vm),
                                  struct migration *m);
 
-/* Starts migrating `vm` on a thread of its own. NULL (and *err) when it cannot start. */
+/* Starts migrating `vm` on a thread of its own. NULL (and *err) when it cannot start; a local
+ * handover only over unix: and from RAM that is a shared memory file (-EINVAL, one line). */
 struct migration *migration_start(struct vm *vm, const struct migration_params *params,
                                   const char *config_json, migration_on_loop on_loop, void *ctx,
                                   int *err);

@@ -3,8 +3,10 @@
 #include "vm/memory.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -79,6 +81,26 @@ int gm_init_private(struct guest_memory *gm, uint64_t size, int fd)
     gm->memfd = fd;
     gm->private_file = true;
     return gm_map_layout(gm, size, false);
+}
+
+int gm_init_from_fd(struct guest_memory *gm, uint64_t size, bool hugepages, int fd)
+{
+    struct stat st;
+    memset(gm, 0, sizeof(*gm));
+    gm->memfd = -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < size) {
+        log_error("memory: the memory file handed over is not a memfd of at least %llu MiB "
+                  "(the guest's RAM)", (unsigned long long)(size >> 20));
+        return -EINVAL;
+    }
+    /* Our own descriptor: gm_destroy() closes it, whoever else holds the file. */
+    gm->memfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (gm->memfd < 0) {
+        int ret = -errno;
+        log_error("memory: cannot keep the memory file handed over: %s", strerror(errno));
+        return ret;
+    }
+    return gm_map_layout(gm, size, hugepages);
 }
 
 void gm_destroy(struct guest_memory *gm)

@@ -44,6 +44,10 @@ int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages);
 /* The same layout over `fd` (a snapshot's memory file, which gm then owns), mapped privately:
  * pages are read on first touch and the guest's writes stay in this process. */
 int gm_init_private(struct guest_memory *gm, uint64_t size, int fd);
+/* The same layout over `fd`, the memory file of another godwit process that hands this guest
+ * over (a same-host live upgrade), mapped shared: both see the same RAM. gm keeps a duplicate
+ * of fd. -EINVAL (one line) unless fd is a regular file (a memfd) of at least `size` bytes. */
+int gm_init_from_fd(struct guest_memory *gm, uint64_t size, bool hugepages, int fd);
 void gm_destroy(struct guest_memory *gm);
 
 /*

@@ -284,8 +284,11 @@ static void vm_register_memory(struct vm *vm)
 static int vm_map_memory(struct vm *vm)
 {
     uint64_t size = vm->cfg->memory_mib << 20;
+    bool handed_over = vm->cfg->incoming && vm->cfg->incoming_memfd >= 0;
     int ret = vm->cfg->restore ? snapshot_map_memory(vm->cfg->restore, &vm->mem, size)
-                               : gm_init(&vm->mem, size, vm->cfg->hugepages);
+              : handed_over ? gm_init_from_fd(&vm->mem, size, vm->cfg->hugepages,
+                                              vm->cfg->incoming_memfd)
+                            : gm_init(&vm->mem, size, vm->cfg->hugepages);
     if (ret < 0)
         return ret;
     for (unsigned i = 0; i < vm->mem.nr_regions; i++) {

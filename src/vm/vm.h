@@ -53,6 +53,9 @@ struct vm_config {
     struct snapshot *restore;
     /* Build the VM for a live migration's destination: RAM and state come later (incoming.h). */
     bool incoming;
+    /* With incoming: the source's memory file when it hands its RAM over (a same-host live
+     * upgrade), mapped shared as this VM's RAM instead of new memory; -1: pages will come. */
+    int incoming_memfd;
     /* The system call filters of the VM's threads (the vCPUs', a migration's); not part of
      * the VM's description, so never saved with it. */
     enum godwit_seccomp seccomp;

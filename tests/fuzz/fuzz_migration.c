@@ -1,10 +1,11 @@
 /*
- * fuzz_migration.c: a live migration's destination reading a hostile stream: the HELLO and
- * its configuration, then migration_receive() itself (headers, the CPU model, page runs, the
- * state with its vCPU section, DONE, ERROR) into a VM of 64 MiB and one vCPU with no KVM
- * behind them.
+ * fuzz_migration.c: a live migration's destination reading a hostile stream: its opening (a
+ * local handover's MEMFD with or without a descriptor, the HELLO and its configuration), then
+ * migration_receive() itself (headers, the CPU model, page runs, the state with its vCPU
+ * section, DONE, ERROR) into a VM of 64 MiB and one vCPU with no KVM behind them.
  */
 #include <linux/kvm.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,14 +51,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* The HELLO's configuration goes where the destination takes it: the config parser. */
-static void receive_hello(int fd)
+static void receive_opening(int fd)
 {
     struct vm_config cfg;
     struct config_extra extra;
     struct config_strings owned = { 0 };
     char *json = NULL;
+    int memfd;
 
-    if (mig_recv_hello(fd, &json) != 0)
+    int ret = mig_recv_opening(fd, &json, &memfd);
+    FUZZ_CHECK(ret == 0 || memfd < 0); /* a refused opening keeps no memory file */
+    if (memfd >= 0)
+        close(memfd);
+    if (ret != 0)
         return;
     FUZZ_CHECK(json != NULL);
     if (config_parse_json(json, strlen(json), &cfg, &extra, &owned, NULL) == 0)
@@ -65,9 +71,29 @@ static void receive_hello(int fd)
     free(json);
 }
 
+/* Writes the stream; with `with_fd`, a 64 KiB memory file rides on its first byte, as a
+ * local handover's MEMFD carries the guest's. */
+static void write_stream(int fd, const uint8_t *data, size_t size, bool with_fd)
+{
+    size_t done = 0;
+    if (with_fd && size > 0) {
+        int memfd = memfd_create("fuzz-ram", MFD_CLOEXEC);
+        if (memfd < 0 || ftruncate(memfd, 65536) != 0)
+            abort();
+        if (mig_send_with_fd(fd, data, 1, memfd) != 0)
+            abort();
+        close(memfd);
+        done = 1;
+    }
+    if (size > done && write(fd, data + done, size - done) != (ssize_t)(size - done))
+        abort(); /* more than the socket holds: make -max_len smaller */
+}
+
 /*
- * The first byte: even, the stream starts with HELLO; odd, it is what comes after HELLO.
- * The rest is the stream, followed by its end (the source closed the connection).
+ * The first byte: bit 0 clear, the stream is the destination's opening (MEMFD, HELLO); set,
+ * it is what comes after HELLO. Bit 1: with the opening, a memory file rides on the stream's
+ * first byte; after it, the VM's RAM was handed over (no page may come). The rest is the
+ * stream, followed by its end (the source closed the connection).
  */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -80,13 +106,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     int sndbuf = 1 << 20;
     (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-    if (size > 1 && write(sv[0], data + 1, size - 1) != (ssize_t)(size - 1))
-        abort(); /* more than the socket holds: make -max_len smaller */
+    bool opening = !(data[0] & 1), flag = data[0] & 2;
+    write_stream(sv[0], data + 1, size - 1, opening && flag);
     shutdown(sv[0], SHUT_WR);
-    if (data[0] & 1)
-        FUZZ_CHECK(migration_receive(&vm, sv[1]) != 0); /* no stream without STATE succeeds */
+    if (!opening)
+        FUZZ_CHECK(migration_receive(&vm, sv[1], flag) != 0); /* no stream without STATE succeeds */
     else
-        receive_hello(sv[1]);
+        receive_opening(sv[1]);
     while (recv(sv[0], sink, sizeof(sink), MSG_DONTWAIT) > 0)
         ;
     close(sv[0]);

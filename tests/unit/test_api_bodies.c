@@ -76,6 +76,10 @@ static void test_migrate_body(void **state)
     assert_int_equal(migrate("{\"uri\": \"unix:/run/m.sock\"}", &b), 0);
     assert_int_equal(b.opts.downtime_ms, 0); /* the defaults */
     assert_false(b.opts.switchover_on_timeout);
+    assert_false(b.opts.local);
+    api_body_free(b.root);
+    assert_int_equal(migrate("{\"uri\": \"unix:/run/m.sock\", \"local\": true}", &b), 0);
+    assert_true(b.opts.local);
     api_body_free(b.root);
 
     assert_int_equal(migrate("{}", &b), -EINVAL);
@@ -88,6 +92,7 @@ static void test_migrate_body(void **state)
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"timeout_action\": \"wait\"}", &b), -EINVAL);
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"bandwidth_mibps\": 0}", &b), -EINVAL);
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\"} x", &b), -EINVAL);
+    assert_int_equal(migrate("{\"uri\": \"unix:/m\", \"local\": 1}", &b), -EINVAL);
     assert_null(b.root);
 }
 

@@ -1,4 +1,5 @@
 /* test_channel.c: the live-migration stream refuses what it must, before reading a payload. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -175,7 +177,7 @@ static void test_cpu_model_handshake(void **state)
     dest_vm(&vm, false);
     struct pipe_pair p = pair();
     send_cpu_model(p.tx, true);
-    assert_int_equal(migration_receive(&vm, p.rx), -EINVAL);
+    assert_int_equal(migration_receive(&vm, p.rx, false), -EINVAL);
     struct mig_header h;
     assert_int_equal(mig_recv_header(p.tx, &h), 0);
     assert_int_equal(h.type, MIG_ERROR); /* no READY first */
@@ -188,7 +190,7 @@ static void test_cpu_model_handshake(void **state)
     /* Pages before the CPU model: refused. */
     p = pair();
     put_header(p.tx, MAGIC, MIG_PAGES, 12 + 4096);
-    assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
+    assert_int_equal(migration_receive(&vm, p.rx, false), -EPROTO);
     assert_int_equal(next_type(p.tx), MIG_ERROR);
     close(p.tx);
     close(p.rx);
@@ -198,7 +200,7 @@ static void test_cpu_model_handshake(void **state)
     uint32_t count = 2;
     put_header(p.tx, MAGIC, MIG_CPU, 4 + sizeof(struct kvm_cpuid_entry2));
     assert_int_equal(write(p.tx, &count, 4), 4);
-    assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
+    assert_int_equal(migration_receive(&vm, p.rx, false), -EPROTO);
     close(p.tx);
     close(p.rx);
     dest_vm_free(&vm);
@@ -211,7 +213,7 @@ static void test_cpu_model_handshake(void **state)
         p = pair();
         send_cpu_model(p.tx, !more);
         shutdown(p.tx, SHUT_WR);
-        assert_int_equal(migration_receive(&vm, p.rx), more ? -EINVAL : -ECONNRESET);
+        assert_int_equal(migration_receive(&vm, p.rx, false), more ? -EINVAL : -ECONNRESET);
         if (!more)
             assert_int_equal(next_type(p.tx), MIG_READY);
         close(p.tx);
@@ -220,19 +222,21 @@ static void test_cpu_model_handshake(void **state)
     }
 }
 
-/* The destination: a page run outside RAM, a run longer than its payload, a message out of
- * order, and a stream cut inside a run are refused, and the source is told why. */
+/* The destination: a page run outside RAM, a run longer than its payload, any run after a
+ * local handover, a message out of order, and a stream cut inside a run are refused, and the
+ * source is told why. */
 static void test_receive_refusals(void **state)
 {
     (void)state;
     struct vm vm;
     dest_vm(&vm, true);
     const uint64_t pages = (64ull << 20) / 4096;
-    const struct { uint64_t first; uint32_t count; uint64_t len; } runs[] = {
-        { pages, 1, 12 + 4096 },          /* past the end of RAM */
-        { pages - 1, 2, 12 + 2 * 4096 },  /* across the end */
-        { 0, 0, 12 },                     /* empty */
-        { 0, 2, 12 + 4096 },              /* longer than its payload */
+    const struct { uint64_t first; uint32_t count; uint64_t len; bool handed_over; } runs[] = {
+        { pages, 1, 12 + 4096, false },         /* past the end of RAM */
+        { pages - 1, 2, 12 + 2 * 4096, false }, /* across the end */
+        { 0, 0, 12, false },                    /* empty */
+        { 0, 2, 12 + 4096, false },             /* longer than its payload */
+        { 0, 1, 12 + 4096, true },              /* any, once RAM is the source's file */
     };
     for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
         struct pipe_pair p = pair();
@@ -240,7 +244,7 @@ static void test_receive_refusals(void **state)
         put_header(p.tx, MAGIC, MIG_PAGES, runs[i].len);
         assert_int_equal(write(p.tx, &runs[i].first, 8), 8);
         assert_int_equal(write(p.tx, &runs[i].count, 4), 4);
-        assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
+        assert_int_equal(migration_receive(&vm, p.rx, runs[i].handed_over), -EPROTO);
         assert_int_equal(next_type(p.tx), MIG_READY);
         assert_int_equal(next_type(p.tx), MIG_ERROR); /* the source hears why */
         close(p.tx);
@@ -250,7 +254,7 @@ static void test_receive_refusals(void **state)
     struct pipe_pair p = pair();
     send_cpu_model(p.tx, true);
     put_header(p.tx, MAGIC, MIG_DONE, 0);
-    assert_int_equal(migration_receive(&vm, p.rx), -EPROTO);
+    assert_int_equal(migration_receive(&vm, p.rx, false), -EPROTO);
     close(p.tx);
     close(p.rx);
     /* A run cut short: the pages land where they belong until the stream ends. */
@@ -263,10 +267,98 @@ static void test_receive_refusals(void **state)
     assert_int_equal(write(p.tx, &count, 4), 4);
     assert_int_equal(write(p.tx, "abc", 3), 3);
     shutdown(p.tx, SHUT_WR);
-    assert_int_equal(migration_receive(&vm, p.rx), -ECONNRESET);
+    assert_int_equal(migration_receive(&vm, p.rx, false), -ECONNRESET);
     close(p.tx);
     close(p.rx);
     dest_vm_free(&vm);
+}
+
+/* A memory file of `size` bytes, as a source's guest RAM. */
+static int ram_file(off_t size)
+{
+    int fd = memfd_create("test-ram", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, size), 0);
+    return fd;
+}
+
+/* A local handover's opening: MEMFD carries the memory file, HELLO follows; the destination
+ * gets a descriptor of the same file (what it writes, the source reads). A plain HELLO gives
+ * no file, even with a descriptor riding on it. */
+static void test_memfd_round_trip(void **state)
+{
+    (void)state;
+    struct pipe_pair p = pair();
+    int ram = ram_file(1 << 20), memfd = 7;
+    char *config = NULL;
+    assert_int_equal(mig_send_memfd(p.tx, ram, 1 << 20), 0);
+    assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), 0);
+    assert_string_equal(config, "{}");
+    assert_true(memfd >= 0 && memfd != ram);
+    assert_int_equal(pwrite(memfd, "moved", 5, 4096), 5);
+    char back[5];
+    assert_int_equal(pread(ram, back, 5, 4096), 5);
+    assert_memory_equal(back, "moved", 5);
+    assert_true(fcntl(memfd, F_GETFD) & FD_CLOEXEC);
+    free(config);
+    close(memfd);
+    /* No MEMFD: pages will come. */
+    assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), 0);
+    assert_int_equal(memfd, -1);
+    free(config);
+    close(ram);
+    close(p.tx);
+    close(p.rx);
+}
+
+/* MEMFD refused: without a descriptor, with a pipe instead of a file, with a file smaller than
+ * announced, with a payload that is not a size; and nothing stays open here after. */
+static void test_memfd_refusals(void **state)
+{
+    (void)state;
+    char *config = NULL;
+    int memfd, pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    int small = ram_file(4096);
+    const struct { int fd; uint64_t size; } bad[] = {
+        { pipefd[0], 4096 },  /* not a file */
+        { small, 8192 },      /* smaller than announced */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pipe_pair p = pair();
+        assert_int_equal(mig_send_memfd(p.tx, bad[i].fd, bad[i].size), 0);
+        assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
+        int before = dup(0);
+        close(before);
+        assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), -EPROTO);
+        assert_int_equal(memfd, -1);
+        int after = dup(0); /* the received descriptor was closed: the lowest number is free */
+        assert_int_equal(after, before);
+        close(after);
+        close(p.tx);
+        close(p.rx);
+    }
+    /* The header alone, written as bytes: no descriptor came with it. */
+    struct pipe_pair p = pair();
+    uint64_t size = 4096;
+    put_header(p.tx, MAGIC, MIG_MEMFD, 8);
+    assert_int_equal(write(p.tx, &size, 8), 8);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    /* A payload that is not a size. */
+    p = pair();
+    put_header(p.tx, MAGIC, MIG_MEMFD, 4);
+    assert_int_equal(write(p.tx, &size, 4), 4);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    assert_null(config);
+    close(small);
+    close(pipefd[0]);
+    close(pipefd[1]);
 }
 
 /* Connecting: to a listener (UNIX and TCP), to nothing there (refused at once, not after the
@@ -315,6 +407,8 @@ int main(void)
         cmocka_unit_test(test_receive_refusals),
         cmocka_unit_test(test_cpu_model_handshake),
         cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_memfd_round_trip),
+        cmocka_unit_test(test_memfd_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

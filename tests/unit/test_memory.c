@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "vm/memory.h"
@@ -54,6 +56,38 @@ static void test_bad_sizes_rejected(void **state)
     assert_int_equal(gm_init(&gm, 63 << 20, false), -EINVAL);
     assert_int_equal(gm_init(&gm, (64 << 20) + 1, false), -EINVAL);
     assert_int_equal(gm_init(&gm, (64 << 20) + 4096, true), -EINVAL);
+}
+
+/* A memory file handed over by another process: mapped shared in the same layout (both sides
+ * see each other's writes, above the hole too), refused when it is smaller than the RAM or
+ * not a file; the caller keeps its own descriptor. */
+static void test_handed_over_file(void **state)
+{
+    (void)state;
+    struct guest_memory src, dst;
+    const uint64_t size = 4ULL << 30;
+    assert_int_equal(gm_init(&src, size, false), 0);
+    assert_int_equal(gm_init_from_fd(&dst, size, false, src.memfd), 0);
+    assert_false(dst.private_file);
+    assert_int_not_equal(dst.memfd, src.memfd);
+    assert_int_equal(dst.nr_regions, 2);
+    assert_int_equal(dst.ram_size, size);
+    uint32_t v = 0xc0ffee, r = 0;
+    assert_int_equal(gm_write(&src, GM_MMIO_HOLE_END + 4096, &v, sizeof(v)), 0);
+    assert_int_equal(gm_read(&dst, GM_MMIO_HOLE_END + 4096, &r, sizeof(r)), 0);
+    assert_int_equal(r, v);
+    assert_int_equal(gm_write(&dst, 8, &v, sizeof(v)), 0);
+    assert_int_equal(gm_read(&src, 8, &r, sizeof(r)), 0);
+    assert_int_equal(r, v);
+    gm_destroy(&dst);
+    assert_int_equal(gm_init_from_fd(&dst, size + 4096, false, src.memfd), -EINVAL);
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    assert_int_equal(gm_init_from_fd(&dst, 64 << 20, false, pipefd[0]), -EINVAL);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    assert_int_equal(fcntl(src.memfd, F_GETFD) >= 0, 1); /* still the source's */
+    gm_destroy(&src);
 }
 
 static bool page_bit(const unsigned long *bm, uint64_t page)
@@ -146,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_small_guest_is_one_region),
         cmocka_unit_test(test_large_guest_skips_the_hole),
         cmocka_unit_test(test_bad_sizes_rejected),
+        cmocka_unit_test(test_handed_over_file),
         cmocka_unit_test(test_mark_dirty_uses_file_pages),
         cmocka_unit_test(test_file_ptr),
     };
