@@ -1002,6 +1002,7 @@ local_hop() {
   cat "$out"
   finish_watched $from
   unset "watchdogs[$from]"
+  grep -a 'the pause:' "$work/$from.log"
   [ $status -eq 0 ] || { fail $from "exit status $status after migrating, expected 0"; return 1; }
   expect_clean $from || return 1
   local at first sums
