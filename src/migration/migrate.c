@@ -354,14 +354,15 @@ static int final_step(struct migration *m, struct vm *vm)
     ret = commit(m);
     if (ret < 0)
         return ret; /* the guest stays paused here: the destination may run it */
+    double downtime = ms_since(&t0);
     /* Where the pause went: what to make faster. */
     log_info("migration to %s: the pause: %.1f ms pausing, %.1f ms the last pages, %.1f ms "
              "saving and sending the state (%.0f KiB), %.1f ms until the destination loaded it, "
              "%.1f ms until it runs the guest", m->params.uri, paused_at, pages_at - paused_at,
              state_at - pages_at, (double)(m->progress.bytes_sent - sent_before_state) / 1024,
-             ack_at - state_at, ms_since(&t0) - ack_at);
+             ack_at - state_at, downtime - ack_at);
     pthread_mutex_lock(&m->lock);
-    m->progress.downtime_ms = ms_since(&t0);
+    m->progress.downtime_ms = downtime;
     m->progress.total_ms = ms_since(&m->started);
     m->progress.state = MIGRATION_COMPLETED;
     pthread_mutex_unlock(&m->lock);
