@@ -1067,7 +1067,7 @@ cd "$work"
 # GODWIT_DEVICE_CASES="disk_locked rng" runs only those.
 # The stress case is not in the default list: in the test host it fails by itself, a triple
 # fault under load whichever the VMM (docs/testing.md); GODWIT_DEVICE_CASES=stress runs it.
-for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock vsock_flood snapshot pause_quiet migrate}; do
+for c in ${GODWIT_DEVICE_CASES:-disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock vsock_flood snapshot pause_quiet migrate migrate_local}; do
   run_case "$c"
 done
 
