@@ -304,11 +304,14 @@ static int follow_migration(const char *name, const char *path, bool local)
         struct json_object *st = ret == 0 && resp.status == 200 ? json_tokener_parse(resp.body) : NULL;
         api_response_free(&resp);
         if (!st) {
-            /* The source ends once the guest runs at the destination: its API goes with it. */
+            /* A migrated source lingers, paused, long enough to be seen "completed" (LINGER_MS
+             * in migrate.c); an API that went away before that is a VM that ended otherwise. */
             if (tty)
                 printf("\n");
-            printf("%s: migrated (the VM has left this host)\n", name);
-            return 0;
+            log_error("%s: the VM's API went away before the migration's end could be read: "
+                      "the VM ended (or crashed) during it; whether the guest runs at the "
+                      "destination, the destination says", name);
+            return 1;
         }
         const char *state = json_string_of(st, "state");
         if (strcmp(state, "active") == 0) {

@@ -28,7 +28,9 @@
 /* What the final step costs beyond its pages (state save, transfer, load, resume), until it
  * has been measured: a guess on the safe side. */
 #define FIXED_COST_MS 5.0
-#define LINGER_MS 500u
+/* How long a migrated source stays, paused, so that `godwit migrate` (which polls every 100 ms)
+ * reads "completed" rather than a vanished API, which it must report as a failure. */
+#define LINGER_MS 1500u
 /* Auto-converge: once the guest has dirtied more than half of what the link sent in
  * THROTTLE_AFTER passes in a row, its vCPUs are held back THROTTLE_FIRST_PCT of the time, and
  * THROTTLE_STEP_PCT more after each further such pass (vm_set_throttle caps it at 99). */
