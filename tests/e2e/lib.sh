@@ -27,10 +27,14 @@ run_case() {
 }
 
 # What a failed case may leave behind that would stop its second run: its taps (every suite
-# names them gw*) and its VMs (run in this suite's directory).
+# names them gw*), its VMs (run in this suite's directory) and their sockets there (a case
+# that waits for a socket to appear would otherwise find the first run's and connect to
+# nothing: one CI run's second migrate run failed so).
 case_cleanup() {
   local dev
   pkill -KILL -f -- "--api-socket $work/" 2>/dev/null
+  sleep 0.5
+  find "$work" -maxdepth 1 -type s -delete 2>/dev/null
   for dev in $(ip -o link show 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep '^gw'); do
     ip link del "$dev" 2>/dev/null
   done
