@@ -384,6 +384,18 @@ void api_agent_exec(void *opaque, const struct http_request *req, struct http_re
                  API_EXEC_BODY_USAGE, resp);
 }
 
+/* A KVP job parsed as `parsed`; a write to the guest pool (`writes_guest_pool`) is 403. */
+static void start_kvp(struct api_agent_ctx *ctx, struct job *job, int parsed, const char *usage,
+                      bool writes_guest_pool, struct http_response *resp)
+{
+    if (parsed == 0 && writes_guest_pool) {
+        early_error(ctx, resp, 403, "the guest pool is written by the guest only");
+        job_free(job);
+        return;
+    }
+    start_parsed(ctx, job, parsed, usage, resp);
+}
+
 /* GET and DELETE: the key (and pool) in the query. */
 static void kvp_query_job(struct api_agent_ctx *ctx, const struct http_request *req,
                           struct http_response *resp, enum job_kind kind)
@@ -391,15 +403,9 @@ static void kvp_query_job(struct api_agent_ctx *ctx, const struct http_request *
     struct job *job = job_new(ctx, kind, resp);
     if (!job)
         return;
-    if (api_parse_kvp_query(req->query, kind == JOB_KVP_DELETE, &job->query) < 0) {
-        early_error(ctx, resp, 400, API_KVP_QUERY_USAGE);
-        job_free(job);
-    } else if (kind == JOB_KVP_DELETE && job->query.guest_pool) {
-        early_error(ctx, resp, 403, "the guest pool is written by the guest only");
-        job_free(job);
-    } else {
-        job_start(ctx, job, resp);
-    }
+    bool deletes = kind == JOB_KVP_DELETE;
+    int parsed = api_parse_kvp_query(req->query, deletes, &job->query);
+    start_kvp(ctx, job, parsed, API_KVP_QUERY_USAGE, deletes && job->query.guest_pool, resp);
 }
 
 void api_agent_kvp_get(void *opaque, const struct http_request *req, struct http_response *resp)
@@ -419,15 +425,8 @@ void api_agent_kvp_put(void *opaque, const struct http_request *req, struct http
     struct job *job = job_new(ctx, JOB_KVP_SET, resp);
     if (!job)
         return;
-    if (api_parse_kvp_body(req->body, req->body_len, &job->kvp) < 0) {
-        early_error(ctx, resp, 400, API_KVP_BODY_USAGE);
-        job_free(job);
-    } else if (job->kvp.guest_pool) {
-        early_error(ctx, resp, 403, "the guest pool is written by the guest only");
-        job_free(job);
-    } else {
-        job_start(ctx, job, resp);
-    }
+    int parsed = api_parse_kvp_body(req->body, req->body_len, &job->kvp);
+    start_kvp(ctx, job, parsed, API_KVP_BODY_USAGE, job->kvp.guest_pool, resp);
 }
 
 void api_agent_freeze(void *opaque, const struct http_request *req, struct http_response *resp)
