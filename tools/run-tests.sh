@@ -63,36 +63,43 @@ fi
 # A frozen test host (75) says nothing about the suite: it is run again without counting
 # as the suite's one rerun, up to six runs in all (one CI run of 6f51a22 saw the test host
 # freeze four times, three in a row in the device suite).
+# Each suite's time is printed, so that a run's log shows where its minutes went.
 suite() {
   echo "== $*"
-  local runs=0 failures=0 rc
+  local runs=0 failures=0 rc start=$SECONDS
   while :; do
     rc=0
     "${host[@]}" "$@" 2>&1 | tee "$logs/suite" || rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] && { tally "$logs/suite"; return 0; }
+    [ "$rc" -eq 0 ] && break
     runs=$((runs + 1))
     [ "$rc" -eq 75 ] || failures=$((failures + 1))
-    if [ "$failures" -ge 2 ] || [ "$runs" -ge 6 ]; then
-      tally "$logs/suite"
-      return 1
-    fi
+    [ "$failures" -ge 2 ] || [ "$runs" -ge 6 ] && break
     echo "== $1 failed (status $rc); running it again"
   done
+  tally "$logs/suite"
+  echo "== $* took $((SECONDS - start)) s in $((runs + (rc == 0))) run(s)"
+  return $((rc != 0))
 }
 failed=$fuzz_status
 suite tests/kvm/run-kvm-tests.sh build-asan || failed=1
 # The boot cases, each VM jailed as an unprivileged user (the other suites run it plain).
 suite tests/e2e/run-e2e.sh build --jail || failed=1
-suite tests/e2e/run-devices.sh build || failed=1
+# The device cases in two groups (I/O devices; snapshots and migration), each in a test-host
+# boot of its own: a frozen test host costs the rerun of one group.
+suite tests/e2e/run-devices.sh build io || failed=1
+suite tests/e2e/run-devices.sh build state || failed=1
 # Every device case again under the sanitizers, the network transfer included.
-suite tests/e2e/run-devices.sh build-asan || failed=1
+suite tests/e2e/run-devices.sh build-asan io || failed=1
+suite tests/e2e/run-devices.sh build-asan state || failed=1
 suite tests/api/run-api-tests.sh build || failed=1
 # The guest agent over virtio-vsock: exec, cp, kvp in the default guest.
 suite tests/e2e/run-agent.sh build || failed=1
 # The README's main job, driven through a real terminal as a person would; it runs the test
 # host itself when it needs one.
 echo "== the main job in a terminal (tools/boot-default-guest.sh under tmux)"
+start=$SECONDS
 tests/e2e/run-main-job.sh 2>&1 | tee "$logs/main-job" || failed=1
 tally "$logs/main-job"
-echo "== all suites: $total_passed passed, $total_failed failed"
+echo "== the main job took $((SECONDS - start)) s"
+echo "== all suites: $total_passed passed, $total_failed failed ($SECONDS s)"
 exit $failed

@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,30 @@
 
 #include "agent/sha256.h"
 
+/* All of buf to the VM's socket. send(MSG_NOSIGNAL), not write(): a guest that closed the
+ * connection must not raise SIGPIPE in a program that embeds libgodwit (the godwit command
+ * ignores it; a library cannot ask that of its caller). */
+static int send_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* Reads the answer line byte by byte: what follows it is already the agent's stream. */
 int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms)
 {
     char line[64];
     int len = snprintf(line, sizeof(line), "CONNECT %u\n", port);
-    int ret = agent_write_all(fd, line, (size_t)len);
+    int ret = send_all(fd, line, (size_t)len);
     if (ret < 0)
         return ret;
     for (size_t n = 0; n < sizeof(line) - 1;) {
@@ -99,7 +118,7 @@ int agent_client_send(struct agent_client *c, size_t len)
 {
     if (len == 0)
         return -EMSGSIZE;
-    return agent_write_all(c->fd, c->out, len);
+    return send_all(c->fd, c->out, len);
 }
 
 int agent_client_recv(struct agent_client *c, struct agent_msg *m)

@@ -413,7 +413,7 @@ static const struct {
     const char *name;
 } io_uring_ops_used[] = {
     { IORING_OP_POLL_ADD, "POLL_ADD" },
-    { IORING_OP_POLL_REMOVE, "POLL_REMOVE" },
+    { IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL" },
     { IORING_OP_TIMEOUT, "TIMEOUT" },
 };
 

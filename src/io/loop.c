@@ -330,12 +330,11 @@ void loop_unwatch(struct event_loop *loop, struct loop_watch *w)
     w->cancelled = true;
     if (!w->armed)
         return;
+    /* A cancel, not a poll removal: it finds a read or a timer as well as a poll (a timer
+     * left pending fired into its watch after the watch had been armed again). */
     struct io_uring_sqe *sqe = loop_get_sqe(loop);
     if (sqe) {
-        if (w->reads)
-            io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)w, 0);
-        else
-            io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)w);
+        io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)w, 0);
         io_uring_sqe_set_data(sqe, NULL);
     }
 }

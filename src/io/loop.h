@@ -180,8 +180,8 @@ int loop_watch_readable(struct event_loop *loop, struct loop_watch *w, int fd, l
  */
 int loop_watch_eventfd(struct event_loop *loop, struct loop_watch *w, int fd, loop_callback fn,
                        void *opaque);
-/* Stops calling w's callback from outside it (its poll is cancelled; a completion already
- * queued is dropped). Inside its own callback, return false instead. */
+/* Stops calling w's callback from outside it (its poll, read or timer is cancelled; a
+ * completion already queued is dropped). Inside its own callback, return false instead. */
 void loop_unwatch(struct event_loop *loop, struct loop_watch *w);
 /* loop_unwatch(), then waits (running the loop's other work meanwhile) until the kernel has
  * let go of the watch, so that its memory may be freed. On the loop's thread only. */

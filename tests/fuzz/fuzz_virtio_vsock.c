@@ -10,6 +10,7 @@
  * dropped; guest connections are accepted and kept until the run ends.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -99,6 +100,18 @@ static void close_all(int *fds)
     }
 }
 
+/* The sockets are files in /tmp: a run that ends (libFuzzer exits through exit()) leaves
+ * none behind. */
+static void remove_sockets(void)
+{
+    char lpath[96];
+    unlink(path);
+    for (unsigned l = 0; l < 2; l++) {
+        snprintf(lpath, sizeof(lpath), "%s_%u", path, l + 1);
+        unlink(lpath);
+    }
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     char lpath[96];
@@ -106,6 +119,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     fuzz_quiet();
     snprintf(path, sizeof(path), "/tmp/godwit-fuzz-vsock-%d.sock", getpid());
+    atexit(remove_sockets);
     for (unsigned l = 0; l < 2; l++) {
         snprintf(lpath, sizeof(lpath), "%s_%u", path, l + 1);
         if ((listeners[l] = unix_socket_listen(lpath, 64, NULL)) < 0)

@@ -36,6 +36,13 @@ struct fake_vm {
     bool found_without_info; /* an AGENT_FOUND whose status lacked the agent's version */
 };
 
+/* The fake's writes: a monitor that closed its end must fail them, not kill the test with
+ * SIGPIPE (the monitor's own writes must not raise it either: the test does not ignore it). */
+static bool send_all(int fd, const void *buf, size_t len)
+{
+    return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len;
+}
+
 /* One connection: the CONNECT line, then INFO and PINGs answered until silent or closed. */
 static void serve(struct fake_vm *vm, int fd)
 {
@@ -43,7 +50,7 @@ static void serve(struct fake_vm *vm, int fd)
     char line[32] = "";
     for (size_t n = 0; n < sizeof(line) - 1 && read(fd, line + n, 1) == 1 && line[n] != '\n'; n++)
         ;
-    if (strncmp(line, "CONNECT 1024", 12) != 0 || write(fd, "OK 1073741824\n", 14) != 14)
+    if (strncmp(line, "CONNECT 1024", 12) != 0 || !send_all(fd, "OK 1073741824\n", 14))
         return;
     struct agent_msg m;
     while (!vm->stop && agent_read_msg(fd, in, &m) == 0) {
@@ -87,7 +94,7 @@ static void serve(struct fake_vm *vm, int fd)
             return; /* the monitor asks nothing else: the test then fails on its counts */
         }
         size_t len = agent_build_end(&b);
-        if (agent_write_all(fd, out, len) < 0)
+        if (!send_all(fd, out, len))
             return;
     }
 }

@@ -543,6 +543,46 @@ static void test_registered_files_and_buffers(void **state)
     close(p[1]);
 }
 
+static bool count_and_stop(struct event_loop *loop, void *opaque, int res)
+{
+    (void)res;
+    (*(int *)opaque)++;
+    loop->stop = true;
+    return true;
+}
+
+struct rearm {
+    struct loop_watch timer, rearmer, stopper;
+    int fired, stops;
+};
+
+static bool unwatch_and_rearm(struct event_loop *loop, void *opaque, int res)
+{
+    struct rearm *r = opaque;
+    (void)res;
+    loop_unwatch(loop, &r->timer);
+    assert_int_equal(loop_after(loop, &r->timer, 5000, count_and_stop, &r->fired), 0);
+    return true;
+}
+
+/* An unwatched timer is gone from the kernel: re-armed in the same watch for later, it does not
+ * fire at the first timer's time (a timer left pending fired the re-armed watch's callback). */
+static void test_unwatch_timer_then_rearm(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct rearm r = { 0 };
+    assert_int_equal(loop_init(&loop, 16), 0);
+    assert_int_equal(loop_after(&loop, &r.timer, 100, count_and_stop, &r.fired), 0);
+    assert_int_equal(loop_after(&loop, &r.rearmer, 20, unwatch_and_rearm, &r), 0);
+    assert_int_equal(loop_after(&loop, &r.stopper, 300, count_and_stop, &r.stops), 0);
+    assert_int_equal(loop_run(&loop), 0);
+    assert_int_equal(r.fired, 0);
+    assert_int_equal(r.stops, 1);
+    loop_unwatch(&loop, &r.timer);
+    loop_destroy(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_watch_eventfd),
         cmocka_unit_test(test_turn_end),
         cmocka_unit_test(test_registered_files_and_buffers),
+        cmocka_unit_test(test_unwatch_timer_then_rearm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

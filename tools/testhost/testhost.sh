@@ -19,7 +19,7 @@
 #                   the test host's kernel keeps quiet on it
 #
 # Exit status: the command's own, 75 when the test host froze (a soft lockup, its
-# kernel's panic, or no heartbeat from it for $GODWIT_TESTHOST_STALL_S seconds, default 120:
+# kernel's panic, or no heartbeat from it for $GODWIT_TESTHOST_STALL_S seconds, default 60:
 # worth running again; what its CPUs were doing is printed first), or 125
 # when it did not boot, did not report a result, or timed out (one
 # "testhost: error:" line says which).
@@ -65,7 +65,7 @@ done
 [[ $mem =~ ^[0-9]+$ && $smp =~ ^[0-9]+$ && $timeout_s =~ ^[0-9]+$ ]] ||
     die "--mem, --smp and --timeout take whole numbers"
 
-stall_s=${GODWIT_TESTHOST_STALL_S:-120}
+stall_s=${GODWIT_TESTHOST_STALL_S:-60}
 [[ $stall_s =~ ^[0-9]+$ ]] || die "GODWIT_TESTHOST_STALL_S takes a whole number of seconds"
 if [[ -n $interactive ]] && ! [[ -t 0 && -t 1 ]]; then
     die "--interactive needs a terminal on standard input and output"
