@@ -146,6 +146,8 @@ text=$(grep ' _text$' /proc/kallsyms | cut -d' ' -f1)
     echo "$(cut -d' ' -f1 /proc/uptime) $text" >/ctl/heartbeat.new && mv /ctl/heartbeat.new /ctl/heartbeat
     sleep 5
 done) &
+# Its code's symbols, so that a stopped CPU's address is named (describe_cpus, outside).
+grep -E ' [tT] ' /proc/kallsyms >/ctl/kallsyms 2>/dev/null &
 # The host root never changes under us, so let the page cache keep it.
 mount -t 9p -o "$p9,ro,cache=loose" hostroot /host || fail "cannot mount the host root"
 mount -t proc proc /host/proc
@@ -351,8 +353,8 @@ watch_console() {
 describe_cpus() {
     local text
     text=$(cut -d' ' -f2 "$ctl/heartbeat" 2>/dev/null)
-    python3 - "$tmp/monitor.sock" "${text:-0}" <<'PY' 2>/dev/null || true
-import re, socket, sys, time
+    python3 - "$tmp/monitor.sock" "${text:-0}" "$ctl/kallsyms" <<'PY' 2>/dev/null || true
+import bisect, re, socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(5)
 s.connect(sys.argv[1])
@@ -369,6 +371,22 @@ while time.time() < end:
     if out.count(b"EFER=") >= 1 and out.rstrip().endswith(b"(qemu)"):
         break
 text = int(sys.argv[2], 16)
+syms = []
+try:
+    for line in open(sys.argv[3]):
+        f = line.split()
+        syms.append((int(f[0], 16), f[2] + (" " + f[3] if len(f) > 3 else "")))
+    syms.sort()
+except (OSError, ValueError, IndexError):
+    pass
+addrs = [a for a, _ in syms]
+
+def symbol(rip):
+    i = bisect.bisect_right(addrs, rip) - 1
+    if i < 0 or rip - addrs[i] >= 1 << 20:
+        return ""
+    return f" ({syms[i][1]}+{rip - addrs[i]:#x})"
+
 for cpu, block in enumerate(out.decode(errors="replace").split("RAX=")[1:]):
     rip = re.search(r"RIP=([0-9a-f]+)", block)
     cpl = re.search(r"CPL=(\d)", block)
@@ -377,6 +395,8 @@ for cpu, block in enumerate(out.decode(errors="replace").split("RAX=")[1:]):
     if rip:
         off = int(rip.group(1), 16) - text
         where = "the test host's kernel" if text and 0 <= off < (64 << 20) else "a guest of the test host (or its user space)"
+        if where.startswith("the test host's") or int(rip.group(1), 16) >= 0xffffffffc0000000:
+            where += symbol(int(rip.group(1), 16)) # its kernel's or a module's (kvm_amd)
     print(f"testhost:   cpu{cpu}: RIP={rip.group(1) if rip else '?'} CPL={cpl.group(1) if cpl else '?'} "
           f"halted={hlt.group(1) if hlt else '?'}: in {where}")
 PY
