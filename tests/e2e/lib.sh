@@ -5,27 +5,28 @@ passed=0 failed=0
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n 40; }
 
-# run_case CASE: runs case_CASE. A case whose guest triple-faulted runs once more and the
-# second run decides: in the test host (QEMU TCG emulating AMD-V) guests triple-fault now and
-# then under QEMU as under godwit (docs/testing.md), and one such reset among a suite's fifteen
-# boots must not cost a rerun of the whole suite. Any other failure stands at once. Both runs
-# are printed; "retried" lists the cases that needed a second run.
+# run_case CASE: runs case_CASE. A case whose guest crashed (godwit's exit status 4: a triple
+# fault, a KVM internal error or a failed VM entry) runs once more and the second run decides:
+# in the test host (QEMU TCG emulating AMD-V) guests reset now and then under QEMU as under
+# godwit (docs/testing.md), and one such crash among a suite's fifteen boots must not cost a
+# rerun of the whole suite. Any other failure stands at once. Both runs are printed; "retried"
+# lists the cases that needed a second run.
 retried=
-# How many guest triple faults the suite's logs hold now (not file times: a log written in the
-# same clock tick as a mark file does not count as newer).
-triple_faults() {
-  cat "$work"/*.log 2>/dev/null | grep -c 'vcpu [0-9]*: triple fault'
+# How many guest crashes the suite's logs hold now (not file times: a log written in the same
+# clock tick as a mark file does not count as newer).
+guest_crashes() {
+  cat "$work"/*.log 2>/dev/null | grep -cE 'vcpu [0-9]+: (triple fault|KVM internal error|VM entry failed)'
 }
 run_case() {
-  local passed_before=$passed failed_before=$failed faults_before
-  faults_before=$(triple_faults)
+  local passed_before=$passed failed_before=$failed crashes_before
+  crashes_before=$(guest_crashes)
   echo "-- $1"
   "case_$1"
   [ "$failed" -eq "$failed_before" ] && return 0
-  [ "$(triple_faults)" -gt "$faults_before" ] || return 0
+  [ "$(guest_crashes)" -gt "$crashes_before" ] || return 0
   retried="$retried $1"
   passed=$passed_before failed=$failed_before
-  echo "-- $1 again: its guest triple-faulted above (a test-host failure, docs/testing.md); this run decides"
+  echo "-- $1 again: its guest crashed above (a test-host failure, docs/testing.md); this run decides"
   case_cleanup
   "case_$1"
 }

@@ -1083,6 +1083,6 @@ for c in ${GODWIT_DEVICE_CASES:-$default_cases}; do
   run_case "$c"
 done
 
-[ -n "$retried" ] && echo "devices: run twice after a guest triple fault:$retried"
+[ -n "$retried" ] && echo "devices: run twice after a guest crash:$retried"
 echo "devices: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
