@@ -174,18 +174,18 @@ static int parse_request_line(struct http_parser *p, char *line)
 
 static int take_content_length(struct http_parser *p, struct head_fields *f, const char *value)
 {
-    size_t length = 0;
+    size_t length = 0, limit = p->large_bodies ? (size_t)HTTP_MAX_STREAMED : HTTP_MAX_BODY;
     if (!*value)
         return parse_fail(p, 400, "Content-Length is empty");
     for (const char *c = value; *c; c++) {
         if (!is_digit(*c))
             return parse_fail(p, 400, "Content-Length is not a decimal number");
         /* Saturates just above the limit: no overflow, however many digits. */
-        length = length > HTTP_MAX_BODY ? length : length * 10 + (size_t)(*c - '0');
+        length = length > limit ? length : length * 10 + (size_t)(*c - '0');
     }
     if (f->has_length && f->length != length)
         return parse_fail(p, 400, "conflicting Content-Length headers");
-    if (length > HTTP_MAX_BODY)
+    if (length > limit)
         return parse_fail(p, 413, "the request body is too large");
     f->has_length = true;
     f->length = length;
@@ -293,11 +293,23 @@ enum http_parse_result http_parse(struct http_parser *p)
         if (parse_head(p, head_len) < 0)
             return HTTP_ERROR;
     }
+    p->req.body = p->buf + p->head_len;
+    if (p->content_length > HTTP_MAX_BODY) {
+        size_t held = p->len - p->head_len; /* may hold more than the body: not its part */
+        p->req.body_len = held < p->content_length ? held : p->content_length;
+        p->req.body_pending = p->content_length - p->req.body_len;
+        return HTTP_HEAD;
+    }
     if (p->len - p->head_len < p->content_length)
         return HTTP_NEED_MORE;
-    p->req.body = p->buf + p->head_len;
     p->req.body_len = p->content_length;
+    p->req.body_pending = 0;
     return HTTP_DONE;
+}
+
+void http_parser_refuse(struct http_parser *p)
+{
+    parse_fail(p, 413, "the request body is too large");
 }
 
 bool http_parser_take_continue(struct http_parser *p)
@@ -315,9 +327,11 @@ void http_parser_next(struct http_parser *p)
     if (p->error_status || !p->head_len || p->len < used)
         return; /* no complete request to drop */
     size_t rest = p->len - used;
+    bool large_bodies = p->large_bodies;
     memmove(p->buf, p->buf + used, rest);
     http_parser_init(p);
     p->len = rest;
+    p->large_bodies = large_bodies;
 }
 
 const char *http_reason(int status)

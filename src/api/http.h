@@ -14,7 +14,10 @@
 #define HTTP_MAX_METHOD 16
 #define HTTP_ALLOW_MAX 64 /* enough for "GET, PUT, PATCH, POST, DELETE" */
 
-enum http_parse_result { HTTP_NEED_MORE, HTTP_DONE, HTTP_ERROR };
+#define HTTP_MAX_STREAMED (1ull << 40) /* Content-Length of a body a route reads itself */
+
+/* HTTP_HEAD only where the caller asked for it (http_parser.large_bodies). */
+enum http_parse_result { HTTP_NEED_MORE, HTTP_DONE, HTTP_ERROR, HTTP_HEAD };
 
 /* One request. Its strings point into the parser's buffer: valid until http_parser_next(). */
 struct http_request {
@@ -26,6 +29,7 @@ struct http_request {
     const char *content_type; /* NULL: none sent */
     const char *body;         /* body_len bytes, not NUL-terminated */
     size_t body_len;
+    size_t body_pending;      /* after HTTP_HEAD: the body's bytes still to read from the socket */
 };
 
 /*
@@ -41,6 +45,10 @@ struct http_parser {
     size_t head_len;         /* 0 until the head is complete and valid */
     size_t content_length;
     bool expect_continue;    /* the client waits for "100 Continue" before its body */
+    /* Set by the caller after http_parser_init(): a body over HTTP_MAX_BODY (up to
+     * HTTP_MAX_STREAMED) is not refused with 413 but reported as HTTP_HEAD, for the caller
+     * to hand to a route that reads it from the socket itself, or to refuse. */
+    bool large_bodies;
     char buf[HTTP_MAX_HEAD + HTTP_MAX_BODY];
 };
 
@@ -53,9 +61,14 @@ size_t http_parser_feed(struct http_parser *p, const void *data, size_t len);
 /*
  * HTTP_NEED_MORE: feed more. HTTP_DONE: p->req is complete. HTTP_ERROR: answer
  * p->error_status (400, 413, 417, 431, 501 or 505) with p->error, then close the connection;
- * the parser stays in error.
+ * the parser stays in error. HTTP_HEAD (p->large_bodies only): the head is complete and its
+ * body larger than HTTP_MAX_BODY; p->req.body holds the part of it read so far (body_len
+ * bytes), body_pending bytes more are to come; feed no more: take the connection over, or
+ * http_parser_refuse() it.
  */
 enum http_parse_result http_parse(struct http_parser *p);
+/* After HTTP_HEAD: the body is refused (413); the parser is now in error. */
+void http_parser_refuse(struct http_parser *p);
 /* After HTTP_DONE: drops that request, keeping the bytes of the next one. */
 void http_parser_next(struct http_parser *p);
 /* Whether part of a request is held: a timeout now is a 408, not an idle close. */
@@ -98,6 +111,7 @@ struct http_route {
     const char *method;
     const char *path; /* matched exactly */
     http_handler_fn handler;
+    bool large_body;  /* takes a body over HTTP_MAX_BODY, reading it from the socket itself */
 };
 
 /*

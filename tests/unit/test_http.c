@@ -217,6 +217,56 @@ static void test_body_size_limit(void **state)
     free(body);
 }
 
+/* A parser that takes large bodies reports their head with the part of the body held; one that
+ * does not refuses them (above); the limit past which even a streamed body is refused. */
+static void test_large_body_head(void **state)
+{
+    struct http_parser *p = *state;
+    char text[256];
+    p->large_bodies = true;
+    int n = snprintf(text, sizeof(text), "PUT /vm/agent/file?path=/x HTTP/1.1\r\n"
+                     "Content-Length: %d\r\nExpect: 100-continue\r\n\r\nabc", HTTP_MAX_BODY + 10);
+    assert_int_equal(feed_all(p, text, (size_t)n), HTTP_HEAD);
+    assert_string_equal(p->req.path, "/vm/agent/file");
+    assert_string_equal(p->req.query, "path=/x");
+    assert_int_equal(p->req.body_len, 3);
+    assert_memory_equal(p->req.body, "abc", 3);
+    assert_int_equal(p->req.body_pending, HTTP_MAX_BODY + 7);
+    assert_true(http_parser_take_continue(p));
+    http_parser_refuse(p);
+    assert_int_equal(http_parse(p), HTTP_ERROR);
+    assert_int_equal(p->error_status, 413);
+
+    /* Bytes held past the body's end are not its own. */
+    http_parser_init(p);
+    p->large_bodies = true;
+    char *big = malloc(HTTP_MAX_BODY + 64);
+    assert_non_null(big);
+    memset(big, 'b', HTTP_MAX_BODY + 64);
+    n = snprintf(text, sizeof(text), "PUT /f HTTP/1.1\r\nContent-Length: %d\r\n\r\n", HTTP_MAX_BODY + 1);
+    assert_int_equal(feed_all(p, text, (size_t)n), HTTP_HEAD);
+    assert_int_equal(p->req.body_len, 0);
+    assert_int_equal(feed_all(p, big, HTTP_MAX_BODY + 64), HTTP_HEAD);
+    assert_int_equal(p->req.body_len, HTTP_MAX_BODY + 1);
+    assert_int_equal(p->req.body_pending, 0);
+    free(big);
+
+    /* Small bodies are whole requests as before. */
+    http_parser_init(p);
+    p->large_bodies = true;
+    assert_int_equal(feed_str(p, "PUT /f HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"), HTTP_DONE);
+    assert_int_equal(p->req.body_pending, 0);
+    http_parser_next(p);
+    assert_true(p->large_bodies);
+
+    snprintf(text, sizeof(text), "PUT /f HTTP/1.1\r\nContent-Length: %llu\r\n\r\n",
+             HTTP_MAX_STREAMED + 1);
+    http_parser_init(p);
+    p->large_bodies = true;
+    assert_int_equal(feed_str(p, text), HTTP_ERROR);
+    assert_int_equal(p->error_status, 413);
+}
+
 static void test_bad_content_length(void **state)
 {
     struct http_parser *p = *state;
@@ -459,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_json_error_escaping),
         cmocka_unit_test(test_format_error_response),
         cmocka_unit_test(test_router),
+        parser_test(test_large_body_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
