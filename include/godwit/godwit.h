@@ -244,6 +244,15 @@ int godwit_agent_exec(struct godwit_agent *agent, const char *const *argv, const
 /* Copies with the mode kept, checked by SHA-256, into place by an atomic rename. */
 int godwit_agent_copy_in(struct godwit_agent *agent, const char *local, const char *guest_path);
 int godwit_agent_copy_out(struct godwit_agent *agent, const char *guest_path, const char *local);
+/* The same through file descriptors (a pipe, a socket: read and written in order, never
+ * sought). copy_to: `size` bytes read from fd become guest_path with `mode` (07777 bits);
+ * fewer is an error and the guest's file stays as it was. copy_from: the guest file's bytes
+ * written to fd, *mode its mode; they are checked only at the end: on an error (-EBADMSG: the
+ * copy differs) throw away what was written. */
+int godwit_agent_copy_to(struct godwit_agent *agent, int fd, uint64_t size,
+                         const char *guest_path, unsigned mode);
+int godwit_agent_copy_from(struct godwit_agent *agent, const char *guest_path, int fd,
+                           unsigned *mode);
 /* The host-to-guest pool: set, delete; get from it (guest_pool false) or from the pool the
  * guest writes (true), the value NUL-terminated into buf. */
 int godwit_agent_kvp_set(struct godwit_agent *agent, const char *key, const char *value);

@@ -177,36 +177,49 @@ static int send_failed(struct agent_client *c, int ret)
     return ret;
 }
 
-static int send_file_data(struct agent_client *c, int fd, uint64_t size, uint8_t digest[32])
+/* Reads from a file descriptor: the source of agent_client_put. */
+static ssize_t read_fd(void *opaque, void *buf, size_t len)
 {
-    static uint8_t buf[AGENT_CHUNK];
+    ssize_t n;
+    do
+        n = read(*(int *)opaque, buf, len);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
+static int send_file_data(struct agent_client *c, const struct agent_source *src, uint64_t size,
+                          uint8_t digest[32])
+{
+    /* Not static: the API copies from threads of its own, at once. */
+    uint8_t *buf = malloc(AGENT_CHUNK);
     struct sha256 sum;
     uint64_t sent = 0;
+    int ret = buf ? 0 : -ENOMEM;
     sha256_init(&sum);
-    while (sent < size) {
-        ssize_t n = read(fd, buf, sizeof(buf) < size - sent ? sizeof(buf) : (size_t)(size - sent));
-        if (n < 0 && errno == EINTR)
-            continue;
+    while (ret == 0 && sent < size) {
+        ssize_t n = src->read(src->opaque, buf, AGENT_CHUNK < size - sent ? AGENT_CHUNK
+                                                                       : (size_t)(size - sent));
         if (n <= 0) {
             snprintf(c->error, sizeof(c->error), "the local file %s while sending",
-                     n == 0 ? "shrank" : "could not be read");
-            return n == 0 ? -EIO : -errno;
+                     n == 0 ? "ended early" : "could not be read");
+            ret = n == 0 ? -EIO : (int)n;
+            break;
         }
         sha256_update(&sum, buf, (size_t)n);
         struct agent_builder b;
         agent_build_start(&b, c->out, AGENT_DATA, 0, c->next_id);
         agent_put_bytes(&b, AGENT_T_DATA, buf, (size_t)n);
-        int ret = agent_client_send(c, agent_build_end(&b));
-        if (ret < 0)
-            return send_failed(c, ret);
+        if ((ret = agent_client_send(c, agent_build_end(&b))) < 0)
+            ret = send_failed(c, ret);
         sent += (uint64_t)n;
     }
+    free(buf);
     sha256_final(&sum, digest);
-    return 0;
+    return ret;
 }
 
-int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uint32_t mode,
-                     uint64_t size)
+int agent_client_put_from(struct agent_client *c, const struct agent_source *src,
+                          const char *guest_path, uint32_t mode, uint64_t size)
 {
     struct agent_builder b;
     struct agent_msg m;
@@ -219,7 +232,9 @@ int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uin
     int ret = agent_client_send(c, agent_build_end(&b));
     if (ret < 0 || (ret = expect(c, &m, AGENT_OK)) < 0)
         return ret;
-    if ((ret = send_file_data(c, fd, size, digest)) < 0)
+    if (src->accepted && (ret = src->accepted(src->opaque)) < 0)
+        return ret;
+    if ((ret = send_file_data(c, src, size, digest)) < 0)
         return ret;
     agent_build_start(&b, c->out, AGENT_FILE_END, 0, id);
     agent_put_u64(&b, AGENT_T_SIZE, size);
@@ -230,30 +245,46 @@ int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uin
     return expect(c, &m, AGENT_OK);
 }
 
-static int write_out(int fd, const uint8_t *p, size_t len)
+int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uint32_t mode,
+                     uint64_t size)
 {
-    return agent_write_all(fd, p, len);
+    struct agent_source src = { .read = read_fd, .opaque = &fd };
+    return agent_client_put_from(c, &src, guest_path, mode, size);
 }
 
-int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uint32_t *mode)
+/* agent_client_get's sink: a file descriptor, and where the mode goes. */
+struct fd_sink {
+    int fd;
+    uint32_t *mode;
+};
+
+static int fd_sink_info(void *opaque, uint32_t mode, uint64_t size)
 {
-    struct agent_builder b;
+    struct fd_sink *f = opaque;
+    (void)size;
+    *f->mode = mode;
+    return 0;
+}
+
+static int fd_sink_data(void *opaque, const void *data, size_t len)
+{
+    return agent_write_all(((struct fd_sink *)opaque)->fd, data, len);
+}
+
+/* The guest's DATA messages to the sink until FILE_END, which must match what came. */
+static int receive_file(struct agent_client *c, const struct agent_sink *sink)
+{
     struct agent_msg m;
     struct sha256 sum;
     uint64_t size, got = 0;
-    agent_build_start(&b, c->out, AGENT_FILE_READ, 0, c->next_id++);
-    agent_put_str(&b, AGENT_T_PATH, guest_path);
-    int ret = agent_client_send(c, agent_build_end(&b));
-    if (ret < 0 || (ret = expect(c, &m, AGENT_FILE_INFO)) < 0)
-        return ret;
-    agent_get_u32(&m, AGENT_T_MODE, mode);
+    int ret;
     sha256_init(&sum);
     while ((ret = agent_client_recv(c, &m)) == 0 && m.h.type == AGENT_DATA) {
         struct agent_field f;
         agent_find(&m, AGENT_T_DATA, &f);
         sha256_update(&sum, f.value, f.len);
         got += f.len;
-        if ((ret = write_out(fd, f.value, f.len)) < 0) {
+        if ((ret = sink->data(sink->opaque, f.value, f.len)) < 0) {
             snprintf(c->error, sizeof(c->error), "writing the local file: %s", strerror(-ret));
             return ret;
         }
@@ -274,6 +305,32 @@ int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uin
         return -EBADMSG;
     }
     return 0;
+}
+
+int agent_client_get_to(struct agent_client *c, const char *guest_path,
+                        const struct agent_sink *sink)
+{
+    struct agent_builder b;
+    struct agent_msg m;
+    uint32_t mode = 0;
+    uint64_t size = 0;
+    agent_build_start(&b, c->out, AGENT_FILE_READ, 0, c->next_id++);
+    agent_put_str(&b, AGENT_T_PATH, guest_path);
+    int ret = agent_client_send(c, agent_build_end(&b));
+    if (ret < 0 || (ret = expect(c, &m, AGENT_FILE_INFO)) < 0)
+        return ret;
+    agent_get_u32(&m, AGENT_T_MODE, &mode);
+    agent_get_u64(&m, AGENT_T_SIZE, &size);
+    if (sink->info && (ret = sink->info(sink->opaque, mode & 07777, size)) < 0)
+        return ret;
+    return receive_file(c, sink);
+}
+
+int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uint32_t *mode)
+{
+    struct fd_sink f = { .fd = fd, .mode = mode };
+    struct agent_sink sink = { .info = fd_sink_info, .data = fd_sink_data, .opaque = &f };
+    return agent_client_get_to(c, guest_path, &sink);
 }
 
 static int kvp_request(struct agent_client *c, unsigned type, uint32_t pool, const char *key,

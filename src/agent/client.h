@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "agent/proto.h"
 #include "agent/wire.h"
@@ -46,6 +47,28 @@ int agent_client_simple(struct agent_client *c, unsigned type, struct agent_msg 
 int agent_client_put(struct agent_client *c, int fd, const char *guest_path, uint32_t mode,
                      uint64_t size);
 int agent_client_get(struct agent_client *c, const char *guest_path, int fd, uint32_t *mode);
+
+/* Where a put's bytes come from: read() up to len bytes into buf, returning how many, 0 at
+ * an early end, or -errno. accepted (or NULL) is called once the agent took the request,
+ * before the first read: its -errno ends the transfer. */
+struct agent_source {
+    ssize_t (*read)(void *opaque, void *buf, size_t len);
+    int (*accepted)(void *opaque);
+    void *opaque;
+};
+/* Where a get's bytes go: info (or NULL) with the guest file's mode and size before any
+ * data, then data for each chunk; -errno from either ends the transfer. The data is checked
+ * only at the end: after a failure, what the sink took is to be thrown away. */
+struct agent_sink {
+    int (*info)(void *opaque, uint32_t mode, uint64_t size);
+    int (*data)(void *opaque, const void *data, size_t len);
+    void *opaque;
+};
+/* agent_client_put and agent_client_get, through a source and a sink. */
+int agent_client_put_from(struct agent_client *c, const struct agent_source *src,
+                          const char *guest_path, uint32_t mode, uint64_t size);
+int agent_client_get_to(struct agent_client *c, const char *guest_path,
+                        const struct agent_sink *sink);
 
 /* godwit cp: a local file to the guest (GUEST_DIR/ keeps its name), a guest file to a local
  * path or directory (through a temporary file, renamed once checked); modes kept. */

@@ -10,6 +10,7 @@
 
 #include "agent/client.h"
 #include "godwit/godwit.h"
+#include "lib/godwit_internal.h"
 
 /* The public handle is the client itself. */
 struct godwit_agent {
@@ -51,6 +52,26 @@ int godwit_agent_copy_in(struct godwit_agent *agent, const char *local, const ch
 int godwit_agent_copy_out(struct godwit_agent *agent, const char *guest_path, const char *local)
 {
     return agent_client_get_path(&agent->c, guest_path, local);
+}
+
+int godwit_agent_copy_to(struct godwit_agent *agent, int fd, uint64_t size,
+                         const char *guest_path, unsigned mode)
+{
+    return agent_client_put(&agent->c, fd, guest_path, mode, size);
+}
+
+int godwit_agent_copy_from(struct godwit_agent *agent, const char *guest_path, int fd,
+                           unsigned *mode)
+{
+    uint32_t m = 0;
+    int ret = agent_client_get(&agent->c, guest_path, fd, &m);
+    *mode = m;
+    return ret;
+}
+
+struct agent_client *godwit_agent_client(struct godwit_agent *agent)
+{
+    return &agent->c;
 }
 
 int godwit_agent_kvp_set(struct godwit_agent *agent, const char *key, const char *value)

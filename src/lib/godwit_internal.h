@@ -34,4 +34,9 @@ struct json_object *godwit_vcpus_json(struct godwit_vm *vm);
  * a VM without a vsock device. */
 struct json_object *godwit_agent_json(struct godwit_vm *vm);
 
+/* The agent connection's client (agent/client.h), for what godwit.h does not offer: the
+ * API's copies, streamed to and from its connections. */
+struct agent_client;
+struct agent_client *godwit_agent_client(struct godwit_agent *agent);
+
 #endif

@@ -195,6 +195,53 @@ static void test_copy_and_kvp(void)
     godwit_agent_close(a);
 }
 
+/* godwit_agent_copy_to / copy_from: through a pipe and a file descriptor; a source that
+ * ends early leaves the guest's file as it was. */
+static void test_copy_fds(void)
+{
+    char guest[256], back[256];
+    static char data[300000];
+    struct stat st;
+    int p[2];
+    unsigned mode = 0;
+    snprintf(guest, sizeof(guest), "%s/fd-copy", dir);
+    snprintf(back, sizeof(back), "%s/fd-back", dir);
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 7 + i / 251);
+    /* A pipe holds less than the file: a writer of its own. */
+    CHECK(pipe(p) == 0);
+    pid_t writer = fork();
+    if (writer == 0) {
+        close(p[0]);
+        _exit(write(p[1], data, sizeof(data)) == (ssize_t)sizeof(data) ? 0 : 1);
+    }
+    close(p[1]);
+    struct godwit_agent *a = connect_agent();
+    CHECK(godwit_agent_copy_to(a, p[0], sizeof(data), guest, 0604) == 0);
+    close(p[0]);
+    waitpid(writer, NULL, 0);
+    CHECK(stat(guest, &st) == 0 && (st.st_mode & 07777) == 0604 && st.st_size == sizeof(data));
+
+    int fd = open(back, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(godwit_agent_copy_from(a, guest, fd, &mode) == 0);
+    CHECK(mode == 0604);
+    static char got[sizeof(data)];
+    CHECK(pread(fd, got, sizeof(got), 0) == (ssize_t)sizeof(got) && memcmp(got, data, sizeof(got)) == 0);
+    close(fd);
+    CHECK(godwit_agent_copy_from(a, "/no/such/file", 1, &mode) == -ENOENT);
+    godwit_agent_close(a);
+
+    /* 10 bytes promised, 4 given: an error, and the first copy stays. */
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], "abcd", 4) == 4);
+    close(p[1]);
+    a = connect_agent();
+    CHECK(godwit_agent_copy_to(a, p[0], 10, guest, 0600) < 0);
+    godwit_agent_close(a);
+    close(p[0]);
+    CHECK(stat(guest, &st) == 0 && st.st_size == sizeof(data) && (st.st_mode & 07777) == 0604);
+}
+
 int main(int argc, char **argv)
 {
     char state[256], run[256];
@@ -223,6 +270,7 @@ int main(int argc, char **argv)
     test_exec();
     test_run();
     test_copy_and_kvp();
+    test_copy_fds();
     kill(agent, SIGTERM);
     waitpid(agent, NULL, 0);
     char cmd[300];
