@@ -14,16 +14,25 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/client.h"
 #include "api/bodies.h"
 #include "lib/godwit_internal.h"
 #include "log.h"
 
 /* How long a client that does not read may hold its answer back. */
 #define SEND_TIMEOUT_S 5
+/* How long a file's client may stall its body, or its download, before the copy ends. */
+#define FILE_STALL_S 30
+/* How long a refused upload's body is read on (and thrown away), so that the client, still
+ * sending, reads the answer before the connection closes. */
+#define DRAIN_S 5
 #define KVP_VALUE_BUF (API_KVP_VALUE_MAX + 1)
 #define ERROR_MAX 4224 /* the agent's message (godwit_agent_error) and a prefix */
 
-enum job_kind { JOB_EXEC, JOB_KVP_GET, JOB_KVP_SET, JOB_KVP_DELETE, JOB_FREEZE, JOB_THAW, JOB_TIME };
+enum job_kind {
+    JOB_EXEC, JOB_KVP_GET, JOB_KVP_SET, JOB_KVP_DELETE, JOB_FREEZE, JOB_THAW, JOB_TIME,
+    JOB_FILE_PUT, JOB_FILE_GET
+};
 
 struct job {
     struct api_agent_jobs *jobs;
@@ -35,6 +44,11 @@ struct job {
     struct api_kvp_body kvp;     /* JOB_KVP_SET */
     struct api_kvp_query query;  /* JOB_KVP_GET, JOB_KVP_DELETE */
     unsigned timeout_s;          /* JOB_FREEZE */
+    struct api_file_query *file; /* JOB_FILE_PUT, JOB_FILE_GET */
+    char *held;                  /* JOB_FILE_PUT: the body's bytes the server read, ... */
+    size_t held_len;
+    uint64_t body_left;          /* ... and how many more the client is to send on fd */
+    bool send_continue;          /* it waits for "100 Continue" before sending them */
     struct job *next;
 };
 
@@ -46,7 +60,8 @@ struct api_agent_jobs {
     bool stopping;
 };
 
-/* A job's answer: a status with a JSON object, an error message, or nothing (204). */
+/* A job's answer: a status with a JSON object, an error message, or nothing (204); status 0:
+ * the job answered itself (a file's download). */
 struct answer {
     int status;
     struct json_object *obj;
@@ -98,7 +113,8 @@ static void fail(struct answer *a, int status, const char *fmt, ...)
 static int status_for(int err)
 {
     switch (-err) {
-    case EINVAL: case E2BIG: case EMSGSIZE: case ENAMETOOLONG: case ESRCH: return 400;
+    case EINVAL: case E2BIG: case EMSGSIZE: case ENAMETOOLONG: case ESRCH: case EISDIR:
+    case ENOTDIR: return 400;
     case EPERM: case EACCES: return 403;
     case ENOENT: return 404;
     case EFBIG: return 413;
@@ -191,6 +207,155 @@ static void run_kvp_get(struct job *job, struct godwit_agent *agent, struct answ
     free(value);
 }
 
+/* The client's connection, blocking from now on: each send and receive waits at most
+ * timeout_s for it. */
+static void conn_blocking(int fd, unsigned timeout_s)
+{
+    struct timeval tv = { .tv_sec = timeout_s };
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* All of buf to the client: 0 or -errno. */
+static int send_client(int fd, const void *buf, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t w = send(fd, (const char *)buf + off, len - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EPIPE;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* PUT /vm/agent/file's body as the agent's source: what the server read first, then the
+ * rest from the connection. */
+struct upload {
+    struct job *job;
+    size_t held_off;
+    int client_err; /* the client's connection failed (-errno), or its body ended early */
+};
+
+static ssize_t upload_read(void *opaque, void *buf, size_t len)
+{
+    struct upload *up = opaque;
+    struct job *job = up->job;
+    if (up->held_off < job->held_len) {
+        size_t n = job->held_len - up->held_off < len ? job->held_len - up->held_off : len;
+        memcpy(buf, job->held + up->held_off, n);
+        up->held_off += n;
+        return (ssize_t)n;
+    }
+    ssize_t n;
+    do
+        n = recv(job->fd, buf, job->body_left < len ? (size_t)job->body_left : len, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        up->client_err = n < 0 ? -errno : -EPIPE;
+        return n < 0 ? -errno : 0;
+    }
+    job->body_left -= (uint64_t)n;
+    return n;
+}
+
+/* The agent took the request: now the client, if it waits for it, may send its body. */
+static int upload_accepted(void *opaque)
+{
+    struct upload *up = opaque;
+    static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    int ret = up->job->send_continue ? send_client(up->job->fd, go_on, sizeof(go_on) - 1) : 0;
+    if (ret < 0)
+        up->client_err = ret;
+    return ret;
+}
+
+static void run_file_put(struct job *job, struct godwit_agent *agent, struct answer *a)
+{
+    struct upload up = { .job = job };
+    struct agent_source src = { .read = upload_read, .accepted = upload_accepted, .opaque = &up };
+    uint64_t size = job->held_len + job->body_left;
+    conn_blocking(job->fd, FILE_STALL_S);
+    int ret = agent_client_put_from(godwit_agent_client(agent), &src, job->file->path,
+                                    job->file->mode, size);
+    if (ret == 0)
+        a->status = 204;
+    else if (up.client_err == -EAGAIN)
+        fail(a, 408, "file: the body stalled for %d s (%llu of %llu bytes came)", FILE_STALL_S,
+             (unsigned long long)(size - job->body_left), (unsigned long long)size);
+    else if (up.client_err)
+        fail(a, 400, "file: the body ended after %llu of %llu bytes",
+             (unsigned long long)(size - job->body_left), (unsigned long long)size);
+    else
+        fail_agent(a, agent, "file", ret);
+}
+
+/*
+ * GET /vm/agent/file's answer, sent as the agent sends the file: the head once its size is
+ * known, then each chunk. The last chunk is held back until the agent's checksum agrees: a
+ * copy that fails after the head ends the connection short of Content-Length, which a client
+ * sees as an error (curl: exit 18), never as a whole file.
+ */
+struct download {
+    int fd;
+    uint64_t size, got;
+    bool head_sent; /* info came: the head went out (or the client is gone) */
+    uint8_t *held;
+    size_t held_len;
+};
+
+static int download_info(void *opaque, uint32_t mode, uint64_t size)
+{
+    struct download *d = opaque;
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 %s\r\nContent-Type: application/octet-stream\r\n"
+                     "Content-Length: %llu\r\nX-Godwit-Mode: %04o\r\nConnection: close\r\n\r\n",
+                     http_reason(200), (unsigned long long)size, (unsigned)mode);
+    d->size = size;
+    d->head_sent = true;
+    return send_client(d->fd, head, (size_t)n);
+}
+
+static int download_data(void *opaque, const void *data, size_t len)
+{
+    struct download *d = opaque;
+    if (len == 0)
+        return 0;
+    if (len > d->size - d->got)
+        return -EFBIG; /* the guest's file grew while it was read */
+    int ret = d->held_len ? send_client(d->fd, d->held, d->held_len) : 0;
+    memcpy(d->held, data, len);
+    d->held_len = len;
+    d->got += len;
+    return ret;
+}
+
+static void run_file_get(struct job *job, struct godwit_agent *agent, struct answer *a)
+{
+    struct download d = { .fd = job->fd, .held = malloc(AGENT_CHUNK) };
+    struct agent_sink sink = { .info = download_info, .data = download_data, .opaque = &d };
+    if (!d.held) {
+        fail(a, 500, "out of memory");
+        return;
+    }
+    conn_blocking(job->fd, FILE_STALL_S);
+    int ret = agent_client_get_to(godwit_agent_client(agent), job->file->path, &sink);
+    if (ret == 0 && d.held_len)
+        ret = send_client(job->fd, d.held, d.held_len);
+    if (ret < 0 && !d.head_sent)
+        fail_agent(a, agent, "file", ret);
+    else
+        a->status = 0; /* answered: whole, or cut short */
+    if (ret < 0 && d.head_sent)
+        log_warn("api: GET /vm/agent/file %s: cut short after %llu of %llu bytes: %s",
+                 job->file->path, (unsigned long long)d.got, (unsigned long long)d.size,
+                 godwit_agent_error(agent)[0] ? godwit_agent_error(agent) : strerror(-ret));
+    free(d.held);
+}
+
 static void run_job(struct job *job, struct godwit_agent *agent, struct answer *a)
 {
     unsigned n = 0;
@@ -203,6 +368,8 @@ static void run_job(struct job *job, struct godwit_agent *agent, struct answer *
     case JOB_FREEZE: ret = godwit_agent_freeze(agent, job->timeout_s, &n); break;
     case JOB_THAW: ret = godwit_agent_thaw(agent, &n); break;
     case JOB_TIME: ret = godwit_agent_sync_time(agent); break;
+    case JOB_FILE_PUT: run_file_put(job, agent, a); return;
+    case JOB_FILE_GET: run_file_get(job, agent, a); return;
     }
     if (ret < 0) {
         fail_agent(a, agent, job->kind == JOB_FREEZE ? "freeze" : job->kind == JOB_THAW ? "thaw"
@@ -220,7 +387,6 @@ static void run_job(struct job *job, struct godwit_agent *agent, struct answer *
 /* Writes the whole answer, waiting at most SEND_TIMEOUT_S for a client that does not read. */
 static void send_answer(int fd, struct answer *a)
 {
-    struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
     const char *body = a->obj ? json_object_to_json_string_ext(a->obj, JSON_C_TO_STRING_PLAIN) : NULL;
     /* An error's message grows in JSON by 6 bytes a character at most (\u00XX). */
     size_t len = (body ? strlen(body) : sizeof(a->error) * 6) + 1024;
@@ -230,23 +396,36 @@ static void send_answer(int fd, struct answer *a)
                                           strlen(body), true)
             : a->status == 204 ? http_format_response(buf, len, 204, NULL, NULL, 0, true)
                                : http_format_error(buf, len, a->status, a->error, NULL, true);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    for (int off = 0; n > 0 && off < n;) {
-        ssize_t w = send(fd, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            log_debug("api: an agent request's client went away: %s", strerror(errno));
-            break;
-        }
-        off += (int)w;
-    }
+    conn_blocking(fd, SEND_TIMEOUT_S);
+    int ret = n > 0 ? send_client(fd, buf, (size_t)n) : 0;
+    if (ret < 0)
+        log_debug("api: an agent request's client went away: %s", strerror(-ret));
     free(buf);
+}
+
+/* The rest of a refused upload's body, thrown away: for DRAIN_S at most. */
+static void drain_body(struct job *job)
+{
+    char buf[4096];
+    struct timespec start, now;
+    shutdown(job->fd, SHUT_WR);
+    conn_blocking(job->fd, 1);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (now = start; job->body_left && now.tv_sec - start.tv_sec < DRAIN_S;) {
+        ssize_t n = recv(job->fd, buf, job->body_left < sizeof(buf) ? (size_t)job->body_left
+                                                                    : sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            break;
+        if (n > 0)
+            job->body_left -= (uint64_t)n;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    }
 }
 
 static void job_free(struct job *job)
 {
+    free(job->file);
+    free(job->held);
     api_body_free(job->exec.root);
     api_body_free(job->kvp.root);
     free(job->vsock);
@@ -285,7 +464,10 @@ static void *job_thread(void *arg)
         set_agent(job, NULL);
         godwit_agent_close(agent);
     }
-    send_answer(job->fd, &a);
+    if (a.status)
+        send_answer(job->fd, &a);
+    if (job->body_left)
+        drain_body(job);
     json_object_put(a.obj);
     close(job->fd);
 
@@ -454,4 +636,43 @@ void api_agent_sync_time(void *opaque, const struct http_request *req,
     (void)req;
     if (job)
         job_start(opaque, job, resp);
+}
+
+/* A file job's query into job->file: 0, or -EINVAL / -ENOMEM. */
+static int parse_file_query(struct job *job, const struct http_request *req, bool with_mode)
+{
+    if (!(job->file = malloc(sizeof(*job->file))))
+        return -ENOMEM;
+    return api_parse_file_query(req->query, with_mode, job->file);
+}
+
+void api_agent_file_get(void *opaque, const struct http_request *req, struct http_response *resp)
+{
+    struct api_agent_ctx *ctx = opaque;
+    struct job *job = job_new(ctx, JOB_FILE_GET, resp);
+    if (!job)
+        return;
+    start_parsed(ctx, job, parse_file_query(job, req, false), API_FILE_QUERY_USAGE, resp);
+}
+
+/* The body may be larger than the server holds (http_route.large_body): the job reads the
+ * rest of it from the connection, as the agent takes it. */
+void api_agent_file_put(void *opaque, const struct http_request *req, struct http_response *resp)
+{
+    struct api_agent_ctx *ctx = opaque;
+    struct job *job = job_new(ctx, JOB_FILE_PUT, resp);
+    if (!job)
+        return;
+    int parsed = parse_file_query(job, req, true);
+    if (parsed == 0 && req->body_len && !(job->held = malloc(req->body_len))) {
+        early_error(ctx, resp, 500, "out of memory");
+        job_free(job);
+        return;
+    }
+    if (job->held)
+        memcpy(job->held, req->body, req->body_len);
+    job->held_len = req->body_len;
+    job->body_left = req->body_pending;
+    job->send_continue = ctx->send_continue;
+    start_parsed(ctx, job, parsed, API_FILE_PUT_QUERY_USAGE, resp);
 }

@@ -1,11 +1,15 @@
 /*
  * agent_api.h: the API's routes to the guest agent (docs/api.yaml: /vm/agent/...): exec, the
- * KVP pools, freeze, thaw and sync-time, through libgodwit's agent functions.
+ * KVP pools, file copies, freeze, thaw and sync-time, through libgodwit's agent functions.
  *
  * The main loop serves the API and also moves the vsock device's bytes: it must never wait
  * for the agent. Each request, once checked, runs on a thread of its own that owns the
  * connection until it has answered; the loop goes on serving other requests meanwhile. At
  * most API_AGENT_JOBS_MAX run at once (503 beyond), each bounded in time.
+ *
+ * A file goes through in chunks, never whole in memory: an upload's body is read from the
+ * connection by its thread as the agent takes it (the server hands it over after the head),
+ * a download is answered as the agent sends it.
  */
 #ifndef GODWIT_API_AGENT_H
 #define GODWIT_API_AGENT_H
@@ -32,6 +36,7 @@ struct api_agent_ctx {
     struct api_agent_jobs *jobs;
     int fd;         /* the client's connection */
     bool taken;     /* a job took fd over: the server neither answers on it nor closes it */
+    bool send_continue; /* the client waits for "100 Continue" before its body */
     char body[640]; /* an early answer's error body */
 };
 
@@ -39,6 +44,8 @@ void api_agent_exec(void *ctx, const struct http_request *req, struct http_respo
 void api_agent_kvp_get(void *ctx, const struct http_request *req, struct http_response *resp);
 void api_agent_kvp_put(void *ctx, const struct http_request *req, struct http_response *resp);
 void api_agent_kvp_delete(void *ctx, const struct http_request *req, struct http_response *resp);
+void api_agent_file_get(void *ctx, const struct http_request *req, struct http_response *resp);
+void api_agent_file_put(void *ctx, const struct http_request *req, struct http_response *resp);
 void api_agent_freeze(void *ctx, const struct http_request *req, struct http_response *resp);
 void api_agent_thaw(void *ctx, const struct http_request *req, struct http_response *resp);
 void api_agent_sync_time(void *ctx, const struct http_request *req, struct http_response *resp);

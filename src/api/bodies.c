@@ -278,6 +278,55 @@ int api_parse_kvp_query(const char *query, bool want_key, struct api_kvp_query *
     return 0;
 }
 
+/* 1-4 octal digits: a file's mode (07777 at most), as chmod takes it. */
+static int parse_mode(const char *s, const char *end, unsigned *mode)
+{
+    unsigned m = 0;
+    if (end - s < 1 || end - s > 4)
+        return -EINVAL;
+    for (; s < end; s++) {
+        if (*s < '0' || *s > '7')
+            return -EINVAL;
+        m = m * 8 + (unsigned)(*s - '0');
+    }
+    *mode = m;
+    return 0;
+}
+
+/* One name=value of a file's query into out: 0 or -EINVAL (unknown, repeated or invalid). */
+static int file_param(const char *p, const char *end, bool with_mode, struct api_file_query *out,
+                      bool *seen_mode)
+{
+    const char *eq = memchr(p, '=', (size_t)(end - p));
+    size_t name_len = eq ? (size_t)(eq - p) : 0;
+    if (name_len == 4 && memcmp(p, "path", 4) == 0 && !out->path[0])
+        return decode(eq + 1, end, out->path, API_FILE_PATH_MAX) > 0 && out->path[0] == '/'
+               ? 0 : -EINVAL;
+    if (name_len == 4 && memcmp(p, "mode", 4) == 0 && with_mode && !*seen_mode) {
+        *seen_mode = true;
+        return parse_mode(eq + 1, end, &out->mode);
+    }
+    return -EINVAL;
+}
+
+int api_parse_file_query(const char *query, bool with_mode, struct api_file_query *out)
+{
+    bool seen_mode = false;
+    int ret = 0;
+    memset(out, 0, sizeof(*out));
+    out->mode = API_FILE_MODE;
+    for (const char *p = query; ret == 0 && p && *p;) {
+        const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
+        ret = file_param(p, end, with_mode, out, &seen_mode);
+        p = amp ? amp + 1 : end;
+    }
+    if (ret < 0 || !out->path[0]) {
+        memset(out, 0, sizeof(*out));
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int api_parse_freeze_body(const char *buf, size_t len, unsigned *timeout_s)
 {
     size_t i = 0;

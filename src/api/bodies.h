@@ -65,6 +65,15 @@ struct api_kvp_query {
     char key[API_KVP_KEY_MAX + 1];
 };
 
+/* GET and PUT /vm/agent/file?path=/GUEST/PATH&mode=0644: percent-encoded; an absolute path
+ * of at most 4096 bytes; mode (PUT only) 1-4 octal digits, 0644 when absent. */
+#define API_FILE_PATH_MAX 4096
+#define API_FILE_MODE 0644
+struct api_file_query {
+    char path[API_FILE_PATH_MAX + 1];
+    unsigned mode;
+};
+
 /* PUT /vm/agent/freeze {"timeout_s": 1-3600}, or no body: 60 s. */
 #define API_FREEZE_TIMEOUT_S 60
 #define API_FREEZE_MAX_TIMEOUT_S 3600
@@ -84,6 +93,11 @@ struct api_kvp_query {
     "at most 16384) with optional \"pool\" (\"host\", the default, or \"guest\")"
 #define API_KVP_QUERY_USAGE                                                                       \
     "the query must be ?pool=host|guest&key=KEY (percent-encoded, a key of 1-255 bytes)"
+#define API_FILE_QUERY_USAGE                                                                      \
+    "the query must be ?path=/GUEST/PATH (absolute, percent-encoded)"
+#define API_FILE_PUT_QUERY_USAGE                                                                  \
+    "the query must be ?path=/GUEST/PATH (absolute, percent-encoded) with optional mode=0644 "    \
+    "(1-4 octal digits)"
 #define API_FREEZE_BODY_USAGE "the body must be empty or {\"timeout_s\": 1-3600}"
 
 /* 0, or -EINVAL (nothing to free) for a body that is not what the usage line says. */
@@ -93,6 +107,8 @@ int api_parse_exec_body(const char *buf, size_t len, struct api_exec_body *out);
 int api_parse_kvp_body(const char *buf, size_t len, struct api_kvp_body *out);
 /* query: what follows '?' (NULL: none). want_key: DELETE's key is required. */
 int api_parse_kvp_query(const char *query, bool want_key, struct api_kvp_query *out);
+/* with_mode: PUT's query, which may carry a mode. */
+int api_parse_file_query(const char *query, bool with_mode, struct api_file_query *out);
 int api_parse_freeze_body(const char *buf, size_t len, unsigned *timeout_s);
 
 /* Guest bytes as a JSON string's text: valid UTF-8 kept, every other byte U+FFFD. malloc'ed,

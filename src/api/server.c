@@ -384,6 +384,8 @@ static const struct http_route api_routes[] = {
     { "GET", "/vm/agent/kvp", api_agent_kvp_get },
     { "PUT", "/vm/agent/kvp", api_agent_kvp_put },
     { "DELETE", "/vm/agent/kvp", api_agent_kvp_delete },
+    { "GET", "/vm/agent/file", api_agent_file_get },
+    { "PUT", "/vm/agent/file", api_agent_file_put, .large_body = true },
     { "PUT", "/vm/agent/freeze", api_agent_freeze },
     { "PUT", "/vm/agent/thaw", api_agent_thaw },
     { "PUT", "/vm/agent/sync-time", api_agent_sync_time },
@@ -415,7 +417,8 @@ static void conn_answer(struct api_conn *c)
     static_assert(sizeof(struct handler_ctx) < 32768, "handler context lives on the stack");
     struct handler_ctx h = { .server = c->server,
                              .agent = { .vm = c->server->vm, .jobs = c->server->agent_jobs,
-                                        .fd = c->fd } };
+                                        .fd = c->fd,
+                                        .send_continue = http_parser_take_continue(&c->parser) } };
     char out[API_RESPONSE_MAX];
 
     const struct http_route *route =
@@ -533,6 +536,17 @@ static bool conn_take_frozen(struct api_conn *c)
     return true;
 }
 
+/* After HTTP_HEAD: whether the request's route reads a large body itself. */
+static bool conn_takes_large_body(struct api_conn *c)
+{
+    const struct http_request *req = &c->parser.req;
+    int status;
+    const struct http_route *route =
+        http_route_find(api_routes, sizeof(api_routes) / sizeof(api_routes[0]), req->method,
+                        req->path, &status, NULL, 0);
+    return route && route->large_body;
+}
+
 /* One request per connection: the CLI and curl both open one per call. */
 static bool on_conn_readable(struct event_loop *loop, void *opaque, int res)
 {
@@ -555,6 +569,17 @@ static bool on_conn_readable(struct event_loop *loop, void *opaque, int res)
         if (http_parser_take_continue(&c->parser))
             conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         return true;
+    case HTTP_HEAD:
+        if (conn_takes_large_body(c)) {
+            conn_answer(c);
+            if (c->fd < 0)
+                break; /* a thread took it, with the body still to come */
+            shutdown(c->fd, SHUT_WR); /* answered early: the body is drained, as below */
+            c->draining = true;
+            return true;
+        }
+        http_parser_refuse(&c->parser);
+        /* fall through */
     case HTTP_ERROR:
         /* The client may still be sending (a body over the limit): closing now would reset
          * the connection before it reads our answer. Answer, stop writing, and read on until
@@ -592,6 +617,7 @@ static bool on_accept(struct event_loop *loop, void *opaque, int res)
     c->server = s;
     c->fd = fd;
     http_parser_init(&c->parser);
+    c->parser.large_bodies = true; /* PUT /vm/agent/file's: its route reads them */
     clock_gettime(CLOCK_MONOTONIC, &c->deadline);
     c->deadline.tv_sec += API_REQUEST_TIMEOUT_MS / 1000;
     c->next = s->conns;

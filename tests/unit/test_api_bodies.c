@@ -217,6 +217,45 @@ static void test_kvp_query(void **state)
     assert_int_equal(api_parse_kvp_query(query, true, &q), -EINVAL);
 }
 
+static void test_file_query(void **state)
+{
+    (void)state;
+    static struct api_file_query q;
+    static char query[API_FILE_PATH_MAX + 64];
+    assert_int_equal(api_parse_file_query("path=/tmp/a%20b", true, &q), 0);
+    assert_string_equal(q.path, "/tmp/a b");
+    assert_int_equal(q.mode, API_FILE_MODE);
+    assert_int_equal(api_parse_file_query("mode=0755&path=/x", true, &q), 0);
+    assert_string_equal(q.path, "/x");
+    assert_int_equal(q.mode, 0755);
+    assert_int_equal(api_parse_file_query("path=/x&mode=4750", true, &q), 0);
+    assert_int_equal(q.mode, 04750);
+    assert_int_equal(api_parse_file_query("path=/x&mode=0", true, &q), 0);
+    assert_int_equal(q.mode, 0);
+    assert_int_equal(api_parse_file_query("path=%2Fetc%2Fhosts", false, &q), 0);
+    assert_string_equal(q.path, "/etc/hosts");
+
+    assert_int_equal(api_parse_file_query(NULL, false, &q), -EINVAL);          /* no path */
+    assert_int_equal(api_parse_file_query("mode=0644", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=", false, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=relative", false, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a%00b", false, &q), -EINVAL); /* a NUL */
+    assert_int_equal(api_parse_file_query("path=/a&path=/b", false, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&mode=0644", false, &q), -EINVAL); /* GET */
+    assert_int_equal(api_parse_file_query("path=/a&mode=0648", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&mode=17777", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&mode=", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&mode=rw", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&mode=-644", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&mode=644&mode=600", true, &q), -EINVAL);
+    assert_int_equal(api_parse_file_query("path=/a&x=1", true, &q), -EINVAL);
+    assert_string_equal(q.path, ""); /* a failure leaves nothing behind */
+    snprintf(query, sizeof(query), "path=/%04095d", 0);
+    assert_int_equal(api_parse_file_query(query, false, &q), 0);
+    snprintf(query, sizeof(query), "path=/%04096d", 0);
+    assert_int_equal(api_parse_file_query(query, false, &q), -EINVAL);
+}
+
 static void test_freeze_body(void **state)
 {
     (void)state;
@@ -271,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_exec_body),
         cmocka_unit_test(test_kvp_body),
         cmocka_unit_test(test_kvp_query),
+        cmocka_unit_test(test_file_query),
         cmocka_unit_test(test_freeze_body),
         cmocka_unit_test(test_utf8_clean),
     };

@@ -190,6 +190,33 @@ static void test_agent_routes_refused(void **state)
     assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
 }
 
+/* The file routes: their query checked first (400), then the VM (409); an upload larger than
+ * any other request's body reaches its route (not 413), which answers before the body comes. */
+static void test_file_routes_refused(void **state)
+{
+    (void)state;
+    char resp[8192];
+    assert_status(REQ("GET /vm/agent/file HTTP/1.1\r\n\r\n"), "HTTP/1.1 400");
+    assert_status(REQ("GET /vm/agent/file?path=etc HTTP/1.1\r\n\r\n"), "HTTP/1.1 400");
+    assert_status(REQ("GET /vm/agent/file?path=/etc/hosts&mode=0644 HTTP/1.1\r\n\r\n"),
+                  "HTTP/1.1 400");
+    assert_status(REQ("GET /vm/agent/file?path=/etc/hosts HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
+    assert_status(REQ("PUT /vm/agent/file?path=/x&mode=0648 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"),
+                  "HTTP/1.1 400");
+    assert_status(REQ("PUT /vm/agent/file?path=/x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"),
+                  "HTTP/1.1 409");
+    assert_status(REQ("PUT /vm/agent/file?path=/x&mode=9 HTTP/1.1\r\nContent-Length: 20000000\r\n"
+                      "Expect: 100-continue\r\n\r\n"), "HTTP/1.1 400");
+    exchange(REQ("PUT /vm/agent/file?path=/x&mode=0600 HTTP/1.1\r\nContent-Length: 20000000\r\n"
+                 "Expect: 100-continue\r\n\r\nthe start"), resp, sizeof(resp));
+    if (strncmp(resp, "HTTP/1.1 409", 12) != 0 || !strstr(resp, "no vsock device"))
+        fail_msg("a large upload to a VM without vsock: got '%.80s'", resp);
+    /* Only its route takes a large body. */
+    assert_status(REQ("PUT /vm/agent/kvp HTTP/1.1\r\nContent-Length: 20000000\r\n\r\n"),
+                  "HTTP/1.1 413");
+    assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
+}
+
 /* A path with something else at it: a regular file is named and left alone, a live VM's
  * socket is refused and keeps serving, a dead VM's socket is replaced. */
 static void test_socket_path_refused(void **state)
@@ -300,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_get_vm),
         cmocka_unit_test(test_errors_then_still_serving),
         cmocka_unit_test(test_agent_routes_refused),
+        cmocka_unit_test(test_file_routes_refused),
         cmocka_unit_test(test_socket_path_refused),
         cmocka_unit_test(test_get_vm_large_config),
     };
