@@ -169,6 +169,8 @@ void godwit_set_event_callback(struct godwit_vm *vm, godwit_event_fn fn, void *o
 /* Boots the VM on godwit's own threads. Returns 0 or -errno. */
 int godwit_start(struct godwit_vm *vm);
 int godwit_pause(struct godwit_vm *vm);
+/* With a vsock device, the guest's clock (which stood still while paused) is then stepped to
+ * the host's through the guest agent once it answers, within 60 s; one log line either way. */
 int godwit_resume(struct godwit_vm *vm);
 /*
  * Writes the running or paused VM to `dir` (created when missing): DIR/memory (guest RAM,

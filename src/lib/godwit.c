@@ -816,8 +816,17 @@ int godwit_pause(struct godwit_vm *gv)
 int godwit_resume(struct godwit_vm *gv)
 {
     int ret = with_vm_on_loop(gv, do_resume, NULL);
-    if (ret == 0)
+    if (ret == 0) {
+        /* The guest's clock stood still while paused (vm_resume): the agent's monitor steps it
+         * to the host's once the agent answers, as after a restore, for every caller (the API,
+         * an embedder), not only the godwit resume command. Under the lock: stop_agent_monitor
+         * frees the monitor once it is unpublished. */
+        pthread_mutex_lock(&gv->lock);
+        if (gv->agent)
+            agent_monitor_resumed(gv->agent, "resume", false);
+        pthread_mutex_unlock(&gv->lock);
         emit(gv, GODWIT_EVENT_RESUMED);
+    }
     return ret;
 }
 
