@@ -341,6 +341,85 @@ case_api_agent() {
   pass $n
 }
 
+# raw_put PATH LENGTH SENT [expect]: a PUT /vm/agent/file whose head says LENGTH bytes, SENT of
+# them sent before the client stops sending (with "expect": Expect: 100-continue and nothing
+# sent); prints the final answer's status.
+raw_put() {
+  python3 - "$api" "$@" <<'PY'
+import socket, sys
+api, path, length, sent = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+expect = len(sys.argv) > 5
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(api)
+head = "PUT /vm/agent/file?path=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (path, length)
+s.sendall((head + ("Expect: 100-continue\r\n" if expect else "") + "\r\n").encode() + b"x" * sent)
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+lines = [l for l in got.split(b"\r\n") if l.startswith(b"HTTP/1.1 ") and not l.startswith(b"HTTP/1.1 100")]
+print(lines[0].split()[1].decode() if lines else "none")
+PY
+}
+
+# Files through the REST API (GET and PUT /vm/agent/file): 20 MiB up and back down with curl,
+# the mode kept both ways; a missing file 404, a bad mode or path 400, a file over the agent's
+# limit 413 before its body is sent, an upload that ends early 400 with the guest's file as it was.
+case_api_cp() {
+  local n=api_cp got want
+  head -c $((20 * 1048576)) /dev/urandom >"$work/a1"
+  want=$(sha256sum <"$work/a1" | cut -d' ' -f1)
+  got=$(curl -s -m 300 --unix-socket "$api" -T "$work/a1" -o "$work/api.out" -w '%{http_code}' \
+    'http://localhost/vm/agent/file?path=/tmp/a1&mode=0751')
+  expect_eq $n "upload" "$got" 204 || { cat "$work/api.out"; return; }
+  got=$(g exec "$api" -- sh -c 'sha256sum /tmp/a1; stat -c %a /tmp/a1' | cut -d' ' -f1 | tr '\n' ' ')
+  expect_eq $n "in the guest" "$got" "$want 751 " || return
+  got=$(curl -s -m 300 --unix-socket "$api" -D "$work/a2.head" -o "$work/a2" -w '%{http_code}' \
+    'http://localhost/vm/agent/file?path=%2Ftmp%2Fa1')
+  expect_eq $n "download" "$got" 200 || return
+  expect_eq $n "its sha256" "$(sha256sum <"$work/a2" | cut -d' ' -f1)" "$want" || return
+  expect_eq $n "its mode" "$(tr -d '\r' <"$work/a2.head" | sed -n 's/^x-godwit-mode: //Ip')" 0751 || return
+  g exec "$api" -- sh -c 'printf hi >/tmp/a3; chmod 0600 /tmp/a3'
+  expect_eq $n "a small file" "$(api_req GET '/vm/agent/file?path=/tmp/a3')" 200 || return
+  expect_eq $n "its bytes" "$(cat "$work/api.out")" hi || return
+  expect_eq $n "a missing file" "$(api_req GET '/vm/agent/file?path=/no/such/file')" 404 || return
+  expect_eq $n "a missing directory" "$(raw_put /no/such/dir/f 2 2)" 404 || return
+  expect_eq $n "a relative path" "$(api_req GET '/vm/agent/file?path=tmp/a1')" 400 || return
+  expect_eq $n "a directory" "$(api_req GET '/vm/agent/file?path=/tmp')" 400 || return
+  got=$(curl -s -m 60 --unix-socket "$api" -T "$work/a1" -o "$work/api.out" -w '%{http_code}' \
+    'http://localhost/vm/agent/file?path=/tmp/a1&mode=0999')
+  expect_eq $n "a bad mode" "$got" 400 || return
+  expect_eq $n "over the agent's limit" "$(raw_put /tmp/a1 $((5 * 1073741824)) 0 expect)" 413 || return
+  expect_eq $n "a body that ends early" "$(raw_put /tmp/a1 1000000 1000)" 400 || return
+  got=$(g exec "$api" -- sh -c 'sha256sum /tmp/a1; stat -c %a /tmp/a1; ls -a /tmp | grep -c godwit-' |
+    cut -d' ' -f1 | tr '\n' ' ')
+  expect_eq $n "the guest's file after both" "$got" "$want 751 0 " || return
+  expect_eq $n "GET /vm after" "$(api_req GET /vm)" 200 || return
+  pass $n
+}
+
+# A pause and resume through the API (not godwit resume, which steps the clock itself): the
+# VMM has the agent step the guest's clock, set an hour back, to the host's.
+case_api_resume() {
+  local n=api_resume before line="guest clock stepped to the host's after the resume"
+  clock_back || { fail $n "cannot set the guest's clock an hour back"; return; }
+  before=$(grep -c "$line" "$log")
+  expect_eq $n "pause" "$(api_req PUT /vm/pause)" 204 || return
+  sleep 2
+  expect_eq $n "resume" "$(api_req PUT /vm/resume)" 204 || return
+  for _ in $(seq 30); do
+    [ "$(grep -c "$line" "$log")" -gt "$before" ] && break
+    sleep 1
+  done
+  [ "$(grep -c "$line" "$log")" -gt "$before" ] || { fail $n "no clock step logged after the resume"; return; }
+  grep "$line" "$log" | tail -n 1
+  clock_near $n "resume through the API" && pass $n
+}
+
 # After a pause of 10 s, godwit resume has the agent step the guest's clock to the host's.
 case_clock() {
   local n=clock
@@ -416,7 +495,7 @@ case_migrate() {
 }
 
 if [ $up -eq 1 ]; then
-  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze api_exec api_agent clock snapshot_freeze restore migrate}; do
+  for c in ${GODWIT_AGENT_CASES:-exec big_output stdin signal cp kvp info heartbeat freeze api_exec api_agent api_cp clock api_resume snapshot_freeze restore migrate}; do
     echo "-- $c"
     "case_$c"
   done
