@@ -18,10 +18,10 @@
 
 #include "agent/sha256.h"
 
-/* All of buf to the VM's socket. send(MSG_NOSIGNAL), not write(): a guest that closed the
- * connection must not raise SIGPIPE in a program that embeds libgodwit (the godwit command
- * ignores it; a library cannot ask that of its caller). */
-static int send_all(int fd, const void *buf, size_t len)
+/* send(MSG_NOSIGNAL), not write(): a guest (or a client) that closed the connection must not
+ * raise SIGPIPE in a program that embeds libgodwit (the godwit command ignores it; a library
+ * cannot ask that of its caller). */
+int agent_send_all(int fd, const void *buf, size_t len)
 {
     const uint8_t *p = buf;
     while (len) {
@@ -41,7 +41,7 @@ int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms)
 {
     char line[64];
     int len = snprintf(line, sizeof(line), "CONNECT %u\n", port);
-    int ret = send_all(fd, line, (size_t)len);
+    int ret = agent_send_all(fd, line, (size_t)len);
     if (ret < 0)
         return ret;
     for (size_t n = 0; n < sizeof(line) - 1;) {
@@ -118,7 +118,7 @@ int agent_client_send(struct agent_client *c, size_t len)
 {
     if (len == 0)
         return -EMSGSIZE;
-    return send_all(c->fd, c->out, len);
+    return agent_send_all(c->fd, c->out, len);
 }
 
 int agent_client_recv(struct agent_client *c, struct agent_msg *m)

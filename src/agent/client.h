@@ -108,6 +108,9 @@ struct agent_exec_io {
 };
 int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io, int *status);
 
+/* All of buf to a socket (a blocking one; EINTR retried), without SIGPIPE. 0 or -errno. */
+int agent_send_all(int fd, const void *buf, size_t len);
+
 /* The protocol's "CONNECT <port>\n" / "OK <n>\n" exchange on a connected vsock socket. */
 int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms);
 

@@ -217,20 +217,6 @@ static void conn_blocking(int fd, unsigned timeout_s)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
-/* All of buf to the client: 0 or -errno. */
-static int send_client(int fd, const void *buf, size_t len)
-{
-    for (size_t off = 0; off < len;) {
-        ssize_t w = send(fd, (const char *)buf + off, len - off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EPIPE;
-        off += (size_t)w;
-    }
-    return 0;
-}
-
 /* PUT /vm/agent/file's body as the agent's source: what the server read first, then the
  * rest from the connection. */
 struct upload {
@@ -266,7 +252,7 @@ static int upload_accepted(void *opaque)
 {
     struct upload *up = opaque;
     static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    int ret = up->job->send_continue ? send_client(up->job->fd, go_on, sizeof(go_on) - 1) : 0;
+    int ret = up->job->send_continue ? agent_send_all(up->job->fd, go_on, sizeof(go_on) - 1) : 0;
     if (ret < 0)
         up->client_err = ret;
     return ret;
@@ -316,7 +302,7 @@ static int download_info(void *opaque, uint32_t mode, uint64_t size)
                      http_reason(200), (unsigned long long)size, (unsigned)mode);
     d->size = size;
     d->head_sent = true;
-    return send_client(d->fd, head, (size_t)n);
+    return agent_send_all(d->fd, head, (size_t)n);
 }
 
 static int download_data(void *opaque, const void *data, size_t len)
@@ -326,7 +312,7 @@ static int download_data(void *opaque, const void *data, size_t len)
         return 0;
     if (len > d->size - d->got)
         return -EFBIG; /* the guest's file grew while it was read */
-    int ret = d->held_len ? send_client(d->fd, d->held, d->held_len) : 0;
+    int ret = d->held_len ? agent_send_all(d->fd, d->held, d->held_len) : 0;
     memcpy(d->held, data, len);
     d->held_len = len;
     d->got += len;
@@ -344,7 +330,7 @@ static void run_file_get(struct job *job, struct godwit_agent *agent, struct ans
     conn_blocking(job->fd, FILE_STALL_S);
     int ret = agent_client_get_to(godwit_agent_client(agent), job->file->path, &sink);
     if (ret == 0 && d.held_len)
-        ret = send_client(job->fd, d.held, d.held_len);
+        ret = agent_send_all(job->fd, d.held, d.held_len);
     if (ret < 0 && !d.head_sent)
         fail_agent(a, agent, "file", ret);
     else
@@ -397,7 +383,7 @@ static void send_answer(int fd, struct answer *a)
             : a->status == 204 ? http_format_response(buf, len, 204, NULL, NULL, 0, true)
                                : http_format_error(buf, len, a->status, a->error, NULL, true);
     conn_blocking(fd, SEND_TIMEOUT_S);
-    int ret = n > 0 ? send_client(fd, buf, (size_t)n) : 0;
+    int ret = n > 0 ? agent_send_all(fd, buf, (size_t)n) : 0;
     if (ret < 0)
         log_debug("api: an agent request's client went away: %s", strerror(-ret));
     free(buf);
