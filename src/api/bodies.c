@@ -260,17 +260,36 @@ static int query_param(const char *p, const char *end, struct api_kvp_query *out
     return -EINVAL;
 }
 
-int api_parse_kvp_query(const char *query, bool want_key, struct api_kvp_query *out)
+/* Each name=value of a query (NULL: none) to fn, with [p, end) and opaque, until one fails. */
+static int each_param(const char *query, int (*fn)(const char *p, const char *end, void *opaque),
+                      void *opaque)
 {
-    bool seen_pool = false;
     int ret = 0;
-    memset(out, 0, sizeof(*out));
-    out->guest_pool = true;
     for (const char *p = query; ret == 0 && p && *p;) {
         const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
-        ret = query_param(p, end, out, &seen_pool);
+        ret = fn(p, end, opaque);
         p = amp ? amp + 1 : end;
     }
+    return ret;
+}
+
+struct kvp_query_parse {
+    struct api_kvp_query *out;
+    bool seen_pool;
+};
+
+static int kvp_param(const char *p, const char *end, void *opaque)
+{
+    struct kvp_query_parse *q = opaque;
+    return query_param(p, end, q->out, &q->seen_pool);
+}
+
+int api_parse_kvp_query(const char *query, bool want_key, struct api_kvp_query *out)
+{
+    struct kvp_query_parse q = { .out = out };
+    memset(out, 0, sizeof(*out));
+    out->guest_pool = true;
+    int ret = each_param(query, kvp_param, &q);
     if (ret < 0 || (want_key && !out->has_key)) {
         memset(out, 0, sizeof(*out));
         return -EINVAL;
@@ -293,33 +312,33 @@ static int parse_mode(const char *s, const char *end, unsigned *mode)
     return 0;
 }
 
-/* One name=value of a file's query into out: 0 or -EINVAL (unknown, repeated or invalid). */
-static int file_param(const char *p, const char *end, bool with_mode, struct api_file_query *out,
-                      bool *seen_mode)
+struct file_query_parse {
+    struct api_file_query *out;
+    bool with_mode, seen_mode;
+};
+
+/* One name=value of a file's query: 0 or -EINVAL (unknown, repeated or invalid). */
+static int file_param(const char *p, const char *end, void *opaque)
 {
+    struct file_query_parse *q = opaque;
     const char *eq = memchr(p, '=', (size_t)(end - p));
     size_t name_len = eq ? (size_t)(eq - p) : 0;
-    if (name_len == 4 && memcmp(p, "path", 4) == 0 && !out->path[0])
-        return decode(eq + 1, end, out->path, API_FILE_PATH_MAX) > 0 && out->path[0] == '/'
+    if (name_len == 4 && memcmp(p, "path", 4) == 0 && !q->out->path[0])
+        return decode(eq + 1, end, q->out->path, API_FILE_PATH_MAX) > 0 && q->out->path[0] == '/'
                ? 0 : -EINVAL;
-    if (name_len == 4 && memcmp(p, "mode", 4) == 0 && with_mode && !*seen_mode) {
-        *seen_mode = true;
-        return parse_mode(eq + 1, end, &out->mode);
+    if (name_len == 4 && memcmp(p, "mode", 4) == 0 && q->with_mode && !q->seen_mode) {
+        q->seen_mode = true;
+        return parse_mode(eq + 1, end, &q->out->mode);
     }
     return -EINVAL;
 }
 
 int api_parse_file_query(const char *query, bool with_mode, struct api_file_query *out)
 {
-    bool seen_mode = false;
-    int ret = 0;
+    struct file_query_parse q = { .out = out, .with_mode = with_mode };
     memset(out, 0, sizeof(*out));
     out->mode = API_FILE_MODE;
-    for (const char *p = query; ret == 0 && p && *p;) {
-        const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
-        ret = file_param(p, end, with_mode, out, &seen_mode);
-        p = amp ? amp + 1 : end;
-    }
+    int ret = each_param(query, file_param, &q);
     if (ret < 0 || !out->path[0]) {
         memset(out, 0, sizeof(*out));
         return -EINVAL;
