@@ -355,12 +355,7 @@ s.connect(api)
 head = "PUT /vm/agent/file?path=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (path, length)
 s.sendall((head + ("Expect: 100-continue\r\n" if expect else "") + "\r\n").encode() + b"x" * sent)
 s.shutdown(socket.SHUT_WR)
-got = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    got += chunk
+got = s.makefile("rb").read()
 lines = [l for l in got.split(b"\r\n") if l.startswith(b"HTTP/1.1 ") and not l.startswith(b"HTTP/1.1 100")]
 print(lines[0].split()[1].decode() if lines else "none")
 PY
