@@ -337,6 +337,10 @@ watch_console() {
         printf '%s\n' "$line"
         if [[ $line == *"watchdog: BUG: soft lockup"* && ! -e $tmp/frozen ]]; then
             echo "a soft lockup" >"$tmp/frozen"
+            # Its kernel is quiet: the lockup's own trace is not printed, so say where the
+            # CPUs stand (by symbol) before QEMU goes.
+            note "the test host's kernel reports a soft lockup; its CPUs:"
+            describe_cpus >&2
             kill -TERM "$(cat "$tmp/qpid")" 2>/dev/null
         fi
         # Its own kernel's panic (seen: "stack guard page was hit" in error_entry, under
