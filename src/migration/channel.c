@@ -4,7 +4,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -40,6 +44,7 @@ const char *mig_type_name(uint32_t type)
     case MIG_GO: return "GO";
     case MIG_RUNNING: return "RUNNING";
     case MIG_MEMFD: return "MEMFD";
+    case MIG_DEVICES: return "DEVICES";
     }
     return "unknown";
 }
@@ -54,6 +59,7 @@ static uint64_t max_len(uint32_t type)
     case MIG_ERROR: return 1024;
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
     case MIG_MEMFD: return 8;
+    case MIG_DEVICES: return 8;
     case MIG_READY:
     case MIG_DONE:
     case MIG_ACK:
@@ -331,46 +337,63 @@ int mig_recv_header(int fd, struct mig_header *h)
     return ret < 0 ? ret : parse_header(b, h);
 }
 
-/* Keeps the first descriptor of an SCM_RIGHTS message in *passed (if none yet), closes the
- * rest: a source may attach any number, and none of them may stay open here unaccounted. */
-static void take_fds(struct msghdr *msg, int *passed)
+/* Keeps the descriptors of an SCM_RIGHTS message in fds[*n] onwards while `max` allow, and
+ * closes the rest, counting all of them in *n: a source may attach any number, and none of
+ * them may stay open here unaccounted. */
+static void take_fds(struct msghdr *msg, int *fds, unsigned max, unsigned *n)
 {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
-        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n; i++) {
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
             int got;
             memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (*passed < 0)
-                *passed = got;
+            if (*n < max)
+                fds[*n] = got;
             else
                 close(got);
+            ++*n;
         }
     }
+    if (msg->msg_flags & MSG_CTRUNC) /* the kernel dropped what did not fit: too many */
+        *n = max + 1;
 }
 
-/* A header read with recvmsg, keeping a descriptor that rides on it in *passed (-1: none). */
-static int recv_header_fd(int fd, struct mig_header *h, int *passed)
+/* A header read with recvmsg, keeping up to `max` descriptors that ride on it in fds (the
+ * rest -1); *n counts every one that came (more than max: the rest were closed). */
+static int recv_header_fds(int fd, struct mig_header *h, int *fds, unsigned max, unsigned *n)
 {
     uint8_t b[HEADER_LEN];
     size_t got = 0;
-    *passed = -1;
+    *n = 0;
+    for (unsigned i = 0; i < max; i++)
+        fds[i] = -1;
     while (got < sizeof(b)) {
-        union { char buf[CMSG_SPACE(4 * sizeof(int))]; struct cmsghdr align; } control;
+        union {
+            char buf[CMSG_SPACE((MIG_MAX_DEVICE_FDS + 1) * sizeof(int))];
+            struct cmsghdr align;
+        } control;
         struct iovec iov = { b + got, sizeof(b) - got };
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                               .msg_controllen = sizeof(control.buf) };
-        ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINTR)
+        ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (r < 0 && errno == EINTR)
             continue;
-        if (n > 0)
-            take_fds(&msg, passed);
-        if (n <= 0)
-            return n < 0 ? (errno == EAGAIN ? -ETIMEDOUT : -errno) : -ECONNRESET;
-        got += (size_t)n;
+        if (r > 0)
+            take_fds(&msg, fds, max, n);
+        if (r <= 0)
+            return r < 0 ? (errno == EAGAIN ? -ETIMEDOUT : -errno) : -ECONNRESET;
+        got += (size_t)r;
     }
     return parse_header(b, h);
+}
+
+/* The same keeping only the first descriptor in *passed (-1: none came). */
+static int recv_header_fd(int fd, struct mig_header *h, int *passed)
+{
+    unsigned n;
+    return recv_header_fds(fd, h, passed, 1, &n);
 }
 
 int mig_send_hello(int fd, const char *config_json)
@@ -425,28 +448,41 @@ int mig_recv_hello(int fd, char **config_json)
     return ret < 0 ? ret : recv_hello_body(fd, &h, config_json);
 }
 
-int mig_send_with_fd(int fd, const void *buf, size_t len, int passed)
+int mig_send_with_fds(int fd, const void *buf, size_t len, const int *passed, unsigned n)
 {
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    union {
+        char buf[CMSG_SPACE(MIG_MAX_DEVICE_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    if (n > MIG_MAX_DEVICE_FDS || !len)
+        return -EINVAL;
     memset(&control, 0, sizeof(control));
     struct iovec iov = { (void *)buf, len };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                          .msg_controllen = sizeof(control.buf) };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &passed, sizeof(int));
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (n) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(c), passed, n * sizeof(int));
+    }
     ssize_t w;
     do
         w = sendmsg(fd, &msg, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
     if (w < 0)
         return errno == EAGAIN ? -ETIMEDOUT : -errno;
-    /* The descriptor went with the first byte; the rest, if the socket took only part. */
+    /* The descriptors went with the first byte; the rest, if the socket took only part. */
     iov.iov_base = (uint8_t *)iov.iov_base + w;
     iov.iov_len = len - (size_t)w;
     return iov.iov_len ? write_iov(fd, &iov, 1) : 0;
+}
+
+int mig_send_with_fd(int fd, const void *buf, size_t len, int passed)
+{
+    return mig_send_with_fds(fd, buf, len, &passed, 1);
 }
 
 int mig_send_memfd(int fd, int memfd, uint64_t size)
@@ -502,6 +538,104 @@ int mig_recv_opening(int fd, char **config_json, int *memfd)
         close(*memfd);
         *memfd = -1;
     }
+    return ret;
+}
+
+int mig_send_devices(int fd, const struct mig_devices *devs)
+{
+    uint8_t msg_bytes[HEADER_LEN + 8];
+    if (devs->nr_disks > MIG_MAX_DEVICE_FDS || devs->nr_taps > MIG_MAX_DEVICE_FDS - devs->nr_disks)
+        return -EINVAL;
+    put_header(msg_bytes, MIG_DEVICES, 8);
+    le_put(msg_bytes + HEADER_LEN, 4, devs->nr_disks);
+    le_put(msg_bytes + HEADER_LEN + 4, 4, devs->nr_taps);
+    return mig_send_with_fds(fd, msg_bytes, sizeof(msg_bytes), devs->fds,
+                             devs->nr_disks + devs->nr_taps);
+}
+
+void mig_devices_close(struct mig_devices *devs)
+{
+    for (unsigned i = 0; i < devs->nr_disks + devs->nr_taps; i++)
+        close(devs->fds[i]);
+    devs->nr_disks = devs->nr_taps = 0;
+}
+
+/* What is wrong with a disk's descriptor, or NULL: an image is a file or a block device. */
+static const char *disk_fd_problem(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        return "is neither a regular file nor a block device";
+    return NULL;
+}
+
+/* What is wrong with a tap's descriptor, or NULL: /dev/net/tun (misc 10:200) attached to a
+ * tap (not a tun) with the virtio-net header, as the source set it up; or a queue of a
+ * multi-queue tap that the source detached (its guest uses fewer pairs), which TUNGETIFF
+ * answers with EBADFD, as it does a descriptor never attached. */
+static const char *tap_fd_problem(int fd)
+{
+    struct stat st;
+    struct ifreq ifr = { 0 };
+    if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 10 ||
+        minor(st.st_rdev) != 200)
+        return "is not /dev/net/tun";
+    if (ioctl(fd, TUNGETIFF, &ifr) < 0)
+        return errno == EBADFD ? NULL : "is not a tun/tap device";
+    if (!(ifr.ifr_flags & IFF_TAP) || !(ifr.ifr_flags & IFF_VNET_HDR))
+        return "is not a tap with the virtio-net header";
+    return NULL;
+}
+
+/* DEVICES' payload and descriptors, checked: -EPROTO after one line. */
+static int check_devices(int fd, const struct mig_header *h, unsigned n, struct mig_devices *devs)
+{
+    uint8_t b[8];
+    char why[160] = "";
+    if (h->type != MIG_DEVICES || h->len != sizeof(b)) {
+        log_error("migration: the source's %s came where its devices (DEVICES) belong",
+                  mig_type_name(h->type));
+        return -EPROTO;
+    }
+    int ret = mig_recv_all(fd, b, sizeof(b));
+    if (ret < 0)
+        return ret;
+    uint64_t disks = le_get(b, 4), taps = le_get(b + 4, 4);
+    if (n > MIG_MAX_DEVICE_FDS)
+        snprintf(why, sizeof(why), "more than %u descriptors came", MIG_MAX_DEVICE_FDS);
+    else if (disks + taps != n)
+        snprintf(why, sizeof(why), "%llu disks and %llu tap queues announced, %u descriptors came",
+                 (unsigned long long)disks, (unsigned long long)taps, n);
+    for (unsigned i = 0; !why[0] && i < n; i++) {
+        const char *problem = i < disks ? disk_fd_problem(devs->fds[i])
+                                        : tap_fd_problem(devs->fds[i]);
+        if (problem)
+            snprintf(why, sizeof(why), "%s %llu's descriptor %s", i < disks ? "disk" : "tap queue",
+                     (unsigned long long)(i < disks ? i : i - disks), problem);
+    }
+    if (why[0]) {
+        log_error("migration: the source's devices are refused: %s", why);
+        return -EPROTO;
+    }
+    devs->nr_disks = (unsigned)disks;
+    devs->nr_taps = (unsigned)taps;
+    return 0;
+}
+
+int mig_recv_devices(int fd, struct mig_devices *devs)
+{
+    struct mig_header h;
+    unsigned n;
+    devs->nr_disks = devs->nr_taps = 0;
+    int ret = recv_header_fds(fd, &h, devs->fds, MIG_MAX_DEVICE_FDS, &n);
+    if (ret == 0)
+        ret = check_devices(fd, &h, n, devs);
+    else if (ret != -EPROTO)
+        log_error("migration: receiving the source's devices failed: %s", strerror(-ret));
+    if (ret < 0)
+        for (unsigned i = 0; i < n && i < MIG_MAX_DEVICE_FDS; i++)
+            if (devs->fds[i] >= 0)
+                close(devs->fds[i]);
     return ret;
 }
 

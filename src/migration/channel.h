@@ -10,6 +10,13 @@
  *          follow: both processes see the same memory, which the destination neither writes
  *          nor runs until GO
  *   HELLO  source -> destination: u32 protocol version, then the configuration's JSON
+ *   DEVICES source -> destination, right after HELLO, only after a MEMFD: u32 disks, u32 taps,
+ *          and disks + taps descriptors riding on the message (SCM_RIGHTS): each disk's open
+ *          image in the order of the configuration's disks, then each network interface's tap
+ *          queues (one per queue pair) in the order of its interfaces. That order is how the
+ *          destination matches them to its devices, which it builds on them instead of opening
+ *          paths and taps (the source keeps using its own copies until GO: both are the same
+ *          open files, so the disks' locks, which belong to those, go over with them)
  *   CPU    source -> destination: the guest's CPU model, vCPU 0's CPUID as cpuid_build() made
  *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
  *   READY  destination -> source: the VM is built and can run that CPU model; memory may come.
@@ -38,12 +45,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIG_PROTOCOL_VERSION 3u /* 2: CPU and READY before any page; 3: GO and RUNNING */
+/* 2: CPU and READY before any page; 3: GO and RUNNING. MEMFD and DEVICES change nothing for a
+ * copying migration: a destination that knows neither refuses MEMFD as an unknown message. */
+#define MIG_PROTOCOL_VERSION 3u
 #define MIG_PAGE_SIZE 4096u
 #define MIG_MAX_RUN_PAGES 256u           /* 1 MiB of pages a message */
 #define MIG_MAX_CONFIG (1u << 20)
 #define MIG_MAX_STATE (256u << 20)
 #define MIG_MAX_CPUID_ENTRIES 256u
+/* The most descriptors DEVICES carries: 16 disks and 8 interfaces of 16 queue pairs (the
+ * configuration's limits), under the kernel's 253 a message. */
+#define MIG_MAX_DEVICE_FDS 144u
 /* How long the destination waits for GO after its ACK before it gives the guest up. */
 #define MIG_GO_TIMEOUT_MS 30000u
 
@@ -59,6 +71,7 @@ enum mig_type {
     MIG_GO = 9,
     MIG_RUNNING = 10,
     MIG_MEMFD = 11,
+    MIG_DEVICES = 12,
 };
 
 struct mig_header {
@@ -90,6 +103,8 @@ int mig_recv_hello(int fd, char **config_json);
 
 /* `len` (> 0) bytes with the descriptor `passed` riding on the first (SCM_RIGHTS). */
 int mig_send_with_fd(int fd, const void *buf, size_t len, int passed);
+/* The same with `n` descriptors (none when n is 0; at most MIG_MAX_DEVICE_FDS). */
+int mig_send_with_fds(int fd, const void *buf, size_t len, const int *passed, unsigned n);
 /* MEMFD: the guest's memory file `memfd` of `size` bytes, passed with SCM_RIGHTS. */
 int mig_send_memfd(int fd, int memfd, uint64_t size);
 /*
@@ -100,6 +115,23 @@ int mig_send_memfd(int fd, int memfd, uint64_t size);
  * Descriptors on any other message are closed unread.
  */
 int mig_recv_opening(int fd, char **config_json, int *memfd);
+
+/* The descriptors a local handover passes besides the memory file (DEVICES, above): the
+ * disks', then the taps'. */
+struct mig_devices {
+    unsigned nr_disks, nr_taps;
+    int fds[MIG_MAX_DEVICE_FDS];
+};
+/* DEVICES with `devs`' descriptors. 0 or -errno. */
+int mig_send_devices(int fd, const struct mig_devices *devs);
+/*
+ * Reads DEVICES into *devs (descriptors close-on-exec, the caller's to close; none kept on
+ * failure). Refused with one line (-EPROTO): another message, a count of descriptors that is
+ * not the announced disks + taps, a disk's that is neither a regular file nor a block device,
+ * a tap's that is not an attached tap (a character device that answers TUNGETIFF with IFF_TAP).
+ */
+int mig_recv_devices(int fd, struct mig_devices *devs);
+void mig_devices_close(struct mig_devices *devs);
 
 /* CPU: vCPU 0's CPUID table, as the guest sees it. Reading one: *cpuid is malloc'ed; 0 or
  * -errno (-EPROTO for a payload that is not a table, after one line). */

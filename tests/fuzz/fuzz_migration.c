@@ -61,8 +61,19 @@ static void receive_opening(int fd)
 
     int ret = mig_recv_opening(fd, &json, &memfd);
     FUZZ_CHECK(ret == 0 || memfd < 0); /* a refused opening keeps no memory file */
-    if (memfd >= 0)
+    if (memfd >= 0) {
+        struct mig_devices devs;
+        /* A handover's disks and taps follow; refused, none stays open. */
+        int got = mig_recv_devices(fd, &devs);
+        FUZZ_CHECK(got == 0 || devs.nr_disks + devs.nr_taps == 0);
+        if (got == 0)
+            mig_devices_close(&devs);
         close(memfd);
+        if (got < 0) {
+            free(json);
+            return;
+        }
+    }
     if (ret != 0)
         return;
     FUZZ_CHECK(json != NULL);

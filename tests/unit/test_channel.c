@@ -361,6 +361,106 @@ static void test_memfd_refusals(void **state)
     close(pipefd[1]);
 }
 
+/* A DEVICES message written by hand: `disks` and `taps` announced, `n` descriptors riding. */
+static void send_devices_raw(int fd, uint32_t type, uint32_t disks, uint32_t taps, const int *fds,
+                             unsigned n)
+{
+    uint8_t b[24];
+    uint32_t magic = MAGIC;
+    uint64_t len = 8;
+    memcpy(b, &magic, 4);
+    memcpy(b + 4, &type, 4);
+    memcpy(b + 8, &len, 8);
+    memcpy(b + 16, &disks, 4);
+    memcpy(b + 20, &taps, 4);
+    assert_int_equal(mig_send_with_fds(fd, b, sizeof(b), fds, n), 0);
+}
+
+/* A local handover's disks go over as the same open files: what the destination writes, the
+ * source reads, and the source's lock (an OFD lock) is the destination's too: taking it again
+ * through the received descriptor succeeds while a fresh open of the image conflicts, and it
+ * outlives the source's descriptor. No device at all is a DEVICES of nothing. */
+static void test_devices_round_trip(void **state)
+{
+    (void)state;
+    struct pipe_pair p = pair();
+    struct mig_devices out = { .nr_disks = 2 }, in;
+    out.fds[0] = ram_file(1 << 20);
+    out.fds[1] = ram_file(4096);
+    struct flock wr = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    assert_int_equal(fcntl(out.fds[0], F_OFD_SETLK, &wr), 0);
+    assert_int_equal(mig_send_devices(p.tx, &out), 0);
+    assert_int_equal(mig_recv_devices(p.rx, &in), 0);
+    assert_int_equal(in.nr_disks, 2);
+    assert_int_equal(in.nr_taps, 0);
+    assert_true(in.fds[0] >= 0 && in.fds[0] != out.fds[0]);
+    assert_true(fcntl(in.fds[0], F_GETFD) & FD_CLOEXEC);
+    assert_int_equal(pwrite(in.fds[1], "disk", 4, 512), 4);
+    char back[4];
+    assert_int_equal(pread(out.fds[1], back, 4, 512), 4);
+    assert_memory_equal(back, "disk", 4);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", out.fds[0]);
+    int other = open(path, O_RDWR | O_CLOEXEC); /* a new open file description */
+    assert_true(other >= 0);
+    assert_int_equal(fcntl(in.fds[0], F_OFD_SETLK, &wr), 0);
+    assert_int_equal(fcntl(other, F_OFD_SETLK, &wr), -1);
+    close(out.fds[0]); /* the source ends: its lock stays, held through the destination's */
+    close(out.fds[1]);
+    assert_int_equal(fcntl(other, F_OFD_SETLK, &wr), -1);
+    mig_devices_close(&in); /* and goes with the last descriptor */
+    assert_int_equal(fcntl(other, F_OFD_SETLK, &wr), 0);
+    close(other);
+    /* Nothing to hand over. */
+    out.nr_disks = 0;
+    assert_int_equal(mig_send_devices(p.tx, &out), 0);
+    assert_int_equal(mig_recv_devices(p.rx, &in), 0);
+    assert_int_equal(in.nr_disks + in.nr_taps, 0);
+    close(p.tx);
+    close(p.rx);
+}
+
+/* DEVICES refused, each with nothing left open here: fewer or more descriptors than announced,
+ * a pipe for a disk, a file or /dev/null (a character device, not /dev/net/tun) for a tap,
+ * descriptors on another message, none at all. */
+static void test_devices_refusals(void **state)
+{
+    (void)state;
+    int pipefd[2], file = ram_file(4096), null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    assert_int_equal(pipe(pipefd), 0);
+    assert_true(null >= 0);
+    const struct { uint32_t type, disks, taps; int fds[2]; unsigned n; } bad[] = {
+        { MIG_DEVICES, 2, 0, { file }, 1 },           /* one short */
+        { MIG_DEVICES, 1, 0, { file, file }, 2 },     /* one too many */
+        { MIG_DEVICES, 1, 0, { 0 }, 0 },              /* none came */
+        { MIG_DEVICES, 1, 0, { pipefd[0] }, 1 },      /* a disk that is a pipe */
+        { MIG_DEVICES, 1, 1, { file, file }, 2 },     /* a tap that is a file */
+        { MIG_DEVICES, 0, 1, { null }, 1 },           /* a tap that is /dev/null */
+        { MIG_CPU, 1, 0, { file }, 1 },               /* not DEVICES */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pipe_pair p = pair();
+        struct mig_devices in;
+        send_devices_raw(p.tx, bad[i].type, bad[i].disks, bad[i].taps, bad[i].fds, bad[i].n);
+        int before = dup(0);
+        close(before);
+        assert_int_equal(mig_recv_devices(p.rx, &in), -EPROTO);
+        assert_int_equal(in.nr_disks + in.nr_taps, 0);
+        int after = dup(0); /* every received descriptor was closed */
+        assert_int_equal(after, before);
+        close(after);
+        close(p.tx);
+        close(p.rx);
+    }
+    /* More than a message may carry is not sent. */
+    struct mig_devices many = { .nr_disks = MIG_MAX_DEVICE_FDS, .nr_taps = 1 };
+    assert_int_equal(mig_send_devices(-1, &many), -EINVAL);
+    close(file);
+    close(null);
+    close(pipefd[0]);
+    close(pipefd[1]);
+}
+
 /* Connecting: to a listener (UNIX and TCP), to nothing there (refused at once, not after the
  * timeout), and to a bad URI. */
 static void test_connect(void **state)
@@ -409,6 +509,8 @@ int main(void)
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_memfd_round_trip),
         cmocka_unit_test(test_memfd_refusals),
+        cmocka_unit_test(test_devices_round_trip),
+        cmocka_unit_test(test_devices_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
