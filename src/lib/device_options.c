@@ -231,6 +231,14 @@ bool devopt_vsock_cid_valid(uint64_t cid)
     return cid >= 3 && cid < UINT32_MAX;
 }
 
+unsigned devopt_tap_queues(const struct godwit_net *nets, unsigned n)
+{
+    unsigned queues = 0;
+    for (unsigned i = 0; i < n; i++)
+        queues += nets[i].queues ? nets[i].queues : 1;
+    return queues;
+}
+
 int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const char **path,
                        struct config_strings *owned)
 {

@@ -35,6 +35,10 @@ int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const ch
  * VMADDR_CID_ANY excluded). */
 bool devopt_vsock_cid_valid(uint64_t cid);
 
+/* The queue pairs of the first n interfaces together (an unset count is one): how many tap
+ * queues they open, and where interface n's lie among a local handover's taps. */
+unsigned devopt_tap_queues(const struct godwit_net *nets, unsigned n);
+
 /* A unicast MAC address in colon notation (exactly 6 pairs of hex digits); fills mac when not
  * NULL and the address is valid. */
 bool devopt_parse_mac(const char *text, uint8_t mac[6]);

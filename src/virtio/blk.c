@@ -852,9 +852,34 @@ static const struct virtio_device_ops blk_ops_template = {
 
 /* ---- opening the image ---- */
 
+/*
+ * A handed-over image: a descriptor of the source's own open file, so its lock (an OFD lock,
+ * see virtio_blk_lock) is the one the source took, held while either process keeps it open.
+ * Its O_DIRECT is the source's: the same configuration asked for it.
+ */
+static int blk_use_fd(struct virtio_blk *blk, const struct virtio_blk_config *cfg)
+{
+    int flags = fcntl(cfg->fd, F_GETFL);
+    blk->fd = -1;
+    if (flags >= 0 && !cfg->readonly && (flags & O_ACCMODE) != O_RDWR) {
+        log_error("virtio-blk: the handed-over %s is not open for writing", cfg->path);
+        return -EBADF;
+    }
+    blk->fd = flags < 0 ? -1 : fcntl(cfg->fd, F_DUPFD_CLOEXEC, 0);
+    if (blk->fd < 0) {
+        int err = errno;
+        log_error("virtio-blk: the handed-over %s: %s", cfg->path, strerror(err));
+        return -err;
+    }
+    blk->direct = (flags & O_DIRECT) != 0;
+    return 0;
+}
+
 static int blk_open(struct virtio_blk *blk, const struct virtio_blk_config *cfg)
 {
     int flags = (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    if (cfg->use_fd)
+        return blk_use_fd(blk, cfg);
     if (cfg->cache_none) {
         blk->fd = open(cfg->path, flags | O_DIRECT);
         if (blk->fd >= 0) {
@@ -1019,6 +1044,11 @@ void virtio_blk_destroy(struct virtio_blk *blk)
     loop_owner_destroy(&blk->io);
     free(blk->path);
     free(blk);
+}
+
+int virtio_blk_fd(const struct virtio_blk *blk)
+{
+    return blk->fd;
 }
 
 void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t *writes,

@@ -20,6 +20,9 @@ struct virtio_blk_config {
     size_t bounce_max;  /* bounce memory for all requests together; 0: VIRTIO_BLK_BOUNCE_MAX */
     bool lock_later;    /* a live migration's destination: the source holds the image's lock
                          * until the guest runs here; virtio_blk_lock() takes it then */
+    bool use_fd;        /* the image is `fd`, already open (a local live upgrade's source
+                         * handed it over): duplicated, not opened; path only names it */
+    int fd;
 };
 
 /*
@@ -51,6 +54,9 @@ void virtio_blk_destroy(struct virtio_blk *blk);
 /* Takes the image's lock (see lock_later): 0, -EBUSY while another process holds it (quietly:
  * the caller retries), or -errno after one line. */
 int virtio_blk_lock(struct virtio_blk *blk);
+
+/* The image's open descriptor (the device's own: for a local live upgrade to hand over). */
+int virtio_blk_fd(const struct virtio_blk *blk);
 
 /* Totals since creation of completed read and write requests and of the bytes they moved. */
 void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t *writes,

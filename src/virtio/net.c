@@ -749,6 +749,17 @@ static void net_tap_steer(struct virtio_net *net)
     }
 }
 
+/* Which tap queues are attached now (TUNGETIFF answers a detached one with EBADFD): a
+ * handed-over tap's queues are as its source steered them, until the moment it paused. */
+static void net_tap_read_attached(struct virtio_net *net)
+{
+    for (unsigned i = 0; net->is_tap && i < net->nr_pairs; i++) {
+        struct ifreq ifr = { 0 };
+        if (ioctl(net->pairs[i].fd, TUNGETIFF, &ifr) == 0 || errno == EBADFD)
+            net->pairs[i].tap_attached = ifr.ifr_flags != 0; /* EBADFD left it zero */
+    }
+}
+
 /* The TUN_F_* offloads matching what the guest accepts in received packets. */
 static unsigned long net_tap_offloads(const struct virtio_net *net)
 {
@@ -1063,6 +1074,7 @@ static int net_load(struct virtio_device *vdev, struct state_cursor *c, uint32_t
         memcpy(net->config.mac, mac, sizeof(mac));
     net->config.status = status;
     net->active_pairs = active;
+    net_tap_read_attached(net); /* the activation right after steers them from there */
     /* The transport activates a device that was running right after this: announce then.
      * One that was not gets reset by its driver first, which forgets this. */
     net->announce_pending = true;
@@ -1245,6 +1257,38 @@ static int net_tap_open(struct virtio_net *net, const char *name)
     return net_tap_set_offloads(net, 0);
 }
 
+/*
+ * A handed-over tap: each queue as the source left it, its offloads those its guest's driver
+ * accepted. Nothing is set now: the source may still run on these queues; the state load
+ * reads which are attached, and its activation sets what the guest negotiated and steers the
+ * queues from there.
+ */
+static int net_tap_use(struct virtio_net *net, const int *taps)
+{
+    for (unsigned i = 0; i < net->nr_pairs; i++) {
+        struct net_pair *p = &net->pairs[i];
+        p->fd = fcntl(taps[i], F_DUPFD_CLOEXEC, 0);
+        int ret = p->fd < 0 ? -errno : net_set_nonblocking(p->fd);
+        if (ret < 0) {
+            log_error("virtio-net %s: the handed-over tap queue %u: %s", net->name, i,
+                      strerror(-ret));
+            return ret;
+        }
+    }
+    net->is_tap = true;
+    net_tap_read_attached(net);
+    return 0;
+}
+
+unsigned virtio_net_tap_fds(const struct virtio_net *net, int *fds)
+{
+    if (!net->is_tap)
+        return 0;
+    for (unsigned i = 0; i < net->nr_pairs; i++)
+        fds[i] = net->pairs[i].fd;
+    return net->nr_pairs;
+}
+
 int virtio_net_create(struct virtio_net **out, const struct virtio_net_config *cfg,
                       struct event_loop *loop, const struct guest_memory *gm,
                       struct virtio_device *vdev)
@@ -1255,7 +1299,7 @@ int virtio_net_create(struct virtio_net **out, const struct virtio_net_config *c
     struct virtio_net *net = net_alloc(cfg, pairs);
     if (!net)
         return -ENOMEM;
-    int ret = net_tap_open(net, cfg->tap);
+    int ret = cfg->taps ? net_tap_use(net, cfg->taps) : net_tap_open(net, cfg->tap);
     if (ret == 0)
         ret = net_finish_create(net, cfg, loop, gm, vdev);
     if (ret < 0) {

@@ -19,6 +19,8 @@ struct virtio_net_config {
     bool mac_set;      /* else a random locally administered MAC */
     unsigned queues;   /* queue pairs; 0 or 1: one; more: VIRTIO_NET_F_MQ (a control queue
                         * follows the pairs either way) */
+    const int *taps;   /* NULL, or the tap's queues already open, one per pair (a local live
+                        * upgrade's source handed them over): duplicated, not opened */
 };
 
 struct virtio_net;
@@ -51,6 +53,10 @@ int virtio_net_create(struct virtio_net **out, const struct virtio_net_config *c
 int virtio_net_create_fds(struct virtio_net **out, const struct virtio_net_config *cfg,
                           const int *fds, struct event_loop *loop,
                           const struct guest_memory *gm, struct virtio_device *vdev);
+
+/* The tap's descriptors, one per queue pair, into fds (VIRTIO_NET_MAX_PAIRS room); returns
+ * how many, or 0 when the device is not on a tap (virtio_net_create_fds). */
+unsigned virtio_net_tap_fds(const struct virtio_net *net, int *fds);
 
 /*
  * Closes the tap after the I/O in flight is over: reads are cancelled, writes finish (the tap

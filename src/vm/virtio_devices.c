@@ -23,6 +23,7 @@
 #include "lib/device_options.h"
 #include "io/loop.h"
 #include "log.h"
+#include "migration/channel.h"
 #include "mmio/pci_host.h"
 #include "virtio/blk.h"
 #include "virtio/console.h"
@@ -208,7 +209,10 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
     struct virtio_blk_config cfg = {
         .path = disk->path, .readonly = disk->readonly, .serial = disk->serial,
         .cache_none = disk->cache_none, .queues = vm_disk_queues(s->vm->cfg, disk),
-        .lock_later = s->vm->cfg->incoming,
+        .use_fd = s->vm->cfg->disk_fds != NULL,
+        .fd = s->vm->cfg->disk_fds ? s->vm->cfg->disk_fds[index] : -1,
+        /* A handed-over image's lock is the source's own (the same open file): held now. */
+        .lock_later = s->vm->cfg->incoming && !s->vm->cfg->disk_fds,
     };
     struct virtio_blk *blk;
     /* Linux names disks in probe order, which is slot order here: vda, vdb, ... */
@@ -229,7 +233,11 @@ static int make_blk(struct virtio_slot *s, const void *arg, unsigned index)
 static int make_net(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct godwit_net *n = arg;
-    struct virtio_net_config cfg = { .tap = n->tap, .queues = n->queues };
+    const struct vm_config *vcfg = s->vm->cfg;
+    struct virtio_net_config cfg = {
+        .tap = n->tap, .queues = n->queues,
+        .taps = vcfg->tap_fds ? vcfg->tap_fds + devopt_tap_queues(vcfg->nets, index) : NULL,
+    };
     struct virtio_net *net;
     snprintf(s->name, sizeof(s->name), "net%u", index);
     if (n->mac) /* checked when the option was parsed */
@@ -599,6 +607,29 @@ int vm_virtio_lock_disks(struct vm *vm)
             return ret;
     }
     return left;
+}
+
+void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs)
+{
+    unsigned n = 0;
+    devs->nr_disks = devs->nr_taps = 0;
+    for (unsigned i = 0; i < vm->registry.nr; i++) { /* disks first, as they were made */
+        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        if (s && s->model_destroy == blk_model_destroy && n < MIG_MAX_DEVICE_FDS) {
+            devs->fds[n++] = virtio_blk_fd(s->model);
+            devs->nr_disks++;
+        }
+    }
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        int fds[VIRTIO_NET_MAX_PAIRS];
+        unsigned pairs = s && s->model_destroy == net_model_destroy
+                             ? virtio_net_tap_fds(s->model, fds) : 0;
+        for (unsigned q = 0; q < pairs && n < MIG_MAX_DEVICE_FDS; q++) {
+            devs->fds[n++] = fds[q];
+            devs->nr_taps++;
+        }
+    }
 }
 
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len)

@@ -24,6 +24,12 @@ void vm_virtio_destroy(struct vm *vm);
  * -errno. On the main loop's thread. */
 int vm_virtio_lock_disks(struct vm *vm);
 
+/* A local live upgrade's handover: each disk's image and each tap queue, in device order
+ * (the configuration's), for migration/channel.h's DEVICES. The VM's own descriptors: valid
+ * while the VM exists. */
+struct mig_devices;
+void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs);
+
 /* Terminal input for hvc0 (--console virtio); returns the bytes the guest took. Main loop. */
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len);
 

@@ -56,6 +56,13 @@ struct vm_config {
     /* With incoming: the source's memory file when it hands its RAM over (a same-host live
      * upgrade), mapped shared as this VM's RAM instead of new memory; -1: pages will come. */
     int incoming_memfd;
+    /* A local live upgrade's devices, handed over with the memory file (migration/channel.h
+     * DEVICES), kept open by whoever owns the config for the VM's whole life: the disks'
+     * images (nr_disks of them) and the taps' queues (every interface's pairs, in order). Each
+     * VM built from this config, the first and any after a guest reboot, uses duplicates of
+     * them instead of opening paths and taps. NULL: open them. */
+    const int *disk_fds;
+    const int *tap_fds;
     /* The system call filters of the VM's threads (the vCPUs', a migration's); not part of
      * the VM's description, so never saved with it. */
     enum godwit_seccomp seccomp;
