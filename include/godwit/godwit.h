@@ -121,7 +121,22 @@ struct godwit_config {
     bool incoming;
     int incoming_fd;
     int incoming_memfd;
+    /* With incoming_memfd: the disks and taps that godwit_incoming_accept() received with it,
+     * used instead of opening the disks' paths and the taps (nothing is reopened, the disks'
+     * locks stay held), or NULL. A count of 0 opens that kind as configured (an override);
+     * else it must match the configuration: nr_disks its disks, nr_taps its interfaces' queue
+     * pairs. godwit closes the descriptors, whatever becomes of the VM. */
+    const struct godwit_handover *incoming_devices;
     enum godwit_seccomp seccomp; /* 0 (GODWIT_SECCOMP_ON): filters on */
+};
+
+/* What a source hands over with its memory in a same-host live upgrade
+ * (godwit_incoming_accept()): each disk's open image in the configuration's order, then each
+ * network interface's tap queues (one per queue pair), interface after interface. */
+#define GODWIT_MAX_HANDOVER_FDS 144 /* 16 disks, 8 interfaces of 16 queue pairs */
+struct godwit_handover {
+    unsigned nr_disks, nr_taps;
+    int fds[GODWIT_MAX_HANDOVER_FDS]; /* the disks', then the taps' */
 };
 
 /* Live migration, the source's side (godwit_migrate()). */
@@ -206,8 +221,10 @@ int godwit_migrate_cancel(struct godwit_vm *vm);
  * Returns the stream's fd (for godwit_config.incoming_fd) with the VM's configuration as JSON
  * in *config_json (malloc'ed; docs/config.md), or -errno after one logged line. *memfd: the
  * guest's memory file when the source hands it over (godwit_config.incoming_memfd; only over
- * unix:), else -1. */
-int godwit_incoming_accept(const char *uri, char **config_json, int *memfd);
+ * unix:), else -1; *devices then its disks and taps (godwit_config.incoming_devices; the
+ * caller's to close until then), else none. */
+int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
+                           struct godwit_handover *devices);
 /* Asks the guest to power off (ACPI power button); stops it after timeout_ms. A guest still
  * running 5 s after the button (half of timeout_ms when shorter) whose agent answers (a vsock
  * device; its heartbeat) has the agent asked to power off, with one log line. */

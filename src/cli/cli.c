@@ -29,7 +29,9 @@ void cli_usage_run(FILE *out)
             "      --incoming tcp:ADDR:PORT|unix:PATH\n"
             "                        wait there for a `godwit migrate` and run the guest it\n"
             "                        sends, with its configuration (--disk, --net, --console\n"
-            "                        given here replace its devices' paths, taps and MACs)\n"
+            "                        given here replace its devices' paths, taps and MACs;\n"
+            "                        a --local source's disks and taps are used as handed\n"
+            "                        over unless replaced so)\n"
             "      --restore DIR     resume the VM that `godwit snapshot` wrote to DIR, with\n"
             "                        its configuration; --disk, --net and --console given\n"
             "                        here replace its devices' paths, taps and MACs (clones)\n"
@@ -120,8 +122,9 @@ void cli_usage_main(FILE *out)
                  "               budget, default 10; --timeout: 600 s, then it is cancelled\n"
                  "               or switched over anyway; --bandwidth: a cap in MiB/s on\n"
                  "               what is sent while the guest runs; --local, unix: only:\n"
-                 "               hand the guest's memory over instead of copying it, a\n"
-                 "               live upgrade to another godwit on this host); migrate\n"
+                 "               hand the guest's memory, disks and taps over instead of\n"
+                 "               copying and reopening them, a live upgrade to another\n"
+                 "               godwit on this host); migrate\n"
                  "               NAME --cancel stops it\n"
                  "  console NAME attach to a VM's serial console (Ctrl-] detaches)\n"
                  "  exec NAME [-t] [-u USER] -- CMD [ARGS...]\n"
@@ -239,6 +242,9 @@ void cli_run_options_free(struct cli_run_options *opts)
     if (opts->incoming_memfd > 0)
         close(opts->incoming_memfd);
     opts->incoming_fd = opts->incoming_memfd = -1;
+    for (unsigned i = 0; i < opts->handover.nr_disks + opts->handover.nr_taps; i++)
+        close(opts->handover.fds[i]);
+    opts->handover.nr_disks = opts->handover.nr_taps = 0;
 }
 
 /* The source's configuration is the base that options override, as a --config file is. The
@@ -247,7 +253,7 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
 {
     char *config;
     log_info("waiting for a migration on %s", uri);
-    int fd = godwit_incoming_accept(uri, &config, &opts->incoming_memfd);
+    int fd = godwit_incoming_accept(uri, &config, &opts->incoming_memfd, &opts->handover);
     if (fd < 0)
         return fd;
     if (opts->incoming_memfd >= 0)
@@ -256,12 +262,45 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
     int ret = config_parse_json(config, strlen(config), &opts->cfg, &opts->extra, &opts->owned,
                                 NULL);
     free(config);
+    struct godwit_handover *h = &opts->handover;
+    unsigned queues = devopt_tap_queues(opts->cfg.nets, opts->cfg.nr_nets);
+    if (ret == 0 && opts->incoming_memfd >= 0 &&
+        (h->nr_disks != opts->cfg.nr_disks || h->nr_taps != queues)) {
+        log_error("migration: the source handed over %u disks and %u tap queues for a "
+                  "configuration of %u disks and %u tap queues", h->nr_disks, h->nr_taps,
+                  opts->cfg.nr_disks, queues);
+        ret = -EPROTO;
+    }
     if (ret < 0) {
         close(fd);
         return ret;
     }
     opts->incoming_fd = fd;
     return 0;
+}
+
+/*
+ * --disk or --net given to a local handover's destination replace that kind of device, as for
+ * any destination: those are opened as told (a disk the source holds is locked once it ends,
+ * as after a copying migration), and the source's descriptors of that kind are closed.
+ */
+static void override_handover(struct godwit_handover *h, bool disks, bool nets)
+{
+    if (disks && h->nr_disks) {
+        log_info("migration: --disk given: opening those disks, not the %u the source handed "
+                 "over", h->nr_disks);
+        for (unsigned i = 0; i < h->nr_disks; i++)
+            close(h->fds[i]);
+        memmove(h->fds, h->fds + h->nr_disks, h->nr_taps * sizeof(int));
+        h->nr_disks = 0;
+    }
+    if (nets && h->nr_taps) {
+        log_info("migration: --net given: opening those taps, not the %u tap queues the source "
+                 "handed over", h->nr_taps);
+        for (unsigned i = 0; i < h->nr_taps; i++)
+            close(h->fds[h->nr_disks + i]);
+        h->nr_taps = 0;
+    }
 }
 
 int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
@@ -412,6 +451,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         log_error("unexpected argument '%s' (see godwit run --help)", argv[optind]);
         return -EINVAL;
     }
+    override_handover(&opts->handover, disks_given, nets_given);
     if (!cfg->kernel_path) {
         log_error("--kernel is required (see godwit run --help)");
         return -EINVAL;

@@ -20,6 +20,7 @@ struct cli_run_options {
     const char *restore_dir;      /* --restore DIR, or NULL */
     int incoming_fd;              /* --incoming: the migration stream after its HELLO; 0: none */
     int incoming_memfd;           /* and the guest's memory file, handed over; -1 or 0: none */
+    struct godwit_handover handover; /* and its disks and taps, handed over with it */
     struct jail jail;             /* --jail DIR --uid U --gid G; dir NULL: none */
     const char *netns;            /* --netns NAME|PATH, or NULL */
 };

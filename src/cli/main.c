@@ -167,6 +167,7 @@ static int enter_jail(struct cli_run_options *opts)
 
 static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
                                    int incoming_fd, int incoming_memfd,
+                                   const struct godwit_handover *handover,
                                    enum godwit_seccomp seccomp)
 {
     struct godwit_config config = {
@@ -181,7 +182,7 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .no_kernel_decompress = cfg->no_kernel_decompress,
         .no_kernel_cache = cfg->no_kernel_cache,
         .incoming = incoming_fd > 0, .incoming_fd = incoming_fd,
-        .incoming_memfd = incoming_memfd, .seccomp = seccomp,
+        .incoming_memfd = incoming_memfd, .incoming_devices = handover, .seccomp = seccomp,
     };
     return godwit_create(&config);
 }
@@ -214,8 +215,10 @@ static int cmd_run(int argc, char **argv)
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
     ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd, opts.incoming_memfd,
-                       opts.extra.seccomp);
-    opts.incoming_fd = opts.incoming_memfd = 0; /* libgodwit's now, whatever became of the VM */
+                       &opts.handover, opts.extra.seccomp);
+    /* libgodwit's now, whatever became of the VM */
+    opts.incoming_fd = opts.incoming_memfd = 0;
+    opts.handover.nr_disks = opts.handover.nr_taps = 0;
     if (!ctx.vm)
         goto out;
     godwit_set_event_callback(ctx.vm, on_event, &ctx);

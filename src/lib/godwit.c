@@ -60,6 +60,7 @@ struct godwit_vm {
     struct snapshot *restore; /* the first boot restores this snapshot; NULL after */
     int incoming_fd;          /* the first boot comes from this migration stream; -1 after */
     int incoming_memfd;       /* and maps this memory file (a local handover); -1: none */
+    struct godwit_handover handover; /* and its disks and taps, open for the VM's life */
     struct migration *migration; /* the current or last outgoing live migration */
     struct agent_monitor *agent; /* the guest agent's heartbeat, with a vsock device */
     struct loop_task *tasks;  /* calls posted to the main loop that have not run yet */
@@ -200,6 +201,37 @@ static bool devices_valid(const struct godwit_config *config)
     return true;
 }
 
+static void close_handover(const struct godwit_handover *h)
+{
+    for (unsigned i = 0; h && i < h->nr_disks + h->nr_taps && i < GODWIT_MAX_HANDOVER_FDS; i++)
+        close(h->fds[i]);
+}
+
+/* Takes a local handover's disks and taps: each kind none (opened as configured: the
+ * caller overrode them) or one descriptor per disk and per queue pair, in order. */
+static int take_handover(struct godwit_vm *gv, const struct godwit_config *config)
+{
+    const struct godwit_handover *h = config->incoming_devices;
+    unsigned pairs = devopt_tap_queues(config->nets, config->nr_nets);
+    if (h->nr_disks > GODWIT_MAX_HANDOVER_FDS ||
+        h->nr_taps > GODWIT_MAX_HANDOVER_FDS - h->nr_disks ||
+        (h->nr_disks && h->nr_disks != config->nr_disks) || (h->nr_taps && h->nr_taps != pairs)) {
+        log_error("migration: the source handed over %u disks and %u tap queues, the "
+                  "configuration has %u disks and %u tap queues", h->nr_disks, h->nr_taps,
+                  config->nr_disks, pairs);
+        close_handover(h);
+        return -EINVAL;
+    }
+    gv->handover = *h;
+    gv->cfg.disk_fds = h->nr_disks ? gv->handover.fds : NULL;
+    gv->cfg.tap_fds = h->nr_taps ? gv->handover.fds + h->nr_disks : NULL;
+    unsigned taps = h->nr_taps ? config->nr_nets : 0;
+    if (h->nr_disks || taps)
+        log_info("migration: %u disk%s and %u tap%s handed over (not reopened)", h->nr_disks,
+                 h->nr_disks == 1 ? "" : "s", taps, taps == 1 ? "" : "s");
+    return 0;
+}
+
 /* Reads the snapshot now, so that a bad one is refused before anything starts. */
 static int open_restore(struct godwit_vm *gv, const char *dir)
 {
@@ -219,19 +251,26 @@ static int open_restore(struct godwit_vm *gv, const char *dir)
 struct godwit_vm *godwit_create(const struct godwit_config *config)
 {
     bool failed = false;
+    const struct godwit_handover *handover = config && config->incoming ? config->incoming_devices
+                                                                         : NULL;
     if (!config || (!config->kernel && !config->restore_dir && !config->incoming)) {
         log_error("config: a kernel is required");
         return NULL;
     }
     if (config->cpus > VM_MAX_VCPUS || (config->memory_mib && config->memory_mib < 64)) {
         log_error("config: %s is out of range", config->cpus > VM_MAX_VCPUS ? "cpus" : "memory");
+        close_handover(handover);
         return NULL;
     }
-    if (!devices_valid(config))
+    if (!devices_valid(config)) {
+        close_handover(handover);
         return NULL;
+    }
     struct godwit_vm *gv = calloc(1, sizeof(*gv));
-    if (!gv)
+    if (!gv) {
+        close_handover(handover);
         return NULL;
+    }
     /* Recursive: pausing drains device I/O by running the main loop, whose callbacks (an API
      * request, say) may take it again on the same thread. */
     pthread_mutexattr_t recursive;
@@ -257,6 +296,7 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->cfg.nr_disks = gv->disks ? config->nr_disks : 0; /* what free_devices() walks */
     gv->cfg.nr_nets = gv->nets ? config->nr_nets : 0;
     if (failed) {
+        close_handover(handover);
         godwit_destroy(gv);
         return NULL;
     }
@@ -282,6 +322,10 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
     gv->cfg.incoming_memfd = gv->incoming_memfd;
+    if (handover && take_handover(gv, config) < 0) {
+        godwit_destroy(gv);
+        return NULL;
+    }
     gv->unpack.enabled = !config->no_kernel_decompress;
     gv->unpack.no_cache = config->no_kernel_cache;
     if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
@@ -1054,17 +1098,31 @@ int godwit_migrate_cancel(struct godwit_vm *gv)
     return ret;
 }
 
-int godwit_incoming_accept(const char *uri, char **config_json, int *memfd)
+int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
+                           struct godwit_handover *devices)
 {
+    struct mig_devices devs = { 0 };
     *memfd = -1;
+    devices->nr_disks = devices->nr_taps = 0;
     int fd = mig_accept(uri);
     if (fd < 0)
         return fd;
     int ret = mig_recv_opening(fd, config_json, memfd);
+    /* A source that hands its memory over hands its disks and taps over too (channel.h). */
+    if (ret == 0 && *memfd >= 0 && (ret = mig_recv_devices(fd, &devs)) < 0) {
+        free(*config_json);
+        *config_json = NULL;
+        close(*memfd);
+        *memfd = -1;
+    }
     if (ret < 0) {
         close(fd);
         return ret;
     }
+    _Static_assert(GODWIT_MAX_HANDOVER_FDS == MIG_MAX_DEVICE_FDS, "one limit");
+    devices->nr_disks = devs.nr_disks;
+    devices->nr_taps = devs.nr_taps;
+    memcpy(devices->fds, devs.fds, (devs.nr_disks + devs.nr_taps) * sizeof(int));
     return fd;
 }
 
@@ -1169,6 +1227,7 @@ void godwit_destroy(struct godwit_vm *gv)
         close(gv->incoming_fd);
     if (gv->incoming_memfd >= 0)
         close(gv->incoming_memfd);
+    close_handover(&gv->handover);
     kernel_unpack_release(&gv->unpack);
     free(gv->kernel);
     free(gv->initrd);

@@ -21,6 +21,7 @@
 #include "migration/state.h"
 #include "migration/vm_state.h"
 #include "vcpu/vcpu.h"
+#include "vm/virtio_devices.h"
 #include "vm/vm.h"
 
 #define ACK_TIMEOUT_MS 30000u
@@ -47,6 +48,7 @@ struct migration {
     int fd;
     pthread_t thread;
     _Atomic bool cancelled;
+    struct mig_devices devices; /* a local handover's: the VM's own descriptors, not dups */
     struct dirty_log dirty;
     struct loop_watch exit_timer; /* ends this VM once the destination has the guest */
     bool dirty_started;
@@ -509,6 +511,10 @@ static void *migration_thread(void *arg)
         ret = mig_send_memfd(m->fd, m->vm->mem.memfd, m->vm->mem.ram_size);
     if (ret == 0)
         ret = mig_send_hello(m->fd, m->config_json);
+    /* And its disks and taps: the destination uses them instead of opening paths and taps.
+     * This VM goes on using them until GO: they are the same open files. */
+    if (ret == 0 && m->params.local)
+        ret = mig_send_devices(m->fd, &m->devices);
     if (ret == 0)
         ret = offer_cpu_model(m);
     /* Nothing to track or copy when both sides map the same file: straight to the pause. */
@@ -567,6 +573,8 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
         m->params.timeout_s = MIGRATION_DEFAULT_TIMEOUT_S;
     m->on_loop = on_loop;
     m->ctx = ctx;
+    if (params->local) /* here, on the main loop's thread, where the devices were made */
+        vm_virtio_handover_fds(vm, &m->devices);
     m->nr_pages = vm->mem.ram_size / MIG_PAGE_SIZE;
     m->bitmap = calloc((m->nr_pages + BITS_PER_WORD - 1) / BITS_PER_WORD, sizeof(long));
     m->config_json = strdup(config_json);

@@ -1033,35 +1033,61 @@ local_hop() {
 paused_ms() { grep -oE 'guest paused [0-9.]+ ms' "$1" | cut -d' ' -f3; }
 
 # Same-host live upgrade (--local): the source hands its memory file to the destination over
-# the UNIX socket (SCM_RIGHTS) and copies no RAM. The guest moves once by copying (for the
-# pause to compare with), then twice by handing over; each time the counter goes on, its data
-# in RAM checksums the same and the source ends with status 0, and a handover sends under
-# 1 MiB (the device state alone). --local over TCP is refused with one line.
+# the UNIX socket (SCM_RIGHTS) and copies no RAM, and its disks' and tap's descriptors with it.
+# The guest (a disk and a two-queue tap) moves once by copying (for the pause to compare
+# with), then twice by handing over; each time the counter goes on, its data in RAM checksums
+# the same and the source ends with status 0, and a handover sends under 1 MiB (the device
+# state alone). Before the handovers the disk image and the tap are renamed, so that only an
+# inherited descriptor reaches them: the guest's counter must land in the renamed image, no
+# tap of the old name may appear (opening it by name would create one), and the image stays
+# locked once the sources are gone. --local over TCP is refused with one line.
 case_migrate_local() {
-  local name=migrate_local disk=$work/migrate-local-disk.img ok=1 script
+  local name=migrate_local disk=$work/migrate-local-disk.img ok=1 script tap=gwml0
   truncate -s 8M "$disk"
+  rm -f "$disk.moved"
+  ip link del $tap 2>/dev/null; ip link del ${tap}x 2>/dev/null
+  ip tuntap add dev $tap mode tap multi_queue || { fail $name "cannot create tap $tap"; return; }
   script=$(migrate_guest_script $name)
   start_watched ml_a 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" --name ml-a \
-    --disk "path=$disk" --disk "$script"
+    --disk "path=$disk" --disk "$script" --net "tap=$tap,queues=2"
   if ! wait_for_line "$work/ml_a.log" '^count 30[^0-9]' "$vm_pid" 180; then
     fail ml_a "the guest did not count to 30"
-    "$godwit" stop "$work/ml_a.log.api" >/dev/null 2>&1; finish_watched ml_a; return
+    "$godwit" stop "$work/ml_a.log.api" >/dev/null 2>&1; finish_watched ml_a
+    ip link del $tap; return
   fi
   "$godwit" migrate "$work/ml_a.log.api" tcp:127.0.0.1:1 --local >"$work/ml_tcp.out" 2>&1 &&
     { ok=0; fail $name "--local over tcp: was accepted"; }
   [ "$(wc -l <"$work/ml_tcp.out")" -eq 1 ] && grep -q 'unix:PATH' "$work/ml_tcp.out" ||
     { ok=0; fail $name "--local over tcp: $(cat "$work/ml_tcp.out")"; }
   local_hop ml_a ml_b || ok=0
+  # From here only the open descriptors reach the image and the tap.
+  mv "$disk" "$disk.moved" &&
+    ip link set $tap down && ip link set $tap name ${tap}x && ip link set ${tap}x up ||
+    { ok=0; fail $name "cannot rename the disk image or the tap"; }
   local hop last=ml_b
   for hop in ml_c ml_d; do
     [ $ok -eq 1 ] || break
     local_hop $last $hop --local || { ok=0; break; }
     grep -q 'memory handed over' "$work/$hop.out" && grep -q 'hands its guest.s memory over' "$work/$hop.log" ||
       { ok=0; fail $hop "not a handover: $(cat "$work/$hop.out")"; }
+    grep -q '2 disks and 1 tap handed over (not reopened)' "$work/$hop.log" ||
+      { ok=0; fail $hop "the disks and the tap were not handed over: $(grep -a migration "$work/$hop.log" | tail -n 3)"; }
     awk '{for (i = 2; i <= NF; i++) if ($i == "MiB" && $(i + 1) ~ /^sent/) exit !($(i - 1) < 1); exit 1}' \
       "$work/$hop.out" || { ok=0; fail $hop "memory went on the socket: $(cat "$work/$hop.out")"; }
     last=$hop
   done
+  if [ $ok -eq 1 ]; then
+    local first_d on_disk
+    first_d=$(grep -aoE '^count [0-9]+' "$work/ml_d.log" | head -n 1 | cut -d' ' -f2)
+    on_disk=$(head -c 16 "$disk.moved" | tr -d ' \0\n')
+    [ ! -e "$disk" ] && [ "${on_disk:-0}" -ge "${first_d:-1}" ] ||
+      { ok=0; fail $name "the guest's writes at ml_d did not land in the renamed image: it holds '$on_disk', ml_d counted from '$first_d'"; }
+    ip link show $tap >/dev/null 2>&1 && { ok=0; fail $name "a tap named $tap was opened again"; }
+    "$godwit" run "${common[@]}" --disk "path=$disk.moved" </dev/null >"$work/ml_third.log" 2>&1 &&
+      { ok=0; fail $name "a third VM opened the handed-over disk"; }
+    grep -q 'in use by another VM' "$work/ml_third.log" ||
+      { ok=0; fail $name "the handed-over disk is not locked: $(tail -n 2 "$work/ml_third.log")"; }
+  fi
   echo "migrate_local: guest paused $(paused_ms "$work/ml_b.out") ms copying RAM over unix:," \
     "$(paused_ms "$work/ml_c.out") and $(paused_ms "$work/ml_d.out") ms handing it over (--local)"
   local hop_name
@@ -1072,6 +1098,7 @@ case_migrate_local() {
     [ -n "${watchdogs[$hop_name]:-}" ] && finish_watched $hop_name
     expect_clean $hop_name || ok=0
   done
+  ip link del ${tap}x 2>/dev/null; ip link del $tap 2>/dev/null
   [ $ok -eq 1 ] && pass $name
 }
 
