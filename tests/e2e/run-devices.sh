@@ -912,8 +912,17 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
     >"$work/migrate_back.out" 2>&1 ||
     { ok=0; fail $name "migrating on over TCP failed: $(cat "$work/migrate_back.out")"; }
   cat "$work/migrate_back.out"
-  grep -q 'converged with the vCPUs held back' "$work/migrate_back.out" ||
-    { ok=0; fail $name "the capped migration did not hold the vCPUs back: $(tail -n 3 "$work/migrate_back.out")"; }
+  # The guest's dirtying is its own loop's speed in the test host, which varies (1 MiB/s in
+  # one run): auto-converge is owed when a later pass saw it dirty at least 3/4 of the link.
+  local fastest
+  fastest=$(awk '$1 == "pass" && $2 + 0 >= 2 { for (i = 1; i < NF; i++) if ($i == "dirties") { r = $(i + 1) + 0; if (r > m) m = r } } END { print int(m) }' \
+    "$work/migrate_back.out")
+  if [ "$fastest" -ge 6 ]; then
+    grep -q 'converged with the vCPUs held back' "$work/migrate_back.out" ||
+      { ok=0; fail $name "the guest dirtied $fastest MiB/s of an 8 MiB/s link and was not held back: $(tail -n 3 "$work/migrate_back.out")"; }
+  else
+    echo "migrate: auto-converge not exercised: the guest dirtied at most $fastest MiB/s after the first pass"
+  fi
   finish_watched migrate_dest
   [ $status -eq 0 ] || { ok=0; fail migrate_dest "exit status $status after moving on, expected 0"; }
   at=$(last_count "$dst")
