@@ -24,7 +24,9 @@
 # when there is one and then sleeps; the default init has already started godwit-agent.
 # godwit: --vsock cid=3 and --api-socket; each round trip is the wall time of
 # `godwit exec API -- true` (the whole CLI: start, connect, exec, exit status), each copy of
-# `godwit cp FILE API:/tmp/x` (checksummed, renamed into place).
+# `godwit cp FILE API:/tmp/x` (checksummed, renamed into place); and the round trip without
+# the CLI (bench/api_exec.py: PUT /vm/agent/exec on the API socket, a connection each), the
+# figure to hold against qemu-ga's, whose client is one process on one connection.
 # QEMU: -device virtio-serial with a virtserialport on a chardev socket; bench/qga.py
 # connects once, guest-sync-delimited, then per round trip guest-exec /bin/true
 # (capture-output) and guest-exec-status polled at once until exited; per copy
@@ -133,6 +135,9 @@ run_godwit() {
     t1=$EPOCHREALTIME
     add godwit exec "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b - a) * 1000}')"
   done
+  "$py" "$root/bench/api_exec.py" "$work/api.sock" "$exec_n" >"$work/godwit.api" ||
+    { failed godwit "PUT /vm/agent/exec failed"; return 1; }
+  awk '{printf "%.3f\n", $1 * 1000}' "$work/godwit.api" >>"$work/res/godwit.api"
   for ((i = 0; i < cp_runs; i++)); do
     t0=$EPOCHREALTIME
     "$godwit" cp "$work/file" "$work/api.sock:/tmp/x" || { failed godwit "godwit cp failed"; return 1; }
@@ -188,10 +193,12 @@ table() {
   echo "|---|---|---|---|"
   row "exec \`true\` round trip, median of $exec_n (ms, lower is better)" "$(med godwit.exec)" "$(med qemu.exec)"
   echo "| exec round trip, fastest-slowest (ms) | $(range godwit.exec) | $(range qemu.exec) | |"
+  row "exec \`true\` round trip without the CLI, median of $exec_n (ms, lower is better)" "$(med godwit.api)" "$(med qemu.exec)"
   row "copy $cp_mib MiB into the guest's /tmp, median of $cp_runs (MB/s)" "$(med godwit.cp)" "$(med qemu.cp)"
   echo
   echo "godwit: $(mapfile -d '' c < <(godwit_cmd); printf '%q ' "${c[@]}")"
   echo "        godwit exec API -- true; godwit cp FILE API:/tmp/x (wall time of each command)"
+  echo "        without the CLI: bench/api_exec.py API $exec_n (PUT /vm/agent/exec {\"argv\": [\"true\"]}, a connection each)"
   echo "qemu:   $(mapfile -d '' c < <(qemu_cmd); printf '%q ' "${c[@]}")"
   echo "        bench/qga.py QGA exec $exec_n; bench/qga.py QGA write FILE /tmp/x (guest-exec + guest-exec-status; guest-file-open/write/close, 1 MiB chunks)"
 }
