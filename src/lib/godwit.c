@@ -248,29 +248,23 @@ static int open_restore(struct godwit_vm *gv, const char *dir)
     return 0;
 }
 
-struct godwit_vm *godwit_create(const struct godwit_config *config)
+/* The VM as configured, but for a local handover's disks and taps (godwit_create's). */
+static struct godwit_vm *new_vm(const struct godwit_config *config)
 {
     bool failed = false;
-    const struct godwit_handover *handover = config && config->incoming ? config->incoming_devices
-                                                                         : NULL;
     if (!config || (!config->kernel && !config->restore_dir && !config->incoming)) {
         log_error("config: a kernel is required");
         return NULL;
     }
     if (config->cpus > VM_MAX_VCPUS || (config->memory_mib && config->memory_mib < 64)) {
         log_error("config: %s is out of range", config->cpus > VM_MAX_VCPUS ? "cpus" : "memory");
-        close_handover(handover);
         return NULL;
     }
-    if (!devices_valid(config)) {
-        close_handover(handover);
+    if (!devices_valid(config))
         return NULL;
-    }
     struct godwit_vm *gv = calloc(1, sizeof(*gv));
-    if (!gv) {
-        close_handover(handover);
+    if (!gv)
         return NULL;
-    }
     /* Recursive: pausing drains device I/O by running the main loop, whose callbacks (an API
      * request, say) may take it again on the same thread. */
     pthread_mutexattr_t recursive;
@@ -296,7 +290,6 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->cfg.nr_disks = gv->disks ? config->nr_disks : 0; /* what free_devices() walks */
     gv->cfg.nr_nets = gv->nets ? config->nr_nets : 0;
     if (failed) {
-        close_handover(handover);
         godwit_destroy(gv);
         return NULL;
     }
@@ -322,14 +315,28 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
     gv->cfg.incoming_memfd = gv->incoming_memfd;
-    if (handover && take_handover(gv, config) < 0) {
-        godwit_destroy(gv);
-        return NULL;
-    }
     gv->unpack.enabled = !config->no_kernel_decompress;
     gv->unpack.no_cache = config->no_kernel_cache;
     if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
         : !config->incoming && vm_check_images(&gv->cfg) < 0) {
+        godwit_destroy(gv);
+        return NULL;
+    }
+    return gv;
+}
+
+/* The handover's descriptors are godwit's from here, whatever becomes of the VM: one place
+ * takes them or closes them. */
+struct godwit_vm *godwit_create(const struct godwit_config *config)
+{
+    const struct godwit_handover *handover = config && config->incoming ? config->incoming_devices
+                                                                         : NULL;
+    struct godwit_vm *gv = new_vm(config);
+    if (!gv) {
+        close_handover(handover);
+        return NULL;
+    }
+    if (handover && take_handover(gv, config) < 0) {
         godwit_destroy(gv);
         return NULL;
     }
