@@ -66,6 +66,25 @@ static void check_query(const char *body, size_t len, bool want_key)
     free(q);
 }
 
+/* GET and PUT /vm/agent/file's query (with_mode: PUT's), a C string as the server has it. */
+static void check_file_query(const char *body, size_t len, bool with_mode)
+{
+    char *q = malloc(len + 1);
+    struct api_file_query *f = malloc(sizeof(*f));
+    if (q && f) {
+        memcpy(q, body, len);
+        q[len] = '\0';
+        if (api_parse_file_query(q, with_mode, f) == 0) {
+            FUZZ_CHECK(f->path[0] == '/' && strlen(f->path) <= API_FILE_PATH_MAX);
+            FUZZ_CHECK(f->mode <= 07777 && (with_mode || f->mode == API_FILE_MODE));
+        } else {
+            FUZZ_CHECK(f->path[0] == '\0');
+        }
+    }
+    free(f);
+    free(q);
+}
+
 static void check_utf8(const char *body, size_t len)
 {
     size_t n;
@@ -82,7 +101,8 @@ static void check_utf8(const char *body, size_t len)
 }
 
 /* The first byte picks what the rest is: 0 snapshot, 1 migrate (as the first seeds have it),
- * 2 exec, 3 kvp, 4 and 5 a kvp query (5: DELETE's, with a key), 6 freeze, 7 guest output. */
+ * 2 exec, 3 kvp, 4 and 5 a kvp query (5: DELETE's, with a key), 6 freeze, 7 guest output; its
+ * low four bits 8 and 9: a file's query (9: PUT's, with a mode); 10-15 as their low three. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -90,6 +110,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
     unsigned t;
+    if ((data[0] & 15) == 8 || (data[0] & 15) == 9) {
+        check_file_query(body, len, data[0] & 1);
+        return 0;
+    }
     switch (data[0] & 7) {
     case 0: {
         struct api_snapshot_body s;
