@@ -36,7 +36,8 @@ int agent_send_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* Reads the answer line byte by byte: what follows it is already the agent's stream. */
+/* Takes the answer line and not a byte more (what follows it is already the agent's stream):
+ * a peek finds its end, one read takes it, rather than a poll and a read for every byte. */
 int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms)
 {
     char line[64];
@@ -51,16 +52,20 @@ int agent_vsock_handshake(int fd, unsigned port, unsigned timeout_ms)
             continue;
         if (r <= 0)
             return r < 0 ? -errno : -ETIMEDOUT;
-        ssize_t got = read(fd, line + n, 1);
+        ssize_t got = recv(fd, line + n, sizeof(line) - 1 - n, MSG_PEEK);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
             return -ECONNREFUSED; /* nothing listens on that port in the guest */
-        if (line[n] == '\n') {
-            line[n] = 0;
+        char *nl = memchr(line + n, '\n', (size_t)got);
+        size_t take = nl ? (size_t)(nl - (line + n)) + 1 : (size_t)got;
+        if (recv(fd, line + n, take, 0) != (ssize_t)take)
+            return -EPROTO; /* what the peek saw is there: only a broken socket says less */
+        n += take;
+        if (nl) {
+            *nl = 0;
             return strncmp(line, "OK ", 3) == 0 ? 0 : -ECONNREFUSED;
         }
-        n++;
     }
     return -EPROTO;
 }

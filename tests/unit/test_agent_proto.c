@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -264,6 +265,18 @@ static void test_vsock_handshake(void **state)
     assert_int_equal(agent_vsock_handshake(sv[0], 1024, 1000), 0);
     assert_int_equal(read(sv[1], line, sizeof(line) - 1), 13);
     assert_string_equal(line, "CONNECT 1024\n");
+    assert_int_equal(read(sv[0], line, 4), 4);
+    assert_memory_equal(line, "GWAG", 4);
+    /* An answer in two pieces: the first has no newline yet. */
+    assert_int_equal(write(sv[1], "OK 10", 5), 5);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(50000);
+        _exit(write(sv[1], "73741825\nGWAG", 13) == 13 ? 0 : 1);
+    }
+    assert_int_equal(agent_vsock_handshake(sv[0], 1024, 1000), 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    assert_int_equal(read(sv[1], line, sizeof(line) - 1), 13);
     assert_int_equal(read(sv[0], line, 4), 4);
     assert_memory_equal(line, "GWAG", 4);
     assert_int_equal(write(sv[1], "NO\n", 3), 3);
