@@ -24,16 +24,13 @@
 
 int agent_exec_main(int argc, char **argv); /* agent_exec.c */
 
-/* The vsock socket the VM's configuration names, if any. */
-static int vsock_from_config(const char *name, char *path, size_t len)
+/* The vsock socket the VM's configuration names, asking its API socket `api`. */
+static int vsock_from_config(const char *api, char *path, size_t len)
 {
-    char api[RUNTIME_PATH_MAX + 80];
     struct api_response resp;
     struct json_object *vm, *cfg, *vsock, *sock;
-    int ret = strchr(name, '/') ? (snprintf(api, sizeof(api), "%s", name) < (int)sizeof(api)
-                                       ? 0 : -ENAMETOOLONG)
-                                : runtime_client_socket_path(name, api, sizeof(api));
-    if (ret < 0 || (ret = api_request(api, "GET", "/vm", NULL, &resp)) < 0)
+    int ret = api_request(api, "GET", "/vm", NULL, &resp);
+    if (ret < 0)
         return ret;
     ret = -ENOENT;
     vm = resp.status == 200 ? json_tokener_parse(resp.body) : NULL;
@@ -63,33 +60,75 @@ struct agent_client *agent_open(const char *name)
             log_error(__VA_ARGS__);                                                          \
     } while (0)
 
-/* The VM's vsock socket: its configuration's, or the runtime directory's NAME.vsock. */
-static int vsock_path_of(const char *name, bool quiet, char *path, size_t len)
+/* The agent's port through the VM's vsock socket at `path`, which answered the connection. */
+static struct agent_client *handshake(struct agent_client *c, const char *name, const char *path,
+                                      bool quiet)
 {
-    bool api_path = strchr(name, '/') != NULL; /* a VM's API socket, as ctl's commands take */
-    if (!api_path && !runtime_name_valid(name)) {
-        say(quiet, "'%s' is not a valid VM name", name);
-        return -EINVAL;
-    }
-    int ret = vsock_from_config(name, path, len);
+    int ret = agent_vsock_handshake(c->fd, AGENT_VSOCK_PORT, AGENT_CONNECT_TIMEOUT_MS);
+    if (ret == 0)
+        return c;
+    if (ret == -ECONNREFUSED)
+        say(quiet, "%s: no agent answers on vsock port %u (is godwit-agent running in the guest?)",
+            name, AGENT_VSOCK_PORT);
+    else
+        say(quiet, "%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
+    agent_client_close(c);
+    return NULL;
+}
+
+/* The vsock socket the VM's configuration names, asking its API socket `api` (`name` is
+ * what the user gave: that path, or the VM's name). */
+static struct agent_client *open_configured(const char *api, const char *name, bool quiet)
+{
+    char path[RUNTIME_PATH_MAX + 80];
+    struct agent_client *c;
+    int ret = vsock_from_config(api, path, sizeof(path));
     if (ret == -ENODEV)
         say(quiet, "%s has no vsock device (godwit run --vsock cid=N)", name);
-    else if (ret < 0 && api_path)
-        say(quiet, "no VM answers on %s: %s", name, strerror(-ret));
-    if (ret >= 0 || ret == -ENODEV || api_path)
-        return ret;
-    char dir[RUNTIME_PATH_MAX];
-    if (runtime_client_dir(dir, sizeof(dir)) < 0 ||
-        snprintf(path, len, "%s/%s.vsock", dir, name) >= (int)len) {
-        say(quiet, "no VM named '%s' is running", name);
-        return -ENOENT;
+    else if (ret < 0 && api == name)
+        say(quiet, "no VM answers on %s: %s", api, strerror(-ret));
+    else if (ret < 0)
+        say(quiet, "no VM named '%s' with a vsock device is running", name);
+    else if ((c = agent_client_open(path, &ret)))
+        return handshake(c, name, path, quiet);
+    else
+        say(quiet, "%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
+    return NULL;
+}
+
+/*
+ * A VM by name: its vsock socket is, unless its configuration names another, NAME.vsock beside
+ * its API socket in the runtime directory. That one is tried first, which saves a request to
+ * the API (and its configuration's JSON) on every command; only a VM that has no socket there
+ * is asked where its socket is.
+ */
+static struct agent_client *open_by_name(const char *name, bool quiet)
+{
+    char dir[RUNTIME_PATH_MAX], path[RUNTIME_PATH_MAX + 80], api[RUNTIME_PATH_MAX + 80];
+    struct agent_client *c;
+    int ret;
+    if (!runtime_name_valid(name)) {
+        say(quiet, "'%s' is not a valid VM name", name);
+        return NULL;
     }
-    return 0;
+    if (runtime_client_dir(dir, sizeof(dir)) < 0 ||
+        snprintf(path, sizeof(path), "%s/%s.vsock", dir, name) >= (int)sizeof(path) ||
+        snprintf(api, sizeof(api), "%s/%s.sock", dir, name) >= (int)sizeof(api)) {
+        say(quiet, "no VM named '%s' is running", name);
+        return NULL;
+    }
+    if ((c = agent_client_open(path, &ret)))
+        return handshake(c, name, path, quiet);
+    if (ret != -ENOENT && ret != -ECONNREFUSED) {
+        say(quiet, "%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
+        return NULL;
+    }
+    /* Nobody listens there: a socket of the VM's own choosing, or no such VM. */
+    return open_configured(api, name, quiet);
 }
 
 struct agent_client *agent_open_quiet(const char *name, bool quiet)
 {
-    char path[RUNTIME_PATH_MAX + 80];
     const char *direct = getenv("GODWIT_AGENT_SOCKET");
     struct agent_client *c;
     int ret;
@@ -98,19 +137,8 @@ struct agent_client *agent_open_quiet(const char *name, bool quiet)
             say(quiet, "%s: cannot reach the agent at %s: %s", name, direct, strerror(-ret));
         return c;
     }
-    if (vsock_path_of(name, quiet, path, sizeof(path)) < 0)
-        return NULL;
-    c = agent_client_connect(path, false, AGENT_VSOCK_PORT, &ret);
-    if (c)
-        return c;
-    if ((ret == -ENOENT || ret == -ECONNREFUSED) && access(path, F_OK) < 0)
-        say(quiet, "no VM named '%s' with a vsock device is running (no %s)", name, path);
-    else if (ret == -ECONNREFUSED)
-        say(quiet, "%s: no agent answers on vsock port %u (is godwit-agent running in the guest?)",
-            name, AGENT_VSOCK_PORT);
-    else
-        say(quiet, "%s: cannot reach the agent through %s: %s", name, path, strerror(-ret));
-    return NULL;
+    /* A VM's API socket, as ctl's commands take, or its name. */
+    return strchr(name, '/') ? open_configured(name, name, quiet) : open_by_name(name, quiet);
 }
 
 static int fail(struct agent_client *c, const char *what, int ret)
