@@ -40,9 +40,12 @@ void agent_monitor_stop(struct agent_monitor *m);
 /*
  * The guest runs again from a saved state (`why`: "restore", "migration"): once the agent answers,
  * within AGENT_RESUMED_WAIT_MS, its clock is stepped to the host's and, with `thaw`, its
- * filesystems thawed (a snapshot taken with them frozen keeps them so). One log line either way.
+ * filesystems thawed (a snapshot taken with them frozen keeps them so). One log line either way:
+ * a warning when it did not answer, unless no agent ever answered (a guest without one).
  */
 void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw);
+/* Tests: AGENT_RESUMED_WAIT_MS replaced by `ms`. */
+void agent_monitor_test_set_wait(unsigned ms);
 /* A snapshot of what is known, from any thread. */
 void agent_monitor_status(struct agent_monitor *m, struct agent_status *st);
 /* From any thread, without waiting for the guest: when the agent is alive, the monitor's

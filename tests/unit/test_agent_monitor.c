@@ -274,6 +274,53 @@ static void test_no_agent(void **state)
     pthread_mutex_destroy(&vm.lock);
 }
 
+/* What a monitor logs between its start and its stop, with `resumed` asked right after start;
+ * `vm` (or none) behind it, silent after it was found. */
+static void resumed_log(struct fake_vm *vm, char *out, size_t len)
+{
+    struct agent_monitor *m;
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    log_set_level(LOG_LVL_WARN);
+    assert_int_equal(agent_monitor_start(&m, vm ? vm->path : "/nonexistent/godwit.vsock",
+                                         on_change, vm), 0);
+    if (vm) {
+        assert_true(wait_for(vm, &vm->found, 1, 5000));
+        vm->silent = true;
+    }
+    agent_monitor_resumed(m, "resume", false);
+    nanosleep(&(struct timespec){ .tv_sec = 2, .tv_nsec = 500 * 1000 * 1000 }, NULL);
+    agent_monitor_stop(m);
+    log_set_level(LOG_LVL_ERROR);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, len - 1, tmp);
+    out[n] = 0;
+    fclose(tmp);
+}
+
+/* A resume with no answer: a warning when an agent answered before, none when no agent ever
+ * did (a guest that runs none: its vsock device is for something else). */
+static void test_resumed_warns_only_after_an_agent(void **state)
+{
+    (void)state;
+    char log[4096];
+    struct fake_vm vm = { .listen_fd = -1 };
+    agent_monitor_test_set_wait(1000);
+    resumed_log(NULL, log, sizeof(log));
+    assert_null(strstr(log, "clock was not stepped"));
+    fake_vm_start(&vm);
+    resumed_log(&vm, log, sizeof(log));
+    fake_vm_stop(&vm);
+    agent_monitor_test_set_wait(AGENT_RESUMED_WAIT_MS);
+    assert_non_null(strstr(log, "clock was not stepped"));
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -282,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_resumed_steps_clock),
         cmocka_unit_test(test_poweroff_request),
         cmocka_unit_test(test_no_agent),
+        cmocka_unit_test(test_resumed_warns_only_after_an_agent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
