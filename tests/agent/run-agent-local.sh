@@ -132,6 +132,77 @@ g kvp vm --pool host get color 2>/dev/null; expect_eq "deleted" "$?" 1
 g kvp vm set ../evil x 2>/dev/null; expect_eq "a key with a slash" "$?" 1
 g kvp vm set 2>/dev/null; expect_eq "kvp usage" "$?" 2
 
+# Finding the VM's vsock socket, through a fake VMM in front of the agent: its vsock socket
+# answers "CONNECT 1024" and passes bytes on, its API socket answers GET /vm (and counts them).
+# By name the runtime directory's NAME.vsock is reached without asking the API; by API socket,
+# or by a name whose NAME.vsock is not there, GET /vm names the socket.
+fake_vmm() { # API VSOCK COUNT_FILE
+    exec python3 - "$@" "$work/agent.sock" <<'PY'
+import json, os, socket, sys, threading
+api, vsock, count, agent = sys.argv[1:5]
+gets = 0
+def pump(a, b):
+    try:
+        while (d := a.recv(65536)):
+            b.sendall(d)
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve_vsock(c):
+    line = b""
+    while not line.endswith(b"\n") and (d := c.recv(1)):
+        line += d
+    if line != b"CONNECT 1024\n":
+        return c.close()
+    up = socket.socket(socket.AF_UNIX); up.connect(agent)
+    c.sendall(b"OK 1073741824\n")
+    threading.Thread(target=pump, args=(up, c), daemon=True).start()
+    pump(c, up)
+def serve_api(c):
+    global gets
+    data = b""
+    while b"\r\n\r\n" not in data and (d := c.recv(4096)):
+        data += d
+    gets += 1
+    with open(count, "w") as f:
+        f.write(str(gets))
+    body = json.dumps({"name": "fake", "config": {"vsock": {"cid": 3, "socket": vsock}}}).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    c.close()
+def listen(path, fn):
+    s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(8)
+    while True:
+        threading.Thread(target=fn, args=(s.accept()[0],), daemon=True).start()
+threading.Thread(target=listen, args=(vsock, serve_vsock), daemon=True).start()
+listen(api, serve_api)
+PY
+}
+if [ "$(id -u)" = 0 ]; then rundir=/run/godwit; else rundir=${XDG_RUNTIME_DIR:-}; rundir=${rundir:+$rundir/godwit}; fi
+[ -n "$rundir" ] || rundir=/tmp/godwit-$(id -u)
+fake=gwtest-$$
+if mkdir -p -m 0700 "$rundir" 2>/dev/null && [ -w "$rundir" ]; then
+    mkdir "$work/vmm"
+    fake_vmm "$rundir/$fake.sock" "$work/vmm/vm.vsock" "$work/gets" &
+    fake_pid=$!
+    fake_vmm "$work/vmm/api.sock" "$work/vmm/vm2.vsock" "$work/gets2" &
+    fake2_pid=$!
+    for _ in $(seq 50); do [ -S "$work/vmm/vm.vsock" ] && [ -S "$work/vmm/vm2.vsock" ] && break; sleep 0.1; done
+    ln -s "$work/vmm/vm.vsock" "$rundir/$fake.vsock" # the default place of a VM's socket
+    expect_eq "exec by name" "$(GODWIT_AGENT_SOCKET= g exec $fake -- echo by-name)" by-name
+    expect_eq "by name: no API request" "$(cat "$work/gets" 2>/dev/null || echo 0)" 0
+    expect_eq "exec by API socket" "$(GODWIT_AGENT_SOCKET= g exec "$work/vmm/api.sock" -- echo by-api)" by-api
+    expect_eq "by API socket: GET /vm" "$(cat "$work/gets2" 2>/dev/null)" 1
+    # None in the default place (a VM with socket=PATH): its API names the socket.
+    rm "$rundir/$fake.vsock"
+    expect_eq "exec by name, socket=PATH" "$(GODWIT_AGENT_SOCKET= g exec $fake -- echo configured)" configured
+    expect_eq "by name, socket=PATH: GET /vm" "$(cat "$work/gets" 2>/dev/null)" 1
+    GODWIT_AGENT_SOCKET= g exec gwtest-none-$$ -- true 2>/dev/null; expect_eq "no such VM" "$?" 255
+    kill "$fake_pid" "$fake2_pid"
+    rm -f "$rundir/$fake.sock"
+else
+    echo "skip: finding the VM by name (no runtime directory $rundir)"
+fi
+
 # info
 g agent-info vm | grep -q '^agent  *0\.' && ok "agent-info" || bad "agent-info"
 
