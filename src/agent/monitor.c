@@ -307,6 +307,17 @@ void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw)
     pthread_mutex_unlock(&m->lock);
 }
 
+bool agent_monitor_take_resumed(struct agent_monitor *m, const char *why)
+{
+    pthread_mutex_lock(&m->lock);
+    bool take = m->resumed.why && strcmp(m->resumed.why, why) == 0 && !m->resumed.thaw &&
+                m->st.alive;
+    if (take)
+        m->resumed.why = NULL;
+    pthread_mutex_unlock(&m->lock);
+    return take;
+}
+
 void agent_monitor_status(struct agent_monitor *m, struct agent_status *st)
 {
     pthread_mutex_lock(&m->lock);

@@ -44,6 +44,13 @@ void agent_monitor_stop(struct agent_monitor *m);
  * a warning when it did not answer, unless no agent ever answered (a guest without one).
  */
 void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw);
+/*
+ * The step owed after `why` (agent_monitor_resumed, without a thaw) taken over by a caller that
+ * makes it itself, now: true, and the monitor will not; false when none is owed (made already)
+ * or the agent is not alive (the monitor waits for it). A caller whose step fails gives it back
+ * with agent_monitor_resumed().
+ */
+bool agent_monitor_take_resumed(struct agent_monitor *m, const char *why);
 /* Tests: AGENT_RESUMED_WAIT_MS replaced by `ms`. */
 void agent_monitor_test_set_wait(unsigned ms);
 /* A snapshot of what is known, from any thread. */

@@ -44,6 +44,7 @@ struct job {
     struct api_kvp_body kvp;     /* JOB_KVP_SET */
     struct api_kvp_query query;  /* JOB_KVP_GET, JOB_KVP_DELETE */
     unsigned timeout_s;          /* JOB_FREEZE */
+    struct godwit_vm *resumed;   /* JOB_TIME: the VM whose resume's step this is (taken over) */
     struct api_file_query *file; /* JOB_FILE_PUT, JOB_FILE_GET */
     char *held;                  /* JOB_FILE_PUT: the body's bytes the server read, ... */
     size_t held_len;
@@ -450,6 +451,10 @@ static void *job_thread(void *arg)
         set_agent(job, NULL);
         godwit_agent_close(agent);
     }
+    if (job->resumed && a.status != 204)
+        godwit_agent_give_back_resume(job->resumed); /* the monitor tries again */
+    else if (job->resumed)
+        log_info("agent: guest clock stepped to the host's after the resume (asked through the API)");
     if (a.status)
         send_answer(job->fd, &a);
     if (job->body_left)
@@ -615,13 +620,31 @@ void api_agent_thaw(void *opaque, const struct http_request *req, struct http_re
         job_start(opaque, job, resp);
 }
 
+/*
+ * With "?after=resume" (godwit resume's, after its PUT /vm/resume): the step the resume left to
+ * the agent's monitor is made here, before the answer, and not again by the monitor; when the
+ * monitor made it already, or waits for an agent that is not alive, nothing is stepped (204).
+ */
 void api_agent_sync_time(void *opaque, const struct http_request *req,
                          struct http_response *resp)
 {
-    struct job *job = job_new(opaque, JOB_TIME, resp);
-    (void)req;
-    if (job)
-        job_start(opaque, job, resp);
+    struct api_agent_ctx *ctx = opaque;
+    bool after_resume = req->query && strcmp(req->query, "after=resume") == 0;
+    if (req->query && req->query[0] && !after_resume) {
+        early_error(ctx, resp, 400, "usage: PUT /vm/agent/sync-time[?after=resume]");
+        return;
+    }
+    if (after_resume && !godwit_agent_take_resume(ctx->vm)) {
+        resp->status = 204;
+        return;
+    }
+    struct job *job = job_new(ctx, JOB_TIME, resp);
+    if (job) {
+        job->resumed = after_resume ? ctx->vm : NULL;
+        job_start(ctx, job, resp);
+    }
+    if (after_resume && !ctx->taken)
+        godwit_agent_give_back_resume(ctx->vm); /* no job: the monitor's again */
 }
 
 /* A file job's query into job->file: 0, or -EINVAL / -ENOMEM. */

@@ -312,19 +312,33 @@ static int cmd_agent_info(int argc, char **argv)
     return status;
 }
 
-/* Steps the guest's clock to the host's. Quiet: after a resume, where a guest may well have
- * no agent (or no vsock) and the resume itself has succeeded. */
-static int sync_time(const char *name, bool quiet)
+/* Steps the guest's clock to the host's. */
+static int sync_time(const char *name)
 {
-    struct agent_client *c = agent_open_quiet(name, quiet);
+    struct agent_client *c = agent_open(name);
     struct timespec now;
     if (!c)
         return 1;
     clock_gettime(CLOCK_REALTIME, &now);
     int ret = agent_client_set_time(c, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec);
-    int status = ret < 0 ? (quiet ? 1 : fail(c, "sync-time", ret)) : 0;
+    int status = ret < 0 ? fail(c, "sync-time", ret) : 0;
     agent_client_close(c);
     return status;
+}
+
+/*
+ * After godwit resume: the guest's clock, which stood still, stepped before the command returns.
+ * The resume left that step to the VMM's agent monitor (godwit_resume), which makes it on its
+ * next turn; this request has the VMM make it now instead, once (docs/api.yaml). Quiet: a guest
+ * may well have no agent, and the resume itself has succeeded.
+ */
+static void step_after_resume(const char *name)
+{
+    char api[RUNTIME_PATH_MAX + 80];
+    struct api_response resp;
+    if (ctl_socket_for(name, api, sizeof(api)) == 0 &&
+        api_request(api, "PUT", "/vm/agent/sync-time?after=resume", NULL, &resp) == 0)
+        api_response_free(&resp);
 }
 
 /* shutdown through the agent: for a guest that ignores the ACPI power button. */
@@ -351,7 +365,7 @@ int agent_cmds_main(const char *cmd, int argc, char **argv)
          * (when it has an agent). */
         int status = ctl_main(cmd, argc, argv);
         if (status == 0)
-            sync_time(argv[1], true);
+            step_after_resume(argv[1]);
         return status;
     }
     if (strcmp(cmd, "sync-time") == 0) {
@@ -359,7 +373,7 @@ int agent_cmds_main(const char *cmd, int argc, char **argv)
             log_error("usage: godwit sync-time NAME");
             return 2;
         }
-        return sync_time(argv[1], false);
+        return sync_time(argv[1]);
     }
     if (strcmp(cmd, "agent-shutdown") == 0)
         return cmd_agent_shutdown(argc, argv);

@@ -20,8 +20,7 @@
 
 #define SOCKET_SUFFIX ".sock"
 
-/* The socket of VM `name`: a path (containing '/') is used as it is. */
-static int socket_for(const char *name, char *path, size_t len)
+int ctl_socket_for(const char *name, char *path, size_t len)
 {
     if (strchr(name, '/')) {
         if (strlen(name) >= len)
@@ -66,7 +65,7 @@ static int ctl_simple(const char *name, const char *method, const char *target, 
 {
     char path[RUNTIME_PATH_MAX + 80];
     struct api_response resp;
-    if (socket_for(name, path, sizeof(path)) < 0)
+    if (ctl_socket_for(name, path, sizeof(path)) < 0)
         return 2;
     int ret = api_request(path, method, target, NULL, &resp);
     int status = 0;
@@ -190,7 +189,7 @@ static int ctl_console(const char *name)
 {
     char path[RUNTIME_PATH_MAX + 80];
     struct termios saved, raw;
-    if (socket_for(name, path, sizeof(path)) < 0)
+    if (ctl_socket_for(name, path, sizeof(path)) < 0)
         return 2;
     int fd = api_connect(path);
     if (fd < 0)
@@ -242,7 +241,7 @@ static int ctl_snapshot(int argc, char **argv)
         log_error("usage: godwit snapshot NAME DIR [--resume|--stop] [--freeze]");
         return 2;
     }
-    if (socket_for(argv[1], path, sizeof(path)) < 0)
+    if (ctl_socket_for(argv[1], path, sizeof(path)) < 0)
         return 2;
     if (absolute_dir(argv[2], dir, sizeof(dir)) < 0) {
         log_error("snapshot: %s: path too long", argv[2]);
@@ -358,7 +357,7 @@ static int ctl_migrate(int argc, char **argv)
                   "[--local] | godwit migrate NAME --cancel");
         return 2;
     }
-    if (socket_for(argv[1], path, sizeof(path)) < 0)
+    if (ctl_socket_for(argv[1], path, sizeof(path)) < 0)
         return 2;
     if (strcmp(argv[2], "--cancel") == 0)
         return argc == 3 ? ctl_simple(argv[1], "DELETE", "/vm/migration", false) : 2;

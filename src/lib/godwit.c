@@ -570,6 +570,22 @@ struct json_object *godwit_agent_json(struct godwit_vm *gv)
     return obj;
 }
 
+bool godwit_agent_take_resume(struct godwit_vm *gv)
+{
+    pthread_mutex_lock(&gv->lock);
+    bool taken = gv->agent && agent_monitor_take_resumed(gv->agent, "resume");
+    pthread_mutex_unlock(&gv->lock);
+    return taken;
+}
+
+void godwit_agent_give_back_resume(struct godwit_vm *gv)
+{
+    pthread_mutex_lock(&gv->lock);
+    if (gv->agent)
+        agent_monitor_resumed(gv->agent, "resume", false);
+    pthread_mutex_unlock(&gv->lock);
+}
+
 /* Boots the VM once and runs the main loop until it ends; returns why it ended. */
 static enum vm_exit_reason run_once(struct godwit_vm *gv)
 {

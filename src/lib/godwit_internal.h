@@ -33,6 +33,11 @@ struct json_object *godwit_vcpus_json(struct godwit_vm *vm);
 /* The guest agent's heartbeat and what it said of the guest (GET /vm's "agent"), or NULL for
  * a VM without a vsock device. */
 struct json_object *godwit_agent_json(struct godwit_vm *vm);
+/* The clock step a resume left to the agent's monitor, taken over by a caller that steps the
+ * clock itself now (agent_monitor_take_resumed): true when it is the caller's to make. A failed
+ * step is given back (godwit_agent_give_back_resume), for the monitor to retry. */
+bool godwit_agent_take_resume(struct godwit_vm *vm);
+void godwit_agent_give_back_resume(struct godwit_vm *vm);
 
 /* The agent connection's client (agent/client.h), for what godwit.h does not offer: the
  * API's copies, streamed to and from its connections. */

@@ -274,6 +274,31 @@ static void test_no_agent(void **state)
     pthread_mutex_destroy(&vm.lock);
 }
 
+/* A resume's step taken over (the API's sync-time?after=resume makes it itself): the monitor
+ * makes none; a restore's (with its thaw) and one for an agent that is not alive stay its own. */
+static void test_take_resumed(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1 };
+    struct agent_monitor *m;
+    fake_vm_start(&vm);
+    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
+    agent_monitor_resumed(m, "resume", false);
+    assert_false(agent_monitor_take_resumed(m, "resume")); /* not alive yet: the monitor's */
+    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    agent_monitor_resumed(m, "resume", false);
+    assert_true(agent_monitor_take_resumed(m, "resume"));
+    assert_false(agent_monitor_take_resumed(m, "resume")); /* once */
+    unsigned before = count(&vm, &vm.set_times);
+    nanosleep(&(struct timespec){ .tv_sec = 2 }, NULL);
+    assert_int_equal(count(&vm, &vm.set_times), before);
+    agent_monitor_resumed(m, "restore", true);
+    assert_false(agent_monitor_take_resumed(m, "resume"));
+    assert_true(wait_for(&vm, &vm.thaws, 1, 5000));
+    agent_monitor_stop(m);
+    fake_vm_stop(&vm);
+}
+
 /* What a monitor logs between its start and its stop, with `resumed` asked right after start;
  * `vm` (or none) behind it, silent after it was found. */
 static void resumed_log(struct fake_vm *vm, char *out, size_t len)
@@ -330,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_poweroff_request),
         cmocka_unit_test(test_no_agent),
         cmocka_unit_test(test_resumed_warns_only_after_an_agent),
+        cmocka_unit_test(test_take_resumed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,6 +186,9 @@ static void test_agent_routes_refused(void **state)
     assert_json_status("/vm/agent/freeze", "", "HTTP/1.1 409");
     assert_status(REQ("PUT /vm/agent/thaw HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
     assert_status(REQ("PUT /vm/agent/sync-time HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
+    assert_status(REQ("PUT /vm/agent/sync-time?now HTTP/1.1\r\n\r\n"), "HTTP/1.1 400");
+    /* After a resume: no step owed (no agent's monitor), nothing to do. */
+    assert_status(REQ("PUT /vm/agent/sync-time?after=resume HTTP/1.1\r\n\r\n"), "HTTP/1.1 204");
     assert_status(REQ("GET /vm/agent/kvp HTTP/1.1\r\n\r\n"), "HTTP/1.1 409");
     assert_status(REQ("GET /vm HTTP/1.1\r\n\r\n"), "HTTP/1.1 200");
 }
