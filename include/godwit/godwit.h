@@ -132,11 +132,15 @@ struct godwit_config {
 
 /* What a source hands over with its memory in a same-host live upgrade
  * (godwit_incoming_accept()): each disk's open image in the configuration's order, then each
- * network interface's tap queues (one per queue pair), interface after interface. */
+ * network interface's tap queues (one per queue pair), interface after interface. And, from a
+ * source that migrates over several connections (--connections), the extra ones. */
 #define GODWIT_MAX_HANDOVER_FDS 144 /* 16 disks, 8 interfaces of 16 queue pairs */
+#define GODWIT_MAX_MIGRATION_CONNECTIONS 8
 struct godwit_handover {
     unsigned nr_disks, nr_taps;
     int fds[GODWIT_MAX_HANDOVER_FDS]; /* the disks', then the taps' */
+    unsigned nr_streams; /* extra connections, in the source's order; 0: the stream alone */
+    int streams[GODWIT_MAX_MIGRATION_CONNECTIONS - 1];
 };
 
 /* Live migration, the source's side (godwit_migrate()). */
@@ -149,6 +153,9 @@ struct godwit_migrate_options {
     /* Same-host live upgrade (unix: only): hand the guest's memory file to the destination
      * instead of copying RAM; the guest pauses only for its device state. */
     bool local;
+    /* TCP connections to open, 1 to GODWIT_MAX_MIGRATION_CONNECTIONS (tcp: only; 0: 1); the
+     * pages of each pass are spread over all of them. */
+    unsigned connections;
 };
 
 struct godwit_migration_status {
@@ -222,7 +229,8 @@ int godwit_migrate_cancel(struct godwit_vm *vm);
  * in *config_json (malloc'ed; docs/config.md), or -errno after one logged line. *memfd: the
  * guest's memory file when the source hands it over (godwit_config.incoming_memfd; only over
  * unix:), else -1; *devices then its disks and taps (godwit_config.incoming_devices; the
- * caller's to close until then), else none. */
+ * caller's to close until then), else none; devices->streams: the source's extra connections
+ * when it uses several (accepted here too), likewise. */
 int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
                            struct godwit_handover *devices);
 /* Asks the guest to power off (ACPI power button); stops it after timeout_ms. A guest still

@@ -114,6 +114,9 @@ int api_parse_migrate_body(const char *buf, size_t len, struct api_migrate_body 
         ret = get_uint(root, "bandwidth_mibps", 1, 1000000, &out->opts.bandwidth_mibps);
     if (ret == 0)
         ret = get_bool(root, "local", &out->opts.local);
+    if (ret == 0)
+        ret = get_uint(root, "connections", 1, GODWIT_MAX_MIGRATION_CONNECTIONS,
+                       &out->opts.connections);
     if (ret < 0) {
         json_object_put(root);
         memset(out, 0, sizeof(*out));

@@ -84,7 +84,8 @@ struct api_file_query {
 #define API_MIGRATE_BODY_USAGE                                                                    \
     "the body must be {\"uri\": \"tcp:HOST:PORT\"} with optional \"downtime_ms\" (1-60000), "     \
     "\"timeout_s\" (1-86400), \"timeout_action\" (\"cancel\" or \"switchover\"), "               \
-    "\"bandwidth_mibps\" (1-1000000) and \"local\" (true: hand the memory over, unix: only)"
+    "\"bandwidth_mibps\" (1-1000000), \"connections\" (1-8, tcp: only) and \"local\" (true: "    \
+    "hand the memory over, unix: only)"
 #define API_EXEC_BODY_USAGE                                                                       \
     "the body must be {\"argv\": [\"command\", \"argument\"...]} (1-256 strings) with optional "   \
     "\"user\", \"stdin\" (a string) and \"timeout_s\" (1-300, default 30)"

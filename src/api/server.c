@@ -303,6 +303,12 @@ static void handle_migrate(void *ctx, const struct http_request *req, struct htt
                                   "must be unix:PATH");
         return;
     }
+    if (body.opts.connections > 1 && (body.opts.local || strncmp(body.opts.uri, "tcp:", 4) != 0)) {
+        api_body_free(body.root);
+        reply_error(h, resp, 400, "\"connections\" above 1 spreads pages over TCP connections: "
+                                  "the uri must be tcp:HOST:PORT, without \"local\"");
+        return;
+    }
     int ret = godwit_migrate(h->server->vm, &body.opts);
     api_body_free(body.root);
     if (ret == -EBUSY) {

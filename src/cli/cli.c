@@ -116,12 +116,15 @@ void cli_usage_main(FILE *out)
                  "               godwit run --restore DIR builds it again (and steps the\n"
                  "               guest's clock and thaws, through its agent)\n"
                  "  migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] [--timeout S]\n"
-                 "          [--timeout-action cancel|switchover] [--bandwidth MIBPS] [--local]\n"
+                 "          [--timeout-action cancel|switchover] [--bandwidth MIBPS]\n"
+                 "          [--connections K] [--local]\n"
                  "               move the running guest to a godwit run --incoming there;\n"
                  "               progress until it has moved (--downtime-ms: the pause\n"
                  "               budget, default 10; --timeout: 600 s, then it is cancelled\n"
                  "               or switched over anyway; --bandwidth: a cap in MiB/s on\n"
-                 "               what is sent while the guest runs; --local, unix: only:\n"
+                 "               what is sent while the guest runs, all connections\n"
+                 "               together; --connections: 1 to 8 TCP connections, each\n"
+                 "               pass's pages spread over all, default 1; --local, unix: only:\n"
                  "               hand the guest's memory, disks and taps over instead of\n"
                  "               copying and reopening them, a live upgrade to another\n"
                  "               godwit on this host); migrate\n"
@@ -244,7 +247,9 @@ void cli_run_options_free(struct cli_run_options *opts)
     opts->incoming_fd = opts->incoming_memfd = -1;
     for (unsigned i = 0; i < opts->handover.nr_disks + opts->handover.nr_taps; i++)
         close(opts->handover.fds[i]);
-    opts->handover.nr_disks = opts->handover.nr_taps = 0;
+    for (unsigned i = 0; i < opts->handover.nr_streams; i++)
+        close(opts->handover.streams[i]);
+    opts->handover.nr_disks = opts->handover.nr_taps = opts->handover.nr_streams = 0;
 }
 
 /* The source's configuration is the base that options override, as a --config file is. The
@@ -259,6 +264,9 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
     if (opts->incoming_memfd >= 0)
         log_info("the source hands its guest's memory over (a local live upgrade): no page is "
                  "copied");
+    if (opts->handover.nr_streams)
+        log_info("migration: the source sends pages over %u connections",
+                 opts->handover.nr_streams + 1);
     int ret = config_parse_json(config, strlen(config), &opts->cfg, &opts->extra, &opts->owned,
                                 NULL);
     free(config);

@@ -16,6 +16,7 @@
 
 #include "api/client.h"
 #include "api/runtime.h"
+#include "godwit/godwit.h"
 #include "log.h"
 
 #define SOCKET_SUFFIX ".sock"
@@ -346,15 +347,29 @@ static int follow_migration(const char *name, const char *path, bool local)
     }
 }
 
+/* --connections K: 1 to 8 TCP connections, only over tcp: and not with --local (which copies
+ * no pages). One line and -EINVAL otherwise. */
+static int check_connections(const char *uri, long long k, bool local)
+{
+    const char *why = k > GODWIT_MAX_MIGRATION_CONNECTIONS ? "is more than 8"
+                      : k > 1 && local ? "spreads copied pages: not with --local"
+                      : k > 1 && strncmp(uri, "tcp:", 4) != 0 ? "needs a tcp:HOST:PORT URI"
+                                                               : NULL;
+    if (why)
+        log_error("migrate: --connections %lld %s (1 to %d TCP connections)", k, why,
+                  GODWIT_MAX_MIGRATION_CONNECTIONS);
+    return why ? -EINVAL : 0;
+}
+
 /* godwit migrate NAME URI [--downtime-ms N] [--timeout S] [--timeout-action A] [--bandwidth B]
- * [--local] | godwit migrate NAME --cancel */
+ * [--connections K] [--local] | godwit migrate NAME --cancel */
 static int ctl_migrate(int argc, char **argv)
 {
     char path[RUNTIME_PATH_MAX + 80];
     if (argc < 3) {
         log_error("usage: godwit migrate NAME tcp:HOST:PORT|unix:PATH [--downtime-ms N] "
                   "[--timeout S] [--timeout-action cancel|switchover] [--bandwidth MIBPS] "
-                  "[--local] | godwit migrate NAME --cancel");
+                  "[--connections K] [--local] | godwit migrate NAME --cancel");
         return 2;
     }
     if (ctl_socket_for(argv[1], path, sizeof(path)) < 0)
@@ -364,6 +379,7 @@ static int ctl_migrate(int argc, char **argv)
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "uri", json_object_new_string(argv[2]));
     bool local = false;
+    long long connections = 1;
     for (int i = 3; i < argc; i += 2) {
         if (strcmp(argv[i], "--local") == 0) {
             local = true;
@@ -378,17 +394,25 @@ static int ctl_migrate(int argc, char **argv)
         }
         const char *key = strcmp(argv[i], "--downtime-ms") == 0 ? "downtime_ms"
                           : strcmp(argv[i], "--timeout") == 0   ? "timeout_s"
-                          : strcmp(argv[i], "--bandwidth") == 0 ? "bandwidth_mibps" : NULL;
+                          : strcmp(argv[i], "--bandwidth") == 0 ? "bandwidth_mibps"
+                          : strcmp(argv[i], "--connections") == 0 ? "connections" : NULL;
         char *end = NULL;
         long long v = key && i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
         if (!key || !end || *end || v <= 0) {
             log_error("migrate: '%s%s%s' is not --downtime-ms N, --timeout S, --timeout-action "
-                      "cancel|switchover, --bandwidth MIBPS or --local", argv[i], i + 1 < argc ? " " : "",
+                      "cancel|switchover, --bandwidth MIBPS, --connections K or --local", argv[i],
+                      i + 1 < argc ? " " : "",
                       i + 1 < argc ? argv[i + 1] : "");
             json_object_put(req);
             return 2;
         }
+        if (strcmp(key, "connections") == 0)
+            connections = v;
         json_object_object_add(req, key, json_object_new_int64(v));
+    }
+    if (check_connections(argv[2], connections, local) < 0) {
+        json_object_put(req);
+        return 2;
     }
     if (local && strncmp(argv[2], "unix:", 5) != 0) {
         log_error("migrate: --local hands the guest's memory file over a UNIX socket on this "

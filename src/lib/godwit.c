@@ -205,6 +205,8 @@ static void close_handover(const struct godwit_handover *h)
 {
     for (unsigned i = 0; h && i < h->nr_disks + h->nr_taps && i < GODWIT_MAX_HANDOVER_FDS; i++)
         close(h->fds[i]);
+    for (unsigned i = 0; h && i < h->nr_streams && i < GODWIT_MAX_MIGRATION_CONNECTIONS - 1; i++)
+        close(h->streams[i]);
 }
 
 /* Takes a local handover's disks and taps: each kind none (opened as configured: the
@@ -213,7 +215,8 @@ static int take_handover(struct godwit_vm *gv, const struct godwit_config *confi
 {
     const struct godwit_handover *h = config->incoming_devices;
     unsigned pairs = devopt_tap_queues(config->nets, config->nr_nets);
-    if (h->nr_disks > GODWIT_MAX_HANDOVER_FDS ||
+    if (h->nr_streams > GODWIT_MAX_MIGRATION_CONNECTIONS - 1 ||
+        h->nr_disks > GODWIT_MAX_HANDOVER_FDS ||
         h->nr_taps > GODWIT_MAX_HANDOVER_FDS - h->nr_disks ||
         (h->nr_disks && h->nr_disks != config->nr_disks) || (h->nr_taps && h->nr_taps != pairs)) {
         log_error("migration: the source handed over %u disks and %u tap queues, the "
@@ -606,9 +609,13 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     bool migrated_in = gv->incoming_fd >= 0;
     if (migrated_in) { /* the guest's RAM and state come from the source */
         if (created == 0)
-            created = migration_receive(vm, gv->incoming_fd, gv->incoming_memfd >= 0);
+            created = migration_receive(vm, gv->incoming_fd, gv->incoming_memfd >= 0,
+                                        gv->handover.streams, gv->handover.nr_streams);
         close(gv->incoming_fd);
         gv->incoming_fd = -1;
+        for (unsigned i = 0; i < gv->handover.nr_streams; i++)
+            close(gv->handover.streams[i]);
+        gv->handover.nr_streams = 0;
         if (gv->incoming_memfd >= 0) /* the VM's RAM holds its own descriptor */
             close(gv->incoming_memfd);
         gv->incoming_memfd = gv->cfg.incoming_memfd = -1;
@@ -1077,7 +1084,8 @@ int godwit_migrate(struct godwit_vm *gv, const struct godwit_migrate_options *op
                                        .timeout_s = opts->timeout_s,
                                        .switchover_on_timeout = opts->switchover_on_timeout,
                                        .bandwidth_mibps = opts->bandwidth_mibps,
-                                       .local = opts->local };
+                                       .local = opts->local,
+                                       .connections = opts->connections };
     if (!opts->uri || snprintf(params.uri, sizeof(params.uri), "%s", opts->uri) >=
                           (int)sizeof(params.uri))
         return -EINVAL;
@@ -1121,28 +1129,67 @@ int godwit_migrate_cancel(struct godwit_vm *gv)
     return ret;
 }
 
+/* How long the destination waits for each extra connection, and for its JOIN. */
+#define JOIN_TIMEOUT_MS 10000u
+
+/* The source's extra connections (CONNECTIONS said how many), each placed by its JOIN's index.
+ * 0, or -errno after one line with none kept. */
+static int accept_streams(int listener, const char *uri, const struct mig_connections *c,
+                          struct godwit_handover *devices)
+{
+    unsigned joined = 0;
+    int ret = 0;
+    for (unsigned i = 1; i < c->count && ret == 0; i++) {
+        int fd = mig_accept_on(listener, uri, JOIN_TIMEOUT_MS);
+        int index = fd < 0 ? fd : mig_recv_join(fd, c, joined, JOIN_TIMEOUT_MS);
+        if (index > 0) {
+            devices->streams[index - 1] = fd;
+            joined |= 1u << index;
+        } else if (fd >= 0) {
+            close(fd);
+        }
+        ret = index < 0 ? index : 0;
+    }
+    for (unsigned i = 1; ret < 0 && i < c->count; i++)
+        if (joined & (1u << i))
+            close(devices->streams[i - 1]);
+    if (ret == 0)
+        devices->nr_streams = c->count - 1;
+    return ret;
+}
+
 int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
                            struct godwit_handover *devices)
 {
     struct mig_devices devs = { 0 };
+    struct mig_connections conns;
     *memfd = -1;
-    devices->nr_disks = devices->nr_taps = 0;
-    int fd = mig_accept(uri);
-    if (fd < 0)
-        return fd;
-    int ret = mig_recv_opening(fd, config_json, memfd);
+    *config_json = NULL;
+    devices->nr_disks = devices->nr_taps = devices->nr_streams = 0;
+    int listener = mig_listen(uri);
+    if (listener < 0)
+        return listener;
+    int fd = mig_accept_on(listener, uri, 0);
+    int ret = fd < 0 ? fd : mig_recv_opening(fd, config_json, memfd, &conns);
     /* A source that hands its memory over hands its disks and taps over too (channel.h). */
     if (ret == 0 && *memfd >= 0 && (ret = mig_recv_devices(fd, &devs)) < 0) {
-        free(*config_json);
-        *config_json = NULL;
         close(*memfd);
         *memfd = -1;
     }
-    if (ret < 0) {
+    if (ret == 0 && conns.count > 1)
+        ret = accept_streams(listener, uri, &conns, devices);
+    mig_unlisten(listener, uri);
+    if (ret < 0 && fd >= 0) {
+        if (*config_json) {
+            free(*config_json);
+            *config_json = NULL;
+        }
         close(fd);
-        return ret;
     }
+    if (ret < 0)
+        return ret;
     _Static_assert(GODWIT_MAX_HANDOVER_FDS == MIG_MAX_DEVICE_FDS, "one limit");
+    _Static_assert(GODWIT_MAX_MIGRATION_CONNECTIONS == MIG_MAX_CONNECTIONS, "one limit");
     devices->nr_disks = devs.nr_disks;
     devices->nr_taps = devs.nr_taps;
     memcpy(devices->fds, devs.fds, (devs.nr_disks + devs.nr_taps) * sizeof(int));

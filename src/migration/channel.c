@@ -45,6 +45,9 @@ const char *mig_type_name(uint32_t type)
     case MIG_RUNNING: return "RUNNING";
     case MIG_MEMFD: return "MEMFD";
     case MIG_DEVICES: return "DEVICES";
+    case MIG_CONNECTIONS: return "CONNECTIONS";
+    case MIG_JOIN: return "JOIN";
+    case MIG_PASS_END: return "PASS_END";
     }
     return "unknown";
 }
@@ -60,6 +63,9 @@ static uint64_t max_len(uint32_t type)
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
     case MIG_MEMFD: return 8;
     case MIG_DEVICES: return 8;
+    case MIG_CONNECTIONS: return 12;
+    case MIG_JOIN: return 12;
+    case MIG_PASS_END: return 4;
     case MIG_READY:
     case MIG_DONE:
     case MIG_ACK:
@@ -169,7 +175,8 @@ static int open_uri(const char *uri, bool listening, unsigned timeout_ms)
         else
             set_timeouts(fd, timeout_ms);
         if (listening)
-            ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 1) == 0 ? 0 : -errno;
+            ret = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+                          listen(fd, MIG_MAX_CONNECTIONS) == 0 ? 0 : -errno;
         else
             ret = connect_within(fd, (struct sockaddr *)&sa, sizeof(sa), timeout_ms);
         if (ret < 0) {
@@ -194,7 +201,10 @@ static int open_uri(const char *uri, bool listening, unsigned timeout_ms)
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (!listening)
             set_timeouts(s, timeout_ms);
-        int ret = listening ? (bind(s, a->ai_addr, a->ai_addrlen) == 0 && listen(s, 1) == 0 ? 0 : -errno)
+        /* A backlog for every connection of a migration: the source opens them one after
+         * the other, before this side accepts the extra ones. */
+        int ret = listening ? (bind(s, a->ai_addr, a->ai_addrlen) == 0 &&
+                               listen(s, MIG_MAX_CONNECTIONS) == 0 ? 0 : -errno)
                             : connect_within(s, a->ai_addr, a->ai_addrlen, timeout_ms);
         if (ret == 0) {
             fd = s;
@@ -226,27 +236,46 @@ int mig_connect(const char *uri, unsigned timeout_ms)
     return fd;
 }
 
-int mig_accept(const char *uri)
+int mig_listen(const char *uri)
 {
     int listener = open_uri(uri, true, 0);
-    if (listener < 0) {
+    if (listener < 0)
         log_error("migration: cannot listen on %s: %s", uri,
                   listener == -EINVAL ? "not tcp:HOST:PORT or unix:PATH" : strerror(-listener));
-        return listener;
+    return listener;
+}
+
+int mig_accept_on(int listener, const char *uri, unsigned timeout_ms)
+{
+    struct pollfd p = { .fd = listener, .events = POLLIN };
+    int ret;
+    for (;;) {
+        int n = timeout_ms ? poll(&p, 1, (int)timeout_ms) : 1;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ret = n == 0 ? -ETIMEDOUT : -errno;
+            break;
+        }
+        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0 && errno == EINTR)
+            continue;
+        ret = fd < 0 ? -errno : fd;
+        break;
     }
-    int fd;
-    do
-        fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
-    int ret = fd < 0 ? -errno : fd;
+    if (ret < 0)
+        log_error("migration: accepting on %s failed: %s", uri,
+                  ret == -ETIMEDOUT ? "no connection came in time" : strerror(-ret));
+    else
+        tune(ret);
+    return ret;
+}
+
+void mig_unlisten(int listener, const char *uri)
+{
     close(listener);
     if (strncmp(uri, "unix:", 5) == 0)
         unlink(uri + 5);
-    if (ret < 0)
-        log_error("migration: accepting on %s failed: %s", uri, strerror(-ret));
-    else
-        tune(fd);
-    return ret;
 }
 
 /* ---- messages ---- */
@@ -514,11 +543,93 @@ static int check_memfd(int fd, uint64_t len, int passed)
     return -EPROTO;
 }
 
-int mig_recv_opening(int fd, char **config_json, int *memfd)
+int mig_send_connections(int fd, const struct mig_connections *c)
+{
+    uint8_t b[12];
+    le_put(b, 4, c->count);
+    le_put(b + 4, 8, c->token);
+    return mig_send(fd, MIG_CONNECTIONS, b, sizeof(b));
+}
+
+/* CONNECTIONS' payload: a count this godwit takes, and the token. -EPROTO after one line. */
+static int recv_connections(int fd, uint64_t len, struct mig_connections *c)
+{
+    uint8_t b[12];
+    if (len != sizeof(b)) {
+        log_error("migration: a CONNECTIONS message of %llu bytes", (unsigned long long)len);
+        return -EPROTO;
+    }
+    int ret = mig_recv_all(fd, b, sizeof(b));
+    if (ret < 0)
+        return ret;
+    uint32_t count = (uint32_t)le_get(b, 4);
+    if (count < 2 || count > MIG_MAX_CONNECTIONS) {
+        log_error("migration: the source asks for %u connections; this godwit takes 2 to %u",
+                  count, MIG_MAX_CONNECTIONS);
+        return -EPROTO;
+    }
+    *c = (struct mig_connections){ .count = count, .token = le_get(b + 4, 8) };
+    return 0;
+}
+
+int mig_send_join(int fd, uint64_t token, unsigned index)
+{
+    uint8_t b[12];
+    le_put(b, 8, token);
+    le_put(b + 8, 4, index);
+    return mig_send(fd, MIG_JOIN, b, sizeof(b));
+}
+
+int mig_recv_join(int fd, const struct mig_connections *c, unsigned joined, unsigned timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct mig_header h;
+    uint8_t b[12];
+    int n = poll(&p, 1, (int)timeout_ms);
+    int ret = n > 0 ? mig_recv_header(fd, &h) : n == 0 ? -ETIMEDOUT : -errno;
+    if (ret == 0 && (h.type != MIG_JOIN || h.len != sizeof(b))) {
+        log_error("migration: an extra connection opens with %s, not JOIN", mig_type_name(h.type));
+        return -EPROTO;
+    }
+    if (ret == 0)
+        ret = mig_recv_all(fd, b, sizeof(b));
+    if (ret < 0) {
+        if (ret != -EPROTO)
+            log_error("migration: an extra connection's JOIN did not come: %s",
+                      ret == -ETIMEDOUT ? "timed out" : strerror(-ret));
+        return ret;
+    }
+    uint32_t index = (uint32_t)le_get(b + 8, 4);
+    const char *why = le_get(b, 8) != c->token ? "its token is not the migration's"
+                      : index < 1 || index >= c->count ? "its index is out of range"
+                      : joined & (1u << index) ? "its index joined already" : NULL;
+    if (why) {
+        log_error("migration: an extra connection (index %u of %u) is refused: %s", index,
+                  c->count, why);
+        return -EPROTO;
+    }
+    return (int)index;
+}
+
+int mig_recv_pass_end(int fd, uint64_t len, uint32_t *pass)
+{
+    uint8_t b[4];
+    if (len != sizeof(b)) {
+        log_error("migration: a PASS_END of %llu bytes", (unsigned long long)len);
+        return -EPROTO;
+    }
+    int ret = mig_recv_all(fd, b, sizeof(b));
+    if (ret == 0)
+        *pass = (uint32_t)le_get(b, 4);
+    return ret;
+}
+
+int mig_recv_opening(int fd, char **config_json, int *memfd, struct mig_connections *conns)
 {
     struct mig_header h;
     int passed;
     *memfd = -1;
+    *conns = (struct mig_connections){ .count = 1 };
     int ret = recv_header_fd(fd, &h, &passed);
     if (ret == 0 && h.type == MIG_MEMFD) {
         ret = check_memfd(fd, h.len, passed);
@@ -527,6 +638,10 @@ int mig_recv_opening(int fd, char **config_json, int *memfd)
             passed = -1;
             ret = mig_recv_hello(fd, config_json);
         }
+    } else if (ret == 0 && h.type == MIG_CONNECTIONS) {
+        ret = recv_connections(fd, h.len, conns);
+        if (ret == 0)
+            ret = mig_recv_hello(fd, config_json);
     } else if (ret == 0) {
         ret = recv_hello_body(fd, &h, config_json);
     } else if (ret != -EPROTO) {

@@ -4,6 +4,14 @@
  * A stream is a sequence of messages, each a 16-byte header (u32 magic "GWMG", u32 type,
  * u64 payload length, little-endian) and its payload:
  *
+ *   CONNECTIONS source -> destination, first, only when the source migrates over K > 1
+ *          connections (tcp:): u32 K (2..MIG_MAX_CONNECTIONS), u64 token. The destination then
+ *          accepts K - 1 more connections, each opening with JOIN; everything below but PAGES
+ *          and PASS_END goes on this first connection only. A destination that does not know
+ *          the message refuses it where HELLO belongs, before it builds anything
+ *   JOIN   source -> destination, first on each extra connection: u64 the token CONNECTIONS
+ *          gave, u32 the connection's index (1..K-1, each once). Then only PAGES and PASS_END,
+ *          and after the last pass DONE
  *   MEMFD  source -> destination, first, only in a same-host live upgrade (--local, UNIX
  *          sockets): u64 size of the guest's memory file, whose descriptor rides on the message
  *          (SCM_RIGHTS). The destination maps that file shared as its guest RAM, and no PAGES
@@ -23,6 +31,9 @@
  *          Until then the source sends nothing more, so a refusal costs no copy of RAM
  *   PAGES  source -> destination: u64 first page (index in the memory file), u32 count, then
  *          count * 4096 bytes; a run never crosses a memory region
+ *   PASS_END source -> destination, over K > 1 connections only: u32 pass (1, 2, ...): this
+ *          connection carries no more pages of that pass. Each connection sends one for every
+ *          pass, the final one (with the guest paused) included, in order (see below)
  *   STATE  source -> destination: the VM's state (vm_state.h), once, with the VM paused
  *   DONE   source -> destination: nothing more comes
  *   ACK    destination -> source: the state is loaded; the guest can run here
@@ -36,6 +47,15 @@
  * that hears no RUNNING keeps the guest paused and says so: the destination may or may not
  * have it, and only someone who can look there may resume it here.
  *
+ * Over K connections a page may go in pass n on one connection and again, newer, in pass n + 1
+ * on another, and TCP orders nothing across connections. So the destination writes no page
+ * of pass n + 1 before every connection has delivered its PASS_END n: a receiver that reads
+ * PASS_END n waits there until all K have read theirs. Pass n + 1's pages then land after
+ * every page of pass n, whichever connection each came on. Within a pass a page is sent once
+ * (one bit of one bitmap, one chunk to one connection), so no order is needed inside it. The
+ * first connection's STATE comes after its last PASS_END, and is loaded only once every extra
+ * connection has ended with DONE (all its pages written).
+ *
  * The receiver checks every header before it reads a payload (type, length bounds, a page
  * run inside RAM), so a broken or hostile stream is refused with one line, never followed.
  */
@@ -48,6 +68,9 @@
 /* 2: CPU and READY before any page; 3: GO and RUNNING. MEMFD and DEVICES change nothing for a
  * copying migration: a destination that knows neither refuses MEMFD as an unknown message. */
 #define MIG_PROTOCOL_VERSION 3u
+/* CONNECTIONS, JOIN and PASS_END change nothing for one connection; a destination that knows
+ * none of them refuses CONNECTIONS where its HELLO belongs. */
+#define MIG_MAX_CONNECTIONS 8u
 #define MIG_PAGE_SIZE 4096u
 #define MIG_MAX_RUN_PAGES 256u           /* 1 MiB of pages a message */
 #define MIG_MAX_CONFIG (1u << 20)
@@ -72,6 +95,9 @@ enum mig_type {
     MIG_RUNNING = 10,
     MIG_MEMFD = 11,
     MIG_DEVICES = 12,
+    MIG_CONNECTIONS = 13,
+    MIG_JOIN = 14,
+    MIG_PASS_END = 15,
 };
 
 struct mig_header {
@@ -82,8 +108,13 @@ struct mig_header {
 /* "tcp:HOST:PORT" or "unix:PATH". Returns a connected socket whose connect, sends and receives
  * each give up after timeout_ms without progress, or -errno after one line. */
 int mig_connect(const char *uri, unsigned timeout_ms);
-/* Listens on `uri`, accepts one connection (waits for ever) and returns it, or -errno. */
-int mig_accept(const char *uri);
+/* Listens on `uri`: the listener, or -errno after one line. */
+int mig_listen(const char *uri);
+/* Accepts one connection on `listener` (of `uri`), waiting for ever when timeout_ms is 0, and
+ * returns it, or -errno after one line (-ETIMEDOUT when none came in time). */
+int mig_accept_on(int listener, const char *uri, unsigned timeout_ms);
+/* Closes a listener of `uri` (and removes a UNIX one's socket file). */
+void mig_unlisten(int listener, const char *uri);
 
 /* One whole message; 0 or -errno. */
 int mig_send(int fd, enum mig_type type, const void *payload, size_t len);
@@ -107,14 +138,35 @@ int mig_send_with_fd(int fd, const void *buf, size_t len, int passed);
 int mig_send_with_fds(int fd, const void *buf, size_t len, const int *passed, unsigned n);
 /* MEMFD: the guest's memory file `memfd` of `size` bytes, passed with SCM_RIGHTS. */
 int mig_send_memfd(int fd, int memfd, uint64_t size);
+/* How many connections a migration uses (CONNECTIONS), and the token that ties them. */
+struct mig_connections {
+    unsigned count; /* 1: no CONNECTIONS came */
+    uint64_t token;
+};
+/* CONNECTIONS: `c` with 2..MIG_MAX_CONNECTIONS connections. */
+int mig_send_connections(int fd, const struct mig_connections *c);
+/* JOIN on extra connection `index` (1..count-1). */
+int mig_send_join(int fd, uint64_t token, unsigned index);
 /*
- * The destination's opening: an optional MEMFD, then HELLO (as mig_recv_hello). *memfd is the
- * received memory file (close-on-exec; the caller's to close) when the source hands its memory
- * over, or -1 when pages will come. A MEMFD without a descriptor, or whose descriptor is not a
- * regular file (a memfd) of at least the announced size, is refused with one line (-EPROTO).
- * Descriptors on any other message are closed unread.
+ * Reads an extra connection's JOIN: its index, or -EPROTO after one line for another message,
+ * a token that is not c->token, an index outside 1..c->count-1 or one that `joined` (a bit per
+ * index) already has. Gives up after timeout_ms without a byte (-ETIMEDOUT).
  */
-int mig_recv_opening(int fd, char **config_json, int *memfd);
+int mig_recv_join(int fd, const struct mig_connections *c, unsigned joined,
+                  unsigned timeout_ms);
+/* PASS_END's payload after its header: the pass, or -EPROTO after one line. */
+int mig_recv_pass_end(int fd, uint64_t len, uint32_t *pass);
+
+/*
+ * The destination's opening: an optional MEMFD or CONNECTIONS, then HELLO (as mig_recv_hello).
+ * *memfd is the received memory file (close-on-exec; the caller's to close) when the source
+ * hands its memory over, or -1 when pages will come. A MEMFD without a descriptor, or whose
+ * descriptor is not a regular file (a memfd) of at least the announced size, is refused with
+ * one line (-EPROTO), and so is a CONNECTIONS whose count is not 2..MIG_MAX_CONNECTIONS.
+ * *conns: what CONNECTIONS said, or a count of 1. Descriptors on any other message are closed
+ * unread.
+ */
+int mig_recv_opening(int fd, char **config_json, int *memfd, struct mig_connections *conns);
 
 /* The descriptors a local handover passes besides the memory file (DEVICES, above): the
  * disks', then the taps'. */

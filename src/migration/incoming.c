@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +124,153 @@ static int wait_for_go(int fd)
     return ret < 0 ? ret : -EPROTO;
 }
 
+/* ---- several connections (channel.h: the order of passes) ---- */
+
+struct receiver {
+    struct receivers *all;
+    int fd;
+    pthread_t thread;
+    bool started;
+    uint32_t next_pass; /* the PASS_END this connection must send next */
+    int ret;
+};
+
+/* Every connection of one migration: the first (the caller's) and its extra ones. */
+struct receivers {
+    struct vm *vm;
+    int main_fd;
+    unsigned count; /* all connections, the first included */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned arrived;   /* connections at the current pass's end */
+    uint32_t pass_done; /* every connection has ended this pass */
+    bool failed;        /* one connection failed: the others stop */
+    struct receiver extra[MIG_MAX_CONNECTIONS - 1];
+    struct receiver first;
+};
+
+/* One connection failed: the others stop waiting at a pass's end, and the first connection's
+ * reader (blocked on the source, which still sends) ends too. */
+static void receivers_fail(struct receivers *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->failed = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    shutdown(r->main_fd, SHUT_RD);
+}
+
+/*
+ * PASS_END `pass` on one connection: it must be that connection's next, and it returns once
+ * every connection has ended the pass, so that no page of the next pass is written before the
+ * last of this one (channel.h). -EPROTO, or -ECANCELED when another connection failed.
+ */
+static int pass_end(struct receiver *c, int fd, uint64_t len)
+{
+    struct receivers *r = c->all;
+    uint32_t pass;
+    int ret = mig_recv_pass_end(fd, len, &pass);
+    if (ret < 0)
+        return ret;
+    if (pass != c->next_pass) {
+        log_error("migration: pass %u ended where pass %u was due", pass, c->next_pass);
+        return -EPROTO;
+    }
+    c->next_pass++;
+    pthread_mutex_lock(&r->lock);
+    if (++r->arrived == r->count) {
+        r->arrived = 0;
+        r->pass_done = pass;
+        pthread_cond_broadcast(&r->cond);
+    }
+    while (r->pass_done < pass && !r->failed)
+        pthread_cond_wait(&r->cond, &r->lock);
+    ret = r->pass_done < pass ? -ECANCELED : 0;
+    pthread_mutex_unlock(&r->lock);
+    return ret;
+}
+
+/* An extra connection: pages and pass ends until DONE. */
+static void *receive_extra(void *arg)
+{
+    struct receiver *c = arg;
+    struct mig_header h;
+    int ret;
+    while ((ret = mig_recv_header(c->fd, &h)) == 0) {
+        if (h.type == MIG_PAGES)
+            ret = receive_pages(c->all->vm, c->fd, h.len);
+        else if (h.type == MIG_PASS_END)
+            ret = pass_end(c, c->fd, h.len);
+        else if (h.type == MIG_DONE)
+            break;
+        else {
+            log_error("migration: a %s message on an extra connection", mig_type_name(h.type));
+            ret = -EPROTO;
+        }
+        if (ret < 0)
+            break;
+    }
+    if (ret == -ECONNRESET)
+        log_error("migration: an extra connection closed before the end");
+    else if (ret < 0 && ret != -EPROTO && ret != -ECANCELED)
+        log_error("migration: receiving on an extra connection failed: %s", strerror(-ret));
+    c->ret = ret;
+    if (ret < 0)
+        receivers_fail(c->all);
+    return NULL;
+}
+
+static int receivers_start(struct receivers *r, struct vm *vm, int fd, const int *extra,
+                           unsigned nr_extra)
+{
+    *r = (struct receivers){ .vm = vm, .main_fd = fd, .count = nr_extra + 1 };
+    r->first = (struct receiver){ .all = r, .fd = fd, .next_pass = 1 };
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    for (unsigned i = 0; i < nr_extra; i++) {
+        struct receiver *c = &r->extra[i];
+        *c = (struct receiver){ .all = r, .fd = extra[i], .next_pass = 1 };
+        int ret = -pthread_create(&c->thread, NULL, receive_extra, c);
+        if (ret < 0) {
+            log_error("migration: cannot start a receiver: %s", strerror(-ret));
+            return ret;
+        }
+        c->started = true;
+    }
+    return 0;
+}
+
+/* Waits for every extra connection's end: 0 once each has ended with DONE, all its pages
+ * written; else the first failure. Stops them first when `stop` (this side gives up). */
+static int receivers_join(struct receivers *r, bool stop)
+{
+    int ret = 0;
+    if (stop) {
+        pthread_mutex_lock(&r->lock);
+        r->failed = true;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+    }
+    for (unsigned i = 0; i < r->count - 1; i++) {
+        struct receiver *c = &r->extra[i];
+        if (stop)
+            shutdown(c->fd, SHUT_RDWR);
+        if (c->started)
+            pthread_join(c->thread, NULL);
+        c->started = false;
+        if (ret == 0 && c->ret < 0)
+            ret = c->ret;
+    }
+    return ret;
+}
+
+static void receivers_free(struct receivers *r)
+{
+    receivers_join(r, true);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+}
+
 /* Tells the source why this side gives up, if it still listens. */
 static void send_error(int fd, int err, const char *why)
 {
@@ -133,44 +282,84 @@ static void send_error(int fd, int err, const char *why)
     mig_send(fd, MIG_ERROR, line, strlen(line));
 }
 
-int migration_receive(struct vm *vm, int fd, bool handed_over)
+/* The state, once every page is here: each extra connection has ended (DONE). */
+static int receive_final_state(struct receivers *r, int fd, uint64_t len)
+{
+    int ret = receivers_join(r, false);
+    if (ret < 0) {
+        log_error("migration: the state came, but not every page: an extra connection failed");
+        return -EPROTO;
+    }
+    return receive_state(r->vm, fd, len);
+}
+
+/* One message on the first connection; *done once the guest is this side's (GO came). */
+static int receive_one(struct receivers *r, int fd, const struct mig_header *h, bool handed_over,
+                       bool *have_cpu, bool *have_state, char *why, size_t why_len)
+{
+    if (h->type == MIG_CPU && !*have_cpu) {
+        int ret = receive_cpu(r->vm, fd, h->len, why, why_len);
+        *have_cpu = ret == 0;
+        return ret;
+    }
+    if (!*have_cpu && h->type != MIG_ERROR) {
+        log_error("migration: a %s message before the CPU model", mig_type_name(h->type));
+        return -EPROTO;
+    }
+    if (h->type == MIG_PAGES && handed_over) {
+        log_error("migration: a page run in a local handover, whose RAM is shared");
+        return -EPROTO;
+    }
+    if (h->type == MIG_PAGES && !*have_state)
+        return receive_pages(r->vm, fd, h->len);
+    if (h->type == MIG_PASS_END && r->count > 1 && !*have_state)
+        return pass_end(&r->first, fd, h->len);
+    if (h->type == MIG_STATE && !*have_state) {
+        int ret = receive_final_state(r, fd, h->len);
+        *have_state = ret == 0;
+        return ret;
+    }
+    if (h->type == MIG_ERROR)
+        return receive_error(fd, h->len);
+    log_error("migration: unexpected %s message", mig_type_name(h->type));
+    return -EPROTO;
+}
+
+int migration_receive(struct vm *vm, int fd, bool handed_over, const int *extra,
+                      unsigned nr_extra)
 {
     bool have_cpu = false, have_state = false;
     char why[200] = "";
+    struct receivers r;
     struct mig_header h;
-    int ret;
-    while ((ret = mig_recv_header(fd, &h)) == 0) {
-        if (h.type == MIG_CPU && !have_cpu) {
-            ret = receive_cpu(vm, fd, h.len, why, sizeof(why));
-            have_cpu = ret == 0;
-        } else if (!have_cpu && h.type != MIG_ERROR) {
-            log_error("migration: a %s message before the CPU model", mig_type_name(h.type));
-            ret = -EPROTO;
-        } else if (h.type == MIG_PAGES && handed_over) {
-            log_error("migration: a page run in a local handover, whose RAM is shared");
-            ret = -EPROTO;
-        } else if (h.type == MIG_PAGES && !have_state) {
-            ret = receive_pages(vm, fd, h.len);
-        } else if (h.type == MIG_STATE && !have_state) {
-            ret = receive_state(vm, fd, h.len);
-            have_state = ret == 0;
-        } else if (h.type == MIG_DONE && have_state) {
+    int ret = nr_extra > MIG_MAX_CONNECTIONS - 1 ? -EINVAL
+                                                : receivers_start(&r, vm, fd, extra, nr_extra);
+    if (ret < 0 && nr_extra > MIG_MAX_CONNECTIONS - 1)
+        return ret;
+    while (ret == 0 && (ret = mig_recv_header(fd, &h)) == 0) {
+        if (h.type == MIG_DONE && have_state) {
             ret = mig_send(fd, MIG_ACK, NULL, 0);
             if (ret < 0) {
                 log_error("migration: cannot acknowledge: %s", strerror(-ret));
+                receivers_free(&r);
                 return ret;
             }
+            receivers_free(&r);
             return wait_for_go(fd);
-        } else if (h.type == MIG_ERROR) {
-            return receive_error(fd, h.len);
-        } else {
-            log_error("migration: unexpected %s message", mig_type_name(h.type));
-            ret = -EPROTO;
         }
-        if (ret < 0)
-            break;
+        ret = receive_one(&r, fd, &h, handed_over, &have_cpu, &have_state, why, sizeof(why));
+        if (ret == -ECONNABORTED) { /* the source gave up, and said why */
+            receivers_free(&r);
+            return ret;
+        }
     }
-    if (ret == -ECONNRESET || ret == -ETIMEDOUT)
+    pthread_mutex_lock(&r.lock);
+    bool extra_failed = r.failed; /* before receivers_free() sets it to stop them */
+    pthread_mutex_unlock(&r.lock);
+    receivers_free(&r);
+    if (extra_failed && (ret == -ECONNRESET || ret == -ECANCELED))
+        ret = -EPROTO; /* the extra connection said why */
+    else if (ret == -ECONNRESET || ret == -ETIMEDOUT)
         log_error("migration: the source %s before the end",
                   ret == -ECONNRESET ? "closed the stream" : "went silent");
     else if (ret != -EPROTO && ret != -EINVAL)

@@ -13,8 +13,11 @@ struct vm;
  * then on the guest is this VM's. `handed_over`: the source handed its memory file over
  * (MEMFD), and vm's RAM is that file: no page may come. A broken or hostile stream, a page run
  * outside RAM, a state that does not load: refused with one line, and the source told with
- * ERROR. Returns 0 or -errno.
+ * ERROR. `extra`: the source's nr_extra other connections (JOIN read), on which pages come
+ * too, each written by a thread of its own, pass by pass (channel.h); the caller closes them
+ * after. Returns 0 or -errno.
  */
-int migration_receive(struct vm *vm, int fd, bool handed_over);
+int migration_receive(struct vm *vm, int fd, bool handed_over, const int *extra,
+                      unsigned nr_extra);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +40,15 @@
 #define THROTTLE_FIRST_PCT 20u
 #define THROTTLE_STEP_PCT 10u
 
+/* One extra connection's sender (lane i + 1; lane 0 is the thread that drives the pass). */
+struct lane {
+    struct migration *m;
+    unsigned index;
+    int fd;
+    pthread_t thread;
+    bool started;
+};
+
 struct migration {
     struct vm *vm;
     struct migration_params params;
@@ -60,6 +70,24 @@ struct migration {
     unsigned fast_dirtying_passes; /* in a row, for auto-converge */
     uint64_t limited_bytes; /* counted against the bandwidth limit since limit_start */
     struct timespec limit_start;
+    pthread_mutex_t limit_lock; /* guards limited_bytes: every lane sends under the limit */
+
+    /* Several connections: the first is fd; the lanes send on the others. A pass hands out
+     * chunks of page space (next_chunk) to every lane, this thread's too, until none is left. */
+    unsigned nr_conns;
+    struct lane lanes[MIG_MAX_CONNECTIONS - 1];
+    pthread_mutex_t work_lock;
+    pthread_cond_t work_cond;  /* a pass for the lanes, or their end */
+    pthread_cond_t done_cond;  /* a lane finished its part of a pass */
+    unsigned work_gen;         /* one more for each pass the lanes join */
+    bool work_first;           /* the pass is the first (populated pages), else dirty pages */
+    uint32_t work_pass;        /* its number, for PASS_END */
+    unsigned lanes_busy;
+    bool lanes_quit;
+    _Atomic bool lane_failed;  /* a lane failed: the others stop at their next chunk */
+    _Atomic uint64_t next_chunk;
+    uint32_t passes_sent;      /* PASS_END numbers used */
+    pthread_mutex_t clear_lock; /* dirty_log_clear() shares one buffer */
 
     pthread_mutex_t lock; /* guards progress */
     struct migration_progress progress;
@@ -130,15 +158,19 @@ static int keep_to_limit(struct migration *m, uint64_t bytes)
 {
     if (!m->params.bandwidth_mibps || m->final_step)
         return 0;
+    /* The limit is the total's: every lane counts its bytes in the one account, and waits
+     * until the account is within the limit, so K connections share one rate. */
     double per_ms = (double)m->params.bandwidth_mibps * 1048576 / 1e3;
+    pthread_mutex_lock(&m->limit_lock);
     double behind_ms = ms_since(&m->limit_start) - (double)m->limited_bytes / per_ms;
     if (behind_ms > LIMIT_BURST_MS) /* the idle time beyond a burst counts as sent */
         m->limited_bytes += (uint64_t)((behind_ms - LIMIT_BURST_MS) * per_ms);
     m->limited_bytes += bytes;
     double due_ms = (double)m->limited_bytes / per_ms;
+    pthread_mutex_unlock(&m->limit_lock);
     double ahead_ms;
     while ((ahead_ms = due_ms - ms_since(&m->limit_start)) > 0) {
-        if (atomic_load(&m->cancelled))
+        if (atomic_load(&m->cancelled) || atomic_load(&m->lane_failed))
             return -ECANCELED;
         double nap = ahead_ms < 50 ? ahead_ms : 50; /* a cancel is seen within 50 ms */
         struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)(nap * 1e6) };
@@ -147,8 +179,8 @@ static int keep_to_limit(struct migration *m, uint64_t bytes)
     return 0;
 }
 
-/* One run of `count` pages from `first`, read from guest memory as it is now. */
-static int send_run(struct migration *m, uint64_t first, uint32_t count)
+/* One run of `count` pages from `first`, read from guest memory as it is now, on `fd`. */
+static int send_run(struct migration *m, int fd, uint64_t first, uint32_t count)
 {
     uint64_t left;
     uint8_t *host = page_host(&m->vm->mem, first, &left);
@@ -157,21 +189,21 @@ static int send_run(struct migration *m, uint64_t first, uint32_t count)
     uint8_t prefix[12];
     le_put(prefix, 8, first);
     le_put(prefix + 8, 4, count);
-    int ret = mig_send2(m->fd, MIG_PAGES, prefix, sizeof(prefix), host,
+    int ret = mig_send2(fd, MIG_PAGES, prefix, sizeof(prefix), host,
                         (size_t)count * MIG_PAGE_SIZE);
     if (ret == 0)
         add_sent(m, (uint64_t)count * MIG_PAGE_SIZE);
     return ret == 0 ? keep_to_limit(m, (uint64_t)count * MIG_PAGE_SIZE) : ret;
 }
 
-/* Sends the pages of [first, first + count) that `want(m, page)` selects, as runs that stop at
- * region ends and at MIG_MAX_RUN_PAGES. */
-static int send_selected(struct migration *m, uint64_t first, uint64_t count,
+/* Sends the pages of [first, first + count) that `want(m, page)` selects on `fd`, as runs
+ * that stop at region ends and at MIG_MAX_RUN_PAGES. */
+static int send_selected(struct migration *m, int fd, uint64_t first, uint64_t count,
                          bool (*want)(struct migration *m, uint64_t page))
 {
     uint64_t page = first, end = first + count;
     while (page < end) {
-        if (atomic_load(&m->cancelled))
+        if (atomic_load(&m->cancelled) || atomic_load(&m->lane_failed))
             return -ECANCELED;
         if (!want(m, page)) {
             page++;
@@ -182,7 +214,7 @@ static int send_selected(struct migration *m, uint64_t first, uint64_t count,
             return -EINVAL;
         while (page + run < end && run < left && run < MIG_MAX_RUN_PAGES && want(m, page + run))
             run++;
-        int ret = send_run(m, page, (uint32_t)run);
+        int ret = send_run(m, fd, page, (uint32_t)run);
         if (ret < 0)
             return ret;
         page += run;
@@ -201,26 +233,162 @@ static bool page_dirty(struct migration *m, uint64_t page)
     return m->bitmap[page / BITS_PER_WORD] & (1UL << (page % BITS_PER_WORD));
 }
 
+/* memory_populated_ranges()'s callback: a lane's populated pages go on its connection. */
+struct populated_ctx {
+    struct migration *m;
+    int fd;
+};
+
 static int send_populated(void *opaque, uint64_t first, uint64_t count)
 {
-    return send_selected(opaque, first, count, page_not_zero);
+    struct populated_ctx *c = opaque;
+    return send_selected(c->m, c->fd, first, count, page_not_zero);
 }
 
-/* The first pass: every page that is not zero (the destination's RAM starts zero), skipping
- * the memory file's holes unread. Each chunk's dirty bits are cleared before it is scanned, so
- * a write after that is sent again later (dirty.h). */
-static int first_pass(struct migration *m)
+static int clear_chunk(struct migration *m, const unsigned long *pages, uint64_t first,
+                       uint64_t count)
 {
-    const uint64_t chunk = 64 * MIG_MAX_RUN_PAGES; /* whole 64-page words, as KVM clears them */
-    for (uint64_t page = 0; page < m->nr_pages; page += chunk) {
+    pthread_mutex_lock(&m->clear_lock);
+    int ret = dirty_log_clear(&m->dirty, pages, first, count);
+    pthread_mutex_unlock(&m->clear_lock);
+    return ret;
+}
+
+/* A chunk of the first pass: every page that is not zero (the destination's RAM starts zero),
+ * skipping the memory file's holes unread. The chunk's dirty bits are cleared before it is
+ * scanned, so a write after that is sent again later (dirty.h). Lanes scan at once: lseek's
+ * SEEK_DATA answers each call with its own result; nothing reads the shared file offset. */
+static int first_pass_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
+{
+    struct populated_ctx c = { m, fd };
+    int ret = clear_chunk(m, NULL, page, n);
+    return ret < 0 ? ret : memory_populated_ranges(&m->vm->mem, page, n, send_populated, &c);
+}
+
+/* A chunk of a later pass: its pages in m->bitmap, KVM's record of them cleared just before. */
+static int dirty_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
+{
+    bool any = false;
+    for (uint64_t p = page; p < page + n && !any; p += BITS_PER_WORD)
+        any = m->bitmap[p / BITS_PER_WORD] != 0;
+    if (!any)
+        return 0;
+    int ret = clear_chunk(m, m->bitmap, page, n);
+    return ret < 0 ? ret : send_selected(m, fd, page, n, page_dirty);
+}
+
+/* Pages a chunk spans: whole 64-page words, as KVM clears them. The first pass alone on one
+ * connection takes large ones (few clears); spread over several, smaller ones, so that each
+ * connection gets a share of a small guest's RAM. */
+static uint64_t chunk_pages(const struct migration *m, bool first)
+{
+    return !first ? MIG_MAX_RUN_PAGES : m->nr_conns > 1 ? 4 * MIG_MAX_RUN_PAGES
+                                                        : 64 * MIG_MAX_RUN_PAGES;
+}
+
+/* Chunk after chunk of the current pass, as handed out, until none is left or a lane failed. */
+static int send_chunks(struct migration *m, int fd, bool first)
+{
+    const uint64_t chunk = chunk_pages(m, first);
+    for (;;) {
+        if (atomic_load(&m->lane_failed))
+            return -ECANCELED;
+        uint64_t page = atomic_fetch_add(&m->next_chunk, 1) * chunk;
+        if (page >= m->nr_pages)
+            return 0;
         uint64_t n = m->nr_pages - page < chunk ? m->nr_pages - page : chunk;
-        int ret = dirty_log_clear(&m->dirty, NULL, page, n);
-        if (ret == 0)
-            ret = memory_populated_ranges(&m->vm->mem, page, n, send_populated, m);
+        int ret = first ? first_pass_chunk(m, fd, page, n) : dirty_chunk(m, fd, page, n);
         if (ret < 0)
             return ret;
     }
-    return 0;
+}
+
+/* A lane's part failed: the others stop at their next chunk, and one blocked on a connection
+ * the destination no longer reads ends now. The first connection stays, to say why. */
+static void lane_failed(struct migration *m, unsigned index, int err)
+{
+    if (err != -ECANCELED && !atomic_load(&m->cancelled))
+        set_error(m, "connection %u of %u failed: %s", index + 1, m->nr_conns,
+                  err == -ETIMEDOUT ? "timed out" : strerror(-err));
+    atomic_store(&m->lane_failed, true);
+    for (unsigned i = 0; i + 1 < m->nr_conns; i++)
+        if (i + 1 != index)
+            shutdown(m->lanes[i].fd, SHUT_RDWR);
+}
+
+/* A lane's part of a pass: chunks, then PASS_END on its connection. */
+static int lane_pass(struct migration *m, unsigned index, int fd, bool first, uint32_t pass)
+{
+    int ret = send_chunks(m, fd, first);
+    uint8_t b[4];
+    le_put(b, 4, pass);
+    if (ret == 0)
+        ret = mig_send(fd, MIG_PASS_END, b, sizeof(b));
+    if (ret < 0)
+        lane_failed(m, index, ret);
+    return ret;
+}
+
+static void *lane_thread(void *arg)
+{
+    struct lane *l = arg;
+    struct migration *m = l->m;
+    unsigned seen = 0;
+    if (sandbox_seccomp_install(SANDBOX_THREAD_MIGRATION, m->vm->cfg->seccomp) < 0) {
+        set_error(m, "connection %u's sender cannot install its system call filter", l->index + 1);
+        atomic_store(&m->lane_failed, true); /* the pass it would join fails */
+    }
+    pthread_mutex_lock(&m->work_lock);
+    for (;;) {
+        while (m->work_gen == seen && !m->lanes_quit)
+            pthread_cond_wait(&m->work_cond, &m->work_lock);
+        if (m->lanes_quit)
+            break;
+        seen = m->work_gen;
+        bool first = m->work_first;
+        uint32_t pass = m->work_pass;
+        pthread_mutex_unlock(&m->work_lock);
+        lane_pass(m, l->index, l->fd, first, pass);
+        pthread_mutex_lock(&m->work_lock);
+        m->lanes_busy--;
+        pthread_cond_broadcast(&m->done_cond);
+    }
+    pthread_mutex_unlock(&m->work_lock);
+    return NULL;
+}
+
+/*
+ * One pass over RAM (the first: populated pages; else m->bitmap's), on every connection: the
+ * lanes and this thread take chunks until none is left, and each connection ends with
+ * PASS_END. Returns once every lane is done: the next harvest must come after every page of
+ * this pass was read (and the destination orders passes by PASS_END: channel.h).
+ */
+static int send_pass(struct migration *m, bool first)
+{
+    atomic_store(&m->next_chunk, 0);
+    if (m->nr_conns == 1)
+        return send_chunks(m, m->fd, first);
+    uint32_t pass = ++m->passes_sent;
+    pthread_mutex_lock(&m->work_lock);
+    m->work_first = first;
+    m->work_pass = pass;
+    m->lanes_busy = m->nr_conns - 1;
+    m->work_gen++;
+    pthread_cond_broadcast(&m->work_cond);
+    pthread_mutex_unlock(&m->work_lock);
+    int ret = lane_pass(m, 0, m->fd, first, pass);
+    pthread_mutex_lock(&m->work_lock);
+    while (m->lanes_busy)
+        pthread_cond_wait(&m->done_cond, &m->work_lock);
+    pthread_mutex_unlock(&m->work_lock);
+    if (ret == 0 && atomic_load(&m->lane_failed))
+        ret = -ECONNABORTED; /* a lane said why (set_error) */
+    return ret;
+}
+
+static int first_pass(struct migration *m)
+{
+    return send_pass(m, true);
 }
 
 static uint64_t count_dirty(const struct migration *m)
@@ -242,21 +410,18 @@ static int64_t harvest(struct migration *m)
 /* Sends every page in m->bitmap, clearing KVM's record of each chunk just before it goes. */
 static int send_dirty(struct migration *m)
 {
-    const uint64_t chunk = MIG_MAX_RUN_PAGES;
-    for (uint64_t page = 0; page < m->nr_pages; page += chunk) {
-        uint64_t n = m->nr_pages - page < chunk ? m->nr_pages - page : chunk;
-        bool any = false;
-        for (uint64_t p = page; p < page + n && !any; p += BITS_PER_WORD)
-            any = m->bitmap[p / BITS_PER_WORD] != 0;
-        if (!any)
-            continue;
-        int ret = dirty_log_clear(&m->dirty, m->bitmap, page, n);
-        if (ret == 0)
-            ret = send_selected(m, page, n, page_dirty);
-        if (ret < 0)
-            return ret;
-    }
-    return 0;
+    return send_pass(m, false);
+}
+
+/* After the last pass, each extra connection ends with DONE: the destination loads the state
+ * only once every one has (all their pages written). */
+static int end_lanes(struct migration *m)
+{
+    int ret = 0;
+    for (unsigned i = 0; i + 1 < m->nr_conns && ret == 0; i++)
+        if ((ret = mig_send(m->lanes[i].fd, MIG_DONE, NULL, 0)) < 0)
+            lane_failed(m, i + 1, ret);
+    return ret;
 }
 
 /* ---- the final step, on the main loop's thread ---- */
@@ -337,6 +502,8 @@ static int final_step(struct migration *m, struct vm *vm)
     /* A local handover shares the memory file: nothing of RAM is left to send. */
     int64_t dirty = m->params.local ? 0 : harvest(m);
     ret = dirty < 0 ? (int)dirty : dirty > 0 ? send_dirty(m) : 0;
+    if (ret == 0)
+        ret = end_lanes(m);
     pages_at = ms_since(&t0);
     uint64_t sent_before_state = m->progress.bytes_sent; /* only this thread adds to it now */
     if (ret == 0)
@@ -490,9 +657,13 @@ static void finish(struct migration *m, int ret)
         snprintf(m->progress.error, sizeof(m->progress.error), "%s",
                  atomic_load(&m->cancelled) ? "cancelled" : strerror(-ret));
     pthread_mutex_unlock(&m->lock);
-    if (ret == 0)
-        log_info("migrated to %s%s: %u passes, %.1f MiB sent, guest paused %.1f ms",
-                 m->params.uri, m->params.local ? " (local handover of the memory file)" : "",
+    if (ret == 0 && m->params.local)
+        log_info("migrated to %s (local handover of the memory file): %.1f MiB sent, guest "
+                 "paused %.1f ms", m->params.uri, (double)m->progress.bytes_sent / 1048576,
+                 m->progress.downtime_ms);
+    else if (ret == 0)
+        log_info("migrated to %s over %u connection%s: %u passes, %.1f MiB sent, guest paused "
+                 "%.1f ms", m->params.uri, m->nr_conns, m->nr_conns == 1 ? "" : "s",
                  m->progress.pass, (double)m->progress.bytes_sent / 1048576,
                  m->progress.downtime_ms);
     else if (m->committed)
@@ -555,11 +726,102 @@ static int check_local(const struct vm *vm, const struct migration_params *param
     return 0;
 }
 
+/* --connections: 1 to MIG_MAX_CONNECTIONS, and more than one only over tcp: (a local handover
+ * copies no pages to spread). -EINVAL after one line. */
+static int check_connections(const struct migration_params *params)
+{
+    unsigned k = params->connections ? params->connections : 1;
+    const char *why = k > MIG_MAX_CONNECTIONS ? "is more than 8"
+                      : k > 1 && params->local ? "is for copying pages, not for --local"
+                      : k > 1 && strncmp(params->uri, "tcp:", 4) != 0 ? "needs a tcp: URI"
+                                                                       : NULL;
+    if (why)
+        log_error("migration: --connections %u %s (1 to %u TCP connections)", k, why,
+                  MIG_MAX_CONNECTIONS);
+    return why ? -EINVAL : 0;
+}
+
+/*
+ * The extra connections, after the first: CONNECTIONS on the first (before anything else, so
+ * the destination, which accepts that one first, knows how many follow and their token), then
+ * each extra one, opened in turn, says JOIN with the token and its index.
+ */
+static int connect_lanes(struct migration *m)
+{
+    struct mig_connections c = { .count = m->nr_conns };
+    if (getrandom(&c.token, sizeof(c.token), 0) != sizeof(c.token))
+        return -errno;
+    int ret = mig_send_connections(m->fd, &c);
+    for (unsigned i = 0; ret == 0 && i + 1 < m->nr_conns; i++) {
+        struct lane *l = &m->lanes[i];
+        l->fd = mig_connect(m->params.uri, ACK_TIMEOUT_MS);
+        if (l->fd < 0)
+            return l->fd;
+        ret = mig_send_join(l->fd, c.token, i + 1);
+    }
+    return ret;
+}
+
+/* A sender thread per extra connection, idle until a pass. Made here, on the main loop's
+ * thread: the migration thread's filter has no clone. */
+static int start_lanes(struct migration *m)
+{
+    for (unsigned i = 0; i + 1 < m->nr_conns; i++) {
+        struct lane *l = &m->lanes[i];
+        l->m = m;
+        l->index = i + 1;
+        int ret = -pthread_create(&l->thread, NULL, lane_thread, l);
+        if (ret < 0)
+            return ret;
+        l->started = true;
+        pthread_setname_np(l->thread, "godwit-migsend");
+    }
+    return 0;
+}
+
+static void stop_lanes(struct migration *m)
+{
+    pthread_mutex_lock(&m->work_lock);
+    m->lanes_quit = true;
+    pthread_cond_broadcast(&m->work_cond);
+    pthread_mutex_unlock(&m->work_lock);
+    for (unsigned i = 0; i + 1 < m->nr_conns; i++)
+        if (m->lanes[i].started) {
+            pthread_join(m->lanes[i].thread, NULL);
+            m->lanes[i].started = false;
+        }
+}
+
+static void close_lanes(struct migration *m)
+{
+    stop_lanes(m);
+    for (unsigned i = 0; i + 1 < m->nr_conns; i++)
+        if (m->lanes[i].fd >= 0)
+            close(m->lanes[i].fd);
+}
+
+static void migration_destroy(struct migration *m)
+{
+    close_lanes(m);
+    if (m->fd >= 0)
+        close(m->fd);
+    pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->limit_lock);
+    pthread_mutex_destroy(&m->clear_lock);
+    pthread_mutex_destroy(&m->work_lock);
+    pthread_cond_destroy(&m->work_cond);
+    pthread_cond_destroy(&m->done_cond);
+    free(m->bitmap);
+    free(m->config_json);
+    free(m);
+}
+
 struct migration *migration_start(struct vm *vm, const struct migration_params *params,
                                   const char *config_json, migration_on_loop on_loop, void *ctx,
                                   int *err)
 {
-    if (params->local && (*err = check_local(vm, params)) < 0)
+    if ((params->local && (*err = check_local(vm, params)) < 0) ||
+        (*err = check_connections(params)) < 0)
         return NULL;
     struct migration *m = calloc(1, sizeof(*m));
     *err = -ENOMEM;
@@ -571,6 +833,9 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
         m->params.downtime_ms = MIGRATION_DEFAULT_DOWNTIME_MS;
     if (!m->params.timeout_s)
         m->params.timeout_s = MIGRATION_DEFAULT_TIMEOUT_S;
+    m->nr_conns = params->connections ? params->connections : 1;
+    for (unsigned i = 0; i + 1 < m->nr_conns; i++)
+        m->lanes[i].fd = -1;
     m->on_loop = on_loop;
     m->ctx = ctx;
     if (params->local) /* here, on the main loop's thread, where the devices were made */
@@ -579,6 +844,11 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
     m->bitmap = calloc((m->nr_pages + BITS_PER_WORD - 1) / BITS_PER_WORD, sizeof(long));
     m->config_json = strdup(config_json);
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->limit_lock, NULL);
+    pthread_mutex_init(&m->clear_lock, NULL);
+    pthread_mutex_init(&m->work_lock, NULL);
+    pthread_cond_init(&m->work_cond, NULL);
+    pthread_cond_init(&m->done_cond, NULL);
     m->progress.state = MIGRATION_ACTIVE;
     clock_gettime(CLOCK_MONOTONIC, &m->started);
     m->limit_start = m->started;
@@ -589,17 +859,17 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
         *err = m->fd;
         goto fail;
     }
+    if (m->nr_conns > 1 && ((*err = connect_lanes(m)) < 0 || (*err = start_lanes(m)) < 0)) {
+        log_error("migration: cannot open %u connections to %s: %s", m->nr_conns, params->uri,
+                  strerror(-*err));
+        goto fail;
+    }
     if ((*err = -pthread_create(&m->thread, NULL, migration_thread, m)) != 0)
         goto fail;
     pthread_setname_np(m->thread, "godwit-migrate");
     return m;
 fail:
-    if (m->fd >= 0)
-        close(m->fd);
-    pthread_mutex_destroy(&m->lock);
-    free(m->bitmap);
-    free(m->config_json);
-    free(m);
+    migration_destroy(m);
     return NULL;
 }
 
@@ -619,8 +889,12 @@ void migration_cancel(struct migration *m)
     pthread_mutex_lock(&m->lock);
     bool active = m->progress.state == MIGRATION_ACTIVE;
     pthread_mutex_unlock(&m->lock);
-    if (active)
+    if (active) {
         shutdown(m->fd, SHUT_RDWR);
+        for (unsigned i = 0; i + 1 < m->nr_conns; i++)
+            if (m->lanes[i].fd >= 0)
+                shutdown(m->lanes[i].fd, SHUT_RDWR);
+    }
 }
 
 void migration_free(struct migration *m)
@@ -632,9 +906,5 @@ void migration_free(struct migration *m)
     if (m->exit_timer.armed)
         loop_unwatch_sync(m->vm->cfg->loop, &m->exit_timer);
     dirty_log_free(&m->dirty);
-    close(m->fd);
-    pthread_mutex_destroy(&m->lock);
-    free(m->bitmap);
-    free(m->config_json);
-    free(m);
+    migration_destroy(m);
 }

@@ -31,6 +31,7 @@ struct migration_params {
     bool switchover_on_timeout;
     unsigned bandwidth_mibps; /* the most the passes before the pause send, MiB/s; 0: no limit */
     bool local; /* same-host live upgrade: hand the memory file over (MEMFD), send no page */
+    unsigned connections; /* 1..MIG_MAX_CONNECTIONS (tcp: only); 0: 1. Pages go over all */
 };
 
 struct migration_progress {
@@ -57,7 +58,8 @@ typedef int (*migration_on_loop)(void *ctx, int (*fn)(struct migration *m, struc
                                  struct migration *m);
 
 /* Starts migrating `vm` on a thread of its own. NULL (and *err) when it cannot start; a local
- * handover only over unix: and from RAM that is a shared memory file (-EINVAL, one line). */
+ * handover only over unix: and from RAM that is a shared memory file, more than one connection
+ * only over tcp: and at most MIG_MAX_CONNECTIONS (-EINVAL, one line). */
 struct migration *migration_start(struct vm *vm, const struct migration_params *params,
                                   const char *config_json, migration_on_loop on_loop, void *ctx,
                                   int *err);

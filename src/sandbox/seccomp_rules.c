@@ -77,7 +77,8 @@ static const int main_loop_calls[] = {
     SCMP_SYS(timer_create), SCMP_SYS(timer_settime), SCMP_SYS(timer_delete),
 };
 
-/* The migration thread: the stream (opened by the main loop), KVM's dirty log, RAM's holes. */
+/* The migration thread and its senders: the stream (opened by the main loop), KVM's dirty
+ * log, RAM's holes. */
 static const int migration_calls[] = {
     SCMP_SYS(sendto),  SCMP_SYS(sendmsg), SCMP_SYS(recvfrom), SCMP_SYS(recvmsg),
     SCMP_SYS(shutdown), SCMP_SYS(setsockopt), SCMP_SYS(membarrier),

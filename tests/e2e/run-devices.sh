@@ -875,6 +875,32 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$src_pid" 60 ||
     { ok=0; fail $name "the guest did not run on after its destination's ACK was lost"; }
 
+  # --connections: refused out of range and where it cannot apply (one line, status 2); and
+  # over 3 TCP connections to a fake destination (tests/e2e/mig-dropper.py) that drops the
+  # second in the middle of the first pass: the source gives up, says which, runs the guest on.
+  local k_out
+  for k_args in "tcp:127.0.0.1:1 --connections 9" "tcp:127.0.0.1:1 --connections 0" \
+      "unix:$work/mig.sock --connections 2"; do
+    # shellcheck disable=SC2086
+    k_out=$("$godwit" migrate "$src.api" $k_args 2>&1) &&
+      { ok=0; fail $name "migrate $k_args was not refused"; }
+    [ "$(wc -l <<<"$k_out")" -eq 1 ] && grep -qE 'connections' <<<"$k_out" ||
+      { ok=0; fail $name "migrate $k_args: $k_out"; }
+  done
+  local drop_port=$((40000 + RANDOM % 20000))
+  python3 "$here/mig-dropper.py" $drop_port >"$work/mig-dropper.out" 2>&1 &
+  local dropper=$!
+  wait_for_socket "tcp:$drop_port"
+  "$godwit" migrate "$src.api" "tcp:127.0.0.1:$drop_port" --connections 3 --bandwidth 16 \
+    >"$work/migrate_dropped.out" 2>&1 &&
+    { ok=0; fail $name "a migration whose second connection dropped reported success"; }
+  kill $dropper 2>/dev/null; wait $dropper 2>/dev/null
+  grep -q 'connection 2 of 3 failed' "$work/migrate_dropped.out" && grep -q 'runs on here' "$work/migrate_dropped.out" ||
+    { ok=0; fail $name "dropped connection: $(cat "$work/migrate_dropped.out" "$work/mig-dropper.out")"; }
+  before_cancel=$(last_count "$src")
+  wait_for_line "$src" "^count $((before_cancel + 10))[^0-9]" "$src_pid" 60 ||
+    { ok=0; fail $name "the guest did not run on after a connection dropped"; }
+
   "$godwit" migrate "$src.api" "unix:$work/mig.sock" >"$work/migrate.out" 2>&1 ||
     { ok=0; fail $name "godwit migrate failed: $(cat "$work/migrate.out")"; }
   cat "$work/migrate.out"
@@ -900,18 +926,26 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   else
     ok=0; fail migrate_dest "the guest did not count on to $want at the destination"
   fi
-  # And on over TCP to a third process, through a link capped at 8 MiB/s, too slow for the
-  # guest's dirtying to fit a 300 ms budget: it converges only with its vCPUs held back
-  # (auto-converge), and the counter goes on again.
+  # And on over 3 TCP connections to a third process, through a link capped at 8 MiB/s (all
+  # connections together), too slow for the guest's dirtying to fit a 300 ms budget: it
+  # converges only with its vCPUs held back (auto-converge), and the counter goes on again.
   local port=$((40000 + RANDOM % 20000)) back=$work/migrate_back.log
   start_watched migrate_back 300 "$godwit" run --incoming "tcp:127.0.0.1:$port" --name mig-back
   local back_pid=$vm_pid
   wait_for_socket "tcp:$port"
   at=$(last_count "$dst")
   "$godwit" migrate "$dst.api" "tcp:127.0.0.1:$port" --bandwidth 8 --downtime-ms 300 \
-    >"$work/migrate_back.out" 2>&1 ||
+    --connections 3 >"$work/migrate_back.out" 2>&1 ||
     { ok=0; fail $name "migrating on over TCP failed: $(cat "$work/migrate_back.out")"; }
   cat "$work/migrate_back.out"
+  grep -a 'over 3 connections' "$dst" || { ok=0; fail migrate_dest "no 'over 3 connections' line"; }
+  grep -aq 'sends pages over 3 connections' "$back" ||
+    { ok=0; fail migrate_back "the destination did not take 3 connections"; }
+  # The bandwidth cap holds for all of them together: the first pass (all of RAM: the later
+  # ones are small enough for the limiter's 100 ms burst to show) ran at 8 MiB/s or less.
+  awk '$1 == "pass" && $2 == "1:" { for (i = 1; i < NF; i++) if ($(i + 2) == "guest") r = $i + 0; seen = 1 }
+    END { exit !(seen && r > 0 && r <= 8.8) }' "$work/migrate_back.out" ||
+    { ok=0; fail $name "--bandwidth 8 over 3 connections: $(grep -a '^pass 1:' "$work/migrate_back.out")"; }
   # The guest's dirtying is its own loop's speed in the test host, which varies (1 MiB/s in
   # one run): auto-converge is owed when a later pass saw it dirty at least 3/4 of the link.
   local fastest
@@ -980,7 +1014,7 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
 
   # Hostile streams: garbage, and a HELLO followed by a CPU model cut short.
   local bad
-  for bad in garbage cut; do
+  for bad in garbage cut toomany; do
     "$godwit" run --incoming "unix:$work/bad-$bad.sock" </dev/null >"$work/migrate_$bad.log" 2>&1 &
     local pid=$!
     wait_for_socket "$work/bad-$bad.sock"
@@ -989,6 +1023,9 @@ import socket, struct, sys, json
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
 if sys.argv[2] == "garbage":
     s.sendall(b"GET / HTTP/1.1\r\n\r\n" + b"x" * 64)
+elif sys.argv[2] == "toomany":
+    # CONNECTIONS (type 13) asking for 9, more than a destination takes.
+    s.sendall(struct.pack("<IIQ", 0x474d5747, 13, 12) + struct.pack("<IQ", 9, 1))
 else:
     cfg = json.dumps({"kernel": "/nonexistent", "memory_mib": 64}).encode()
     payload = struct.pack("<I", 3) + cfg  # protocol 3
@@ -1002,7 +1039,7 @@ EOF
     kill -KILL $pid 2>/dev/null && { ok=0; fail migrate_$bad "the destination did not give up"; }
     wait $pid; st=$?
     [ $st -ne 0 ] || { ok=0; fail migrate_$bad "exit status 0"; }
-    grep -E 'bad magic|closed the stream' "$work/migrate_$bad.log" ||
+    grep -E 'bad magic|closed the stream|asks for 9 connections' "$work/migrate_$bad.log" ||
       { ok=0; fail migrate_$bad "no line saying why: $(tail -n 3 "$work/migrate_$bad.log")"; }
   done
   [ $ok -eq 1 ] && pass $name

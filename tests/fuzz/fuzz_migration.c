@@ -58,9 +58,13 @@ static void receive_opening(int fd)
     struct config_strings owned = { 0 };
     char *json = NULL;
     int memfd;
+    struct mig_connections conns;
 
-    int ret = mig_recv_opening(fd, &json, &memfd);
+    int ret = mig_recv_opening(fd, &json, &memfd, &conns);
     FUZZ_CHECK(ret == 0 || memfd < 0); /* a refused opening keeps no memory file */
+    /* Only a count this godwit takes, and never with a handed-over memory file. */
+    FUZZ_CHECK(ret < 0 || (conns.count >= 1 && conns.count <= MIG_MAX_CONNECTIONS &&
+                           (conns.count == 1 || memfd < 0)));
     if (memfd >= 0) {
         struct mig_devices devs;
         /* A handover's disks and taps follow; refused, none stays open. */
@@ -121,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     write_stream(sv[0], data + 1, size - 1, opening && flag);
     shutdown(sv[0], SHUT_WR);
     if (!opening)
-        FUZZ_CHECK(migration_receive(&vm, sv[1], flag) != 0); /* no stream without STATE succeeds */
+        FUZZ_CHECK(migration_receive(&vm, sv[1], flag, NULL, 0) != 0); /* no stream without STATE succeeds */
     else
         receive_opening(sv[1]);
     while (recv(sv[0], sink, sizeof(sink), MSG_DONTWAIT) > 0)

@@ -66,7 +66,9 @@ static void test_migrate_body(void **state)
     (void)state;
     struct api_migrate_body b;
     assert_int_equal(migrate("{\"uri\": \"tcp:10.0.0.2:4444\", \"downtime_ms\": 300, \"timeout_s\": "
-                             "60, \"timeout_action\": \"switchover\", \"bandwidth_mibps\": 8}", &b), 0);
+                             "60, \"timeout_action\": \"switchover\", \"bandwidth_mibps\": 8, "
+                             "\"connections\": 8}", &b), 0);
+    assert_int_equal(b.opts.connections, 8);
     assert_string_equal(b.opts.uri, "tcp:10.0.0.2:4444");
     assert_int_equal(b.opts.downtime_ms, 300);
     assert_int_equal(b.opts.timeout_s, 60);
@@ -77,6 +79,7 @@ static void test_migrate_body(void **state)
     assert_int_equal(b.opts.downtime_ms, 0); /* the defaults */
     assert_false(b.opts.switchover_on_timeout);
     assert_false(b.opts.local);
+    assert_int_equal(b.opts.connections, 0); /* 1 */
     api_body_free(b.root);
     assert_int_equal(migrate("{\"uri\": \"unix:/run/m.sock\", \"local\": true}", &b), 0);
     assert_true(b.opts.local);
@@ -91,6 +94,8 @@ static void test_migrate_body(void **state)
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"timeout_s\": 99999999999}", &b), -EINVAL);
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"timeout_action\": \"wait\"}", &b), -EINVAL);
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"bandwidth_mibps\": 0}", &b), -EINVAL);
+    assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"connections\": 0}", &b), -EINVAL);
+    assert_int_equal(migrate("{\"uri\": \"tcp:h:1\", \"connections\": 9}", &b), -EINVAL);
     assert_int_equal(migrate("{\"uri\": \"tcp:h:1\"} x", &b), -EINVAL);
     assert_int_equal(migrate("{\"uri\": \"unix:/m\", \"local\": 1}", &b), -EINVAL);
     assert_null(b.root);

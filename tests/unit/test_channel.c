@@ -177,7 +177,7 @@ static void test_cpu_model_handshake(void **state)
     dest_vm(&vm, false);
     struct pipe_pair p = pair();
     send_cpu_model(p.tx, true);
-    assert_int_equal(migration_receive(&vm, p.rx, false), -EINVAL);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EINVAL);
     struct mig_header h;
     assert_int_equal(mig_recv_header(p.tx, &h), 0);
     assert_int_equal(h.type, MIG_ERROR); /* no READY first */
@@ -190,7 +190,7 @@ static void test_cpu_model_handshake(void **state)
     /* Pages before the CPU model: refused. */
     p = pair();
     put_header(p.tx, MAGIC, MIG_PAGES, 12 + 4096);
-    assert_int_equal(migration_receive(&vm, p.rx, false), -EPROTO);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EPROTO);
     assert_int_equal(next_type(p.tx), MIG_ERROR);
     close(p.tx);
     close(p.rx);
@@ -200,7 +200,7 @@ static void test_cpu_model_handshake(void **state)
     uint32_t count = 2;
     put_header(p.tx, MAGIC, MIG_CPU, 4 + sizeof(struct kvm_cpuid_entry2));
     assert_int_equal(write(p.tx, &count, 4), 4);
-    assert_int_equal(migration_receive(&vm, p.rx, false), -EPROTO);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EPROTO);
     close(p.tx);
     close(p.rx);
     dest_vm_free(&vm);
@@ -213,7 +213,7 @@ static void test_cpu_model_handshake(void **state)
         p = pair();
         send_cpu_model(p.tx, !more);
         shutdown(p.tx, SHUT_WR);
-        assert_int_equal(migration_receive(&vm, p.rx, false), more ? -EINVAL : -ECONNRESET);
+        assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), more ? -EINVAL : -ECONNRESET);
         if (!more)
             assert_int_equal(next_type(p.tx), MIG_READY);
         close(p.tx);
@@ -244,7 +244,7 @@ static void test_receive_refusals(void **state)
         put_header(p.tx, MAGIC, MIG_PAGES, runs[i].len);
         assert_int_equal(write(p.tx, &runs[i].first, 8), 8);
         assert_int_equal(write(p.tx, &runs[i].count, 4), 4);
-        assert_int_equal(migration_receive(&vm, p.rx, runs[i].handed_over), -EPROTO);
+        assert_int_equal(migration_receive(&vm, p.rx, runs[i].handed_over, NULL, 0), -EPROTO);
         assert_int_equal(next_type(p.tx), MIG_READY);
         assert_int_equal(next_type(p.tx), MIG_ERROR); /* the source hears why */
         close(p.tx);
@@ -254,7 +254,7 @@ static void test_receive_refusals(void **state)
     struct pipe_pair p = pair();
     send_cpu_model(p.tx, true);
     put_header(p.tx, MAGIC, MIG_DONE, 0);
-    assert_int_equal(migration_receive(&vm, p.rx, false), -EPROTO);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EPROTO);
     close(p.tx);
     close(p.rx);
     /* A run cut short: the pages land where they belong until the stream ends. */
@@ -267,7 +267,7 @@ static void test_receive_refusals(void **state)
     assert_int_equal(write(p.tx, &count, 4), 4);
     assert_int_equal(write(p.tx, "abc", 3), 3);
     shutdown(p.tx, SHUT_WR);
-    assert_int_equal(migration_receive(&vm, p.rx, false), -ECONNRESET);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -ECONNRESET);
     close(p.tx);
     close(p.rx);
     dest_vm_free(&vm);
@@ -290,10 +290,11 @@ static void test_memfd_round_trip(void **state)
     (void)state;
     struct pipe_pair p = pair();
     int ram = ram_file(1 << 20), memfd = 7;
+    struct mig_connections conns;
     char *config = NULL;
     assert_int_equal(mig_send_memfd(p.tx, ram, 1 << 20), 0);
     assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
-    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), 0);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &conns), 0);
     assert_string_equal(config, "{}");
     assert_true(memfd >= 0 && memfd != ram);
     assert_int_equal(pwrite(memfd, "moved", 5, 4096), 5);
@@ -305,7 +306,7 @@ static void test_memfd_round_trip(void **state)
     close(memfd);
     /* No MEMFD: pages will come. */
     assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
-    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), 0);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &conns), 0);
     assert_int_equal(memfd, -1);
     free(config);
     close(ram);
@@ -320,6 +321,7 @@ static void test_memfd_refusals(void **state)
     (void)state;
     char *config = NULL;
     int memfd, pipefd[2];
+    struct mig_connections conns;
     assert_int_equal(pipe(pipefd), 0);
     int small = ram_file(4096);
     const struct { int fd; uint64_t size; } bad[] = {
@@ -332,7 +334,7 @@ static void test_memfd_refusals(void **state)
         assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
         int before = dup(0);
         close(before);
-        assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), -EPROTO);
+        assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &conns), -EPROTO);
         assert_int_equal(memfd, -1);
         int after = dup(0); /* the received descriptor was closed: the lowest number is free */
         assert_int_equal(after, before);
@@ -345,14 +347,14 @@ static void test_memfd_refusals(void **state)
     uint64_t size = 4096;
     put_header(p.tx, MAGIC, MIG_MEMFD, 8);
     assert_int_equal(write(p.tx, &size, 8), 8);
-    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), -EPROTO);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &conns), -EPROTO);
     close(p.tx);
     close(p.rx);
     /* A payload that is not a size. */
     p = pair();
     put_header(p.tx, MAGIC, MIG_MEMFD, 4);
     assert_int_equal(write(p.tx, &size, 4), 4);
-    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd), -EPROTO);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &conns), -EPROTO);
     close(p.tx);
     close(p.rx);
     assert_null(config);
@@ -498,6 +500,175 @@ static void test_connect(void **state)
     assert_int_equal(mig_connect("ftp:somewhere", 1000), -EINVAL);
 }
 
+/* CONNECTIONS before HELLO: the destination learns how many connections follow and their
+ * token; a count it does not take (1, or more than MIG_MAX_CONNECTIONS) is refused. Each extra
+ * connection's JOIN must carry that token and a new index in range. */
+static void test_connections_handshake(void **state)
+{
+    (void)state;
+    struct pipe_pair p = pair();
+    struct mig_connections c = { .count = 3, .token = 0x1122334455667788ull }, got;
+    char *config = NULL;
+    int memfd = 7;
+    assert_int_equal(mig_send_connections(p.tx, &c), 0);
+    assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &got), 0);
+    assert_int_equal(got.count, 3);
+    assert_true(got.token == c.token);
+    assert_int_equal(memfd, -1);
+    free(config);
+    config = NULL;
+    /* JOIN: index 2, then index 1; then the same index again, an index out of range, another
+     * token, another message, and none at all. */
+    assert_int_equal(mig_send_join(p.tx, c.token, 2), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 0, 1000), 2);
+    assert_int_equal(mig_send_join(p.tx, c.token, 1), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 1u << 2, 1000), 1);
+    assert_int_equal(mig_send_join(p.tx, c.token, 1), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 1u << 1, 1000), -EPROTO);
+    assert_int_equal(mig_send_join(p.tx, c.token, 3), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 0, 1000), -EPROTO);
+    assert_int_equal(mig_send_join(p.tx, c.token, 0), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 0, 1000), -EPROTO);
+    assert_int_equal(mig_send_join(p.tx, c.token + 1, 1), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 0, 1000), -EPROTO);
+    assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
+    assert_int_equal(mig_recv_join(p.rx, &c, 0, 1000), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    p = pair();
+    assert_int_equal(mig_recv_join(p.rx, &c, 0, 50), -ETIMEDOUT);
+    close(p.tx);
+    close(p.rx);
+    /* Counts this godwit does not take, a short payload, and CONNECTIONS then MEMFD. */
+    const uint32_t counts[] = { 0, 1, MIG_MAX_CONNECTIONS + 1, 1000 };
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        p = pair();
+        uint8_t b[12] = { 0 };
+        memcpy(b, &counts[i], 4);
+        put_header(p.tx, MAGIC, MIG_CONNECTIONS, sizeof(b));
+        assert_int_equal(write(p.tx, b, sizeof(b)), (ssize_t)sizeof(b));
+        assert_int_equal(mig_send_hello(p.tx, "{}"), 0);
+        assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &got), -EPROTO);
+        close(p.tx);
+        close(p.rx);
+    }
+    p = pair();
+    put_header(p.tx, MAGIC, MIG_CONNECTIONS, 4);
+    assert_int_equal(write(p.tx, "\2\0\0\0", 4), 4);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &got), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    p = pair();
+    int ram = ram_file(4096);
+    assert_int_equal(mig_send_connections(p.tx, &c), 0);
+    assert_int_equal(mig_send_memfd(p.tx, ram, 4096), 0);
+    assert_int_equal(mig_recv_opening(p.rx, &config, &memfd, &got), -EPROTO);
+    assert_int_equal(memfd, -1);
+    assert_null(config);
+    close(ram);
+    close(p.tx);
+    close(p.rx);
+}
+
+static void send_page(int fd, uint64_t page, char fill)
+{
+    uint8_t prefix[12], data[4096];
+    uint32_t count = 1;
+    memcpy(prefix, &page, 8);
+    memcpy(prefix + 8, &count, 4);
+    memset(data, fill, sizeof(data));
+    assert_int_equal(mig_send2(fd, MIG_PAGES, prefix, sizeof(prefix), data, sizeof(data)), 0);
+}
+
+static void send_pass_end(int fd, uint32_t pass)
+{
+    assert_int_equal(mig_send(fd, MIG_PASS_END, &pass, sizeof(pass)), 0);
+}
+
+/*
+ * Over several connections a page sent again in a later pass on another connection lands
+ * after its earlier copy: page 5 goes in pass 1 on the first connection and in pass 2 on an
+ * extra one, all of it already in the sockets before the destination reads a byte; page 5
+ * must end with pass 2's bytes. The stream then ends with the source's ERROR.
+ */
+static void test_passes_over_connections(void **state)
+{
+    (void)state;
+    struct vm vm;
+    dest_vm(&vm, true);
+    struct pipe_pair p = pair(), x = pair(), y = pair();
+    send_cpu_model(p.tx, true);
+    send_page(p.tx, 5, 'A');
+    send_pass_end(p.tx, 1);
+    send_pass_end(p.tx, 2);
+    send_page(x.tx, 6, 'x');
+    send_pass_end(x.tx, 1);
+    send_page(x.tx, 5, 'B');
+    send_pass_end(x.tx, 2);
+    assert_int_equal(mig_send(x.tx, MIG_DONE, NULL, 0), 0);
+    send_pass_end(y.tx, 1);
+    send_page(y.tx, 7, 'y');
+    send_pass_end(y.tx, 2);
+    assert_int_equal(mig_send(y.tx, MIG_DONE, NULL, 0), 0);
+    assert_int_equal(mig_send(p.tx, MIG_ERROR, "stop", 4), 0);
+    int extra[2] = { x.rx, y.rx };
+    assert_int_equal(migration_receive(&vm, p.rx, false, extra, 2), -ECONNABORTED);
+    uint8_t *ram = vm.mem.regions[0].host;
+    assert_int_equal(ram[5 * 4096], 'B');
+    assert_int_equal(ram[5 * 4096 + 4095], 'B');
+    assert_int_equal(ram[6 * 4096], 'x');
+    assert_int_equal(ram[7 * 4096], 'y');
+    int fds[] = { p.tx, p.rx, x.tx, x.rx, y.tx, y.rx };
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+    dest_vm_free(&vm);
+}
+
+/* An extra connection that drops (here: ends inside a page run) or says something out of
+ * order (a pass ended twice, a STATE) fails the whole migration, though the first connection
+ * waits for more, and the source hears why on the first. */
+static void test_extra_connection_failures(void **state)
+{
+    (void)state;
+    struct vm vm;
+    dest_vm(&vm, true);
+    for (int kind = 0; kind < 3; kind++) {
+        struct pipe_pair p = pair(), x = pair();
+        send_cpu_model(p.tx, true);
+        send_page(p.tx, 1, 'a');
+        if (kind == 0) {
+            uint64_t first = 3;
+            uint32_t count = 1;
+            put_header(x.tx, MAGIC, MIG_PAGES, 12 + 4096);
+            assert_int_equal(write(x.tx, &first, 8), 8);
+            assert_int_equal(write(x.tx, &count, 4), 4);
+            shutdown(x.tx, SHUT_WR);
+        } else if (kind == 1) {
+            send_pass_end(x.tx, 1);
+            send_pass_end(x.tx, 1);
+            send_pass_end(p.tx, 1);
+        } else {
+            put_header(x.tx, MAGIC, MIG_STATE, 0);
+        }
+        int extra[1] = { x.rx };
+        assert_int_equal(migration_receive(&vm, p.rx, false, extra, 1), -EPROTO);
+        assert_int_equal(next_type(p.tx), MIG_READY);
+        assert_int_equal(next_type(p.tx), MIG_ERROR);
+        int fds[] = { p.tx, p.rx, x.tx, x.rx };
+        for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+            close(fds[i]);
+    }
+    /* PASS_END over one connection: it has no use there. */
+    struct pipe_pair p = pair();
+    send_cpu_model(p.tx, true);
+    send_pass_end(p.tx, 1);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    dest_vm_free(&vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +682,9 @@ int main(void)
         cmocka_unit_test(test_memfd_refusals),
         cmocka_unit_test(test_devices_round_trip),
         cmocka_unit_test(test_devices_refusals),
+        cmocka_unit_test(test_connections_handshake),
+        cmocka_unit_test(test_passes_over_connections),
+        cmocka_unit_test(test_extra_connection_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
