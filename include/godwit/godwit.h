@@ -164,6 +164,7 @@ struct godwit_migration_status {
     uint64_t bytes_sent, bytes_left;
     uint64_t bandwidth_bps, dirty_bytes_per_s;
     double expected_downtime_ms; /* while active: what the switch-over would cost now */
+    double fixed_cost_ms; /* the part of that beyond the pages left (docs/migration.md) */
     double downtime_ms;          /* once completed: how long the guest was paused */
     double total_ms;
     bool forced;                 /* switched over at the timeout, over the downtime budget */

@@ -342,6 +342,7 @@ static void handle_get_migration(void *ctx, const struct http_request *req,
                            json_object_new_int64((int64_t)st.dirty_bytes_per_s));
     json_object_object_add(o, "expected_downtime_ms",
                            json_object_new_double(st.expected_downtime_ms));
+    json_object_object_add(o, "fixed_cost_ms", json_object_new_double(st.fixed_cost_ms));
     json_object_object_add(o, "downtime_ms", json_object_new_double(st.downtime_ms));
     json_object_object_add(o, "total_ms", json_object_new_double(st.total_ms));
     json_object_object_add(o, "forced", json_object_new_boolean(st.forced));

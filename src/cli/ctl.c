@@ -283,12 +283,13 @@ static void print_progress(struct json_object *st, bool tty)
     if (throttle > 0)
         snprintf(held, sizeof(held), ", vCPUs held back %lld%%", throttle);
     printf("%spass %lld: %.1f MiB sent, %.1f MiB left, %.0f MiB/s, guest dirties %.0f MiB/s, "
-           "switch-over now would take %.1f ms%s%s",
+           "switch-over now would take %.1f ms (%.1f ms of it fixed)%s%s",
            tty ? "\r\033[K" : "", (long long)json_int_of(st, "pass"),
            (double)json_int_of(st, "bytes_sent") / mib, (double)json_int_of(st, "bytes_left") / mib,
            (double)json_int_of(st, "bandwidth_bps") / mib,
            (double)json_int_of(st, "dirty_bytes_per_s") / mib,
-           json_object_get_double(json_object_object_get(st, "expected_downtime_ms")), held,
+           json_object_get_double(json_object_object_get(st, "expected_downtime_ms")),
+           json_object_get_double(json_object_object_get(st, "fixed_cost_ms")), held,
            tty ? "" : "\n");
     fflush(stdout);
 }

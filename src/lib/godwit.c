@@ -1106,6 +1106,7 @@ int godwit_migration_status(struct godwit_vm *gv, struct godwit_migration_status
         .state = migration_state_name(p.state), .pass = p.pass, .bytes_sent = p.bytes_sent,
         .bytes_left = p.bytes_left, .bandwidth_bps = p.bandwidth_bps,
         .dirty_bytes_per_s = p.dirty_bytes_per_s, .expected_downtime_ms = p.expected_downtime_ms,
+        .fixed_cost_ms = p.fixed_cost_ms,
         .downtime_ms = p.downtime_ms, .total_ms = p.total_ms, .forced = p.forced,
         .throttle_pct = p.throttle_pct,
     };

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -27,9 +29,10 @@
 
 #define ACK_TIMEOUT_MS 30000u
 #define BITS_PER_WORD (8 * sizeof(unsigned long))
-/* What the final step costs beyond its pages (state save, transfer, load, resume), until it
- * has been measured: a guess on the safe side. */
-#define FIXED_COST_MS 5.0
+/* What the final step costs beyond its pages (state save, transfer, load, resume) before the
+ * first pass has measured a bandwidth, and the least it is ever taken to cost: what is
+ * measured leaves out the destination's load (fixed_cost()). */
+#define FIXED_COST_MS MIGRATION_MIN_FIXED_COST_MS
 /* How long a migrated source stays, paused, so that `godwit migrate` (which polls every 100 ms)
  * reads "completed" rather than a vanished API, which it must report as a failure. */
 #define LINGER_MS 1500u
@@ -71,6 +74,9 @@ struct migration {
     uint64_t limited_bytes; /* counted against the bandwidth limit since limit_start */
     struct timespec limit_start;
     pthread_mutex_t limit_lock; /* guards limited_bytes: every lane sends under the limit */
+    struct migration_cost cost; /* rtt_ms: the kernel's (TCP_INFO), first connection */
+    bool cost_measured;
+    double fixed_cost_taken_ms; /* the final step beyond its pages, as it went */
 
     /* Several connections: the first is fd; the lanes send on the others. A pass hands out
      * chunks of page space (next_chunk) to every lane, this thread's too, until none is left. */
@@ -534,6 +540,7 @@ static int final_step(struct migration *m, struct vm *vm)
              ack_at - state_at, downtime - ack_at);
     pthread_mutex_lock(&m->lock);
     m->progress.downtime_ms = downtime;
+    m->fixed_cost_taken_ms = downtime - (pages_at - paused_at);
     m->progress.total_ms = ms_since(&m->started);
     m->progress.state = MIGRATION_COMPLETED;
     pthread_mutex_unlock(&m->lock);
@@ -556,10 +563,86 @@ static int offer_cpu_model(struct migration *m)
     return ret < 0 ? ret : wait_for(m, MIG_READY, "READY");
 }
 
+/* ---- the final step's cost beyond its pages ---- */
+
+/*
+ * Once, before the first pass, on the main loop's thread: pauses the VM as the final step will,
+ * saves its state as the final step will (and throws it away), and resumes it. The guest is
+ * paused for that long once more than a migration without the measure would pause it; in
+ * return the switch-over is decided on this host's figures, not on a constant.
+ */
+static int measure_state(struct migration *m, struct vm *vm)
+{
+    struct timespec t0;
+    struct state_writer w;
+    bool was_paused = vm_is_paused(vm);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int ret = was_paused ? 0 : vm_pause(vm);
+    double paused_at = ms_since(&t0);
+    if (ret == 0) {
+        ret = vm_state_save(vm, m->config_json, &w);
+        m->cost = (struct migration_cost){ .pause_ms = paused_at,
+                                       .save_ms = ms_since(&t0) - paused_at,
+                                       .state_bytes = w.len };
+        sw_free(&w);
+        if (!was_paused)
+            vm_resume(vm);
+    }
+    m->cost_measured = ret == 0;
+    if (ret < 0)
+        log_warn("migration to %s: cannot measure the state's save (%s): the switch-over "
+                 "assumes %.0f ms for it", m->params.uri, strerror(-ret), FIXED_COST_MS);
+    else
+        log_info("migration to %s: measured for the switch-over: %.1f ms pausing, %.1f ms "
+                 "saving the state (%.0f KiB); the guest was paused %.1f ms for it",
+                 m->params.uri, m->cost.pause_ms, m->cost.save_ms,
+                 (double)m->cost.state_bytes / 1024, ms_since(&t0));
+    return 0; /* without the figures the constant stands in: nothing to give up for */
+}
+
+/* The kernel's smoothed round-trip time of a TCP connection (from the acknowledgements of what
+ * it sent); 0 for a UNIX socket (no such figure; a local round trip is microseconds). */
+static double rtt_ms(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len < sizeof(ti))
+        return 0;
+    return ti.tcpi_rtt / 1e3;
+}
+
+/*
+ * What the final step costs beyond the pages it sends, for the switch-over decision:
+ *   measured: pausing and saving the state (measure_state), the state's size over the
+ *             bandwidth the last pass measured, and two round trips (DONE to ACK, GO to
+ *             RUNNING) by the kernel's RTT of the first connection;
+ *   estimated: the destination's state load, taken to cost what our save did (the same KVM
+ *             calls the other way round). It is not measured before the switch-over; under
+ *             nested virtualization it was seen to take 3-5 times longer (docs/migration.md),
+ *             so there this figure is low, which the final log line shows (estimated, taken).
+ * FIXED_COST_MS before the first pass has measured a bandwidth, and as the least it is taken to
+ * be: a floor on the safe side for what the estimate leaves out.
+ */
+double migration_fixed_cost_ms(const struct migration_cost *c, double bandwidth)
+{
+    if (!c || bandwidth <= 0)
+        return FIXED_COST_MS;
+    double ms = c->pause_ms + 2 * c->save_ms + (double)c->state_bytes * 1e3 / bandwidth +
+                2 * c->rtt_ms;
+    return ms > FIXED_COST_MS ? ms : FIXED_COST_MS;
+}
+
+static double fixed_cost(struct migration *m, double bandwidth)
+{
+    m->cost.rtt_ms = rtt_ms(m->fd);
+    return migration_fixed_cost_ms(m->cost_measured ? &m->cost : NULL, bandwidth);
+}
+
 static void record_pass(struct migration *m, unsigned pass, uint64_t left, double bandwidth,
-                        double dirty_rate, double expected)
+                        double dirty_rate, double expected, double fixed)
 {
     pthread_mutex_lock(&m->lock);
+    m->progress.fixed_cost_ms = fixed;
     m->progress.pass = pass;
     m->progress.bytes_left = left;
     m->progress.bandwidth_bps = (uint64_t)bandwidth;
@@ -632,8 +715,10 @@ static int iterate(struct migration *m)
         if (dirty < 0)
             return (int)dirty;
         double left = (double)dirty * MIG_PAGE_SIZE;
-        double expected = FIXED_COST_MS + (bandwidth > 0 ? left * 1e3 / bandwidth : 0);
-        record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0, expected);
+        double fixed = fixed_cost(m, bandwidth);
+        double expected = fixed + (bandwidth > 0 ? left * 1e3 / bandwidth : 0);
+        record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0, expected,
+                    fixed);
         if (expected <= budget)
             return 0;
         if (pass >= 2) /* the first pass's rate says little: it sends all of RAM */
@@ -663,9 +748,11 @@ static void finish(struct migration *m, int ret)
                  m->progress.downtime_ms);
     else if (ret == 0)
         log_info("migrated to %s over %u connection%s: %u passes, %.1f MiB sent, guest paused "
-                 "%.1f ms", m->params.uri, m->nr_conns, m->nr_conns == 1 ? "" : "s",
-                 m->progress.pass, (double)m->progress.bytes_sent / 1048576,
-                 m->progress.downtime_ms);
+                 "%.1f ms; the final step beyond its pages: %.1f ms estimated (%s), %.1f ms taken",
+                 m->params.uri, m->nr_conns, m->nr_conns == 1 ? "" : "s", m->progress.pass,
+                 (double)m->progress.bytes_sent / 1048576, m->progress.downtime_ms,
+                 m->progress.fixed_cost_ms, m->cost_measured ? "measured" : "assumed",
+                 m->fixed_cost_taken_ms);
     else if (m->committed)
         log_error("migration to %s: %s", m->params.uri, m->progress.error);
     else
@@ -689,6 +776,8 @@ static void *migration_thread(void *arg)
     if (ret == 0)
         ret = offer_cpu_model(m);
     /* Nothing to track or copy when both sides map the same file: straight to the pause. */
+    if (ret == 0 && !m->params.local)
+        ret = m->on_loop(m->ctx, measure_state, m);
     if (ret == 0 && !m->params.local && (ret = dirty_log_start(&m->dirty, m->vm)) == 0)
         m->dirty_started = true;
     if (ret == 0 && !m->params.local)
@@ -850,6 +939,7 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
     pthread_cond_init(&m->work_cond, NULL);
     pthread_cond_init(&m->done_cond, NULL);
     m->progress.state = MIGRATION_ACTIVE;
+    m->progress.fixed_cost_ms = FIXED_COST_MS;
     clock_gettime(CLOCK_MONOTONIC, &m->started);
     m->limit_start = m->started;
     m->fd = -1;

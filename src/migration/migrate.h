@@ -42,6 +42,8 @@ struct migration_progress {
     uint64_t bandwidth_bps;       /* measured over the last pass */
     uint64_t dirty_bytes_per_s;   /* how fast the guest dirtied memory in the last pass */
     double expected_downtime_ms;  /* what the final step would take now */
+    double fixed_cost_ms;         /* the part of it beyond the pages left: measured where it
+                                   * can be (migrate.c, fixed_cost()) */
     double downtime_ms;           /* the guest's actual pause, once completed */
     double total_ms;
     bool forced;                  /* switched over at the timeout, over the downtime budget */
@@ -49,6 +51,20 @@ struct migration_progress {
                                    * were at the end) */
     char error[200];
 };
+
+/* What the final step costs beyond its pages, as measured before and during the passes. */
+struct migration_cost {
+    double pause_ms;      /* pausing the VM (measured once, before the first pass) */
+    double save_ms;       /* saving its state then */
+    uint64_t state_bytes; /* that state's size */
+    double rtt_ms;        /* a round trip to the destination; 0 where none is known */
+};
+/* The fixed cost in ms for the switch-over decision at `bandwidth` (bytes/s): the parts above,
+ * the state's transfer at that bandwidth, and the destination's load estimated as long as the
+ * save; never below MIGRATION_MIN_FIXED_COST_MS, which stands in while `c` is NULL or the
+ * bandwidth unknown (0). */
+#define MIGRATION_MIN_FIXED_COST_MS 5.0
+double migration_fixed_cost_ms(const struct migration_cost *c, double bandwidth);
 
 /*
  * Runs fn(m, vm) on the main loop's thread while the VM exists (the final step must pause the

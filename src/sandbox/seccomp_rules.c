@@ -78,10 +78,10 @@ static const int main_loop_calls[] = {
 };
 
 /* The migration thread and its senders: the stream (opened by the main loop), KVM's dirty
- * log, RAM's holes. */
+ * log, RAM's holes, and the connection's round-trip time (getsockopt TCP_INFO). */
 static const int migration_calls[] = {
     SCMP_SYS(sendto),  SCMP_SYS(sendmsg), SCMP_SYS(recvfrom), SCMP_SYS(recvmsg),
-    SCMP_SYS(shutdown), SCMP_SYS(setsockopt), SCMP_SYS(membarrier),
+    SCMP_SYS(shutdown), SCMP_SYS(setsockopt), SCMP_SYS(getsockopt), SCMP_SYS(membarrier),
 };
 
 /* The vCPU thread: a device write may answer through a socket (an attached console); a
