@@ -632,6 +632,18 @@ double migration_fixed_cost_ms(const struct migration_cost *c, double bandwidth)
     return ms > FIXED_COST_MS ? ms : FIXED_COST_MS;
 }
 
+enum migration_switch migration_switch_decision(double budget_ms, double fixed_ms,
+                                                double pages_ms)
+{
+    if (fixed_ms + pages_ms <= budget_ms)
+        return MIGRATION_SWITCH;
+    /* The step alone is over the budget: more passes cannot help, only shrink the pages to
+     * what the budget allowed them when the fixed cost was taken to be FIXED_COST_MS. */
+    if (fixed_ms > budget_ms && FIXED_COST_MS + pages_ms <= budget_ms)
+        return MIGRATION_SWITCH_OVER_BUDGET;
+    return MIGRATION_ANOTHER_PASS;
+}
+
 static double fixed_cost(struct migration *m, double bandwidth)
 {
     m->cost.rtt_ms = rtt_ms(m->fd);
@@ -700,7 +712,7 @@ static int not_converged(struct migration *m, unsigned pass, double left, double
  * The timeout and the pass limit are looked at after each pass. */
 static int iterate(struct migration *m)
 {
-    double budget = m->params.downtime_ms, bandwidth = 0;
+    double budget = m->params.downtime_ms, bandwidth = 0, rate = 0;
     struct timespec pass_start;
     for (unsigned pass = 1;; pass++) {
         uint64_t sent_before = m->progress.bytes_sent;
@@ -715,12 +727,21 @@ static int iterate(struct migration *m)
         if (dirty < 0)
             return (int)dirty;
         double left = (double)dirty * MIG_PAGE_SIZE;
-        double fixed = fixed_cost(m, bandwidth);
-        double expected = fixed + (bandwidth > 0 ? left * 1e3 / bandwidth : 0);
-        record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0, expected,
-                    fixed);
-        if (expected <= budget)
+        /* A pass that found nothing to send measured no rate: the last one that did stands. */
+        if (bandwidth > 0)
+            rate = bandwidth;
+        double fixed = fixed_cost(m, rate), pages_ms = rate > 0 ? left * 1e3 / rate : 0;
+        record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0,
+                    fixed + pages_ms, fixed);
+        enum migration_switch decision = migration_switch_decision(budget, fixed, pages_ms);
+        if (decision == MIGRATION_SWITCH_OVER_BUDGET)
+            log_warn("migration to %s: the final step alone costs about %.1f ms here, more than "
+                     "the %.0f ms budget, which no pass can meet: switching over with %.1f MiB "
+                     "left, the pause about %.0f ms", m->params.uri, fixed, budget,
+                     left / 1048576, fixed + pages_ms);
+        if (decision != MIGRATION_ANOTHER_PASS)
             return 0;
+        double expected = fixed + pages_ms;
         if (pass >= 2) /* the first pass's rate says little: it sends all of RAM */
             auto_converge(m, ms > 0 ? left * 1e3 / ms : 0, bandwidth);
         if (pass >= MIGRATION_MAX_PASSES || ms_since(&m->started) > m->params.timeout_s * 1e3)

@@ -66,6 +66,17 @@ struct migration_cost {
 #define MIGRATION_MIN_FIXED_COST_MS 5.0
 double migration_fixed_cost_ms(const struct migration_cost *c, double bandwidth);
 
+/* After a pass, with the final step's fixed cost and the pages left's transfer time (ms): */
+enum migration_switch {
+    MIGRATION_SWITCH,             /* both fit the budget */
+    MIGRATION_SWITCH_OVER_BUDGET, /* the fixed cost alone is over it, which more passes cannot
+                                   * change, and the pages are as few as the budget less
+                                   * MIGRATION_MIN_FIXED_COST_MS allows them: switch, saying so */
+    MIGRATION_ANOTHER_PASS,
+};
+enum migration_switch migration_switch_decision(double budget_ms, double fixed_ms,
+                                                double pages_ms);
+
 /*
  * Runs fn(m, vm) on the main loop's thread while the VM exists (the final step must pause the
  * VM, which only that thread may do); returns fn's result or -ESRCH. Given by libgodwit.

@@ -1,4 +1,4 @@
-/* test_migrate.c: the switch-over's fixed cost from what the source measured. */
+/* test_migrate.c: the switch-over's fixed cost from what the source measured, and the decision. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,10 +25,24 @@ static void test_fixed_cost(void **state)
     assert_true(migration_fixed_cost_ms(&c, 1e9) == MIGRATION_MIN_FIXED_COST_MS);
 }
 
+/* Switch over when both fit; when the fixed cost alone is over the budget, once the pages are
+ * as few as the budget less the first guess allows (more passes cannot help); else go on. */
+static void test_switch_decision(void **state)
+{
+    (void)state;
+    assert_int_equal(migration_switch_decision(10, 6, 4), MIGRATION_SWITCH);
+    assert_int_equal(migration_switch_decision(10, 6, 4.5), MIGRATION_ANOTHER_PASS);
+    assert_int_equal(migration_switch_decision(10, 30, 5), MIGRATION_SWITCH_OVER_BUDGET);
+    assert_int_equal(migration_switch_decision(10, 30, 5.5), MIGRATION_ANOTHER_PASS);
+    assert_int_equal(migration_switch_decision(300, 30, 270), MIGRATION_SWITCH);
+    assert_int_equal(migration_switch_decision(300, 30, 280), MIGRATION_ANOTHER_PASS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixed_cost),
+        cmocka_unit_test(test_switch_decision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
