@@ -19,6 +19,10 @@
 #                   end by then (as long as the longest so far) is not started
 #   BENCH_OUT       file the final table is also written to (default, under the test host's
 #                   --results DIR: DIR/io-DATE.md)
+#   BENCH_JOBS      only these jobs, comma separated (rr1 rr32 rw1 rw32 sr sw fsync tx rx rr;
+#                   default all of the sections')
+#   BENCH_DETAIL    1: after the table, where each VMM's CPU went during each job (ticks per
+#                   thread name) and its VM's KVM exit counters (debugfs), medians of the rounds
 #
 # blk: one 1 GiB raw image, preallocated and written once (so reads hit real blocks), on an
 # ext4 loop mount in /tmp (tmpfs refuses O_DIRECT; both VMMs get cache=none, QEMU
@@ -101,6 +105,24 @@ net_jobs=(
   "rr|ping -A -q|us, lower is better|round trip, ping -A average"
 )
 field() { local n=$2 IFS='|'; set -- $1; shift "$n"; echo "$1"; } # field LINE N (0-based)
+if [ -n "${BENCH_JOBS:-}" ]; then
+  picked() { local j kept=() name; for j in "$@"; do name=$(field "$j" 0); [[ ,$BENCH_JOBS, == *,$name,* ]] && kept+=("$j"); done
+    [ ${#kept[@]} -eq 0 ] || printf '%s\0' "${kept[@]}"; }
+  for name in ${BENCH_JOBS//,/ }; do
+    [[ $name =~ ^(rr1|rr32|rw1|rw32|sr|sw|fsync|tx|rx|rr)$ ]] || die "BENCH_JOBS: no job '$name'"
+  done
+  mapfile -d '' blk_jobs < <(picked "${blk_jobs[@]}")
+  mapfile -d '' net_jobs < <(picked "${net_jobs[@]}")
+  [ ${#blk_jobs[@]} -gt 0 ] || rows=${rows//blk/}
+  [ ${#net_jobs[@]} -gt 0 ] || rows=${rows//net/}
+  rows=$(tr -s , <<<"$rows"); rows=${rows#,}; rows=${rows%,}
+  [ -n "$rows" ] || die "BENCH_JOBS: none of '$BENCH_JOBS' is in BENCH_ROWS"
+fi
+detail=${BENCH_DETAIL:-0}
+if [ "$detail" = 1 ] && [ ! -d /sys/kernel/debug/kvm ]; then
+  mount -t debugfs none /sys/kernel/debug 2>/dev/null ||
+    echo "bench: BENCH_DETAIL: no debugfs, so no KVM counters (threads' ticks only)" >&2
+fi
 
 # The image: ext4 on a loop device over a tmpfs file, the image file preallocated and
 # written through once with O_DIRECT (no page cache left holding it).
@@ -158,6 +180,8 @@ make_script() { # OUT SECTIONS
         esac
       done
     fi
+    # BENCH_DETAIL: the host samples the last end line while the VM still runs.
+    [ "$detail" = 1 ] && echo 'sleep 3'
   } >"$1"
   local size; size=$(stat -c %s "$1")
   head -c $(( (512 - size % 512) % 512 )) /dev/zero | tr '\0' '\n' >>"$1"
@@ -174,6 +198,7 @@ godwit_cmd() { # SCRIPT
   want blk && a+=(--disk "path=$img,cache=none")
   a+=(--disk "path=$1,readonly=on,serial=godwit-script")
   want net && a+=(--net "tap=$tap")
+  [ "$detail" = 1 ] && a+=(--api-socket "$work/api.sock")
   printf '%s\0' "${a[@]}"
 }
 qemu_cmd() { # SCRIPT VHOST(on|off)
@@ -202,6 +227,72 @@ cpu_ticks() { # PID
   echo "${out# }"
 }
 
+# BENCH_DETAIL: each thread's ticks as NAME:TICKS (the name's digits and spaces folded, so
+# that io_uring's short-lived workers add up under one name), then the VM's KVM counters as
+# kvm.COUNTER:VALUE from debugfs (the vCPU counters there are summed over the VM's vCPUs).
+thread_ticks() { # PID
+  local t s
+  for t in /proc/"$1"/task/*; do
+    s=$(cat "$t/stat" 2>/dev/null) || continue
+    local comm=${s#*(}; comm=${comm%%)*}; comm=${comm//[0-9 \/]/}
+    # shellcheck disable=SC2086 # split on purpose: utime and stime are fields 12 and 13
+    set -- ${s##*) }
+    echo "${t##*/}.${comm:-x}:$((${12} + ${13}))"
+  done | tr '\n' ' '
+  # godwit's own account of its disk (vda): requests answered and their time from pop to
+  # answer, so that a job's time splits into godwit's part and the rest.
+  if [ -S "$work/api.sock" ] && command -v jq >/dev/null && [ "$(cat /proc/"$1"/comm)" = godwit ]; then
+    "$godwit" counters "$work/api.sock" 2>/dev/null |
+      jq -r '.devices.vda | "0.vda.answered:\(.answered) 0.vda.answer_us:\(.answer_us_total) 0.vda.kicks:\(.kicks) 0.vda.interrupts:\(.interrupts) "' 2>/dev/null | tr -d '\n'
+  fi
+  # The directory is named after the thread that created the VM, any of the process's.
+  local d f
+  for d in $(ls /proc/"$1"/task | sed 's|^|/sys/kernel/debug/kvm/|; s|$|-*|'); do
+    [ -d "$d" ] || continue
+    for f in exits io_exits mmio_exits halt_exits halt_wakeup irq_exits irq_window_exits irq_injections nmi_injections signal_exits request_irq_exits insn_emulation; do
+      [ -r "$d/$f" ] && printf 'kvm.%s:%s ' "$f" "$(cat "$d/$f")"
+    done
+  done
+}
+
+# BENCH_DETAIL with tracefs: KVM's exits during each job by reason, port, MMIO address and
+# MSR, from its tracepoints, each job into a trace instance of its own (switched at its begin
+# and end lines, read once the VM ended: reading it while the guest runs would delay the
+# next samples), added to the detail file as an end line of counts.
+tracefs=
+if [ "$detail" = 1 ]; then
+  for t in /sys/kernel/tracing /sys/kernel/debug/tracing; do
+    [ -d "$t/instances" ] && [ -e "$t/events/kvm/kvm_exit" ] && { tracefs=$t; break; }
+  done
+fi
+trace_job() { # begin|end NAME
+  local d=$tracefs/instances/godwit-bench-$2 e
+  if [ "$1" = begin ]; then
+    rmdir "$d" 2>/dev/null; mkdir "$d" || return
+    echo 8192 >"$d/buffer_size_kb"
+    for e in kvm_exit kvm_pio kvm_mmio kvm_msr kvm_page_fault; do echo 1 >"$d/events/kvm/$e/enable"; done
+  else
+    echo 0 >"$d/tracing_on" 2>/dev/null
+  fi
+}
+trace_collect() { # DETAIL_FILE: every job's instance, counted, then removed
+  local d n
+  for d in "$tracefs"/instances/godwit-bench-*; do
+    [ -d "$d" ] || continue
+    n=${d##*/godwit-bench-}
+    awk -v n="$n" '
+    /kvm_exit:/ { if (match($0, /reason [A-Za-z_0-9]+/)) c["exit." substr($0, RSTART + 7, RLENGTH - 7)]++ }
+    /kvm_pio:/ { if (match($0, /at 0x[0-9a-f]+/)) c["pio." substr($0, RSTART + 3, RLENGTH - 3)]++ }
+    /kvm_mmio:/ { if (match($0, /gpa 0x[0-9a-f]+/)) c["mmio." substr($0, RSTART + 4, RLENGTH - 4)]++ }
+    /kvm_msr:/ { if (match($0, /msr_(read|write) [0-9a-f]+/)) { m = substr($0, RSTART, RLENGTH); sub(/ /, ".", m); c[m]++ } }
+    /kvm_page_fault:/ { if (match($0, /address (0x)?[0-9a-f]+/)) { a = substr($0, RSTART + 8, RLENGTH - 8)
+        sub(/^0x/, "", a); sub(/^0+/, "", a)   # MMIO (the 32-bit hole) by page, RAM as one
+        c[length(a) == 8 && a ~ /^[c-f]/ ? "npf.0x" substr(a, 1, 5) "000" : "npf.ram"]++ } }
+    END { printf "%s end", n; for (k in c) if (c[k] >= 10) printf " 0.%s:%d", k, c[k]; print "" }' "$d/trace" >>"$1"
+    rmdir "$d"
+  done
+}
+
 # Copies the console to LOG and, at each tagged begin or end line, writes the VMM's CPU
 # ticks to CPU. The VMM is the child of `timeout` (TPID).
 watch_console() { # TPID LOG CPU
@@ -212,6 +303,10 @@ watch_console() { # TPID LOG CPU
     if [[ $line =~ ^BENCH\ (begin|end)\ ([a-z0-9]+) ]]; then
       [ -n "$pid" ] || read -r pid _ <"/proc/$1/task/$1/children"
       echo "${BASH_REMATCH[2]} ${BASH_REMATCH[1]} $(cpu_ticks "$pid")" >>"$3"
+      if [ "$detail" = 1 ]; then
+        echo "${BASH_REMATCH[2]} ${BASH_REMATCH[1]} $(thread_ticks "$pid")" >>"$3.detail"
+        [ -n "$tracefs" ] && trace_job "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+      fi
     fi
   done
 }
@@ -249,6 +344,19 @@ record() { # LABEL NAME OUTPUT
     add "$1" "$2.cpu" "$(awk -v d="$d" -v hz="$hz" -v b="$b" 'BEGIN{printf "%.2f", d / hz / (b / 1e9)}')"
   fi
   echo "bench: $1 run $i: $2 $v" >&2
+  [ "$detail" = 1 ] && record_detail "$1" "$2"
+  return 0
+}
+
+# BENCH_DETAIL: the job's growth of each thread name's ticks (threads that ended before the
+# end line are lost: io_uring's workers come and go) and of each KVM counter.
+record_detail() { # LABEL NAME
+  awk -v n="$2" '$1 == n && ($2 == "begin" || $2 == "end") {
+      for (i = 3; i <= NF; i++) { k = $i; sub(/:[0-9]+$/, "", k); v = substr($i, length(k) + 2)
+        if ($2 == "begin") t0[k] = v; else t1[k] = v } }
+    END { for (k in t1) { name = k; sub(/^[0-9]+\./, "", name); d[name] += t1[k] - t0[k] }
+      for (name in d) print name, d[name] }' "$work/$1.cpu.detail" 2>/dev/null |
+    while read -r k v; do add "$1" "$2.detail.$k" "$v"; done
 }
 
 run_ceiling() {
@@ -263,7 +371,7 @@ run_ceiling() {
 
 run_vm() { # LABEL SECTIONS CMD...
   local label=$1 sections=$2 log=$work/$1.log st name j ok=0 tpid; shift 2
-  : >"$log"; : >"$work/$label.cpu"
+  : >"$log"; : >"$work/$label.cpu"; : >"$work/$label.cpu.detail"
   if [[ $sections == *net* ]]; then
     iperf3 -s -B 10.0.2.1 >/dev/null 2>&1 &
     iperf_pid=$!
@@ -273,6 +381,7 @@ run_vm() { # LABEL SECTIONS CMD...
   tpid=$!
   watch_console "$tpid" "$log" "$work/$label.cpu" <"$work/con"
   wait "$tpid"; st=$?
+  [ -n "$tracefs" ] && trace_collect "$work/$label.cpu.detail"
   if [ -n "${iperf_pid:-}" ]; then kill "$iperf_pid" 2>/dev/null; wait "$iperf_pid" 2>/dev/null; iperf_pid=; fi
   local jobs=()
   [[ $sections == *blk* ]] && jobs+=("${blk_jobs[@]}")
@@ -372,7 +481,9 @@ table() {
   # CPU: each job that moves data, VMM CPU seconds per GB (lower is better).
   local cpu=()
   want blk && cpu+=("${blk_jobs[@]}")
-  want net && cpu+=("${net_jobs[@]:0:2}")
+  if want net; then
+    for j in "${net_jobs[@]}"; do [ "$(field "$j" 0)" = rr ] || cpu+=("$j"); done
+  fi
   for j in "${cpu[@]}"; do
     name=$(field "$j" 0); title="VMM CPU s per GB, lower is better: $(field "$j" 3)"
     row "$title" "" "$(med godwit.$name.cpu)" "$(med qemu.$name.cpu)"
@@ -384,7 +495,30 @@ table() {
   echo "qemu:   $(mapfile -d '' c < <(qemu_cmd SCRIPT off); printf '%q ' "${c[@]}")"
   want net && echo "qemu vhost=on: the same with vhost=on and no bench disk"
   want blk && echo "fio:    fio --filename=DEV|IMG --name=JOB {$(for j in "${blk_jobs[@]}"; do printf ' %s |' "$(field "$j" 1)"; done)} ${fio_common[*]}"
+  [ "$detail" = 1 ] && detail_table
   want net && echo "net:    iperf3 -c 10.0.2.1 [-R] -t $runtime -f m (server: iperf3 -s -B 10.0.2.1 here); ping -A -q -c 10000000 -w $runtime 10.0.2.1 (busybox, in the guest)"
+}
+
+# BENCH_DETAIL's lines: per job and VMM, each thread name's CPU ticks (1/$hz s) during the
+# job and each KVM counter's growth, medians over the rounds.
+detail_table() {
+  local j name l f k
+  echo
+  echo "where the time went (BENCH_DETAIL; ticks of 1/$hz s per thread name, KVM counters from debugfs; medians):"
+  for j in "${blk_jobs[@]}" "${net_jobs[@]}"; do
+    name=$(field "$j" 0)
+    want blk || [[ $name =~ ^(tx|rx|rr)$ ]] || continue
+    want net || [[ ! $name =~ ^(tx|rx|rr)$ ]] || continue
+    for l in godwit qemu qemu-vhost; do
+      local line=
+      for f in "$work"/res/"$l.$name".detail.*; do
+        [ -s "$f" ] || continue
+        k=${f##*.detail.}
+        line="$line $k=$(median <"$f")"
+      done
+      [ -n "$line" ] && echo "  $name $l:$line"
+    done
+  done
 }
 
 out=${BENCH_OUT:-}
@@ -393,7 +527,7 @@ echo
 table | { if [ -n "$out" ]; then tee "$out"; else cat; fi; }
 if [ -n "$out" ]; then
   # The consoles and CPU samples of the last round, for a figure that needs explaining.
-  mkdir -p "${out%.md}.logs" && cp "$work"/*.log "$work"/*.cpu "${out%.md}.logs/" 2>/dev/null
+  mkdir -p "${out%.md}.logs" && cp "$work"/*.log "$work"/*.cpu* "${out%.md}.logs/" 2>/dev/null
   echo "bench: table written to $out, the last round's consoles to ${out%.md}.logs/" >&2
 fi
 n_ok=$(cat "$work"/res/godwit.* "$work"/res/qemu.* 2>/dev/null | wc -l)

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -53,6 +54,9 @@
 /* Chains one call of the queue handler takes before it lets the loop serve others. */
 #define BLK_BUDGET 64u
 #define BLK_MAX_QUEUES 16u
+/* Requests in flight on a queue from which the device stops asking for kicks: their
+ * completions, each of which looks at the ring, come often enough then (see blk_hold_kicks). */
+#define BLK_HOLD_KICKS_MIN 4u
 /* How long a reset from a vCPU waits for reads in flight before it gives up (and logs). */
 #define BLK_RESET_WAIT_MS 5000u
 
@@ -105,6 +109,7 @@ struct blk_req {
     struct blk_req *wait_next;    /* blk->waiting, while it needs an SQE */
     struct loop_watch watch;
     uint64_t generation;          /* blk->generation at pop: a reset since drops the push */
+    uint64_t popped_ns;           /* CLOCK_MONOTONIC when it was taken from the ring */
     unsigned queue;
     uint16_t head;
     uint8_t *status;              /* host address of the chain's last writable byte */
@@ -112,6 +117,7 @@ struct blk_req {
     uint32_t type;
     uint64_t offset;              /* image byte offset of the data */
     uint32_t len, done;           /* data bytes, and bytes moved so far */
+    bool slow;                    /* a flush or fallocate: its answer may take long */
     bool needs_bounce;            /* O_DIRECT and unaligned guest buffers */
     void *bounce;                 /* aligned copy of a piece of the data for O_DIRECT, or NULL */
     size_t bounce_size;           /* its size, counted in blk->bounce_bytes */
@@ -143,6 +149,7 @@ struct virtio_blk {
     struct blk_req *outstanding;                 /* every request popped and not yet pushed */
     struct blk_req *waiting, *waiting_tail;      /* FIFO of requests that found no SQE */
     unsigned nr_outstanding[BLK_MAX_QUEUES];
+    unsigned nr_slow[BLK_MAX_QUEUES];            /* of those, flushes and fallocates */
     bool throttled[BLK_MAX_QUEUES];              /* stopped popping at the queue's size */
 
     /* Bounce buffers: at most bounce_max bytes for all requests together; those that find no
@@ -158,10 +165,19 @@ struct virtio_blk {
     } cont[BLK_MAX_QUEUES];
 
     uint64_t reads, writes, bytes_read, bytes_written;
+    /* From each request's pop to its answer: where a guest's I/O time goes, ours or not. */
+    uint64_t answered, answer_ns_total, answer_ns_max;
     struct virtq_chain chain; /* scratch for virtq_pop: 16 KiB, too big for the stack */
 };
 
 /* ---- request bookkeeping ---- */
+
+static uint64_t blk_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void blk_outstanding_add(struct virtio_blk *blk, struct blk_req *req)
 {
@@ -231,9 +247,16 @@ static void blk_req_finish(struct virtio_blk *blk, struct blk_req *req, uint8_t 
     if (status == VIRTIO_BLK_S_OK && req->op == BLK_OP_READ)
         written += req->len;
     *req->status = status;
+    uint64_t took = blk_now_ns() - req->popped_ns;
+    blk->answered++;
+    blk->answer_ns_total += took;
+    if (took > blk->answer_ns_max)
+        blk->answer_ns_max = took;
     if (virtq_push(&blk->vdev->queues[req->queue], req->head, written) < 0)
         blk_break(blk, "cannot push to the used ring");
     blk->nr_outstanding[req->queue]--;
+    if (req->slow)
+        blk->nr_slow[req->queue]--;
     blk_req_free(blk, req);
 }
 
@@ -511,8 +534,8 @@ static void blk_req_advance(struct virtio_blk *blk, struct blk_req *req, int res
     }
     blk_bounce_kick(blk);
     blk_kick_waiting(blk);
-    if (blk->throttled[q])
-        blk_process_queue(blk, q);
+    if (blk->throttled[q] || blk->vdev->queues[q].kicks_held)
+        blk_process_queue(blk, q); /* the guest may have offered more without a kick */
 }
 
 static bool blk_req_complete(struct event_loop *loop, void *opaque, int res)
@@ -656,7 +679,8 @@ static bool blk_start(struct virtio_blk *blk, unsigned q, const struct virtq_cha
         blk_break(blk, "out of memory");
         return false;
     }
-    *req = (struct blk_req){ .blk = blk, .generation = blk->generation, .queue = q,
+    *req = (struct blk_req){ .blk = blk, .generation = blk->generation, .popped_ns = blk_now_ns(),
+                             .queue = q,
                              .head = c->head, .status = (uint8_t *)last->host + last->len - 1 };
     blk_outstanding_add(blk, req);
     blk->nr_outstanding[q]++;
@@ -664,6 +688,10 @@ static bool blk_start(struct virtio_blk *blk, unsigned q, const struct virtq_cha
     if (status != -EINPROGRESS) {
         blk_req_finish(blk, req, (uint8_t)status);
         return true;
+    }
+    if (req->op == BLK_OP_FLUSH || req->op == BLK_OP_FALLOC) {
+        req->slow = true;
+        blk->nr_slow[q]++;
     }
     return blk_req_go(blk, req);
 }
@@ -689,6 +717,18 @@ static bool blk_defer(struct virtio_blk *blk, unsigned q)
     return loop_owner_defer(blk->loop, &blk->io, &cont->watch, &cont->armed, blk_cont_run, cont);
 }
 
+/*
+ * Whether the guest need not kick `q` now. With several reads and writes in flight their
+ * completions come often, and each looks at the ring (blk_req_advance): a kick per request
+ * would only add a guest exit each, the most expensive part of a request in a nested guest,
+ * and at queue depth 32 the guest made one per request. A flush or fallocate in flight may
+ * take long, and with few requests the next completion may be far: then the guest kicks.
+ */
+static bool blk_hold_kicks(const struct virtio_blk *blk, unsigned q)
+{
+    return blk->nr_outstanding[q] >= BLK_HOLD_KICKS_MIN && !blk->nr_slow[q];
+}
+
 /* Pops until the ring is empty, this queue has a ring's worth of requests outstanding, or
  * BLK_BUDGET chains were taken (the rest on a later loop turn). */
 static void blk_process_queue(struct virtio_blk *blk, unsigned q)
@@ -707,6 +747,7 @@ static void blk_process_queue(struct virtio_blk *blk, unsigned q)
         }
         if (taken++ == BLK_BUDGET && blk_defer(blk, q))
             break;
+        virtq_hold_kicks(vq, blk_hold_kicks(blk, q));
         int ret = virtq_pop(vq, &blk->chain);
         if (ret == 0)
             break;
@@ -780,6 +821,7 @@ static void blk_reset(struct virtio_device *vdev)
     blk->active = false; /* kicks while the lock is let go below start nothing */
     blk_free_waiting(blk);
     memset(blk->nr_outstanding, 0, sizeof(blk->nr_outstanding));
+    memset(blk->nr_slow, 0, sizeof(blk->nr_slow));
     memset(blk->throttled, 0, sizeof(blk->throttled));
     blk->broken = false;
     int ret = loop_owner_wait(blk->loop, &blk->io, vdev->lock, BLK_RESET_WAIT_MS);
@@ -1058,6 +1100,18 @@ void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t
     *writes = blk->writes;
     *bytes_read = blk->bytes_read;
     *bytes_written = blk->bytes_written;
+}
+
+void virtio_blk_latency(const struct virtio_blk *blk, uint64_t *answered, uint64_t *total_ns,
+                        uint64_t *max_ns, unsigned *in_flight)
+{
+    unsigned n = 0;
+    for (const struct blk_req *r = blk->outstanding; r; r = r->next)
+        n++;
+    *answered = blk->answered;
+    *total_ns = blk->answer_ns_total;
+    *max_ns = blk->answer_ns_max;
+    *in_flight = n;
 }
 
 void virtio_blk_bounce_usage(const struct virtio_blk *blk, size_t *now, size_t *peak)

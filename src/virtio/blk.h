@@ -62,6 +62,11 @@ int virtio_blk_fd(const struct virtio_blk *blk);
 void virtio_blk_counters(const struct virtio_blk *blk, uint64_t *reads, uint64_t *writes,
                          uint64_t *bytes_read, uint64_t *bytes_written);
 
+/* Requests answered, the sum and the longest of their times from pop to answer (ns), and how
+ * many are popped and not answered now. Under the device's lock. */
+void virtio_blk_latency(const struct virtio_blk *blk, uint64_t *answered, uint64_t *total_ns,
+                        uint64_t *max_ns, unsigned *in_flight);
+
 /* Bytes of bounce buffers the device holds now, and the most it ever held at once. */
 void virtio_blk_bounce_usage(const struct virtio_blk *blk, size_t *now, size_t *peak);
 

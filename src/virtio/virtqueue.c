@@ -284,7 +284,7 @@ static const char *walk_table(const struct virtqueue *vq, struct chain_walk *w,
 static uint16_t virtq_read_avail_idx(struct virtqueue *vq)
 {
     uint16_t avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
-    if (avail_idx != vq->last_avail_idx || !vq->event_idx)
+    if (avail_idx != vq->last_avail_idx || !vq->event_idx || vq->kicks_held)
         return avail_idx;
     /*
      * The driver may have added an entry after our read and checked avail_event before our
@@ -322,7 +322,7 @@ int virtq_pop(struct virtqueue *vq, struct virtq_chain *chain)
         return virtq_break(vq, err);
 
     vq->last_avail_idx++;
-    if (vq->event_idx)
+    if (vq->event_idx && !vq->kicks_held)
         virtq_set_avail_event(vq);
     return 1;
 }

@@ -71,6 +71,9 @@ struct virtqueue {
     uint16_t used_idx; /* free-running shadow of used->idx */
     uint16_t used_pending; /* elements written after used_idx, not yet published */
     uint16_t signalled_used; /* used_idx when virtq_should_notify() last ran */
+    /* The device looks at the ring on its own for now (virtq_hold_kicks): avail_event is
+     * left where it was. Not state: a load or a reset starts without it. */
+    bool kicks_held;
 
     /* Host views of the rings, checked once at setup. */
     struct virtq_desc *desc;
@@ -112,6 +115,19 @@ void virtq_reset(struct virtqueue *vq);
  * With EVENT_IDX it also asks the driver, through avail_event, to kick for the next one.
  */
 int virtq_pop(struct virtqueue *vq, struct virtq_chain *chain);
+
+/*
+ * With EVENT_IDX, while `hold`: pops leave avail_event where it was, so that the driver,
+ * which kicks only when its new entries pass avail_event, stops kicking. For a device with
+ * requests in flight that will look at the ring when they complete: a kick would only cost
+ * the guest an exit. Let go, the next virtq_pop() that finds the ring empty sets avail_event
+ * again and looks once more, so no entry offered meanwhile is missed. Without EVENT_IDX it
+ * does nothing.
+ */
+static inline void virtq_hold_kicks(struct virtqueue *vq, bool hold)
+{
+    vq->kicks_held = hold && vq->event_idx;
+}
 
 /*
  * Returns the chain `head` to the driver, saying that `written` bytes were written into its

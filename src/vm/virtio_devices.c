@@ -180,6 +180,13 @@ static void blk_model_counters(void *model, struct json_object *o)
     json_object_object_add(o, "writes", json_u64(writes));
     json_object_object_add(o, "bytes_read", json_u64(bytes_read));
     json_object_object_add(o, "bytes_written", json_u64(bytes_written));
+    uint64_t answered, total_ns, max_ns;
+    unsigned in_flight;
+    virtio_blk_latency(model, &answered, &total_ns, &max_ns, &in_flight);
+    json_object_object_add(o, "answered", json_u64(answered));
+    json_object_object_add(o, "answer_us_total", json_u64(total_ns / 1000));
+    json_object_object_add(o, "answer_us_max", json_u64(max_ns / 1000));
+    json_object_object_add(o, "in_flight", json_u64(in_flight));
 }
 
 static void net_model_counters(void *model, struct json_object *o)
@@ -706,8 +713,11 @@ static struct json_object *slot_counters(void *dev)
         interrupts += __atomic_load_n(&s->vector_count[v], __ATOMIC_RELAXED);
     json_object_object_add(o, "kicks", json_u64(kicks));
     json_object_object_add(o, "interrupts", json_u64(interrupts));
-    if (s->model_counters)
+    if (s->model_counters) {
+        virtio_lock(&s->vdev); /* a model's lists change under it (disks' requests) */
         s->model_counters(s->model, o);
+        virtio_unlock(&s->vdev);
+    }
     struct json_object *queues = json_object_new_array();
     uint64_t now = now_ns();
     for (unsigned q = 0; q < s->pci.nr_queues; q++) {

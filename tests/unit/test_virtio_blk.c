@@ -948,6 +948,63 @@ static void test_budget(void **state)
     fx_free(f);
 }
 
+/* ---- kicks held while requests are in flight (EVENT_IDX) ---- */
+
+/* The avail_event the device last asked for: the driver kicks when its entries pass it. */
+static uint16_t avail_event(struct fx *f)
+{
+    uint16_t v;
+    assert_int_equal(gm_read(&f->gm, USED_GPA + 4 + 8ull * f->qsize, &v, 2), 0);
+    return v;
+}
+
+static void offer_flush(struct fx *f)
+{
+    unsigned slot = f->avail_idx % f->qsize;
+    uint32_t hdr[4] = { T_FLUSH, 0, 0, 0 };
+    assert_int_equal(gm_write(&f->gm, HDR_GPA + 16ull * slot, hdr, 16), 0);
+    struct fake_seg segs[2] = { { HDR_GPA + 16ull * slot, 16, false },
+                                { STATUS_GPA + slot, 1, true } };
+    offer(f, 0, segs, 2);
+}
+
+/*
+ * From the fourth read in flight the device stops asking for kicks (avail_event stays), and
+ * takes what the guest offers without one when a read completes; once nothing is in flight
+ * it asks again. A flush in flight keeps the kicks asked for.
+ */
+static void test_kicks_held_in_flight(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(false);
+    f->vdev.driver_features |= 1ull << VIRTIO_F_EVENT_IDX;
+    assert_int_equal(virtq_setup(&f->vdev.queues[0], &f->gm, f->qsize, DESC_GPA, AVAIL_GPA,
+                                 USED_GPA, true, false), 0);
+    unsigned slots[6];
+    for (unsigned i = 0; i < 5; i++)
+        slots[i] = offer_read(f, 8u * i, DATA_GPA + 0x1000ull * i, 4096);
+    f->vdev.ops->queue_notify(&f->vdev, 0); /* taken, not yet submitted */
+    assert_int_equal(avail_event(f), 4); /* set at the first four pops, not at the fifth */
+
+    slots[5] = offer_read(f, 40, DATA_GPA + 0x5000, 4096); /* no kick: 5 is before it */
+    run_until(f, 6, 3000);
+    assert_int_equal(used_idx(f, 0), 6);
+    for (unsigned i = 0; i < 6; i++)
+        assert_read(f, slots[i], 8u * i, DATA_GPA + 0x1000ull * i, 4096);
+    assert_int_equal(avail_event(f), 6); /* idle: the next entry is kicked for */
+
+    offer_flush(f);
+    for (unsigned i = 0; i < 4; i++)
+        offer_read(f, 8u * i, DATA_GPA + 0x1000ull * i, 4096);
+    f->vdev.ops->queue_notify(&f->vdev, 0);
+    assert_int_equal(avail_event(f), 11); /* a flush in flight: every pop asks */
+    run_until(f, 11, 3000);
+    assert_int_equal(used_idx(f, 0), 11);
+    assert_int_equal(avail_event(f), 11);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -977,6 +1034,7 @@ int main(void)
         cmocka_unit_test(test_cache_none_seg_max),
         cmocka_unit_test(test_cache_none_bounce_bound),
         cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_kicks_held_in_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
