@@ -920,7 +920,7 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
     [ $((guest_time - seen)) -le 3 ] && [ $((seen - guest_time)) -le 3 ] ||
       { ok=0; fail migrate_dest "the guest's clock says $guest_time, the host's $seen"; }
     local sums
-    sums=$(grep -aE '^data ' "$dst" | tail -n 2 | tr -d '\r')
+    sums=$(whole_lines "$dst" | grep -aE '^data ' | tail -n 2 | tr -d '\r')
     [ -n "$sums" ] && ! awk '$2 != $3 {bad = 1} END {exit !bad}' <<<"$sums" ||
       { ok=0; fail migrate_dest "the guest's data in RAM changed on the way: $sums"; }
   else
@@ -1072,7 +1072,7 @@ local_hop() {
   first=$(grep -aoE '^count [0-9]+' "$work/$to.log" | head -n 1 | cut -d' ' -f2)
   [ "$first" -gt "$at" ] && [ "$first" -le $((at + 2)) ] ||
     { fail $to "the guest counted from $first here, the source was at $at"; return 1; }
-  sums=$(grep -aE '^data ' "$work/$to.log" | tail -n 2 | tr -d '\r')
+  sums=$(whole_lines "$work/$to.log" | grep -aE '^data ' | tail -n 2 | tr -d '\r')
   [ -n "$sums" ] && ! awk '$2 != $3 {bad = 1} END {exit !bad}' <<<"$sums" ||
     { fail $to "the guest's data in RAM changed on the way: $sums"; return 1; }
 }
