@@ -12,9 +12,9 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Device feature bits (virtio 1.2, 5.2.3). */
@@ -172,13 +172,6 @@ struct virtio_blk {
 
 /* ---- request bookkeeping ---- */
 
-static uint64_t blk_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void blk_outstanding_add(struct virtio_blk *blk, struct blk_req *req)
 {
     req->prev = NULL;
@@ -247,7 +240,7 @@ static void blk_req_finish(struct virtio_blk *blk, struct blk_req *req, uint8_t 
     if (status == VIRTIO_BLK_S_OK && req->op == BLK_OP_READ)
         written += req->len;
     *req->status = status;
-    uint64_t took = blk_now_ns() - req->popped_ns;
+    uint64_t took = monotonic_ns() - req->popped_ns;
     blk->answered++;
     blk->answer_ns_total += took;
     if (took > blk->answer_ns_max)
@@ -679,9 +672,9 @@ static bool blk_start(struct virtio_blk *blk, unsigned q, const struct virtq_cha
         blk_break(blk, "out of memory");
         return false;
     }
-    *req = (struct blk_req){ .blk = blk, .generation = blk->generation, .popped_ns = blk_now_ns(),
-                             .queue = q,
-                             .head = c->head, .status = (uint8_t *)last->host + last->len - 1 };
+    *req = (struct blk_req){ .blk = blk, .generation = blk->generation,
+                             .popped_ns = monotonic_ns(), .queue = q, .head = c->head,
+                             .status = (uint8_t *)last->host + last->len - 1 };
     blk_outstanding_add(blk, req);
     blk->nr_outstanding[q]++;
     int status = blk_parse(blk, req, c);
@@ -1106,8 +1099,8 @@ void virtio_blk_latency(const struct virtio_blk *blk, uint64_t *answered, uint64
                         uint64_t *max_ns, unsigned *in_flight)
 {
     unsigned n = 0;
-    for (const struct blk_req *r = blk->outstanding; r; r = r->next)
-        n++;
+    for (unsigned q = 0; q < blk->ops.nr_queues; q++)
+        n += blk->nr_outstanding[q];
     *answered = blk->answered;
     *total_ns = blk->answer_ns_total;
     *max_ns = blk->answer_ns_max;

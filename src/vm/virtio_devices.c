@@ -22,6 +22,7 @@
 #include "boot/layout.h"
 #include "lib/device_options.h"
 #include "io/loop.h"
+#include "clock.h"
 #include "log.h"
 #include "migration/channel.h"
 #include "mmio/pci_host.h"
@@ -86,13 +87,6 @@ static int slot_msi_route(void *ctx, unsigned vector, uint64_t address, uint32_t
     return ret;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void eventfd_signal(int fd)
 {
     uint64_t one = 1;
@@ -107,7 +101,7 @@ static void slot_msi_raise(void *ctx, unsigned vector)
     struct virtio_slot *s = ctx;
     if (vector < s->nr_vectors) {
         __atomic_fetch_add(&s->vector_count[vector], 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&s->vector_last_ns[vector], now_ns(), __ATOMIC_RELAXED);
+        __atomic_store_n(&s->vector_last_ns[vector], monotonic_ns(), __ATOMIC_RELAXED);
         eventfd_signal(s->irqfds[vector]);
     }
 }
@@ -131,7 +125,7 @@ static bool on_kick(struct event_loop *loop, void *opaque, int res)
         return false;
     if (res == sizeof(uint64_t)) {
         __atomic_fetch_add(&k->count, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&k->last_ns, now_ns(), __ATOMIC_RELAXED);
+        __atomic_store_n(&k->last_ns, monotonic_ns(), __ATOMIC_RELAXED);
         virtio_pci_kick(&k->slot->pci, k->queue);
     }
     return true;
@@ -654,7 +648,7 @@ int vm_virtio_console_resize(struct vm *vm, uint16_t cols, uint16_t rows)
     return 0;
 }
 
-/* Milliseconds since `ns` (a now_ns() value), or null for never. */
+/* Milliseconds since `ns` (a monotonic_ns() value), or null for never. */
 static struct json_object *json_age_ms(uint64_t ns, uint64_t now)
 {
     return ns ? json_u64((now - ns) / 1000000u) : NULL;
@@ -719,7 +713,7 @@ static struct json_object *slot_counters(void *dev)
         virtio_unlock(&s->vdev);
     }
     struct json_object *queues = json_object_new_array();
-    uint64_t now = now_ns();
+    uint64_t now = monotonic_ns();
     for (unsigned q = 0; q < s->pci.nr_queues; q++) {
         struct json_object *qo = queue_counters(s, q, now);
         if (qo)
