@@ -8,6 +8,7 @@
 #define GODWIT_MIGRATION_VM_STATE_H
 
 #include "migration/state.h"
+#include "vm/registry.h"
 
 struct vm;
 
@@ -24,5 +25,18 @@ int vm_state_save(struct vm *vm, const char *config_json, struct state_writer *w
  * rather than dropped. Returns 0 or -errno after one line.
  */
 int vm_state_load(struct vm *vm, struct state_reader *r);
+
+/* Where a load's time went (ms), for the log line of whoever waits on it. */
+struct vm_state_load_times {
+    double checks_ms;      /* the memory layout and the disks' sizes (a stat each) */
+    double vcpus_ms;       /* every vCPU's sections: read, checked, applied (KVM_SET_*) */
+    double vm_ms;          /* the PIT, clock and irqchips */
+    double devices_ms;     /* every device's section, its backend's start included */
+    double routing_ms;     /* of all of it: KVM_SET_GSI_ROUTING (MSI-X routes), */
+    unsigned routing_sets; /* called this many times */
+    struct vm_registry_slowest slowest; /* the device that took longest */
+};
+/* vm_state_load(), timed into *t. */
+int vm_state_load_timed(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t);
 
 #endif

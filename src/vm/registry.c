@@ -3,8 +3,10 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "migration/state.h"
 
@@ -89,15 +91,24 @@ static int load_one(struct vm_device_entry *e, const struct state_section *s)
     return e->ops->load(e->dev, &c, s->version);
 }
 
-int vm_registry_load(struct vm_registry *reg, struct state_reader *r)
+int vm_registry_load(struct vm_registry *reg, struct state_reader *r,
+                     struct vm_registry_slowest *slowest)
 {
+    if (slowest)
+        *slowest = (struct vm_registry_slowest){ .ms = 0 };
     for (unsigned i = 0; i < reg->nr; i++) {
         struct vm_device_entry *e = &reg->entries[i];
         if (!e->ops->load)
             continue;
+        uint64_t t0 = monotonic_ns();
         int ret = load_one(e, state_reader_find(r, e->id));
         if (ret < 0)
             return ret;
+        double ms = (double)(monotonic_ns() - t0) / 1e6;
+        if (slowest && ms > slowest->ms) {
+            slowest->ms = ms;
+            snprintf(slowest->id, sizeof(slowest->id), "%s", e->id);
+        }
     }
     return 0;
 }

@@ -66,9 +66,16 @@ void vm_registry_resume(struct vm_registry *reg);
 
 /* One section per device that has state, named by its id. Returns 0 or the writer's error. */
 int vm_registry_save(struct vm_registry *reg, struct state_writer *w);
+/* The device whose load took longest, for a log line that says where a load's time went. */
+struct vm_registry_slowest {
+    char id[VM_DEVICE_ID_LEN];
+    double ms;
+};
 /* Loads every device's section; a device with state whose section is missing, or a section
- * of a newer version than the device knows, is refused with a line naming it. */
-int vm_registry_load(struct vm_registry *reg, struct state_reader *r);
+ * of a newer version than the device knows, is refused with a line naming it. `slowest`
+ * (NULL: not wanted) is filled in. */
+int vm_registry_load(struct vm_registry *reg, struct state_reader *r,
+                     struct vm_registry_slowest *slowest);
 
 /* Adds {id: counters} for each device that has counters. */
 void vm_registry_counters(struct vm_registry *reg, struct json_object *devices);

@@ -100,6 +100,10 @@ static void slot_msi_raise(void *ctx, unsigned vector)
 {
     struct virtio_slot *s = ctx;
     if (vector < s->nr_vectors) {
+        /* A state load holds the routes back (vm_routing_hold): KVM drops an MSI it has no
+         * route for. */
+        if (atomic_load_explicit(&s->vm->routing_held, memory_order_relaxed))
+            vm_routing_flush(s->vm);
         __atomic_fetch_add(&s->vector_count[vector], 1, __ATOMIC_RELAXED);
         __atomic_store_n(&s->vector_last_ns[vector], monotonic_ns(), __ATOMIC_RELAXED);
         eventfd_signal(s->irqfds[vector]);

@@ -17,6 +17,7 @@
 
 #include "boot/layout.h"
 #include "boot/unpack.h"
+#include "clock.h"
 #include "io/loop.h"
 #include "vm/platform.h"
 #include "log.h"
@@ -190,7 +191,10 @@ static int vm_set_irq_routing(struct vm *vm)
         };
     }
     routing->nr = n;
+    uint64_t t0 = monotonic_ns();
     int ret = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, routing) < 0 ? -errno : 0;
+    vm->routing_ns += monotonic_ns() - t0;
+    vm->routing_sets++;
     free(routing);
     return ret;
 }
@@ -224,8 +228,45 @@ int vm_set_msi_route(struct vm *vm, uint32_t gsi, uint64_t address, uint32_t dat
     int ret = 0;
     if (r->valid != valid || r->address != address || r->data != data) {
         *r = (struct vm_msi_route){ .address = address, .data = data, .valid = valid };
-        ret = vm_set_irq_routing(vm);
+        if (atomic_load(&vm->routing_held))
+            vm->routing_pending = true;
+        else
+            ret = vm_set_irq_routing(vm);
     }
+    pthread_mutex_unlock(&vm->routing_lock);
+    return ret;
+}
+
+void vm_routing_hold(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->routing_lock);
+    atomic_store(&vm->routing_held, true);
+    pthread_mutex_unlock(&vm->routing_lock);
+}
+
+static int flush_routes_locked(struct vm *vm)
+{
+    int ret = vm->routing_pending ? vm_set_irq_routing(vm) : 0;
+    if (ret < 0)
+        log_warn("vm: cannot give KVM the MSI routes: %s", strerror(-ret));
+    else
+        vm->routing_pending = false;
+    return ret;
+}
+
+int vm_routing_flush(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->routing_lock);
+    int ret = flush_routes_locked(vm);
+    pthread_mutex_unlock(&vm->routing_lock);
+    return ret;
+}
+
+int vm_routing_release(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->routing_lock);
+    int ret = flush_routes_locked(vm);
+    atomic_store(&vm->routing_held, false);
     pthread_mutex_unlock(&vm->routing_lock);
     return ret;
 }

@@ -135,6 +135,13 @@ struct vm {
     pthread_mutex_t routing_lock;
     struct vm_msi_route *msi_routes;
     unsigned nr_msi_gsis;
+    /* How often, and for how long in all, the table was rewritten (under routing_lock): each
+     * KVM_SET_GSI_ROUTING waits for KVM's readers of the old table (an SRCU grace period),
+     * which a state load's log line counts. */
+    unsigned routing_sets;
+    uint64_t routing_ns;
+    _Atomic bool routing_held;  /* vm_routing_hold(): KVM's table waits for the release */
+    bool routing_pending;       /* held, and the table changed since KVM last took it */
 };
 
 #define VM_MSI_GSI_BASE 24 /* above the IOAPIC's pins */
@@ -184,6 +191,16 @@ int kvm_check_extension(const struct vm *vm, unsigned long cap);
 int vm_alloc_msi_gsis(struct vm *vm, unsigned count);
 /* Points MSI GSI `gsi` at the guest's address/data, or removes its route (valid false). */
 int vm_set_msi_route(struct vm *vm, uint32_t gsi, uint64_t address, uint32_t data, bool valid);
+/*
+ * A state load sets every device's vectors, one KVM_SET_GSI_ROUTING each (an SRCU grace period
+ * each: milliseconds under nested virtualization). Between hold and release, routes change only
+ * in godwit's table; release gives KVM the whole table once, if it changed. An interrupt raised
+ * meanwhile must call vm_routing_flush() first (virtio_devices.c's raise does). 0 or -errno.
+ */
+void vm_routing_hold(struct vm *vm);
+int vm_routing_release(struct vm *vm);
+/* While held: gives KVM the table now, if it changed. 0 or -errno. */
+int vm_routing_flush(struct vm *vm);
 
 /* Wires a guest interrupt line (GSI) from a device to the in-kernel irqchip. */
 void vm_set_irq_level(void *vm, uint32_t gsi, int level);
