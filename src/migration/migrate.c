@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "io/loop.h"
 #include "log.h"
 #include "sandbox/seccomp.h"
@@ -94,6 +95,9 @@ struct migration {
     _Atomic uint64_t next_chunk;
     uint32_t passes_sent;      /* PASS_END numbers used */
     pthread_mutex_t clear_lock; /* dirty_log_clear() shares one buffer */
+    uint64_t clear_ns;          /* time in dirty_log_clear(), all lanes (under clear_lock) */
+    unsigned clears;            /* how many calls */
+    struct migration_rate rate;
 
     pthread_mutex_t lock; /* guards progress */
     struct migration_progress progress;
@@ -255,7 +259,10 @@ static int clear_chunk(struct migration *m, const unsigned long *pages, uint64_t
                        uint64_t count)
 {
     pthread_mutex_lock(&m->clear_lock);
+    uint64_t t0 = monotonic_ns();
     int ret = dirty_log_clear(&m->dirty, pages, first, count);
+    m->clear_ns += monotonic_ns() - t0;
+    m->clears++;
     pthread_mutex_unlock(&m->clear_lock);
     return ret;
 }
@@ -271,7 +278,9 @@ static int first_pass_chunk(struct migration *m, int fd, uint64_t page, uint64_t
     return ret < 0 ? ret : memory_populated_ranges(&m->vm->mem, page, n, send_populated, &c);
 }
 
-/* A chunk of a later pass: its pages in m->bitmap, KVM's record of them cleared just before. */
+/* A chunk of a later pass: its pages in m->bitmap, KVM's record of them cleared just before.
+ * Not in the final step: the guest is paused, no later pass will look, and each clear costs
+ * the pause its write-protection and TLB flush (a failed final step ends the dirty log). */
 static int dirty_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
 {
     bool any = false;
@@ -279,7 +288,7 @@ static int dirty_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
         any = m->bitmap[p / BITS_PER_WORD] != 0;
     if (!any)
         return 0;
-    int ret = clear_chunk(m, m->bitmap, page, n);
+    int ret = m->final_step ? 0 : clear_chunk(m, m->bitmap, page, n);
     return ret < 0 ? ret : send_selected(m, fd, page, n, page_dirty);
 }
 
@@ -708,31 +717,80 @@ static int not_converged(struct migration *m, unsigned pass, double left, double
     return -ETIMEDOUT;
 }
 
+void migration_rate_add(struct migration_rate *r, uint64_t bytes, double pass_ms,
+                        double fixed_ms)
+{
+    if (!bytes || pass_ms <= 0)
+        return;
+    double send_ms = pass_ms - fixed_ms;
+    /* The clock's grain, or fixed work measured in parallel lanes: a pass sent for some time. */
+    if (send_ms < pass_ms / 10)
+        send_ms = pass_ms / 10;
+    r->bytes[r->next] = bytes;
+    r->send_ms[r->next] = send_ms;
+    r->next = (r->next + 1) % MIGRATION_RATE_PASSES;
+    if (r->count < MIGRATION_RATE_PASSES)
+        r->count++;
+}
+
+double migration_rate_bps(const struct migration_rate *r)
+{
+    uint64_t bytes = 0;
+    double ms = 0;
+    for (unsigned i = 0; i < r->count; i++) {
+        bytes += r->bytes[i];
+        ms += r->send_ms[i];
+    }
+    return ms > 0 ? (double)bytes * 1e3 / ms : 0;
+}
+
+/* One pass's figures, for its log line and the rate. */
+struct pass_figures {
+    uint64_t bytes;
+    double ms, clear_ms;
+    unsigned clears;
+};
+
+static void log_pass(struct migration *m, unsigned pass, const struct pass_figures *f,
+                     double rate, double left)
+{
+    log_info("migration to %s: pass %u: %.1f MiB in %.1f ms, %.1f ms of it clearing the dirty "
+             "log (%u clears); sending at %.1f MiB/s (the last passes'), %.1f MiB left",
+             m->params.uri, pass, (double)f->bytes / 1048576, f->ms, f->clear_ms, f->clears,
+             rate / 1048576, left / 1048576);
+}
+
 /* Pass after pass until what is left fits the budget; returns 0 to switch over, or -errno.
  * The timeout and the pass limit are looked at after each pass. */
 static int iterate(struct migration *m)
 {
-    double budget = m->params.downtime_ms, bandwidth = 0, rate = 0;
+    double budget = m->params.downtime_ms, first_rate = 0;
     struct timespec pass_start;
     for (unsigned pass = 1;; pass++) {
-        uint64_t sent_before = m->progress.bytes_sent;
+        uint64_t sent_before = m->progress.bytes_sent, clear_before = m->clear_ns;
+        unsigned clears_before = m->clears;
         clock_gettime(CLOCK_MONOTONIC, &pass_start);
         int ret = pass == 1 ? first_pass(m) : send_dirty(m);
         if (ret < 0)
             return ret;
-        double ms = ms_since(&pass_start);
-        if (ms > 0)
-            bandwidth = (double)(m->progress.bytes_sent - sent_before) * 1e3 / ms;
+        struct pass_figures f = { .bytes = m->progress.bytes_sent - sent_before,
+                                  .ms = ms_since(&pass_start),
+                                  .clear_ms = (double)(m->clear_ns - clear_before) / 1e6,
+                                  .clears = m->clears - clears_before };
+        /* The first pass reads all of RAM, and starts the rate alone; the later ones, of
+         * dirty pages, are what the final step is like. */
+        if (pass == 1 && f.ms > 0)
+            first_rate = (double)f.bytes * 1e3 / f.ms;
+        else
+            migration_rate_add(&m->rate, f.bytes, f.ms, f.clear_ms);
+        double rate = m->rate.count ? migration_rate_bps(&m->rate) : first_rate;
         int64_t dirty = harvest(m);
         if (dirty < 0)
             return (int)dirty;
-        double left = (double)dirty * MIG_PAGE_SIZE;
-        /* A pass that found nothing to send measured no rate: the last one that did stands. */
-        if (bandwidth > 0)
-            rate = bandwidth;
+        double left = (double)dirty * MIG_PAGE_SIZE, dirty_rate = f.ms > 0 ? left * 1e3 / f.ms : 0;
+        log_pass(m, pass, &f, rate, left);
         double fixed = fixed_cost(m, rate), pages_ms = rate > 0 ? left * 1e3 / rate : 0;
-        record_pass(m, pass, (uint64_t)left, bandwidth, ms > 0 ? left * 1e3 / ms : 0,
-                    fixed + pages_ms, fixed);
+        record_pass(m, pass, (uint64_t)left, rate, dirty_rate, fixed + pages_ms, fixed);
         enum migration_switch decision = migration_switch_decision(budget, fixed, pages_ms);
         if (decision == MIGRATION_SWITCH_OVER_BUDGET)
             log_warn("migration to %s: the final step alone costs about %.1f ms here, more than "
@@ -743,10 +801,9 @@ static int iterate(struct migration *m)
             return 0;
         double expected = fixed + pages_ms;
         if (pass >= 2) /* the first pass's rate says little: it sends all of RAM */
-            auto_converge(m, ms > 0 ? left * 1e3 / ms : 0, bandwidth);
+            auto_converge(m, dirty_rate, rate);
         if (pass >= MIGRATION_MAX_PASSES || ms_since(&m->started) > m->params.timeout_s * 1e3)
-            return not_converged(m, pass, left, expected, ms > 0 ? left * 1e3 / ms : 0,
-                                 bandwidth);
+            return not_converged(m, pass, left, expected, dirty_rate, rate);
     }
 }
 

@@ -39,7 +39,7 @@ struct migration_progress {
     unsigned pass;                /* 1: the first copy of RAM */
     uint64_t bytes_sent;
     uint64_t bytes_left;          /* dirtied and not sent, at the last count */
-    uint64_t bandwidth_bps;       /* measured over the last pass */
+    uint64_t bandwidth_bps;       /* the sending rate of the last passes (migration_rate) */
     uint64_t dirty_bytes_per_s;   /* how fast the guest dirtied memory in the last pass */
     double expected_downtime_ms;  /* what the final step would take now */
     double fixed_cost_ms;         /* the part of it beyond the pages left: measured where it
@@ -76,6 +76,27 @@ enum migration_switch {
 };
 enum migration_switch migration_switch_decision(double budget_ms, double fixed_ms,
                                                 double pages_ms);
+
+/*
+ * The sending rate of the passes before the pause, for the switch-over: their bytes over the
+ * time they spent sending, without each pass's fixed work (clearing KVM's dirty log chunk by
+ * chunk, which re-protects pages and flushes TLBs: under nested virtualization milliseconds a
+ * clear, however few pages; the final step, with the guest paused, clears nothing). Taken over
+ * the last MIGRATION_RATE_PASSES passes that sent something, weighted by their bytes, so that a
+ * pass of a few scattered pages does not stand alone for the link.
+ */
+#define MIGRATION_RATE_PASSES 3u
+struct migration_rate {
+    uint64_t bytes[MIGRATION_RATE_PASSES];
+    double send_ms[MIGRATION_RATE_PASSES];
+    unsigned next, count;
+};
+/* A pass that sent `bytes` in `pass_ms`, of which `fixed_ms` were not sending. A pass that
+ * sent nothing measured nothing: the rate stands. */
+void migration_rate_add(struct migration_rate *r, uint64_t bytes, double pass_ms,
+                        double fixed_ms);
+/* Bytes per second over the passes kept; 0 before any. */
+double migration_rate_bps(const struct migration_rate *r);
 
 /*
  * Runs fn(m, vm) on the main loop's thread while the VM exists (the final step must pause the
