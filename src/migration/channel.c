@@ -48,6 +48,10 @@ const char *mig_type_name(uint32_t type)
     case MIG_CONNECTIONS: return "CONNECTIONS";
     case MIG_JOIN: return "JOIN";
     case MIG_PASS_END: return "PASS_END";
+    case MIG_REHEARSAL: return "REHEARSAL";
+    case MIG_REHEARSED: return "REHEARSED";
+    case MIG_SYNC: return "SYNC";
+    case MIG_SYNCED: return "SYNCED";
     }
     return "unknown";
 }
@@ -59,6 +63,8 @@ static uint64_t max_len(uint32_t type)
     case MIG_HELLO: return 4 + MIG_MAX_CONFIG;
     case MIG_PAGES: return 12 + (uint64_t)MIG_MAX_RUN_PAGES * MIG_PAGE_SIZE;
     case MIG_STATE: return MIG_MAX_STATE;
+    case MIG_REHEARSAL: return MIG_MAX_STATE;
+    case MIG_REHEARSED: return 8;
     case MIG_ERROR: return 1024;
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
     case MIG_MEMFD: return 8;
@@ -70,7 +76,9 @@ static uint64_t max_len(uint32_t type)
     case MIG_DONE:
     case MIG_ACK:
     case MIG_GO:
-    case MIG_RUNNING: return 0;
+    case MIG_RUNNING:
+    case MIG_SYNC:
+    case MIG_SYNCED: return 0;
     }
     return UINT64_MAX;
 }
@@ -443,9 +451,9 @@ static int recv_hello_body(int fd, const struct mig_header *h, char **config_jso
     }
     ret = mig_recv_all(fd, v, sizeof(v));
     uint32_t version = (uint32_t)le_get(v, 4);
-    if (ret == 0 && version != MIG_PROTOCOL_VERSION) {
-        log_error("migration: the source speaks protocol %u, this godwit %u", version,
-                  MIG_PROTOCOL_VERSION);
+    if (ret == 0 && (version < MIG_MIN_PROTOCOL_VERSION || version > MIG_PROTOCOL_VERSION)) {
+        log_error("migration: the source speaks protocol %u, this godwit %u to %u", version,
+                  MIG_MIN_PROTOCOL_VERSION, MIG_PROTOCOL_VERSION);
         ret = -EPROTO;
     }
     char *text = ret == 0 ? malloc(h->len - 4 + 1) : NULL;
@@ -621,6 +629,26 @@ int mig_recv_pass_end(int fd, uint64_t len, uint32_t *pass)
     int ret = mig_recv_all(fd, b, sizeof(b));
     if (ret == 0)
         *pass = (uint32_t)le_get(b, 4);
+    return ret;
+}
+
+int mig_send_rehearsed(int fd, uint64_t ns)
+{
+    uint8_t b[8];
+    le_put(b, 8, ns);
+    return mig_send(fd, MIG_REHEARSED, b, sizeof(b));
+}
+
+int mig_recv_rehearsed(int fd, uint64_t len, uint64_t *ns)
+{
+    uint8_t b[8];
+    if (len != sizeof(b)) {
+        log_error("migration: a REHEARSED of %llu bytes", (unsigned long long)len);
+        return -EPROTO;
+    }
+    int ret = mig_recv_all(fd, b, sizeof(b));
+    if (ret == 0)
+        *ns = le_get(b, 8);
     return ret;
 }
 

@@ -29,8 +29,24 @@
  *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
  *   READY  destination -> source: the VM is built and can run that CPU model; memory may come.
  *          Until then the source sends nothing more, so a refusal costs no copy of RAM
+ *   REHEARSAL source -> destination, right after READY, at most once, never in a local
+ *          handover (version 4): a state of the VM (vm_state.h) the source saved just before,
+ *          the guest paused for it. The destination rehearses its load: every check a load
+ *          makes, nothing applied but what the final load would set up the same way (the
+ *          devices' MSI routes, which the final load then finds in place). A state it would
+ *          refuse is refused now, before any page
+ *   REHEARSED destination -> source: u64 the rehearsal's time in ns, less what the final load
+ *          will not repeat (the MSI routes set up); the source takes it for the final load's
+ *          reading and checks in its estimate of the pause
  *   PAGES  source -> destination: u64 first page (index in the memory file), u32 count, then
  *          count * 4096 bytes; a run never crosses a memory region
+ *   SYNC   source -> destination, after each pass before the pause (version 4): nothing
+ *   SYNCED destination -> source: every page sent before the SYNC is in guest RAM here (over
+ *          several connections: the first one's SYNC follows its PASS_END, which waits for
+ *          every connection's). Without it the source would pause the guest while megabytes of
+ *          earlier passes still sat in the sockets' buffers, and the pause would wait for the
+ *          destination to write them (seen: 100-350 ms in the nested test host); with it each
+ *          pass's time, and so the rate the switch-over is decided on, is end to end
  *   PASS_END source -> destination, over K > 1 connections only: u32 pass (1, 2, ...): this
  *          connection carries no more pages of that pass. Each connection sends one for every
  *          pass, the final one (with the guest paused) included, in order (see below)
@@ -65,9 +81,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: CPU and READY before any page; 3: GO and RUNNING. MEMFD and DEVICES change nothing for a
- * copying migration: a destination that knows neither refuses MEMFD as an unknown message. */
-#define MIG_PROTOCOL_VERSION 3u
+/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: REHEARSAL, SYNC and their answers. MEMFD and
+ * DEVICES change nothing for a copying migration: a destination that knows neither refuses
+ * MEMFD as an unknown message. A destination takes a source of MIG_MIN_PROTOCOL_VERSION on (a
+ * version 3 source sends no REHEARSAL; nothing else differs); a version 3 destination refuses
+ * a version 4 source at HELLO, with a line that says both versions. */
+#define MIG_PROTOCOL_VERSION 4u
+#define MIG_MIN_PROTOCOL_VERSION 3u
 /* CONNECTIONS, JOIN and PASS_END change nothing for one connection; a destination that knows
  * none of them refuses CONNECTIONS where its HELLO belongs. */
 #define MIG_MAX_CONNECTIONS 8u
@@ -98,6 +118,10 @@ enum mig_type {
     MIG_CONNECTIONS = 13,
     MIG_JOIN = 14,
     MIG_PASS_END = 15,
+    MIG_REHEARSAL = 16,
+    MIG_REHEARSED = 17,
+    MIG_SYNC = 18,
+    MIG_SYNCED = 19,
 };
 
 struct mig_header {
@@ -126,6 +150,11 @@ int mig_send2(int fd, enum mig_type type, const void *a, size_t alen, const void
 int mig_recv_header(int fd, struct mig_header *h);
 /* Reads exactly len bytes; 0, -ECONNRESET at EOF, or -errno. */
 int mig_recv_all(int fd, void *buf, size_t len);
+
+/* REHEARSED: the rehearsal's time (ns). Reading one after its header: 0 or -EPROTO after one
+ * line. */
+int mig_send_rehearsed(int fd, uint64_t ns);
+int mig_recv_rehearsed(int fd, uint64_t len, uint64_t *ns);
 
 /* Sends HELLO with `config_json`. Reads one on the other side: *config_json is malloc'ed,
  * NUL-terminated. Both 0 or -errno after one line. */

@@ -631,7 +631,8 @@ static void kvmclock_ctrl(struct vcpu *vcpu)
         log_warn("vcpu %u: KVM_KVMCLOCK_CTRL failed: %s", vcpu->index, strerror(errno));
 }
 
-int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r)
+/* Reads and checks the vCPU's section into *s; applies it too when `apply`. */
+static int load_or_check(struct vcpu *vcpu, struct state_reader *r, bool apply)
 {
     char id[STATE_ID_LEN];
     struct state_cursor c;
@@ -649,10 +650,20 @@ int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r)
         ret = snapshot_check(&c, &s);
     if (ret == 0)
         ret = check_host(vcpu, &c, &s);
-    if (ret == 0)
+    if (ret == 0 && apply)
         ret = snapshot_apply(vcpu, &s);
-    if (ret == 0)
+    if (ret == 0 && apply)
         kvmclock_ctrl(vcpu);
     snapshot_free(&s);
     return ret;
+}
+
+int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r)
+{
+    return load_or_check(vcpu, r, true);
+}
+
+int vcpu_check_state(struct vcpu *vcpu, struct state_reader *r)
+{
+    return load_or_check(vcpu, r, false);
 }

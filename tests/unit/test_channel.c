@@ -225,6 +225,84 @@ static void test_cpu_model_handshake(void **state)
 /* The destination: a page run outside RAM, a run longer than its payload, any run after a
  * local handover, a message out of order, and a stream cut inside a run are refused, and the
  * source is told why. */
+/* Version 4's messages: SYNC is answered once every page before it is in RAM; a rehearsal whose
+ * state does not parse is refused before any page; REHEARSED carries its time and nothing else;
+ * a version 3 source is still taken. */
+static void test_sync_and_rehearsal(void **state)
+{
+    (void)state;
+    struct vm vm;
+    dest_vm(&vm, true);
+    struct pipe_pair p = pair();
+    send_cpu_model(p.tx, true);
+    uint64_t first = 5;
+    uint32_t count = 1;
+    put_header(p.tx, MAGIC, MIG_PAGES, 12 + 4096);
+    assert_int_equal(write(p.tx, &first, 8), 8);
+    assert_int_equal(write(p.tx, &count, 4), 4);
+    uint8_t page[4096];
+    memset(page, 0x5a, sizeof(page));
+    assert_int_equal(write(p.tx, page, sizeof(page)), (ssize_t)sizeof(page));
+    assert_int_equal(mig_send(p.tx, MIG_SYNC, NULL, 0), 0);
+    shutdown(p.tx, SHUT_WR);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -ECONNRESET);
+    assert_int_equal(next_type(p.tx), MIG_READY);
+    assert_int_equal(next_type(p.tx), MIG_SYNCED);
+    assert_int_equal(vm.mem.regions[0].host[5 * 4096 + 17], 0x5a);
+    close(p.tx);
+    close(p.rx);
+
+    /* A rehearsal state that is not a state: refused, and the source hears it. */
+    p = pair();
+    send_cpu_model(p.tx, true);
+    assert_int_equal(mig_send(p.tx, MIG_REHEARSAL, "not a state", 11), 0);
+    assert_true(migration_receive(&vm, p.rx, false, NULL, 0) < 0);
+    assert_int_equal(next_type(p.tx), MIG_READY);
+    assert_int_equal(next_type(p.tx), MIG_ERROR);
+    close(p.tx);
+    close(p.rx);
+    /* A rehearsal after the pages began: too late. */
+    p = pair();
+    send_cpu_model(p.tx, true);
+    put_header(p.tx, MAGIC, MIG_PAGES, 12 + 4096);
+    assert_int_equal(write(p.tx, &first, 8), 8);
+    assert_int_equal(write(p.tx, &count, 4), 4);
+    assert_int_equal(write(p.tx, page, sizeof(page)), (ssize_t)sizeof(page));
+    assert_int_equal(mig_send(p.tx, MIG_REHEARSAL, "x", 1), 0);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    dest_vm_free(&vm);
+
+    /* REHEARSED: the time, 8 bytes, nothing else. */
+    p = pair();
+    uint64_t ns = 0;
+    struct mig_header h;
+    assert_int_equal(mig_send_rehearsed(p.tx, 1234567), 0);
+    assert_int_equal(mig_recv_header(p.rx, &h), 0);
+    assert_int_equal(h.type, MIG_REHEARSED);
+    assert_int_equal(mig_recv_rehearsed(p.rx, h.len, &ns), 0);
+    assert_int_equal(ns, 1234567);
+    assert_int_equal(mig_recv_rehearsed(p.rx, 4, &ns), -EPROTO);
+    put_header(p.tx, MAGIC, MIG_REHEARSED, 9);
+    assert_int_equal(mig_recv_header(p.rx, &h), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+
+    /* HELLO of a version 3 source: taken (it sends neither REHEARSAL nor SYNC). */
+    p = pair();
+    char *config = NULL;
+    uint32_t version = MIG_MIN_PROTOCOL_VERSION;
+    put_header(p.tx, MAGIC, MIG_HELLO, 4 + 2);
+    assert_int_equal(write(p.tx, &version, 4), 4);
+    assert_int_equal(write(p.tx, "{}", 2), 2);
+    assert_int_equal(mig_recv_hello(p.rx, &config), 0);
+    assert_string_equal(config, "{}");
+    free(config);
+    close(p.tx);
+    close(p.rx);
+}
+
 static void test_receive_refusals(void **state)
 {
     (void)state;
@@ -676,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_refused_headers),
         cmocka_unit_test(test_hello_refusals),
         cmocka_unit_test(test_receive_refusals),
+        cmocka_unit_test(test_sync_and_rehearsal),
         cmocka_unit_test(test_cpu_model_handshake),
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_memfd_round_trip),
