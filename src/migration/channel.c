@@ -619,14 +619,21 @@ int mig_recv_join(int fd, const struct mig_connections *c, unsigned joined, unsi
     return (int)index;
 }
 
+/* A payload of exactly `size` bytes for a message of `type` with `len`: 0, or -EPROTO after one
+ * line for another length, or -errno. */
+static int recv_fixed(int fd, uint32_t type, uint64_t len, uint8_t *b, size_t size)
+{
+    if (len != size) {
+        log_error("migration: a %s of %llu bytes", mig_type_name(type), (unsigned long long)len);
+        return -EPROTO;
+    }
+    return mig_recv_all(fd, b, size);
+}
+
 int mig_recv_pass_end(int fd, uint64_t len, uint32_t *pass)
 {
     uint8_t b[4];
-    if (len != sizeof(b)) {
-        log_error("migration: a PASS_END of %llu bytes", (unsigned long long)len);
-        return -EPROTO;
-    }
-    int ret = mig_recv_all(fd, b, sizeof(b));
+    int ret = recv_fixed(fd, MIG_PASS_END, len, b, sizeof(b));
     if (ret == 0)
         *pass = (uint32_t)le_get(b, 4);
     return ret;
@@ -642,11 +649,7 @@ int mig_send_rehearsed(int fd, uint64_t ns)
 int mig_recv_rehearsed(int fd, uint64_t len, uint64_t *ns)
 {
     uint8_t b[8];
-    if (len != sizeof(b)) {
-        log_error("migration: a REHEARSED of %llu bytes", (unsigned long long)len);
-        return -EPROTO;
-    }
-    int ret = mig_recv_all(fd, b, sizeof(b));
+    int ret = recv_fixed(fd, MIG_REHEARSED, len, b, sizeof(b));
     if (ret == 0)
         *ns = le_get(b, 8);
     return ret;
