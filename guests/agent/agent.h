@@ -37,6 +37,10 @@ int send_msg(struct conn *c, size_t len);
  * -errno when the connection must end. */
 int next_msg(struct conn *c, struct agent_msg *m);
 
+/* exec.c: notes the signals the agent ignores, which its commands get back as default; once,
+ * after the agent set its own. */
+void exec_init(void);
+
 /* Handlers: each answers its request; a negative return ends the connection. */
 int handle_exec(struct conn *c, const struct agent_msg *m);
 int handle_file_write(struct conn *c, const struct agent_msg *m);

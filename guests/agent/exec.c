@@ -61,45 +61,90 @@ static int parse_request(const struct agent_msg *m, struct exec_request *r, char
     return r->argv[0][0] ? 0 : -EINVAL;
 }
 
-/* In the child: become the user, in a session of its own, with a plain environment. */
-static void child_setup(const struct agent_user *u, const char *tty_name, bool tty)
+/* The command's environment, built before the child starts: the agent's own with HOME, USER,
+ * LOGNAME, SHELL (for a user), PATH and TERM (for a terminal) set. `strings` holds the
+ * "KEY=VALUE" strings made here. NULL when there are more variables than room. */
+static char **child_env(const struct agent_user *u, bool tty, char **env, size_t max,
+                        char *strings, size_t len)
 {
+    const char *keys[7] = { "PATH" }, *values[7] = { DEFAULT_PATH };
+    size_t nk = 1, n = 0, used = 0;
+    if (tty)
+        keys[nk] = "TERM", values[nk++] = "xterm-256color";
+    if (u) {
+        keys[nk] = "HOME", values[nk++] = u->home;
+        keys[nk] = "USER", values[nk++] = u->name;
+        keys[nk] = "LOGNAME", values[nk++] = u->name;
+        keys[nk] = "SHELL", values[nk++] = u->shell[0] ? u->shell : "/bin/sh";
+    }
+    for (char **e = environ; *e; e++) {
+        size_t k = 0;
+        while (k < nk && !(strncmp(*e, keys[k], strlen(keys[k])) == 0 &&
+                           (*e)[strlen(keys[k])] == '='))
+            k++;
+        if (k == nk && n + nk < max)
+            env[n++] = *e;
+    }
+    for (size_t k = 0; k < nk; k++) {
+        int w = snprintf(strings + used, len - used, "%s=%s", keys[k], values[k]);
+        if (w < 0 || (size_t)w >= len - used || n + 1 >= max)
+            return NULL;
+        env[n++] = strings + used;
+        used += (size_t)w + 1;
+    }
+    env[n] = NULL;
+    return env;
+}
+
+/* The signals the agent ignores (exec_init): an ignored signal stays ignored across exec, where
+ * a shell may not even trap it (an init script's "&" ignores SIGINT and SIGQUIT). */
+static sigset_t ignored;
+
+void exec_init(void)
+{
+    sigemptyset(&ignored);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &sa) == 0 &&
+            sa.sa_handler == SIG_IGN)
+            sigaddset(&ignored, sig);
+    }
+}
+
+/*
+ * In the child, which shares the agent's memory until it execs (vfork): system calls only,
+ * nothing that allocates. Becomes the user, in a session of its own. False when it cannot.
+ */
+static bool child_setup(const struct exec_request *r, const struct agent_user *u,
+                        const char *tty_name, const int child_fds[3])
+{
+    if (!r->tty)
+        for (int i = 0; i < 3; i++)
+            dup2(child_fds[i], i); /* dup2 clears close-on-exec on the copies */
     setsid();
-    if (tty) {
+    if (r->tty) {
         int t = open(tty_name, O_RDWR);
         if (t < 0 || ioctl(t, TIOCSCTTY, 0) < 0)
-            _exit(126);
+            return false;
         dup2(t, 0);
         dup2(t, 1);
         dup2(t, 2);
         if (t > 2)
             close(t);
     }
-    /* Every disposition back to its default: the agent may itself have been started with
-     * some ignored (an init script's "&" ignores SIGINT and SIGQUIT), and an ignored signal
-     * stays ignored across exec, where a shell may not even trap it. */
+    /* Handlers are reset by exec itself: only what is ignored is set back, rather than
+     * every signal (a system call each). */
     for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
+        if (sigismember(&ignored, sig) == 1)
             signal(sig, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    if (u) {
-        if (setgroups((size_t)u->nr_groups, u->groups) < 0 || setgid(u->gid) < 0 ||
-            setuid(u->uid) < 0)
-            _exit(126);
-        if (chdir(u->home) < 0 && chdir("/") < 0)
-            _exit(126);
-        setenv("HOME", u->home, 1);
-        setenv("USER", u->name, 1);
-        setenv("LOGNAME", u->name, 1);
-        setenv("SHELL", u->shell[0] ? u->shell : "/bin/sh", 1);
-    } else if (chdir("/") < 0) {
-        _exit(126);
-    }
-    setenv("PATH", DEFAULT_PATH, 1);
-    if (tty)
-        setenv("TERM", "xterm-256color", 1);
+    /* Raw system calls: glibc's wrappers would coordinate with threads (there are none). */
+    if (u && (syscall(SYS_setgroups, (size_t)u->nr_groups, u->groups) < 0 ||
+              syscall(SYS_setgid, u->gid) < 0 || syscall(SYS_setuid, u->uid) < 0))
+        return false;
+    return chdir(u ? u->home : "/") == 0 || chdir("/") == 0;
 }
 
 /* Pipes for stdin, stdout and stderr, or a pseudo-terminal. ends[] are the parent's. */
@@ -137,41 +182,42 @@ static int make_channels(struct session *s, const struct exec_request *r, int ch
 }
 
 /*
- * Starts the command; an exec failure comes back on a close-on-exec pipe as its errno, so
- * the host hears "no such command" rather than an exit status.
+ * Starts the command with vfork: the agent waits, without copying its page tables, until the
+ * child has exec'd or failed; a failure's errno comes back in exec_errno (the memory is
+ * shared), so the host hears "no such command" rather than an exit status.
  */
 static int start(struct session *s, const struct exec_request *r, const struct agent_user *u)
 {
-    int child_fds[3] = { -1, -1, -1 }, report[2];
+    static char env_strings[4 * 1024 + 3 * 1024];
+    static char *env[1024];
+    static volatile int exec_errno;
+    int child_fds[3] = { -1, -1, -1 };
     char tty_name[128];
+    char **envp = child_env(u, r->tty, env, sizeof(env) / sizeof(env[0]), env_strings,
+                            sizeof(env_strings));
+    if (!envp)
+        return -E2BIG;
     int ret = make_channels(s, r, child_fds, tty_name, sizeof(tty_name));
     if (ret < 0)
         return ret;
-    if (pipe2(report, O_CLOEXEC) < 0)
-        return -errno;
-    s->pid = fork();
+    exec_errno = 0;
+    s->pid = vfork();
     if (s->pid == 0) {
-        if (!r->tty)
-            for (int i = 0; i < 3; i++)
-                dup2(child_fds[i], i); /* dup2 clears close-on-exec on the copies */
-        child_setup(u, tty_name, r->tty);
-        execvp(r->argv[0], r->argv);
-        int e = errno;
-        if (write(report[1], &e, sizeof(e)) < 0)
-            _exit(127);
+        if (!child_setup(r, u, tty_name, child_fds))
+            _exit(126);
+        /* execvpe searches the caller's PATH: the agent's own is DEFAULT_PATH (handle_exec). */
+        execvpe(r->argv[0], r->argv, envp);
+        exec_errno = errno;
         _exit(127);
     }
     ret = s->pid < 0 ? -errno : 0;
-    close(report[1]);
     for (int i = 0; i < 3; i++)
         if (child_fds[i] >= 0)
             close(child_fds[i]);
-    int e = 0;
-    if (ret == 0 && read(report[0], &e, sizeof(e)) == (ssize_t)sizeof(e)) {
+    if (ret == 0 && exec_errno) {
         waitpid(s->pid, NULL, 0);
-        ret = -e;
+        ret = -exec_errno;
     }
-    close(report[0]);
     return ret;
 }
 
@@ -380,6 +426,7 @@ int handle_exec(struct conn *c, const struct agent_msg *m)
         u = &user;
     }
     s.tty = r.tty;
+    setenv("PATH", DEFAULT_PATH, 1); /* this connection's process ends with the command */
     int ret = start(&s, &r, u);
     if (ret < 0) {
         end_session(&s);

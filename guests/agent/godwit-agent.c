@@ -301,6 +301,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_IGN); /* connection processes reaped by the kernel */
+    exec_init();
     if (cfg.verbose)
         agent_log("version %s listening on %s", AGENT_VERSION, listen_at);
     accept_loop(lfd, vsock, &cfg);
