@@ -19,6 +19,7 @@ struct agent_client {
     int fd;
     uint32_t next_id;
     char error[AGENT_MAX_STRING + 64]; /* the agent's message, or ours, after a failure */
+    bool stdin_ended; /* the exec request went with the end of the command's stdin */
     uint8_t in[AGENT_BUF_SIZE];
     uint8_t out[AGENT_BUF_SIZE];
 };
@@ -92,9 +93,10 @@ int agent_client_kvp_list(struct agent_client *c, uint32_t pool,
                           void *opaque);
 
 /* exec: the request (0 once the agent started the command, else -errno: -ENOENT for no
- * such command) ... */
+ * such command); with no_stdin, the end of the command's stdin goes in the same write, not a
+ * round trip later ... */
 int agent_client_exec_start(struct agent_client *c, const char *const *argv, const char *user,
-                            bool tty, unsigned rows, unsigned cols);
+                            bool tty, unsigned rows, unsigned cols, bool no_stdin);
 /* ... then the session: `in` to the command's stdin (-1: none), its stdout and stderr to
  * `out` and `err`, signals read from the signalfd `sig` (-1: none) passed on. *status: the
  * exit code, or 128 + the signal that ended it. 0 or -errno (c->error says why):

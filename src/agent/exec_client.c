@@ -190,11 +190,35 @@ static int loop(struct exec_state *s)
     return 0;
 }
 
-int agent_client_exec_start(struct agent_client *c, const char *const *cmd, const char *user,
-                            bool tty, unsigned rows, unsigned cols)
+/* The command did not start: the agent, still serving the connection, answers the end of
+ * stdin that went with the request (an error: no command runs). Read past, so that the next
+ * request on the connection gets its own answer; the first error's words are kept. */
+static void skip_stdin_answer(struct agent_client *c)
+{
+    struct agent_msg m;
+    char why[sizeof(c->error)];
+    memcpy(why, c->error, sizeof(why));
+    agent_client_recv(c, &m);
+    memcpy(c->error, why, sizeof(why));
+    c->stdin_ended = false;
+}
+
+/* Appends a STDIN message with the end of file to the `len` bytes in c->out; the new length,
+ * or len when there is no room. */
+static size_t append_stdin_end(struct agent_client *c, size_t len)
 {
     struct agent_builder b;
-    struct agent_msg m;
+    if (len + AGENT_HEADER_SIZE > sizeof(c->out))
+        return len;
+    agent_build_start(&b, c->out + len, AGENT_STDIN, AGENT_FLAG_EOF, c->next_id++);
+    return len + agent_build_end(&b);
+}
+
+int agent_client_exec_start(struct agent_client *c, const char *const *cmd, const char *user,
+                            bool tty, unsigned rows, unsigned cols, bool no_stdin)
+{
+    struct agent_builder b;
+    struct agent_msg m = { 0 };
     agent_build_start(&b, c->out, AGENT_EXEC, tty ? AGENT_FLAG_TTY : 0, c->next_id++);
     for (; *cmd; cmd++)
         agent_put_str(&b, AGENT_T_ARG, *cmd);
@@ -210,11 +234,16 @@ int agent_client_exec_start(struct agent_client *c, const char *const *cmd, cons
                  AGENT_MAX_PAYLOAD);
         return -E2BIG;
     }
-    int ret = agent_client_send(c, len);
+    /* The agent reads the end of stdin once the command runs: no need to wait for its OK. */
+    size_t sent = no_stdin ? append_stdin_end(c, len) : len;
+    c->stdin_ended = sent > len;
+    int ret = agent_client_send(c, sent);
     if (ret == 0)
         ret = agent_client_recv(c, &m);
     if (ret == 0 && m.h.type != AGENT_OK)
         ret = -EPROTO;
+    if (ret < 0 && c->stdin_ended && m.h.type == AGENT_ERROR)
+        skip_stdin_answer(c);
     return ret;
 }
 
@@ -234,7 +263,7 @@ int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io
         s->deadline.tv_sec++;
         s->deadline.tv_nsec -= 1000000000;
     }
-    if (io->in < 0) {
+    if (io->in < 0 && !c->stdin_ended) {
         /* No stdin: the command's ends at once. */
         struct agent_builder b;
         agent_build_start(&b, c->out, AGENT_STDIN, AGENT_FLAG_EOF, c->next_id++);

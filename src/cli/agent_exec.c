@@ -66,7 +66,8 @@ int agent_exec_main(int argc, char **argv)
     struct winsize ws = { 0 };
     if (tty && ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0)
         ws.ws_row = ws.ws_col = 0;
-    int ret = agent_client_exec_start(c, (const char *const *)cmd, user, tty, ws.ws_row, ws.ws_col);
+    int ret = agent_client_exec_start(c, (const char *const *)cmd, user, tty, ws.ws_row, ws.ws_col,
+                                      false);
     if (ret < 0) {
         if (c->error[0])
             log_error("%s", c->error);

@@ -40,7 +40,7 @@ int godwit_agent_exec(struct godwit_agent *agent, const char *const *argv, const
                       int stdin_fd, int stdout_fd, int stderr_fd, int *status)
 {
     struct agent_exec_io io = { .in = stdin_fd, .out = stdout_fd, .err = stderr_fd, .sig = -1 };
-    int ret = agent_client_exec_start(&agent->c, argv, user, false, 0, 0);
+    int ret = agent_client_exec_start(&agent->c, argv, user, false, 0, 0, stdin_fd < 0);
     return ret < 0 ? ret : agent_client_exec_run(&agent->c, &io, status);
 }
 
@@ -155,7 +155,7 @@ int godwit_agent_run(struct godwit_agent *agent, const char *const *argv, const 
     if (ret == 0 && in && (in_fd = memfd_with("godwit-stdin", in, in_len)) < 0)
         ret = in_fd;
     if (ret == 0)
-        ret = agent_client_exec_start(&agent->c, argv, user, false, 0, 0);
+        ret = agent_client_exec_start(&agent->c, argv, user, false, 0, 0, in_fd < 0);
     if (ret == 0) {
         struct agent_exec_io io = { .in = in_fd, .out = out_fd, .err = err_fd, .sig = -1,
                                     .timeout_ms = timeout_ms, .max_output = max_output };

@@ -155,6 +155,15 @@ static void test_run(void)
     a = connect_agent();
     const char *missing[] = { "/no/such/command", NULL };
     CHECK(godwit_agent_run(a, missing, NULL, NULL, 0, 4096, 5000, &r) == -ENOENT);
+    CHECK(strstr(godwit_agent_error(a), "/no/such/command") != NULL);
+    /* The end of stdin went with the request; its answer is read past: the connection's next
+     * request gets its own, and a command with no stdin sees its end (cat ends). */
+    char value[64];
+    CHECK(godwit_agent_kvp_get(a, true, "no-such-key", value, sizeof(value)) == -ENOENT);
+    const char *cat[] = { "cat", NULL };
+    CHECK(godwit_agent_run(a, cat, NULL, NULL, 0, 4096, 5000, &r) == 0);
+    CHECK(r.status == 0 && r.out_len == 0);
+    godwit_agent_result_free(&r);
     godwit_agent_close(a);
 }
 
