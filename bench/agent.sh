@@ -13,6 +13,10 @@
 #   BENCH_CP_MIB    size of the file copied into the guest, MiB (default 256)
 #   BENCH_CP_RUNS   copies per VMM (default 3); the median is the figure
 #   BENCH_MEM       guest memory, MiB (default 1024: the copy lands in the guest's RAM /tmp)
+#   BENCH_OUT_MIB   a command's stdout brought back through each agent, MiB (default 8; under
+#                   qemu-ga's 16 MiB bound on captured output)
+#   BENCH_STREAM_MIB  bytes of each vsock stream (godwit only), MiB (default 32)
+#   BENCH_STREAM_RUNS runs of each of those (default 3); the median is the figure
 #   BENCH_CACHE     the guests' cache (GODWIT_CACHE of build-guest.sh and build-agent-guest.sh)
 #                   when it must differ from the test host's
 #   BENCH_OUT       file the table is also written to (default, under the test host's
@@ -31,6 +35,14 @@
 # connects once, guest-sync-delimited, then per round trip guest-exec /bin/true
 # (capture-output) and guest-exec-status polled at once until exited; per copy
 # guest-file-open, guest-file-write of 1 MiB base64 chunks, guest-file-close.
+# Streams: a command's stdout (sh -c "head -c BYTES /dev/zero") through each agent: godwit
+# exec API (the whole command, its output counted by wc -c), qemu-ga's guest-exec with
+# capture-output and guest-exec-status until exited (bench/qga.py execout: base64 in JSON);
+# vsock streams, godwit only (QEMU's side would need vhost-vsock: no peer figure), between
+# this host and bench/vsock-stream.c in the guest, started through the agent
+# (bench/vsock_bench.py g2h/h2g): guest to host, the guest connects to the listener at
+# VSOCK_PORT and writes; host to guest, "CONNECT PORT" and this side writes. And the exec
+# round trip's steps on the vsock socket itself (bench/vsock_bench.py steps).
 # The file is random bytes in this host's /tmp. MB/s are 10^6 bytes a second.
 set -uo pipefail
 
@@ -40,10 +52,14 @@ exec_n=${BENCH_EXEC_N:-20}
 cp_mib=${BENCH_CP_MIB:-256}
 cp_runs=${BENCH_CP_RUNS:-3}
 mem=${BENCH_MEM:-1024}
+out_mib=${BENCH_OUT_MIB:-8}
+stream_mib=${BENCH_STREAM_MIB:-32}
+stream_runs=${BENCH_STREAM_RUNS:-3}
 die() { echo "bench: $*" >&2; exit 1; }
-for v in "$exec_n" "$cp_mib" "$cp_runs" "$mem"; do
-  [[ $v =~ ^[1-9][0-9]*$ ]] || die "BENCH_EXEC_N, BENCH_CP_MIB, BENCH_CP_RUNS and BENCH_MEM take whole numbers above 0"
+for v in "$exec_n" "$cp_mib" "$cp_runs" "$mem" "$out_mib" "$stream_mib" "$stream_runs"; do
+  [[ $v =~ ^[1-9][0-9]*$ ]] || die "BENCH_EXEC_N, BENCH_CP_MIB, BENCH_CP_RUNS, BENCH_MEM and BENCH_OUT_MIB, BENCH_STREAM_* take whole numbers above 0"
 done
+(( out_mib < 16 )) || die "BENCH_OUT_MIB must stay under 16 (qemu-ga keeps at most 16 MiB of output)"
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 godwit=$(readlink -f "$build/godwit")
 [ -x "$godwit" ] || die "no godwit in $build"
@@ -119,7 +135,9 @@ failed() { # LABEL WHAT
   return 1
 }
 add() { echo "$3" >>"$work/res/$1.$2"; } # LABEL METRIC VALUE
-mbs() { awk -v b="$cp_bytes" -v s="$1" 'BEGIN{printf "%.1f", b / s / 1e6}'; }
+mbs() { awk -v b="${2:-$cp_bytes}" -v s="$1" 'BEGIN{printf "%.1f", b / s / 1e6}'; } # SECONDS [BYTES]
+out_bytes=$((out_mib << 20))
+stream_bytes=$((stream_mib << 20))
 
 run_godwit() {
   local i t0 t1 end=$((SECONDS + boot_timeout))
@@ -138,6 +156,7 @@ run_godwit() {
   "$py" "$root/bench/api_exec.py" "$work/api.sock" "$exec_n" >"$work/godwit.api" ||
     { failed godwit "PUT /vm/agent/exec failed"; return 1; }
   awk '{printf "%.3f\n", $1 * 1000}' "$work/godwit.api" >>"$work/res/godwit.api"
+  godwit_streams || return 1
   for ((i = 0; i < cp_runs; i++)); do
     # The guest's tmpfs (half its RAM) holds one copy and the next one's temporary file only
     # when the last copy is gone.
@@ -153,6 +172,27 @@ run_godwit() {
   stop_vm
 }
 
+# The exec round trip's steps, a command's stdout, and vsock streams both ways.
+godwit_streams() {
+  local i t0 t1 n t
+  "$py" "$root/bench/vsock_bench.py" "$work/vm.vsock" steps "$exec_n" >"$work/godwit.steps" ||
+    { failed godwit "bench/vsock_bench.py steps failed"; return 1; }
+  while read -r step ms; do add godwit "step_$step" "$ms"; done <"$work/godwit.steps"
+  for ((i = 0; i < stream_runs; i++)); do
+    t0=$EPOCHREALTIME
+    n=$("$godwit" exec "$work/api.sock" -- sh -c "head -c $out_bytes /dev/zero" | wc -c)
+    t1=$EPOCHREALTIME
+    [ "$n" = "$out_bytes" ] || { failed godwit "godwit exec brought $n of $out_bytes bytes back"; return 1; }
+    add godwit out "$(mbs "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}')" "$out_bytes")"
+    t=$("$py" "$root/bench/vsock_bench.py" "$work/vm.vsock" g2h 5000 "$stream_mib") ||
+      { failed godwit "the guest-to-host stream failed"; return 1; }
+    add godwit g2h "$(mbs "$t" "$stream_bytes")"
+    t=$("$py" "$root/bench/vsock_bench.py" "$work/vm.vsock" h2g 5001 "$stream_mib") ||
+      { failed godwit "the host-to-guest stream failed"; return 1; }
+    add godwit h2g "$(mbs "$t" "$stream_bytes")"
+  done
+}
+
 run_qemu() {
   local s
   mapfile -d '' cmd < <(qemu_cmd); start_vm qemu "${cmd[@]}"
@@ -161,6 +201,10 @@ run_qemu() {
   "$py" "$root/bench/qga.py" "$work/qga.sock" exec "$exec_n" >"$work/qemu.exec" ||
     { failed qemu "guest-exec failed"; return 1; }
   awk '{printf "%.3f\n", $1 * 1000}' "$work/qemu.exec" >>"$work/res/qemu.exec"
+  for ((s = 0; s < stream_runs; s++)); do
+    t=$("$py" "$root/bench/qga.py" "$work/qga.sock" execout "$out_bytes") || { failed qemu "guest-exec of head failed"; return 1; }
+    add qemu out "$(mbs "$t" "$out_bytes")"
+  done
   for ((s = 0; s < cp_runs; s++)); do
     t=$("$py" "$root/bench/qga.py" "$work/qga.sock" write "$work/file" /tmp/x) || { failed qemu "guest-file-write failed"; return 1; }
     add qemu cp "$(mbs "$t")"
@@ -185,7 +229,8 @@ row() { # TITLE godwit qemu
 
 table() {
   echo "command: $(printf '%q ' env BENCH_EXEC_N="$exec_n" BENCH_CP_MIB="$cp_mib" BENCH_CP_RUNS="$cp_runs" \
-    BENCH_MEM="$mem" bench/agent.sh "$build")${GODWIT_IN_TESTHOST:+(inside tools/testhost/testhost.sh)}"
+    BENCH_MEM="$mem" BENCH_OUT_MIB="$out_mib" BENCH_STREAM_MIB="$stream_mib" BENCH_STREAM_RUNS="$stream_runs" \
+    bench/agent.sh "$build")${GODWIT_IN_TESTHOST:+(inside tools/testhost/testhost.sh)}"
   echo
   echo "godwit $(git -C "$root" describe --always --dirty 2>/dev/null) against $(qemu-system-x86_64 --version | head -n 1)" \
     "and qemu-ga $(basename "$(compgen -G "${GODWIT_CACHE:-$HOME/.cache/godwit}/bench/qemu-guest-agent/*.deb" | head -n 1)" .deb | sed 's/^qemu-guest-agent_//; s/%3a/:/');" \
@@ -198,12 +243,24 @@ table() {
   echo "| exec round trip, fastest-slowest (ms) | $(range godwit.exec) | $(range qemu.exec) | |"
   row "exec \`true\` round trip without the CLI, median of $exec_n (ms, lower is better)" "$(med godwit.api)" "$(med qemu.exec)"
   row "copy $cp_mib MiB into the guest's /tmp, median of $cp_runs (MB/s)" "$(med godwit.cp)" "$(med qemu.cp)"
+  row "a command's stdout, $out_mib MiB of \`head -c\`, median of $stream_runs (MB/s)" "$(med godwit.out)" "$(med qemu.out)"
+  row "vsock stream guest to host, $stream_mib MiB, median of $stream_runs (MB/s)" "$(med godwit.g2h)" ""
+  row "vsock stream host to guest, $stream_mib MiB, median of $stream_runs (MB/s)" "$(med godwit.h2g)" ""
+  echo
+  echo "godwit's exec round trip on its vsock socket, no API, no CLI (bench/vsock_bench.py steps, medians of $exec_n, ms):"
+  echo
+  echo "| connect (CONNECT 1024, OK) | + PING, OK | exec true, OK then end of stdin (the old client) | exec true, end of stdin with the request (now) | exec true, CONNECT line and request in one write |"
+  echo "|---|---|---|---|---|"
+  echo "| $(med godwit.step_connect) | $(med godwit.step_ping) | $(med godwit.step_exec_seq) | $(med godwit.step_exec) | $(med godwit.step_exec_pipe) |"
   echo
   echo "godwit: $(mapfile -d '' c < <(godwit_cmd); printf '%q ' "${c[@]}")"
   echo "        godwit exec API -- true; godwit cp FILE API:/tmp/x (wall time of each command)"
   echo "        without the CLI: bench/api_exec.py API $exec_n (PUT /vm/agent/exec {\"argv\": [\"true\"]}, a connection each)"
+  echo "        stdout: godwit exec API -- sh -c \"head -c $out_bytes /dev/zero\" | wc -c (the whole command)"
+  echo "        vsock streams: bench/vsock_bench.py VSOCK g2h 5000 $stream_mib; bench/vsock_bench.py VSOCK h2g 5001 $stream_mib (guest: /usr/bin/vsock-stream)"
   echo "qemu:   $(mapfile -d '' c < <(qemu_cmd); printf '%q ' "${c[@]}")"
   echo "        bench/qga.py QGA exec $exec_n; bench/qga.py QGA write FILE /tmp/x (guest-exec + guest-exec-status; guest-file-open/write/close, 1 MiB chunks)"
+  echo "        stdout: bench/qga.py QGA execout $out_bytes (guest-exec sh -c \"head -c $out_bytes /dev/zero\", capture-output; guest-exec-status until exited)"
 }
 
 out=${BENCH_OUT:-}

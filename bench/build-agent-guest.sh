@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build-agent-guest.sh: the guest of bench/agent.sh: the default guest's initramfs (its init
 # starts godwit-agent) with Debian's qemu-ga and the shared libraries it loads appended, so
-# that godwit's agent and QEMU's run in the same guest.
+# that godwit's agent and QEMU's run in the same guest, and bench/vsock-stream.c compiled
+# statically as /usr/bin/vsock-stream (the guest's end of the vsock stream throughput).
 #
 # Usage: bench/build-agent-guest.sh [OUT]
 #   OUT defaults to $GODWIT_CACHE/bench/agent-initrd.cpio (GODWIT_CACHE as in build-guest.sh);
@@ -41,7 +42,8 @@ if [[ -z $(deb) ]]; then
 fi
 pkg=$(deb)
 
-want=$( { sha256sum <"$root/bench/build-agent-guest.sh"; echo "$pkg"; stat -L -c '%n %s %Y' "$initrd"; } | sha256sum)
+want=$( { sha256sum <"$root/bench/build-agent-guest.sh"; sha256sum <"$root/bench/vsock-stream.c"
+    echo "$pkg"; stat -L -c '%n %s %Y' "$initrd"; } | sha256sum)
 if [[ -f $out && $(cat "$out.stamp" 2>/dev/null || true) == "$want" ]]; then
     echo "$out"
     exit 0
@@ -61,6 +63,9 @@ ldd "$qga" | grep -q 'not found' && die "qemu-ga needs libraries this machine la
 stage=$tmp/stage
 mkdir -p "$stage/usr/sbin"
 cp -- "$qga" "$stage/usr/sbin/qemu-ga"
+mkdir -p "$stage/usr/bin"
+"${CC:-cc}" -std=gnu11 -O2 -static -Wall -Wextra -o "$stage/usr/bin/vsock-stream" \
+    "$root/bench/vsock-stream.c" || die "cannot build bench/vsock-stream.c with ${CC:-cc} -static"
 for f in "${libs[@]}"; do
     mkdir -p "$stage$(dirname "$f")"
     cp -L -- "$f" "$stage$f"

@@ -6,6 +6,9 @@ protocol on the chardev socket QEMU listens on.
   qga.py SOCKET exec N             N round trips of guest-exec /bin/true, then
                                    guest-exec-status polled at once until exited;
                                    prints each round trip's wall time in seconds
+  qga.py SOCKET execout BYTES      guest-exec of sh -c "head -c BYTES /dev/zero", capture-output,
+                                   guest-exec-status until exited; the output (base64 in
+                                   out-data) checked; prints the wall time in seconds
   qga.py SOCKET write FILE PATH    FILE into the guest at PATH: guest-file-open,
                                    guest-file-write of 1 MiB (raw) base64 chunks,
                                    guest-file-close; prints the wall time in seconds
@@ -43,14 +46,16 @@ class Agent:
         """The next JSON object from the agent, skipping 0xFF delimiters and whitespace."""
         while True:
             text = self.buf.lstrip(b"\xff \r\n\t")
-            if text:
+            # Decoded only when it may be whole (an object ends with "}"): a long reply
+            # (guest-exec-status with megabytes of output) comes in many reads.
+            if text and text.rstrip().endswith(b"}"):
                 try:
                     obj, end = self.dec.raw_decode(text.decode())
                     self.buf = text.decode()[end:].encode()
                     return obj
                 except ValueError:
                     pass
-            data = self.sock.recv(65536)
+            data = self.sock.recv(1 << 20)
             if not data:
                 raise EOFError("the agent closed the connection")
             self.buf += data
@@ -111,6 +116,26 @@ def exec_rtt(path, n):
     return 0
 
 
+def exec_output(path, nbytes):
+    """sh -c "head -c nbytes /dev/zero" with its output captured: guest-exec, then guest-exec-status
+    until it has exited, whose out-data (base64) holds the output."""
+    a = Agent(path, 120)
+    a.sync()
+    t0 = time.monotonic()
+    pid = a.call("guest-exec", path="/bin/sh", arg=["-c", f"head -c {nbytes} /dev/zero"],
+                 **{"capture-output": True})["pid"]
+    while True:
+        st = a.call("guest-exec-status", pid=pid)
+        if st["exited"]:
+            break
+    out = base64.b64decode(st.get("out-data", ""))
+    t1 = time.monotonic()
+    if st.get("exitcode") != 0 or len(out) != nbytes or st.get("out-truncated"):
+        raise RuntimeError(f"head exited {st.get('exitcode')} with {len(out)} of {nbytes} bytes")
+    print(f"{t1 - t0:.6f}")
+    return 0
+
+
 def write(path, src, dst):
     a = Agent(path, 120)
     a.sync()
@@ -139,6 +164,8 @@ def main(argv):
         return wait(argv[1], float(argv[3]))
     if len(argv) == 4 and argv[2] == "exec":
         return exec_rtt(argv[1], int(argv[3]))
+    if len(argv) == 4 and argv[2] == "execout":
+        return exec_output(argv[1], int(argv[3]))
     if len(argv) == 5 and argv[2] == "write":
         return write(argv[1], argv[3], argv[4])
     print(__doc__, file=sys.stderr)
