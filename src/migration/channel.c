@@ -48,8 +48,6 @@ const char *mig_type_name(uint32_t type)
     case MIG_CONNECTIONS: return "CONNECTIONS";
     case MIG_JOIN: return "JOIN";
     case MIG_PASS_END: return "PASS_END";
-    case MIG_REHEARSAL: return "REHEARSAL";
-    case MIG_REHEARSED: return "REHEARSED";
     case MIG_SYNC: return "SYNC";
     case MIG_SYNCED: return "SYNCED";
     }
@@ -63,8 +61,6 @@ static uint64_t max_len(uint32_t type)
     case MIG_HELLO: return 4 + MIG_MAX_CONFIG;
     case MIG_PAGES: return 12 + (uint64_t)MIG_MAX_RUN_PAGES * MIG_PAGE_SIZE;
     case MIG_STATE: return MIG_MAX_STATE;
-    case MIG_REHEARSAL: return MIG_MAX_STATE;
-    case MIG_REHEARSED: return 8;
     case MIG_ERROR: return 1024;
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
     case MIG_MEMFD: return 8;
@@ -619,39 +615,16 @@ int mig_recv_join(int fd, const struct mig_connections *c, unsigned joined, unsi
     return (int)index;
 }
 
-/* A payload of exactly `size` bytes for a message of `type` with `len`: 0, or -EPROTO after one
- * line for another length, or -errno. */
-static int recv_fixed(int fd, uint32_t type, uint64_t len, uint8_t *b, size_t size)
-{
-    if (len != size) {
-        log_error("migration: a %s of %llu bytes", mig_type_name(type), (unsigned long long)len);
-        return -EPROTO;
-    }
-    return mig_recv_all(fd, b, size);
-}
-
 int mig_recv_pass_end(int fd, uint64_t len, uint32_t *pass)
 {
     uint8_t b[4];
-    int ret = recv_fixed(fd, MIG_PASS_END, len, b, sizeof(b));
+    if (len != sizeof(b)) {
+        log_error("migration: a PASS_END of %llu bytes", (unsigned long long)len);
+        return -EPROTO;
+    }
+    int ret = mig_recv_all(fd, b, sizeof(b));
     if (ret == 0)
         *pass = (uint32_t)le_get(b, 4);
-    return ret;
-}
-
-int mig_send_rehearsed(int fd, uint64_t ns)
-{
-    uint8_t b[8];
-    le_put(b, 8, ns);
-    return mig_send(fd, MIG_REHEARSED, b, sizeof(b));
-}
-
-int mig_recv_rehearsed(int fd, uint64_t len, uint64_t *ns)
-{
-    uint8_t b[8];
-    int ret = recv_fixed(fd, MIG_REHEARSED, len, b, sizeof(b));
-    if (ret == 0)
-        *ns = le_get(b, 8);
     return ret;
 }
 

@@ -29,15 +29,6 @@
  *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
  *   READY  destination -> source: the VM is built and can run that CPU model; memory may come.
  *          Until then the source sends nothing more, so a refusal costs no copy of RAM
- *   REHEARSAL source -> destination, right after READY, at most once, never in a local
- *          handover (version 4): a state of the VM (vm_state.h) the source saved just before,
- *          the guest paused for it. The destination rehearses its load: every check a load
- *          makes, nothing applied but what the final load would set up the same way (the
- *          devices' MSI routes, which the final load then finds in place). A state it would
- *          refuse is refused now, before any page
- *   REHEARSED destination -> source: u64 the rehearsal's time in ns, less what the final load
- *          will not repeat (the MSI routes set up); the source takes it for the final load's
- *          reading and checks in its estimate of the pause
  *   PAGES  source -> destination: u64 first page (index in the memory file), u32 count, then
  *          count * 4096 bytes; a run never crosses a memory region
  *   SYNC   source -> destination, after each pass before the pause (version 4): nothing
@@ -81,11 +72,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: REHEARSAL, SYNC and their answers. MEMFD and
- * DEVICES change nothing for a copying migration: a destination that knows neither refuses
- * MEMFD as an unknown message. A destination takes a source of MIG_MIN_PROTOCOL_VERSION on (a
- * version 3 source sends no REHEARSAL; nothing else differs); a version 3 destination refuses
- * a version 4 source at HELLO, with a line that says both versions. */
+/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: SYNC and SYNCED. MEMFD and DEVICES
+ * change nothing for a copying migration: a destination that knows neither refuses MEMFD as an
+ * unknown message. A destination takes a source of MIG_MIN_PROTOCOL_VERSION on (a version 3
+ * source sends no SYNC; nothing else differs); a version 3 destination refuses a version 4
+ * source at HELLO, with a line that says both versions. */
 #define MIG_PROTOCOL_VERSION 4u
 #define MIG_MIN_PROTOCOL_VERSION 3u
 /* CONNECTIONS, JOIN and PASS_END change nothing for one connection; a destination that knows
@@ -118,8 +109,8 @@ enum mig_type {
     MIG_CONNECTIONS = 13,
     MIG_JOIN = 14,
     MIG_PASS_END = 15,
-    MIG_REHEARSAL = 16,
-    MIG_REHEARSED = 17,
+    /* 16, 17: REHEARSAL and REHEARSED, on main for an hour and withdrawn (docs/migration.md);
+     * a destination refuses them as unknown */
     MIG_SYNC = 18,
     MIG_SYNCED = 19,
 };
@@ -150,11 +141,6 @@ int mig_send2(int fd, enum mig_type type, const void *a, size_t alen, const void
 int mig_recv_header(int fd, struct mig_header *h);
 /* Reads exactly len bytes; 0, -ECONNRESET at EOF, or -errno. */
 int mig_recv_all(int fd, void *buf, size_t len);
-
-/* REHEARSED: the rehearsal's time (ns). Reading one after its header: 0 or -EPROTO after one
- * line. */
-int mig_send_rehearsed(int fd, uint64_t ns);
-int mig_recv_rehearsed(int fd, uint64_t len, uint64_t *ns);
 
 /* Sends HELLO with `config_json`. Reads one on the other side: *config_json is malloc'ed,
  * NUL-terminated. Both 0 or -errno after one line. */

@@ -95,38 +95,6 @@ static int receive_state(struct vm *vm, int fd, uint64_t len, struct load_times 
     return ret;
 }
 
-/*
- * REHEARSAL (channel.h): the load's checks on the state the source saved just now, and the
- * devices' MSI routes set up, while the source still runs the guest; REHEARSED tells it how
- * long what the final load repeats took. A state that would not load is refused here, before
- * any page.
- */
-static int rehearse(struct vm *vm, int fd, uint64_t len)
-{
-    struct state_reader r;
-    struct vm_state_load_times t;
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return -ENOMEM;
-    int ret = mig_recv_all(fd, buf, len);
-    uint64_t t0 = monotonic_ns();
-    if (ret == 0 && (ret = state_reader_open(&r, buf, len)) == 0) {
-        ret = vm_state_rehearse(vm, &r, &t);
-        state_reader_close(&r);
-    }
-    free(buf);
-    if (ret < 0) {
-        log_error("migration: the source's state would not load here: refused before its RAM");
-        return ret;
-    }
-    double ms = ms_since_ns(t0), repeated_ms = ms - t.routing_ms;
-    log_info("migration: rehearsed the state's load (%.0f KiB): %.1f ms reading and checking it "
-             "(%.1f ms vCPUs, %.1f ms PIT, clock and irqchips, %.1f ms devices), %u MSI-X routing "
-             "updates %.1f ms, now rather than in the pause", (double)len / 1024, repeated_ms,
-             t.vcpus_ms, t.vm_ms, t.devices_ms - t.routing_ms, t.routing_sets, t.routing_ms);
-    return mig_send_rehearsed(fd, (uint64_t)(repeated_ms > 0 ? repeated_ms * 1e6 : 0));
-}
-
 static void log_load_times(const struct load_times *t)
 {
     const struct vm_state_load_times *l = &t->load;
@@ -217,8 +185,6 @@ struct receivers {
     struct receiver extra[MIG_MAX_CONNECTIONS - 1];
     struct receiver first;
     struct load_times times; /* the final state's, for the log line after ACK */
-    bool rehearsed;          /* REHEARSAL came (at most once) */
-    bool pages_came;         /* on the first connection: a REHEARSAL is too late now */
 };
 
 /* One connection failed: the others stop waiting at a pass's end, and the first connection's
@@ -384,17 +350,10 @@ static int receive_one(struct receivers *r, int fd, const struct mig_header *h, 
         log_error("migration: a page run in a local handover, whose RAM is shared");
         return -EPROTO;
     }
-    if (h->type == MIG_REHEARSAL && !r->rehearsed && !r->pages_came && !*have_state &&
-        !handed_over) {
-        r->rehearsed = true;
-        return rehearse(r->vm, fd, h->len);
-    }
     if (h->type == MIG_SYNC && !*have_state && !handed_over)
         return mig_send(fd, MIG_SYNCED, NULL, 0); /* every page before it is written */
-    if (h->type == MIG_PAGES && !*have_state) {
-        r->pages_came = true;
+    if (h->type == MIG_PAGES && !*have_state)
         return receive_pages(r->vm, fd, h->len);
-    }
     if (h->type == MIG_PASS_END && r->count > 1 && !*have_state)
         return pass_end(&r->first, fd, h->len);
     if (h->type == MIG_STATE && !*have_state) {

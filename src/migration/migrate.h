@@ -58,14 +58,11 @@ struct migration_cost {
     double save_ms;       /* saving its state then */
     uint64_t state_bytes; /* that state's size */
     double rtt_ms;        /* a round trip to the destination; 0 where none is known */
-    double load_checks_ms; /* the destination's rehearsal of its load (REHEARSED): reading and
-                            * checking that state; 0 where it was not measured */
 };
 /* The fixed cost in ms for the switch-over decision at `bandwidth` (bytes/s): the parts above,
- * the state's transfer at that bandwidth, and the destination's load: its reading and checks as
- * its rehearsal measured them, its KVM calls estimated as long as the save's (the same calls
- * the other way round); never below MIGRATION_MIN_FIXED_COST_MS, which stands in while `c` is
- * NULL or the bandwidth unknown (0). */
+ * the state's transfer at that bandwidth, and the destination's load estimated as long as the
+ * save; never below MIGRATION_MIN_FIXED_COST_MS, which stands in while `c` is NULL or the
+ * bandwidth unknown (0). */
 #define MIGRATION_MIN_FIXED_COST_MS 5.0
 double migration_fixed_cost_ms(const struct migration_cost *c, double bandwidth);
 

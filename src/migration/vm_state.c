@@ -133,10 +133,7 @@ static double ms_between(uint64_t t0, uint64_t t1)
     return (double)(t1 - t0) / 1e6;
 }
 
-/* The load (`apply`), or its rehearsal: the same reading and checks, and the devices' prepare
- * instead of their load. */
-static int load_or_rehearse(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t,
-                            bool apply)
+int vm_state_load_timed(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t)
 {
     int ret;
     *t = (struct vm_state_load_times){ .checks_ms = 0 };
@@ -153,17 +150,15 @@ static int load_or_rehearse(struct vm *vm, struct state_reader *r, struct vm_sta
     /* vCPUs first, then the VM-wide PIT, clock and irqchip, the devices last: a device that
      * raises its interrupt line on load must find the irqchip already restored. */
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        if ((ret = apply ? vcpu_load_state(&vm->vcpus[i], r)
-                         : vcpu_check_state(&vm->vcpus[i], r)) < 0)
+        if ((ret = vcpu_load_state(&vm->vcpus[i], r)) < 0)
             return ret;
     uint64_t t2 = monotonic_ns();
-    if ((ret = apply ? vm_kvm_state_load(vm, r) : vm_kvm_state_check(vm, r)) < 0)
+    if ((ret = vm_kvm_state_load(vm, r)) < 0)
         return ret;
     uint64_t t3 = monotonic_ns();
     /* Every device's MSI-X vectors, given to KVM once (vm_routing_hold). */
     vm_routing_hold(vm);
-    ret = apply ? vm_registry_load(&vm->registry, r, &t->slowest)
-                : vm_registry_prepare(&vm->registry, r);
+    ret = vm_registry_load(&vm->registry, r, &t->slowest);
     int routed = vm_routing_release(vm);
     if (ret < 0 || (ret = routed) < 0)
         return ret;
@@ -181,16 +176,6 @@ static int load_or_rehearse(struct vm *vm, struct state_reader *r, struct vm_sta
         return -EPROTO;
     }
     return 0;
-}
-
-int vm_state_load_timed(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t)
-{
-    return load_or_rehearse(vm, r, t, true);
-}
-
-int vm_state_rehearse(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t)
-{
-    return load_or_rehearse(vm, r, t, false);
 }
 
 int vm_state_load(struct vm *vm, struct state_reader *r)

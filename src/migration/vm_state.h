@@ -39,12 +39,4 @@ struct vm_state_load_times {
 /* vm_state_load(), timed into *t. */
 int vm_state_load_timed(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t);
 
-/*
- * A migration's destination, before the final state, with a state the source saved earlier:
- * every check vm_state_load() makes (the CPU model's included) without changing the vCPUs, the
- * in-kernel devices or the devices, and the devices' prepare (registry.h: their MSI routes, so
- * that the final load finds them in place). Timed into *t. Returns 0 or -errno after one line.
- */
-int vm_state_rehearse(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t);
-
 #endif

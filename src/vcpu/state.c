@@ -631,8 +631,7 @@ static void kvmclock_ctrl(struct vcpu *vcpu)
         log_warn("vcpu %u: KVM_KVMCLOCK_CTRL failed: %s", vcpu->index, strerror(errno));
 }
 
-/* Reads and checks the vCPU's section into *s; applies it too when `apply`. */
-static int load_or_check(struct vcpu *vcpu, struct state_reader *r, bool apply)
+int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r)
 {
     char id[STATE_ID_LEN];
     struct state_cursor c;
@@ -650,20 +649,10 @@ static int load_or_check(struct vcpu *vcpu, struct state_reader *r, bool apply)
         ret = snapshot_check(&c, &s);
     if (ret == 0)
         ret = check_host(vcpu, &c, &s);
-    if (ret == 0 && apply)
+    if (ret == 0)
         ret = snapshot_apply(vcpu, &s);
-    if (ret == 0 && apply)
+    if (ret == 0)
         kvmclock_ctrl(vcpu);
     snapshot_free(&s);
     return ret;
-}
-
-int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r)
-{
-    return load_or_check(vcpu, r, true);
-}
-
-int vcpu_check_state(struct vcpu *vcpu, struct state_reader *r)
-{
-    return load_or_check(vcpu, r, false);
 }

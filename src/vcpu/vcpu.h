@@ -76,9 +76,6 @@ int vcpu_save_state(struct vcpu *vcpu, struct state_writer *w);
  * and the CPU model before it changes anything. Returns 0, -ENOENT (no section), -EPROTO
  * (truncated), -EINVAL (a value refused) or the -errno of a failed ioctl, after one line. */
 int vcpu_load_state(struct vcpu *vcpu, struct state_reader *r);
-/* vcpu_load_state()'s reading and checks, the CPU model's included, without applying anything:
- * a migration's destination rehearses a load with it while the vCPU may not be touched. */
-int vcpu_check_state(struct vcpu *vcpu, struct state_reader *r);
 /* The checks on a saved MSR list: 0, -E2BIG (more than VCPU_STATE_MAX_MSRS) or -EEXIST (an
  * index twice, in *dup_index). */
 int vcpu_state_check_msrs(const struct kvm_msr_entry *msrs, uint32_t n, uint32_t *dup_index);

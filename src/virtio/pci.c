@@ -100,24 +100,18 @@ static bool vector_masked(const struct virtio_pci *vp, unsigned vector)
            (get_le(entry + MSIX_ENTRY_CTRL, 4) & MSIX_CTRL_MASKED);
 }
 
-/* Gives the host the route of `vector` as table entry `entry` says. */
-static void route_entry(struct virtio_pci *vp, unsigned vector, const uint8_t *entry, bool masked)
+static void route_vector(struct virtio_pci *vp, unsigned vector)
 {
+    const uint8_t *entry = &vp->msix_table[vector * VIRTIO_PCI_MSIX_ENTRY_SIZE];
     int ret;
 
     if (!vp->host.msi_route)
         return;
     ret = vp->host.msi_route(vp->host.ctx, vector, get_le(entry, 8),
-                             (uint32_t)get_le(entry + 8, 4), masked);
+                             (uint32_t)get_le(entry + 8, 4), vector_masked(vp, vector));
     if (ret < 0)
         log_warn("virtio-pci %s: MSI-X vector %u route failed (%d)", vp->vdev->ops->name,
                  vector, ret);
-}
-
-static void route_vector(struct virtio_pci *vp, unsigned vector)
-{
-    route_entry(vp, vector, &vp->msix_table[vector * VIRTIO_PCI_MSIX_ENTRY_SIZE],
-                vector_masked(vp, vector));
 }
 
 static bool pending(const struct virtio_pci *vp, unsigned vector)
@@ -1018,27 +1012,6 @@ static int load_model(struct virtio_pci *vp, struct state_cursor *c)
         return sc_reject(c, "%s model state version %u, this godwit loads up to %u",
                          vdev->ops->name, version, vdev->ops->load ? vdev->ops->state_version : 0);
     return vdev->ops->load(vdev, c, version);
-}
-
-int virtio_pci_prepare(struct virtio_pci *vp, struct state_cursor *c, uint32_t version)
-{
-    struct transport_state *t = calloc(1, sizeof(*t));
-    if (!t)
-        return -ENOMEM;
-    int ret = version == VIRTIO_PCI_STATE_VERSION
-                  ? 0
-                  : sc_reject(c, "transport version %u, this godwit loads %u", version,
-                              VIRTIO_PCI_STATE_VERSION);
-    pthread_mutex_lock(&vp->lock);
-    if (ret == 0 && (ret = read_transport(vp, c, t)) == 0 &&
-        (ret = check_transport(vp, c, t)) == 0) {
-        /* Masked or not: the host keeps a route either way (a masked vector is not raised). */
-        for (unsigned v = 0; v < vp->nr_vectors; v++)
-            route_entry(vp, v, &t->msix_table[v * VIRTIO_PCI_MSIX_ENTRY_SIZE], true);
-    }
-    pthread_mutex_unlock(&vp->lock);
-    free(t);
-    return ret;
 }
 
 int virtio_pci_load(struct virtio_pci *vp, struct state_cursor *c, uint32_t version)

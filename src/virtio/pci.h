@@ -131,10 +131,6 @@ struct state_cursor;
 #define VIRTIO_PCI_STATE_VERSION 1u
 void virtio_pci_save(struct virtio_pci *vp, struct state_writer *w);
 int virtio_pci_load(struct virtio_pci *vp, struct state_cursor *c, uint32_t version);
-/* Before such a load, with an earlier state of the same device (a migration's rehearsal):
- * reads and checks the transport's part and routes the MSI-X vectors as it says, changing
- * nothing else; the load finds the routes in place when the guest did not reprogram them. */
-int virtio_pci_prepare(struct virtio_pci *vp, struct state_cursor *c, uint32_t version);
 
 /*
  * The main loop's side of a doorbell (from queue_kick or an ioeventfd): passes it to the

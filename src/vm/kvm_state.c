@@ -280,25 +280,13 @@ static int snapshot_apply(struct vm *vm, struct vm_kvm_snapshot *s)
     return ret;
 }
 
-static int read_all(struct state_reader *r, struct vm_kvm_snapshot *s)
-{
-    int ret;
-    memset(s, 0, sizeof(*s));
-    if ((ret = read_pit(r, &s->pit)) < 0 || (ret = read_irqchips(r, s->chips)) < 0)
-        return ret;
-    return read_clock(r, &s->clock, &s->realtime);
-}
-
 int vm_kvm_state_load(struct vm *vm, struct state_reader *r)
 {
     struct vm_kvm_snapshot s;
-    int ret = read_all(r, &s);
-    return ret < 0 ? ret : snapshot_apply(vm, &s);
-}
-
-int vm_kvm_state_check(struct vm *vm, struct state_reader *r)
-{
-    struct vm_kvm_snapshot s;
-    (void)vm;
-    return read_all(r, &s);
+    int ret;
+    memset(&s, 0, sizeof(s));
+    if ((ret = read_pit(r, &s.pit)) < 0 || (ret = read_irqchips(r, s.chips)) < 0 ||
+        (ret = read_clock(r, &s.clock, &s.realtime)) < 0)
+        return ret;
+    return snapshot_apply(vm, &s);
 }

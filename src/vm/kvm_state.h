@@ -30,8 +30,6 @@ int vm_kvm_state_save(struct vm *vm, struct state_writer *w);
  * where vm_resume() takes it from. Returns 0, -ENOENT (a section missing), -EPROTO
  * (truncated), -EINVAL (a value refused) or the -errno of a failed ioctl, after one line. */
 int vm_kvm_state_load(struct vm *vm, struct state_reader *r);
-/* The same checks, nothing set (a migration's rehearsal of its load). */
-int vm_kvm_state_check(struct vm *vm, struct state_reader *r);
 
 /* The guest clock (ns) to restore: the saved one plus the host time elapsed since it was saved
  * (CLOCK_REALTIME, ns), or the saved one alone when that time is not believable (none saved, not

@@ -75,10 +75,9 @@ int vm_registry_save(struct vm_registry *reg, struct state_writer *w)
     return sw_error(w);
 }
 
-/* A cursor on device `e`'s section `s`, which must be there in a version it knows. */
-static int open_device_section(struct vm_device_entry *e, const struct state_section *s,
-                               struct state_cursor *c)
+static int load_one(struct vm_device_entry *e, const struct state_section *s)
 {
+    struct state_cursor c;
     if (!s) {
         log_error("state: no section for device %s", e->id);
         return -EPROTO;
@@ -88,32 +87,8 @@ static int open_device_section(struct vm_device_entry *e, const struct state_sec
                   e->ops->state_version);
         return -EPROTO;
     }
-    sc_init(c, s);
-    return 0;
-}
-
-int vm_registry_prepare(struct vm_registry *reg, struct state_reader *r)
-{
-    for (unsigned i = 0; i < reg->nr; i++) {
-        struct vm_device_entry *e = &reg->entries[i];
-        const struct state_section *s = e->ops->load ? state_reader_find(r, e->id) : NULL;
-        struct state_cursor c;
-        if (!e->ops->load)
-            continue;
-        int ret = open_device_section(e, s, &c);
-        if (ret == 0 && e->ops->prepare)
-            ret = e->ops->prepare(e->dev, &c, s->version);
-        if (ret < 0)
-            return ret;
-    }
-    return 0;
-}
-
-static int load_one(struct vm_device_entry *e, const struct state_section *s)
-{
-    struct state_cursor c;
-    int ret = open_device_section(e, s, &c);
-    return ret < 0 ? ret : e->ops->load(e->dev, &c, s->version);
+    sc_init(&c, s);
+    return e->ops->load(e->dev, &c, s->version);
 }
 
 int vm_registry_load(struct vm_registry *reg, struct state_reader *r,

@@ -36,11 +36,6 @@ struct vm_device_ops {
     /* Checks and applies a payload of `version` (at most state_version), before the vCPUs
      * first run. Returns 0, or -errno after one line naming the bad value (sc_reject). */
     int (*load)(void *dev, struct state_cursor *c, uint32_t version);
-    /* Before a load, with an earlier state of the same VM (a migration's rehearsal, while the
-     * source still runs the guest): checks what it can without changing the device, and sets
-     * up what the load would set up the same way (a virtio device's MSI routes). Returns 0 or
-     * -errno after one line. NULL: the section is only looked up. */
-    int (*prepare)(void *dev, struct state_cursor *c, uint32_t version);
     /* Traffic counters for GET /vm/counters, or NULL. */
     struct json_object *(*counters)(void *dev);
     /* Frees the device; on the main loop's thread, after the vCPUs stopped. */
@@ -81,9 +76,6 @@ struct vm_registry_slowest {
  * (NULL: not wanted) is filled in. */
 int vm_registry_load(struct vm_registry *reg, struct state_reader *r,
                      struct vm_registry_slowest *slowest);
-
-/* Every device's section, as vm_registry_load() finds it, through the device's prepare. */
-int vm_registry_prepare(struct vm_registry *reg, struct state_reader *r);
 
 /* Adds {id: counters} for each device that has counters. */
 void vm_registry_counters(struct vm_registry *reg, struct json_object *devices);

@@ -502,12 +502,6 @@ static int slot_load(void *dev, struct state_cursor *c, uint32_t version)
     return ret;
 }
 
-static int slot_prepare(void *dev, struct state_cursor *c, uint32_t version)
-{
-    struct virtio_slot *s = dev;
-    return virtio_pci_prepare(&s->pci, c, version);
-}
-
 static struct json_object *slot_counters(void *dev);
 
 static void slot_destroy(void *dev)
@@ -524,7 +518,6 @@ static const struct vm_device_ops slot_ops = {
     .resume = slot_resume,
     .save = slot_save,
     .load = slot_load,
-    .prepare = slot_prepare,
     .counters = slot_counters,
     .destroy = slot_destroy,
 };

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # mig-dropper.py PORT: a fake migration destination on 127.0.0.1:PORT for a source that uses
 # several connections (godwit migrate --connections K): it reads the opening (CONNECTIONS,
-# HELLO, each extra connection's JOIN, the CPU model), answers READY, answers the source's
-# REHEARSAL (protocol 4) with a REHEARSED of 1 ms, reads the pages on every connection, and once 2 MiB came on the first extra connection it closes that one unread (a
+# HELLO, each extra connection's JOIN, the CPU model), answers READY, reads the pages on every
+# connection, and once 2 MiB came on the first extra connection it closes that one unread (a
 # connection dropped in the middle of a pass). The source must give up and run the guest on.
 import socket
 import struct
@@ -51,8 +51,6 @@ def main():
         message(e, 14)  # JOIN
     message(first, 7)  # CPU
     first.sendall(struct.pack("<IIQ", MAGIC, 8, 0))  # READY
-    message(first, 16)  # REHEARSAL: the state, taken as it comes
-    first.sendall(struct.pack("<IIQ", MAGIC, 17, 8) + struct.pack("<Q", 1000000))  # REHEARSED
     for c in [first] + extras[1:]:
         threading.Thread(target=drain, args=(c,), daemon=True).start()
     got = 0

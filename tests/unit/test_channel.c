@@ -232,27 +232,12 @@ static void send_page(int fd, uint64_t page, char fill)
     assert_int_equal(mig_send2(fd, MIG_PAGES, prefix, sizeof(prefix), data, sizeof(data)), 0);
 }
 
-/* Version 4's messages: REHEARSED carries its time and nothing else; a version 3 source is
- * still taken; SYNC is answered once every page before it is in RAM; a rehearsal whose state
- * does not parse is refused before any page, one after the pages began is out of order. */
-static void test_sync_and_rehearsal(void **state)
+/* Version 4: SYNC is answered once every page before it is in RAM, and not in a local handover;
+ * a version 3 source (no SYNC) is still taken. */
+static void test_sync(void **state)
 {
     (void)state;
     struct pipe_pair p = pair();
-    uint64_t ns = 0;
-    struct mig_header h;
-    assert_int_equal(mig_send_rehearsed(p.tx, 1234567), 0);
-    assert_int_equal(mig_recv_header(p.rx, &h), 0);
-    assert_int_equal(h.type, MIG_REHEARSED);
-    assert_int_equal(mig_recv_rehearsed(p.rx, h.len, &ns), 0);
-    assert_int_equal(ns, 1234567);
-    assert_int_equal(mig_recv_rehearsed(p.rx, 4, &ns), -EPROTO);
-    put_header(p.tx, MAGIC, MIG_REHEARSED, 9);
-    assert_int_equal(mig_recv_header(p.rx, &h), -EPROTO);
-    close(p.tx);
-    close(p.rx);
-
-    p = pair();
     char *config = NULL;
     uint32_t version = MIG_MIN_PROTOCOL_VERSION;
     put_header(p.tx, MAGIC, MIG_HELLO, 4 + 2);
@@ -266,24 +251,21 @@ static void test_sync_and_rehearsal(void **state)
 
     struct vm vm;
     dest_vm(&vm, true);
-    for (int kind = 0; kind < 3; kind++) {
+    for (int handed_over = 0; handed_over < 2; handed_over++) {
         p = pair();
         send_cpu_model(p.tx, true);
-        if (kind != 1)
+        if (!handed_over)
             send_page(p.tx, 5, 0x5a);
-        if (kind == 0)
-            assert_int_equal(mig_send(p.tx, MIG_SYNC, NULL, 0), 0);
-        else
-            assert_int_equal(mig_send(p.tx, MIG_REHEARSAL, "not a state", 11), 0);
+        assert_int_equal(mig_send(p.tx, MIG_SYNC, NULL, 0), 0);
         shutdown(p.tx, SHUT_WR);
-        int ret = migration_receive(&vm, p.rx, false, NULL, 0);
+        int ret = migration_receive(&vm, p.rx, handed_over, NULL, 0);
         assert_int_equal(next_type(p.tx), MIG_READY);
-        if (kind == 0) { /* the page is in RAM, then SYNCED */
+        if (!handed_over) { /* the page is in RAM, then SYNCED */
             assert_int_equal(ret, -ECONNRESET);
             assert_int_equal(next_type(p.tx), MIG_SYNCED);
             assert_int_equal(vm.mem.regions[0].host[5 * 4096 + 17], 0x5a);
-        } else { /* refused (a state that is not one: -EINVAL), and the source hears it */
-            assert_int_equal(ret, kind == 1 ? -EINVAL : -EPROTO);
+        } else { /* nothing to sync: refused, and the source hears it */
+            assert_int_equal(ret, -EPROTO);
             assert_int_equal(next_type(p.tx), MIG_ERROR);
         }
         close(p.tx);
@@ -736,7 +718,7 @@ int main(void)
         cmocka_unit_test(test_refused_headers),
         cmocka_unit_test(test_hello_refusals),
         cmocka_unit_test(test_receive_refusals),
-        cmocka_unit_test(test_sync_and_rehearsal),
+        cmocka_unit_test(test_sync),
         cmocka_unit_test(test_cpu_model_handshake),
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_memfd_round_trip),
