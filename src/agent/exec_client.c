@@ -263,12 +263,8 @@ int agent_client_exec_run(struct agent_client *c, const struct agent_exec_io *io
         s->deadline.tv_sec++;
         s->deadline.tv_nsec -= 1000000000;
     }
-    if (io->in < 0 && !c->stdin_ended) {
-        /* No stdin: the command's ends at once. */
-        struct agent_builder b;
-        agent_build_start(&b, c->out, AGENT_STDIN, AGENT_FLAG_EOF, c->next_id++);
-        queue(s, agent_build_end(&b));
-    }
+    if (io->in < 0 && !c->stdin_ended)
+        queue(s, append_stdin_end(c, 0)); /* no stdin: the command's ends at once */
     int ret = loop(s);
     *status = s->status;
     if (ret == 0 && s->status < 0)
