@@ -69,11 +69,6 @@ struct load_times {
     double load_ms;           /* vm_state_load_timed, all of it */
 };
 
-static double ms_since_ns(uint64_t t0)
-{
-    return (double)(monotonic_ns() - t0) / 1e6;
-}
-
 static int receive_state(struct vm *vm, int fd, uint64_t len, struct load_times *t)
 {
     struct state_reader r;

@@ -780,7 +780,7 @@ static int iterate(struct migration *m)
             return ret;
         struct pass_figures f = { .bytes = m->progress.bytes_sent - sent_before,
                                   .ms = ms_since(&pass_start),
-                                  .clear_ms = (double)(m->clear_ns - clear_before) / 1e6,
+                                  .clear_ms = ns_to_ms(m->clear_ns - clear_before),
                                   .clears = m->clears - clears_before };
         /* The first pass reads all of RAM, and starts the rate alone; the later ones, of
          * dirty pages, are what the final step is like. */

@@ -128,11 +128,6 @@ static int check_disks(struct vm *vm, struct state_reader *r)
     return sc_finish(&c);
 }
 
-static double ms_between(uint64_t t0, uint64_t t1)
-{
-    return (double)(t1 - t0) / 1e6;
-}
-
 int vm_state_load_timed(struct vm *vm, struct state_reader *r, struct vm_state_load_times *t)
 {
     int ret;
@@ -164,9 +159,9 @@ int vm_state_load_timed(struct vm *vm, struct state_reader *r, struct vm_state_l
         return ret;
     uint64_t t4 = monotonic_ns();
     *t = (struct vm_state_load_times){
-        .checks_ms = ms_between(t0, t1), .vcpus_ms = ms_between(t1, t2),
-        .vm_ms = ms_between(t2, t3), .devices_ms = ms_between(t3, t4),
-        .routing_ms = (double)(vm->routing_ns - routing_ns) / 1e6,
+        .checks_ms = ns_to_ms(t1 - t0), .vcpus_ms = ns_to_ms(t2 - t1),
+        .vm_ms = ns_to_ms(t3 - t2), .devices_ms = ns_to_ms(t4 - t3),
+        .routing_ms = ns_to_ms(vm->routing_ns - routing_ns),
         .routing_sets = vm->routing_sets - routing_sets, .slowest = t->slowest,
     };
     const struct state_section *unknown = state_reader_unused(r);

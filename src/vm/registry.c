@@ -104,7 +104,7 @@ int vm_registry_load(struct vm_registry *reg, struct state_reader *r,
         int ret = load_one(e, state_reader_find(r, e->id));
         if (ret < 0)
             return ret;
-        double ms = (double)(monotonic_ns() - t0) / 1e6;
+        double ms = ms_since_ns(t0);
         if (slowest && ms > slowest->ms) {
             slowest->ms = ms;
             snprintf(slowest->id, sizeof(slowest->id), "%s", e->id);
