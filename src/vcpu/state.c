@@ -618,8 +618,10 @@ static int snapshot_apply(struct vcpu *vcpu, struct vcpu_snapshot *s)
         (ret = set_msrs(vcpu, s->msrs)) < 0)
         return ret;
     /* Events last: KVM_SET_REGS dropped any pending exception and these bring it back. GET
-     * reports the SIPI vector without marking it valid; an AP waiting for a SIPI needs it. */
-    s->events.flags |= KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+     * reports the SIPI vector and a pending NMI without marking them valid, and SET ignores
+     * both unless they are: an AP waiting for a SIPI needs the vector, and an NMI the guest
+     * had not taken yet (its watchdog, a backtrace request) would be lost. */
+    s->events.flags |= KVM_VCPUEVENT_VALID_SIPI_VECTOR | KVM_VCPUEVENT_VALID_NMI_PENDING;
     return VCPU_IOCTL(vcpu, KVM_SET_VCPU_EVENTS, &s->events);
 }
 
