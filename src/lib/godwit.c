@@ -19,6 +19,7 @@
 #include "lib/defaults.h"
 #include "io/console.h"
 #include "vm/platform.h"
+#include "clock.h"
 #include "lib/godwit_internal.h"
 #include "io/loop.h"
 #include "lib/config.h"
@@ -910,13 +911,6 @@ struct snapshot_request {
     struct godwit_snapshot_info *info;
 };
 
-static double ms_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* The configuration as the snapshot keeps it: without the name and API socket, which belong
  * to the process, so that clones restored from it do not collide. */
 static char *snapshot_config_json(const struct vm_config *cfg)
@@ -931,12 +925,11 @@ static int do_snapshot(struct godwit_vm *gv, struct vm *vm, void *arg)
 {
     struct snapshot_request *req = arg;
     struct snapshot_stats stats;
-    struct timespec t0;
     bool was_paused = vm_is_paused(vm);
     char *config = snapshot_config_json(&gv->cfg);
     int ret = config ? 0 : -ENOMEM;
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t t0 = monotonic_ns();
     if (ret == 0 && !was_paused)
         ret = vm_pause(vm);
     if (ret == 0) {
@@ -949,7 +942,7 @@ static int do_snapshot(struct godwit_vm *gv, struct vm *vm, void *arg)
     if (ret == 0 && req->info)
         *req->info = (struct godwit_snapshot_info){
             .memory_bytes = stats.memory_bytes, .memory_written = stats.memory_written,
-            .state_bytes = stats.state_bytes, .paused_ms = was_paused ? 0 : ms_since(&t0),
+            .state_bytes = stats.state_bytes, .paused_ms = was_paused ? 0 : ms_since_ns(t0),
         };
     free(config);
     return ret;

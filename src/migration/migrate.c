@@ -68,12 +68,12 @@ struct migration {
     bool dirty_started;
     unsigned long *bitmap; /* pages to send in this pass, by index in the memory file */
     size_t nr_pages;
-    struct timespec started;
+    uint64_t started_ns;
     bool final_step; /* the guest is paused: nothing waits for the bandwidth limit */
     bool committed;  /* GO went out: this VM never runs the guest again by itself */
     unsigned fast_dirtying_passes; /* in a row, for auto-converge */
-    uint64_t limited_bytes; /* counted against the bandwidth limit since limit_start */
-    struct timespec limit_start;
+    uint64_t limited_bytes; /* counted against the bandwidth limit since limit_start_ns */
+    uint64_t limit_start_ns;
     pthread_mutex_t limit_lock; /* guards limited_bytes: every lane sends under the limit */
     struct migration_cost cost; /* rtt_ms: the kernel's (TCP_INFO), first connection */
     bool cost_measured;
@@ -113,13 +113,6 @@ const char *migration_state_name(enum migration_state state)
     case MIGRATION_CANCELLED: return "cancelled";
     }
     return "unknown";
-}
-
-static double ms_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
 static void set_error(struct migration *m, const char *fmt, ...)
@@ -172,14 +165,14 @@ static int keep_to_limit(struct migration *m, uint64_t bytes)
      * until the account is within the limit, so K connections share one rate. */
     double per_ms = (double)m->params.bandwidth_mibps * 1048576 / 1e3;
     pthread_mutex_lock(&m->limit_lock);
-    double behind_ms = ms_since(&m->limit_start) - (double)m->limited_bytes / per_ms;
+    double behind_ms = ms_since_ns(m->limit_start_ns) - (double)m->limited_bytes / per_ms;
     if (behind_ms > LIMIT_BURST_MS) /* the idle time beyond a burst counts as sent */
         m->limited_bytes += (uint64_t)((behind_ms - LIMIT_BURST_MS) * per_ms);
     m->limited_bytes += bytes;
     double due_ms = (double)m->limited_bytes / per_ms;
     pthread_mutex_unlock(&m->limit_lock);
     double ahead_ms;
-    while ((ahead_ms = due_ms - ms_since(&m->limit_start)) > 0) {
+    while ((ahead_ms = due_ms - ms_since_ns(m->limit_start_ns)) > 0) {
         if (atomic_load(&m->cancelled) || atomic_load(&m->lane_failed))
             return -ECANCELED;
         double nap = ahead_ms < 50 ? ahead_ms : 50; /* a cancel is seen within 50 ms */
@@ -503,32 +496,31 @@ static bool end_migrated_vm(struct event_loop *loop, void *opaque, int res)
 
 static int final_step(struct migration *m, struct vm *vm)
 {
-    struct timespec t0;
     double paused_at, pages_at, state_at, ack_at;
     bool was_paused = vm_is_paused(vm);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t t0 = monotonic_ns();
     int ret = was_paused ? 0 : vm_pause(vm);
     if (ret < 0) {
         set_error(m, "cannot pause the VM: %s", strerror(-ret));
         return ret;
     }
-    paused_at = ms_since(&t0);
+    paused_at = ms_since_ns(t0);
     m->final_step = true;
     /* A local handover shares the memory file: nothing of RAM is left to send. */
     int64_t dirty = m->params.local ? 0 : harvest(m);
     ret = dirty < 0 ? (int)dirty : dirty > 0 ? send_dirty(m) : 0;
     if (ret == 0)
         ret = end_lanes(m);
-    pages_at = ms_since(&t0);
+    pages_at = ms_since_ns(t0);
     uint64_t sent_before_state = m->progress.bytes_sent; /* only this thread adds to it now */
     if (ret == 0)
         ret = send_state(m, vm);
-    state_at = ms_since(&t0);
+    state_at = ms_since_ns(t0);
     if (ret == 0)
         ret = mig_send(m->fd, MIG_DONE, NULL, 0);
     if (ret == 0)
         ret = wait_for(m, MIG_ACK, "acknowledgement");
-    ack_at = ms_since(&t0);
+    ack_at = ms_since_ns(t0);
     if (ret < 0) {
         /* No ACK, so no GO: the destination never runs the guest; it runs on here. */
         m->final_step = false;
@@ -540,7 +532,7 @@ static int final_step(struct migration *m, struct vm *vm)
     ret = commit(m);
     if (ret < 0)
         return ret; /* the guest stays paused here: the destination may run it */
-    double downtime = ms_since(&t0);
+    double downtime = ms_since_ns(t0);
     /* Where the pause went: what to make faster. */
     log_info("migration to %s: the pause: %.1f ms pausing, %.1f ms the last pages, %.1f ms "
              "saving and sending the state (%.0f KiB), %.1f ms until the destination loaded it, "
@@ -550,7 +542,7 @@ static int final_step(struct migration *m, struct vm *vm)
     pthread_mutex_lock(&m->lock);
     m->progress.downtime_ms = downtime;
     m->fixed_cost_taken_ms = downtime - (pages_at - paused_at);
-    m->progress.total_ms = ms_since(&m->started);
+    m->progress.total_ms = ms_since_ns(m->started_ns);
     m->progress.state = MIGRATION_COMPLETED;
     pthread_mutex_unlock(&m->lock);
     /* The guest runs at the destination. This VM stays paused a moment before it ends, so that
@@ -582,16 +574,15 @@ static int offer_cpu_model(struct migration *m)
  */
 static int measure_state(struct migration *m, struct vm *vm)
 {
-    struct timespec t0;
     struct state_writer w;
     bool was_paused = vm_is_paused(vm);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t t0 = monotonic_ns();
     int ret = was_paused ? 0 : vm_pause(vm);
-    double paused_at = ms_since(&t0);
+    double paused_at = ms_since_ns(t0);
     if (ret == 0) {
         ret = vm_state_save(vm, m->config_json, &w);
         m->cost = (struct migration_cost){ .pause_ms = paused_at,
-                                       .save_ms = ms_since(&t0) - paused_at,
+                                       .save_ms = ms_since_ns(t0) - paused_at,
                                        .state_bytes = w.len };
         sw_free(&w);
         if (!was_paused)
@@ -605,7 +596,7 @@ static int measure_state(struct migration *m, struct vm *vm)
         log_info("migration to %s: measured for the switch-over: %.1f ms pausing, %.1f ms "
                  "saving the state (%.0f KiB); the guest was paused %.1f ms for it",
                  m->params.uri, m->cost.pause_ms, m->cost.save_ms,
-                 (double)m->cost.state_bytes / 1024, ms_since(&t0));
+                 (double)m->cost.state_bytes / 1024, ms_since_ns(t0));
     return 0; /* without the figures the constant stands in: nothing to give up for */
 }
 
@@ -714,7 +705,7 @@ static int not_converged(struct migration *m, unsigned pass, double left, double
         return 0;
     }
     set_error(m, "did not converge in %u passes, %.0f s: the guest dirties %.1f MiB/s, the link "
-                 "carries %.1f MiB/s", pass, ms_since(&m->started) / 1e3, dirty_rate / 1048576,
+                 "carries %.1f MiB/s", pass, ms_since_ns(m->started_ns) / 1e3, dirty_rate / 1048576,
               bandwidth / 1048576);
     return -ETIMEDOUT;
 }
@@ -767,11 +758,10 @@ static void log_pass(struct migration *m, unsigned pass, const struct pass_figur
 static int iterate(struct migration *m)
 {
     double budget = m->params.downtime_ms, first_rate = 0;
-    struct timespec pass_start;
     for (unsigned pass = 1;; pass++) {
         uint64_t sent_before = m->progress.bytes_sent, clear_before = m->clear_ns;
         unsigned clears_before = m->clears;
-        clock_gettime(CLOCK_MONOTONIC, &pass_start);
+        uint64_t pass_start = monotonic_ns();
         int ret = pass == 1 ? first_pass(m) : send_dirty(m);
         /* The pass ends when the destination has written it (channel.h, SYNC). */
         if (ret == 0 && (ret = mig_send(m->fd, MIG_SYNC, NULL, 0)) == 0)
@@ -779,7 +769,7 @@ static int iterate(struct migration *m)
         if (ret < 0)
             return ret;
         struct pass_figures f = { .bytes = m->progress.bytes_sent - sent_before,
-                                  .ms = ms_since(&pass_start),
+                                  .ms = ms_since_ns(pass_start),
                                   .clear_ms = ns_to_ms(m->clear_ns - clear_before),
                                   .clears = m->clears - clears_before };
         /* The first pass reads all of RAM, and starts the rate alone; the later ones, of
@@ -807,7 +797,7 @@ static int iterate(struct migration *m)
         double expected = fixed + pages_ms;
         if (pass >= 2) /* the first pass's rate says little: it sends all of RAM */
             auto_converge(m, dirty_rate, rate);
-        if (pass >= MIGRATION_MAX_PASSES || ms_since(&m->started) > m->params.timeout_s * 1e3)
+        if (pass >= MIGRATION_MAX_PASSES || ms_since_ns(m->started_ns) > m->params.timeout_s * 1e3)
             return not_converged(m, pass, left, expected, dirty_rate, rate);
     }
 }
@@ -818,7 +808,7 @@ static void finish(struct migration *m, int ret)
     if (ret < 0 && m->progress.throttle_pct) /* written by this thread only */
         vm_set_throttle(m->vm, 0);
     pthread_mutex_lock(&m->lock);
-    m->progress.total_ms = ms_since(&m->started);
+    m->progress.total_ms = ms_since_ns(m->started_ns);
     m->progress.state = ret == 0 ? MIGRATION_COMPLETED
                         : atomic_load(&m->cancelled) ? MIGRATION_CANCELLED : MIGRATION_FAILED;
     if (ret < 0 && !m->progress.error[0])
@@ -1023,8 +1013,8 @@ struct migration *migration_start(struct vm *vm, const struct migration_params *
     pthread_cond_init(&m->done_cond, NULL);
     m->progress.state = MIGRATION_ACTIVE;
     m->progress.fixed_cost_ms = FIXED_COST_MS;
-    clock_gettime(CLOCK_MONOTONIC, &m->started);
-    m->limit_start = m->started;
+    m->started_ns = monotonic_ns();
+    m->limit_start_ns = m->started_ns;
     m->fd = -1;
     if (!m->bitmap || !m->config_json)
         goto fail;
@@ -1051,7 +1041,7 @@ void migration_get_progress(struct migration *m, struct migration_progress *out)
     pthread_mutex_lock(&m->lock);
     *out = m->progress;
     if (out->state == MIGRATION_ACTIVE)
-        out->total_ms = ms_since(&m->started);
+        out->total_ms = ms_since_ns(m->started_ns);
     pthread_mutex_unlock(&m->lock);
 }
 
