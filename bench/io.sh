@@ -13,6 +13,9 @@
 #   BENCH_RUNTIME   seconds per fio or iperf3 job and per latency run (default 10)
 #   BENCH_ENGINE    fio ioengine, io_uring or libaio (default io_uring)
 #   BENCH_VM_TIMEOUT  seconds per guest before it is killed (default 600)
+#   BENCH_STALL_S   seconds of a silent console after which a guest is taken to have stopped:
+#                   what it waited for is reported and it is killed (default 3 x BENCH_RUNTIME,
+#                   at least 120)
 #   BENCH_CACHE     the guests' cache (GODWIT_CACHE of build-guest.sh and build-bench-guest.sh)
 #                   when it must differ from the test host's
 #   BENCH_DEADLINE  a time (date -d) by which the script must end: a round that would not
@@ -50,13 +53,16 @@ runtime=${BENCH_RUNTIME:-10}
 rows=${BENCH_ROWS:-blk,net}
 engine=${BENCH_ENGINE:-io_uring}
 vm_timeout=${BENCH_VM_TIMEOUT:-600}
+stall_s=${BENCH_STALL_S:-120}
 die() { echo "bench: $*" >&2; exit 1; }
 deadline=
 if [ -n "${BENCH_DEADLINE:-}" ]; then
   deadline=$(date -d "$BENCH_DEADLINE" +%s) || die "BENCH_DEADLINE: not a time date(1) reads"
 fi
-[[ $runs =~ ^[1-9][0-9]*$ && $runtime =~ ^[1-9][0-9]*$ && $vm_timeout =~ ^[1-9][0-9]*$ ]] ||
-  die "RUNS, BENCH_RUNTIME and BENCH_VM_TIMEOUT take whole numbers above 0"
+[[ $runs =~ ^[1-9][0-9]*$ && $runtime =~ ^[1-9][0-9]*$ && $vm_timeout =~ ^[1-9][0-9]*$ &&
+   $stall_s =~ ^[1-9][0-9]*$ ]] ||
+  die "RUNS, BENCH_RUNTIME, BENCH_VM_TIMEOUT and BENCH_STALL_S take whole numbers above 0"
+[ -z "${BENCH_STALL_S:-}" ] && (( 3 * runtime > stall_s )) && stall_s=$((3 * runtime))
 [[ ,$rows, =~ ^(,(blk|net))+,$ ]] || die "BENCH_ROWS takes blk, net or blk,net, not '$rows'"
 want() { [[ ,$rows, == *,$1,* ]]; }
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -198,7 +204,7 @@ godwit_cmd() { # SCRIPT
   want blk && a+=(--disk "path=$img,cache=none")
   a+=(--disk "path=$1,readonly=on,serial=godwit-script")
   want net && a+=(--net "tap=$tap")
-  [ "$detail" = 1 ] && a+=(--api-socket "$work/api.sock")
+  a+=(--api-socket "$work/api.sock") # for stall_watch, and BENCH_DETAIL's disk account
   printf '%s\0' "${a[@]}"
 }
 qemu_cmd() { # SCRIPT VHOST(on|off)
@@ -369,6 +375,37 @@ run_ceiling() {
   done
 }
 
+# A VM whose console stays silent for $stall_s seconds (longer than a job or a boot takes)
+# has stopped: what it was waiting for goes to $work/LABEL.stall (for godwit its queues and
+# vCPUs through the API, read by tests/e2e/stall-report.py; for either VMM its threads' kernel
+# stacks and the tap's counters) and the VM is stopped, rather than waiting for
+# BENCH_VM_TIMEOUT to say only that a job gave no result.
+stall_watch() { # LABEL TPID LOG
+  local label=$1 tpid=$2 log=$3 size=-1 quiet=0 now vmm t
+  while kill -0 "$tpid" 2>/dev/null; do
+    sleep 5
+    now=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    if [ "$now" != "$size" ]; then size=$now; quiet=0; continue; fi
+    quiet=$((quiet + 5))
+    [ "$quiet" -ge "$stall_s" ] || continue
+    read -r vmm _ <"/proc/$tpid/task/$tpid/children"
+    {
+      echo "bench: $label run $i: no console output for ${quiet}s, the last line: $(tail -n 1 "$log")"
+      if [ "$label" = godwit ] && [ -S "$work/api.sock" ]; then
+        curl -s -m 10 --unix-socket "$work/api.sock" http://localhost/vm/counters >"$work/$label.counters.json"
+        curl -s -m 30 --unix-socket "$work/api.sock" http://localhost/vm/vcpus >"$work/$label.vcpus.json"
+        python3 "$root/tests/e2e/stall-report.py" "$work/$label.counters.json" "$work/$label.vcpus.json"
+      fi
+      for t in /proc/"$vmm"/task/*; do
+        echo "bench: thread $(cat "$t/comm"): $(tr '\n' ' ' <"$t/stack" | cut -c1-200)"
+      done
+      want net && ip -s link show "$tap"
+    } >"$work/$label.stall" 2>&1
+    kill "$tpid"
+    return
+  done
+}
+
 run_vm() { # LABEL SECTIONS CMD...
   local label=$1 sections=$2 log=$work/$1.log st name j ok=0 tpid; shift 2
   : >"$log"; : >"$work/$label.cpu"; : >"$work/$label.cpu.detail"
@@ -379,8 +416,16 @@ run_vm() { # LABEL SECTIONS CMD...
   rm -f "$work/con"; mkfifo "$work/con"
   timeout -k 5 "$vm_timeout" "$@" </dev/null >"$work/con" 2>&1 &
   tpid=$!
+  rm -f "$work/$label.stall"
+  stall_watch "$label" "$tpid" "$log" &
+  local spid=$!
   watch_console "$tpid" "$log" "$work/$label.cpu" <"$work/con"
   wait "$tpid"; st=$?
+  kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+  if [ -s "$work/$label.stall" ]; then
+    cat "$work/$label.stall" >&2
+    cat "$work/$label.stall" >>"$log" # kept with the round's consoles
+  fi
   [ -n "$tracefs" ] && trace_collect "$work/$label.cpu.detail"
   if [ -n "${iperf_pid:-}" ]; then kill "$iperf_pid" 2>/dev/null; wait "$iperf_pid" 2>/dev/null; iperf_pid=; fi
   local jobs=()
