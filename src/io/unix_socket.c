@@ -2,6 +2,8 @@
 #include "io/unix_socket.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -55,6 +57,33 @@ int unix_socket_listen(const char *path, int backlog, struct stat *bound)
         return ret;
     }
     return fd;
+}
+
+int unix_socket_adopt(int fd, const char *path, struct stat *bound)
+{
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return -errno;
+    int flags = fcntl(dup, F_GETFL);
+    if (flags < 0 || fcntl(dup, F_SETFL, flags | O_NONBLOCK) < 0) {
+        int ret = -errno;
+        close(dup);
+        return ret;
+    }
+    if (bound && lstat(path, bound) < 0)
+        memset(bound, 0, sizeof(*bound));
+    return dup;
+}
+
+bool unix_socket_bound_to(int fd, const char *path)
+{
+    struct sockaddr_un sa = { 0 };
+    socklen_t len = sizeof(sa);
+    if (!path || getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+        len <= offsetof(struct sockaddr_un, sun_path) || len > sizeof(sa))
+        return false;
+    size_t name_len = strnlen(sa.sun_path, len - offsetof(struct sockaddr_un, sun_path));
+    return name_len == strlen(path) && memcmp(sa.sun_path, path, name_len) == 0;
 }
 
 void unix_socket_unlink(const char *path, const struct stat *bound)

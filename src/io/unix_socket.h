@@ -2,6 +2,7 @@
 #ifndef GODWIT_UNIX_SOCKET_H
 #define GODWIT_UNIX_SOCKET_H
 
+#include <stdbool.h>
 #include <sys/stat.h>
 
 /*
@@ -13,6 +14,16 @@
  * nothing.
  */
 int unix_socket_listen(const char *path, int backlog, struct stat *bound);
+
+/* A duplicate of `fd`, a listening socket that someone else bound to `path` (a live upgrade's
+ * source), close-on-exec and non-blocking (the open file's flag, which the source set too:
+ * another process may take the connection a poll announced). `bound`, if not NULL, receives
+ * the file at `path` now (zeroed if there is none), for unix_socket_unlink(). The fd or
+ * -errno; logs nothing. */
+int unix_socket_adopt(int fd, const char *path, struct stat *bound);
+
+/* Whether `fd` is a UNIX socket bound to `path` (the name it was bound with, as given). */
+bool unix_socket_bound_to(int fd, const char *path);
 
 /* Unlinks `path` if it is still the socket file that unix_socket_listen() made (`bound`), not
  * one another process put there since. */

@@ -893,6 +893,14 @@ int virtio_console_listen(struct virtio_console *con, int listen_fd)
     return ret;
 }
 
+int virtio_console_listen_fd(struct virtio_console *con)
+{
+    virtio_lock(con->vdev);
+    int fd = con->listen_fd;
+    virtio_unlock(con->vdev);
+    return fd;
+}
+
 void virtio_console_counters(struct virtio_console *con, uint64_t *tx_bytes, uint64_t *tx_dropped)
 {
     virtio_lock(con->vdev);

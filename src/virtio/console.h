@@ -90,6 +90,8 @@ int virtio_console_open_file(const char *path);
  * listening; the fd is closed either way) or -ENOMEM.
  */
 int virtio_console_listen(struct virtio_console *con, int listen_fd);
+/* The listening socket it serves (the console's own), or -1: for a live upgrade's handover. */
+int virtio_console_listen_fd(struct virtio_console *con);
 
 /* Totals since creation: guest output bytes written to out_fd (or a client), and those
  * dropped (past a file's cap, or after a write failed). Takes virtio_lock(). */

@@ -125,6 +125,7 @@ struct virtio_vsock {
     char *path;
     struct stat bound;
     int listen_fd;
+    bool owns_path;         /* destroying the device unlinks path (if still `bound`) */
     bool active, quiesced, broken, destroying;
     bool event_pending;     /* TRANSPORT_RESET owed to the guest (after a state load) */
     uint64_t generation;    /* bumped by reset */
@@ -1213,13 +1214,15 @@ int virtio_vsock_create(struct virtio_vsock **out, const struct virtio_vsock_con
         free(vs);
         return -ENOMEM;
     }
-    vs->listen_fd = unix_socket_listen(cfg->path, 64, &vs->bound);
+    vs->listen_fd = cfg->use_listen_fd ? unix_socket_adopt(cfg->listen_fd, cfg->path, &vs->bound)
+                                       : unix_socket_listen(cfg->path, 64, &vs->bound);
     if (vs->listen_fd < 0) {
         int ret = vs->listen_fd;
         free(vs->path);
         free(vs);
         return ret;
     }
+    vs->owns_path = !cfg->use_listen_fd;
     vs->vdev = vdev;
     vs->loop = loop;
     vs->guest_cid = cfg->guest_cid;
@@ -1262,10 +1265,21 @@ void virtio_vsock_destroy(struct virtio_vsock *vs)
         if (vs->pending[i].fd >= 0)
             close(vs->pending[i].fd);
     close(vs->listen_fd);
-    unix_socket_unlink(vs->path, &vs->bound);
+    if (vs->owns_path)
+        unix_socket_unlink(vs->path, &vs->bound);
     loop_owner_destroy(&vs->io);
     free(vs->path);
     free(vs);
+}
+
+void virtio_vsock_own_path(struct virtio_vsock *vs, bool own)
+{
+    vs->owns_path = own && vs->bound.st_ino;
+}
+
+int virtio_vsock_listen_fd(const struct virtio_vsock *vs)
+{
+    return vs->listen_fd;
 }
 
 void virtio_vsock_counters(struct virtio_vsock *vs, struct virtio_vsock_counters *out)

@@ -45,6 +45,11 @@ struct virtio_vsock_config {
     uint64_t guest_cid; /* VIRTIO_VSOCK_MIN_GUEST_CID .. UINT32_MAX - 1 */
     const char *path;   /* the listening socket; guest connections go to <path>_<port> */
     unsigned connect_timeout_ms; /* for a host program's CONNECT line; 0: the default */
+    /* Serve a duplicate of listen_fd, a listening socket already bound to `path` (a live
+     * upgrade's), instead of binding it; the path is then not the device's to unlink until
+     * virtio_vsock_own_path(). */
+    bool use_listen_fd;
+    int listen_fd;
 };
 
 /* Totals since creation, and what is held now. */
@@ -73,9 +78,17 @@ int virtio_vsock_create(struct virtio_vsock **out, const struct virtio_vsock_con
                         struct event_loop *loop, const struct guest_memory *gm,
                         struct virtio_device *vdev);
 
-/* Closes every connection and the listening socket (unlinked), after the I/O in flight is
- * over (running the loop until then). On the loop's thread. */
+/* Closes every connection and the listening socket (unlinked, if the device owns its path),
+ * after the I/O in flight is over (running the loop until then). On the loop's thread. */
 void virtio_vsock_destroy(struct virtio_vsock *vs);
+
+/* Whether destroying the device unlinks its socket's path: a local live upgrade's source
+ * gives it up once the destination may run the guest (the socket is the destination's now),
+ * the destination takes it once the guest runs there. A device bound its own path owns it
+ * from the start. On the loop's thread. */
+void virtio_vsock_own_path(struct virtio_vsock *vs, bool own);
+/* The listening socket host programs connect to (the device's own): for a handover. */
+int virtio_vsock_listen_fd(const struct virtio_vsock *vs);
 
 /* Takes virtio_lock(). */
 void virtio_vsock_counters(struct virtio_vsock *vs, struct virtio_vsock_counters *out);

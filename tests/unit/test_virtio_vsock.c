@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -129,19 +130,25 @@ static void setup_queue(struct fx *f, unsigned q)
                                  RING_GPA(q) + 0x1000, RING_GPA(q) + 0x2000, false, false), 0);
 }
 
-static struct fx *fx_new_with(unsigned connect_timeout_ms)
+/* A device with its guest's queues set up: on its own socket, or (listen_fd >= 0) on another
+ * device's at `path`, as a live upgrade's destination. */
+static struct fx *fx_make(unsigned connect_timeout_ms, const char *path, int listen_fd)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
     assert_int_equal(gm_init(&f->gm, 80ull << 20, false), 0);
     assert_int_equal(loop_init(&f->loop, 256), 0);
     static unsigned serial; /* a test that failed leaves its socket: the next one is new */
-    snprintf(f->path, sizeof(f->path), "/tmp/godwit-vsock-%d-%u.sock", getpid(), serial++);
+    if (path)
+        snprintf(f->path, sizeof(f->path), "%s", path);
+    else
+        snprintf(f->path, sizeof(f->path), "/tmp/godwit-vsock-%d-%u.sock", getpid(), serial++);
     f->vdev.transport = f;
     f->vdev.interrupt_queue = fake_interrupt;
     f->vdev.needs_reset = fake_needs_reset;
     struct virtio_vsock_config cfg = { .guest_cid = CID, .path = f->path,
-                                       .connect_timeout_ms = connect_timeout_ms };
+                                       .connect_timeout_ms = connect_timeout_ms,
+                                       .use_listen_fd = listen_fd >= 0, .listen_fd = listen_fd };
     assert_int_equal(virtio_vsock_create(&f->vs, &cfg, &f->loop, &f->gm, &f->vdev), 0);
     assert_int_equal(f->vdev.ops->device_id, VIRTIO_ID_VSOCK);
     assert_int_equal(f->vdev.ops->nr_queues, 3);
@@ -154,6 +161,11 @@ static struct fx *fx_new_with(unsigned connect_timeout_ms)
         offer(f, RXQ, d, RX_LEN, true);
     notify(f, RXQ);
     return f;
+}
+
+static struct fx *fx_new_with(unsigned connect_timeout_ms)
+{
+    return fx_make(connect_timeout_ms, NULL, -1);
 }
 
 static struct fx *fx_new(void)
@@ -880,6 +892,44 @@ static void test_reset_closes(void **state)
     fx_free(f);
 }
 
+/* A live upgrade: the destination's device serves the source's listening socket. A host
+ * program that connects while the source is paused waits in the backlog and reaches the
+ * destination's guest through the same path; the source, having given the path up, leaves it
+ * when it goes, and the destination unlinks it only once it owns it. */
+static void test_handed_over_socket(void **state)
+{
+    (void)state;
+    struct fx *src = fx_new();
+    struct fx *dst = fx_make(0, src->path, virtio_vsock_listen_fd(src->vs));
+    struct stat st;
+    struct hdr h;
+    uint32_t hport;
+    assert_int_not_equal(virtio_vsock_listen_fd(dst->vs), virtio_vsock_listen_fd(src->vs));
+    assert_int_equal(src->vdev.ops->quiesce(&src->vdev), 0);
+    int fd = hconnect(src->path);
+    hwrite(fd, "CONNECT 5000\n", 13);
+    virtio_vsock_own_path(src->vs, false); /* GO */
+    fx_free(src);
+    assert_int_equal(lstat(dst->path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    grecv_wait(dst, &h, NULL, 0);
+    assert_int_equal(h.op, OP_REQUEST);
+    assert_int_equal(h.dst_port, 5000);
+    hport = h.src_port;
+    gsend(dst, OP_RESPONSE, 5000, hport, 0, NULL, 0);
+    char want[32], got[32] = { 0 };
+    snprintf(want, sizeof(want), "OK %u\n", hport);
+    assert_int_equal(hread(dst, fd, got, strlen(want)), strlen(want));
+    assert_string_equal(got, want);
+    close(fd);
+    virtio_vsock_own_path(dst->vs, true);
+    char path[64];
+    snprintf(path, sizeof(path), "%s", dst->path);
+    fx_free(dst);
+    assert_int_equal(lstat(path, &st), -1);
+    assert_int_equal(errno, ENOENT);
+}
+
 int main(void)
 {
     log_set_level(LOG_LVL_ERROR);
@@ -900,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_event),
         cmocka_unit_test(test_quiesce_resume),
         cmocka_unit_test(test_reset_closes),
+        cmocka_unit_test(test_handed_over_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
