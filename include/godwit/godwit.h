@@ -121,24 +121,31 @@ struct godwit_config {
     bool incoming;
     int incoming_fd;
     int incoming_memfd;
-    /* With incoming_memfd: the disks and taps that godwit_incoming_accept() received with it,
-     * used instead of opening the disks' paths and the taps (nothing is reopened, the disks'
-     * locks stay held), or NULL. A count of 0 opens that kind as configured (an override);
+    /* With incoming_memfd: the disks, taps and listening sockets that godwit_incoming_accept()
+     * received with it, used instead of opening the disks' paths and the taps and binding the
+     * sockets' paths (nothing is reopened, the disks' locks stay held, the sockets' paths
+     * keep answering), or NULL. A count of 0 opens that kind as configured (an override);
      * else it must match the configuration: nr_disks its disks, nr_taps its interfaces' queue
-     * pairs. godwit closes the descriptors, whatever becomes of the VM. */
+     * pairs, nr_consoles 1 for a virtio console in socket mode, nr_vsocks 1 for a vsock
+     * device, each socket bound to the configured path. godwit closes the descriptors,
+     * whatever becomes of the VM. */
     const struct godwit_handover *incoming_devices;
     enum godwit_seccomp seccomp; /* 0 (GODWIT_SECCOMP_ON): filters on */
 };
 
 /* What a source hands over with its memory in a same-host live upgrade
  * (godwit_incoming_accept()): each disk's open image in the configuration's order, then each
- * network interface's tap queues (one per queue pair), interface after interface. And, from a
- * source that migrates over several connections (--connections), the extra ones. */
-#define GODWIT_MAX_HANDOVER_FDS 144 /* 16 disks, 8 interfaces of 16 queue pairs */
+ * network interface's tap queues (one per queue pair), interface after interface, then the
+ * virtio console's listening socket (socket mode) and the vsock device's (0 or 1 each).
+ * `sockets`: the source said which sockets it hands over (an older godwit's does not, and
+ * hands none over: they are bound by path as configured). And, from a source that migrates
+ * over several connections (--connections), the extra ones. */
+#define GODWIT_MAX_HANDOVER_FDS 146 /* 16 disks, 8 interfaces of 16 queue pairs, 2 sockets */
 #define GODWIT_MAX_MIGRATION_CONNECTIONS 8
 struct godwit_handover {
-    unsigned nr_disks, nr_taps;
-    int fds[GODWIT_MAX_HANDOVER_FDS]; /* the disks', then the taps' */
+    unsigned nr_disks, nr_taps, nr_consoles, nr_vsocks;
+    bool sockets;
+    int fds[GODWIT_MAX_HANDOVER_FDS]; /* the disks', the taps', the console's, the vsock's */
     unsigned nr_streams; /* extra connections, in the source's order; 0: the stream alone */
     int streams[GODWIT_MAX_MIGRATION_CONNECTIONS - 1];
 };

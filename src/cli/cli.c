@@ -245,11 +245,12 @@ void cli_run_options_free(struct cli_run_options *opts)
     if (opts->incoming_memfd > 0)
         close(opts->incoming_memfd);
     opts->incoming_fd = opts->incoming_memfd = -1;
-    for (unsigned i = 0; i < opts->handover.nr_disks + opts->handover.nr_taps; i++)
-        close(opts->handover.fds[i]);
-    for (unsigned i = 0; i < opts->handover.nr_streams; i++)
-        close(opts->handover.streams[i]);
-    opts->handover.nr_disks = opts->handover.nr_taps = opts->handover.nr_streams = 0;
+    struct godwit_handover *h = &opts->handover;
+    for (unsigned i = 0; i < h->nr_disks + h->nr_taps + h->nr_consoles + h->nr_vsocks; i++)
+        close(h->fds[i]);
+    for (unsigned i = 0; i < h->nr_streams; i++)
+        close(h->streams[i]);
+    h->nr_disks = h->nr_taps = h->nr_consoles = h->nr_vsocks = h->nr_streams = 0;
 }
 
 /* The source's configuration is the base that options override, as a --config file is. The
@@ -272,11 +273,17 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
     free(config);
     struct godwit_handover *h = &opts->handover;
     unsigned queues = devopt_tap_queues(opts->cfg.nets, opts->cfg.nr_nets);
+    unsigned consoles = opts->cfg.virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET;
+    unsigned vsocks = opts->cfg.vsock_cid != 0;
+    if (!h->sockets) /* an older source: hands none over, they are bound as configured */
+        consoles = vsocks = 0;
     if (ret == 0 && opts->incoming_memfd >= 0 &&
-        (h->nr_disks != opts->cfg.nr_disks || h->nr_taps != queues)) {
-        log_error("migration: the source handed over %u disks and %u tap queues for a "
-                  "configuration of %u disks and %u tap queues", h->nr_disks, h->nr_taps,
-                  opts->cfg.nr_disks, queues);
+        (h->nr_disks != opts->cfg.nr_disks || h->nr_taps != queues ||
+         h->nr_consoles != consoles || h->nr_vsocks != vsocks)) {
+        log_error("migration: the source handed over %u disks, %u tap queues, %u console and "
+                  "%u vsock sockets for a configuration of %u disks, %u tap queues, %u console "
+                  "and %u vsock sockets", h->nr_disks, h->nr_taps, h->nr_consoles, h->nr_vsocks,
+                  opts->cfg.nr_disks, queues, consoles, vsocks);
         ret = -EPROTO;
     }
     if (ret < 0) {
@@ -287,27 +294,45 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
     return 0;
 }
 
-/*
- * --disk or --net given to a local handover's destination replace that kind of device, as for
- * any destination: those are opened as told (a disk the source holds is locked once it ends,
- * as after a copying migration), and the source's descriptors of that kind are closed.
- */
-static void override_handover(struct godwit_handover *h, bool disks, bool nets)
+/* Closes the `n` descriptors of one kind at `first` in h->fds, and closes the gap. */
+static void drop_kind(struct godwit_handover *h, unsigned first, unsigned n)
 {
-    if (disks && h->nr_disks) {
+    unsigned total = h->nr_disks + h->nr_taps + h->nr_consoles + h->nr_vsocks;
+    for (unsigned i = first; i < first + n; i++)
+        close(h->fds[i]);
+    memmove(h->fds + first, h->fds + first + n, (total - first - n) * sizeof(int));
+}
+
+/*
+ * --disk, --net, --console or --vsock given to a local handover's destination replace that
+ * kind of device, as for any destination: those are opened (or bound) as told (a disk the
+ * source holds is locked once it ends, as after a copying migration), and the source's
+ * descriptors of that kind are closed.
+ */
+static void override_handover(struct godwit_handover *h, const bool given[4])
+{
+    if (given[0] && h->nr_disks) {
         log_info("migration: --disk given: opening those disks, not the %u the source handed "
                  "over", h->nr_disks);
-        for (unsigned i = 0; i < h->nr_disks; i++)
-            close(h->fds[i]);
-        memmove(h->fds, h->fds + h->nr_disks, h->nr_taps * sizeof(int));
+        drop_kind(h, 0, h->nr_disks);
         h->nr_disks = 0;
     }
-    if (nets && h->nr_taps) {
+    if (given[1] && h->nr_taps) {
         log_info("migration: --net given: opening those taps, not the %u tap queues the source "
                  "handed over", h->nr_taps);
-        for (unsigned i = 0; i < h->nr_taps; i++)
-            close(h->fds[h->nr_disks + i]);
+        drop_kind(h, h->nr_disks, h->nr_taps);
         h->nr_taps = 0;
+    }
+    if (given[2] && h->nr_consoles) {
+        log_info("migration: --console given: not serving the console socket the source "
+                 "handed over");
+        drop_kind(h, h->nr_disks + h->nr_taps, 1);
+        h->nr_consoles = 0;
+    }
+    if (given[3] && h->nr_vsocks) {
+        log_info("migration: --vsock given: not serving the vsock socket the source handed over");
+        drop_kind(h, h->nr_disks + h->nr_taps + h->nr_consoles, 1);
+        h->nr_vsocks = 0;
     }
 }
 
@@ -341,7 +366,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { 0 },
     };
     static const char shortopts[] = ":k:i:c:m:p:vqh";
-    bool disks_given = false, nets_given = false;
+    bool disks_given = false, nets_given = false, console_given = false, vsock_given = false;
     unsigned ids_given = 0; /* 1: --uid, 2: --gid */
     uint64_t value;
     int opt;
@@ -401,12 +426,14 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
             if (devopt_parse_console("--console", optarg, &cfg->virtio_console,
                                      &cfg->virtio_console_path, &opts->owned) < 0)
                 return -EINVAL;
+            console_given = true;
             break;
         case OPT_NO_RNG: cfg->no_rng = true; break;
         case OPT_VSOCK:
             if (devopt_parse_vsock("--vsock", optarg, &cfg->vsock_cid, &cfg->vsock_path,
                                    &opts->owned) < 0)
                 return -EINVAL;
+            vsock_given = true;
             break;
         case OPT_KERNEL_DECOMPRESS:
             if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
@@ -459,7 +486,8 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         log_error("unexpected argument '%s' (see godwit run --help)", argv[optind]);
         return -EINVAL;
     }
-    override_handover(&opts->handover, disks_given, nets_given);
+    override_handover(&opts->handover,
+                      (const bool[4]){ disks_given, nets_given, console_given, vsock_given });
     if (!cfg->kernel_path) {
         log_error("--kernel is required (see godwit run --help)");
         return -EINVAL;

@@ -218,7 +218,7 @@ static int cmd_run(int argc, char **argv)
                        &opts.handover, opts.extra.seccomp);
     /* libgodwit's now, whatever became of the VM */
     opts.incoming_fd = opts.incoming_memfd = 0;
-    opts.handover.nr_disks = opts.handover.nr_taps = opts.handover.nr_streams = 0;
+    opts.handover = (struct godwit_handover){ 0 };
     if (!ctx.vm)
         goto out;
     godwit_set_event_callback(ctx.vm, on_event, &ctx);

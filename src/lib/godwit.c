@@ -17,6 +17,7 @@
 #include "agent/monitor.h"
 #include "lib/defaults.h"
 #include "io/console.h"
+#include "io/unix_socket.h"
 #include "vm/platform.h"
 #include "clock.h"
 #include "lib/godwit_internal.h"
@@ -60,7 +61,8 @@ struct godwit_vm {
     struct snapshot *restore; /* the first boot restores this snapshot; NULL after */
     int incoming_fd;          /* the first boot comes from this migration stream; -1 after */
     int incoming_memfd;       /* and maps this memory file (a local handover); -1: none */
-    struct godwit_handover handover; /* and its disks and taps, open for the VM's life */
+    struct godwit_handover handover; /* its disks and taps, open for the VM's life (its sockets
+                                      * until the first VM is built) */
     struct migration *migration; /* the current or last outgoing live migration */
     struct agent_monitor *agent; /* the guest agent's heartbeat, with a vsock device */
     struct loop_task *tasks;  /* calls posted to the main loop that have not run yet */
@@ -201,38 +203,84 @@ static bool devices_valid(const struct godwit_config *config)
     return true;
 }
 
+static unsigned handover_fds(const struct godwit_handover *h)
+{
+    return h->nr_disks + h->nr_taps + h->nr_consoles + h->nr_vsocks;
+}
+
 static void close_handover(const struct godwit_handover *h)
 {
-    for (unsigned i = 0; h && i < h->nr_disks + h->nr_taps && i < GODWIT_MAX_HANDOVER_FDS; i++)
+    for (unsigned i = 0; h && i < handover_fds(h) && i < GODWIT_MAX_HANDOVER_FDS; i++)
         close(h->fds[i]);
     for (unsigned i = 0; h && i < h->nr_streams && i < GODWIT_MAX_MIGRATION_CONNECTIONS - 1; i++)
         close(h->streams[i]);
 }
 
-/* Takes a local handover's disks and taps: each kind none (opened as configured: the
- * caller overrode them) or one descriptor per disk and per queue pair, in order. */
+/* The handover's counts against the configuration: each kind none (opened as configured: the
+ * caller overrode them, or an older source sent no sockets) or all of them. */
+static bool handover_fits(const struct godwit_handover *h, const struct godwit_config *config)
+{
+    unsigned pairs = devopt_tap_queues(config->nets, config->nr_nets);
+    bool console = config->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET;
+    if (h->nr_streams > GODWIT_MAX_MIGRATION_CONNECTIONS - 1 ||
+        h->nr_disks > GODWIT_MAX_HANDOVER_FDS || h->nr_taps > GODWIT_MAX_HANDOVER_FDS ||
+        h->nr_consoles > 1 || h->nr_vsocks > 1 || handover_fds(h) > GODWIT_MAX_HANDOVER_FDS ||
+        (h->nr_disks && h->nr_disks != config->nr_disks) || (h->nr_taps && h->nr_taps != pairs) ||
+        (h->nr_consoles && !console) || (h->nr_vsocks && !config->vsock_cid)) {
+        log_error("migration: the source handed over %u disks, %u tap queues, %u console and "
+                  "%u vsock sockets, the configuration has %u disks, %u tap queues, %u console "
+                  "and %u vsock sockets", h->nr_disks, h->nr_taps, h->nr_consoles, h->nr_vsocks,
+                  config->nr_disks, pairs, console ? 1 : 0, config->vsock_cid ? 1 : 0);
+        return false;
+    }
+    return true;
+}
+
+/* A handed-over listening socket must be the one at the configured path: the one host
+ * programs reach. */
+static bool socket_fits(const char *what, int fd, const char *path)
+{
+    if (unix_socket_bound_to(fd, path))
+        return true;
+    log_error("migration: the source's %s socket is not bound to %s", what, path);
+    return false;
+}
+
+/* Takes a local handover's disks, taps and sockets, or refuses them all with one line. */
 static int take_handover(struct godwit_vm *gv, const struct godwit_config *config)
 {
     const struct godwit_handover *h = config->incoming_devices;
-    unsigned pairs = devopt_tap_queues(config->nets, config->nr_nets);
-    if (h->nr_streams > GODWIT_MAX_MIGRATION_CONNECTIONS - 1 ||
-        h->nr_disks > GODWIT_MAX_HANDOVER_FDS ||
-        h->nr_taps > GODWIT_MAX_HANDOVER_FDS - h->nr_disks ||
-        (h->nr_disks && h->nr_disks != config->nr_disks) || (h->nr_taps && h->nr_taps != pairs)) {
-        log_error("migration: the source handed over %u disks and %u tap queues, the "
-                  "configuration has %u disks and %u tap queues", h->nr_disks, h->nr_taps,
-                  config->nr_disks, pairs);
+    const int *sockets = h->fds + h->nr_disks + h->nr_taps;
+    if (!handover_fits(h, config) ||
+        (h->nr_consoles && !socket_fits("console", sockets[0], config->virtio_console_path)) ||
+        (h->nr_vsocks && !socket_fits("vsock", sockets[h->nr_consoles], config->vsock_socket))) {
         close_handover(h);
         return -EINVAL;
     }
     gv->handover = *h;
+    sockets = gv->handover.fds + h->nr_disks + h->nr_taps;
     gv->cfg.disk_fds = h->nr_disks ? gv->handover.fds : NULL;
     gv->cfg.tap_fds = h->nr_taps ? gv->handover.fds + h->nr_disks : NULL;
+    gv->cfg.console_listen_fd = h->nr_consoles ? sockets : NULL;
+    gv->cfg.vsock_listen_fd = h->nr_vsocks ? sockets + h->nr_consoles : NULL;
     unsigned taps = h->nr_taps ? config->nr_nets : 0;
-    if (h->nr_disks || taps)
-        log_info("migration: %u disk%s and %u tap%s handed over (not reopened)", h->nr_disks,
-                 h->nr_disks == 1 ? "" : "s", taps, taps == 1 ? "" : "s");
+    if (h->nr_disks || taps || h->nr_consoles || h->nr_vsocks)
+        log_info("migration: %u disk%s and %u tap%s handed over (not reopened)%s%s", h->nr_disks,
+                 h->nr_disks == 1 ? "" : "s", taps, taps == 1 ? "" : "s",
+                 h->nr_consoles ? "; the console's socket handed over (not bound again)" : "",
+                 h->nr_vsocks ? "; the vsock socket handed over (not bound again)" : "");
     return 0;
+}
+
+/* A handover's listening sockets serve the first VM only: once it is built, the devices hold
+ * their own duplicates, and a guest reboot's VM binds the paths afresh, as any VM's does. */
+static void drop_handover_sockets(struct godwit_vm *gv)
+{
+    struct godwit_handover *h = &gv->handover;
+    for (unsigned i = h->nr_disks + h->nr_taps; i < handover_fds(h); i++)
+        close(h->fds[i]);
+    h->nr_consoles = h->nr_vsocks = 0;
+    gv->cfg.console_listen_fd = gv->cfg.vsock_listen_fd = NULL;
 }
 
 /* Reads the snapshot now, so that a bad one is refused before anything starts. */
@@ -620,6 +668,11 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
             close(gv->incoming_memfd);
         gv->incoming_memfd = gv->cfg.incoming_memfd = -1;
         gv->cfg.incoming = false;
+        drop_handover_sockets(gv);
+        /* The guest is this side's (GO came): so are its sockets' paths, to unlink at its end.
+         * Until then they were the source's, which may run the guest on. */
+        if (created == 0)
+            vm_virtio_own_sockets(vm, true);
     }
     if (created < 0)
         goto out;
@@ -1158,7 +1211,7 @@ int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
     struct mig_connections conns;
     *memfd = -1;
     *config_json = NULL;
-    devices->nr_disks = devices->nr_taps = devices->nr_streams = 0;
+    *devices = (struct godwit_handover){ 0 };
     int listener = mig_listen(uri);
     if (listener < 0)
         return listener;
@@ -1185,7 +1238,10 @@ int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
     _Static_assert(GODWIT_MAX_MIGRATION_CONNECTIONS == MIG_MAX_CONNECTIONS, "one limit");
     devices->nr_disks = devs.nr_disks;
     devices->nr_taps = devs.nr_taps;
-    memcpy(devices->fds, devs.fds, (devs.nr_disks + devs.nr_taps) * sizeof(int));
+    devices->nr_consoles = devs.nr_consoles;
+    devices->nr_vsocks = devs.nr_vsocks;
+    devices->sockets = devs.sockets;
+    memcpy(devices->fds, devs.fds, mig_devices_count(&devs) * sizeof(int));
     return fd;
 }
 

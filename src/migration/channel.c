@@ -64,7 +64,7 @@ static uint64_t max_len(uint32_t type)
     case MIG_ERROR: return 1024;
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
     case MIG_MEMFD: return 8;
-    case MIG_DEVICES: return 8;
+    case MIG_DEVICES: return 16;
     case MIG_CONNECTIONS: return 12;
     case MIG_JOIN: return 12;
     case MIG_PASS_END: return 4;
@@ -660,23 +660,33 @@ int mig_recv_opening(int fd, char **config_json, int *memfd, struct mig_connecti
     return ret;
 }
 
+unsigned mig_devices_count(const struct mig_devices *devs)
+{
+    return devs->nr_disks + devs->nr_taps + devs->nr_consoles + devs->nr_vsocks;
+}
+
 int mig_send_devices(int fd, const struct mig_devices *devs)
 {
-    uint8_t msg_bytes[HEADER_LEN + 8];
-    if (devs->nr_disks > MIG_MAX_DEVICE_FDS || devs->nr_taps > MIG_MAX_DEVICE_FDS - devs->nr_disks)
+    uint8_t msg_bytes[HEADER_LEN + 16];
+    bool sockets = devs->nr_consoles || devs->nr_vsocks;
+    uint32_t len = sockets ? 16 : 8;
+    if (devs->nr_disks > MIG_MAX_DEVICE_FDS || devs->nr_taps > MIG_MAX_DEVICE_FDS ||
+        devs->nr_consoles > 1 || devs->nr_vsocks > 1 ||
+        mig_devices_count(devs) > MIG_MAX_DEVICE_FDS)
         return -EINVAL;
-    put_header(msg_bytes, MIG_DEVICES, 8);
+    put_header(msg_bytes, MIG_DEVICES, len);
     le_put(msg_bytes + HEADER_LEN, 4, devs->nr_disks);
     le_put(msg_bytes + HEADER_LEN + 4, 4, devs->nr_taps);
-    return mig_send_with_fds(fd, msg_bytes, sizeof(msg_bytes), devs->fds,
-                             devs->nr_disks + devs->nr_taps);
+    le_put(msg_bytes + HEADER_LEN + 8, 4, devs->nr_consoles);
+    le_put(msg_bytes + HEADER_LEN + 12, 4, devs->nr_vsocks);
+    return mig_send_with_fds(fd, msg_bytes, HEADER_LEN + len, devs->fds, mig_devices_count(devs));
 }
 
 void mig_devices_close(struct mig_devices *devs)
 {
-    for (unsigned i = 0; i < devs->nr_disks + devs->nr_taps; i++)
+    for (unsigned i = 0; i < mig_devices_count(devs); i++)
         close(devs->fds[i]);
-    devs->nr_disks = devs->nr_taps = 0;
+    devs->nr_disks = devs->nr_taps = devs->nr_consoles = devs->nr_vsocks = 0;
 }
 
 /* What is wrong with a disk's descriptor, or NULL: an image is a file or a block device. */
@@ -706,38 +716,102 @@ static const char *tap_fd_problem(int fd)
     return NULL;
 }
 
-/* DEVICES' payload and descriptors, checked: -EPROTO after one line. */
-static int check_devices(int fd, const struct mig_header *h, unsigned n, struct mig_devices *devs)
+/* What is wrong with a listening socket's descriptor, or NULL: the console's and the vsock
+ * device's are UNIX stream sockets that listen (SO_ACCEPTCONN). */
+static const char *socket_fd_problem(int fd)
 {
-    uint8_t b[8];
-    char why[160] = "";
-    if (h->type != MIG_DEVICES || h->len != sizeof(b)) {
+    struct stat st;
+    int domain = 0, type = 0, listening = 0;
+    socklen_t len = sizeof(int);
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return "is not a socket";
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX ||
+        (len = sizeof(int), getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len)) < 0 ||
+        type != SOCK_STREAM)
+        return "is not a UNIX stream socket";
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening)
+        return "is not listening";
+    return NULL;
+}
+
+/* The `i`th descriptor of `devs`' announced counts: its kind, its index within the kind, and
+ * what is wrong with it (NULL: nothing). */
+static const char *device_fd_problem(const struct mig_devices *devs, unsigned i,
+                                     const char **kind, unsigned *index)
+{
+    unsigned taps_end = devs->nr_disks + devs->nr_taps;
+    *index = i < devs->nr_disks ? i : i < taps_end ? i - devs->nr_disks : 0;
+    if (i < devs->nr_disks) {
+        *kind = "disk";
+        return disk_fd_problem(devs->fds[i]);
+    }
+    if (i < taps_end) {
+        *kind = "tap queue";
+        return tap_fd_problem(devs->fds[i]);
+    }
+    *kind = i == taps_end && devs->nr_consoles ? "console socket" : "vsock socket";
+    return socket_fd_problem(devs->fds[i]);
+}
+
+/* DEVICES' payload into devs' counts: 8 bytes (disks, taps) or 16 (and the sockets). */
+static int read_device_counts(int fd, const struct mig_header *h, struct mig_devices *devs)
+{
+    uint8_t b[16] = { 0 };
+    if (h->type != MIG_DEVICES) {
         log_error("migration: the source's %s came where its devices (DEVICES) belong",
                   mig_type_name(h->type));
         return -EPROTO;
     }
-    int ret = mig_recv_all(fd, b, sizeof(b));
+    if (h->len != 8 && h->len != 16) {
+        log_error("migration: the source's DEVICES is %llu bytes long, neither 8 nor 16",
+                  (unsigned long long)h->len);
+        return -EPROTO;
+    }
+    int ret = mig_recv_all(fd, b, h->len);
     if (ret < 0)
         return ret;
-    uint64_t disks = le_get(b, 4), taps = le_get(b + 4, 4);
+    uint64_t counts[4] = { le_get(b, 4), le_get(b + 4, 4), le_get(b + 8, 4), le_get(b + 12, 4) };
+    if (counts[0] > MIG_MAX_DEVICE_FDS || counts[1] > MIG_MAX_DEVICE_FDS || counts[2] > 1 ||
+        counts[3] > 1) {
+        log_error("migration: the source's devices are refused: %llu disks, %llu tap queues, "
+                  "%llu console and %llu vsock sockets announced", (unsigned long long)counts[0],
+                  (unsigned long long)counts[1], (unsigned long long)counts[2],
+                  (unsigned long long)counts[3]);
+        return -EPROTO;
+    }
+    devs->nr_disks = (unsigned)counts[0];
+    devs->nr_taps = (unsigned)counts[1];
+    devs->nr_consoles = (unsigned)counts[2];
+    devs->nr_vsocks = (unsigned)counts[3];
+    devs->sockets = h->len == 16;
+    return 0;
+}
+
+/* DEVICES' payload and descriptors, checked: -EPROTO after one line. */
+static int check_devices(int fd, const struct mig_header *h, unsigned n, struct mig_devices *devs)
+{
+    char why[160] = "";
+    int ret = read_device_counts(fd, h, devs);
+    if (ret < 0)
+        return ret;
     if (n > MIG_MAX_DEVICE_FDS)
         snprintf(why, sizeof(why), "more than %u descriptors came", MIG_MAX_DEVICE_FDS);
-    else if (disks + taps != n)
-        snprintf(why, sizeof(why), "%llu disks and %llu tap queues announced, %u descriptors came",
-                 (unsigned long long)disks, (unsigned long long)taps, n);
+    else if (mig_devices_count(devs) != n)
+        snprintf(why, sizeof(why), "%u disks, %u tap queues, %u console and %u vsock sockets "
+                 "announced, %u descriptors came", devs->nr_disks, devs->nr_taps,
+                 devs->nr_consoles, devs->nr_vsocks, n);
     for (unsigned i = 0; !why[0] && i < n; i++) {
-        const char *problem = i < disks ? disk_fd_problem(devs->fds[i])
-                                        : tap_fd_problem(devs->fds[i]);
+        const char *kind;
+        unsigned index;
+        const char *problem = device_fd_problem(devs, i, &kind, &index);
         if (problem)
-            snprintf(why, sizeof(why), "%s %llu's descriptor %s", i < disks ? "disk" : "tap queue",
-                     (unsigned long long)(i < disks ? i : i - disks), problem);
+            snprintf(why, sizeof(why), "%s %u's descriptor %s", kind, index, problem);
     }
     if (why[0]) {
         log_error("migration: the source's devices are refused: %s", why);
         return -EPROTO;
     }
-    devs->nr_disks = (unsigned)disks;
-    devs->nr_taps = (unsigned)taps;
     return 0;
 }
 
@@ -745,12 +819,14 @@ int mig_recv_devices(int fd, struct mig_devices *devs)
 {
     struct mig_header h;
     unsigned n;
-    devs->nr_disks = devs->nr_taps = 0;
+    *devs = (struct mig_devices){ 0 };
     int ret = recv_header_fds(fd, &h, devs->fds, MIG_MAX_DEVICE_FDS, &n);
     if (ret == 0)
         ret = check_devices(fd, &h, n, devs);
     else if (ret != -EPROTO)
         log_error("migration: receiving the source's devices failed: %s", strerror(-ret));
+    if (ret < 0)
+        devs->nr_disks = devs->nr_taps = devs->nr_consoles = devs->nr_vsocks = 0;
     if (ret < 0)
         for (unsigned i = 0; i < n && i < MIG_MAX_DEVICE_FDS; i++)
             if (devs->fds[i] >= 0)

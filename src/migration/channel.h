@@ -24,7 +24,13 @@
  *          queues (one per queue pair) in the order of its interfaces. That order is how the
  *          destination matches them to its devices, which it builds on them instead of opening
  *          paths and taps (the source keeps using its own copies until GO: both are the same
- *          open files, so the disks' locks, which belong to those, go over with them)
+ *          open files, so the disks' locks, which belong to those, go over with them).
+ *          Then, only when the VM has any, u32 console sockets, u32 vsock sockets (each 0 or
+ *          1; payload 16 bytes instead of 8), their descriptors after the taps': the virtio
+ *          console's listening UNIX socket, then the vsock device's. The destination serves
+ *          them instead of binding the paths again, so the paths never go away. A destination
+ *          that takes only the 8-byte form refuses the 16-byte one by its length; an 8-byte
+ *          DEVICES (an older source) hands no socket over: the destination binds the paths
  *   CPU    source -> destination: the guest's CPU model, vCPU 0's CPUID as cpuid_build() made
  *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
  *   READY  destination -> source: the VM is built and can run that CPU model; memory may come.
@@ -69,6 +75,7 @@
 #ifndef GODWIT_MIGRATION_CHANNEL_H
 #define GODWIT_MIGRATION_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -87,9 +94,9 @@
 #define MIG_MAX_CONFIG (1u << 20)
 #define MIG_MAX_STATE (256u << 20)
 #define MIG_MAX_CPUID_ENTRIES 256u
-/* The most descriptors DEVICES carries: 16 disks and 8 interfaces of 16 queue pairs (the
- * configuration's limits), under the kernel's 253 a message. */
-#define MIG_MAX_DEVICE_FDS 144u
+/* The most descriptors DEVICES carries: 16 disks, 8 interfaces of 16 queue pairs (the
+ * configuration's limits) and two listening sockets, under the kernel's 253 a message. */
+#define MIG_MAX_DEVICE_FDS 146u
 /* How long the destination waits for GO after its ACK before it gives the guest up. */
 #define MIG_GO_TIMEOUT_MS 30000u
 
@@ -184,18 +191,26 @@ int mig_recv_pass_end(int fd, uint64_t len, uint32_t *pass);
 int mig_recv_opening(int fd, char **config_json, int *memfd, struct mig_connections *conns);
 
 /* The descriptors a local handover passes besides the memory file (DEVICES, above): the
- * disks', then the taps'. */
+ * disks', the taps', then the console's listening socket and the vsock device's (0 or 1
+ * each). `sockets`: the message says how many sockets (its 16-byte form); a source sends that
+ * form when it has a socket to hand over, and a receiver knows from it whether the source
+ * could (an older source's 8-byte form hands none over, whatever its configuration). */
 struct mig_devices {
-    unsigned nr_disks, nr_taps;
+    unsigned nr_disks, nr_taps, nr_consoles, nr_vsocks;
+    bool sockets;
     int fds[MIG_MAX_DEVICE_FDS];
 };
-/* DEVICES with `devs`' descriptors. 0 or -errno. */
+/* How many descriptors `devs` holds. */
+unsigned mig_devices_count(const struct mig_devices *devs);
+/* DEVICES with `devs`' descriptors (the 16-byte form when it holds a socket). 0 or -errno. */
 int mig_send_devices(int fd, const struct mig_devices *devs);
 /*
  * Reads DEVICES into *devs (descriptors close-on-exec, the caller's to close; none kept on
- * failure). Refused with one line (-EPROTO): another message, a count of descriptors that is
- * not the announced disks + taps, a disk's that is neither a regular file nor a block device,
- * a tap's that is not an attached tap (a character device that answers TUNGETIFF with IFF_TAP).
+ * failure). Refused with one line (-EPROTO): another message, a payload of neither 8 nor 16
+ * bytes, more than one console or vsock socket, a count of descriptors that is not the
+ * announced total, a disk's that is neither a regular file nor a block device, a tap's that
+ * is not an attached tap (a character device that answers TUNGETIFF with IFF_TAP), a socket's
+ * that is not a listening UNIX stream socket.
  */
 int mig_recv_devices(int fd, struct mig_devices *devs);
 void mig_devices_close(struct mig_devices *devs);

@@ -529,6 +529,10 @@ static int final_step(struct migration *m, struct vm *vm)
             vm_resume(vm);
         return ret;
     }
+    /* From GO on the destination may run the guest, on the listening sockets handed over:
+     * their paths are its to keep, never this VM's to unlink, whatever comes back. */
+    if (m->params.local)
+        vm_virtio_own_sockets(vm, false);
     ret = commit(m);
     if (ret < 0)
         return ret; /* the guest stays paused here: the destination may run it */
@@ -842,8 +846,10 @@ static void *migration_thread(void *arg)
         ret = mig_send_memfd(m->fd, m->vm->mem.memfd, m->vm->mem.ram_size);
     if (ret == 0)
         ret = mig_send_hello(m->fd, m->config_json);
-    /* And its disks and taps: the destination uses them instead of opening paths and taps.
-     * This VM goes on using them until GO: they are the same open files. */
+    /* And its disks, taps and listening sockets: the destination uses them instead of opening
+     * paths and taps and binding sockets. This VM goes on using them until GO: they are the
+     * same open files (a host program that connects meanwhile is this VM's, and waits in
+     * the backlog for the destination once this VM pauses). */
     if (ret == 0 && m->params.local)
         ret = mig_send_devices(m->fd, &m->devices);
     if (ret == 0)

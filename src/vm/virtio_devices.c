@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "boot/layout.h"
+#include "io/unix_socket.h"
 #include "lib/device_options.h"
 #include "io/loop.h"
 #include "clock.h"
@@ -256,12 +257,15 @@ static int make_net(struct virtio_slot *s, const void *arg, unsigned index)
     return ret;
 }
 
-/* The console's backend fd for socket and file modes: a listening socket or an output file. */
+/* The console's backend fd for socket and file modes: a listening socket (a handover's, or
+ * bound now) or an output file. */
 static int open_console_backend(const struct vm_config *cfg)
 {
-    int fd = cfg->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET
-                 ? virtio_console_open_socket(cfg->virtio_console_path)
-                 : virtio_console_open_file(cfg->virtio_console_path);
+    int fd = cfg->virtio_console != GODWIT_VIRTIO_CONSOLE_SOCKET
+                 ? virtio_console_open_file(cfg->virtio_console_path)
+             : cfg->console_listen_fd
+                 ? unix_socket_adopt(*cfg->console_listen_fd, cfg->virtio_console_path, NULL)
+                 : virtio_console_open_socket(cfg->virtio_console_path);
     if (fd < 0)
         log_error("virtio-console: cannot open %s: %s", cfg->virtio_console_path,
                   strerror(-fd));
@@ -345,7 +349,11 @@ static void vsock_model_counters(void *model, struct json_object *o)
 static int make_vsock(struct virtio_slot *s, const void *arg, unsigned index)
 {
     const struct vm_config *cfg = arg;
-    struct virtio_vsock_config vc = { .guest_cid = cfg->vsock_cid, .path = cfg->vsock_path };
+    struct virtio_vsock_config vc = {
+        .guest_cid = cfg->vsock_cid, .path = cfg->vsock_path,
+        .use_listen_fd = cfg->vsock_listen_fd != NULL,
+        .listen_fd = cfg->vsock_listen_fd ? *cfg->vsock_listen_fd : -1,
+    };
     struct virtio_vsock *vs;
     (void)index;
     snprintf(s->name, sizeof(s->name), "vsock0");
@@ -617,7 +625,7 @@ int vm_virtio_lock_disks(struct vm *vm)
 void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs)
 {
     unsigned n = 0;
-    devs->nr_disks = devs->nr_taps = 0;
+    *devs = (struct mig_devices){ 0 };
     for (unsigned i = 0; i < vm->registry.nr; i++) { /* disks first, as they were made */
         const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
         if (s && s->model_destroy == blk_model_destroy && n < MIG_MAX_DEVICE_FDS) {
@@ -634,6 +642,32 @@ void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs)
             devs->fds[n++] = fds[q];
             devs->nr_taps++;
         }
+    }
+    /* Then the listening sockets: the console's (socket mode only), the vsock device's. */
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        int fd = s && s->model_destroy == console_model_destroy
+                     ? virtio_console_listen_fd(s->model) : -1;
+        if (fd >= 0 && n < MIG_MAX_DEVICE_FDS) {
+            devs->fds[n++] = fd;
+            devs->nr_consoles++;
+        }
+    }
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        if (s && s->model_destroy == vsock_model_destroy && n < MIG_MAX_DEVICE_FDS) {
+            devs->fds[n++] = virtio_vsock_listen_fd(s->model);
+            devs->nr_vsocks++;
+        }
+    }
+}
+
+void vm_virtio_own_sockets(struct vm *vm, bool own)
+{
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        if (s && s->model_destroy == vsock_model_destroy)
+            virtio_vsock_own_path(s->model, own);
     }
 }
 

@@ -2,6 +2,7 @@
 #ifndef GODWIT_VM_VIRTIO_H
 #define GODWIT_VM_VIRTIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,10 +26,16 @@ void vm_virtio_destroy(struct vm *vm);
 int vm_virtio_lock_disks(struct vm *vm);
 
 /* A local live upgrade's handover: each disk's image and each tap queue, in device order
- * (the configuration's), for migration/channel.h's DEVICES. The VM's own descriptors: valid
- * while the VM exists. */
+ * (the configuration's), then the console's listening socket and the vsock device's, for
+ * migration/channel.h's DEVICES. The VM's own descriptors: valid while the VM exists. */
 struct mig_devices;
 void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs);
+
+/* Whether the VM's listening sockets' paths are its own to unlink when it ends (only the
+ * vsock device's ever is: the console leaves its socket file): a local live upgrade's source
+ * gives them up at GO, its destination takes them once the guest runs there. On the main
+ * loop's thread. */
+void vm_virtio_own_sockets(struct vm *vm, bool own);
 
 /* Terminal input for hvc0 (--console virtio); returns the bytes the guest took. Main loop. */
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len);

@@ -63,6 +63,12 @@ struct vm_config {
      * them instead of opening paths and taps. NULL: open them. */
     const int *disk_fds;
     const int *tap_fds;
+    /* The same for the virtio console's and the vsock device's listening UNIX sockets (the
+     * handover's, bound to virtio_console_path and vsock_path): served instead of binding the
+     * paths, never unlinked by the devices built on them until vm_virtio_own_sockets(). NULL:
+     * listen on the paths. Only the first VM built uses them: a guest reboot's binds afresh. */
+    const int *console_listen_fd;
+    const int *vsock_listen_fd;
     /* The system call filters of the VM's threads (the vCPUs', a migration's); not part of
      * the VM's description, so never saved with it. */
     enum godwit_seccomp seccomp;

@@ -19,6 +19,7 @@
 
 #include <linux/kvm.h>
 
+#include "io/unix_socket.h"
 #include "migration/channel.h"
 #include "migration/incoming.h"
 #include "vcpu/vcpu.h"
@@ -415,19 +416,40 @@ static void test_memfd_refusals(void **state)
     close(pipefd[1]);
 }
 
-/* A DEVICES message written by hand: `disks` and `taps` announced, `n` descriptors riding. */
-static void send_devices_raw(int fd, uint32_t type, uint32_t disks, uint32_t taps, const int *fds,
-                             unsigned n)
+/* A DEVICES message (or another `type`) written by hand: `len` bytes of payload (8 or 16 in
+ * the two forms, of which the first `len` of the four counts), `n` descriptors riding. */
+static void send_devices_len(int fd, uint32_t type, uint64_t len, const uint32_t counts[4],
+                             const int *fds, unsigned n)
 {
-    uint8_t b[24];
+    uint8_t b[32];
     uint32_t magic = MAGIC;
-    uint64_t len = 8;
     memcpy(b, &magic, 4);
     memcpy(b + 4, &type, 4);
     memcpy(b + 8, &len, 8);
-    memcpy(b + 16, &disks, 4);
-    memcpy(b + 20, &taps, 4);
-    assert_int_equal(mig_send_with_fds(fd, b, sizeof(b), fds, n), 0);
+    memcpy(b + 16, counts, 16);
+    assert_int_equal(mig_send_with_fds(fd, b, 16 + len, fds, n), 0);
+}
+
+/* The 8-byte form: `disks` and `taps` announced. */
+static void send_devices_raw(int fd, uint32_t type, uint32_t disks, uint32_t taps, const int *fds,
+                             unsigned n)
+{
+    send_devices_len(fd, type, 8, (const uint32_t[4]){ disks, taps, 0, 0 }, fds, n);
+}
+
+/* The DEVICES waiting on `p` is refused, and every descriptor on it closed; `p` is closed. */
+static void expect_devices_refused(struct pipe_pair p)
+{
+    struct mig_devices in;
+    int before = dup(0);
+    close(before);
+    assert_int_equal(mig_recv_devices(p.rx, &in), -EPROTO);
+    assert_int_equal(mig_devices_count(&in), 0);
+    int after = dup(0); /* the lowest number is free again */
+    assert_int_equal(after, before);
+    close(after);
+    close(p.tx);
+    close(p.rx);
 }
 
 /* A local handover's disks go over as the same open files: what the destination writes, the
@@ -469,7 +491,8 @@ static void test_devices_round_trip(void **state)
     out.nr_disks = 0;
     assert_int_equal(mig_send_devices(p.tx, &out), 0);
     assert_int_equal(mig_recv_devices(p.rx, &in), 0);
-    assert_int_equal(in.nr_disks + in.nr_taps, 0);
+    assert_int_equal(mig_devices_count(&in), 0);
+    assert_false(in.sockets); /* the 8-byte form, which an older destination takes */
     close(p.tx);
     close(p.rx);
 }
@@ -494,17 +517,8 @@ static void test_devices_refusals(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct pipe_pair p = pair();
-        struct mig_devices in;
         send_devices_raw(p.tx, bad[i].type, bad[i].disks, bad[i].taps, bad[i].fds, bad[i].n);
-        int before = dup(0);
-        close(before);
-        assert_int_equal(mig_recv_devices(p.rx, &in), -EPROTO);
-        assert_int_equal(in.nr_disks + in.nr_taps, 0);
-        int after = dup(0); /* every received descriptor was closed */
-        assert_int_equal(after, before);
-        close(after);
-        close(p.tx);
-        close(p.rx);
+        expect_devices_refused(p);
     }
     /* More than a message may carry is not sent. */
     struct mig_devices many = { .nr_disks = MIG_MAX_DEVICE_FDS, .nr_taps = 1 };
@@ -513,6 +527,90 @@ static void test_devices_refusals(void **state)
     close(null);
     close(pipefd[0]);
     close(pipefd[1]);
+}
+
+static int listener_at(char *path, size_t size, const char *what)
+{
+    snprintf(path, size, "/tmp/godwit-test-%d-%s.sock", getpid(), what);
+    int fd = unix_socket_listen(path, 4, NULL);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/* A local handover's listening sockets go over after the disks' and taps' descriptors (the
+ * 16-byte form): the received ones are the same sockets, so a program that connects to the
+ * path is accepted through them, and one that connected before waits there too. */
+static void test_devices_sockets_round_trip(void **state)
+{
+    (void)state;
+    struct pipe_pair p = pair();
+    char con_path[80], vs_path[80];
+    struct mig_devices out = { .nr_disks = 1, .nr_consoles = 1, .nr_vsocks = 1 }, in;
+    out.fds[0] = ram_file(4096);
+    out.fds[1] = listener_at(con_path, sizeof(con_path), "con");
+    out.fds[2] = listener_at(vs_path, sizeof(vs_path), "vsock");
+    int early = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", vs_path);
+    assert_int_equal(connect(early, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(mig_send_devices(p.tx, &out), 0);
+    assert_int_equal(mig_recv_devices(p.rx, &in), 0);
+    assert_true(in.sockets);
+    assert_int_equal(in.nr_disks, 1);
+    assert_int_equal(in.nr_taps, 0);
+    assert_int_equal(in.nr_consoles, 1);
+    assert_int_equal(in.nr_vsocks, 1);
+    assert_true(unix_socket_bound_to(in.fds[1], con_path));
+    assert_true(unix_socket_bound_to(in.fds[2], vs_path));
+    assert_false(unix_socket_bound_to(in.fds[2], con_path));
+    for (unsigned i = 0; i < 3; i++)
+        close(out.fds[i]); /* the source is gone */
+    int late = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(late, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    for (unsigned i = 0; i < 2; i++) {
+        int c = accept4(in.fds[2], NULL, NULL, SOCK_CLOEXEC);
+        assert_true(c >= 0);
+        close(c);
+    }
+    close(early);
+    close(late);
+    mig_devices_close(&in);
+    unlink(con_path);
+    unlink(vs_path);
+    /* Never two of a kind. */
+    out = (struct mig_devices){ .nr_vsocks = 2 };
+    assert_int_equal(mig_send_devices(p.tx, &out), -EINVAL);
+    close(p.tx);
+    close(p.rx);
+}
+
+/* The 16-byte form refused, with nothing left open: two console sockets, a socket announced
+ * that did not come, one that is not listening, a file for a socket; and a length that is
+ * neither form. */
+static void test_devices_socket_refusals(void **state)
+{
+    (void)state;
+    char path[80];
+    int listener = listener_at(path, sizeof(path), "refused"), sv[2], file = ram_file(4096);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    const struct { uint64_t len; uint32_t counts[4]; int fds[2]; unsigned n; } bad[] = {
+        { 16, { 0, 0, 2, 0 }, { listener, listener }, 2 }, /* two consoles */
+        { 16, { 0, 0, 1, 1 }, { listener }, 1 },           /* the vsock's did not come */
+        { 16, { 0, 0, 0, 1 }, { sv[0] }, 1 },              /* not listening */
+        { 16, { 0, 0, 1, 0 }, { file }, 1 },               /* not a socket */
+        { 16, { 1, 0, 0, 1 }, { listener, listener }, 2 }, /* a socket for the disk */
+        { 12, { 0, 0, 1, 0 }, { listener }, 1 },           /* neither 8 nor 16 bytes */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pipe_pair p = pair();
+        send_devices_len(p.tx, MIG_DEVICES, bad[i].len, bad[i].counts, bad[i].fds, bad[i].n);
+        expect_devices_refused(p);
+    }
+    close(listener);
+    unlink(path);
+    close(sv[0]);
+    close(sv[1]);
+    close(file);
 }
 
 /* Connecting: to a listener (UNIX and TCP), to nothing there (refused at once, not after the
@@ -725,6 +823,8 @@ int main(void)
         cmocka_unit_test(test_memfd_refusals),
         cmocka_unit_test(test_devices_round_trip),
         cmocka_unit_test(test_devices_refusals),
+        cmocka_unit_test(test_devices_sockets_round_trip),
+        cmocka_unit_test(test_devices_socket_refusals),
         cmocka_unit_test(test_connections_handshake),
         cmocka_unit_test(test_passes_over_connections),
         cmocka_unit_test(test_extra_connection_failures),
