@@ -1049,10 +1049,12 @@ EOF
 # started as FROM to a new `godwit run --incoming` TO over a UNIX socket, and prints what the
 # migrate command said; 0 when FROM ended with status 0 and the guest counts on at TO from
 # where it was, with its 16 MiB of random data in RAM checksumming the same.
+# hop_run_opts: options for the destination's `godwit run --incoming` (none by default).
+hop_run_opts=()
 local_hop() {
   local from=$1 to=$2; shift 2
   local sock=$work/$to.sock out=$work/$to.out
-  start_watched $to 300 "$godwit" run --incoming "unix:$sock" --name "${to//_/-}"
+  start_watched $to 300 "$godwit" run --incoming "unix:$sock" --name "${to//_/-}" "${hop_run_opts[@]}"
   local to_pid=$vm_pid
   wait_for_socket "$sock" || { fail $to "the destination does not listen"; return 1; }
   "$godwit" migrate "$work/$from.log.api" "unix:$sock" "$@" >"$out" 2>&1 ||
@@ -1086,7 +1088,12 @@ paused_ms() { grep -oE 'guest paused [0-9.]+ ms' "$1" | cut -d' ' -f3; }
 # state alone). Before the handovers the disk image and the tap are renamed, so that only an
 # inherited descriptor reaches them: the guest's counter must land in the renamed image, no
 # tap of the old name may appear (opening it by name would create one), and the image stays
-# locked once the sources are gone. --local over TCP is refused with one line.
+# locked once the sources are gone. The guest also has a shell on hvc0 behind a console socket
+# and a vsock device: the copying hop gives its destination paths of its own (the source
+# holds the first ones), the handovers pass the listening sockets on, so the socket files are
+# never bound again (the same inodes throughout), a program reaches the guest's shell through
+# the console socket after them, and the vsock socket takes a CONNECT; the last VM unlinks its
+# vsock socket when it ends. --local over TCP is refused with one line.
 case_migrate_local() {
   local name=migrate_local disk=$work/migrate-local-disk.img ok=1 script tap=gwml0
   truncate -s 8M "$disk"
@@ -1094,8 +1101,11 @@ case_migrate_local() {
   ip link del $tap 2>/dev/null; ip link del ${tap}x 2>/dev/null
   ip tuntap add dev $tap mode tap multi_queue || { fail $name "cannot create tap $tap"; return; }
   script=$(migrate_guest_script $name)
+  local con=$work/ml-a.con vsock=$work/ml-a.vsock
+  rm -f "$con" "$vsock" "$work/ml-b.con" "$work/ml-b.vsock"
   start_watched ml_a 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" --name ml-a \
-    --disk "path=$disk" --disk "$script" --net "tap=$tap,queues=2"
+    --disk "path=$disk" --disk "$script" --net "tap=$tap,queues=2" \
+    --console "virtio,socket=$con" --vsock "cid=7,socket=$vsock"
   if ! wait_for_line "$work/ml_a.log" '^count 30[^0-9]' "$vm_pid" 180; then
     fail ml_a "the guest did not count to 30"
     "$godwit" stop "$work/ml_a.log.api" >/dev/null 2>&1; finish_watched ml_a
@@ -1105,7 +1115,13 @@ case_migrate_local() {
     { ok=0; fail $name "--local over tcp: was accepted"; }
   [ "$(wc -l <"$work/ml_tcp.out")" -eq 1 ] && grep -q 'unix:PATH' "$work/ml_tcp.out" ||
     { ok=0; fail $name "--local over tcp: $(cat "$work/ml_tcp.out")"; }
+  # A copy binds the sockets anew, beside the source's.
+  con=$work/ml-b.con vsock=$work/ml-b.vsock
+  hop_run_opts=(--console "virtio,socket=$con" --vsock "cid=7,socket=$vsock")
   local_hop ml_a ml_b || ok=0
+  hop_run_opts=()
+  local con_ino vsock_ino
+  con_ino=$(stat -c %i "$con" 2>/dev/null) vsock_ino=$(stat -c %i "$vsock" 2>/dev/null)
   # From here only the open descriptors reach the image and the tap.
   mv "$disk" "$disk.moved" &&
     ip link set $tap down && ip link set $tap name ${tap}x && ip link set ${tap}x up ||
@@ -1118,6 +1134,11 @@ case_migrate_local() {
       { ok=0; fail $hop "not a handover: $(cat "$work/$hop.out")"; }
     grep -q '2 disks and 1 tap handed over (not reopened)' "$work/$hop.log" ||
       { ok=0; fail $hop "the disks and the tap were not handed over: $(grep -a migration "$work/$hop.log" | tail -n 3)"; }
+    grep -q "the console's socket handed over (not bound again); the vsock socket handed over (not bound again)" "$work/$hop.log" ||
+      { ok=0; fail $hop "the sockets were not handed over: $(grep -a migration "$work/$hop.log" | tail -n 3)"; }
+    [ -n "$con_ino" ] && [ "$(stat -c %i "$con" 2>/dev/null)" = "$con_ino" ] &&
+      [ -n "$vsock_ino" ] && [ "$(stat -c %i "$vsock" 2>/dev/null)" = "$vsock_ino" ] ||
+      { ok=0; fail $hop "a socket file was bound again or removed: $(ls -li "$con" "$vsock" 2>&1 | tr '\n' ' ')"; }
     awk '{for (i = 2; i <= NF; i++) if ($i == "MiB" && $(i + 1) ~ /^sent/) exit !($(i - 1) < 1); exit 1}' \
       "$work/$hop.out" || { ok=0; fail $hop "memory went on the socket: $(cat "$work/$hop.out")"; }
     last=$hop
@@ -1133,6 +1154,27 @@ case_migrate_local() {
       { ok=0; fail $name "a third VM opened the handed-over disk"; }
     grep -q 'in use by another VM' "$work/ml_third.log" ||
       { ok=0; fail $name "the handed-over disk is not locked: $(tail -n 2 "$work/ml_third.log")"; }
+    python3 - "$con" "$vsock" >"$work/ml_sockets.out" 2>&1 <<'PY' ||
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.settimeout(60)
+s.sendall(b'\necho "hvc says $((6 * 7))"\n')
+got, deadline = b'', time.time() + 60
+while b'hvc says 42' not in got and time.time() < deadline:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+print(got.decode(errors='replace'))
+if b'hvc says 42' not in got:
+    sys.exit("no answer from the guest's shell on the console socket")
+v = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+v.connect(sys.argv[2])  # refused, or no such file, if nobody serves the path
+v.sendall(b'CONNECT 1234\n')
+print("vsock: connected, CONNECT sent")
+PY
+      { ok=0; fail $name "the sockets do not answer after the handovers: $(tail -n 3 "$work/ml_sockets.out")"; }
   fi
   echo "migrate_local: guest paused $(paused_ms "$work/ml_b.out") ms copying RAM over unix:," \
     "$(paused_ms "$work/ml_c.out") and $(paused_ms "$work/ml_d.out") ms handing it over (--local)"
@@ -1144,6 +1186,8 @@ case_migrate_local() {
     [ -n "${watchdogs[$hop_name]:-}" ] && finish_watched $hop_name
     expect_clean $hop_name || ok=0
   done
+  # The last VM owned the vsock socket's path, and removed it when it ended.
+  [ $ok -eq 1 ] && [ -e "$vsock" ] && { ok=0; fail $name "the vsock socket $vsock outlived its last VM"; }
   ip link del ${tap}x 2>/dev/null; ip link del $tap 2>/dev/null
   [ $ok -eq 1 ] && pass $name
 }
