@@ -1080,6 +1080,17 @@ local_hop() {
 # paused_ms OUT: the guest's pause that a migrate command's output reports.
 paused_ms() { grep -oE 'guest paused [0-9.]+ ms' "$1" | cut -d' ' -f3; }
 
+# sockets_evidence: what the VMs of migrate_local said about their console and vsock sockets,
+# and the last VM's console counters, for a failure of the sockets' check.
+sockets_evidence() {
+  local hop
+  for hop in ml_b ml_c ml_d; do
+    grep -a -E 'virtio-console|vsock|migration: ' "$work/$hop.log" | sed "s/^/    $hop | /" | tail -n 8
+  done
+  curl -s -m 5 --unix-socket "$work/ml_d.log.api" http://localhost/vm/counters |
+    grep -oE '"hvc0":\{[^}]*\}' | sed 's/^/    ml_d counters | /'
+}
+
 # Same-host live upgrade (--local): the source hands its memory file to the destination over
 # the UNIX socket (SCM_RIGHTS) and copies no RAM, and its disks' and tap's descriptors with it.
 # The guest (a disk and a two-queue tap) moves once by copying (for the pause to compare
@@ -1161,20 +1172,26 @@ s.connect(sys.argv[1])
 s.settimeout(60)
 s.sendall(b'\necho "hvc says $((6 * 7))"\n')
 got, deadline = b'', time.time() + 60
+end = 'timed out'
 while b'hvc says 42' not in got and time.time() < deadline:
-    chunk = s.recv(4096)
+    try:
+        chunk = s.recv(4096)
+    except socket.timeout:
+        break
     if not chunk:
+        end = 'closed by godwit'
         break
     got += chunk
 print(got.decode(errors='replace'))
 if b'hvc says 42' not in got:
-    sys.exit("no answer from the guest's shell on the console socket")
+    sys.exit("no answer from the guest's shell on the console socket (%s, %d bytes came)" % (end, len(got)))
 v = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 v.connect(sys.argv[2])  # refused, or no such file, if nobody serves the path
 v.sendall(b'CONNECT 1234\n')
 print("vsock: connected, CONNECT sent")
 PY
-      { ok=0; fail $name "the sockets do not answer after the handovers: $(tail -n 3 "$work/ml_sockets.out")"; }
+      { ok=0; fail $name "the sockets do not answer after the handovers: $(tail -n 3 "$work/ml_sockets.out")"
+        sockets_evidence; }
   fi
   echo "migrate_local: guest paused $(paused_ms "$work/ml_b.out") ms copying RAM over unix:," \
     "$(paused_ms "$work/ml_c.out") and $(paused_ms "$work/ml_d.out") ms handing it over (--local)"

@@ -21,6 +21,7 @@
 #include "fake_driver.h"
 
 #include "io/loop.h"
+#include "io/unix_socket.h"
 #include "log.h"
 #include "model_state.h"
 #include "virtio/console.h"
@@ -641,21 +642,40 @@ static void exchange(struct fx *f, int client, const char *in, const char *out)
     f->drain_fd = -1;
 }
 
+/* A last client's session on `f`, then the device's end: no ring rule was broken. */
+static void last_session(struct fx *f, const char *path, const char *in, const char *out)
+{
+    int client = connect_client(path);
+    run_until(f, never, 50);
+    exchange(f, client, in, out);
+    close(client);
+    run_until(f, never, 20);
+    assert_int_equal(f->resets, 0);
+    fx_free(f);
+}
+
+/* A console in socket mode, listening at a new path /tmp/godwit-NAME-PID.sock. */
+static struct fx *fx_listening(char *path, size_t size, const char *name)
+{
+    snprintf(path, size, "/tmp/godwit-%s-%d.sock", name, getpid());
+    unlink(path);
+    int lfd = virtio_console_open_socket(path);
+    assert_true(lfd >= 0);
+    struct fx *f = fx_new(-1, -1);
+    assert_int_equal(virtio_console_listen(f->con, lfd), 0);
+    return f;
+}
+
 static void test_socket_backend(void **state)
 {
     (void)state;
     char path[64];
-    snprintf(path, sizeof(path), "/tmp/godwit-con-%d.sock", getpid());
-    unlink(path);
-    int lfd = virtio_console_open_socket(path);
-    assert_true(lfd >= 0);
+    struct fx *f = fx_listening(path, sizeof(path), "con");
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_true(S_ISSOCK(st.st_mode));
     assert_int_equal(st.st_mode & 0777, 0600);
 
-    struct fx *f = fx_new(-1, -1);
-    assert_int_equal(virtio_console_listen(f->con, lfd), 0);
     offer_text(f, TX_GPA, "before anyone");
     notify(f, TXQ);
     assert_int_equal(used_idx(f, TXQ), 1); /* no client: dropped at once */
@@ -680,20 +700,64 @@ static void test_socket_backend(void **state)
     notify(f, TXQ);
     assert_int_equal(used_idx(f, TXQ), tx + 1); /* no client: dropped at once */
 
-    int c3 = connect_client(path);
-    run_until(f, never, 50);
-    exchange(f, c3, "third\n", "hello third\r\n");
-    close(c3);
-    run_until(f, never, 20);
-    assert_int_equal(f->resets, 0);
-    fx_free(f);
+    last_session(f, path, "third\n", "hello third\r\n");
 
     /* The listener is closed now: its socket file is stale and may be replaced. */
-    lfd = virtio_console_open_socket(path);
+    int lfd = virtio_console_open_socket(path);
     assert_true(lfd >= 0);
     close(lfd);
     unlink(path);
     assert_int_equal(virtio_console_open_socket("/nonexistent-dir/x.sock"), -ENOENT);
+}
+
+/* The guest's side of a console that another device served until now: fresh queues. */
+static struct fx *fx_adopting(int listen_fd, const char *path)
+{
+    struct fx *f = fx_new(-1, -1);
+    int fd = unix_socket_adopt(listen_fd, path, NULL);
+    assert_true(fd >= 0);
+    assert_int_equal(virtio_console_listen(f->con, fd), 0);
+    return f;
+}
+
+static bool read_gives_eof(int fd)
+{
+    char byte;
+    return read(fd, &byte, 1) == 0;
+}
+
+/*
+ * A live upgrade's console socket over two handovers (A to B to C), as godwit does it: the
+ * destination's device is built on a duplicate while the source still serves, the source
+ * pauses (quiesce) and ends without resuming. A client attached to a source is closed with
+ * it; one that connects while the source is paused waits in the backlog and is the next
+ * device's, whose guest it reaches.
+ */
+static void test_socket_handover(void **state)
+{
+    (void)state;
+    char path[64];
+    struct fx *a = fx_listening(path, sizeof(path), "con-ho");
+    int c1 = connect_client(path);
+    run_until(a, never, 50);
+    exchange(a, c1, "at a\n", "from a\r\n");
+
+    struct fx *b = fx_adopting(virtio_console_listen_fd(a->con), path);
+    assert_int_equal(a->vdev.ops->quiesce(&a->vdev), 0);
+    int c2 = connect_client(path); /* during the pause */
+    fx_free(a);                   /* ends paused */
+    assert_true(read_gives_eof(c1));
+    close(c1);
+    run_until(b, never, 50);
+    exchange(b, c2, "at b\n", "from b\r\n");
+
+    struct fx *c = fx_adopting(virtio_console_listen_fd(b->con), path);
+    assert_int_equal(b->vdev.ops->quiesce(&b->vdev), 0);
+    fx_free(b);
+    assert_true(read_gives_eof(c2));
+    close(c2);
+    last_session(c, path, "at c\n", "from c\r\n"); /* a client once the source is gone */
+    unlink(path);
 }
 
 static void test_socket_refuses_other_files(void **state)
@@ -1108,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_reset_in_flight),
         cmocka_unit_test(test_destroy_in_flight),
         cmocka_unit_test(test_socket_backend),
+        cmocka_unit_test(test_socket_handover),
         cmocka_unit_test(test_socket_refuses_other_files),
         cmocka_unit_test(test_file_output),
         cmocka_unit_test(test_file_cap),
