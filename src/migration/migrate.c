@@ -777,11 +777,13 @@ static int iterate(struct migration *m)
                                   .clear_ms = ns_to_ms(m->clear_ns - clear_before),
                                   .clears = m->clears - clears_before };
         /* The first pass reads all of RAM, and starts the rate alone; the later ones, of
-         * dirty pages, are what the final step is like. */
+         * dirty pages, are what the final step is like. Not sending: clearing the dirty log,
+         * and SYNC's round trip, which a small pass would otherwise count as slow sending
+         * (the final step's own round trips are in its fixed cost). */
         if (pass == 1 && f.ms > 0)
             first_rate = (double)f.bytes * 1e3 / f.ms;
         else
-            migration_rate_add(&m->rate, f.bytes, f.ms, f.clear_ms);
+            migration_rate_add(&m->rate, f.bytes, f.ms, f.clear_ms + rtt_ms(m->fd));
         double rate = m->rate.count ? migration_rate_bps(&m->rate) : first_rate;
         int64_t dirty = harvest(m);
         if (dirty < 0)
