@@ -825,12 +825,12 @@ int mig_recv_devices(int fd, struct mig_devices *devs)
         ret = check_devices(fd, &h, n, devs);
     else if (ret != -EPROTO)
         log_error("migration: receiving the source's devices failed: %s", strerror(-ret));
-    if (ret < 0)
+    if (ret < 0) {
         devs->nr_disks = devs->nr_taps = devs->nr_consoles = devs->nr_vsocks = 0;
-    if (ret < 0)
         for (unsigned i = 0; i < n && i < MIG_MAX_DEVICE_FDS; i++)
             if (devs->fds[i] >= 0)
                 close(devs->fds[i]);
+    }
     return ret;
 }
 
