@@ -241,6 +241,10 @@ int godwit_migrate_cancel(struct godwit_vm *vm);
  * when it uses several (accepted here too), likewise. */
 int godwit_incoming_accept(const char *uri, char **config_json, int *memfd,
                            struct godwit_handover *devices);
+/* How many descriptors `h` holds in fds (its streams aside). */
+unsigned godwit_handover_count(const struct godwit_handover *h);
+/* Closes a handover's descriptors and streams that no godwit_create() took, and empties it. */
+void godwit_handover_close(struct godwit_handover *h);
 /* Asks the guest to power off (ACPI power button); stops it after timeout_ms. A guest still
  * running 5 s after the button (half of timeout_ms when shorter) whose agent answers (a vsock
  * device; its heartbeat) has the agent asked to power off, with one log line. */

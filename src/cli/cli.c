@@ -245,12 +245,7 @@ void cli_run_options_free(struct cli_run_options *opts)
     if (opts->incoming_memfd > 0)
         close(opts->incoming_memfd);
     opts->incoming_fd = opts->incoming_memfd = -1;
-    struct godwit_handover *h = &opts->handover;
-    for (unsigned i = 0; i < h->nr_disks + h->nr_taps + h->nr_consoles + h->nr_vsocks; i++)
-        close(h->fds[i]);
-    for (unsigned i = 0; i < h->nr_streams; i++)
-        close(h->streams[i]);
-    h->nr_disks = h->nr_taps = h->nr_consoles = h->nr_vsocks = h->nr_streams = 0;
+    godwit_handover_close(&opts->handover);
 }
 
 /* The source's configuration is the base that options override, as a --config file is. The
@@ -297,7 +292,7 @@ static int accept_migration(const char *uri, struct cli_run_options *opts)
 /* Closes the `n` descriptors of one kind at `first` in h->fds, and closes the gap. */
 static void drop_kind(struct godwit_handover *h, unsigned first, unsigned n)
 {
-    unsigned total = h->nr_disks + h->nr_taps + h->nr_consoles + h->nr_vsocks;
+    unsigned total = godwit_handover_count(h);
     for (unsigned i = first; i < first + n; i++)
         close(h->fds[i]);
     memmove(h->fds + first, h->fds + first + n, (total - first - n) * sizeof(int));

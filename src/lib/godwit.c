@@ -203,17 +203,18 @@ static bool devices_valid(const struct godwit_config *config)
     return true;
 }
 
-static unsigned handover_fds(const struct godwit_handover *h)
+unsigned godwit_handover_count(const struct godwit_handover *h)
 {
     return h->nr_disks + h->nr_taps + h->nr_consoles + h->nr_vsocks;
 }
 
-static void close_handover(const struct godwit_handover *h)
+void godwit_handover_close(struct godwit_handover *h)
 {
-    for (unsigned i = 0; h && i < handover_fds(h) && i < GODWIT_MAX_HANDOVER_FDS; i++)
+    for (unsigned i = 0; i < godwit_handover_count(h) && i < GODWIT_MAX_HANDOVER_FDS; i++)
         close(h->fds[i]);
-    for (unsigned i = 0; h && i < h->nr_streams && i < GODWIT_MAX_MIGRATION_CONNECTIONS - 1; i++)
+    for (unsigned i = 0; i < h->nr_streams && i < GODWIT_MAX_MIGRATION_CONNECTIONS - 1; i++)
         close(h->streams[i]);
+    h->nr_disks = h->nr_taps = h->nr_consoles = h->nr_vsocks = h->nr_streams = 0;
 }
 
 /* The handover's counts against the configuration: each kind none (opened as configured: the
@@ -224,7 +225,7 @@ static bool handover_fits(const struct godwit_handover *h, const struct godwit_c
     bool console = config->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET;
     if (h->nr_streams > GODWIT_MAX_MIGRATION_CONNECTIONS - 1 ||
         h->nr_disks > GODWIT_MAX_HANDOVER_FDS || h->nr_taps > GODWIT_MAX_HANDOVER_FDS ||
-        h->nr_consoles > 1 || h->nr_vsocks > 1 || handover_fds(h) > GODWIT_MAX_HANDOVER_FDS ||
+        h->nr_consoles > 1 || h->nr_vsocks > 1 || godwit_handover_count(h) > GODWIT_MAX_HANDOVER_FDS ||
         (h->nr_disks && h->nr_disks != config->nr_disks) || (h->nr_taps && h->nr_taps != pairs) ||
         (h->nr_consoles && !console) || (h->nr_vsocks && !config->vsock_cid)) {
         log_error("migration: the source handed over %u disks, %u tap queues, %u console and "
@@ -249,16 +250,15 @@ static bool socket_fits(const char *what, int fd, const char *path)
 /* Takes a local handover's disks, taps and sockets, or refuses them all with one line. */
 static int take_handover(struct godwit_vm *gv, const struct godwit_config *config)
 {
-    const struct godwit_handover *h = config->incoming_devices;
+    struct godwit_handover *h = &gv->handover;
+    *h = *config->incoming_devices;
     const int *sockets = h->fds + h->nr_disks + h->nr_taps;
     if (!handover_fits(h, config) ||
         (h->nr_consoles && !socket_fits("console", sockets[0], config->virtio_console_path)) ||
         (h->nr_vsocks && !socket_fits("vsock", sockets[h->nr_consoles], config->vsock_socket))) {
-        close_handover(h);
+        godwit_handover_close(h);
         return -EINVAL;
     }
-    gv->handover = *h;
-    sockets = gv->handover.fds + h->nr_disks + h->nr_taps;
     gv->cfg.disk_fds = h->nr_disks ? gv->handover.fds : NULL;
     gv->cfg.tap_fds = h->nr_taps ? gv->handover.fds + h->nr_disks : NULL;
     gv->cfg.console_listen_fd = h->nr_consoles ? sockets : NULL;
@@ -277,7 +277,7 @@ static int take_handover(struct godwit_vm *gv, const struct godwit_config *confi
 static void drop_handover_sockets(struct godwit_vm *gv)
 {
     struct godwit_handover *h = &gv->handover;
-    for (unsigned i = h->nr_disks + h->nr_taps; i < handover_fds(h); i++)
+    for (unsigned i = h->nr_disks + h->nr_taps; i < godwit_handover_count(h); i++)
         close(h->fds[i]);
     h->nr_consoles = h->nr_vsocks = 0;
     gv->cfg.console_listen_fd = gv->cfg.vsock_listen_fd = NULL;
@@ -384,7 +384,10 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
                                                                          : NULL;
     struct godwit_vm *gv = new_vm(config);
     if (!gv) {
-        close_handover(handover);
+        if (handover) {
+            struct godwit_handover left = *handover;
+            godwit_handover_close(&left);
+        }
         return NULL;
     }
     if (handover && take_handover(gv, config) < 0) {
@@ -1346,7 +1349,7 @@ void godwit_destroy(struct godwit_vm *gv)
         close(gv->incoming_fd);
     if (gv->incoming_memfd >= 0)
         close(gv->incoming_memfd);
-    close_handover(&gv->handover);
+    godwit_handover_close(&gv->handover);
     kernel_unpack_release(&gv->unpack);
     free(gv->kernel);
     free(gv->initrd);

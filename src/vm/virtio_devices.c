@@ -622,44 +622,50 @@ int vm_virtio_lock_disks(struct vm *vm)
     return left;
 }
 
+/* Each kind's descriptors for a handover, written to out[] (at most VIRTIO_NET_MAX_PAIRS). */
+static unsigned blk_handover_fds(void *model, int *out)
+{
+    out[0] = virtio_blk_fd(model);
+    return 1;
+}
+static unsigned net_handover_fds(void *model, int *out) { return virtio_net_tap_fds(model, out); }
+static unsigned console_handover_fds(void *model, int *out)
+{
+    out[0] = virtio_console_listen_fd(model); /* socket mode only */
+    return out[0] >= 0;
+}
+static unsigned vsock_handover_fds(void *model, int *out)
+{
+    out[0] = virtio_vsock_listen_fd(model);
+    return 1;
+}
+
+/* Appends the descriptors of every device of one kind (by its destroy op), in device order;
+ * returns how many. */
+static unsigned append_handover_fds(const struct vm *vm, void (*kind)(void *model),
+                                    unsigned (*fds_of)(void *model, int *out),
+                                    struct mig_devices *devs, unsigned *n)
+{
+    unsigned added = 0;
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        int fds[VIRTIO_NET_MAX_PAIRS];
+        unsigned nr = s && s->model_destroy == kind ? fds_of(s->model, fds) : 0;
+        for (unsigned q = 0; q < nr && *n < MIG_MAX_DEVICE_FDS; q++, added++)
+            devs->fds[(*n)++] = fds[q];
+    }
+    return added;
+}
+
 void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs)
 {
     unsigned n = 0;
     *devs = (struct mig_devices){ 0 };
-    for (unsigned i = 0; i < vm->registry.nr; i++) { /* disks first, as they were made */
-        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
-        if (s && s->model_destroy == blk_model_destroy && n < MIG_MAX_DEVICE_FDS) {
-            devs->fds[n++] = virtio_blk_fd(s->model);
-            devs->nr_disks++;
-        }
-    }
-    for (unsigned i = 0; i < vm->registry.nr; i++) {
-        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
-        int fds[VIRTIO_NET_MAX_PAIRS];
-        unsigned pairs = s && s->model_destroy == net_model_destroy
-                             ? virtio_net_tap_fds(s->model, fds) : 0;
-        for (unsigned q = 0; q < pairs && n < MIG_MAX_DEVICE_FDS; q++) {
-            devs->fds[n++] = fds[q];
-            devs->nr_taps++;
-        }
-    }
-    /* Then the listening sockets: the console's (socket mode only), the vsock device's. */
-    for (unsigned i = 0; i < vm->registry.nr; i++) {
-        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
-        int fd = s && s->model_destroy == console_model_destroy
-                     ? virtio_console_listen_fd(s->model) : -1;
-        if (fd >= 0 && n < MIG_MAX_DEVICE_FDS) {
-            devs->fds[n++] = fd;
-            devs->nr_consoles++;
-        }
-    }
-    for (unsigned i = 0; i < vm->registry.nr; i++) {
-        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
-        if (s && s->model_destroy == vsock_model_destroy && n < MIG_MAX_DEVICE_FDS) {
-            devs->fds[n++] = virtio_vsock_listen_fd(s->model);
-            devs->nr_vsocks++;
-        }
-    }
+    devs->nr_disks = append_handover_fds(vm, blk_model_destroy, blk_handover_fds, devs, &n);
+    devs->nr_taps = append_handover_fds(vm, net_model_destroy, net_handover_fds, devs, &n);
+    devs->nr_consoles =
+        append_handover_fds(vm, console_model_destroy, console_handover_fds, devs, &n);
+    devs->nr_vsocks = append_handover_fds(vm, vsock_model_destroy, vsock_handover_fds, devs, &n);
 }
 
 void vm_virtio_own_sockets(struct vm *vm, bool own)
