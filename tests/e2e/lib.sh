@@ -2,6 +2,15 @@
 # Sourced after setting $work (the suite's temporary directory, where NAME.log files go).
 
 passed=0 failed=0
+
+# GODWIT_E2E_LOGS=DIR: the suite's logs (guests' consoles, VMMs' own lines) are copied there
+# when it ends, for a look after the fact (they go with the suite's temporary directory).
+keep_logs() {
+  [ -n "${GODWIT_E2E_LOGS:-}" ] || return 0
+  mkdir -p "$GODWIT_E2E_LOGS" && find "$work" -maxdepth 1 -type f \( -name '*.log' -o -name '*.log.*' \
+    -o -name '*.host' -o -name '*.serve' \) -exec cp -t "$GODWIT_E2E_LOGS" {} + 2>/dev/null
+  return 0
+}
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); [ -f "$work/$1.log" ] && sed 's/^/    | /' "$work/$1.log" | tail -n 40; }
 

@@ -22,7 +22,7 @@ vsock_peer=$(readlink -f "$build/tests/e2e/vsock-peer") # the vsock case's guest
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d /tmp/godwit-devices.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'keep_logs; rm -rf "$work"' EXIT
 
 eval "$("$root/guests/build-guest.sh" --print)" || { echo "devices: default guest not built (guests/build-guest.sh)"; exit 2; }
 [ -c /dev/kvm ] || { echo "devices: /dev/kvm missing"; exit 2; }

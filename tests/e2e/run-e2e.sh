@@ -11,7 +11,7 @@ godwit=$(readlink -f "$build/godwit")
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d /tmp/godwit-e2e.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'keep_logs; rm -rf "$work"' EXIT
 
 eval "$("$root/guests/build-guest.sh" --print)" || { echo "e2e: default guest not built (guests/build-guest.sh)"; exit 2; }
 [ -c /dev/kvm ] || { echo "e2e: /dev/kvm missing"; exit 2; }
