@@ -271,7 +271,7 @@ EOF
 # checksum. Two devices' interrupts and kicks interleave the whole time; a lost one stalls
 # the guest and the progress watchdog says which queue waited. In the test host this load
 # breaks the test host itself, whichever the VMM (docs/testing.md): it is run on demand
-# (GODWIT_DEVICE_CASES=stress), on one vCPU, where it fails least.
+# (GODWIT_DEVICE_CASES=stress), on one vCPU, where it fails least (GODWIT_STRESS_CPUS=2 for two).
 case_stress() {
   local name=stress tap=gwtap1 src=$work/stress-source.img secs=${GODWIT_STRESS_S:-120}
   head -c $((8 * 1024 * 1024)) /dev/urandom >"$src"
@@ -348,7 +348,7 @@ wait $n; ns=$?
 echo "stress: disk $ds net $ns"
 EOF
 )
-  run_guest $name $((secs + 300)) --cpus 1 --net "tap=$tap" --disk "path=$work/stress-disk.img" \
+  run_guest $name $((secs + 300)) --cpus "${GODWIT_STRESS_CPUS:-1}" --net "tap=$tap" --disk "path=$work/stress-disk.img" \
     --disk "$script" --disk "path=$src,readonly=on"
   kill $srv_pid 2>/dev/null
   wait $srv_pid 2>/dev/null
