@@ -225,7 +225,8 @@ static bool handover_fits(const struct godwit_handover *h, const struct godwit_c
     bool console = config->virtio_console == GODWIT_VIRTIO_CONSOLE_SOCKET;
     if (h->nr_streams > GODWIT_MAX_MIGRATION_CONNECTIONS - 1 ||
         h->nr_disks > GODWIT_MAX_HANDOVER_FDS || h->nr_taps > GODWIT_MAX_HANDOVER_FDS ||
-        h->nr_consoles > 1 || h->nr_vsocks > 1 || godwit_handover_count(h) > GODWIT_MAX_HANDOVER_FDS ||
+        h->nr_consoles > 1 || h->nr_vsocks > 1 ||
+        godwit_handover_count(h) > GODWIT_MAX_HANDOVER_FDS ||
         (h->nr_disks && h->nr_disks != config->nr_disks) || (h->nr_taps && h->nr_taps != pairs) ||
         (h->nr_consoles && !console) || (h->nr_vsocks && !config->vsock_cid)) {
         log_error("migration: the source handed over %u disks, %u tap queues, %u console and "
