@@ -329,9 +329,7 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
     pthread_mutex_init(&gv->remote_lock, NULL);
     gv->command_fd = -1;
     gv->remote_fd = -1;
-    gv->incoming_fd = config && config->incoming ? config->incoming_fd : -1;
-    gv->incoming_memfd = config && config->incoming && config->incoming_memfd > 0
-                             ? config->incoming_memfd : -1;
+    gv->incoming_fd = gv->incoming_memfd = -1; /* the caller's until this VM is made */
     gv->kernel = dup_or_null(config->kernel, &failed);
     gv->initrd = dup_or_null(config->initrd, &failed);
     gv->cmdline = dup_or_null(config->cmdline ? config->cmdline : DEFAULT_CMDLINE, &failed);
@@ -366,7 +364,7 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
-    gv->cfg.incoming_memfd = gv->incoming_memfd;
+    gv->cfg.incoming_memfd = -1;
     gv->unpack.enabled = !config->no_kernel_decompress;
     gv->unpack.no_cache = config->no_kernel_cache;
     if (config->restore_dir ? open_restore(gv, config->restore_dir) < 0
@@ -374,21 +372,39 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         godwit_destroy(gv);
         return NULL;
     }
+    if (config->incoming) {
+        gv->incoming_fd = config->incoming_fd;
+        gv->incoming_memfd = config->incoming_memfd > 0 ? config->incoming_memfd : -1;
+        gv->cfg.incoming_memfd = gv->incoming_memfd;
+    }
     return gv;
 }
 
-/* The handover's descriptors are godwit's from here, whatever becomes of the VM: one place
- * takes them or closes them. */
+/* What a refused incoming configuration handed godwit, closed: its stream, its memory file
+ * and the handover's descriptors. */
+static void close_incoming(const struct godwit_config *config)
+{
+    if (!config || !config->incoming)
+        return;
+    if (config->incoming_fd >= 0)
+        close(config->incoming_fd);
+    if (config->incoming_memfd > 0)
+        close(config->incoming_memfd);
+    if (config->incoming_devices) {
+        struct godwit_handover left = *config->incoming_devices;
+        godwit_handover_close(&left);
+    }
+}
+
+/* An incoming configuration's stream, memory file and handover are godwit's from here,
+ * whatever becomes of the VM: the VM takes them, or they are closed. */
 struct godwit_vm *godwit_create(const struct godwit_config *config)
 {
     const struct godwit_handover *handover = config && config->incoming ? config->incoming_devices
                                                                          : NULL;
     struct godwit_vm *gv = new_vm(config);
     if (!gv) {
-        if (handover) {
-            struct godwit_handover left = *handover;
-            godwit_handover_close(&left);
-        }
+        close_incoming(config);
         return NULL;
     }
     if (handover && take_handover(gv, config) < 0) {
