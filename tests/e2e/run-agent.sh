@@ -15,6 +15,7 @@ work=$(mktemp -d /tmp/godwit-agent.XXXXXX)
 vm_pid=
 cleanup() {
   [ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null
+  keep_logs
   rm -rf "$work"
 }
 trap cleanup EXIT
