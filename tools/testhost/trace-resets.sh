@@ -24,14 +24,26 @@ echo 'exit_reason == 127 || (exit_reason >= 64 && exit_reason < 96)' >$t/events/
 echo 'traceoff if exit_reason == 127' >$t/events/kvm/kvm_exit/trigger
 echo 1 >$t/tracing_on
 
+# The trace is kept as soon as tracing stops, not only when CMD ends: a suite that goes on
+# (reruns, later cases) may outlast the test host's timeout, which would lose it.
+( while [ "$(cat $t/tracing_on)" = 1 ]; do sleep 2; done
+  tail -n 200000 $t/trace >"$out/trace-tail.txt"
+  echo "trace-resets: a guest shut down; the trace is in trace-tail.txt" ) &
+watcher=$!
+
 "$@"
 status=$?
 
 stopped=$(( $(cat $t/tracing_on) == 0 ))
-echo 0 >$t/tracing_on
+if [ $stopped = 1 ]; then
+  wait $watcher
+else
+  kill $watcher 2>/dev/null
+  echo 0 >$t/tracing_on
+  tail -n 200000 $t/trace >"$out/trace-tail.txt"
+fi
 echo '!traceoff if exit_reason == 127' >$t/events/kvm/kvm_exit/trigger
 echo 0 >$t/events/kvm/kvm_exit/filter
-tail -n 200000 $t/trace >"$out/trace-tail.txt"
 if [ $stopped = 1 ]; then
   # exit_int_info: bits 7:0 the vector, 10:8 the type (0 interrupt, 2 NMI, 3 exception, 4
   # software interrupt), 11 an error code given, 31 valid: the event being delivered.
