@@ -260,8 +260,8 @@ static int take_handover(struct godwit_vm *gv, const struct godwit_config *confi
         godwit_handover_close(h);
         return -EINVAL;
     }
-    gv->cfg.disk_fds = h->nr_disks ? gv->handover.fds : NULL;
-    gv->cfg.tap_fds = h->nr_taps ? gv->handover.fds + h->nr_disks : NULL;
+    gv->cfg.disk_fds = h->nr_disks ? h->fds : NULL;
+    gv->cfg.tap_fds = h->nr_taps ? h->fds + h->nr_disks : NULL;
     gv->cfg.console_listen_fd = h->nr_consoles ? sockets : NULL;
     gv->cfg.vsock_listen_fd = h->nr_vsocks ? sockets + h->nr_consoles : NULL;
     unsigned taps = h->nr_taps ? config->nr_nets : 0;

@@ -646,15 +646,15 @@ static unsigned append_handover_fds(const struct vm *vm, void (*kind)(void *mode
                                     unsigned (*fds_of)(void *model, int *out),
                                     struct mig_devices *devs, unsigned *n)
 {
-    unsigned added = 0;
+    unsigned before = *n;
     for (unsigned i = 0; i < vm->registry.nr; i++) {
         const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
         int fds[VIRTIO_NET_MAX_PAIRS];
         unsigned nr = s && s->model_destroy == kind ? fds_of(s->model, fds) : 0;
-        for (unsigned q = 0; q < nr && *n < MIG_MAX_DEVICE_FDS; q++, added++)
+        for (unsigned q = 0; q < nr && *n < MIG_MAX_DEVICE_FDS; q++)
             devs->fds[(*n)++] = fds[q];
     }
-    return added;
+    return *n - before;
 }
 
 void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs)
