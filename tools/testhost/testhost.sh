@@ -31,7 +31,9 @@
 # $GODWIT_TESTHOST_ENV (space separated) are passed through.
 #
 # GODWIT_TESTHOST_QEMU names another qemu-system-x86_64 to run the test host with (to compare
-# QEMU versions); the default is the one on PATH.
+# QEMU versions); the default is the one on PATH. GODWIT_TESTHOST_KVM_AMD gives the test
+# host's kvm_amd module parameters (e.g. "npt=0": shadow paging instead of the emulated
+# nested paging), to tell a failure of one emulated feature from godwit's.
 #
 # Test hosts run one at a time (a lock in the cache; see below).
 set -euo pipefail
@@ -139,6 +141,13 @@ done </etc/modules.order
 p9=trans=virtio,version=9p2000.L,msize=262144
 mkdir -p /ctl /host
 mount -t 9p -o "$p9" testhost /ctl || fail "cannot mount the control share"
+if [ -s /ctl/kvm_amd_params ]; then
+    # Loaded again with the caller's parameters, before anything opens /dev/kvm.
+    params=$(cat /ctl/kvm_amd_params)
+    m=$(grep '/kvm-amd\.ko' /etc/modules.order)
+    rmmod kvm_amd && insmod "/$m" $params || fail "cannot load kvm_amd with '$params'"
+    echo "testhost: kvm_amd loaded with $params"
+fi
 # The heartbeat the caller watches: a test host that stops writing it has stopped answering.
 # Beside the uptime, where this kernel lies, so that a stopped CPU's address can be placed.
 text=$(grep ' _text$' /proc/kallsyms | cut -d' ' -f1)
@@ -291,6 +300,7 @@ if [[ -n $results ]]; then
     results=$(cd -- "$results" && pwd -P)
 fi
 printf '%s\n' "$results" >"$ctl/results_path"
+[[ -n ${GODWIT_TESTHOST_KVM_AMD:-} ]] && printf '%s\n' "$GODWIT_TESTHOST_KVM_AMD" >"$ctl/kvm_amd_params"
 # /tmp, /var/tmp, /run and /dev/shm are fresh tmpfs mounts in the test host: a caller working
 # under one of them (a clone in /tmp) gets its directory shared read-only at the same path.
 workdir=
