@@ -55,7 +55,7 @@ struct godwit_disk {
 struct godwit_net {
     const char *tap;     /* required: the tap's name */
     const char *mac;     /* "52:54:00:12:34:56"; NULL: a random local address */
-    unsigned queues;     /* queue pairs; 0: 1 */
+    unsigned queues;     /* queue pairs; 0: one per vCPU (at most 16), one on a single-queue tap */
 };
 
 /* Where the guest's hvc0 (virtio-console) goes; the serial console stays as it is. */

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <linux/if_tun.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,28 @@ unsigned devopt_tap_queues(const struct godwit_net *nets, unsigned n)
     for (unsigned i = 0; i < n; i++)
         queues += nets[i].queues ? nets[i].queues : 1;
     return queues;
+}
+
+unsigned devopt_net_default_queues(unsigned cpus, long tun_flags)
+{
+    if (tun_flags >= 0 && !(tun_flags & IFF_MULTI_QUEUE))
+        return 1;
+    return cpus == 0 ? 1 : cpus < DEVICE_MAX_QUEUES ? cpus : DEVICE_MAX_QUEUES;
+}
+
+long devopt_tap_flags(const char *tap)
+{
+    char path[64], text[32];
+    if (!tap || !*tap || strlen(tap) > DEVICE_TAP_NAME_MAX || strchr(tap, '/'))
+        return -1;
+    snprintf(path, sizeof(path), "/sys/class/net/%s/tun_flags", tap);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char *end = NULL;
+    long flags = fgets(text, sizeof(text), f) ? strtol(text, &end, 16) : -1;
+    fclose(f);
+    return end && end != text && flags >= 0 ? flags : -1;
 }
 
 int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const char **path,

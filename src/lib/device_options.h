@@ -39,6 +39,18 @@ bool devopt_vsock_cid_valid(uint64_t cid);
  * queues they open, and where interface n's lie among a local handover's taps. */
 unsigned devopt_tap_queues(const struct godwit_net *nets, unsigned n);
 
+/*
+ * The queue pairs of an interface whose count was not asked for: one per vCPU (at most 16),
+ * as for disks, so that the guest's CPUs each send and receive on their own pair; one when
+ * `tun_flags` (the tap's flags, -1 when it does not exist yet) say the tap is single-queue,
+ * since such a tap takes no second queue.
+ */
+unsigned devopt_net_default_queues(unsigned cpus, long tun_flags);
+
+/* The flags of the tap named `tap` (/sys/class/net/TAP/tun_flags), or -1 when it does not
+ * exist or cannot be read. */
+long devopt_tap_flags(const char *tap);
+
 /* A unicast MAC address in colon notation (exactly 6 pairs of hex digits); fills mac when not
  * NULL and the address is valid. */
 bool devopt_parse_mac(const char *text, uint8_t mac[6]);

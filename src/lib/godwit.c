@@ -157,6 +157,24 @@ static struct godwit_net *copy_nets(const struct godwit_net *src, unsigned n, bo
     return dst;
 }
 
+/* Each interface's queue pairs, decided once (devopt_net_default_queues), so that the VM and
+ * its saved configuration count the same tap queues. Handed-over taps keep the count their
+ * configuration gives: their names may now belong to other taps, or to none. */
+static void resolve_net_queues(struct godwit_net *nets, unsigned n, unsigned cpus,
+                               const struct godwit_handover *handover)
+{
+    for (unsigned i = 0; i < n && !(handover && handover->nr_taps); i++) {
+        if (nets[i].queues)
+            continue;
+        long flags = devopt_tap_flags(nets[i].tap);
+        nets[i].queues = devopt_net_default_queues(cpus, flags);
+        if (cpus > 1 && nets[i].queues == 1)
+            log_info("virtio-net: tap %s is single-queue: one queue pair for the %u vCPUs "
+                     "(a tap made with `ip tuntap add NAME mode tap multi_queue` gets one each)",
+                     nets[i].tap, cpus);
+    }
+}
+
 static void free_devices(struct godwit_vm *gv)
 {
     for (unsigned i = 0; gv->disks && i < gv->cfg.nr_disks; i++) {
@@ -360,6 +378,8 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         .seccomp = config->seccomp,
         .loop = &gv->loop,
     };
+    resolve_net_queues(gv->nets, gv->cfg.nr_nets, gv->cfg.nr_cpus,
+                       config->incoming ? config->incoming_devices : NULL);
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
     gv->state = GODWIT_STATE_CREATED;

@@ -9,7 +9,7 @@ set -uo pipefail
 build=${1:?usage: run-devices.sh BUILD_DIR [io|state]}
 # Two groups, which CI runs in test-host boots of their own (tools/run-tests.sh): a test host
 # that freezes costs the rerun of its group, not of all the cases.
-io_cases="disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net rng vsock vsock_flood"
+io_cases="disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net net_queues rng vsock vsock_flood"
 state_cases="snapshot pause_quiet migrate migrate_local"
 case ${2:-all} in
   all) default_cases="$io_cases $state_cases" ;;
@@ -201,6 +201,26 @@ EOF
 )
   run_guest $name 240 --disk "$script"
   expect_status $name 0 && expect_line $name '^rng=virtio_rng' && expect_line $name '^bytes=4096' &&
+    expect_clean $name && pass $name
+}
+
+# An interface without queues=N gets one queue pair per vCPU: on a tap godwit makes (multi-
+# queue), the guest of two vCPUs sees two pairs. On a single-queue tap that already exists
+# (which takes no second queue) it gets one, and godwit says why.
+case_net_queues() {
+  local name=net_queues script
+  ip link del gwmq0 2>/dev/null
+  ip tuntap add dev gwsq0 mode tap || { fail $name "cannot create tap gwsq0"; return; }
+  script=$(script_disk $name <<'EOF'
+for i in /sys/class/net/eth*; do echo "${i##*/} queues: $(ls $i/queues | tr '\n' ' ')"; done
+EOF
+)
+  run_guest $name 240 --cpus 2 --net tap=gwmq0 --net tap=gwsq0 --disk "$script"
+  ip link del gwsq0
+  # The serial console ends lines with CR LF: the trailing space ends each list instead.
+  expect_status $name 0 && expect_line $name '^eth0 queues: rx-0 rx-1 tx-0 tx-1 ' &&
+    expect_line $name '^eth1 queues: rx-0 tx-0 ' &&
+    expect_line $name 'tap gwsq0 is single-queue: one queue pair for the 2 vCPUs' &&
     expect_clean $name && pass $name
 }
 

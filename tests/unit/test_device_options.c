@@ -97,6 +97,24 @@ static void test_net(void **state)
     config_strings_free(&owned);
 }
 
+/* An interface without queues=N: one pair per vCPU up to 16, one on a single-queue tap. */
+static void test_net_default_queues(void **state)
+{
+    (void)state;
+    const long single = 0x1802, multi = 0x1902; /* tun_flags of `ip tuntap add` taps */
+    assert_int_equal(devopt_net_default_queues(1, -1), 1);
+    assert_int_equal(devopt_net_default_queues(4, -1), 4);
+    assert_int_equal(devopt_net_default_queues(64, -1), 16);
+    assert_int_equal(devopt_net_default_queues(4, multi), 4);
+    assert_int_equal(devopt_net_default_queues(4, single), 1);
+    assert_int_equal(devopt_net_default_queues(0, -1), 1);
+    /* A name that cannot be a tap's is not looked up as a path. */
+    assert_int_equal(devopt_tap_flags("../../../proc/self"), -1);
+    assert_int_equal(devopt_tap_flags(""), -1);
+    assert_int_equal(devopt_tap_flags(NULL), -1);
+    assert_int_equal(devopt_tap_flags("gw-no-such-tap"), -1);
+}
+
 static void test_console(void **state)
 {
     (void)state;
@@ -199,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_mac),
         cmocka_unit_test(test_disk),
         cmocka_unit_test(test_net),
+        cmocka_unit_test(test_net_default_queues),
         cmocka_unit_test(test_console),
         cmocka_unit_test(test_vsock),
         cmocka_unit_test(test_lists),
