@@ -26,6 +26,9 @@
 #                   default all of the sections')
 #   BENCH_DETAIL    1: after the table, where each VMM's CPU went during each job (ticks per
 #                   thread name) and its VM's KVM exit counters (debugfs), medians of the rounds
+#   BENCH_GODWIT_POLL  microseconds: each round also boots godwit with --io-poll US (the
+#                   label godwit-poll), and the table gets its rows against QEMU's and its
+#                   own CPU figures, beside godwit's without polling
 #
 # blk: one 1 GiB raw image, preallocated and written once (so reads hit real blocks), on an
 # ext4 loop mount in /tmp (tmpfs refuses O_DIRECT; both VMMs get cache=none, QEMU
@@ -125,6 +128,8 @@ if [ -n "${BENCH_JOBS:-}" ]; then
   [ -n "$rows" ] || die "BENCH_JOBS: none of '$BENCH_JOBS' is in BENCH_ROWS"
 fi
 detail=${BENCH_DETAIL:-0}
+poll_us=${BENCH_GODWIT_POLL:-}
+[[ -z $poll_us || $poll_us =~ ^[0-9]+$ ]] || die "BENCH_GODWIT_POLL takes microseconds (a whole number)"
 if [ "$detail" = 1 ] && [ ! -d /sys/kernel/debug/kvm ]; then
   mount -t debugfs none /sys/kernel/debug 2>/dev/null ||
     echo "bench: BENCH_DETAIL: no debugfs, so no KVM counters (threads' ticks only)" >&2
@@ -198,9 +203,9 @@ if want net; then
     die "cannot set up tap $tap (not root?)"
 fi
 
-godwit_cmd() { # SCRIPT
+godwit_cmd() { # SCRIPT [EXTRA ARGS...]
   local a=("$godwit" run --kernel "$kernel_bzimage" --initrd "$bench_initrd" --memory $mem --cpus 1
-    --no-rng --cmdline "$cmdline")
+    --no-rng --cmdline "$cmdline" "${@:2}")
   want blk && a+=(--disk "path=$img,cache=none")
   a+=(--disk "path=$1,readonly=on,serial=godwit-script")
   want net && a+=(--net "tap=$tap")
@@ -249,7 +254,7 @@ thread_ticks() { # PID
   # answer, so that a job's time splits into godwit's part and the rest.
   if [ -S "$work/api.sock" ] && command -v jq >/dev/null && [ "$(cat /proc/"$1"/comm)" = godwit ]; then
     "$godwit" counters "$work/api.sock" 2>/dev/null |
-      jq -r '.devices.vda | "0.vda.answered:\(.answered) 0.vda.answer_us:\(.answer_us_total) 0.vda.kicks:\(.kicks) 0.vda.interrupts:\(.interrupts) "' 2>/dev/null | tr -d '\n'
+      jq -r '.devices.vda | "0.vda.answered:\(.answered) 0.vda.answer_us:\(.answer_us_total) 0.vda.kicks:\(.kicks) 0.vda.polled:\(.polled // 0) 0.vda.interrupts:\(.interrupts) "' 2>/dev/null | tr -d '\n'
   fi
   # The directory is named after the thread that created the VM, any of the process's.
   local d f
@@ -391,7 +396,7 @@ stall_watch() { # LABEL TPID LOG
     read -r vmm _ <"/proc/$tpid/task/$tpid/children"
     {
       echo "bench: $label run $i: no console output for ${quiet}s, the last line: $(tail -n 1 "$log")"
-      if [ "$label" = godwit ] && [ -S "$work/api.sock" ]; then
+      if [[ $label == godwit* ]] && [ -S "$work/api.sock" ]; then
         curl -s -m 10 --unix-socket "$work/api.sock" http://localhost/vm/counters >"$work/$label.counters.json"
         curl -s -m 30 --unix-socket "$work/api.sock" http://localhost/vm/vcpus >"$work/$label.vcpus.json"
         python3 "$root/tests/e2e/stall-report.py" "$work/$label.counters.json" "$work/$label.vcpus.json"
@@ -457,6 +462,10 @@ for i in $(seq 1 "$runs"); do
   want blk && run_ceiling
   make_script "$work/script.img" "$vm_sections"
   mapfile -d '' cmd < <(godwit_cmd "$work/script.img"); run_vm godwit "$vm_sections" "${cmd[@]}"
+  if [ -n "$poll_us" ]; then
+    mapfile -d '' cmd < <(godwit_cmd "$work/script.img" --io-poll "$poll_us")
+    run_vm godwit-poll "$vm_sections" "${cmd[@]}"
+  fi
   mapfile -d '' cmd < <(qemu_cmd "$work/script.img" off); run_vm qemu "$vm_sections" "${cmd[@]}"
   if want net && [ -z "$vhost_why" ]; then
     make_script "$work/script-net.img" net
@@ -490,6 +499,7 @@ table() {
   echo "guest: $kernel_package bzImage, $(basename "$bench_initrd"), 1 vCPU, $mem MiB; host: $(uname -r), $(nproc) CPUs"
   runs_note="successful rounds (fewest jobs):"
   local labels=(godwit qemu)
+  [ -n "$poll_us" ] && labels+=(godwit-poll)
   want blk && labels=(ceiling "${labels[@]}")
   want net && [ -z "$vhost_why" ] && labels+=(qemu-vhost)
   for l in "${labels[@]}"; do
@@ -523,6 +533,15 @@ table() {
       row "$title, QEMU vhost=on ($unit)" "" "$(med godwit.$name)" "$(med qemu-vhost.$name)" "${vhost_why:+not run: $vhost_why}"
     done
   fi
+  # The same jobs with godwit polling (BENCH_GODWIT_POLL), in the godwit column.
+  if [ -n "$poll_us" ]; then
+    for j in "${blk_jobs[@]}" "${net_jobs[@]}"; do
+      name=$(field "$j" 0); unit=$(field "$j" 2); title=$(field "$j" 3)
+      want blk || [[ $name =~ ^(tx|rx|rr)$ ]] || continue
+      want net || [[ ! $name =~ ^(tx|rx|rr)$ ]] || continue
+      row "$title, godwit --io-poll $poll_us ($unit)" "$(med ceiling.$name)" "$(med godwit-poll.$name)" "$(med qemu.$name)"
+    done
+  fi
   # CPU: each job that moves data, VMM CPU seconds per GB (lower is better).
   local cpu=()
   want blk && cpu+=("${blk_jobs[@]}")
@@ -532,6 +551,7 @@ table() {
   for j in "${cpu[@]}"; do
     name=$(field "$j" 0); title="VMM CPU s per GB, lower is better: $(field "$j" 3)"
     row "$title" "" "$(med godwit.$name.cpu)" "$(med qemu.$name.cpu)"
+    [ -n "$poll_us" ] && row "$title, godwit --io-poll $poll_us" "" "$(med godwit-poll.$name.cpu)" "$(med qemu.$name.cpu)"
     [[ $name == tx || $name == rx ]] &&
       row "$title, QEMU vhost=on" "" "$(med godwit.$name.cpu)" "$(med qemu-vhost.$name.cpu)" "${vhost_why:+not run}"
   done
@@ -554,7 +574,7 @@ detail_table() {
     name=$(field "$j" 0)
     want blk || [[ $name =~ ^(tx|rx|rr)$ ]] || continue
     want net || [[ ! $name =~ ^(tx|rx|rr)$ ]] || continue
-    for l in godwit qemu qemu-vhost; do
+    for l in godwit godwit-poll qemu qemu-vhost; do
       local line=
       for f in "$work"/res/"$l.$name".detail.*; do
         [ -s "$f" ] || continue

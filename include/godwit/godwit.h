@@ -131,7 +131,13 @@ struct godwit_config {
      * whatever becomes of the VM. */
     const struct godwit_handover *incoming_devices;
     enum godwit_seccomp seccomp; /* 0 (GODWIT_SECCOMP_ON): filters on */
+    /* Microseconds the main loop polls the disks' and the interfaces' transmit queues (and
+     * its I/O completions) before it waits, sparing the guest its kicks while I/O keeps
+     * coming, at the cost of a CPU while it polls; 0 (the default): never. At most
+     * GODWIT_MAX_IO_POLL_US. */
+    unsigned io_poll_us;
 };
+#define GODWIT_MAX_IO_POLL_US 1000
 
 /* What a source hands over with its memory in a same-host live upgrade
  * (godwit_incoming_accept()): each disk's open image in the configuration's order, then each

@@ -183,7 +183,8 @@ static void handle_get_vm(void *ctx, const struct http_request *req, struct http
     struct handler_ctx *h = ctx;
     struct api_server *s = h->server;
     const struct vm_config *cfg = godwit_config(s->vm);
-    struct config_extra extra = { .name = s->name, .api_socket = s->path };
+    struct config_extra extra = { .name = s->name, .api_socket = s->path,
+                                  .seccomp = cfg->seccomp, .io_poll_us = cfg->io_poll_us };
     (void)req;
 
     struct json_object *obj = json_object_new_object();

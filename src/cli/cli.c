@@ -69,6 +69,9 @@ void cli_usage_run(FILE *out)
             "                        the kernel logs what they would refuse; docs/sandbox.md)\n"
             "      --caps drop|keep  drop the capabilities the VM no longer needs once it is\n"
             "                        set up, and set no_new_privs (default: drop)\n"
+            "      --io-poll US      poll busy disk and transmit queues for up to US\n"
+            "                        microseconds (0 to %d) before waiting: fewer guest\n"
+            "                        exits for a CPU while it polls (default: 0, off)\n"
             "      --jail DIR --uid U --gid G\n"
             "                        run the VM in new mount, PID and IPC namespaces with\n"
             "                        DIR as its root (only what it opens bound in) as U:G,\n"
@@ -92,7 +95,7 @@ void cli_usage_run(FILE *out)
             "(--no-reboot), 4 guest crash (triple fault, KVM internal error), 5 guest\n"
             "kernel panic, 6 stopped from the host (escape, SIGINT, SIGHUP; SIGTERM asks\n"
             "the guest to power off and stops it after 30 s).\n",
-            DEFAULT_MEMORY_MIB, VM_MAX_VCPUS);
+            DEFAULT_MEMORY_MIB, VM_MAX_VCPUS, GODWIT_MAX_IO_POLL_US);
 }
 
 void cli_usage_main(FILE *out)
@@ -184,7 +187,7 @@ static uint64_t host_memory_mib(void)
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
     OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_KERNEL_DECOMPRESS, OPT_RESTORE,
-    OPT_INCOMING, OPT_SECCOMP, OPT_CAPS, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
+    OPT_INCOMING, OPT_SECCOMP, OPT_CAPS, OPT_IO_POLL, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
 };
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
@@ -353,6 +356,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "incoming", required_argument, NULL, OPT_INCOMING },
         { "seccomp", required_argument, NULL, OPT_SECCOMP },
         { "caps", required_argument, NULL, OPT_CAPS },
+        { "io-poll", required_argument, NULL, OPT_IO_POLL },
         { "jail", required_argument, NULL, OPT_JAIL },
         { "uid", required_argument, NULL, OPT_UID },
         { "gid", required_argument, NULL, OPT_GID },
@@ -449,6 +453,11 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
                 return -EINVAL;
             }
             opts->extra.keep_caps = strcmp(optarg, "keep") == 0;
+            break;
+        case OPT_IO_POLL:
+            if (parse_number("--io-poll", optarg, 0, GODWIT_MAX_IO_POLL_US, &value) < 0)
+                return -EINVAL;
+            opts->extra.io_poll_us = (unsigned)value;
             break;
         case OPT_JAIL: opts->jail.dir = optarg; break;
         case OPT_UID:

@@ -168,7 +168,7 @@ static int enter_jail(struct cli_run_options *opts)
 static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
                                    int incoming_fd, int incoming_memfd,
                                    const struct godwit_handover *handover,
-                                   enum godwit_seccomp seccomp)
+                                   const struct config_extra *extra)
 {
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
@@ -182,7 +182,8 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .no_kernel_decompress = cfg->no_kernel_decompress,
         .no_kernel_cache = cfg->no_kernel_cache,
         .incoming = incoming_fd > 0, .incoming_fd = incoming_fd,
-        .incoming_memfd = incoming_memfd, .incoming_devices = handover, .seccomp = seccomp,
+        .incoming_memfd = incoming_memfd, .incoming_devices = handover,
+        .seccomp = extra->seccomp, .io_poll_us = extra->io_poll_us,
     };
     return godwit_create(&config);
 }
@@ -215,7 +216,7 @@ static int cmd_run(int argc, char **argv)
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
     ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd, opts.incoming_memfd,
-                       &opts.handover, opts.extra.seccomp);
+                       &opts.handover, &opts.extra);
     /* libgodwit's now, whatever became of the VM */
     opts.incoming_fd = opts.incoming_memfd = 0;
     opts.handover = (struct godwit_handover){ 0 };

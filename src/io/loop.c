@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 static bool loop_run_posted(struct event_loop *loop, void *opaque, int res);
@@ -452,6 +453,75 @@ static void loop_run_tails(struct event_loop *loop)
     }
 }
 
+void loop_set_poll(struct event_loop *loop, uint64_t ns)
+{
+    loop->poll_ns = ns;
+}
+
+void loop_add_poller(struct event_loop *loop, struct loop_poller *p, bool (*poll)(void *),
+                     bool (*end)(void *), void *opaque)
+{
+    if (p->added)
+        return;
+    *p = (struct loop_poller){ .poll = poll, .end = end, .opaque = opaque,
+                               .next = loop->pollers, .added = true };
+    if (loop->pollers)
+        loop->pollers->prev = p;
+    loop->pollers = p;
+}
+
+void loop_remove_poller(struct event_loop *loop, struct loop_poller *p)
+{
+    if (!p->added)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        loop->pollers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->added = false;
+    p->prev = p->next = NULL;
+}
+
+/* Each poller once; true when one did work. A poller may remove itself (its device reset). */
+static bool loop_poll_all(struct event_loop *loop, bool end)
+{
+    bool work = false;
+    for (struct loop_poller *p = loop->pollers, *next; p; p = next) {
+        next = p->next;
+        work |= end ? p->end(p->opaque) : p->poll(p->opaque);
+    }
+    return work;
+}
+
+/*
+ * Looks at the pollers and at the ring's completions until one has something or poll_ns has
+ * passed; then, before the loop waits, turns the pollers' notifications back on. Returns
+ * true when the turn should not wait. Completions are brought in with a GETEVENTS enter that
+ * does not block: under DEFER_TASKRUN the kernel posts them only then.
+ */
+static bool loop_poll(struct event_loop *loop)
+{
+    if (!loop->poll_ns || !loop->pollers || io_uring_cq_ready(&loop->ring))
+        return false;
+    io_uring_submit(&loop->ring); /* what the turn prepared starts now, not after the window */
+    uint64_t deadline = monotonic_ns() + loop->poll_ns;
+    do {
+        if (loop_poll_all(loop, false)) {
+            loop->polls_hit++;
+            return true;
+        }
+        io_uring_get_events(&loop->ring);
+        if (io_uring_cq_ready(&loop->ring)) {
+            loop->polls_hit++;
+            return true;
+        }
+    } while (monotonic_ns() < deadline);
+    loop->polls_missed++;
+    return loop_poll_all(loop, true);
+}
+
 /*
  * One turn. Each completion is taken off the ring before its callback runs, since a callback
  * may turn the loop itself (a device draining its I/O) and must not meet it again; only those
@@ -463,8 +533,9 @@ static int loop_turn(struct event_loop *loop)
     if (ret < 0)
         return ret;
     loop_run_tails(loop); /* queued outside a turn: not left waiting for a completion */
+    bool busy = loop_poll(loop);
     /* Everything prepared since the last turn goes in this one call, with the wait. */
-    ret = io_uring_submit_and_wait(&loop->ring, 1);
+    ret = io_uring_submit_and_wait(&loop->ring, busy ? 0 : 1);
     if (ret < 0 && ret != -EINTR) {
         log_error("io_uring: wait failed: %s", strerror(-ret));
         return ret;

@@ -72,6 +72,20 @@ struct loop_tail {
     bool queued;
 };
 
+/*
+ * Something the loop polls between its waits (loop_set_poll), a virtqueue mostly: poll()
+ * looks once and does what it finds; end() is called before the loop waits, to turn the
+ * notifications that polling made needless back on, and takes what came meanwhile. Each
+ * returns true when it did work (progress, not merely something waiting).
+ */
+struct loop_poller {
+    bool (*poll)(void *opaque);
+    bool (*end)(void *opaque);
+    void *opaque;
+    struct loop_poller *prev, *next;
+    bool added;
+};
+
 /* Registered files: a sparse table of this many slots, made at loop_init. */
 #define LOOP_FIXED_FILES 64
 /* Guest RAM is registered in pieces of this size, each the first time I/O uses it. */
@@ -113,6 +127,10 @@ struct event_loop {
     int calls_fd; /* eventfd: wakes the loop when a call is posted */
     struct loop_watch calls_watch;
     struct loop_tail *tails, *tails_tail; /* the loop's thread only */
+    /* Polling (loop_set_poll): how long to look before waiting, and at what. */
+    uint64_t poll_ns;
+    struct loop_poller *pollers; /* the loop's thread only */
+    uint64_t polls_hit, polls_missed; /* windows that found work, and that timed out */
 };
 
 int loop_init(struct event_loop *loop, unsigned entries);
@@ -264,6 +282,18 @@ void loop_cancel_post(struct event_loop *loop, struct loop_call *c);
  * turn's completions share, like the interrupt each of a device's queues raises. Queueing
  * it again before it ran does nothing. The loop's thread only.
  */
+/*
+ * Polling: before each wait, the loop looks at its pollers (and at completions) for up to
+ * `ns` nanoseconds, and waits only if none had work in that window. 0 (the default) never
+ * polls. Costs a CPU while the window lasts, and saves the guest its kicks (exits) and the
+ * loop its wake-ups while I/O keeps coming.
+ */
+void loop_set_poll(struct event_loop *loop, uint64_t ns);
+/* Adds or removes a poller; the loop's thread only (or before the loop runs). */
+void loop_add_poller(struct event_loop *loop, struct loop_poller *p, bool (*poll)(void *),
+                     bool (*end)(void *), void *opaque);
+void loop_remove_poller(struct event_loop *loop, struct loop_poller *p);
+
 void loop_at_turn_end(struct event_loop *loop, struct loop_tail *t, void (*fn)(void *opaque),
                       void *opaque);
 /* Drops it if queued (its owner is going away). The loop's thread only. */

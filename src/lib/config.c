@@ -457,6 +457,16 @@ static int apply_caps(struct config_parse *p, const char *key, struct json_objec
     return 0;
 }
 
+/* "io_poll_us": 0 to GODWIT_MAX_IO_POLL_US. */
+static int apply_io_poll(struct config_parse *p, const char *key, struct json_object *value)
+{
+    uint64_t us;
+    int ret = take_integer(p, key, value, 0, GODWIT_MAX_IO_POLL_US, &us);
+    if (ret == 0)
+        p->extra.io_poll_us = (unsigned)us;
+    return ret;
+}
+
 /* The schema; docs/config.md documents it next to the command-line options. */
 static const struct config_key config_keys[] = {
     { "kernel", apply_kernel },         { "initrd", apply_initrd },
@@ -467,7 +477,7 @@ static const struct config_key config_keys[] = {
     { "net", apply_net },               { "console", apply_console },
     { "rng", apply_rng },               { "seccomp", apply_seccomp },
     { "caps", apply_caps },             { "vsock", apply_vsock },
-    { "kernel_decompress", apply_kernel_decompress },
+    { "kernel_decompress", apply_kernel_decompress }, { "io_poll_us", apply_io_poll },
 };
 
 static const struct config_key *config_key_find(const char *name)
@@ -759,6 +769,7 @@ struct json_object *config_to_json_object(const struct vm_config *cfg,
     if (extra) {
         ret |= add_value(obj, "seccomp", json_object_new_string(sandbox_seccomp_name(extra->seccomp)));
         ret |= add_value(obj, "caps", json_object_new_string(extra->keep_caps ? "keep" : "drop"));
+        ret |= add_value(obj, "io_poll_us", json_object_new_int64(extra->io_poll_us));
     }
     return built(obj, ret);
 }

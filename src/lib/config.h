@@ -19,6 +19,9 @@ struct config_extra {
      * is saved in snapshots or sent with a migration. */
     enum godwit_seccomp seccomp; /* default on */
     bool keep_caps;              /* default false: drop what is not needed */
+    /* The main loop's polling (godwit_config.io_poll_us): this host's trade of CPU for
+     * latency, not the VM's, so not saved or sent either. */
+    unsigned io_poll_us;
 };
 
 #define CONFIG_MAX_DISKS 16

@@ -382,6 +382,8 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
                        config->incoming ? config->incoming_devices : NULL);
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
+    gv->cfg.io_poll_us = config->io_poll_us < GODWIT_MAX_IO_POLL_US ? config->io_poll_us
+                                                                    : GODWIT_MAX_IO_POLL_US;
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
     gv->cfg.incoming_memfd = -1;
@@ -800,6 +802,7 @@ int godwit_start(struct godwit_vm *gv)
     if ((ret = loop_init(&gv->loop, 256)) < 0)
         return ret;
     gv->loop_ready = true;
+    loop_set_poll(&gv->loop, (uint64_t)gv->cfg.io_poll_us * 1000);
     gv->command_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (gv->command_fd < 0)
         return -errno;

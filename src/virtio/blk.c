@@ -872,6 +872,12 @@ static int blk_quiesce(struct virtio_device *vdev)
     return ret;
 }
 
+static bool blk_pollable(struct virtio_device *vdev, unsigned queue)
+{
+    const struct virtio_blk *blk = vdev->model;
+    return queue < blk->ops.nr_queues;
+}
+
 static const struct virtio_device_ops blk_ops_template = {
     .name = "virtio-blk",
     .device_id = VIRTIO_ID_BLOCK,
@@ -883,6 +889,7 @@ static const struct virtio_device_ops blk_ops_template = {
     .write_config = blk_write_config,
     .activate = blk_activate,
     .queue_notify = blk_queue_notify,
+    .pollable = blk_pollable,
     .reset = blk_reset,
     .quiesce = blk_quiesce,
     .resume = blk_resume,

@@ -956,6 +956,13 @@ static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
         net_rx_arm(net, &net->pairs[i]);
 }
 
+/* The transmit queues: what the guest sends. Receive buffers wait for frames, not for us. */
+static bool net_pollable(struct virtio_device *vdev, unsigned queue)
+{
+    const struct virtio_net *net = vdev->model;
+    return queue < ctrl_queue(net) && queue % 2 == 1;
+}
+
 /*
  * Tap writes in flight still read guest buffers: they are waited for (they never block, the
  * tap is non-blocking) and then freed unpushed, their generation being older than the
@@ -1092,6 +1099,7 @@ static const struct virtio_device_ops net_ops_template = {
     .write_config = net_write_config,
     .activate = net_activate,
     .queue_notify = net_queue_notify,
+    .pollable = net_pollable,
     .reset = net_reset,
     .quiesce = net_quiesce,
     .resume = net_resume,

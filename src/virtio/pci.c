@@ -610,16 +610,65 @@ static void needs_reset(struct virtio_device *vdev, const char *why)
     pthread_mutex_unlock(&vp->lock);
 }
 
+/* With vp->lock held: whether the model takes entries from `queue` now. */
+static bool queue_running(struct virtio_pci *vp, unsigned queue)
+{
+    struct virtio_device *vdev = vp->vdev;
+    return queue < vp->nr_queues && vdev->queues[queue].enabled &&
+           (vdev->status & VIRTIO_STATUS_DRIVER_OK) &&
+           !(vdev->status & VIRTIO_STATUS_NEEDS_RESET) && vdev->ops->queue_notify;
+}
+
 void virtio_pci_kick(struct virtio_pci *vp, unsigned queue)
 {
     struct virtio_device *vdev = vp->vdev;
 
     pthread_mutex_lock(&vp->lock);
-    if (queue < vp->nr_queues && vdev->queues[queue].enabled &&
-        (vdev->status & VIRTIO_STATUS_DRIVER_OK) &&
-        !(vdev->status & VIRTIO_STATUS_NEEDS_RESET) && vdev->ops->queue_notify)
+    if (queue_running(vp, queue))
         vdev->ops->queue_notify(vdev, queue);
     pthread_mutex_unlock(&vp->lock);
+}
+
+bool virtio_pci_pollable(struct virtio_pci *vp, unsigned queue)
+{
+    struct virtio_device *vdev = vp->vdev;
+    return queue < vp->nr_queues && vdev->ops->pollable && vdev->ops->pollable(vdev, queue);
+}
+
+/* Passes waiting entries to the model; true when it took some. With vp->lock held. */
+static bool take_polled(struct virtio_pci *vp, unsigned queue)
+{
+    struct virtio_device *vdev = vp->vdev;
+    struct virtqueue *vq = &vdev->queues[queue];
+    if (!virtq_has_avail(vq))
+        return false;
+    uint16_t before = vq->last_avail_idx;
+    vdev->ops->queue_notify(vdev, queue);
+    return vq->enabled && vq->last_avail_idx != before;
+}
+
+bool virtio_pci_poll(struct virtio_pci *vp, unsigned queue)
+{
+    bool took = false;
+    pthread_mutex_lock(&vp->lock);
+    if (queue_running(vp, queue)) {
+        virtq_poll_begin(&vp->vdev->queues[queue]);
+        took = take_polled(vp, queue);
+    }
+    pthread_mutex_unlock(&vp->lock);
+    return took;
+}
+
+bool virtio_pci_poll_end(struct virtio_pci *vp, unsigned queue)
+{
+    bool took = false;
+    pthread_mutex_lock(&vp->lock);
+    if (queue < vp->nr_queues) {
+        bool waiting = virtq_poll_end(&vp->vdev->queues[queue]);
+        took = waiting && queue_running(vp, queue) && take_polled(vp, queue);
+    }
+    pthread_mutex_unlock(&vp->lock);
+    return took;
 }
 
 bool virtio_pci_queue_status(struct virtio_pci *vp, unsigned queue,

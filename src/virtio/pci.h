@@ -138,4 +138,17 @@ int virtio_pci_load(struct virtio_pci *vp, struct state_cursor *c, uint32_t vers
  */
 void virtio_pci_kick(struct virtio_pci *vp, unsigned queue);
 
+/* Whether the model lets the main loop poll `queue` (virtio_device_ops.pollable). */
+bool virtio_pci_pollable(struct virtio_pci *vp, unsigned queue);
+
+/*
+ * The main loop polling `queue` (`--io-poll`): virtio_pci_poll() stops the driver's kicks
+ * (virtq_poll_begin) and passes entries it finds to the model, as a kick would;
+ * virtio_pci_poll_end() asks for kicks again and passes what came meanwhile. Each returns
+ * true when the model took entries: only progress counts, so that a queue whose model takes
+ * nothing now (paused, throttled) cannot keep the loop from waiting.
+ */
+bool virtio_pci_poll(struct virtio_pci *vp, unsigned queue);
+bool virtio_pci_poll_end(struct virtio_pci *vp, unsigned queue);
+
 #endif

@@ -63,6 +63,9 @@ struct virtio_device_ops {
     int (*activate)(struct virtio_device *vdev);
     /* The guest made buffers available on `queue`. */
     void (*queue_notify)(struct virtio_device *vdev, unsigned queue);
+    /* Whether the main loop may poll `queue` (`--io-poll`): a queue of requests the driver
+     * sends, whose kicks polling can spare it. NULL: none. */
+    bool (*pollable)(struct virtio_device *vdev, unsigned queue);
     /*
      * Back to the initial state: drop in-flight work, forget the queues. When it returns, no
      * I/O of the model writes guest memory any more (block reads are waited for). From a

@@ -284,7 +284,7 @@ static const char *walk_table(const struct virtqueue *vq, struct chain_walk *w,
 static uint16_t virtq_read_avail_idx(struct virtqueue *vq)
 {
     uint16_t avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
-    if (avail_idx != vq->last_avail_idx || !vq->event_idx || vq->kicks_held)
+    if (avail_idx != vq->last_avail_idx || !vq->event_idx || vq->kicks_held || vq->polled)
         return avail_idx;
     /*
      * The driver may have added an entry after our read and checked avail_event before our
@@ -322,9 +322,31 @@ int virtq_pop(struct virtqueue *vq, struct virtq_chain *chain)
         return virtq_break(vq, err);
 
     vq->last_avail_idx++;
-    if (vq->event_idx && !vq->kicks_held)
+    if (vq->event_idx && !vq->kicks_held && !vq->polled)
         virtq_set_avail_event(vq);
     return 1;
+}
+
+bool virtq_has_avail(const struct virtqueue *vq)
+{
+    return vq->enabled && !vq->broken &&
+           __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE) != vq->last_avail_idx;
+}
+
+bool virtq_poll_end(struct virtqueue *vq)
+{
+    if (!vq->polled)
+        return virtq_has_avail(vq);
+    vq->polled = false;
+    if (!vq->enabled || vq->broken)
+        return false;
+    if (!vq->kicks_held) {
+        /* As in virtq_read_avail_idx: either the second look sees the driver's entry, or the
+         * driver sees the new avail_event and kicks. */
+        virtq_set_avail_event(vq);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
+    return virtq_has_avail(vq);
 }
 
 /* Writes the used element for `head` after the pending ones; marks no buffer. */

@@ -74,6 +74,8 @@ struct virtqueue {
     /* The device looks at the ring on its own for now (virtq_hold_kicks): avail_event is
      * left where it was. Not state: a load or a reset starts without it. */
     bool kicks_held;
+    /* The main loop polls this ring (virtq_poll_begin): no kick is wanted. Not state. */
+    bool polled;
 
     /* Host views of the rings, checked once at setup. */
     struct virtq_desc *desc;
@@ -128,6 +130,22 @@ static inline void virtq_hold_kicks(struct virtqueue *vq, bool hold)
 {
     vq->kicks_held = hold && vq->event_idx;
 }
+
+/*
+ * Polling (the main loop looks at the ring itself between its waits, `--io-poll`): with
+ * EVENT_IDX, pops leave avail_event behind as under virtq_hold_kicks, so the driver stops
+ * kicking while the ring is polled. virtq_poll_end() asks for kicks again (avail_event set,
+ * then a full fence and a second look) and returns true when entries are waiting, which the
+ * caller must then take, since the driver may have offered them without a kick.
+ */
+static inline void virtq_poll_begin(struct virtqueue *vq)
+{
+    vq->polled = vq->event_idx;
+}
+bool virtq_poll_end(struct virtqueue *vq);
+
+/* Whether the driver has made entries available that the device has not taken. */
+bool virtq_has_avail(const struct virtqueue *vq);
 
 /*
  * Returns the chain `head` to the driver, saying that `written` bytes were written into its

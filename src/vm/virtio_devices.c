@@ -46,6 +46,8 @@ struct virtio_kick {
     bool watched;
     struct loop_watch watch;
     uint64_t count, last_ns; /* atomic: kicks seen, and when the last one was */
+    struct loop_poller poller; /* --io-poll: the loop looks at this queue between waits */
+    uint64_t polled;           /* atomic: times polling found entries (no kick needed) */
 };
 
 struct virtio_slot {
@@ -134,6 +136,22 @@ static bool on_kick(struct event_loop *loop, void *opaque, int res)
         virtio_pci_kick(&k->slot->pci, k->queue);
     }
     return true;
+}
+
+/* The loop's polls of a queue (--io-poll), counted like kicks when they find work. */
+static bool on_poll(void *opaque)
+{
+    struct virtio_kick *k = opaque;
+    bool took = virtio_pci_poll(&k->slot->pci, k->queue);
+    if (took)
+        __atomic_fetch_add(&k->polled, 1, __ATOMIC_RELAXED);
+    return took;
+}
+
+static bool on_poll_end(void *opaque)
+{
+    struct virtio_kick *k = opaque;
+    return virtio_pci_poll_end(&k->slot->pci, k->queue);
 }
 
 /* ---- interrupts, once per loop turn ---- */
@@ -407,6 +425,8 @@ static int attach_kicks(struct virtio_slot *s)
         if (ret < 0)
             return ret;
         k->watched = true;
+        if (vm->cfg->loop->poll_ns && virtio_pci_pollable(&s->pci, q))
+            loop_add_poller(vm->cfg->loop, &k->poller, on_poll, on_poll_end, k);
     }
     return 0;
 }
@@ -417,6 +437,8 @@ static void slot_free(struct virtio_slot *s)
         loop_cancel_turn_end(s->vm->cfg->loop, &s->notify_tail);
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
         struct virtio_kick *k = &s->kicks[q];
+        if (k->poller.added)
+            loop_remove_poller(s->vm->cfg->loop, &k->poller);
         if (k->watched)
             loop_unwatch_sync(s->vm->cfg->loop, &k->watch);
         if (k->fd >= 0)
@@ -725,6 +747,9 @@ static struct json_object *queue_counters(struct virtio_slot *s, unsigned q, uin
     }
     json_object_object_add(o, "broken", json_object_new_boolean(r->broken));
     json_object_object_add(o, "kicks", json_u64(__atomic_load_n(&k->count, __ATOMIC_RELAXED)));
+    if (k->poller.added)
+        json_object_object_add(o, "polled",
+                               json_u64(__atomic_load_n(&k->polled, __ATOMIC_RELAXED)));
     json_object_object_add(o, "last_kick_ms",
                            json_age_ms(__atomic_load_n(&k->last_ns, __ATOMIC_RELAXED), now));
     if (st.vector < s->nr_vectors) {
@@ -744,12 +769,16 @@ static struct json_object *slot_counters(void *dev)
 {
     struct virtio_slot *s = dev;
     struct json_object *o = json_object_new_object();
-    uint64_t kicks = 0, interrupts = 0;
-    for (unsigned q = 0; q < s->pci.nr_queues; q++)
+    uint64_t kicks = 0, interrupts = 0, polled = 0;
+    for (unsigned q = 0; q < s->pci.nr_queues; q++) {
         kicks += __atomic_load_n(&s->kicks[q].count, __ATOMIC_RELAXED);
+        polled += __atomic_load_n(&s->kicks[q].polled, __ATOMIC_RELAXED);
+    }
     for (unsigned v = 0; v < s->nr_vectors; v++)
         interrupts += __atomic_load_n(&s->vector_count[v], __ATOMIC_RELAXED);
     json_object_object_add(o, "kicks", json_u64(kicks));
+    if (s->vm->cfg->loop && s->vm->cfg->loop->poll_ns)
+        json_object_object_add(o, "polled", json_u64(polled));
     json_object_object_add(o, "interrupts", json_u64(interrupts));
     if (s->model_counters) {
         virtio_lock(&s->vdev); /* a model's lists change under it (disks' requests) */

@@ -72,6 +72,7 @@ struct vm_config {
     /* The system call filters of the VM's threads (the vCPUs', a migration's); not part of
      * the VM's description, so never saved with it. */
     enum godwit_seccomp seccomp;
+    unsigned io_poll_us; /* the main loop's polling window (godwit_config.io_poll_us) */
     /* The main loop that runs device I/O; set by whoever runs the VM (libgodwit). */
     struct event_loop *loop;
 };

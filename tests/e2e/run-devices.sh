@@ -9,7 +9,7 @@ set -uo pipefail
 build=${1:?usage: run-devices.sh BUILD_DIR [io|state]}
 # Two groups, which CI runs in test-host boots of their own (tools/run-tests.sh): a test host
 # that freezes costs the rerun of its group, not of all the cases.
-io_cases="disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net net_queues rng vsock vsock_flood"
+io_cases="disk_bad_options disk_filesystem disk_readonly disk_locked disk_reboot console console_socket console_file net net_queues io_poll rng vsock vsock_flood"
 state_cases="snapshot pause_quiet migrate migrate_local"
 case ${2:-all} in
   all) default_cases="$io_cases $state_cases" ;;
@@ -222,6 +222,41 @@ EOF
     expect_line $name '^eth1 queues: rx-0 tx-0 ' &&
     expect_line $name 'tap gwsq0 is single-queue: one queue pair for the 2 vCPUs' &&
     expect_clean $name && pass $name
+}
+
+# --io-poll: the main loop polls the disk's queue. 4 MiB copied in 4 KiB direct writes from
+# one disk to another land whole, polling found the guest's requests (vda's `polled`
+# counter, read while the guest waits), and the guest reads back what it wrote.
+case_io_poll() {
+  local name=io_poll data=$work/poll.img src=$work/poll-source.img script
+  truncate -s 16M "$data"
+  head -c $((4 * 1024 * 1024)) /dev/urandom >"$src"
+  script=$(script_disk $name <<'EOF'
+dd if=/dev/vdc of=/dev/vda bs=4096 oflag=direct 2>/dev/null
+echo "copied $(head -c 4194304 /dev/vda | md5sum)"
+sleep 5
+EOF
+)
+  start_watched $name 240 "$godwit" run "${common[@]}" --cmdline "$cmdline" --io-poll 200 \
+    --disk "path=$data,cache=none" --disk "$script" --disk "path=$src,readonly=on"
+  local ok=1 polled
+  if wait_for_line "$work/$name.log" '^copied ' "$vm_pid" 180; then
+    polled=$(curl -s --unix-socket "$work/$name.log.api" http://localhost/vm/counters |
+      python3 -c 'import json, sys; d = json.load(sys.stdin)["devices"]["vda"]
+print(d.get("polled", 0), d["kicks"], d["writes"])')
+    echo "io_poll: vda polled, kicks, writes: $polled"
+    polled=${polled%% *}
+    [ "${polled:-0}" -gt 0 ] || { ok=0; fail $name "polling found none of vda's requests (polled: '$polled')"; }
+  else
+    ok=0; fail $name "the guest did not copy"
+  fi
+  finish_watched $name
+  local sum
+  sum=$(md5sum <"$src" | cut -d' ' -f1)
+  expect_status $name 0 && expect_line $name "^copied $sum " && expect_clean $name || return
+  [ "$(head -c $((4 * 1024 * 1024)) "$data" | md5sum | cut -d' ' -f1)" = "$sum" ] ||
+    { fail $name "the image does not hold what the guest copied"; return; }
+  [ $ok -eq 1 ] && pass $name
 }
 
 # --console virtio,file=PATH: what the guest writes to hvc0 is appended to the file.

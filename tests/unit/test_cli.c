@@ -368,6 +368,29 @@ static void test_sandbox_options(void **state)
     cli_run_options_free(&opts);
 }
 
+static void test_io_poll_option(void **state)
+{
+    static struct cli_run_options opts;
+    (void)state;
+    char *plain[] = { "run", "-k", "k", NULL };
+    assert_int_equal(cli_parse_run(ARGC(plain), plain, &opts), 0);
+    assert_int_equal(opts.extra.io_poll_us, 0);
+    cli_run_options_free(&opts);
+    char *set[] = { "run", "-k", "k", "--io-poll", "50", NULL };
+    assert_int_equal(cli_parse_run(ARGC(set), set, &opts), 0);
+    assert_int_equal(opts.extra.io_poll_us, 50);
+    cli_run_options_free(&opts);
+    static char *bad[][6] = {
+        { "run", "-k", "k", "--io-poll", "1001", NULL },
+        { "run", "-k", "k", "--io-poll", "-1", NULL },
+        { "run", "-k", "k", "--io-poll", "fast", NULL },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(cli_parse_run(5, bad[i], &opts), -EINVAL);
+        cli_run_options_free(&opts);
+    }
+}
+
 static void test_jail_options(void **state)
 {
     static struct cli_run_options opts;
@@ -395,6 +418,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sandbox_options),
+        cmocka_unit_test(test_io_poll_option),
         cmocka_unit_test(test_jail_options),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_all_options),

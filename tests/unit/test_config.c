@@ -725,6 +725,31 @@ static void test_sandbox_keys(void **state)
                  "config: \"caps\" must be \"drop\" or \"keep\"");
 }
 
+/* "io_poll_us": the host's polling window, shown with the sandbox's keys (not saved). */
+static void test_io_poll_key(void **state)
+{
+    struct parsed p;
+    (void)state;
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\"}"), 0);
+    assert_int_equal(p.extra.io_poll_us, 0);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"io_poll_us\": 50}"), 0);
+    assert_int_equal(p.extra.io_poll_us, 50);
+    struct json_object *with = config_to_json_object(&p.cfg, &p.extra);
+    struct json_object *without = config_to_json_object(&p.cfg, NULL);
+    struct json_object *v;
+    assert_true(json_object_object_get_ex(with, "io_poll_us", &v));
+    assert_int_equal(json_object_get_int(v), 50);
+    assert_false(json_object_object_get_ex(without, "io_poll_us", &v));
+    json_object_put(with);
+    json_object_put(without);
+    config_strings_free(&p.owned);
+    expect_error("{\"kernel\": \"k\", \"io_poll_us\": 1001}",
+                 "config: \"io_poll_us\" is 1001, must be 0 to 1000");
+    expect_error("{\"kernel\": \"k\", \"io_poll_us\": \"50\"}",
+                 "config: \"io_poll_us\" must be an integer");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -750,6 +775,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_devices),
         cmocka_unit_test(test_round_trip_vsock),
         cmocka_unit_test(test_sandbox_keys),
+        cmocka_unit_test(test_io_poll_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -583,6 +583,112 @@ static void test_unwatch_timer_then_rearm(void **state)
     loop_destroy(&loop);
 }
 
+struct poll_probe {
+    int polls, ends;
+    int work_at;     /* the poll() call that finds work; 0: none */
+    bool end_finds;  /* end() reports work that came meanwhile */
+};
+
+static bool probe_poll(void *opaque)
+{
+    struct poll_probe *p = opaque;
+    return ++p->polls == p->work_at;
+}
+
+static bool probe_end(void *opaque)
+{
+    struct poll_probe *p = opaque;
+    p->ends++;
+    return p->end_finds;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Polling: a poller that finds work ends the turn without a wait, and stays polled (no end);
+ * a window that finds nothing ends every poller's polling before the loop waits. */
+static void test_poll_window(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_poller poller = { 0 };
+    struct poll_probe probe = { .work_at = 3 };
+    struct loop_watch guard;
+    int fired = 0;
+    assert_int_equal(loop_init(&loop, 16), 0);
+    assert_int_equal(loop_after(&loop, &guard, 5000, count_and_stop, &fired), 0);
+    loop_set_poll(&loop, 2000000000ull); /* long enough that only work ends it */
+    loop_add_poller(&loop, &poller, probe_poll, probe_end, &probe);
+    loop_add_poller(&loop, &poller, probe_poll, probe_end, &probe); /* twice: still one */
+
+    uint64_t t0 = now_ms();
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_true(now_ms() - t0 < 1000);
+    assert_int_equal(probe.polls, 3);
+    assert_int_equal(probe.ends, 0);
+    assert_int_equal(loop.polls_hit, 1);
+
+    /* Nothing found for the whole window: end() once, then the wait (for the timer). */
+    probe = (struct poll_probe){ 0 };
+    loop_set_poll(&loop, 2000000ull);
+    struct loop_watch timer;
+    int ticks = 0;
+    assert_int_equal(loop_after(&loop, &timer, 30, count_and_stop, &ticks), 0);
+    t0 = now_ms();
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(ticks, 1);
+    assert_true(now_ms() - t0 >= 25);
+    assert_true(probe.polls > 0);
+    assert_int_equal(probe.ends, 1);
+    assert_int_equal(loop.polls_missed, 1);
+
+    /* What end() took meanwhile is work: no wait either. */
+    probe = (struct poll_probe){ .end_finds = true };
+    t0 = now_ms();
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_true(now_ms() - t0 < 1000);
+    assert_int_equal(probe.ends, 1);
+
+    /* Removed, it is polled no more; without pollers the loop just waits. */
+    loop_remove_poller(&loop, &poller);
+    loop_remove_poller(&loop, &poller);
+    probe = (struct poll_probe){ 0 };
+    assert_int_equal(loop_after(&loop, &timer, 10, count_and_stop, &ticks), 0);
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(ticks, 2);
+    assert_int_equal(probe.polls + probe.ends, 0);
+    loop_unwatch(&loop, &guard);
+    loop_destroy(&loop);
+}
+
+/* A completion that comes during the window ends it (brought in without blocking, as
+ * DEFER_TASKRUN needs), and the pollers stay polled. */
+static void test_poll_sees_completions(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_poller poller = { 0 };
+    struct poll_probe probe = { 0 };
+    struct loop_watch timer;
+    int ticks = 0;
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_set_poll(&loop, 3000000000ull);
+    loop_add_poller(&loop, &poller, probe_poll, probe_end, &probe);
+    assert_int_equal(loop_after(&loop, &timer, 20, count_and_stop, &ticks), 0);
+    uint64_t t0 = now_ms();
+    while (!ticks)
+        assert_int_equal(loop_run_once(&loop), 0);
+    assert_true(now_ms() - t0 < 2000);
+    assert_int_equal(probe.ends, 0);
+    assert_true(loop.polls_hit >= 1);
+    loop_remove_poller(&loop, &poller);
+    loop_destroy(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +704,8 @@ int main(void)
         cmocka_unit_test(test_turn_end),
         cmocka_unit_test(test_registered_files_and_buffers),
         cmocka_unit_test(test_unwatch_timer_then_rearm),
+        cmocka_unit_test(test_poll_window),
+        cmocka_unit_test(test_poll_sees_completions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
