@@ -4,7 +4,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <linux/if_tun.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,26 +239,11 @@ unsigned devopt_tap_queues(const struct godwit_net *nets, unsigned n)
     return queues;
 }
 
-unsigned devopt_net_default_queues(unsigned cpus, long tun_flags)
+unsigned devopt_net_default_queues(unsigned cpus, int multi_queue)
 {
-    if (tun_flags >= 0 && !(tun_flags & IFF_MULTI_QUEUE))
+    if (multi_queue != 1 && multi_queue != -ENODEV)
         return 1;
     return cpus == 0 ? 1 : cpus < DEVICE_MAX_QUEUES ? cpus : DEVICE_MAX_QUEUES;
-}
-
-long devopt_tap_flags(const char *tap)
-{
-    char path[64], text[32];
-    if (!tap || !*tap || strlen(tap) > DEVICE_TAP_NAME_MAX || strchr(tap, '/'))
-        return -1;
-    snprintf(path, sizeof(path), "/sys/class/net/%s/tun_flags", tap);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -1;
-    char *end = NULL;
-    long flags = fgets(text, sizeof(text), f) ? strtol(text, &end, 16) : -1;
-    fclose(f);
-    return end && end != text && flags >= 0 ? flags : -1;
 }
 
 int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const char **path,

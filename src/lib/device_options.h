@@ -41,15 +41,12 @@ unsigned devopt_tap_queues(const struct godwit_net *nets, unsigned n);
 
 /*
  * The queue pairs of an interface whose count was not asked for: one per vCPU (at most 16),
- * as for disks, so that the guest's CPUs each send and receive on their own pair; one when
- * `tun_flags` (the tap's flags, -1 when it does not exist yet) say the tap is single-queue,
- * since such a tap takes no second queue.
+ * as for disks, so that the guest's CPUs each send and receive on their own pair, when the
+ * tap takes several queues or does not exist yet (godwit makes it multi-queue);
+ * `multi_queue` is tap_multi_queue()'s answer. One when the tap exists single-queue (it takes
+ * no second queue) or when the host did not say (as before there was a default).
  */
-unsigned devopt_net_default_queues(unsigned cpus, long tun_flags);
-
-/* The flags of the tap named `tap` (/sys/class/net/TAP/tun_flags), or -1 when it does not
- * exist or cannot be read. */
-long devopt_tap_flags(const char *tap);
+unsigned devopt_net_default_queues(unsigned cpus, int multi_queue);
 
 /* A unicast MAC address in colon notation (exactly 6 pairs of hex digits); fills mac when not
  * NULL and the address is valid. */

@@ -24,6 +24,7 @@
 #include "io/loop.h"
 #include "lib/config.h"
 #include "lib/device_options.h"
+#include "lib/tap_info.h"
 #include "log.h"
 #include "migration/channel.h"
 #include "migration/incoming.h"
@@ -166,12 +167,16 @@ static void resolve_net_queues(struct godwit_net *nets, unsigned n, unsigned cpu
     for (unsigned i = 0; i < n && !(handover && handover->nr_taps); i++) {
         if (nets[i].queues)
             continue;
-        long flags = devopt_tap_flags(nets[i].tap);
-        nets[i].queues = devopt_net_default_queues(cpus, flags);
-        if (cpus > 1 && nets[i].queues == 1)
+        int multi = tap_multi_queue(nets[i].tap);
+        nets[i].queues = devopt_net_default_queues(cpus, multi);
+        if (cpus > 1 && multi == 0)
             log_info("virtio-net: tap %s is single-queue: one queue pair for the %u vCPUs "
                      "(a tap made with `ip tuntap add NAME mode tap multi_queue` gets one each)",
                      nets[i].tap, cpus);
+        else if (cpus > 1 && nets[i].queues == 1)
+            log_info("virtio-net: cannot tell whether tap %s takes several queues (%s): one "
+                     "queue pair for the %u vCPUs (queues=N asks for more)", nets[i].tap,
+                     strerror(-multi), cpus);
     }
 }
 
