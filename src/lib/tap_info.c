@@ -50,7 +50,7 @@ static int read_answer(int fd, uint32_t seq)
     ssize_t n = recv(fd, &buf, sizeof(buf), 0);
     if (n < 0)
         return -errno;
-    int len = (int)n;
+    unsigned len = (unsigned)n; /* NLMSG_OK compares it with the u32 nlmsg_len */
     for (struct nlmsghdr *nh = &buf.nh; NLMSG_OK(nh, len); nh = NLMSG_NEXT(nh, len)) {
         if (nh->nlmsg_seq != seq)
             continue;
