@@ -68,6 +68,7 @@ fi
 [ -z "${BENCH_STALL_S:-}" ] && (( 3 * runtime > stall_s )) && stall_s=$((3 * runtime))
 [[ ,$rows, =~ ^(,(blk|net))+,$ ]] || die "BENCH_ROWS takes blk, net or blk,net, not '$rows'"
 want() { [[ ,$rows, == *,$1,* ]]; }
+in_rows() { if [[ $1 =~ ^(tx|rx|rr)$ ]]; then want net; else want blk; fi; } # JOB NAME
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 godwit=$(readlink -f "$build/godwit")
 [ -x "$godwit" ] || die "no godwit in $build"
@@ -508,7 +509,7 @@ table() {
       name=$(field "$j" 0)
       [[ $l == ceiling && $name =~ ^(tx|rx|rr)$ ]] && continue
       [[ $l == qemu-vhost && ! $name =~ ^(tx|rx|rr)$ ]] && continue
-      { want blk || [[ $name =~ ^(tx|rx|rr)$ ]]; } && { want net || [[ ! $name =~ ^(tx|rx|rr)$ ]]; } || continue
+      in_rows "$name" || continue
       [ "$(count "$l.$name")" -lt "$n" ] && n=$(count "$l.$name")
     done
     runs_note="$runs_note $l $n"
@@ -537,8 +538,7 @@ table() {
   if [ -n "$poll_us" ]; then
     for j in "${blk_jobs[@]}" "${net_jobs[@]}"; do
       name=$(field "$j" 0); unit=$(field "$j" 2); title=$(field "$j" 3)
-      want blk || [[ $name =~ ^(tx|rx|rr)$ ]] || continue
-      want net || [[ ! $name =~ ^(tx|rx|rr)$ ]] || continue
+      in_rows "$name" || continue
       row "$title, godwit --io-poll $poll_us ($unit)" "$(med ceiling.$name)" "$(med godwit-poll.$name)" "$(med qemu.$name)"
     done
   fi
@@ -572,8 +572,7 @@ detail_table() {
   echo "where the time went (BENCH_DETAIL; ticks of 1/$hz s per thread name, KVM counters from debugfs; medians):"
   for j in "${blk_jobs[@]}" "${net_jobs[@]}"; do
     name=$(field "$j" 0)
-    want blk || [[ $name =~ ^(tx|rx|rr)$ ]] || continue
-    want net || [[ ! $name =~ ^(tx|rx|rr)$ ]] || continue
+    in_rows "$name" || continue
     for l in godwit godwit-poll qemu qemu-vhost; do
       local line=
       for f in "$work"/res/"$l.$name".detail.*; do

@@ -243,7 +243,7 @@ unsigned devopt_net_default_queues(unsigned cpus, int multi_queue)
 {
     if (multi_queue != 1 && multi_queue != -ENODEV)
         return 1;
-    return cpus == 0 ? 1 : cpus < DEVICE_MAX_QUEUES ? cpus : DEVICE_MAX_QUEUES;
+    return vm_queues_per_vcpu(cpus);
 }
 
 int devopt_parse_vsock(const char *opt, const char *arg, uint64_t *cid, const char **path,

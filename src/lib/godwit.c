@@ -164,7 +164,9 @@ static struct godwit_net *copy_nets(const struct godwit_net *src, unsigned n, bo
 static void resolve_net_queues(struct godwit_net *nets, unsigned n, unsigned cpus,
                                const struct godwit_handover *handover)
 {
-    for (unsigned i = 0; i < n && !(handover && handover->nr_taps); i++) {
+    if (handover && handover->nr_taps)
+        return;
+    for (unsigned i = 0; i < n; i++) {
         if (nets[i].queues)
             continue;
         int multi = tap_multi_queue(nets[i].tap);
@@ -381,14 +383,14 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         .vsock_cid = config->vsock_cid, .vsock_path = gv->vsock_path,
         .unpack = &gv->unpack,
         .seccomp = config->seccomp,
+        .io_poll_us = config->io_poll_us < GODWIT_MAX_IO_POLL_US ? config->io_poll_us
+                                                                : GODWIT_MAX_IO_POLL_US,
         .loop = &gv->loop,
     };
     resolve_net_queues(gv->nets, gv->cfg.nr_nets, gv->cfg.nr_cpus,
                        config->incoming ? config->incoming_devices : NULL);
     gv->console_out_fd = config->console_out_fd;
     gv->console_in_fd = config->console_in_fd;
-    gv->cfg.io_poll_us = config->io_poll_us < GODWIT_MAX_IO_POLL_US ? config->io_poll_us
-                                                                    : GODWIT_MAX_IO_POLL_US;
     gv->state = GODWIT_STATE_CREATED;
     gv->cfg.incoming = config->incoming;
     gv->cfg.incoming_memfd = -1;

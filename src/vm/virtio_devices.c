@@ -770,14 +770,16 @@ static struct json_object *slot_counters(void *dev)
     struct virtio_slot *s = dev;
     struct json_object *o = json_object_new_object();
     uint64_t kicks = 0, interrupts = 0, polled = 0;
+    bool polls = false; /* as queue_counters says it: per queue the loop polls */
     for (unsigned q = 0; q < s->pci.nr_queues; q++) {
         kicks += __atomic_load_n(&s->kicks[q].count, __ATOMIC_RELAXED);
         polled += __atomic_load_n(&s->kicks[q].polled, __ATOMIC_RELAXED);
+        polls |= s->kicks[q].poller.added;
     }
     for (unsigned v = 0; v < s->nr_vectors; v++)
         interrupts += __atomic_load_n(&s->vector_count[v], __ATOMIC_RELAXED);
     json_object_object_add(o, "kicks", json_u64(kicks));
-    if (s->vm->cfg->loop && s->vm->cfg->loop->poll_ns)
+    if (polls)
         json_object_object_add(o, "polled", json_u64(polled));
     json_object_object_add(o, "interrupts", json_u64(interrupts));
     if (s->model_counters) {

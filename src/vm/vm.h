@@ -77,14 +77,19 @@ struct vm_config {
     struct event_loop *loop;
 };
 
-/* A disk's request queues: as asked, else one per vCPU (as QEMU does), so that the guest's
- * block layer need not share a queue between CPUs; at most 16, as the option allows. */
-#define VM_DISK_DEFAULT_MAX_QUEUES 16u
+/* The queues (disks) or queue pairs (nets) a device gets when none were asked for: one per
+ * vCPU (as QEMU gives disks), so that the guest's CPUs need not share one; at least one, at
+ * most 16, as the options allow. */
+#define VM_DEFAULT_MAX_QUEUES 16u
+static inline unsigned vm_queues_per_vcpu(unsigned nr_cpus)
+{
+    return nr_cpus == 0 ? 1 : nr_cpus < VM_DEFAULT_MAX_QUEUES ? nr_cpus : VM_DEFAULT_MAX_QUEUES;
+}
+
+/* A disk's request queues: as asked, else one per vCPU. */
 static inline unsigned vm_disk_queues(const struct vm_config *cfg, const struct godwit_disk *d)
 {
-    if (d->queues)
-        return d->queues;
-    return cfg->nr_cpus < VM_DISK_DEFAULT_MAX_QUEUES ? cfg->nr_cpus : VM_DISK_DEFAULT_MAX_QUEUES;
+    return d->queues ? d->queues : vm_queues_per_vcpu(cfg->nr_cpus);
 }
 
 /* Why the VM stopped running; main() turns it into the process exit status. */
