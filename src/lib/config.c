@@ -460,10 +460,9 @@ static int apply_caps(struct config_parse *p, const char *key, struct json_objec
 /* "io_poll_us": 0 to GODWIT_MAX_IO_POLL_US. */
 static int apply_io_poll(struct config_parse *p, const char *key, struct json_object *value)
 {
-    uint64_t us;
+    uint64_t us = p->extra.io_poll_us; /* kept when refused, as apply_cpus does */
     int ret = take_integer(p, key, value, 0, GODWIT_MAX_IO_POLL_US, &us);
-    if (ret == 0)
-        p->extra.io_poll_us = (unsigned)us;
+    p->extra.io_poll_us = (unsigned)us;
     return ret;
 }
 
