@@ -204,12 +204,18 @@ static inline void fuzz_virtio_run(struct fuzz_virtio *fv, struct fuzz_in *in)
         case 4: /* offer a chain */
             fv_offer(fv, q, fuzz_u8(in) % FV_QSIZE);
             break;
-        case 5: /* ring the doorbell and let the device work */
+        case 5: { /* ring the doorbell, or poll the queue (--io-poll), and let the device work */
             virtio_lock(vdev);
+            bool poll = (op & 8) && vdev->ops->pollable && vdev->ops->pollable(vdev, q);
+            if (poll)
+                virtq_poll_begin(&vdev->queues[q]);
             vdev->ops->queue_notify(vdev, q);
+            if (poll && virtq_poll_end(&vdev->queues[q]))
+                vdev->ops->queue_notify(vdev, q); /* what came while kicks were held */
             virtio_unlock(vdev);
             fuzz_virtio_settle(fv);
             break;
+        }
         case 6: /* the host side sends something */
             if (fv->host_input) {
                 size_t n = fuzz_bytes(in, buf, fuzz_u8(in));
