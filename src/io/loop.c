@@ -463,33 +463,25 @@ void loop_add_poller(struct event_loop *loop, struct loop_poller *p, bool (*poll
 {
     if (p->added)
         return;
-    *p = (struct loop_poller){ .poll = poll, .end = end, .opaque = opaque,
-                               .next = loop->pollers, .added = true };
-    if (loop->pollers)
-        loop->pollers->prev = p;
-    loop->pollers = p;
+    *p = (struct loop_poller){ .poll = poll, .end = end, .opaque = opaque, .added = true };
+    list_push(&loop->pollers, &p->link);
 }
 
 void loop_remove_poller(struct event_loop *loop, struct loop_poller *p)
 {
     if (!p->added)
         return;
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        loop->pollers = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
+    list_unlink(&loop->pollers, &p->link);
     p->added = false;
-    p->prev = p->next = NULL;
 }
 
 /* Each poller once; true when one did work. A poller may remove itself (its device reset). */
 static bool loop_poll_all(struct event_loop *loop, bool end)
 {
     bool work = false;
-    for (struct loop_poller *p = loop->pollers, *next; p; p = next) {
-        next = p->next;
+    for (struct list_link *link = loop->pollers.first, *next; link; link = next) {
+        next = link->next;
+        struct loop_poller *p = list_entry(link, struct loop_poller, link);
         work |= end ? p->end(p->opaque) : p->poll(p->opaque);
     }
     return work;
@@ -503,7 +495,7 @@ static bool loop_poll_all(struct event_loop *loop, bool end)
  */
 static bool loop_poll(struct event_loop *loop)
 {
-    if (!loop->poll_ns || !loop->pollers || io_uring_cq_ready(&loop->ring))
+    if (!loop->poll_ns || list_empty(&loop->pollers) || io_uring_cq_ready(&loop->ring))
         return false;
     io_uring_submit(&loop->ring); /* what the turn prepared starts now, not after the window */
     uint64_t deadline = monotonic_ns() + loop->poll_ns;
@@ -623,11 +615,7 @@ struct io_uring_sqe *loop_owner_prepare(struct event_loop *loop, struct loop_own
     if (!sqe)
         return NULL;
     w->owner = o;
-    w->owner_prev = NULL;
-    w->owner_next = o->in_flight;
-    if (o->in_flight)
-        o->in_flight->owner_prev = w;
-    o->in_flight = w;
+    list_push(&o->in_flight, &w->owner_link);
     __atomic_add_fetch(&o->count, 1, __ATOMIC_SEQ_CST);
     return sqe;
 }
@@ -650,12 +638,7 @@ bool loop_owner_defer(struct event_loop *loop, struct loop_owner *o, struct loop
 static void owner_put(struct loop_watch *w)
 {
     struct loop_owner *o = w->owner;
-    if (w->owner_prev)
-        w->owner_prev->owner_next = w->owner_next;
-    else
-        o->in_flight = w->owner_next;
-    if (w->owner_next)
-        w->owner_next->owner_prev = w->owner_prev;
+    list_unlink(&o->in_flight, &w->owner_link);
     w->owner = NULL;
     if (__atomic_sub_fetch(&o->count, 1, __ATOMIC_SEQ_CST) == 0 &&
         __atomic_load_n(&o->waiters, __ATOMIC_SEQ_CST)) {
@@ -668,7 +651,8 @@ static void owner_put(struct loop_watch *w)
 /* Cancellations carry no watch: their own completions are dropped by loop_dispatch(). */
 int loop_owner_cancel(struct event_loop *loop, struct loop_owner *o)
 {
-    for (struct loop_watch *w = o->in_flight; w; w = w->owner_next) {
+    for (struct list_link *link = o->in_flight.first; link; link = link->next) {
+        struct loop_watch *w = list_entry(link, struct loop_watch, owner_link);
         struct io_uring_sqe *sqe = loop_get_sqe(loop);
         if (!sqe) {
             log_warn("io_uring: ring full, cannot cancel a device's I/O");

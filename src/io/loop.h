@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "list.h"
+
 struct event_loop;
 struct loop_owner;
 
@@ -29,7 +31,7 @@ struct loop_watch {
     bool reads;                           /* an eventfd watch: `value` is read, not polled */
     uint64_t value;                       /* what the read took (loop_watch_eventfd) */
     struct loop_owner *owner;             /* owned I/O (loop_owner_prepare), else NULL */
-    struct loop_watch *owner_prev, *owner_next; /* owner->in_flight */
+    struct list_link owner_link;          /* in owner->in_flight */
     struct __kernel_timespec ts;          /* a timer's: read when the SQE is submitted */
 };
 
@@ -42,7 +44,7 @@ struct loop_watch {
  * resets its operation there.
  */
 struct loop_owner {
-    struct loop_watch *in_flight; /* the loop's thread only */
+    struct list in_flight; /* of loop_watch (owner_link); the loop's thread only */
     unsigned count;               /* atomic: loop_owner_wait() reads it from other threads */
     unsigned waiters;             /* atomic: threads in loop_owner_wait() */
     pthread_mutex_t lock;         /* with `idle`: wakes them when the count reaches 0 */
@@ -82,7 +84,7 @@ struct loop_poller {
     bool (*poll)(void *opaque);
     bool (*end)(void *opaque);
     void *opaque;
-    struct loop_poller *prev, *next;
+    struct list_link link; /* in loop->pollers */
     bool added;
 };
 
@@ -129,7 +131,7 @@ struct event_loop {
     struct loop_tail *tails, *tails_tail; /* the loop's thread only */
     /* Polling (loop_set_poll): how long to look before waiting, and at what. */
     uint64_t poll_ns;
-    struct loop_poller *pollers; /* the loop's thread only */
+    struct list pollers; /* of loop_poller; the loop's thread only */
     uint64_t polls_hit, polls_missed; /* windows that found work, and that timed out */
 };
 

@@ -105,7 +105,7 @@ enum blk_op { BLK_OP_READ, BLK_OP_WRITE, BLK_OP_FLUSH, BLK_OP_FALLOC };
 /* One request between its pop and its push. */
 struct blk_req {
     struct virtio_blk *blk;
-    struct blk_req *prev, *next;  /* blk->outstanding */
+    struct list_link link;        /* in blk->outstanding */
     struct blk_req *wait_next;    /* blk->waiting, while it needs an SQE */
     struct loop_watch watch;
     uint64_t generation;          /* blk->generation at pop: a reset since drops the push */
@@ -146,7 +146,7 @@ struct virtio_blk {
 
     uint64_t generation;
     struct loop_owner io;                        /* every request's I/O in flight */
-    struct blk_req *outstanding;                 /* every request popped and not yet pushed */
+    struct list outstanding; /* of blk_req: every request popped and not yet pushed */
     struct blk_req *waiting, *waiting_tail;      /* FIFO of requests that found no SQE */
     unsigned nr_outstanding[BLK_MAX_QUEUES];
     unsigned nr_slow[BLK_MAX_QUEUES];            /* of those, flushes and fallocates */
@@ -172,23 +172,9 @@ struct virtio_blk {
 
 /* ---- request bookkeeping ---- */
 
-static void blk_outstanding_add(struct virtio_blk *blk, struct blk_req *req)
-{
-    req->prev = NULL;
-    req->next = blk->outstanding;
-    if (blk->outstanding)
-        blk->outstanding->prev = req;
-    blk->outstanding = req;
-}
-
 static void blk_req_free(struct virtio_blk *blk, struct blk_req *req)
 {
-    if (req->prev)
-        req->prev->next = req->next;
-    else
-        blk->outstanding = req->next;
-    if (req->next)
-        req->next->prev = req->prev;
+    list_unlink(&blk->outstanding, &req->link);
     blk->bounce_bytes -= req->bounce_size;
     free(req->bounce);
     free(req);
@@ -679,7 +665,7 @@ static bool blk_start(struct virtio_blk *blk, unsigned q, const struct virtq_cha
     *req = (struct blk_req){ .blk = blk, .generation = blk->generation,
                              .popped_ns = monotonic_ns(), .queue = q, .head = c->head,
                              .status = (uint8_t *)last->host + last->len - 1 };
-    blk_outstanding_add(blk, req);
+    list_push(&blk->outstanding, &req->link);
     blk->nr_outstanding[q]++;
     int status = blk_parse(blk, req, c);
     if (status != -EINPROGRESS) {
@@ -837,7 +823,7 @@ static void blk_reset(struct virtio_device *vdev)
  */
 static int blk_drain(struct virtio_blk *blk)
 {
-    while (blk->outstanding) {
+    while (!list_empty(&blk->outstanding)) {
         blk_kick_waiting(blk);
         if (!loop_owner_in_flight(&blk->io))
             return -EBUSY; /* requests wait, and the ring takes none */
