@@ -606,6 +606,8 @@ static bool on_conn_readable(struct event_loop *loop, void *opaque, int res)
     return false;
 }
 
+static bool on_tick(struct event_loop *loop, void *opaque, int res);
+
 static bool on_accept(struct event_loop *loop, void *opaque, int res)
 {
     struct api_server *s = opaque;
@@ -636,14 +638,18 @@ static bool on_accept(struct event_loop *loop, void *opaque, int res)
         s->nr_conns--;
         close(fd);
         free(c);
+        return true;
     }
+    if (!s->tick.armed && loop_after(loop, &s->tick, API_TICK_MS, on_tick, s) < 0)
+        log_warn("api: cannot arm the request timer: this client is not timed out");
     return true;
 }
 
 /*
  * A slow or silent client must not hold a connection slot forever. A connection is only
  * freed by its own callback, so the tick answers 408 and shuts the socket down, which wakes
- * that callback to close it.
+ * that callback to close it. The tick runs only while there are connections: an idle VM's
+ * loop is woken by nothing.
  */
 static bool on_tick(struct event_loop *loop, void *opaque, int res)
 {
@@ -660,7 +666,8 @@ static bool on_tick(struct event_loop *loop, void *opaque, int res)
         shutdown(c->fd, SHUT_RDWR);
         c->deadline.tv_sec = now.tv_sec + 3600; /* once */
     }
-    loop_after(loop, &s->tick, API_TICK_MS, on_tick, s);
+    if (s->conns)
+        loop_after(loop, &s->tick, API_TICK_MS, on_tick, s);
     return false;
 }
 
@@ -701,8 +708,6 @@ int api_server_start(struct api_server **out, struct event_loop *loop, struct go
         return ret;
     }
     ret = loop_watch_readable(loop, &s->accept_watch, s->listen_fd, on_accept, s);
-    if (ret == 0)
-        ret = loop_after(loop, &s->tick, API_TICK_MS, on_tick, s);
     if (ret < 0) {
         log_error("api: cannot serve %s: %s", socket_path, strerror(-ret));
         api_server_destroy(s);
