@@ -453,9 +453,26 @@ static void loop_run_tails(struct event_loop *loop)
     }
 }
 
-void loop_set_poll(struct event_loop *loop, uint64_t ns)
+void loop_set_poll(struct event_loop *loop, uint64_t max_ns)
 {
-    loop->poll_ns = ns;
+    __atomic_store_n(&loop->poll_max_ns, max_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&loop->poll_ns, max_ns, __ATOMIC_RELAXED);
+}
+
+void loop_poll_stats(const struct event_loop *loop, struct loop_poll_stats *stats)
+{
+    *stats = (struct loop_poll_stats){
+        .window_ns = __atomic_load_n(&loop->poll_ns, __ATOMIC_RELAXED),
+        .max_ns = __atomic_load_n(&loop->poll_max_ns, __ATOMIC_RELAXED),
+        .hits = __atomic_load_n(&loop->polls_hit, __ATOMIC_RELAXED),
+        .misses = __atomic_load_n(&loop->polls_missed, __ATOMIC_RELAXED),
+    };
+}
+
+/* Single writer (the loop's thread): a plain add, stored so that readers see it whole. */
+static void count(uint64_t *counter)
+{
+    __atomic_store_n(counter, *counter + 1, __ATOMIC_RELAXED);
 }
 
 void loop_add_poller(struct event_loop *loop, struct loop_poller *p, bool (*poll)(void *),
@@ -487,31 +504,56 @@ static bool loop_poll_all(struct event_loop *loop, bool end)
     return work;
 }
 
-/*
- * Looks at the pollers and at the ring's completions until one has something or poll_ns has
- * passed; then, before the loop waits, turns the pollers' notifications back on. Returns
- * true when the turn should not wait. Completions are brought in with a GETEVENTS enter that
- * does not block: under DEFER_TASKRUN the kernel posts them only then.
- */
-static bool loop_poll(struct event_loop *loop)
+static bool loop_completions_ready(struct event_loop *loop)
 {
-    if (!loop->poll_ns || list_empty(&loop->pollers) || io_uring_cq_ready(&loop->ring))
-        return false;
+    io_uring_get_events(&loop->ring);
+    return io_uring_cq_ready(&loop->ring) > 0;
+}
+
+/*
+ * Looks at the pollers and at the ring's completions until one has something (a hit) or the
+ * window has passed; then, before the loop waits, turns the pollers' notifications back on.
+ * Returns true when the turn should not wait. Completions are brought in with a GETEVENTS
+ * enter that does not block: under DEFER_TASKRUN the kernel posts them only then.
+ */
+static bool loop_poll(struct event_loop *loop, uint64_t start, bool *hit)
+{
+    if (!loop->poll_ns)
+        return false; /* closed after a miss, so the pollers' notifications are on */
     io_uring_submit(&loop->ring); /* what the turn prepared starts now, not after the window */
-    uint64_t deadline = monotonic_ns() + loop->poll_ns;
+    uint64_t deadline = start + loop->poll_ns;
     do {
-        if (loop_poll_all(loop, false)) {
-            loop->polls_hit++;
-            return true;
-        }
-        io_uring_get_events(&loop->ring);
-        if (io_uring_cq_ready(&loop->ring)) {
-            loop->polls_hit++;
+        if (loop_poll_all(loop, false) || loop_completions_ready(loop)) {
+            *hit = true;
+            count(&loop->polls_hit);
             return true;
         }
     } while (monotonic_ns() < deadline);
-    loop->polls_missed++;
+    count(&loop->polls_missed);
     return loop_poll_all(loop, true);
+}
+
+/* Where a closed window opens again, and below which a shrinking one closes. */
+#define LOOP_POLL_MIN_NS 4000u
+
+/*
+ * After a miss, fits the window to how long the loop had to wait for work (polling and
+ * blocking together), the idea of QEMU's adaptive poll-max-ns: a wait the cap would have
+ * covered doubles the window (or opens it), since the next is likely as short; one past the
+ * cap halves it, since spinning for work that comes that late only burns a CPU. A hit leaves
+ * it, and only a miss may close it: the pollers' notifications are then back on.
+ */
+static void loop_poll_adapt(struct event_loop *loop, uint64_t waited_ns)
+{
+    uint64_t ns = loop->poll_ns;
+    if (waited_ns <= ns)
+        return;
+    if (waited_ns > loop->poll_max_ns)
+        ns = ns / 2 < LOOP_POLL_MIN_NS ? 0 : ns / 2;
+    else
+        ns = ns ? ns * 2 : LOOP_POLL_MIN_NS;
+    __atomic_store_n(&loop->poll_ns, ns < loop->poll_max_ns ? ns : loop->poll_max_ns,
+                     __ATOMIC_RELAXED);
 }
 
 /*
@@ -525,13 +567,20 @@ static int loop_turn(struct event_loop *loop)
     if (ret < 0)
         return ret;
     loop_run_tails(loop); /* queued outside a turn: not left waiting for a completion */
-    bool busy = loop_poll(loop);
+    /* Only a turn that has to wait for work polls, and measures the wait to fit its window. */
+    bool polling =
+        loop->poll_max_ns && !list_empty(&loop->pollers) && !io_uring_cq_ready(&loop->ring);
+    uint64_t start = polling ? monotonic_ns() : 0;
+    bool hit = false;
+    bool busy = polling && loop_poll(loop, start, &hit);
     /* Everything prepared since the last turn goes in this one call, with the wait. */
     ret = io_uring_submit_and_wait(&loop->ring, busy ? 0 : 1);
     if (ret < 0 && ret != -EINTR) {
         log_error("io_uring: wait failed: %s", strerror(-ret));
         return ret;
     }
+    if (polling && !hit)
+        loop_poll_adapt(loop, monotonic_ns() - start);
     for (unsigned n = io_uring_cq_ready(&loop->ring); n > 0; n--) {
         struct io_uring_cqe *cqe;
         if (io_uring_peek_cqe(&loop->ring, &cqe) != 0)

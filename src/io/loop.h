@@ -129,8 +129,10 @@ struct event_loop {
     int calls_fd; /* eventfd: wakes the loop when a call is posted */
     struct loop_watch calls_watch;
     struct loop_tail *tails, *tails_tail; /* the loop's thread only */
-    /* Polling (loop_set_poll): how long to look before waiting, and at what. */
-    uint64_t poll_ns;
+    /* Polling (loop_set_poll): how long to look before waiting, and at what. The window
+     * (poll_ns) moves between 0 and poll_max_ns; the loop's thread writes it and the counts,
+     * others may read them (loop_poll_stats). */
+    uint64_t poll_max_ns, poll_ns;
     struct list pollers; /* of loop_poller; the loop's thread only */
     uint64_t polls_hit, polls_missed; /* windows that found work, and that timed out */
 };
@@ -285,12 +287,20 @@ void loop_cancel_post(struct event_loop *loop, struct loop_call *c);
  * it again before it ran does nothing. The loop's thread only.
  */
 /*
- * Polling: before each wait, the loop looks at its pollers (and at completions) for up to
- * `ns` nanoseconds, and waits only if none had work in that window. 0 (the default) never
- * polls. Costs a CPU while the window lasts, and saves the guest its kicks (exits) and the
- * loop its wake-ups while I/O keeps coming.
+ * Polling: before each wait, the loop looks at its pollers (and at completions) for up to a
+ * window, and waits only if none had work in it. The window starts at max_ns and follows the
+ * waits it is meant to cover: it grows (up to max_ns) while work comes a little after it
+ * closes, and shrinks (down to none) while work comes later than max_ns, so that an idle
+ * loop spins no more. 0 (the default) never polls. Costs a CPU while a window lasts, and
+ * saves the guest its kicks (exits) and the loop its wake-ups while I/O keeps coming.
  */
-void loop_set_poll(struct event_loop *loop, uint64_t ns);
+void loop_set_poll(struct event_loop *loop, uint64_t max_ns);
+struct loop_poll_stats {
+    uint64_t window_ns, max_ns; /* the window now, and its cap */
+    uint64_t hits, misses;      /* windows that found work, and that ended in a wait */
+};
+/* Any thread: a snapshot for counters (each field read atomically, not all at one instant). */
+void loop_poll_stats(const struct event_loop *loop, struct loop_poll_stats *stats);
 /* Adds or removes a poller; the loop's thread only (or before the loop runs). */
 void loop_add_poller(struct event_loop *loop, struct loop_poller *p, bool (*poll)(void *),
                      bool (*end)(void *), void *opaque);

@@ -840,6 +840,19 @@ static struct json_object *exits_json(const uint64_t *exits)
     return obj;
 }
 
+/* The main loop's polling (--io-poll): its window now, the cap, and how windows ended. */
+static struct json_object *io_poll_json(const struct event_loop *loop)
+{
+    struct loop_poll_stats st;
+    loop_poll_stats(loop, &st);
+    struct json_object *obj = json_object_new_object();
+    json_object_object_add(obj, "window_us", json_object_new_double((double)st.window_ns / 1000));
+    json_object_object_add(obj, "max_us", json_object_new_int64((int64_t)(st.max_ns / 1000)));
+    json_object_object_add(obj, "hits", json_object_new_int64((int64_t)st.hits));
+    json_object_object_add(obj, "misses", json_object_new_int64((int64_t)st.misses));
+    return obj;
+}
+
 struct json_object *godwit_counters_json(struct godwit_vm *gv)
 {
     uint64_t total[VCPU_EXIT_KINDS] = { 0 };
@@ -862,6 +875,8 @@ struct json_object *godwit_counters_json(struct godwit_vm *gv)
     json_object_object_add(obj, "exits", exits_json(total));
     json_object_object_add(obj, "vcpus", per_vcpu);
     json_object_object_add(obj, "devices", vm_devices_counters_json(vm));
+    if (gv->cfg.io_poll_us) /* a loop not yet started reads as all zeros */
+        json_object_object_add(obj, "io_poll", io_poll_json(&gv->loop));
     pthread_mutex_unlock(&gv->lock);
     return obj;
 }

@@ -689,6 +689,86 @@ static void test_poll_sees_completions(void **state)
     loop_destroy(&loop);
 }
 
+static void note_call(void *opaque)
+{
+    (*(int *)opaque)++;
+}
+
+/* One turn that ends with the timer's tick, and the window it leaves. */
+static uint64_t turn_until_tick(struct event_loop *loop, unsigned ms)
+{
+    struct loop_watch timer;
+    int ticks = 0;
+    struct loop_poll_stats stats;
+    assert_int_equal(loop_after(loop, &timer, ms, count_and_stop, &ticks), 0);
+    assert_int_equal(loop_run_once(loop), 0);
+    assert_int_equal(ticks, 1);
+    loop_poll_stats(loop, &stats);
+    return stats.window_ns;
+}
+
+/* The window follows the waits: each one past the cap halves it, down to closed (then the
+ * pollers are neither polled nor ended: their notifications are on); work that comes within
+ * the cap opens it again and doubles it; a hit leaves it. */
+static void test_poll_window_adapts(void **state)
+{
+    (void)state;
+    struct event_loop loop;
+    struct loop_poller poller = { 0 };
+    struct poll_probe probe = { 0 };
+    struct loop_poll_stats stats;
+    assert_int_equal(loop_init(&loop, 16), 0);
+    loop_set_poll(&loop, 1000000);
+    loop_add_poller(&loop, &poller, probe_poll, probe_end, &probe);
+    loop_poll_stats(&loop, &stats);
+    assert_int_equal(stats.window_ns, 1000000);
+    assert_int_equal(stats.max_ns, 1000000);
+
+    uint64_t expect = 1000000;
+    int waits = 0;
+    while (expect) {
+        expect = expect / 2 < 4000 ? 0 : expect / 2;
+        assert_int_equal(turn_until_tick(&loop, 5), expect);
+        waits++;
+    }
+    assert_int_equal(waits, 8); /* 1 ms, halved to 3.9 us: closed */
+    assert_int_equal(probe.ends, waits);
+    loop_poll_stats(&loop, &stats);
+    assert_int_equal(stats.misses, (uint64_t)waits);
+    assert_int_equal(stats.hits, 0);
+
+    probe = (struct poll_probe){ 0 };
+    assert_int_equal(turn_until_tick(&loop, 5), 0);
+    assert_int_equal(probe.polls + probe.ends, 0);
+
+    /* A posted call is work that comes at once: the window opens, unpolled this turn. */
+    struct loop_call call;
+    int calls = 0;
+    loop_post(&loop, &call, note_call, &calls);
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_int_equal(calls, 1);
+    assert_int_equal(probe.polls + probe.ends, 0);
+    loop_poll_stats(&loop, &stats);
+    assert_int_equal(stats.window_ns, 4000);
+
+    /* Work found as the window closed came just after it: doubled. */
+    probe = (struct poll_probe){ .end_finds = true };
+    assert_int_equal(loop_run_once(&loop), 0);
+    assert_true(probe.polls > 0);
+    assert_int_equal(probe.ends, 1);
+    loop_poll_stats(&loop, &stats);
+    assert_int_equal(stats.window_ns, 8000);
+
+    /* A hit: kept. */
+    probe = (struct poll_probe){ .work_at = 1 };
+    assert_int_equal(loop_run_once(&loop), 0);
+    loop_poll_stats(&loop, &stats);
+    assert_int_equal(stats.window_ns, 8000);
+    assert_int_equal(stats.hits, 1);
+    loop_remove_poller(&loop, &poller);
+    loop_destroy(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -706,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_unwatch_timer_then_rearm),
         cmocka_unit_test(test_poll_window),
         cmocka_unit_test(test_poll_sees_completions),
+        cmocka_unit_test(test_poll_window_adapts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
