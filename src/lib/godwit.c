@@ -406,6 +406,15 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         gv->incoming_memfd = config->incoming_memfd > 0 ? config->incoming_memfd : -1;
         gv->cfg.incoming_memfd = gv->incoming_memfd;
     }
+    /* The ring is made here, not at start: the kernel charges the guest RAM it will register
+     * to RLIMIT_MEMLOCK (8 MiB by default) unless the process that made it held CAP_IPC_LOCK,
+     * and `godwit run` drops its capabilities between create and start. */
+    if (loop_init(&gv->loop, 256) < 0) {
+        godwit_destroy(gv);
+        return NULL;
+    }
+    gv->loop_ready = true;
+    loop_set_poll(&gv->loop, (uint64_t)gv->cfg.io_poll_us * 1000);
     return gv;
 }
 
@@ -806,10 +815,6 @@ int godwit_start(struct godwit_vm *gv)
     int ret;
     if (gv->state != GODWIT_STATE_CREATED)
         return -EALREADY;
-    if ((ret = loop_init(&gv->loop, 256)) < 0)
-        return ret;
-    gv->loop_ready = true;
-    loop_set_poll(&gv->loop, (uint64_t)gv->cfg.io_poll_us * 1000);
     gv->command_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (gv->command_fd < 0)
         return -errno;
