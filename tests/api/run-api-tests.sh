@@ -242,8 +242,9 @@ check library_example "status $st: $(grep embed: "$work/embed.out" | tr '\n' ' '
   grep -q "embed: event: powered off" "$work/embed.out" && grep -q "godwit-guest: poweroff" "$work/embed.out"'
 
 # --- as tools/systemd/godwit@.service runs it: an unprivileged user in the kvm group with
-# CAP_NET_ADMIN alone (ambient, for its tap) and no way to gain more; XDG_RUNTIME_DIR=/run puts
-# its socket in /run/godwit, which systemd makes for that user. Root's commands find it there.
+# CAP_NET_ADMIN (ambient, for its tap) and CAP_IPC_LOCK (for making its ring) and no way to
+# gain more; XDG_RUNTIME_DIR=/run puts its socket in /run/godwit, which systemd makes for that
+# user. Root's commands find it there.
 svc_uid=64123 svc_gid=64123 kvm_gid=64124
 svc=$work/service
 mkdir -p "$svc" && cp "$kernel_vmlinux" "$svc/vmlinux" && cp "$initrd" "$svc/initrd" &&
@@ -253,7 +254,8 @@ chgrp $kvm_gid /dev/kvm && chmod 660 /dev/kvm
 chmod 666 /dev/net/tun # as udev leaves it: opening it is no privilege, making a tap is
 mkdir -p /run/godwit && chown $svc_uid:$svc_gid /run/godwit && chmod 700 /run/godwit
 run_as=(setpriv --reuid=$svc_uid --regid=$svc_gid --groups=$kvm_gid --no-new-privs
-        --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin
+        --inh-caps=-all,+net_admin,+ipc_lock --ambient-caps=-all,+net_admin,+ipc_lock
+        --bounding-set=-all,+net_admin,+ipc_lock
         env XDG_RUNTIME_DIR=/run)
 saved_kernel=$kernel_vmlinux saved_initrd=$initrd
 kernel_vmlinux=$svc/vmlinux initrd=$svc/initrd
@@ -261,10 +263,15 @@ start_vm svc-test "$svc/vm.log" --net tap=gwsvc0,mac=52:54:00:00:05:01; st=$?
 run_as=() kernel_vmlinux=$saved_kernel initrd=$saved_initrd
 check service_user_runs_vm "start $st: $(tail -n 5 "$svc/vm.log" | tr '\n' ' ')" test $st -eq 0
 check service_user_made_its_tap "no gwsvc0: $(ip -br link 2>&1 | tr '\n' ' ')" ip link show gwsvc0
-# godwit keeps CAP_NET_ADMIN alone (a guest reboot makes its tap again), and no more.
+# godwit keeps CAP_NET_ADMIN alone (a guest reboot makes its tap again): CAP_IPC_LOCK is gone
+# from the sets it could use, left only in the bounding set, which a process without
+# CAP_SETPCAP cannot shrink and which no_new_privs keeps it from gaining anything from.
 caps=$(awk '/^Cap(Eff|Prm|Amb|Bnd):/ {printf "%s=%s ", $1, $2}' /proc/$vm_pid/status 2>/dev/null)
 beyond=0
-for c in $caps; do [ $((0x${c#*=} & ~0x1000)) -eq 0 ] || beyond=1; done
+for c in $caps; do
+  allowed=0x1000; [ "${c%%=*}" = CapBnd: ] && allowed=0x5000 # CAP_NET_ADMIN, CAP_IPC_LOCK
+  [ $((0x${c#*=} & ~allowed)) -eq 0 ] || beyond=1
+done
 check service_user_keeps_net_admin_alone "capability sets: $caps" eval '[ -n "$caps" ] && [ $beyond -eq 0 ]'
 out=$("$godwit" ps 2>&1)
 check root_ps_sees_service_vm "$out" grep -q '^svc-test ' <<<"$out"
