@@ -198,7 +198,10 @@ struct godwit_vm;
 
 typedef void (*godwit_event_fn)(struct godwit_vm *vm, enum godwit_event event, void *opaque);
 
-/* Validates the configuration and reads the kernel; NULL (with one logged line) on error. */
+/* Validates the configuration, reads the kernel and makes the VM's io_uring ring; NULL (with
+ * one logged line) on error. Guest RAM is registered with that ring as I/O buffers: made by a
+ * process holding CAP_IPC_LOCK, the ring pins it outside RLIMIT_MEMLOCK, so a caller that
+ * drops capabilities does so after this call (as `godwit run` does). */
 struct godwit_vm *godwit_create(const struct godwit_config *config);
 /* Called from godwit's own thread; must be quick and must not call godwit_destroy(). */
 void godwit_set_event_callback(struct godwit_vm *vm, godwit_event_fn fn, void *opaque);

@@ -880,7 +880,7 @@ struct json_object *godwit_counters_json(struct godwit_vm *gv)
     json_object_object_add(obj, "exits", exits_json(total));
     json_object_object_add(obj, "vcpus", per_vcpu);
     json_object_object_add(obj, "devices", vm_devices_counters_json(vm));
-    if (gv->cfg.io_poll_us) /* a loop not yet started reads as all zeros */
+    if (gv->cfg.io_poll_us)
         json_object_object_add(obj, "io_poll", io_poll_json(&gv->loop));
     pthread_mutex_unlock(&gv->lock);
     return obj;
