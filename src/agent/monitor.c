@@ -26,7 +26,8 @@ struct agent_monitor {
     int wake[2]; /* a byte on wake[1] wakes the thread: to stop, or to ask for a power-off */
     pthread_t thread;
 
-    pthread_mutex_t lock; /* guards st, last_answer, fd, resumed, stopping, poweroff */
+    pthread_mutex_t lock; /* guards st, last_answer, fd, resumed, stopping, poweroff, waiters */
+    pthread_cond_t stepped; /* resumed.stepping ended, or a waiter left */
     struct agent_status st;
     struct timespec last_answer;
     int fd; /* the connection to the agent, -1: none; stop shuts it down to end a wait */
@@ -34,7 +35,9 @@ struct agent_monitor {
         const char *why; /* NULL: nothing to do */
         bool thaw;
         struct timespec since;
+        bool stepping; /* the thread makes the step now (why taken, outcome not yet known) */
     } resumed; /* agent_monitor_resumed()'s work, until done or given up */
+    unsigned waiters; /* in agent_monitor_wait_step(): stop frees the monitor only after them */
     bool stopping;
     bool poweroff; /* asked for, not yet sent */
 };
@@ -194,18 +197,18 @@ static int after_resume(struct agent_monitor *m, struct agent_client *c)
     bool thaw = m->resumed.thaw, seen = m->st.seen;
     double waited = why ? ms_since(&m->resumed.since) : 0;
     m->resumed.why = NULL;
+    m->resumed.stepping = why != NULL;
     pthread_mutex_unlock(&m->lock);
     if (!why)
         return 0;
     uint32_t thawed;
     int ret = c ? step_clock(c, thaw, &thawed) : -ENOTCONN;
+    bool again = false;
     if (ret == 0) {
         /* The step itself only the guest knows: its agent logs it when over a second. */
         log_info("agent: guest clock stepped to the host's after the %s (%.1f s after the guest "
                  "ran again)%s", why, waited / 1e3, thaw && thawed ? ", filesystems thawed" : "");
-        return 0;
-    }
-    if (waited >= resumed_wait_ms) {
+    } else if (waited >= resumed_wait_ms) {
         /* A guest that never ran an agent (a vsock device for something else) has no clock to
          * step here: only an agent that answered once and no longer does is worth a warning. */
         if (seen || c)
@@ -215,11 +218,15 @@ static int after_resume(struct agent_monitor *m, struct agent_client *c)
         else
             log_debug("agent: none answered within %u s of the %s: no clock to step",
                       resumed_wait_ms / 1000, why);
-        return c ? ret : 0;
+        ret = c ? ret : 0;
+    } else {
+        again = true; /* not yet: again on the next turn */
     }
-    pthread_mutex_lock(&m->lock); /* not yet: again on the next turn */
-    if (!m->resumed.why)
+    pthread_mutex_lock(&m->lock);
+    if (again && !m->resumed.why)
         m->resumed.why = why;
+    m->resumed.stepping = false;
+    pthread_cond_broadcast(&m->stepped);
     pthread_mutex_unlock(&m->lock);
     return ret;
 }
@@ -260,6 +267,7 @@ int agent_monitor_start(struct agent_monitor **out, const char *vsock_path, agen
     m->opaque = opaque;
     m->fd = -1;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->stepped, NULL);
     int ret = pipe2(m->wake, O_CLOEXEC) < 0 ? -errno : 0;
     if (ret == 0 && (ret = -pthread_create(&m->thread, NULL, monitor_thread, m)) < 0) {
         close(m->wake[0]);
@@ -267,6 +275,7 @@ int agent_monitor_start(struct agent_monitor **out, const char *vsock_path, agen
     }
     if (ret < 0) {
         log_error("agent: cannot start its heartbeat: %s", strerror(-ret));
+        pthread_cond_destroy(&m->stepped);
         pthread_mutex_destroy(&m->lock);
         free(m->vsock_path);
         free(m);
@@ -291,8 +300,13 @@ void agent_monitor_stop(struct agent_monitor *m)
         shutdown(m->fd, SHUT_RDWR); /* a request waiting for the agent ends now */
     pthread_mutex_unlock(&m->lock);
     pthread_join(m->thread, NULL);
+    pthread_mutex_lock(&m->lock); /* the thread is gone, so no step is under way: */
+    while (m->waiters)            /* the waiters are on their way out */
+        pthread_cond_wait(&m->stepped, &m->lock);
+    pthread_mutex_unlock(&m->lock);
     close(m->wake[0]);
     close(m->wake[1]);
+    pthread_cond_destroy(&m->stepped);
     pthread_mutex_destroy(&m->lock);
     free(m->vsock_path);
     free(m);
@@ -307,15 +321,29 @@ void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw)
     pthread_mutex_unlock(&m->lock);
 }
 
-bool agent_monitor_take_resumed(struct agent_monitor *m, const char *why)
+enum agent_resumed_claim agent_monitor_take_resumed(struct agent_monitor *m, const char *why)
+{
+    enum agent_resumed_claim claim = AGENT_RESUMED_NONE;
+    pthread_mutex_lock(&m->lock);
+    if (m->resumed.why && strcmp(m->resumed.why, why) == 0 && !m->resumed.thaw && m->st.alive) {
+        m->resumed.why = NULL;
+        claim = AGENT_RESUMED_TAKEN;
+    } else if (m->resumed.stepping) {
+        m->waiters++; /* released by agent_monitor_wait_step() */
+        claim = AGENT_RESUMED_STEPPING;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return claim;
+}
+
+void agent_monitor_wait_step(struct agent_monitor *m)
 {
     pthread_mutex_lock(&m->lock);
-    bool take = m->resumed.why && strcmp(m->resumed.why, why) == 0 && !m->resumed.thaw &&
-                m->st.alive;
-    if (take)
-        m->resumed.why = NULL;
+    while (m->resumed.stepping) /* bounded: the step's requests time out, and stop ends them */
+        pthread_cond_wait(&m->stepped, &m->lock);
+    m->waiters--;
+    pthread_cond_broadcast(&m->stepped); /* for a stop waiting on the waiters */
     pthread_mutex_unlock(&m->lock);
-    return take;
 }
 
 void agent_monitor_status(struct agent_monitor *m, struct agent_status *st)

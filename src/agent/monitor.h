@@ -44,13 +44,23 @@ void agent_monitor_stop(struct agent_monitor *m);
  * a warning when it did not answer, unless no agent ever answered (a guest without one).
  */
 void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw);
+/* What agent_monitor_take_resumed() found. */
+enum agent_resumed_claim {
+    AGENT_RESUMED_NONE,     /* no step owed (made already), or no agent alive: the monitor waits */
+    AGENT_RESUMED_TAKEN,    /* the caller makes the step now, and the monitor will not */
+    AGENT_RESUMED_STEPPING, /* the monitor's thread makes it right now: agent_monitor_wait_step() */
+};
 /*
  * The step owed after `why` (agent_monitor_resumed, without a thaw) taken over by a caller that
- * makes it itself, now: true, and the monitor will not; false when none is owed (made already)
- * or the agent is not alive (the monitor waits for it). A caller whose step fails gives it back
- * with agent_monitor_resumed().
+ * makes it itself, now. A caller whose step fails gives it back with agent_monitor_resumed().
+ * On AGENT_RESUMED_STEPPING the caller must call agent_monitor_wait_step(), which the monitor
+ * outlives (agent_monitor_stop waits for it): so a caller that answers "stepped" does so only
+ * once the monitor's step reached the guest (or failed, and the monitor tries again).
  */
-bool agent_monitor_take_resumed(struct agent_monitor *m, const char *why);
+enum agent_resumed_claim agent_monitor_take_resumed(struct agent_monitor *m, const char *why);
+/* Waits, on a thread that is not the VM's loop (the step goes through its vsock device), until
+ * the step that agent_monitor_take_resumed() found under way has ended. */
+void agent_monitor_wait_step(struct agent_monitor *m);
 /* Tests: AGENT_RESUMED_WAIT_MS replaced by `ms`. */
 void agent_monitor_test_set_wait(unsigned ms);
 /* A snapshot of what is known, from any thread. */

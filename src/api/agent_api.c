@@ -44,7 +44,7 @@ struct job {
     struct api_kvp_body kvp;     /* JOB_KVP_SET */
     struct api_kvp_query query;  /* JOB_KVP_GET, JOB_KVP_DELETE */
     unsigned timeout_s;          /* JOB_FREEZE */
-    struct godwit_vm *resumed;   /* JOB_TIME: the VM whose resume's step this is (taken over) */
+    struct godwit_vm *resumed;   /* JOB_TIME: the VM whose resume's step this is, to take over */
     struct api_file_query *file; /* JOB_FILE_PUT, JOB_FILE_GET */
     char *held;                  /* JOB_FILE_PUT: the body's bytes the server read, ... */
     size_t held_len;
@@ -435,8 +435,13 @@ static void *job_thread(void *arg)
     struct job *job = arg;
     struct api_agent_jobs *j = job->jobs;
     struct answer a = { .status = 500 };
-    int err;
-    struct godwit_agent *agent = godwit_agent_connect(job->vsock, &err);
+    int err = 0;
+    /* After a resume: the step is this job's only if the monitor has not made it (it may be
+     * making it now: then this waits for it, so that the answer comes after the step). */
+    bool owed = !job->resumed || godwit_agent_take_resume(job->resumed);
+    struct godwit_agent *agent = owed ? godwit_agent_connect(job->vsock, &err) : NULL;
+    if (!owed)
+        a.status = 204;
     if (!agent && err == -ECONNREFUSED)
         fail(&a, 503, "no agent answers on vsock port 1024 (is godwit-agent running in the guest?)");
     else if (!agent)
@@ -451,9 +456,9 @@ static void *job_thread(void *arg)
         set_agent(job, NULL);
         godwit_agent_close(agent);
     }
-    if (job->resumed && a.status != 204)
+    if (owed && job->resumed && a.status != 204)
         godwit_agent_give_back_resume(job->resumed); /* the monitor tries again */
-    else if (job->resumed)
+    else if (owed && job->resumed)
         log_info("agent: guest clock stepped to the host's after the resume (asked through the API)");
     if (a.status)
         send_answer(job->fd, &a);
@@ -624,6 +629,8 @@ void api_agent_thaw(void *opaque, const struct http_request *req, struct http_re
  * With "?after=resume" (godwit resume's, after its PUT /vm/resume): the step the resume left to
  * the agent's monitor is made here, before the answer, and not again by the monitor; when the
  * monitor made it already, or waits for an agent that is not alive, nothing is stepped (204).
+ * When the monitor is making it right now (its heartbeat's answer came first), the answer waits
+ * for that step, on the job's thread: the step goes through the vsock device this thread serves.
  */
 void api_agent_sync_time(void *opaque, const struct http_request *req,
                          struct http_response *resp)
@@ -634,8 +641,9 @@ void api_agent_sync_time(void *opaque, const struct http_request *req,
         early_error(ctx, resp, 400, "usage: PUT /vm/agent/sync-time[?after=resume]");
         return;
     }
-    if (after_resume && !godwit_agent_take_resume(ctx->vm)) {
-        resp->status = 204;
+    const struct vm_config *cfg = godwit_config(ctx->vm);
+    if (after_resume && (!cfg->vsock_cid || godwit_get_state(ctx->vm) != GODWIT_STATE_RUNNING)) {
+        resp->status = 204; /* no agent's monitor, or no guest running: no step owed */
         return;
     }
     struct job *job = job_new(ctx, JOB_TIME, resp);
@@ -643,8 +651,6 @@ void api_agent_sync_time(void *opaque, const struct http_request *req,
         job->resumed = after_resume ? ctx->vm : NULL;
         job_start(ctx, job, resp);
     }
-    if (after_resume && !ctx->taken)
-        godwit_agent_give_back_resume(ctx->vm); /* no job: the monitor's again */
 }
 
 /* A file job's query into job->file: 0, or -EINVAL / -ENOMEM. */

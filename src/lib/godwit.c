@@ -682,9 +682,13 @@ struct json_object *godwit_agent_json(struct godwit_vm *gv)
 bool godwit_agent_take_resume(struct godwit_vm *gv)
 {
     pthread_mutex_lock(&gv->lock);
-    bool taken = gv->agent && agent_monitor_take_resumed(gv->agent, "resume");
+    struct agent_monitor *m = gv->agent;
+    enum agent_resumed_claim claim = m ? agent_monitor_take_resumed(m, "resume")
+                                       : AGENT_RESUMED_NONE;
     pthread_mutex_unlock(&gv->lock);
-    return taken;
+    if (claim == AGENT_RESUMED_STEPPING)
+        agent_monitor_wait_step(m); /* m lives until then: stop waits for its waiters */
+    return claim == AGENT_RESUMED_TAKEN;
 }
 
 void godwit_agent_give_back_resume(struct godwit_vm *gv)

@@ -35,7 +35,9 @@ struct json_object *godwit_vcpus_json(struct godwit_vm *vm);
 struct json_object *godwit_agent_json(struct godwit_vm *vm);
 /* The clock step a resume left to the agent's monitor, taken over by a caller that steps the
  * clock itself now (agent_monitor_take_resumed): true when it is the caller's to make. A failed
- * step is given back (godwit_agent_give_back_resume), for the monitor to retry. */
+ * step is given back (godwit_agent_give_back_resume), for the monitor to retry. False when none
+ * is owed; when the monitor was making it, only once that step ended, so this may wait (for
+ * seconds at most): never on the VM's loop thread. */
 bool godwit_agent_take_resume(struct godwit_vm *vm);
 void godwit_agent_give_back_resume(struct godwit_vm *vm);
 

@@ -31,6 +31,8 @@ struct fake_vm {
     unsigned found, lost, connections;
     unsigned set_times, thaws;
     unsigned drop_set_times; /* this many SET_TIMEs end the connection unanswered */
+    unsigned set_time_delay_ms; /* a SET_TIME is taken in at once and answered this much later */
+    unsigned set_times_taken;  /* SET_TIMEs received, answered or not yet */
     uint64_t time_ns;        /* the last SET_TIME's */
     unsigned poweroffs; /* SHUTDOWN requests with MODE poweroff */
     bool found_without_info; /* an AGENT_FOUND whose status lacked the agent's version */
@@ -68,6 +70,12 @@ static void serve(struct fake_vm *vm, int fd)
         } else if (m.h.type == AGENT_PING) {
             agent_build_start(&b, out, AGENT_OK, 0, m.h.id);
         } else if (m.h.type == AGENT_SET_TIME) {
+            pthread_mutex_lock(&vm->lock);
+            vm->set_times_taken++;
+            unsigned delay_ms = vm->set_time_delay_ms;
+            pthread_mutex_unlock(&vm->lock);
+            nanosleep(&(struct timespec){ .tv_sec = delay_ms / 1000,
+                                          .tv_nsec = delay_ms % 1000 * 1000000L }, NULL);
             pthread_mutex_lock(&vm->lock);
             bool drop = vm->drop_set_times > 0;
             vm->drop_set_times -= drop;
@@ -284,18 +292,67 @@ static void test_take_resumed(void **state)
     fake_vm_start(&vm);
     assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
     agent_monitor_resumed(m, "resume", false);
-    assert_false(agent_monitor_take_resumed(m, "resume")); /* not alive yet: the monitor's */
+    /* not alive yet: the monitor's */
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_NONE);
     assert_true(wait_for(&vm, &vm.found, 1, 5000));
     agent_monitor_resumed(m, "resume", false);
-    assert_true(agent_monitor_take_resumed(m, "resume"));
-    assert_false(agent_monitor_take_resumed(m, "resume")); /* once */
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_TAKEN);
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_NONE); /* once */
     unsigned before = count(&vm, &vm.set_times);
     nanosleep(&(struct timespec){ .tv_sec = 2 }, NULL);
     assert_int_equal(count(&vm, &vm.set_times), before);
     agent_monitor_resumed(m, "restore", true);
-    assert_false(agent_monitor_take_resumed(m, "resume"));
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_NONE);
     assert_true(wait_for(&vm, &vm.thaws, 1, 5000));
     agent_monitor_stop(m);
+    fake_vm_stop(&vm);
+}
+
+/* The monitor's step found under way (its ping was answered first after the resume): the
+ * caller is told so, and its wait ends only once the step has reached the agent. */
+static struct agent_monitor *start_slow_step(struct fake_vm *vm)
+{
+    struct agent_monitor *m;
+    fake_vm_start(vm);
+    assert_int_equal(agent_monitor_start(&m, vm->path, on_change, vm), 0);
+    assert_true(wait_for(vm, &vm->found, 1, 5000));
+    agent_monitor_resumed(m, "resume", false);
+    assert_true(wait_for(vm, &vm->set_times_taken, 1, 3000)); /* the monitor's, being answered */
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_STEPPING);
+    return m;
+}
+
+static void test_wait_for_monitors_step(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1, .set_time_delay_ms = 700 };
+    struct agent_monitor *m = start_slow_step(&vm);
+    assert_int_equal(count(&vm, &vm.set_times), 0);
+    agent_monitor_wait_step(m);
+    assert_int_equal(count(&vm, &vm.set_times), 1);
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_NONE); /* made */
+    agent_monitor_stop(m);
+    fake_vm_stop(&vm);
+}
+
+static void *wait_step_thread(void *arg)
+{
+    agent_monitor_wait_step(arg);
+    return NULL;
+}
+
+/* A stop while a caller waits for the step: the step ends (its connection shut down), the
+ * waiter leaves, and only then is the monitor freed (ASan checks the order). */
+static void test_stop_while_waiting_for_step(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1, .set_time_delay_ms = 1500 };
+    struct agent_monitor *m = start_slow_step(&vm);
+    pthread_t waiter;
+    assert_int_equal(pthread_create(&waiter, NULL, wait_step_thread, m), 0);
+    nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
+    agent_monitor_stop(m);
+    pthread_join(waiter, NULL);
     fake_vm_stop(&vm);
 }
 
@@ -356,6 +413,8 @@ int main(void)
         cmocka_unit_test(test_no_agent),
         cmocka_unit_test(test_resumed_warns_only_after_an_agent),
         cmocka_unit_test(test_take_resumed),
+        cmocka_unit_test(test_wait_for_monitors_step),
+        cmocka_unit_test(test_stop_while_waiting_for_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
