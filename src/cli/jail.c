@@ -306,10 +306,33 @@ static int build(const struct jail *jail, const struct jail_plan *plan, const ch
     return ret;
 }
 
+/*
+ * The user's RLIMIT_MEMLOCK raised, while root may, to what registering the guest's RAM with
+ * the VM's io_uring ring takes (disk I/O straight from guest memory): without CAP_IPC_LOCK the
+ * kernel charges those pinned pages to it, and the usual 8 MiB would leave all but 8 MiB of a
+ * guest's RAM unregistered. The kernel counts every process of the uid together, so VMs that
+ * share a uid share it (one uid per VM, as the jail's docs say). Never lowered.
+ */
+static int raise_memlock(const struct jail *jail)
+{
+    struct rlimit lim;
+    if (!jail->memlock_bytes || getrlimit(RLIMIT_MEMLOCK, &lim) < 0)
+        return 0;
+    rlim_t want = (rlim_t)jail->memlock_bytes;
+    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < want)
+        lim.rlim_max = want;
+    if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < want)
+        lim.rlim_cur = want;
+    return setrlimit(RLIMIT_MEMLOCK, &lim) < 0 ? fail("cannot raise", "RLIMIT_MEMLOCK") : 0;
+}
+
 /* The unprivileged user, for good: its groups, ids, no capabilities (a setuid away from 0
  * clears them), no way to gain any, and limits. */
 static int become_user(const struct jail *jail)
 {
+    int ret = raise_memlock(jail);
+    if (ret < 0)
+        return ret;
     if (setgroups(0, NULL) < 0 || setresgid(jail->gid, jail->gid, jail->gid) < 0 ||
         setresuid(jail->uid, jail->uid, jail->uid) < 0)
         return fail("cannot become", "the jail's user");

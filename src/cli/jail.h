@@ -9,9 +9,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "cli/jail_cgroup.h"
+
+/* Beyond the guest's RAM, what the jailed user may lock: the ring's own memory. */
+#define JAIL_MEMLOCK_SLACK_MIB 16
 
 struct jail {
     const char *dir; /* the jail's root, made if missing; NULL: no jail */
@@ -19,6 +23,7 @@ struct jail {
     gid_t gid;
     bool ids_given;
     const char *name;          /* the VM's name, for its cgroup; NULL: "vm-PID" */
+    uint64_t memlock_bytes;    /* RLIMIT_MEMLOCK at least this: guest RAM registered for I/O */
     struct jail_cgroup cgroup; /* --cgroup FILE=VALUE ...; none: no cgroup of its own */
 };
 

@@ -162,6 +162,8 @@ static int enter_jail(struct cli_run_options *opts)
     struct jail_plan plan = { 0 };
     int ret = jail_plan_vm(&plan, &opts->cfg, opts->extra.api_socket, opts->restore_dir);
     opts->jail.name = opts->extra.name;
+    /* The guest's RAM, and room for the ring itself: what the jailed user may pin (jail.c). */
+    opts->jail.memlock_bytes = (opts->cfg.memory_mib + JAIL_MEMLOCK_SLACK_MIB) << 20;
     return ret < 0 ? ret : jail_enter(&opts->jail, &plan);
 }
 
