@@ -22,6 +22,7 @@
 #include "vm/platform.h"
 #include "log.h"
 #include "migration/snapshot.h"
+#include "sandbox/seccomp.h"
 #include "vcpu/vcpu.h"
 
 #define KVM_DEVICE "/dev/kvm"
@@ -500,6 +501,9 @@ static int vm_create_vcpus(struct vm *vm)
         if (ret < 0)
             return ret;
     }
+    /* Their threads' filter compiled now, not by each thread as it starts: a migrated guest
+     * waits for them after the switch-over. A failure is not one: each then builds its own. */
+    sandbox_seccomp_prepare(SANDBOX_THREAD_VCPU, vm->cfg->seccomp);
     if (vm->cfg->restore || vm->cfg->incoming) /* their registers come from the saved state */
         return 0;
     /* Only the boot CPU gets registers: the others wait for INIT/SIPI in the in-kernel LAPIC. */

@@ -291,6 +291,29 @@ static void test_log_mode_lets_calls_through(void **state)
     assert_ok(&o);
 }
 
+/* Filters compiled ahead (as a VM does for its vCPU threads) load in the children forked after
+ * (the cache is the process's) and act as the ones each thread built itself. Run last: from
+ * here on every vCPU filter in this process comes from the cache. */
+static void test_compiled_ahead(void **state)
+{
+    struct outcome o;
+    (void)state;
+    assert_int_equal(sandbox_seccomp_prepare(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON), 0);
+    assert_int_equal(sandbox_seccomp_prepare(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_LOG), 0);
+    assert_int_equal(sandbox_seccomp_prepare(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON), 0); /* once */
+    assert_int_equal(sandbox_seccomp_prepare(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_OFF), 0);
+    run_child(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON, kvm_run_ioctl, &o);
+    assert_ok(&o);
+    run_child(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON, read_the_clock, &o);
+    assert_ok(&o);
+    run_child(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON, make_socket, &o);
+    assert_ended_naming(&o, "vCPU", "socket");
+    run_child(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_ON, create_vm_ioctl, &o);
+    assert_ended_naming(&o, "vCPU", "ioctl");
+    run_child(SANDBOX_THREAD_VCPU, GODWIT_SECCOMP_LOG, make_directory, &o);
+    assert_ok(&o);
+}
+
 static void test_mode_names(void **state)
 {
     enum godwit_seccomp mode = GODWIT_SECCOMP_ON;
@@ -363,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_log_mode_lets_calls_through),
         cmocka_unit_test(test_mode_names),
         cmocka_unit_test(test_caps_drop),
+        cmocka_unit_test(test_compiled_ahead), /* last: it fills the process's cache */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
