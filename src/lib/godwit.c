@@ -717,11 +717,15 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         gv->cfg.restore = NULL;
     }
     bool migrated_in = gv->incoming_fd >= 0;
+    int migrated_fd = -1; /* told RUNNING once the vCPUs run */
     if (migrated_in) { /* the guest's RAM and state come from the source */
         if (created == 0)
             created = migration_receive(vm, gv->incoming_fd, gv->incoming_memfd >= 0,
                                         gv->handover.streams, gv->handover.nr_streams);
-        close(gv->incoming_fd);
+        if (created == 0)
+            migrated_fd = gv->incoming_fd;
+        else
+            close(gv->incoming_fd);
         gv->incoming_fd = -1;
         for (unsigned i = 0; i < gv->handover.nr_streams; i++)
             close(gv->handover.streams[i]);
@@ -741,8 +745,15 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     pthread_mutex_lock(&gv->lock);
     gv->vm = vm;
     pthread_mutex_unlock(&gv->lock);
-    if (loop_watch_readable(&gv->loop, &gv->exit_watch, vm->exit_fd, on_vm_exit, gv) < 0 ||
-        vm_start(vm) < 0) {
+    int started = loop_watch_readable(&gv->loop, &gv->exit_watch, vm->exit_fd, on_vm_exit, gv);
+    if (started == 0)
+        started = vm_start(vm);
+    if (migrated_fd >= 0) {
+        if (started == 0)
+            migration_confirm_running(migrated_fd);
+        close(migrated_fd); /* without RUNNING the source keeps the guest paused, and says so */
+    }
+    if (started < 0) {
         vm_request_exit(vm, VM_EXIT_VMM_ERROR);
     } else {
         set_state(gv, GODWIT_STATE_RUNNING);

@@ -141,12 +141,8 @@ static int wait_for_go(int fd)
     struct mig_header h;
     int n = poll(&p, 1, MIG_GO_TIMEOUT_MS);
     int ret = n > 0 ? mig_recv_header(fd, &h) : n == 0 ? -ETIMEDOUT : -errno;
-    if (ret == 0 && h.type == MIG_GO && h.len == 0) {
-        if (mig_send(fd, MIG_RUNNING, NULL, 0) < 0)
-            log_warn("migration: the source cannot be told that the guest runs here: it keeps "
-                     "the guest paused there until someone stops it");
-        return 0;
-    }
+    if (ret == 0 && h.type == MIG_GO && h.len == 0)
+        return 0; /* RUNNING once the vCPUs run: migration_confirm_running() */
     if (ret == 0 && h.type == MIG_ERROR)
         return receive_error(fd, h.len);
     log_error("migration: no GO from the source after the state (%s): the guest is not started "
@@ -360,6 +356,13 @@ static int receive_one(struct receivers *r, int fd, const struct mig_header *h, 
         return receive_error(fd, h->len);
     log_error("migration: unexpected %s message", mig_type_name(h->type));
     return -EPROTO;
+}
+
+void migration_confirm_running(int fd)
+{
+    if (mig_send(fd, MIG_RUNNING, NULL, 0) < 0)
+        log_warn("migration: the source cannot be told that the guest runs here: it keeps "
+                 "the guest paused there until someone stops it");
 }
 
 int migration_receive(struct vm *vm, int fd, bool handed_over, const int *extra,

@@ -15,9 +15,13 @@ struct vm;
  * outside RAM, a state that does not load: refused with one line, and the source told with
  * ERROR. `extra`: the source's nr_extra other connections (JOIN read), on which pages come
  * too, each written by a thread of its own, pass by pass (channel.h); the caller closes them
- * after. Returns 0 or -errno.
+ * after. Returns 0 once the source's GO came (the guest is this side's to run), or -errno.
  */
 int migration_receive(struct vm *vm, int fd, bool handed_over, const int *extra,
                       unsigned nr_extra);
+/* After migration_receive() returned 0 (the source's GO came) and the vCPUs were started:
+ * RUNNING to the source, which then ends. Sent only then, so that the pause the source
+ * reports ends where the guest runs again, the vCPU threads' start included. */
+void migration_confirm_running(int fd);
 
 #endif

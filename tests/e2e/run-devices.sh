@@ -1179,7 +1179,8 @@ case_migrate_local() {
   script=$(migrate_guest_script $name)
   local con=$work/ml-a.con vsock=$work/ml-a.vsock
   rm -f "$con" "$vsock" "$work/ml-b.con" "$work/ml-b.vsock"
-  start_watched ml_a 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" --name ml-a \
+  # Two vCPUs: their states are saved and loaded side by side (vcpu_save_states).
+  start_watched ml_a 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" --name ml-a --cpus 2 \
     --disk "path=$disk" --disk "$script" --net "tap=$tap,queues=2" \
     --console "virtio,socket=$con" --vsock "cid=7,socket=$vsock"
   if ! wait_for_line "$work/ml_a.log" '^count 30[^0-9]' "$vm_pid" 180; then
