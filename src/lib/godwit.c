@@ -718,7 +718,12 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     }
     bool migrated_in = gv->incoming_fd >= 0;
     int migrated_fd = -1; /* told RUNNING once the vCPUs run */
+    bool held = false;    /* the vCPU threads made, waiting for the switch-over */
     if (migrated_in) { /* the guest's RAM and state come from the source */
+        if (created == 0) {
+            created = vm_start_held(vm);
+            held = true; /* even when it failed: some may have started */
+        }
         if (created == 0)
             created = migration_receive(vm, gv->incoming_fd, gv->incoming_memfd >= 0,
                                         gv->handover.streams, gv->handover.nr_streams);
@@ -740,13 +745,18 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         if (created == 0)
             vm_virtio_own_sockets(vm, true);
     }
-    if (created < 0)
+    if (created < 0) {
+        if (held)
+            vm_stop(vm); /* the waiting vCPU threads end */
         goto out;
+    }
     pthread_mutex_lock(&gv->lock);
     gv->vm = vm;
     pthread_mutex_unlock(&gv->lock);
     int started = loop_watch_readable(&gv->loop, &gv->exit_watch, vm->exit_fd, on_vm_exit, gv);
-    if (started == 0)
+    if (started == 0 && held)
+        vm_release(vm);
+    else if (started == 0)
         started = vm_start(vm);
     if (migrated_fd >= 0) {
         if (started == 0)

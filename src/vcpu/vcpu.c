@@ -208,6 +208,7 @@ static void *vcpu_thread(void *arg)
         vm_request_exit(vcpu->vm, VM_EXIT_VMM_ERROR);
         return NULL;
     }
+    vm_wait_released(vcpu->vm); /* a migration's destination: until the switch-over */
 
     while (!vcpu_should_stop(vcpu)) {
         if (vcpu->vm->pause_requested) {

@@ -554,6 +554,30 @@ int vm_start(struct vm *vm)
     return 0;
 }
 
+int vm_start_held(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->pause_lock);
+    vm->held = true;
+    pthread_mutex_unlock(&vm->pause_lock);
+    return vm_start(vm); /* on failure, vm_stop() ends the threads made */
+}
+
+void vm_release(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->pause_lock);
+    vm->held = false;
+    pthread_cond_broadcast(&vm->pause_cond);
+    pthread_mutex_unlock(&vm->pause_lock);
+}
+
+void vm_wait_released(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->pause_lock);
+    while (vm->held && vm->exit_reason == VM_EXIT_NONE)
+        pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+    pthread_mutex_unlock(&vm->pause_lock);
+}
+
 static void vm_kick_all(struct vm *vm)
 {
     for (unsigned i = 0; i < vm->nr_vcpus && vm->vcpus; i++)

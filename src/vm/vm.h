@@ -137,6 +137,7 @@ struct vm {
     bool paused;
     bool pausing; /* vm_pause() is quiescing the devices: the loop runs re-entrantly */
     bool devices_quiesced; /* paused by vm_pause(), not vm_pause_vcpus() */
+    bool held; /* vm_start_held(): the vCPU threads wait on pause_cond before their first run */
     struct kvm_clock_data *clock_at_pause; /* the guest clock stops while paused */
 
     /* Auto-converge: the share of time each vCPU is kept out of the guest (vm_set_throttle). */
@@ -174,6 +175,14 @@ int vm_check_images(const struct vm_config *cfg);
 int vm_create(struct vm *vm, const struct vm_config *cfg);
 /* Starts one thread per vCPU. */
 int vm_start(struct vm *vm);
+/* The same, but each thread, once ready (its filter loaded), waits before it ever enters the
+ * guest, until vm_release() or the VM's end: a migration's destination makes them before the
+ * switch-over, so that the guest's pause does not wait for threads to be made. Meanwhile the
+ * vCPUs' state may be loaded from another thread, as while paused. */
+int vm_start_held(struct vm *vm);
+void vm_release(struct vm *vm);
+/* Called by a vCPU thread before its first KVM_RUN: waits while the VM is held. */
+void vm_wait_released(struct vm *vm);
 /* Records why the VM must stop (first reason wins) and wakes the main loop. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason);
 /* Stops every vCPU at an instruction boundary and the guest's clock with them, then quiesces
