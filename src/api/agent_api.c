@@ -441,8 +441,8 @@ static void *job_thread(void *arg)
     bool owed = !job->resumed || godwit_agent_take_resume(job->resumed);
     struct godwit_agent *agent = owed ? godwit_agent_connect(job->vsock, &err) : NULL;
     if (!owed)
-        a.status = 204;
-    if (!agent && err == -ECONNREFUSED)
+        a.status = 204; /* made already, or the monitor's to make: nothing to do */
+    else if (!agent && err == -ECONNREFUSED)
         fail(&a, 503, "no agent answers on vsock port 1024 (is godwit-agent running in the guest?)");
     else if (!agent)
         fail(&a, 503, "cannot reach the agent through %s: %s", job->vsock, strerror(-err));
