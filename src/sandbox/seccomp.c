@@ -277,12 +277,13 @@ int sandbox_seccomp_install(enum sandbox_thread thread, enum godwit_seccomp mode
         ret = (unsigned)thread < SANDBOX_THREAD_KINDS && (unsigned)mode < SECCOMP_FILTER_MODES
                   ? load_compiled(thread, mode) : 0;
     }
-    if (ret == 0) {
+    if (ret == 0) { /* none compiled ahead */
         step = "building it";
         ctx = build_filter(thread, mode, &ret);
-        step = "loading it";
-        if (ret == 0)
+        if (ret == 0) {
+            step = "loading it";
             ret = seccomp_load(ctx);
+        }
     }
     seccomp_release(ctx);
     if (ret < 0)
