@@ -221,14 +221,21 @@ static int export_filter(scmp_filter_ctx ctx, struct sock_fprog *out)
     return 0;
 }
 
+/* The cache's slot for a thread kind and a filtering mode; NULL for OFF (no filter). */
+static struct sock_fprog *compiled_slot(enum sandbox_thread thread, enum godwit_seccomp mode)
+{
+    if ((unsigned)thread >= SANDBOX_THREAD_KINDS || (unsigned)mode >= SECCOMP_FILTER_MODES)
+        return NULL;
+    return &compiled[thread][mode];
+}
+
 int sandbox_seccomp_prepare(enum sandbox_thread thread, enum godwit_seccomp mode)
 {
-    if (mode == GODWIT_SECCOMP_OFF || (unsigned)thread >= SANDBOX_THREAD_KINDS ||
-        (unsigned)mode >= SECCOMP_FILTER_MODES)
+    struct sock_fprog *prog = compiled_slot(thread, mode);
+    if (!prog)
         return 0;
     int ret = 0;
     pthread_mutex_lock(&compiled_lock);
-    struct sock_fprog *prog = &compiled[thread][mode];
     if (!prog->filter) {
         scmp_filter_ctx ctx = build_filter(thread, mode, &ret);
         if (ret == 0)
@@ -246,8 +253,11 @@ int sandbox_seccomp_prepare(enum sandbox_thread thread, enum godwit_seccomp mode
  * as seccomp_load would. 1 when loaded, 0 when none was compiled, -errno when refused. */
 static int load_compiled(enum sandbox_thread thread, enum godwit_seccomp mode)
 {
+    struct sock_fprog *slot = compiled_slot(thread, mode);
+    if (!slot)
+        return 0;
     pthread_mutex_lock(&compiled_lock);
-    struct sock_fprog prog = compiled[thread][mode];
+    struct sock_fprog prog = *slot;
     pthread_mutex_unlock(&compiled_lock);
     if (!prog.filter)
         return 0;
@@ -274,8 +284,7 @@ int sandbox_seccomp_install(enum sandbox_thread thread, enum godwit_seccomp mode
     if (ret == 0) {
         step = "loading it";
         thread_kind = sandbox_thread_name(thread);
-        ret = (unsigned)thread < SANDBOX_THREAD_KINDS && (unsigned)mode < SECCOMP_FILTER_MODES
-                  ? load_compiled(thread, mode) : 0;
+        ret = load_compiled(thread, mode);
     }
     if (ret == 0) { /* none compiled ahead */
         step = "building it";
