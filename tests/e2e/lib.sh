@@ -129,16 +129,32 @@ watch_progress() {
   done
 }
 
-# run_watched LOG TIMEOUT COMMAND...: runs a godwit command (which must end with its own
-# --api-socket LOG.api, added here) under the progress watchdog; its status in $status.
-run_watched() {
-  local log=$1 secs=$2; shift 2
-  timeout -k 5 "$secs" "$@" --api-socket "$log.api" </dev/null >"$log" 2>&1 &
-  local pid=$!
-  watch_progress "$log" "$log.api" "$pid" &
-  local wpid=$!
-  wait "$pid"
+# start_watched NAME TIMEOUT COMMAND...: a godwit command (which must end with its own
+# --api-socket, added here) in the background under the progress watchdog, its output in
+# $work/NAME.log and its pid (its `timeout`'s) in $vm_pid. Its stdin is $watch_input (default
+# /dev/null); its API socket is NAME.log.api in $watch_socket_dir (default $work: a jailed VMM
+# makes its socket as its own user, so its suite names a directory that user may write).
+# finish_watched NAME waits for it and leaves its exit status in $status.
+declare -A watchdogs
+start_watched() {
+  local name=$1 secs=$2; shift 2
+  local log=$work/$name.log sock=${watch_socket_dir:-$work}/$name.log.api
+  timeout -k 5 "$secs" "$@" --api-socket "$sock" <"${watch_input:-/dev/null}" >"$log" 2>&1 &
+  vm_pid=$!
+  watch_progress "$log" "$sock" "$vm_pid" &
+  watchdogs[$name]="$vm_pid $!"
+}
+finish_watched() {
+  local pids
+  read -ra pids <<<"${watchdogs[$1]}"
+  wait "${pids[0]}"
   status=$?
-  kill "$wpid" 2>/dev/null
-  wait "$wpid" 2>/dev/null
+  kill "${pids[1]}" 2>/dev/null
+  wait "${pids[1]}" 2>/dev/null
+}
+
+# run_watched NAME TIMEOUT COMMAND...: start_watched, waited for.
+run_watched() {
+  start_watched "$@"
+  finish_watched "$1"
 }

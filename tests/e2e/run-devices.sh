@@ -49,7 +49,7 @@ script_disk() {
 # under the progress watchdog (lib.sh).
 run_guest() {
   local name=$1 secs=$2; shift 2
-  run_watched "$work/$name.log" "$secs" "$godwit" run "${common[@]}" --cmdline "$cmdline" "$@"
+  run_watched "$name" "$secs" "$godwit" run "${common[@]}" --cmdline "$cmdline" "$@"
 }
 
 # stop_within SECS PID NAME: SIGINT must end the VMM within SECS; if not, the test fails
@@ -618,27 +618,6 @@ case_vsock_flood() {
   [ -n "$conns" ] && [ "$conns" -le 128 ] && [ "$refused" -ge 250 ] ||
     { fail $name "connections ${conns:-?} open, ${refused:-?} refused (cap 128)"; return; }
   pass $name
-}
-
-# start_watched NAME TIMEOUT COMMAND...: a godwit command in the background (its API socket at
-# $work/NAME.log.api) under the progress watchdog; its pid in $vm_pid. finish_watched NAME
-# waits for it and leaves its exit status in $status.
-declare -A watchdogs
-start_watched() {
-  local name=$1 secs=$2; shift 2
-  local log=$work/$name.log
-  timeout -k 5 "$secs" "$@" --api-socket "$log.api" </dev/null >"$log" 2>&1 &
-  vm_pid=$!
-  watch_progress "$log" "$log.api" "$vm_pid" &
-  watchdogs[$name]="$vm_pid $!"
-}
-finish_watched() {
-  local pids
-  read -ra pids <<<"${watchdogs[$1]}"
-  wait "${pids[0]}"
-  status=$?
-  kill "${pids[1]}" 2>/dev/null
-  wait "${pids[1]}" 2>/dev/null
 }
 
 # last_count LOG: the last "count N" the guest printed in LOG.

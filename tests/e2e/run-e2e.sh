@@ -29,12 +29,16 @@ esac
 base_cmdline="console=ttyS0 reboot=acpi panic=1 quiet"
 common=(--memory 256 --initrd "$initrd")
 
-# boot NAME TIMEOUT STDIN [godwit run args...]: runs godwit with output in $work/NAME.log
-# and leaves the exit status in $status.
+# Every VM runs under the progress watchdog (lib.sh), whose API socket a jailed VMM makes as
+# its own user: in a directory anyone may write.
+watch_socket_dir=$work/watched
+mkdir -p "$watch_socket_dir" && chmod 1777 "$watch_socket_dir"
+
+# boot NAME TIMEOUT [godwit run args...]: runs godwit with output in $work/NAME.log and leaves
+# the exit status in $status.
 boot() {
-  local name=$1 secs=$2 input=$3; shift 3
-  timeout -k 5 "$secs" "$godwit" run "${jail[@]}" "$@" <"$input" >"$work/$name.log" 2>&1
-  status=$?
+  local name=$1 secs=$2; shift 2
+  run_watched "$name" "$secs" "$godwit" run "${jail[@]}" "$@"
 }
 
 # expect_jailed NAME: with --jail, the VM said where it was jailed (before it loaded anything).
@@ -48,17 +52,15 @@ expect_jailed() {
 case_shell_smp_vmlinux() {
   local name=shell_smp_vmlinux fifo="$work/shell.in"
   mkfifo "$fifo"
-  timeout -k 5 180 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" --cpus 2 "${common[@]}" \
-    --cmdline "$base_cmdline" <"$fifo" >"$work/$name.log" 2>&1 &
-  local pid=$!
+  watch_input=$fifo start_watched $name 180 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" \
+    --cpus 2 "${common[@]}" --cmdline "$base_cmdline"
   exec 7>"$fifo"
-  wait_for_line "$work/$name.log" 'godwit-guest: init started' "$pid" 170
+  wait_for_line "$work/$name.log" 'godwit-guest: init started' "$vm_pid" 170
   sleep 1
   printf 'echo "nproc=$(nproc) sum=$((40 + 2))"\n' >&7
   sleep 2
   printf 'poweroff -f\n' >&7
-  wait "$pid"
-  status=$?
+  finish_watched $name
   exec 7>&-
   expect_status $name 0 && expect_jailed $name && expect_line $name 'godwit-guest: init started' &&
     expect_line $name 'godwit-guest: cpus=2' && expect_line $name 'nproc=2 sum=42' &&
@@ -66,7 +68,7 @@ case_shell_smp_vmlinux() {
 }
 
 case_poweroff_bzimage() {
-  boot poweroff_bzimage 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" \
+  boot poweroff_bzimage 180 --kernel "$kernel_bzimage" "${common[@]}" \
     --cmdline "$base_cmdline godwit.test=poweroff"
   # Decompressed on the host by default (the test host's cache is filled by testhost.sh).
   expect_status poweroff_bzimage 0 && expect_jailed poweroff_bzimage && expect_line poweroff_bzimage 'godwit-guest: init started' &&
@@ -75,7 +77,7 @@ case_poweroff_bzimage() {
 }
 
 case_reboot_exits_with_no_reboot() {
-  boot reboot_no_reboot 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" --no-reboot \
+  boot reboot_no_reboot 180 --kernel "$kernel_bzimage" "${common[@]}" --no-reboot \
     --cmdline "$base_cmdline godwit.test=reboot"
   expect_status reboot_no_reboot 3 && expect_jailed reboot_no_reboot && expect_line reboot_no_reboot 'godwit-guest: init started' &&
     expect_clean reboot_no_reboot && pass reboot_no_reboot
@@ -84,17 +86,15 @@ case_reboot_exits_with_no_reboot() {
 # Without --no-reboot a reboot restarts the guest; SIGINT then stops it with status 6.
 case_reboot_restarts() {
   local name=reboot_restarts
-  timeout -k 5 300 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" "${common[@]}" \
-    --cmdline "$base_cmdline godwit.test=reboot" </dev/null >"$work/$name.log" 2>&1 &
-  local pid=$!
+  start_watched $name 300 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" "${common[@]}" \
+    --cmdline "$base_cmdline godwit.test=reboot"
   for _ in $(seq 1 2800); do
     [ "$(grep -c 'godwit-guest: init started' "$work/$name.log")" -ge 2 ] && break
-    kill -0 "$pid" 2>/dev/null || break
+    kill -0 "$vm_pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -INT "$pid" 2>/dev/null
-  wait "$pid"
-  status=$?
+  kill -INT "$vm_pid" 2>/dev/null
+  finish_watched $name
   local boots
   boots=$(grep -c 'godwit-guest: init started' "$work/$name.log")
   [ "$boots" -ge 2 ] || { fail $name "guest booted $boots times, expected a restart"; return; }
@@ -103,7 +103,7 @@ case_reboot_restarts() {
 
 case_panic_reported() {
   # The bzImage decompressed by the guest, as before godwit decompressed it.
-  boot panic 180 /dev/null --kernel "$kernel_bzimage" "${common[@]}" --kernel-decompress off \
+  boot panic 180 --kernel "$kernel_bzimage" "${common[@]}" --kernel-decompress off \
     --cmdline "$base_cmdline godwit.test=panic"
   expect_status panic 5 && expect_jailed panic && expect_line panic 'Kernel panic' && expect_line panic 'panicked' &&
     expect_line panic 'booting the bzImage as is' && expect_clean panic && pass panic
@@ -112,7 +112,7 @@ case_panic_reported() {
 case_corrupt_kernel_refused() {
   local name=corrupt_kernel
   head -c 600000 "$kernel_bzimage" >"$work/truncated"
-  boot $name 30 /dev/null --kernel "$work/truncated" "${common[@]}"
+  boot $name 30 --kernel "$work/truncated" "${common[@]}"
   expect_status $name 1 && expect_jailed $name && expect_line $name 'error: kernel' &&
     expect_clean $name && pass $name
 }
@@ -123,7 +123,7 @@ case_corrupt_payload_refused() {
   cp "$kernel_bzimage" "$work/corrupt"
   size=$(stat -c %s "$work/corrupt")
   printf '\377\377\377\377\0\0\0\0' | dd of="$work/corrupt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
-  boot $name 60 /dev/null --kernel "$work/corrupt" "${common[@]}"
+  boot $name 60 --kernel "$work/corrupt" "${common[@]}"
   expect_status $name 1 && expect_jailed $name && expect_line $name 'error: kernel: .*payload is corrupt' &&
     expect_clean $name && pass $name
 }
@@ -134,17 +134,12 @@ case_corrupt_payload_refused() {
 # usual 8 MiB, four 2 MiB pieces register and the rest is refused (the log says so).
 case_disk_read() {
   local name=disk_read src=$work/disk-read.img script=$work/disk-read.script want
-  # The watchdog's API socket where the jailed user may make it; the log, the suite's way after.
-  local watched=$work/watched
-  mkdir -p "$watched" && chmod 1777 "$watched"
   head -c $((48 * 1024 * 1024)) /dev/urandom >"$src"
   want=$(md5sum <"$src" | cut -d' ' -f1)
   printf 'echo "guest: md5 $(md5sum </dev/vdb)"\n' >"$script"
   truncate -s 4096 "$script"
-  run_watched "$watched/$name.log" 180 "$godwit" run "${jail[@]}" --kernel "$kernel_vmlinux" \
-    "${common[@]}" --cmdline "$base_cmdline godwit.test=script" \
+  boot $name 180 --kernel "$kernel_vmlinux" "${common[@]}" --cmdline "$base_cmdline godwit.test=script" \
     --disk "path=$script,readonly=on,serial=godwit-script" --disk "path=$src,readonly=on"
-  cp "$watched/$name.log" "$work/$name.log"
   expect_status $name 0 && expect_jailed $name && expect_line $name "guest: md5 $want" &&
     expect_clean $name || return
   ! grep -q 'guest RAM not registered' "$work/$name.log" ||
