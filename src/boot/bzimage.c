@@ -142,13 +142,12 @@ int bzimage_load_kernel(const struct guest_memory *gm, const struct boot_request
         ret = bz_choose_load_addr(gm, &bp.hdr, &k);
     if (ret < 0)
         return ret;
-    uint8_t *dst = gm_ptr(gm, k.load_addr, k.size);
-    if (!dst) { /* cannot happen after bz_choose_load_addr; checked all the same */
+    ret = gm_load(gm, k.load_addr, req->kernel + k.offset, k.size);
+    if (ret == -EFAULT) /* cannot happen after bz_choose_load_addr; checked all the same */
         log_error("kernel: no guest RAM at %#llx for the bzImage",
                   (unsigned long long)k.load_addr);
-        return -ENOSPC;
-    }
-    memcpy(dst, req->kernel + k.offset, k.size);
+    if (ret < 0)
+        return ret == -EFAULT ? -ENOSPC : ret;
 
     struct boot_limits lim = {
         .kernel_start = k.load_addr,

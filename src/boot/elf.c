@@ -116,17 +116,21 @@ static bool elf_addr_loaded(const uint8_t *img, const Elf64_Ehdr *eh, uint64_t a
     return false;
 }
 
-static void elf_copy_segments(const struct guest_memory *gm, const uint8_t *img,
-                              const Elf64_Ehdr *eh)
+/* Segments were checked in elf_check_segments: each lies inside the file and guest RAM. */
+static int elf_copy_segments(const struct guest_memory *gm, const uint8_t *img,
+                             const Elf64_Ehdr *eh)
 {
     for (unsigned i = 0; i < eh->e_phnum; i++) {
         Elf64_Phdr ph = elf_phdr(img, eh, i);
         if (ph.p_type != PT_LOAD || ph.p_memsz == 0)
             continue;
-        uint8_t *dst = gm_ptr(gm, ph.p_paddr, ph.p_memsz); /* checked in elf_check_segments */
-        memcpy(dst, img + ph.p_offset, ph.p_filesz);
-        memset(dst + ph.p_filesz, 0, ph.p_memsz - ph.p_filesz);
+        int ret = gm_load(gm, ph.p_paddr, img + ph.p_offset, ph.p_filesz);
+        if (ret == 0)
+            ret = gm_zero(gm, ph.p_paddr + ph.p_filesz, ph.p_memsz - ph.p_filesz);
+        if (ret < 0)
+            return ret;
     }
+    return 0;
 }
 
 static uint64_t align_up(uint64_t v, uint64_t align)
@@ -304,7 +308,8 @@ int elf_load_kernel(const struct guest_memory *gm, const struct boot_request *re
     int ret = elf_check(gm, req, &eh, &lim, &rip, &pvh);
     if (ret < 0)
         return ret;
-    elf_copy_segments(gm, req->kernel, &eh);
+    if ((ret = elf_copy_segments(gm, req->kernel, &eh)) < 0)
+        return ret;
     vmlinux_limits(req, &lim);
     ret = boot_place_payload(gm, req, &lim, &payload);
     if (ret < 0)

@@ -107,10 +107,11 @@ static int place_initrd(const struct guest_memory *gm, const struct boot_request
                   (unsigned long long)lim->kernel_end);
         return -ENOSPC;
     }
-    if (gm_write(gm, start, req->initrd, size) < 0) {
+    int ret = gm_load(gm, start, req->initrd, size);
+    if (ret == -EFAULT)
         log_error("initrd: no guest RAM at %#llx", (unsigned long long)start);
-        return -ENOSPC;
-    }
+    if (ret < 0)
+        return ret == -EFAULT ? -ENOSPC : ret;
     out->initrd_gpa = start;
     out->initrd_size = size;
     return 0;

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -232,19 +234,6 @@ bool kernel_cache_path(const char *dir, const char *hash, char *out, size_t size
     return n > 0 && (size_t)n < size;
 }
 
-static int read_all(int fd, uint8_t *buf, size_t len)
-{
-    for (size_t done = 0; done < len;) {
-        ssize_t n = read(fd, buf + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
 /* Someone else's file, or one others may write, is not ours to boot. */
 static const char *cache_file_problem(const struct stat *st, size_t expect_len)
 {
@@ -257,14 +246,23 @@ static const char *cache_file_problem(const struct stat *st, size_t expect_len)
     return NULL;
 }
 
-int kernel_cache_load(const char *path, size_t expect_len, uint8_t **out)
+void vmlinux_image_release(struct vmlinux_image *img)
+{
+    if (img->data && img->mapped)
+        munmap(img->data, img->len);
+    else
+        free(img->data);
+    *img = (struct vmlinux_image){ 0 };
+}
+
+int kernel_cache_load(const char *path, size_t expect_len, struct vmlinux_image *out)
 {
     struct stat st;
     const char *problem = NULL;
-    uint8_t *buf = NULL;
+    void *map = MAP_FAILED;
     int ret;
 
-    *out = NULL;
+    *out = (struct vmlinux_image){ 0 };
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0 && errno == ENOENT)
         return -ENOENT;
@@ -277,26 +275,89 @@ int kernel_cache_load(const char *path, size_t expect_len, uint8_t **out)
         ret = -EINVAL;
         goto fail;
     }
-    if (!(buf = malloc(expect_len)) || (ret = read_all(fd, buf, expect_len)) < 0) {
-        problem = buf ? "unreadable" : "too large for memory";
-        ret = buf ? ret : -ENOMEM;
+    /* Populated: the loader reads nearly all of it, and one call beats a fault per 64 KiB. */
+    map = mmap(NULL, expect_len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (map == MAP_FAILED) {
+        ret = -errno;
+        problem = "unreadable";
         goto fail;
     }
-    if (!vmlinux_check(buf, expect_len)) {
+    if (!vmlinux_check(map, expect_len)) {
         problem = "not an x86-64 ELF vmlinux";
         ret = -EINVAL;
         goto fail;
     }
     close(fd);
-    *out = buf;
+    *out = (struct vmlinux_image){ .data = map, .len = expect_len, .mapped = true };
     return 0;
 fail:
+    if (map != MAP_FAILED)
+        munmap(map, expect_len);
     if (fd >= 0)
         close(fd);
-    free(buf);
     log_warn("kernel: the cache file %s is %s: decompressing again", path,
              problem ? problem : "unusable");
     return ret;
+}
+
+bool kernel_image_id(const struct stat *st, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%llx-%llx-%llx-%lld.%09ld-%lld.%09ld",
+                     (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+                     (unsigned long long)st->st_size, (long long)st->st_mtim.tv_sec,
+                     st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+    return n > 0 && (size_t)n < size;
+}
+
+static bool memo_path(const char *dir, const char *id, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s/by-file/%s", dir, id);
+    return n > 0 && (size_t)n < size;
+}
+
+static bool is_hash(const char *s, size_t len)
+{
+    if (len != KERNEL_HASH_HEX_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+bool kernel_memo_lookup(const char *dir, const char *id, char hash[KERNEL_HASH_HEX_LEN + 1])
+{
+    char path[PATH_MAX];
+    if (!memo_path(dir, id, path, sizeof(path)))
+        return false;
+    ssize_t n = readlink(path, hash, KERNEL_HASH_HEX_LEN + 1);
+    if (n < 0 || !is_hash(hash, (size_t)n))
+        return false;
+    hash[n] = '\0';
+    return true;
+}
+
+static int make_dirs(const char *dir);
+
+void kernel_memo_store(const char *dir, const struct stat *st, const char *hash)
+{
+    char id[KERNEL_IMAGE_ID_MAX], path[PATH_MAX], tmp[PATH_MAX], sub[PATH_MAX];
+    struct timespec now;
+
+    if (clock_gettime(CLOCK_REALTIME, &now) < 0 ||
+        now.tv_sec - st->st_ctim.tv_sec <= KERNEL_MEMO_SETTLE_S ||
+        now.tv_sec - st->st_mtim.tv_sec <= KERNEL_MEMO_SETTLE_S)
+        return;
+    if (!kernel_image_id(st, id, sizeof(id)) || !memo_path(dir, id, path, sizeof(path)) ||
+        snprintf(tmp, sizeof(tmp), "%s.%d", path, (int)getpid()) >= (int)sizeof(tmp) ||
+        snprintf(sub, sizeof(sub), "%s/by-file", dir) >= (int)sizeof(sub) || make_dirs(sub) < 0)
+        return;
+    /* A new link under a temporary name, then renamed over any old one: never half made. */
+    unlink(tmp);
+    if (symlink(hash, tmp) < 0)
+        return;
+    if (rename(tmp, path) < 0)
+        unlink(tmp);
 }
 
 /* mkdir -p, 0700: the cache holds what this user boots. */

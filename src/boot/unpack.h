@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
+#include <sys/stat.h>
 
 /*
  * A bzImage's protected-mode code is a small decompressor around a compressed vmlinux (the
@@ -50,16 +50,43 @@ void kernel_image_hash(const uint8_t *img, size_t len, char out[KERNEL_HASH_HEX_
 /* DIR/HASH.vmlinux into out; false when it does not fit. */
 bool kernel_cache_path(const char *dir, const char *hash, char *out, size_t size);
 
-/* Reads a cache file and checks it (exactly `expect_len` bytes, vmlinux_check()). Returns 0
- * with *out malloc'ed, -ENOENT when there is none, another -errno when it is unusable (one
- * warning logged: the caller decompresses instead). */
-int kernel_cache_load(const char *path, size_t expect_len, uint8_t **out);
+/* A vmlinux held for booting: decompressed into the heap, or a cache file mapped read-only
+ * (the loader copies straight from the page cache: no read into a buffer first). */
+struct vmlinux_image {
+    uint8_t *data; /* NULL: none */
+    size_t len;
+    bool mapped;
+};
+void vmlinux_image_release(struct vmlinux_image *img);
+
+/* Maps a cache file and checks it (exactly `expect_len` bytes, vmlinux_check()). Returns 0
+ * with *out set, -ENOENT when there is none, another -errno when it is unusable (one warning
+ * logged: the caller decompresses instead). */
+int kernel_cache_load(const char *path, size_t expect_len, struct vmlinux_image *out);
+
+/*
+ * The image hash memo: hashing an 8 MiB bzImage costs half a second in a nested guest, more
+ * than the rest of godwit's start, so the hash of an image file is remembered by the file's
+ * identity (device, inode, size, modification and change times, to the nanosecond), as a
+ * link DIR/by-file/ID whose target is the hash. Any write to the file changes its change time,
+ * which nobody can set, so a changed file is hashed again. A file changed less than
+ * KERNEL_MEMO_SETTLE_S ago is not remembered: a second write within the same clock tick could
+ * leave its times as they were.
+ */
+#define KERNEL_MEMO_SETTLE_S 2
+#define KERNEL_IMAGE_ID_MAX 128
+/* The identity of the file `st` describes, for the memo; false when it does not fit. */
+bool kernel_image_id(const struct stat *st, char *out, size_t size);
+/* The hash remembered for `id` in DIR's memo; false when there is none (or not a hash). */
+bool kernel_memo_lookup(const char *dir, const char *id, char hash[KERNEL_HASH_HEX_LEN + 1]);
+/* Remembers `hash` for the file `st` describes, unless it changed too recently. Failures are
+ * silent: the memo only saves time. */
+void kernel_memo_store(const char *dir, const struct stat *st, const char *hash);
 
 /* Writes the file atomically (a temporary file in the same directory, then rename), creating
  * the directory (0700, parents too) when missing. Returns 0 or -errno (one warning logged). */
 int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, size_t len);
 
-#endif
 
 /*
  * What one VM does with a bzImage's payload, decided once before its first boot (on the
@@ -74,19 +101,24 @@ struct kernel_unpack {
     const char *format;     /* its format, for the log */
     uint32_t len;           /* the vmlinux's size */
     char cache_path[4096];  /* the checked cache file; "" when the cache is not used */
-    uint8_t *image;         /* the first boot's vmlinux, taken by it; later boots read the
-                               cache file, or decompress again when there is none */
+    struct vmlinux_image image; /* the first boot's vmlinux, taken by it; later boots map
+                                   the cache file, or decompress again when there is none */
     bool cache_hit;         /* the cache had it when the VM was created */
 };
 
 /* Decides for the bzImage `bz`: returns 0 (u->active says whether the host decompresses),
  * or -ENOEXEC/-ENOMEM after one line when the payload is corrupt: a kernel that cannot boot
- * is refused here rather than halting in the guest's own decompressor. */
-int kernel_unpack_prepare(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len);
+ * is refused here rather than halting in the guest's own decompressor. `st` describes the
+ * file `bz` was read from, unchanged while it was read (the memo's key), or is NULL. */
+int kernel_unpack_prepare(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len,
+                          const struct stat *st);
 
-/* For one boot: the vmlinux (malloc'ed, *len bytes) from memory, the cache, or decompressed
- * again when the cache file went bad meanwhile. Logs which path boots. Returns 0 or -errno. */
-int kernel_unpack_get(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len, uint8_t **img,
-                      size_t *len);
+/* For one boot: the vmlinux (release it with vmlinux_image_release()) from memory, the cache,
+ * or decompressed again when the cache file went bad meanwhile. Logs which path boots.
+ * Returns 0 or -errno. */
+int kernel_unpack_get(struct kernel_unpack *u, const uint8_t *bz, size_t bz_len,
+                      struct vmlinux_image *img);
 
 void kernel_unpack_release(struct kernel_unpack *u);
+
+#endif

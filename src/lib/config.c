@@ -37,7 +37,8 @@ struct config_key {
 void config_defaults(struct vm_config *cfg, struct config_extra *extra)
 {
     *cfg = (struct vm_config){ .memory_mib = DEFAULT_MEMORY_MIB, .nr_cpus = 1,
-                               .cmdline = DEFAULT_CMDLINE, .console_out_fd = STDOUT_FILENO };
+                               .cmdline = DEFAULT_CMDLINE, .console_out_fd = STDOUT_FILENO,
+                               .ram_dir = -1 };
     *extra = (struct config_extra){ 0 };
 }
 

@@ -76,6 +76,7 @@ struct godwit_vm {
     bool thread_started;
     struct event_loop loop;
     bool loop_ready;
+    bool ram_dir_ready; /* cfg.ram_dir was decided (and is ours to close when >= 0) */
     struct console console;
     bool console_attached;
     int command_fd;
@@ -386,6 +387,7 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         .io_poll_us = config->io_poll_us < GODWIT_MAX_IO_POLL_US ? config->io_poll_us
                                                                 : GODWIT_MAX_IO_POLL_US,
         .loop = &gv->loop,
+        .ram_dir = -1,
     };
     resolve_net_queues(gv->nets, gv->cfg.nr_nets, gv->cfg.nr_cpus,
                        config->incoming ? config->incoming_devices : NULL);
@@ -406,6 +408,13 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         gv->incoming_memfd = config->incoming_memfd > 0 ? config->incoming_memfd : -1;
         gv->cfg.incoming_memfd = gv->incoming_memfd;
     }
+    /* Here, while the process may still mount: guest RAM's tmpfs with huge pages. */
+    if (!config->hugepages && (gv->cfg.ram_dir = gm_ram_dir_open()) < 0) {
+        log_debug("memory: guest RAM is a memfd, without a tmpfs of huge pages: %s",
+                  strerror(-gv->cfg.ram_dir));
+        gv->cfg.ram_dir = -1;
+    }
+    gv->ram_dir_ready = true;
     /* The ring is made here, not at start: the kernel charges the guest RAM it will register
      * to RLIMIT_MEMLOCK (8 MiB by default) unless the process that made it held CAP_IPC_LOCK,
      * and `godwit run` drops its capabilities between create and start. */
@@ -1443,6 +1452,8 @@ void godwit_destroy(struct godwit_vm *gv)
         close(gv->incoming_memfd);
     godwit_handover_close(&gv->handover);
     kernel_unpack_release(&gv->unpack);
+    if (gv->ram_dir_ready && gv->cfg.ram_dir >= 0)
+        close(gv->cfg.ram_dir);
     free(gv->kernel);
     free(gv->initrd);
     free(gv->cmdline);

@@ -5,8 +5,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <linux/mount.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -45,7 +47,65 @@ static int gm_map_layout(struct guest_memory *gm, uint64_t size, bool hugepages)
     return ret;
 }
 
-int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
+/* Is THP off for process memory on this host? Then so is it for guest RAM. */
+static bool thp_disabled(void)
+{
+    char buf[128] = "";
+    int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true; /* no THP in this kernel */
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    return n <= 0 || strstr(buf, "[never]") != NULL;
+}
+
+int gm_ram_dir_open(void)
+{
+    if (thp_disabled())
+        return -EOPNOTSUPP;
+    int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -errno;
+    /* No size limit (a VM's RAM is bounded by its configuration); the root directory open to
+     * the jailed user that may make the next VM's file, and reachable only through our fd. */
+    static const char *const options[][2] = {
+        { "huge", "within_size" }, { "nr_blocks", "0" }, { "mode", "1777" },
+    };
+    int ret = 0;
+    for (unsigned i = 0; ret == 0 && i < sizeof(options) / sizeof(options[0]); i++)
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, options[i][0], options[i][1], 0) < 0)
+            ret = -errno;
+    if (ret == 0 && syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        ret = -errno;
+    int mnt = ret < 0 ? ret
+                      : (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                                     MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID);
+    if (mnt < 0 && ret == 0)
+        ret = -errno;
+    close(fs);
+    return ret < 0 ? ret : mnt;
+}
+
+/* The memory file: in `ram_dir`'s tmpfs when there is one, else a memfd. */
+static int gm_open_file(struct guest_memory *gm, bool hugepages, int ram_dir)
+{
+    if (ram_dir >= 0 && !hugepages) {
+        int fd = openat(ram_dir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            gm->thp = true;
+            return fd;
+        }
+        log_debug("memory: no file on the huge-page tmpfs (%s): guest RAM is a memfd",
+                  strerror(errno));
+    }
+    int fd = memfd_create("godwit-ram", MFD_CLOEXEC | (hugepages ? MFD_HUGETLB : 0));
+    if (fd < 0)
+        log_error("memory: memfd_create%s failed: %s", hugepages ? " (huge pages)" : "",
+                  strerror(errno));
+    return fd < 0 ? -errno : fd;
+}
+
+int gm_init_in(struct guest_memory *gm, uint64_t size, bool hugepages, int ram_dir)
 {
     const uint64_t align = hugepages ? (2ULL << 20) : 4096;
     int ret;
@@ -58,13 +118,13 @@ int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
                   hugepages ? " in multiples of 2 MiB" : "");
         return -EINVAL;
     }
-    gm->memfd = memfd_create("godwit-ram", MFD_CLOEXEC | (hugepages ? MFD_HUGETLB : 0));
+    gm->memfd = gm_open_file(gm, hugepages, ram_dir);
     if (gm->memfd < 0) {
-        ret = -errno;
-        log_error("memory: memfd_create%s failed: %s", hugepages ? " (huge pages)" : "",
-                  strerror(errno));
+        ret = gm->memfd;
+        gm->memfd = -1;
         return ret;
     }
+    gm->file_writes = !hugepages; /* hugetlbfs has no write() */
     if (ftruncate(gm->memfd, (off_t)size) < 0) {
         ret = -errno;
         log_error("memory: cannot size guest RAM to %llu MiB: %s",
@@ -73,6 +133,11 @@ int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
         return ret;
     }
     return gm_map_layout(gm, size, hugepages);
+}
+
+int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages)
+{
+    return gm_init_in(gm, size, hugepages, -1);
 }
 
 int gm_init_private(struct guest_memory *gm, uint64_t size, int fd)
@@ -194,6 +259,110 @@ int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint6
         return -EFAULT;
     memcpy(dst, src, len);
     gm_mark_dirty(gm, gpa, len); /* after the copy: see gm_mark_dirty() */
+    return 0;
+}
+
+/* The region holding all of [gpa, gpa + len), or NULL. */
+static const struct gm_region *gm_region_of(const struct guest_memory *gm, uint64_t gpa,
+                                            uint64_t len)
+{
+    for (unsigned i = 0; i < gm->nr_regions; i++) {
+        const struct gm_region *r = &gm->regions[i];
+        if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
+            return r;
+    }
+    return NULL;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+    return p[0] == 0 && memcmp(p, p + 1, GM_PAGE_SIZE - 1) == 0;
+}
+
+static int pwrite_all(int fd, const uint8_t *src, uint64_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, src, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        src += n;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Is [off, off + len) of the memory file a hole, which reads as zeros and holds no page? Only
+ * asked, never made: punching a hole would split a huge page around it. */
+static bool file_hole(const struct guest_memory *gm, uint64_t off, uint64_t len)
+{
+    off_t data = lseek(gm->memfd, (off_t)off, SEEK_DATA);
+    return data < 0 ? errno == ENXIO : (uint64_t)data >= off + len;
+}
+
+/* Length of the run at src[0, len) whose pages are all zero (want_zero) or all not, page by
+ * page of the file from `off`; a partial page counts as data. */
+static uint64_t run_length(const uint8_t *src, uint64_t len, uint64_t off, bool want_zero)
+{
+    uint64_t run = 0;
+    while (run < len) {
+        uint64_t n = GM_PAGE_SIZE - (off + run) % GM_PAGE_SIZE;
+        if (n > len - run)
+            n = len - run;
+        bool zero = n == GM_PAGE_SIZE && page_is_zero(src + run);
+        if (zero != want_zero)
+            break;
+        run += n;
+    }
+    return run;
+}
+
+int gm_load(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len)
+{
+    const struct gm_region *r = gm_region_of(gm, gpa, len);
+    if (!r)
+        return -EFAULT;
+    if (!gm->file_writes)
+        return gm_write(gm, gpa, src, len);
+    const uint8_t *s = src;
+    const uint64_t base = r->file_offset + (gpa - r->gpa);
+    for (uint64_t done = 0; done < len;) {
+        bool zero = len - done >= GM_PAGE_SIZE && (base + done) % GM_PAGE_SIZE == 0 &&
+                    page_is_zero(s + done);
+        uint64_t run = run_length(s + done, len - done, base + done, zero);
+        int ret = zero && file_hole(gm, base + done, run)
+                      ? 0 : pwrite_all(gm->memfd, s + done, run, base + done);
+        if (ret < 0) {
+            log_error("memory: cannot load %llu bytes at %#llx into guest RAM: %s",
+                      (unsigned long long)run, (unsigned long long)(gpa + done), strerror(-ret));
+            return ret;
+        }
+        done += run;
+    }
+    gm_mark_dirty(gm, gpa, len);
+    return 0;
+}
+
+int gm_zero(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+    const struct gm_region *r = gm_region_of(gm, gpa, len);
+    if (!r)
+        return -EFAULT;
+    uint8_t *host = r->host + (gpa - r->gpa);
+    const uint64_t off = r->file_offset + (gpa - r->gpa);
+    uint64_t head = (GM_PAGE_SIZE - off % GM_PAGE_SIZE) % GM_PAGE_SIZE;
+    if (!gm->file_writes || len < head + GM_PAGE_SIZE) {
+        memset(host, 0, len);
+    } else {
+        uint64_t whole = (len - head) / GM_PAGE_SIZE * GM_PAGE_SIZE;
+        memset(host, 0, head);
+        if (!file_hole(gm, off + head, whole))
+            memset(host + head, 0, whole);
+        memset(host + head + whole, 0, len - head - whole);
+    }
+    gm_mark_dirty(gm, gpa, len);
     return 0;
 }
 

@@ -26,6 +26,8 @@ struct gm_region {
 struct guest_memory {
     int memfd;         /* the memory file: a memfd, or a snapshot's file (private_file) */
     bool private_file; /* mapped MAP_PRIVATE: the guest's writes are not in the file */
+    bool file_writes;  /* not hugetlbfs: gm_load() writes through the file */
+    bool thp;          /* made in gm_ram_dir_open()'s tmpfs: transparent huge pages */
     uint64_t ram_size; /* total RAM bytes across regions */
     unsigned nr_regions;
     struct gm_region regions[GM_MAX_REGIONS];
@@ -39,8 +41,27 @@ struct guest_memory {
     unsigned long *dirty;
 };
 
-/* Creates RAM of `size` bytes laid out around the MMIO hole. Returns 0 or -errno. */
+/* Creates RAM of `size` bytes laid out around the MMIO hole: a memfd, of hugetlb pages with
+ * `hugepages`. Returns 0 or -errno. */
 int gm_init(struct guest_memory *gm, uint64_t size, bool hugepages);
+
+/*
+ * Guest RAM in transparent huge pages where the host allows THP for process memory but not for
+ * memfds (the common default: THP "always" or "madvise", shmem_enabled "never"). Every 4 KiB
+ * page costs the guest a nested page fault on its first touch; in a nested guest that is a
+ * third of a kernel's boot, and 2 MiB pages cut the faults 512-fold, as THP does for QEMU's
+ * anonymous RAM. The file is made on a tmpfs of our own with huge=within_size, mounted
+ * nowhere (fsopen/fsmount): nobody else can reach it, and it is still a file that can be
+ * handed over or scanned for holes like a memfd.
+ *
+ * gm_ram_dir_open() makes that tmpfs while the process may still mount (root, before its
+ * capabilities are dropped). Returns its fd, or -errno when there is none: not root, no new
+ * mount API, THP "never" on this host (then RAM is a memfd, as the administrator chose).
+ */
+int gm_ram_dir_open(void);
+/* gm_init(), the file made in `ram_dir` (from gm_ram_dir_open) when it is >= 0 and `hugepages`
+ * is not asked for; a memfd when that fails. */
+int gm_init_in(struct guest_memory *gm, uint64_t size, bool hugepages, int ram_dir);
 /* The same layout over `fd` (a snapshot's memory file, which gm then owns), mapped privately:
  * pages are read on first touch and the guest's writes stay in this process. */
 int gm_init_private(struct guest_memory *gm, uint64_t size, int fd);
@@ -90,6 +111,18 @@ void gm_mark_dirty_in(const struct guest_memory *gm, unsigned long *dirty, uint6
  * gm_write() marks what it wrote dirty (gm_mark_dirty). */
 int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len);
 int gm_read(const struct guest_memory *gm, uint64_t gpa, void *dst, uint64_t len);
+
+/*
+ * Loads an image (a kernel, an initrd) into [gpa, gpa + len) of guest RAM at boot, faster than
+ * gm_write() where the memory file allows it (gm->file_writes): whole zero pages are skipped
+ * where the file has a hole (a fresh guest's RAM: they cost nothing until the guest touches
+ * them), the rest is written to the file with pwrite(). Neither faults pages into the VMM's
+ * own mapping, which in a nested guest costs more than the copy. Returns 0, -EFAULT when the
+ * range is not RAM, or -errno from the file (one line logged).
+ */
+int gm_load(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64_t len);
+/* Zeroes [gpa, gpa + len) of guest RAM; whole pages that are holes in the file are left. */
+int gm_zero(const struct guest_memory *gm, uint64_t gpa, uint64_t len);
 
 /* The end of RAM below 4 GiB (the top of the first region). */
 uint64_t gm_low_ram_end(const struct guest_memory *gm);

@@ -330,7 +330,7 @@ static int vm_map_memory(struct vm *vm)
     int ret = vm->cfg->restore ? snapshot_map_memory(vm->cfg->restore, &vm->mem, size)
               : handed_over ? gm_init_from_fd(&vm->mem, size, vm->cfg->hugepages,
                                               vm->cfg->incoming_memfd)
-                            : gm_init(&vm->mem, size, vm->cfg->hugepages);
+                            : gm_init_in(&vm->mem, size, vm->cfg->hugepages, vm->cfg->ram_dir);
     if (ret < 0)
         return ret;
     for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
@@ -351,11 +351,20 @@ static int vm_map_memory(struct vm *vm)
     return 0;
 }
 
-/* Reads a whole file (kernel or initrd) into memory; a mapping would do, but a copy cannot
- * change under us while the loader validates it. */
-static int read_whole_file(const char *what, const char *path, uint8_t **buf, size_t *len)
+static bool same_version(const struct stat *a, const struct stat *b)
 {
-    struct stat st;
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Reads a whole file (kernel or initrd) into memory; a mapping would do, but a copy cannot
+ * change under us while the loader validates it. With `version`, *version_valid says whether
+ * the file stayed as *version describes it while it was read. */
+static int read_whole_file(const char *what, const char *path, uint8_t **buf, size_t *len,
+                           struct stat *version, bool *version_valid)
+{
+    struct stat st, after;
     int ret = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) < 0) {
@@ -386,6 +395,10 @@ static int read_whole_file(const char *what, const char *path, uint8_t **buf, si
         }
         done += (size_t)n;
     }
+    if (version) {
+        *version = st;
+        *version_valid = fstat(fd, &after) == 0 && same_version(&st, &after);
+    }
 out:
     if (fd >= 0)
         close(fd);
@@ -396,7 +409,8 @@ out:
  * on any host. */
 static int vm_read_images(struct vm *vm)
 {
-    int ret = read_whole_file("kernel", vm->cfg->kernel_path, &vm->kernel, &vm->kernel_len);
+    int ret = read_whole_file("kernel", vm->cfg->kernel_path, &vm->kernel, &vm->kernel_len,
+                              &vm->kernel_stat, &vm->kernel_stat_valid);
     if (ret < 0)
         return ret;
     if (kernel_detect_format(vm->kernel, vm->kernel_len) == KERNEL_FORMAT_UNKNOWN) {
@@ -404,7 +418,8 @@ static int vm_read_images(struct vm *vm)
         return -ENOEXEC;
     }
     if (vm->cfg->initrd_path)
-        ret = read_whole_file("initrd", vm->cfg->initrd_path, &vm->initrd, &vm->initrd_len);
+        ret = read_whole_file("initrd", vm->cfg->initrd_path, &vm->initrd, &vm->initrd_len,
+                              NULL, NULL);
     return ret;
 }
 
@@ -412,6 +427,7 @@ static void vm_free_images(struct vm *vm)
 {
     free(vm->kernel);
     free(vm->initrd);
+    vmlinux_image_release(&vm->payload);
     free(vm->bz_params);
     vm->kernel = vm->initrd = NULL;
     vm->bz_params = NULL;
@@ -423,17 +439,16 @@ int vm_check_images(const struct vm_config *cfg)
     int ret = vm_read_images(&probe);
     if (ret == 0 && cfg->unpack &&
         kernel_detect_format(probe.kernel, probe.kernel_len) == KERNEL_FORMAT_BZIMAGE)
-        ret = kernel_unpack_prepare(cfg->unpack, probe.kernel, probe.kernel_len);
+        ret = kernel_unpack_prepare(cfg->unpack, probe.kernel, probe.kernel_len,
+                                    probe.kernel_stat_valid ? &probe.kernel_stat : NULL);
     vm_free_images(&probe);
     return ret;
 }
 
-/* Swaps a bzImage for its payload when the host decompresses it; says which path boots. */
+/* Gets a bzImage's payload (vm->payload) when the host decompresses it; says which path boots. */
 static int vm_unpack_kernel(struct vm *vm)
 {
     struct kernel_unpack *u = vm->cfg->unpack;
-    uint8_t *img;
-    size_t len;
 
     if (kernel_detect_format(vm->kernel, vm->kernel_len) != KERNEL_FORMAT_BZIMAGE)
         return 0;
@@ -451,13 +466,8 @@ static int vm_unpack_kernel(struct vm *vm)
         return -ENOMEM;
     int ret = bzimage_read_header(vm->kernel, vm->kernel_len, vm->bz_params);
     if (ret == 0)
-        ret = kernel_unpack_get(u, vm->kernel, vm->kernel_len, &img, &len);
-    if (ret < 0)
-        return ret;
-    free(vm->kernel);
-    vm->kernel = img;
-    vm->kernel_len = len;
-    return 0;
+        ret = kernel_unpack_get(u, vm->kernel, vm->kernel_len, &vm->payload);
+    return ret;
 }
 
 static int vm_load_guest(struct vm *vm)
@@ -472,9 +482,11 @@ static int vm_load_guest(struct vm *vm)
 
     if ((ret = vm_unpack_kernel(vm)) < 0)
         return ret;
-    req.kernel = vm->kernel;
-    req.kernel_len = vm->kernel_len;
-    req.bz_params = vm->bz_params;
+    if (vm->payload.data) {
+        req.kernel = vm->payload.data;
+        req.kernel_len = vm->payload.len;
+        req.bz_params = vm->bz_params;
+    }
     req.rsdp_gpa = acpi_build(&vm->mem, &tables);
     if (req.rsdp_gpa == 0)
         return -ENOSPC;

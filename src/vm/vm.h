@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "boot/boot.h"
+#include "boot/unpack.h"
 #include "godwit/godwit.h"
 #include "vm/memory.h"
 #include "mmio/bus.h"
@@ -32,6 +33,7 @@ struct vm_config {
     uint64_t memory_mib;
     unsigned nr_cpus;
     bool hugepages;
+    int ram_dir; /* where guest RAM's file is made (gm_ram_dir_open), or -1: a memfd */
     bool no_reboot; /* a guest reboot ends the process instead of restarting the VM */
     int console_out_fd; /* where the serial console's output goes, unless console_out is set */
     /* Serial console output, on the main loop's thread (at most 4 KiB a call, once the console
@@ -123,7 +125,10 @@ struct vm {
     struct boot_entry entry;
     uint8_t *kernel, *initrd; /* file contents, held until loaded into guest RAM */
     size_t kernel_len, initrd_len;
-    struct boot_params *bz_params; /* the bzImage's header when `kernel` is its payload */
+    struct stat kernel_stat;  /* the kernel file as read, when it did not change meanwhile */
+    bool kernel_stat_valid;
+    struct vmlinux_image payload;  /* a bzImage's payload, when the host decompressed it */
+    struct boot_params *bz_params; /* the bzImage's header, then */
 
     /* Lifecycle: the first exit reason wins; exit_fd wakes the main loop. */
     _Atomic int exit_reason;

@@ -3,7 +3,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -174,6 +177,128 @@ static void test_file_ptr(void **state)
     gm_destroy(&gm);
 }
 
+/* An image of five pages and a bit, misaligned: data, two zero pages, data, a zero page, data. */
+#define IMG_MISALIGN 0x123u
+#define IMG_LEN (5 * GM_PAGE_SIZE + 100)
+static void make_image(uint8_t *img)
+{
+    memset(img, 0, IMG_LEN);
+    for (unsigned i = 0; i < IMG_LEN; i++) {
+        unsigned page = (unsigned)((IMG_MISALIGN + i) / GM_PAGE_SIZE);
+        if (page != 1 && page != 2 && page != 4)
+            img[i] = (uint8_t)(i * 7 + 1);
+    }
+}
+
+/* What a boot loads reads back exactly, over stale bytes, and leaves its neighbours alone;
+ * its zero pages cost no memory in a fresh guest. */
+static void test_load_writes_through_the_file(void **state)
+{
+    (void)state;
+    struct guest_memory gm;
+    static uint8_t img[IMG_LEN];
+    const uint64_t gpa = (2ULL << 20) + IMG_MISALIGN;
+    struct stat st;
+
+    make_image(img);
+    assert_int_equal(gm_init(&gm, 64 << 20, false), 0);
+    assert_true(gm.file_writes);
+    assert_int_equal(gm_load(&gm, gpa, img, IMG_LEN), 0);
+    /* Before reading it back: a read through the mapping allocates the holes it touches. */
+    assert_int_equal(fstat(gm.memfd, &st), 0);
+    assert_int_equal(st.st_blocks * 512, 3 * GM_PAGE_SIZE); /* pages 0, 3 and 5 only */
+    assert_memory_equal(gm_ptr(&gm, gpa, IMG_LEN), img, IMG_LEN);
+
+    uint8_t *host = gm_ptr(&gm, gpa - IMG_MISALIGN, 7 * GM_PAGE_SIZE);
+    memset(host, 0xaa, 7 * GM_PAGE_SIZE);
+    assert_int_equal(gm_load(&gm, gpa, img, IMG_LEN), 0);
+    assert_memory_equal(host + IMG_MISALIGN, img, IMG_LEN);
+    assert_int_equal(host[IMG_MISALIGN - 1], 0xaa);
+    assert_int_equal(host[IMG_MISALIGN + IMG_LEN], 0xaa);
+    assert_int_equal(gm_load(&gm, (64 << 20) - 100, img, IMG_LEN), -EFAULT);
+    gm_destroy(&gm);
+}
+
+static void test_zero_whole_and_partial_pages(void **state)
+{
+    (void)state;
+    struct guest_memory gm;
+    assert_int_equal(gm_init(&gm, 64 << 20, false), 0);
+    uint8_t *host = gm_ptr(&gm, 0x100000, 8 * GM_PAGE_SIZE);
+    memset(host, 0xaa, 8 * GM_PAGE_SIZE);
+    const uint64_t start = 0x100000 + 10, len = 5 * GM_PAGE_SIZE;
+    assert_int_equal(gm_zero(&gm, start, len), 0);
+    for (uint64_t i = 0; i < 8 * GM_PAGE_SIZE; i++) {
+        bool inside = 0x100000 + i >= start && 0x100000 + i < start + len;
+        assert_int_equal(host[i], inside ? 0 : 0xaa);
+    }
+    assert_int_equal(gm_zero(&gm, (64 << 20) - 1, 2), -EFAULT);
+    gm_destroy(&gm);
+}
+
+/* A restored guest's RAM is a snapshot's file mapped privately: a load must not write it. */
+static void test_load_into_private_file_leaves_it(void **state)
+{
+    (void)state;
+    struct guest_memory gm;
+    static uint8_t img[IMG_LEN];
+    char path[] = "/tmp/godwit-test-memory.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(ftruncate(fd, 64 << 20), 0);
+    assert_int_equal(gm_init_private(&gm, 64 << 20, fd), 0);
+    assert_false(gm.file_writes);
+    make_image(img);
+    assert_int_equal(gm_load(&gm, 0x200000, img, IMG_LEN), 0);
+    assert_memory_equal(gm_ptr(&gm, 0x200000, IMG_LEN), img, IMG_LEN);
+    uint8_t first;
+    assert_int_equal(pread(gm.memfd, &first, 1, 0x200000), 1);
+    assert_int_equal(first, 0);
+    gm_destroy(&gm);
+}
+
+/* Kilobytes of shared memory this process maps with PMDs (2 MiB pages). */
+static long shmem_pmd_kib(void)
+{
+    char line[256];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "ShmemPmdMapped: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+/* Where the host allows THP and we may mount (root): guest RAM, a kernel loaded into it
+ * included, is mapped in 2 MiB pages; and its file is one that can be handed over. */
+static void test_ram_dir_gives_huge_pages(void **state)
+{
+    (void)state;
+    struct guest_memory gm, other;
+    static uint8_t img[IMG_LEN];
+    int dir = gm_ram_dir_open();
+    if (dir < 0)
+        skip();
+    long before = shmem_pmd_kib();
+    assert_int_equal(gm_init_in(&gm, 64 << 20, false, dir), 0);
+    assert_true(gm.thp);
+    make_image(img);
+    const uint64_t gpa = (2ULL << 20) + IMG_MISALIGN;
+    assert_int_equal(gm_load(&gm, gpa, img, IMG_LEN), 0);
+    assert_memory_equal(gm_ptr(&gm, gpa, IMG_LEN), img, IMG_LEN);
+    memset(gm_ptr(&gm, 4 << 20, 2 << 20), 0x5a, 2 << 20);
+    assert_true(shmem_pmd_kib() - before >= 4096); /* the loaded piece and the written one */
+    assert_int_equal(gm_init_from_fd(&other, 64 << 20, false, gm.memfd), 0);
+    assert_memory_equal(gm_ptr(&other, gpa, IMG_LEN), img, IMG_LEN);
+    gm_destroy(&other);
+    gm_destroy(&gm);
+    close(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -183,6 +308,10 @@ int main(void)
         cmocka_unit_test(test_handed_over_file),
         cmocka_unit_test(test_mark_dirty_uses_file_pages),
         cmocka_unit_test(test_file_ptr),
+        cmocka_unit_test(test_load_writes_through_the_file),
+        cmocka_unit_test(test_zero_whole_and_partial_pages),
+        cmocka_unit_test(test_load_into_private_file_leaves_it),
+        cmocka_unit_test(test_ram_dir_gives_huge_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

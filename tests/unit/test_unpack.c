@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <lzma.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <cmocka.h>
@@ -319,24 +320,29 @@ static void cache_file(const struct fixture *f, char *path, size_t size)
 }
 
 /* Prepares and boots-gets once, as a VM does; the vmlinux must be the right one. */
-static struct kernel_unpack prepare_and_get(const struct fixture *f)
+static struct kernel_unpack prepare_and_get_from(const struct fixture *f, const struct stat *st,
+                                                 const uint8_t *expect)
 {
     struct kernel_unpack u = { .enabled = true };
-    uint8_t *img = NULL;
-    size_t len = 0;
+    struct vmlinux_image img;
 
-    assert_int_equal(kernel_unpack_prepare(&u, f->bz, f->bz_len), 0);
+    assert_int_equal(kernel_unpack_prepare(&u, f->bz, f->bz_len, st), 0);
     assert_true(u.active);
-    assert_int_equal(kernel_unpack_get(&u, f->bz, f->bz_len, &img, &len), 0);
-    assert_int_equal(len, ELF_LEN);
-    assert_memory_equal(img, f->elf, ELF_LEN);
-    free(img);
+    assert_int_equal(kernel_unpack_get(&u, f->bz, f->bz_len, &img), 0);
+    assert_int_equal(img.len, ELF_LEN);
+    assert_memory_equal(img.data, expect, ELF_LEN);
+    vmlinux_image_release(&img);
     /* A later boot (a guest reboot) gets it again, from the cache or decompressed again. */
-    assert_int_equal(kernel_unpack_get(&u, f->bz, f->bz_len, &img, &len), 0);
-    assert_memory_equal(img, f->elf, ELF_LEN);
-    free(img);
+    assert_int_equal(kernel_unpack_get(&u, f->bz, f->bz_len, &img), 0);
+    assert_memory_equal(img.data, expect, ELF_LEN);
+    vmlinux_image_release(&img);
     kernel_unpack_release(&u);
     return u;
+}
+
+static struct kernel_unpack prepare_and_get(const struct fixture *f)
+{
+    return prepare_and_get_from(f, NULL, f->elf);
 }
 
 static void test_cache_written_then_hit(void **state)
@@ -438,10 +444,10 @@ static void test_unusable_cache_dir_boots_from_memory(void **state)
     assert_string_equal(u.cache_path, "");
     setenv("GODWIT_CACHE", f->cache, 1);
     struct kernel_unpack jailed = { .enabled = true, .no_cache = true };
-    assert_int_equal(kernel_unpack_prepare(&jailed, f->bz, f->bz_len), 0);
+    assert_int_equal(kernel_unpack_prepare(&jailed, f->bz, f->bz_len, NULL), 0);
     assert_true(jailed.active);
     assert_string_equal(jailed.cache_path, "");
-    assert_non_null(jailed.image);
+    assert_non_null(jailed.image.data);
     kernel_unpack_release(&jailed);
 }
 
@@ -451,13 +457,89 @@ static void test_disabled_or_corrupt_prepare(void **state)
     struct kernel_unpack off = { .enabled = false };
 
     build(f, XZ);
-    assert_int_equal(kernel_unpack_prepare(&off, f->bz, f->bz_len), 0);
+    assert_int_equal(kernel_unpack_prepare(&off, f->bz, f->bz_len, NULL), 0);
     assert_false(off.active);
     struct kernel_unpack u = { .enabled = true };
     f->bz[payload_pos() + f->payload_len / 2] ^= 0xff;
-    assert_int_equal(kernel_unpack_prepare(&u, f->bz, f->bz_len), -ENOEXEC);
+    assert_int_equal(kernel_unpack_prepare(&u, f->bz, f->bz_len, NULL), -ENOEXEC);
     assert_false(u.active);
-    assert_null(u.image);
+    assert_null(u.image.data);
+}
+
+/* ---- the hash memo ---- */
+
+/* A file's identity as stat() gives it, settled (changed long ago) unless `fresh`. */
+static struct stat file_version(long ino, long ctime_ns, bool fresh)
+{
+    struct stat st = { .st_dev = 0x801, .st_ino = (ino_t)ino, .st_size = 8 * (off_t)MIB };
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    st.st_mtim.tv_sec = now.tv_sec - 3600;
+    st.st_ctim.tv_sec = fresh ? now.tv_sec : now.tv_sec - 3600;
+    st.st_ctim.tv_nsec = ctime_ns;
+    return st;
+}
+
+/* A remembered hash is used instead of hashing: shown by a memo that names another kernel's
+ * cache file, which is then what boots. A file changed since (another change time) is hashed
+ * again, and one changed a moment ago is not remembered. */
+static void test_memo_used_for_the_same_file_version(void **state)
+{
+    struct fixture *f = *state;
+    char dir[4096], path[4096], id[KERNEL_IMAGE_ID_MAX], hash[KERNEL_HASH_HEX_LEN + 1];
+    const char *other = "1111111111111111111111111111111111111111111111111111111111111111";
+    uint8_t other_elf[ELF_LEN];
+
+    build(f, XZ);
+    kernel_cache_dir(dir, sizeof(dir));
+    assert_int_equal(mkdir(dir, 0700), 0);
+    memcpy(other_elf, f->elf, ELF_LEN);
+    other_elf[CODE_OFF] ^= 0xff; /* another kernel, as valid */
+    assert_true(kernel_cache_path(dir, other, path, sizeof(path)));
+    write_file(path, other_elf, ELF_LEN, 0600);
+
+    struct stat settled = file_version(42, 5, false);
+    kernel_memo_store(dir, &settled, other);
+    assert_true(kernel_image_id(&settled, id, sizeof(id)));
+    assert_true(kernel_memo_lookup(dir, id, hash));
+    assert_string_equal(hash, other);
+    struct kernel_unpack u = prepare_and_get_from(f, &settled, other_elf);
+    assert_true(u.cache_hit);
+
+    struct stat changed = file_version(42, 6, false);
+    u = prepare_and_get_from(f, &changed, f->elf);
+    assert_false(u.cache_hit); /* hashed: its own hash was not cached yet */
+    assert_true(kernel_image_id(&changed, id, sizeof(id)));
+    assert_true(kernel_memo_lookup(dir, id, hash));
+    kernel_image_hash(f->bz, f->bz_len, path);
+    assert_string_equal(hash, path);
+
+    struct stat fresh = file_version(43, 7, true);
+    u = prepare_and_get_from(f, &fresh, f->elf);
+    assert_true(u.cache_hit);
+    assert_true(kernel_image_id(&fresh, id, sizeof(id)));
+    assert_false(kernel_memo_lookup(dir, id, hash));
+}
+
+/* A memo entry that is not a hash is ignored, never followed as a path. */
+static void test_memo_entry_not_a_hash_ignored(void **state)
+{
+    struct fixture *f = *state;
+    char dir[4096], sub[4200], link[8400], id[KERNEL_IMAGE_ID_MAX], hash[KERNEL_HASH_HEX_LEN + 1];
+
+    build(f, XZ);
+    kernel_cache_dir(dir, sizeof(dir));
+    struct stat st = file_version(44, 0, false);
+    assert_true(kernel_image_id(&st, id, sizeof(id)));
+    snprintf(sub, sizeof(sub), "%s/by-file", dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(link, sizeof(link), "%s/%s", sub, id);
+    assert_int_equal(symlink("../../etc/passwd", link), 0);
+    assert_false(kernel_memo_lookup(dir, id, hash));
+    struct kernel_unpack u = prepare_and_get_from(f, &st, f->elf);
+    assert_false(u.cache_hit);
+    assert_true(kernel_memo_lookup(dir, id, hash)); /* replaced by the real hash */
 }
 
 /* ---- booting the payload with the bzImage's header ---- */
@@ -569,6 +651,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_symlinked_cache_file_not_followed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_cache_dir_boots_from_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disabled_or_corrupt_prepare, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memo_used_for_the_same_file_version, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_memo_entry_not_a_hash_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_payload_boots_with_the_bzimage_header, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
