@@ -130,6 +130,11 @@ struct godwit_config {
      * device, each socket bound to the configured path. godwit closes the descriptors,
      * whatever becomes of the VM. */
     const struct godwit_handover *incoming_devices;
+    /* > 0: a directory in which guest RAM's file is made (O_TMPFILE), from
+     * godwit_ram_dir_open() before the process gave up the right to mount (a jail); godwit
+     * keeps a duplicate, the caller closes its own. 0: godwit makes that directory itself
+     * when it may. Ignored with `hugepages`. */
+    int ram_dir_fd;
     enum godwit_seccomp seccomp; /* 0 (GODWIT_SECCOMP_ON): filters on */
     /* Microseconds the main loop polls the disks' and the interfaces' transmit queues (and
      * its I/O completions) before it waits, sparing the guest its kicks while I/O keeps
@@ -203,6 +208,10 @@ typedef void (*godwit_event_fn)(struct godwit_vm *vm, enum godwit_event event, v
  * process holding CAP_IPC_LOCK, the ring pins it outside RLIMIT_MEMLOCK, so a caller that
  * drops capabilities does so after this call (as `godwit run` does). */
 struct godwit_vm *godwit_create(const struct godwit_config *config);
+/* A directory for guest RAM's file in transparent huge pages (a tmpfs of its own, mounted
+ * nowhere: docs/memory-map.md), for godwit_config.ram_dir_fd; made while the process may mount
+ * (root). The fd, or -errno (not root, THP off on this host): RAM is then a memfd. */
+int godwit_ram_dir_open(void);
 /* Called from godwit's own thread; must be quick and must not call godwit_destroy(). */
 void godwit_set_event_callback(struct godwit_vm *vm, godwit_event_fn fn, void *opaque);
 /* Boots the VM on godwit's own threads. Returns 0 or -errno. */

@@ -547,6 +547,43 @@ static void check_huge_pages(struct check_run *run)
                "none reserved (%llu kB pages)", page_kib);
 }
 
+/* The bracketed choice of a THP setting ("always [madvise] never"), or "" when unreadable. */
+static void thp_setting(const struct check_run *run, const char *path, char *out, size_t size)
+{
+    char line[256];
+    const char *open, *close;
+
+    out[0] = '\0';
+    if (read_first_line(run, path, line, sizeof(line)) < 0 || !(open = strchr(line, '[')) ||
+        !(close = strchr(open, ']')))
+        return;
+    snprintf(out, size, "%.*s", (int)(close - open - 1), open + 1);
+}
+
+/* Guest RAM's page size (docs/memory-map.md): each 4 KiB page costs a guest a nested page
+ * fault on its first touch, so THP matters most where guests run nested. */
+static void check_transparent_huge_pages(struct check_run *run)
+{
+    char thp[32], shmem[32];
+
+    thp_setting(run, "/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof(thp));
+    thp_setting(run, "/sys/kernel/mm/transparent_hugepage/shmem_enabled", shmem, sizeof(shmem));
+    if (!thp[0] || strcmp(thp, "never") == 0) {
+        report(run, CHECK_WARN, "transparent huge pages",
+               "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled",
+               "%s: guest RAM is in 4 KiB pages", thp[0] ? "off" : "not in this kernel");
+        return;
+    }
+    if (strcmp(shmem, "always") == 0 || strcmp(shmem, "within_size") == 0 ||
+        strcmp(shmem, "advise") == 0 || strcmp(shmem, "force") == 0)
+        report(run, CHECK_PASS, "transparent huge pages", NULL,
+               "%s, for memfds too (%s): guest RAM is in 2 MiB pages", thp, shmem);
+    else
+        report(run, CHECK_PASS, "transparent huge pages", NULL,
+               "%s, memfds %s: guest RAM is in 2 MiB pages when godwit starts as root (a tmpfs "
+               "of its own), else 4 KiB", thp, shmem[0] ? shmem : "unknown");
+}
+
 static void check_memory(struct check_run *run)
 {
     unsigned long long total_kib, available_kib;
@@ -591,6 +628,7 @@ int check_host_run(const struct check_host_env *env, FILE *out)
     check_tap(&run);
     check_vhost_net(&run);
     check_huge_pages(&run);
+    check_transparent_huge_pages(&run);
     check_memory(&run);
     check_seccomp(&run);
     fflush(out);

@@ -170,7 +170,7 @@ static int enter_jail(struct cli_run_options *opts)
 static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *restore_dir,
                                    int incoming_fd, int incoming_memfd,
                                    const struct godwit_handover *handover,
-                                   const struct config_extra *extra)
+                                   const struct config_extra *extra, int ram_dir_fd)
 {
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
@@ -186,6 +186,7 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
         .incoming = incoming_fd > 0, .incoming_fd = incoming_fd,
         .incoming_memfd = incoming_memfd, .incoming_devices = handover,
         .seccomp = extra->seccomp, .io_poll_us = extra->io_poll_us,
+        .ram_dir_fd = ram_dir_fd,
     };
     return godwit_create(&config);
 }
@@ -208,6 +209,10 @@ static int cmd_run(int argc, char **argv)
     /* The cache lies outside the jail's root: a jailed VM decompresses in memory. */
     if (opts.jail.dir)
         opts.cfg.no_kernel_cache = true;
+    /* Before the jail takes the right to mount: guest RAM's tmpfs of huge pages. */
+    int ram_dir = opts.jail.dir && !opts.cfg.hugepages ? godwit_ram_dir_open() : 0;
+    if (ram_dir < 0)
+        ram_dir = 0;
     if ((opts.netns && jail_join_netns(opts.netns) < 0) || (opts.jail.dir && enter_jail(&opts) < 0)) {
         cli_run_options_free(&opts);
         return GODWIT_EXIT_VMM_ERROR;
@@ -218,7 +223,9 @@ static int cmd_run(int argc, char **argv)
         return lock == -EADDRINUSE ? GODWIT_EXIT_USAGE : GODWIT_EXIT_VMM_ERROR;
     }
     ctx.vm = create_vm(&opts.cfg, opts.restore_dir, opts.incoming_fd, opts.incoming_memfd,
-                       &opts.handover, &opts.extra);
+                       &opts.handover, &opts.extra, ram_dir);
+    if (ram_dir > 0)
+        close(ram_dir); /* the VM keeps a duplicate */
     /* libgodwit's now, whatever became of the VM */
     opts.incoming_fd = opts.incoming_memfd = 0;
     opts.handover = (struct godwit_handover){ 0 };

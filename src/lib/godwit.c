@@ -3,6 +3,7 @@
 #include "godwit/godwit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -409,10 +410,13 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         gv->cfg.incoming_memfd = gv->incoming_memfd;
     }
     /* Here, while the process may still mount: guest RAM's tmpfs with huge pages. */
-    if (!config->hugepages && (gv->cfg.ram_dir = gm_ram_dir_open()) < 0) {
-        log_debug("memory: guest RAM is a memfd, without a tmpfs of huge pages: %s",
-                  strerror(-gv->cfg.ram_dir));
-        gv->cfg.ram_dir = -1;
+    if (!config->hugepages) {
+        int dir = config->ram_dir_fd > 0 ? fcntl(config->ram_dir_fd, F_DUPFD_CLOEXEC, 3)
+                                         : gm_ram_dir_open();
+        if (dir < 0)
+            log_debug("memory: guest RAM is a memfd, without a tmpfs of huge pages: %s",
+                      strerror(config->ram_dir_fd > 0 ? errno : -dir));
+        gv->cfg.ram_dir = dir < 0 ? -1 : dir;
     }
     gv->ram_dir_ready = true;
     /* The ring is made here, not at start: the kernel charges the guest RAM it will register
@@ -459,6 +463,11 @@ struct godwit_vm *godwit_create(const struct godwit_config *config)
         return NULL;
     }
     return gv;
+}
+
+int godwit_ram_dir_open(void)
+{
+    return gm_ram_dir_open();
 }
 
 void godwit_set_event_callback(struct godwit_vm *gv, godwit_event_fn fn, void *opaque)

@@ -178,6 +178,31 @@ static void test_amd_host_without_kvm_device(void **state)
     assert_int_equal(host->failures, 2);
 }
 
+/* Guest RAM's page size, from the host's THP settings. */
+static void test_transparent_huge_pages(void **state)
+{
+    struct fake_host *host = *state;
+
+    write_file(host, "/sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n");
+    write_file(host, "/sys/kernel/mm/transparent_hugepage/shmem_enabled",
+               "always within_size advise [never] deny force\n");
+    run_checks(host);
+    assert_has_line(host, "PASS  transparent huge pages: madvise, memfds never: guest RAM is in "
+                          "2 MiB pages when godwit starts as root (a tmpfs of its own), else "
+                          "4 KiB\n");
+    write_file(host, "/sys/kernel/mm/transparent_hugepage/shmem_enabled",
+               "always within_size [advise] never deny force\n");
+    free(host->output);
+    run_checks(host);
+    assert_has_line(host, "PASS  transparent huge pages: madvise, for memfds too (advise): guest "
+                          "RAM is in 2 MiB pages\n");
+    write_file(host, "/sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]\n");
+    free(host->output);
+    run_checks(host);
+    assert_has_line(host, "WARN  transparent huge pages: off: guest RAM is in 4 KiB pages -- echo "
+                          "madvise > /sys/kernel/mm/transparent_hugepage/enabled\n");
+}
+
 static void test_checks_come_in_documented_order(void **state)
 {
     struct fake_host *host = *state;
@@ -191,6 +216,7 @@ static void test_checks_come_in_documented_order(void **state)
         "tap devices",
         "vhost-net",
         "huge pages",
+        "transparent huge pages",
         "memory",
     };
     const char *at;
@@ -390,6 +416,7 @@ int main(void)
                                         teardown_host),
         cmocka_unit_test_setup_teardown(test_checks_come_in_documented_order, setup_host,
                                         teardown_host),
+        cmocka_unit_test_setup_teardown(test_transparent_huge_pages, setup_host, teardown_host),
         cmocka_unit_test_setup_teardown(test_amd_params_off_warn_with_advice, setup_host,
                                         teardown_host),
         cmocka_unit_test_setup_teardown(test_intel_host, setup_host, teardown_host),
