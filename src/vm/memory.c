@@ -180,7 +180,9 @@ void gm_destroy(struct guest_memory *gm)
     gm->memfd = -1;
 }
 
-void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
+/* The region holding all of [gpa, gpa + len), or NULL. */
+static const struct gm_region *gm_region_of(const struct guest_memory *gm, uint64_t gpa,
+                                            uint64_t len)
 {
     for (unsigned i = 0; i < gm->nr_regions; i++) {
         const struct gm_region *r = &gm->regions[i];
@@ -189,9 +191,15 @@ void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
         uint64_t off = gpa - r->gpa;
         /* Written so that no sum can overflow: off < size, then len <= size - off. */
         if (off < r->size && len <= r->size - off)
-            return r->host + off;
+            return r;
     }
     return NULL;
+}
+
+void *gm_ptr(const struct guest_memory *gm, uint64_t gpa, uint64_t len)
+{
+    const struct gm_region *r = gm_region_of(gm, gpa, len);
+    return r ? r->host + (gpa - r->gpa) : NULL;
 }
 
 void *gm_file_ptr(const struct guest_memory *gm, uint64_t offset, uint64_t len)
@@ -260,18 +268,6 @@ int gm_write(const struct guest_memory *gm, uint64_t gpa, const void *src, uint6
     memcpy(dst, src, len);
     gm_mark_dirty(gm, gpa, len); /* after the copy: see gm_mark_dirty() */
     return 0;
-}
-
-/* The region holding all of [gpa, gpa + len), or NULL. */
-static const struct gm_region *gm_region_of(const struct guest_memory *gm, uint64_t gpa,
-                                            uint64_t len)
-{
-    for (unsigned i = 0; i < gm->nr_regions; i++) {
-        const struct gm_region *r = &gm->regions[i];
-        if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
-            return r;
-    }
-    return NULL;
 }
 
 static bool page_is_zero(const uint8_t *p)
