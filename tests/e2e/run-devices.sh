@@ -45,6 +45,22 @@ script_disk() {
   echo "path=$img,readonly=on,serial=godwit-script"
 }
 
+# wait_for_listening PORT...: until something listens on each TCP port, 30 s at most. Python
+# starts slowly in the test host, more slowly than a guest boots: the guest's first connection
+# must find the host's side listening.
+wait_for_listening() {
+  local port _ missing
+  for _ in $(seq 1 300); do
+    missing=0
+    for port in "$@"; do
+      ss -Hltn "sport = :$port" | grep -q . || missing=1
+    done
+    [ "$missing" = 0 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # run_guest NAME TIMEOUT [godwit run args...]: output in $work/NAME.log, status in $status,
 # under the progress watchdog (lib.sh).
 run_guest() {
@@ -307,6 +323,7 @@ with open(sys.argv[1], "wb") as out:
   local rx_pid=$!
   busybox nc -l -p 5001 <"$src" &
   local tx_pid=$!
+  wait_for_listening 5000 5001
   local script
   script=$(script_disk $name <<'EOF'
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0
@@ -365,12 +382,8 @@ def serve(port, fn):
 threading.Thread(target=serve, args=(5000, upload), daemon=True).start()
 serve(5001, download)
 ' "$src" &
-  local srv_pid=$! i
-  # Python starts slowly in the test host: the guest's first connection must find it listening.
-  for i in $(seq 1 300); do
-    ss -Hltn "sport = :5000" | grep -q . && ss -Hltn "sport = :5001" | grep -q . && break
-    sleep 0.1
-  done
+  local srv_pid=$!
+  wait_for_listening 5000 5001
   local script
   script=$({ echo "secs=$secs"; cat <<'EOF'; } | script_disk $name
 ip link set eth0 up && ip addr add 10.0.3.15/24 dev eth0
@@ -518,6 +531,10 @@ case_vsock() {
   tar -cf "$work/vsock.tar" -C "$work/vsock-payload" . || { fail $name "cannot make the payload"; return; }
   python3 "$here/vsock_host.py" serve "${sock}_5000" 17 >"$work/$name.serve" 2>&1 &
   local serve_pid=$!
+  # Listening before the guest boots: a guest that connects first is refused (the VMM's boot
+  # is shorter than python's start in the test host).
+  wait_for_line "$work/$name.serve" '^listening' "$serve_pid" 60 ||
+    { fail $name "the host's listener did not start: $(head -c 300 "$work/$name.serve")"; return; }
   script=$(vsock_guest_script $name)
   start_watched $name 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
     --vsock "cid=3,socket=$sock" --disk "$script" \
@@ -585,6 +602,8 @@ case_vsock_flood() {
   rm -f "${sock}_6000" "${sock}_6001"
   python3 "$here/vsock_host.py" sink "${sock}_6000" "${sock}_6001" >"$work/$name.sink" 2>&1 &
   local sink_pid=$!
+  wait_for_line "$work/$name.sink" '^listening' "$sink_pid" 60 ||
+    { fail $name "the host's sink did not start: $(head -c 300 "$work/$name.sink")"; return; }
   script=$(vsock_flood_script $name)
   start_watched $name 300 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
     --vsock "cid=3,socket=$sock" --disk "$script" \

@@ -4,9 +4,10 @@
   vsock_host.py serve PATH COUNT
       listens on PATH (the VM's <socket>_<port>), and for each of COUNT guest connections
       reads everything, then answers with its CRC-32 ("%08x\\n") and closes; prints
-      "served COUNT" once all were right
+      "listening" once it listens and "served COUNT" once all were right
   vsock_host.py sink PATH...
-      listens on each PATH and accepts every connection without ever reading from it
+      listens on each PATH and accepts every connection without ever reading from it; prints
+      "listening" once it listens on all
   vsock_host.py connect SOCK PORT BIG SMALL N
       N+1 host programs at once through the VM's socket SOCK: each writes "CONNECT PORT",
       expects "OK <port>", sends random bytes (BIG for the first, SMALL for the others),
@@ -27,6 +28,7 @@ def serve(path, count):
     srv.bind(path)
     srv.listen(64)
     srv.settimeout(200)
+    print("listening", flush=True)
     threads = []
 
     def one(conn):
@@ -108,6 +110,7 @@ def sink(paths):
                 held.append(srv.accept()[0])
 
         threading.Thread(target=accept, daemon=True).start()
+    print("listening", flush=True)
     threading.Event().wait()
 
 
