@@ -49,7 +49,7 @@ static const int sanitizer_calls[] = {
 };
 
 /* The main loop builds the VM again at each guest reboot, so it keeps what building takes:
- * files (kernel, disks, taps, /dev/kvm, snapshots), KVM's ioctls, memfd guest RAM, eventfds,
+ * files (kernel, disks, taps, /dev/kvm, snapshots), KVM's ioctls, guest RAM's file, eventfds,
  * io_uring, sockets (API, consoles, migration), and threads (vCPUs, migration). */
 static const int main_loop_calls[] = {
     SCMP_SYS(openat),       SCMP_SYS(open),        SCMP_SYS(mkdir),        SCMP_SYS(mkdirat),

@@ -1,4 +1,5 @@
-/* memory.c: guest RAM backed by one memfd, split around the 32-bit MMIO hole. */
+/* memory.c: guest RAM backed by one file (a memfd, or a tmpfs file in huge pages), split around
+ * the 32-bit MMIO hole. */
 #define _GNU_SOURCE
 #include "vm/memory.h"
 

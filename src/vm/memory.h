@@ -24,7 +24,7 @@ struct gm_region {
 #define GM_BITS_PER_LONG (8u * (unsigned)sizeof(unsigned long))
 
 struct guest_memory {
-    int memfd;         /* the memory file: a memfd, or a snapshot's file (private_file) */
+    int memfd;         /* the memory file: a memfd or tmpfs file, or a snapshot's (private_file) */
     bool private_file; /* mapped MAP_PRIVATE: the guest's writes are not in the file */
     bool file_writes;  /* not hugetlbfs: gm_load() writes through the file */
     bool thp;          /* made in gm_ram_dir_open()'s tmpfs: transparent huge pages */

@@ -305,7 +305,7 @@ fail:
 
 /*
  * Guest RAM as the loop's registered buffers, so disk I/O into it need not map its pages
- * each time. Only a memfd's shared mapping: it stays where it is, whole, until vm_destroy()
+ * each time. Only a shared mapping of RAM's file: it stays where it is, whole, until vm_destroy()
  * (a snapshot's private file mapping would be copied page by page as it is pinned). Without
  * them (an old kernel, RLIMIT_MEMLOCK), I/O takes guest pages per request as before.
  */
