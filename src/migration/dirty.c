@@ -88,18 +88,6 @@ void dirty_bitmap_take(unsigned long *dirty, unsigned long *out, size_t nr_pages
     }
 }
 
-bool page_is_zero(const void *page)
-{
-    const unsigned char *p = page;
-    for (size_t i = 0; i < GM_PAGE_SIZE; i += 64) {
-        uint64_t w[8];
-        memcpy(w, p + i, sizeof(w)); /* no alignment assumed; compiled to vector loads */
-        if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0)
-            return false;
-    }
-    return true;
-}
-
 /* ---- the device bitmap: publication ---- */
 
 /*

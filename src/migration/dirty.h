@@ -147,7 +147,5 @@ int memory_populated_ranges(const struct guest_memory *gm, uint64_t first_page, 
                             int (*fn)(void *opaque, uint64_t first_page, uint64_t nr_pages),
                             void *opaque);
 
-/* Whether the 4096 bytes at `page` are all zero (no alignment needed). */
-bool page_is_zero(const void *page);
 
 #endif

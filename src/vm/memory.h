@@ -124,6 +124,9 @@ int gm_load(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64
 /* Zeroes [gpa, gpa + len) of guest RAM; whole pages that are holes in the file are left. */
 int gm_zero(const struct guest_memory *gm, uint64_t gpa, uint64_t len);
 
+/* Whether the 4096 bytes at `page` are all zero (no alignment needed). */
+bool page_is_zero(const void *page);
+
 /* The end of RAM below 4 GiB (the top of the first region). */
 uint64_t gm_low_ram_end(const struct guest_memory *gm);
 
