@@ -272,11 +272,13 @@ stage_module() {
     mod_order+=("lib/modules/$kversion/${rel%.ko*}.ko")
 }
 
-# The guest agent: its sources (guests/agent/ and the protocol's files in src/agent/), and
+# The guest agent: its sources (guests/agent/, the protocol's files in src/agent/ and
+# src/io/fd_io's whole reads and writes), and
 # build_agent OUT, which compiles them statically, with no CMake build directory needed.
 src_root=$(cd -- "$(dirname -- "$script_path")/.." && pwd)
 agent_sources() {
-    printf '%s\n' "$src_root"/guests/agent/*.[ch] "$src_root"/src/agent/{proto,wire,sha256}.[ch] |
+    printf '%s\n' "$src_root"/guests/agent/*.[ch] "$src_root"/src/agent/{proto,wire,sha256}.[ch] \
+        "$src_root"/src/io/fd_io.[ch] |
         LC_ALL=C sort
 }
 build_agent() {

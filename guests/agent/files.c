@@ -16,6 +16,7 @@
 
 #include "agent.h"
 #include "agent/sha256.h"
+#include "io/fd_io.h"
 
 struct upload {
     char path[AGENT_MAX_STRING + 1];
@@ -89,15 +90,10 @@ static int write_chunk(struct upload *up, const struct agent_msg *m, char *why, 
         return -EFBIG;
     }
     sha256_update(&up->sum, f.value, f.len);
-    for (size_t done = 0; done < f.len;) {
-        ssize_t n = write(up->fd, f.value + done, f.len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            snprintf(why, len, "write: %s", strerror(errno));
-            return -errno;
-        }
-        done += (size_t)n;
+    int ret = fd_write_all(up->fd, f.value, f.len);
+    if (ret < 0) {
+        snprintf(why, len, "write: %s", strerror(-ret));
+        return ret;
     }
     up->got += f.len;
     return 0;

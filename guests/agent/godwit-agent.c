@@ -18,6 +18,7 @@
 #include <linux/vm_sockets.h>
 
 #include "agent.h"
+#include "io/fd_io.h"
 
 #define VMADDR_CID_HOST_ 2 /* the only peer served on vsock: local users never reach root */
 
@@ -35,7 +36,7 @@ int send_msg(struct conn *c, size_t len)
 {
     if (len == 0)
         return -EMSGSIZE; /* a builder overflowed: our bug, but never a malformed message */
-    return agent_write_all(c->fd, c->out, len);
+    return fd_write_all(c->fd, c->out, len);
 }
 
 int reply_ok(struct conn *c, uint32_t id)

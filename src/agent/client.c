@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent/sha256.h"
+#include "io/fd_io.h"
 
 /* send(MSG_NOSIGNAL), not write(): a guest (or a client) that closed the connection must not
  * raise SIGPIPE in a program that embeds libgodwit (the godwit command ignores it; a library
@@ -273,7 +274,7 @@ static int fd_sink_info(void *opaque, uint32_t mode, uint64_t size)
 
 static int fd_sink_data(void *opaque, const void *data, size_t len)
 {
-    return agent_write_all(((struct fd_sink *)opaque)->fd, data, len);
+    return fd_write_all(((struct fd_sink *)opaque)->fd, data, len);
 }
 
 /* The guest's DATA messages to the sink until FILE_END, which must match what came. */

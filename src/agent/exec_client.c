@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent/client.h"
+#include "io/fd_io.h"
 
 struct exec_state {
     struct agent_client *c;
@@ -128,7 +129,7 @@ static int on_agent(struct exec_state *s)
                      (unsigned long long)s->io->max_output);
             return -EFBIG;
         }
-        ret = agent_write_all(v == AGENT_STDERR ? s->io->err : s->io->out, f.value, f.len);
+        ret = fd_write_all(v == AGENT_STDERR ? s->io->err : s->io->out, f.value, f.len);
         return ret == -EPIPE ? 0 : ret; /* our reader went away: the command runs on */
     case AGENT_EXIT:
         if (agent_get_u32(&m, AGENT_T_SIGNAL, &v))

@@ -6,8 +6,6 @@
 
 #define AGENT_BUF_SIZE (AGENT_HEADER_SIZE + AGENT_MAX_PAYLOAD)
 
-/* Writes all of buf (a blocking fd; EINTR retried). 0 or -errno. */
-int agent_write_all(int fd, const void *buf, size_t len);
 /* Reads one message into buf (AGENT_BUF_SIZE bytes) and decodes its header; the payload is
  * not checked (agent_msg_check() does that, so that an unknown type can be answered).
  * 0, -ECONNRESET at a clean end before a header, -EPROTO/-EMSGSIZE, or -errno. */

@@ -11,6 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "io/fd_io.h"
+
 int api_connect(const char *socket_path)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -26,20 +28,6 @@ int api_connect(const char *socket_path)
         return err;
     }
     return fd;
-}
-
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 /* Reads until the server closes (we always ask for Connection: close). */
@@ -120,9 +108,9 @@ int api_request_timeout(const char *socket_path, const char *method, const char 
                      "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
                      method, target, body_len);
-    int ret = n < 0 || (size_t)n >= sizeof(head) ? -EINVAL : write_all(fd, head, (size_t)n);
+    int ret = n < 0 || (size_t)n >= sizeof(head) ? -EINVAL : fd_write_all(fd, head, (size_t)n);
     if (ret == 0 && body_len)
-        ret = write_all(fd, body, body_len);
+        ret = fd_write_all(fd, body, body_len);
     if (ret == 0)
         ret = read_all(fd, &raw, &raw_len);
     close(fd);

@@ -18,6 +18,7 @@
 
 #include "agent/sha256.h"
 #include "boot/loader.h"
+#include "io/fd_io.h"
 #include "log.h"
 
 #define BZ_SETUP_SECTS_OFFSET 0x1f1
@@ -380,19 +381,6 @@ static int make_dirs(const char *dir)
     }
 }
 
-static int write_all(int fd, const uint8_t *buf, size_t len)
-{
-    for (size_t done = 0; done < len;) {
-        ssize_t n = write(fd, buf + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
 /* Written whole, synced, then renamed into place: without the sync a crash can leave the new
  * name on a file of the right size whose blocks were never written (zeros), which the size and
  * ELF checks on use would pass and the guest would boot. Only a first boot pays for it. */
@@ -405,7 +393,7 @@ int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, si
 
     if (ret == 0 && (fd = mkostemp(tmp, O_CLOEXEC)) < 0)
         ret = -errno;
-    if (ret == 0 && (ret = write_all(fd, img, len)) == 0 &&
+    if (ret == 0 && (ret = fd_write_all(fd, img, len)) == 0 &&
         (fsync(fd) < 0 || rename(tmp, path) < 0))
         ret = -errno;
     if (fd >= 0) {

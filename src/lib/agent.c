@@ -10,6 +10,7 @@
 
 #include "agent/client.h"
 #include "godwit/godwit.h"
+#include "io/fd_io.h"
 #include "lib/godwit_internal.h"
 
 /* The public handle is the client itself. */
@@ -119,7 +120,7 @@ static int memfd_with(const char *name, const void *data, size_t len)
     int fd = memfd_create(name, MFD_CLOEXEC);
     if (fd < 0)
         return -errno;
-    if (len && (agent_write_all(fd, data, len) < 0 || lseek(fd, 0, SEEK_SET) < 0)) {
+    if (len && (fd_write_all(fd, data, len) < 0 || lseek(fd, 0, SEEK_SET) < 0)) {
         close(fd);
         return -EIO;
     }

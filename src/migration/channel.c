@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/fd_io.h"
 #include "log.h"
 #include "migration/state.h"
 
@@ -333,16 +334,8 @@ int mig_send(int fd, enum mig_type type, const void *payload, size_t len)
 
 int mig_recv_all(int fd, void *buf, size_t len)
 {
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? (errno == EAGAIN ? -ETIMEDOUT : -errno) : -ECONNRESET;
-        p += n, len -= (size_t)n;
-    }
-    return 0;
+    int ret = fd_read_exact(fd, buf, len);
+    return ret == -EAGAIN ? -ETIMEDOUT : ret; /* SO_RCVTIMEO ran out */
 }
 
 /* Checks a header's bytes: the magic, and a length within its type's bound. */

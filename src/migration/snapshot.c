@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/fd_io.h"
 #include "log.h"
 #include "migration/dirty.h"
 #include "migration/vm_state.h"
@@ -25,20 +26,6 @@ static int path_in(char *out, size_t len, const char *dir, const char *name)
     if ((size_t)snprintf(out, len, "%s/%s", dir, name) >= len) {
         log_error("snapshot: %s/%s: path too long", dir, name);
         return -ENAMETOOLONG;
-    }
-    return 0;
-}
-
-static int write_all_at(int fd, const void *buf, size_t len, off_t at)
-{
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, at);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        p += n, len -= (size_t)n, at += n;
     }
     return 0;
 }
@@ -70,7 +57,7 @@ static int save_region(const struct guest_memory *gm, const struct gm_region *r,
         uint64_t run = PAGE;
         while (off + run < end && run < (64u << 20) && !page_is_zero(host + run))
             run += PAGE;
-        int ret = write_all_at(fd, host, run, (off_t)off);
+        int ret = fd_pwrite_all(fd, host, run, (off_t)off);
         if (ret < 0)
             return ret;
         *written += run;
@@ -99,7 +86,7 @@ static int save_memory(struct vm *vm, const char *path, uint64_t *written)
 static int write_file(const char *path, const uint8_t *buf, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int ret = fd < 0 ? -errno : write_all_at(fd, buf, len, 0);
+    int ret = fd < 0 ? -errno : fd_pwrite_all(fd, buf, len, 0);
     if (ret == 0 && fsync(fd) < 0)
         ret = -errno;
     if (fd >= 0)

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/fd_io.h"
 #include "log.h"
 #include "migration/state.h"
 
@@ -537,15 +538,7 @@ static void tx_emit(struct uart_tx_buffer *b, const uint8_t *buf, size_t len)
         b->sink(b->sink_opaque, buf, len);
         return;
     }
-    while (len) {
-        ssize_t n = write(b->fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return; /* the reader is gone: dropped */
-        buf += n;
-        len -= (size_t)n;
-    }
+    (void)fd_write_all(b->fd, buf, len); /* a reader that is gone drops the output */
 }
 
 static bool tx_on_room(struct event_loop *loop, void *opaque, int res);

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "io/fd_io.h"
 #include "log.h"
 
 static int gm_map_region(struct guest_memory *gm, uint64_t gpa, uint64_t size, bool hugepages)
@@ -283,21 +284,6 @@ bool page_is_zero(const void *page)
     return true;
 }
 
-static int pwrite_all(int fd, const uint8_t *src, uint64_t len, uint64_t off)
-{
-    while (len > 0) {
-        ssize_t n = pwrite(fd, src, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        src += n;
-        off += (uint64_t)n;
-        len -= (uint64_t)n;
-    }
-    return 0;
-}
-
 /* Is [off, off + len) of the memory file a hole, which reads as zeros and holds no page? Only
  * asked, never made: punching a hole would split a huge page around it. */
 static bool file_hole(const struct guest_memory *gm, uint64_t off, uint64_t len)
@@ -337,7 +323,7 @@ int gm_load(const struct guest_memory *gm, uint64_t gpa, const void *src, uint64
                     page_is_zero(s + done);
         uint64_t run = run_length(s + done, len - done, base + done, zero);
         int ret = zero && file_hole(gm, base + done, run)
-                      ? 0 : pwrite_all(gm->memfd, s + done, run, base + done);
+                      ? 0 : fd_pwrite_all(gm->memfd, s + done, run, (off_t)(base + done));
         if (ret < 0) {
             log_error("memory: cannot load %llu bytes at %#llx into guest RAM: %s",
                       (unsigned long long)run, (unsigned long long)(gpa + done), strerror(-ret));
