@@ -47,6 +47,8 @@ void cli_usage_run(FILE *out)
             "  -m, --memory MIB      guest RAM in MiB, at least 64 (default: %d)\n"
             "  -p, --cpus N          number of vCPUs, 1 to %d (default: 1)\n"
             "      --hugepages       back guest RAM with 2 MiB huge pages\n"
+            "      --thp on|off      on (default): guest RAM in transparent huge pages where\n"
+            "                        the host's THP setting allows; off: 4 KiB pages\n"
             "      --no-reboot       exit (status 3) when the guest reboots, instead of\n"
             "                        restarting it\n"
             "      --disk path=FILE[,readonly=on][,serial=ID][,cache=none|writeback][,queues=N]\n"
@@ -186,9 +188,20 @@ static uint64_t host_memory_mib(void)
 
 enum {
     OPT_HUGEPAGES = 256, OPT_NO_REBOOT, OPT_CONFIG, OPT_NAME, OPT_API_SOCKET,
-    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_KERNEL_DECOMPRESS, OPT_RESTORE,
+    OPT_DISK, OPT_NET, OPT_CONSOLE, OPT_NO_RNG, OPT_VSOCK, OPT_KERNEL_DECOMPRESS, OPT_THP, OPT_RESTORE,
     OPT_INCOMING, OPT_SECCOMP, OPT_CAPS, OPT_IO_POLL, OPT_JAIL, OPT_UID, OPT_GID, OPT_CGROUP, OPT_NETNS,
 };
+
+/* An on|off option: `off` sets *off. */
+static int parse_off(const char *option, const char *arg, bool *off)
+{
+    if (strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0) {
+        log_error("%s: '%s' must be on or off", option, arg);
+        return -EINVAL;
+    }
+    *off = strcmp(arg, "off") == 0;
+    return 0;
+}
 
 /* --disk and --net: the first one given replaces the config file's list, the others add. */
 static int add_device_option(struct cli_run_options *opts, int opt, const char *arg,
@@ -352,6 +365,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         { "no-rng", no_argument, NULL, OPT_NO_RNG },
         { "vsock", required_argument, NULL, OPT_VSOCK },
         { "kernel-decompress", required_argument, NULL, OPT_KERNEL_DECOMPRESS },
+        { "thp", required_argument, NULL, OPT_THP },
         { "restore", required_argument, NULL, OPT_RESTORE },
         { "incoming", required_argument, NULL, OPT_INCOMING },
         { "seccomp", required_argument, NULL, OPT_SECCOMP },
@@ -435,11 +449,12 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
             vsock_given = true;
             break;
         case OPT_KERNEL_DECOMPRESS:
-            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
-                log_error("--kernel-decompress: '%s' must be on or off", optarg);
+            if (parse_off("--kernel-decompress", optarg, &cfg->no_kernel_decompress) < 0)
                 return -EINVAL;
-            }
-            cfg->no_kernel_decompress = strcmp(optarg, "off") == 0;
+            break;
+        case OPT_THP:
+            if (parse_off("--thp", optarg, &cfg->no_thp) < 0)
+                return -EINVAL;
             break;
         case OPT_SECCOMP:
             if (sandbox_seccomp_parse(optarg, &opts->extra.seccomp) < 0) {

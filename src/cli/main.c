@@ -175,6 +175,7 @@ static struct godwit_vm *create_vm(const struct vm_config *cfg, const char *rest
     struct godwit_config config = {
         .kernel = cfg->kernel_path, .initrd = cfg->initrd_path, .cmdline = cfg->cmdline,
         .memory_mib = cfg->memory_mib, .cpus = cfg->nr_cpus, .hugepages = cfg->hugepages,
+        .no_thp = cfg->no_thp,
         .no_reboot = cfg->no_reboot, .console_in_fd = STDIN_FILENO,
         .console_out_fd = STDOUT_FILENO,
         .disks = cfg->disks, .nr_disks = cfg->nr_disks, .nets = cfg->nets, .nr_nets = cfg->nr_nets,
@@ -210,7 +211,8 @@ static int cmd_run(int argc, char **argv)
     if (opts.jail.dir)
         opts.cfg.no_kernel_cache = true;
     /* Before the jail takes the right to mount: guest RAM's tmpfs of huge pages. */
-    int ram_dir = opts.jail.dir && !opts.cfg.hugepages ? godwit_ram_dir_open() : 0;
+    int ram_dir = opts.jail.dir && !opts.cfg.hugepages && !opts.cfg.no_thp ? godwit_ram_dir_open()
+                                                                          : 0;
     if (ram_dir < 0)
         ram_dir = 0;
     if ((opts.netns && jail_join_netns(opts.netns) < 0) || (opts.jail.dir && enter_jail(&opts) < 0)) {

@@ -399,6 +399,14 @@ static int apply_kernel_decompress(struct config_parse *p, const char *key,
     return ret;
 }
 
+static int apply_thp(struct config_parse *p, const char *key, struct json_object *value)
+{
+    bool thp = !p->cfg.no_thp;
+    int ret = take_bool(p, key, value, &thp);
+    p->cfg.no_thp = !thp;
+    return ret;
+}
+
 static int apply_rng(struct config_parse *p, const char *key, struct json_object *value)
 {
     bool rng = !p->cfg.no_rng;
@@ -472,6 +480,7 @@ static const struct config_key config_keys[] = {
     { "kernel", apply_kernel },         { "initrd", apply_initrd },
     { "cmdline", apply_cmdline },       { "memory_mib", apply_memory },
     { "cpus", apply_cpus },             { "hugepages", apply_hugepages },
+    { "thp", apply_thp },
     { "no_reboot", apply_no_reboot },   { "name", apply_name },
     { "api_socket", apply_api_socket }, { "disks", apply_disks },
     { "net", apply_net },               { "console", apply_console },
@@ -758,6 +767,7 @@ struct json_object *config_to_json_object(const struct vm_config *cfg,
     ret |= add_value(obj, "memory_mib", json_object_new_int64((int64_t)cfg->memory_mib));
     ret |= add_value(obj, "cpus", json_object_new_int64(cfg->nr_cpus));
     ret |= add_value(obj, "hugepages", json_object_new_boolean(cfg->hugepages));
+    ret |= add_value(obj, "thp", json_object_new_boolean(!cfg->no_thp));
     ret |= add_value(obj, "no_reboot", json_object_new_boolean(cfg->no_reboot));
     ret |= add_string_if_set(obj, "api_socket", extra ? extra->api_socket : NULL);
     ret |= add_value(obj, "disks", disks_to_json(cfg));

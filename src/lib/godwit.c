@@ -374,7 +374,8 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         .kernel_path = gv->kernel, .initrd_path = gv->initrd, .cmdline = gv->cmdline,
         .memory_mib = config->memory_mib ? config->memory_mib : DEFAULT_MEMORY_MIB,
         .nr_cpus = config->cpus ? config->cpus : 1,
-        .hugepages = config->hugepages, .no_reboot = config->no_reboot,
+        .hugepages = config->hugepages, .no_thp = config->no_thp,
+        .no_reboot = config->no_reboot,
         .console_out_fd = config->console_out_fd,
         .console_out = console_output, .console_opaque = gv,
         .disks = gv->disks, .nr_disks = config->nr_disks,
@@ -410,7 +411,7 @@ static struct godwit_vm *new_vm(const struct godwit_config *config)
         gv->cfg.incoming_memfd = gv->incoming_memfd;
     }
     /* Here, while the process may still mount: guest RAM's tmpfs with huge pages. */
-    if (!config->hugepages) {
+    if (!config->hugepages && !config->no_thp) {
         int dir = config->ram_dir_fd > 0 ? fcntl(config->ram_dir_fd, F_DUPFD_CLOEXEC, 3)
                                          : gm_ram_dir_open();
         if (dir < 0)

@@ -330,7 +330,8 @@ static int vm_map_memory(struct vm *vm)
     int ret = vm->cfg->restore ? snapshot_map_memory(vm->cfg->restore, &vm->mem, size)
               : handed_over ? gm_init_from_fd(&vm->mem, size, vm->cfg->hugepages,
                                               vm->cfg->incoming_memfd)
-                            : gm_init_in(&vm->mem, size, vm->cfg->hugepages, vm->cfg->ram_dir);
+                            : gm_init_in(&vm->mem, size, vm->cfg->hugepages,
+                                         vm->cfg->no_thp ? -1 : vm->cfg->ram_dir);
     if (ret < 0)
         return ret;
     for (unsigned i = 0; i < vm->mem.nr_regions; i++) {

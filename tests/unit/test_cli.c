@@ -61,21 +61,33 @@ static void expect_rejected(char **argv, int argc)
     assert_int_equal(parse(argc, argv, &cfg), -EINVAL);
 }
 
-static void test_kernel_decompress_option(void **state)
+/* An on|off option whose `off` sets one flag of the configuration: on by default, both words
+ * taken (as a separate argument and after =), anything else refused. */
+static void check_off_option(const char *option, size_t flag)
 {
-    (void)state;
-    char *off[] = { "run", "-k", "k", "--kernel-decompress", "off", NULL };
-    char *on[] = { "run", "-k", "k", "--kernel-decompress=on", NULL };
-    char *bad[] = { "run", "-k", "k", "--kernel-decompress", "no", NULL };
+    char on_arg[64], bad_arg[64];
+    snprintf(on_arg, sizeof(on_arg), "%s=on", option);
+    snprintf(bad_arg, sizeof(bad_arg), "%s=no", option);
+    char *off[] = { "run", "-k", "k", (char *)option, "off", NULL };
+    char *on[] = { "run", "-k", "k", on_arg, NULL };
+    char *bad[] = { "run", "-k", "k", bad_arg, NULL };
     char *plain[] = { "run", "-k", "k", NULL };
     struct vm_config cfg;
+    const bool *set = (const bool *)((const char *)&cfg + flag);
     assert_int_equal(parse(ARGC(plain), plain, &cfg), 0);
-    assert_false(cfg.no_kernel_decompress); /* on by default */
+    assert_false(*set);
     assert_int_equal(parse(ARGC(off), off, &cfg), 0);
-    assert_true(cfg.no_kernel_decompress);
+    assert_true(*set);
     assert_int_equal(parse(ARGC(on), on, &cfg), 0);
-    assert_false(cfg.no_kernel_decompress);
+    assert_false(*set);
     expect_rejected(bad, ARGC(bad));
+}
+
+static void test_on_off_options(void **state)
+{
+    (void)state;
+    check_off_option("--kernel-decompress", offsetof(struct vm_config, no_kernel_decompress));
+    check_off_option("--thp", offsetof(struct vm_config, no_thp));
 }
 
 static void test_help(void **state)
@@ -426,7 +438,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_rejected),
         cmocka_unit_test(test_device_options),
         cmocka_unit_test(test_console_option),
-        cmocka_unit_test(test_kernel_decompress_option),
+        cmocka_unit_test(test_on_off_options),
         cmocka_unit_test(test_bad_device_options_rejected),
         cmocka_unit_test(test_devices_override_config_file),
     };

@@ -55,6 +55,7 @@ static const char full_file[] = "{\n"
                                 "  \"memory_mib\": 1024,\n"
                                 "  \"cpus\": 4,\n"
                                 "  \"hugepages\": true,\n"
+                                "  \"thp\": false,\n"
                                 "  \"no_reboot\": true,\n"
                                 "  \"api_socket\": \"/run/user/1000/web-1.sock\"\n"
                                 "}\n";
@@ -311,6 +312,8 @@ static void test_round_trip(void **state)
     assert_int_equal(second.cfg.memory_mib, first.cfg.memory_mib);
     assert_int_equal(second.cfg.nr_cpus, first.cfg.nr_cpus);
     assert_int_equal(second.cfg.hugepages, first.cfg.hugepages);
+    /* RAM's page size goes with a migration: --thp off stays off at the destination. */
+    assert_true(second.cfg.no_thp);
     assert_int_equal(second.cfg.no_reboot, first.cfg.no_reboot);
     assert_string_equal(second.extra.name, first.extra.name);
     assert_string_equal(second.extra.api_socket, first.extra.api_socket);
@@ -421,11 +424,17 @@ static void test_devices(void **state)
     assert_null(p.cfg.virtio_console_path);
     assert_false(p.cfg.no_rng);
     assert_false(p.cfg.no_kernel_decompress);
+    assert_false(p.cfg.no_thp);
     config_strings_free(&p.owned);
     assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"kernel_decompress\": false}"), 0);
     assert_true(p.cfg.no_kernel_decompress);
     config_strings_free(&p.owned);
     assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"kernel_decompress\": \"off\"}"), -EINVAL);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"thp\": false}"), 0);
+    assert_true(p.cfg.no_thp);
+    config_strings_free(&p.owned);
+    assert_int_equal(parse(&p, "{\"kernel\": \"k\", \"thp\": 0}"), -EINVAL);
     config_strings_free(&p.owned);
 
     /* Empty lists are allowed; each console mode parses. */
