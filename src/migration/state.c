@@ -14,11 +14,41 @@
 #define HEADER_LEN 16u         /* magic, format version, section count */
 #define SECTION_HEADER_LEN 48u /* id, version, crc, length */
 
-/* ---- CRC-32C, bytewise from a table built once ---- */
+/* ---- CRC-32C ---- */
 
+/*
+ * With SSE 4.2 the CPU's crc32 instruction, eight bytes at a time; else bytewise from a table.
+ * The state is checksummed twice within a migration's pause (saved, then loaded), and the
+ * table's byte loop cost about a millisecond of it for 40 KiB in the test host.
+ */
 static uint32_t crc_table[256];
+static uint32_t (*crc_update)(uint32_t c, const uint8_t *p, size_t len);
 
-static void crc_table_init(void)
+static uint32_t crc_update_table(uint32_t c, const uint8_t *p, size_t len)
+{
+    while (len--)
+        c = crc_table[(c ^ *p++) & 0xff] ^ (c >> 8);
+    return c;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_update_sse42(uint32_t c, const uint8_t *p,
+                                                                   size_t len)
+{
+    uint64_t c64 = c;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, sizeof(v));
+        c64 = __builtin_ia32_crc32di(c64, v);
+    }
+    c = (uint32_t)c64;
+    while (len--)
+        c = __builtin_ia32_crc32qi(c, *p++);
+    return c;
+}
+#endif
+
+static void crc_init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
@@ -26,17 +56,26 @@ static void crc_table_init(void)
             c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
         crc_table[i] = c;
     }
+    crc_update = crc_update_table;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2"))
+        crc_update = crc_update_sse42;
+#endif
 }
+
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 uint32_t state_crc32c(const void *buf, size_t len)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, crc_table_init);
-    const uint8_t *p = buf;
-    uint32_t c = ~0u;
-    while (len--)
-        c = crc_table[(c ^ *p++) & 0xff] ^ (c >> 8);
-    return ~c;
+    pthread_once(&crc_once, crc_init);
+    return ~crc_update(~0u, buf, len);
+}
+
+uint32_t state_crc32c_bytewise(const void *buf, size_t len)
+{
+    pthread_once(&crc_once, crc_init);
+    return ~crc_update_table(~0u, buf, len);
 }
 
 /* ---- writing ---- */
