@@ -14,23 +14,35 @@
 #include "log.h"
 #include "vcpu/vcpu.h"
 #include "vm/kvm_state.h"
+#include "vm/virtio_devices.h"
 #include "vm/vm.h"
 
 #define SECTION_MEMORY "memory"
 #define SECTION_DISKS "disks"
 
 /* The size of a disk image or block device; 0 with errno set when it cannot be told. */
-static uint64_t disk_size(const char *path)
+static uint64_t file_size(int fd)
 {
     struct stat st;
     uint64_t size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
         size = (uint64_t)st.st_size;
     else if (ioctl(fd, BLKGETSIZE64, &size) < 0)
         size = 0;
+    return size;
+}
+
+/* The size of disk `index`: of the image the VM has open (a same-host handover's may have been
+ * renamed since, and opening paths costs the pause system calls), else of its path's file. */
+static uint64_t disk_size(const struct vm *vm, unsigned index)
+{
+    int fd = vm_virtio_disk_fd(vm, index);
+    if (fd >= 0)
+        return file_size(fd);
+    fd = open(vm->cfg->disks[index].path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    uint64_t size = file_size(fd);
     close(fd);
     return size;
 }
@@ -55,7 +67,7 @@ static void save_disks(struct vm *vm, struct state_writer *w)
     sw_begin(w, SECTION_DISKS, 1);
     sw_u32(w, vm->cfg->nr_disks);
     for (unsigned i = 0; i < vm->cfg->nr_disks; i++)
-        sw_u64(w, disk_size(vm->cfg->disks[i].path));
+        sw_u64(w, disk_size(vm, i));
     sw_end(w);
 }
 
@@ -119,7 +131,7 @@ static int check_disks(struct vm *vm, struct state_reader *r)
         return c.overrun ? sc_finish(&c)
                          : sc_reject(&c, "%u disks, the VM has %u", n, vm->cfg->nr_disks);
     for (unsigned i = 0; i < n; i++) {
-        uint64_t size = sc_u64(&c), now = disk_size(vm->cfg->disks[i].path);
+        uint64_t size = sc_u64(&c), now = disk_size(vm, i);
         if (!c.overrun && size != now)
             return sc_reject(&c, "disk %u (%s) holds %llu bytes, it held %llu at the snapshot", i,
                              vm->cfg->disks[i].path, (unsigned long long)now,

@@ -690,6 +690,16 @@ void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs)
     devs->nr_vsocks = append_handover_fds(vm, vsock_model_destroy, vsock_handover_fds, devs, &n);
 }
 
+int vm_virtio_disk_fd(const struct vm *vm, unsigned index)
+{
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        const struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        if (s && s->model_destroy == blk_model_destroy && index-- == 0)
+            return virtio_blk_fd(s->model);
+    }
+    return -1;
+}
+
 void vm_virtio_own_sockets(struct vm *vm, bool own)
 {
     for (unsigned i = 0; i < vm->registry.nr; i++) {

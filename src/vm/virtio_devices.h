@@ -31,6 +31,10 @@ int vm_virtio_lock_disks(struct vm *vm);
 struct mig_devices;
 void vm_virtio_handover_fds(const struct vm *vm, struct mig_devices *devs);
 
+/* The open image of disk `index` (the configuration's order), or -1 when the VM has no such
+ * disk device. The VM's own descriptor. */
+int vm_virtio_disk_fd(const struct vm *vm, unsigned index);
+
 /* Whether the VM's listening sockets' paths are its own to unlink when it ends (only the
  * vsock device's ever is: the console leaves its socket file): a local live upgrade's source
  * gives them up at GO, its destination takes them once the guest runs there. On the main
