@@ -773,15 +773,18 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     gv->vm = vm;
     pthread_mutex_unlock(&gv->lock);
     int started = loop_watch_readable(&gv->loop, &gv->exit_watch, vm->exit_fd, on_vm_exit, gv);
-    if (started == 0 && held)
-        vm_release(vm);
-    else if (started == 0)
-        started = vm_start(vm);
+    /* RUNNING goes before the held vCPU threads are let go (a migrated-in VM's are held, and
+     * letting them go cannot fail): once woken they take this thread's CPU (the test host has
+     * two), and the source's figure for the pause would wait on them (6 ms of 26 there). */
     if (migrated_fd >= 0) {
         if (started == 0)
             migration_confirm_running(migrated_fd);
         close(migrated_fd); /* without RUNNING the source keeps the guest paused, and says so */
     }
+    if (started == 0 && held)
+        vm_release(vm);
+    else if (started == 0)
+        started = vm_start(vm);
     if (started < 0) {
         vm_request_exit(vm, VM_EXIT_VMM_ERROR);
     } else {

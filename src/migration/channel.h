@@ -51,7 +51,8 @@
  *   DONE   source -> destination: nothing more comes
  *   ACK    destination -> source: the state is loaded; the guest can run here
  *   GO     source -> destination: the source will never run the guest again: run it
- *   RUNNING destination -> source: the guest runs here (its vCPUs started); the source may end
+ *   RUNNING destination -> source: the guest runs here (its waiting vCPU threads are let go
+ *          right after); the source may end
  *   ERROR  either way: a line saying why the sender gives up
  *
  * GO is the commit point, so that no lost message can leave the guest running on both hosts
