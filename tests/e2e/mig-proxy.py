@@ -18,7 +18,9 @@ drop_type = {"drop-ack": 5, "drop-running": 10}[mode]
 server = socket.socket(socket.AF_UNIX)
 server.bind(listen_path)
 server.listen(1)
+server.settimeout(120)  # a source that never comes must not hold up the suite
 source, _ = server.accept()
+source.settimeout(None)
 dest = socket.socket(socket.AF_UNIX)
 dest.connect(target_path)
 
