@@ -2,14 +2,19 @@
 every few milliseconds, and the reading of the guest's gap lines (bench/guest-gap.c).
 
   migrate.py godwit GODWIT SRC_SOCK URI OUT TIMEOUT [--downtime-ms N]
-  migrate.py qemu SRC_QMP URI DOWNTIME_MS TIMEOUT
+  migrate.py qemu SRC_QMP URI DOWNTIME_MS TIMEOUT [--shared]
       print: wall_ms total_ms downtime_ms bytes_sent passes (passes: - for QEMU)
+      --shared: QEMU's own same-host move, RAM in a file both processes map and the
+      x-ignore-shared capability, so that no page is sent (the peer of godwit's --local)
+  migrate.py qemu-incoming DST_QMP URI TIMEOUT [--shared]
+      a destination started with -incoming defer: the capability, then migrate-incoming URI
   migrate.py gaps SRC_LOG SRC_OFFSET DST_LOG
       print: longest gap (us) during the migration, the switchover's (the first whole line
       at the destination), the source's typical second before it (median), lines used
-  migrate.py listening PORT TIMEOUT      waits for a TCP listener on 127.0.0.1:PORT
+  migrate.py listening PORT|PATH TIMEOUT waits for a TCP listener on 127.0.0.1:PORT, or for a
+                                         UNIX socket at PATH
 """
-import json, os, re, socket, statistics, subprocess, sys, time
+import json, os, re, socket, stat, statistics, subprocess, sys, time
 
 
 def fail(msg):
@@ -124,9 +129,23 @@ def godwit_migrate(godwit, sock, uri, out, timeout, extra):
     print(wall, float(m.group(4)) * 1000, m.group(3), int(float(m.group(2)) * 1048576), m.group(1))
 
 
-def qemu_migrate(sock, uri, downtime, timeout):
+def ignore_shared(q):
+    q.cmd('migrate-set-capabilities',
+          {'capabilities': [{'capability': 'x-ignore-shared', 'state': True}]})
+
+
+def qemu_incoming(sock, uri, timeout, shared):
+    q = QMP(sock, time.monotonic() + timeout)
+    if shared:
+        ignore_shared(q)
+    q.cmd('migrate-incoming', {'uri': uri})
+
+
+def qemu_migrate(sock, uri, downtime, timeout, shared):
     deadline = time.monotonic() + timeout
     q = QMP(sock, deadline)
+    if shared:
+        ignore_shared(q)
     q.cmd('migrate-set-parameters', {'downtime-limit': downtime, 'max-bandwidth': 1 << 40})
     t0 = time.monotonic()
     q.cmd('migrate', {'uri': uri})
@@ -183,6 +202,19 @@ def gaps(src_log, offset, dst_log):
     print(longest, dst[0][1], typical, real, rate, len(during) + len(dst))
 
 
+def listening_unix(path, timeout):
+    """A UNIX socket file at path (a probe would take the one accept)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    fail("no UNIX socket at %s after %g s" % (path, timeout))
+
+
 def listening(port, timeout):
     """A listener on 127.0.0.1:port, from /proc/net/tcp (a probe would take the one accept)."""
     want = '0100007F:%04X' % port
@@ -203,9 +235,13 @@ def main():
     if a[0] == 'godwit':
         godwit_migrate(a[1], a[2], a[3], a[4], float(a[5]), a[6:])
     elif a[0] == 'qemu':
-        qemu_migrate(a[1], a[2], int(a[3]), float(a[4]))
+        qemu_migrate(a[1], a[2], int(a[3]), float(a[4]), '--shared' in a[5:])
+    elif a[0] == 'qemu-incoming':
+        qemu_incoming(a[1], a[2], float(a[3]), '--shared' in a[4:])
     elif a[0] == 'gaps':
         gaps(a[1], int(a[2]), a[3])
+    elif a[0] == 'listening' and a[1].startswith('/'):
+        listening_unix(a[1], float(a[2]))
     elif a[0] == 'listening':
         listening(int(a[1]), float(a[2]))
     else:

@@ -35,7 +35,14 @@
 # Total time is the VMM's own figure (from the migrate command to completion); wall time from
 # the start of the migrate command (godwit: the exec of the CLI) to its end is in the log lines.
 #
-# Environment: BENCH_VMMS (default "godwit qemu"), BENCH_WORKLOADS (default "idle busy"),
+# BENCH_TRANSPORT=local moves the guest within the host without copying its RAM: godwit
+# `--incoming unix:PATH` and `godwit migrate SRC unix:PATH --local` (the memory file handed
+# over); QEMU with its RAM in a shared file on tmpfs (memory-backend-file,share=on, mapped by
+# both processes), the x-ignore-shared capability on both sides (the destination started with
+# -incoming defer) and migrate to unix:PATH: QEMU's own way to move a guest on one host without
+# sending its pages.
+#
+# Environment: BENCH_TRANSPORT (tcp, the default, or local), BENCH_VMMS (default "godwit qemu"), BENCH_WORKLOADS (default "idle busy"),
 # BENCH_QEMU_DOWNTIMES (ms, default "300 10"), BENCH_MEM (MiB, default 1024), BENCH_DIRTY
 # (MiB/s for busy, default 50), BENCH_SETTLE (s of gap lines before each move, default 4),
 # BENCH_VM_TIMEOUT (s for a boot to reach the loop, default 180), BENCH_MIGRATE_TIMEOUT (s per
@@ -47,6 +54,8 @@ set -uo pipefail
 
 build=${1:?usage: bench/migrate.sh BUILD_DIR [RUNS]}
 runs=${2:-${BENCH_RUNS:-2}}
+transport=${BENCH_TRANSPORT:-tcp}
+case $transport in tcp|local) ;; *) echo "bench: BENCH_TRANSPORT must be tcp or local" >&2; exit 1 ;; esac
 vmms=${BENCH_VMMS:-godwit qemu}
 workloads=${BENCH_WORKLOADS:-idle busy}
 qemu_downtimes=${BENCH_QEMU_DOWNTIMES:-300 10}
@@ -106,8 +115,10 @@ script_disk() { # NAME MIBPS
 script_disk idle 0
 script_disk busy "$dirty"
 
-qcommon() { # SCRIPT_IMG
-  echo -accel kvm -cpu host -M q35 -smp 1 -m "$mem" -nodefaults -no-user-config -display none \
+qcommon() { # SCRIPT_IMG [RAM_FILE]: with RAM_FILE (local moves), RAM is that shared file
+  local machine=q35
+  [ -n "${2:-}" ] && machine="q35,memory-backend=ram -object memory-backend-file,id=ram,size=${mem}M,mem-path=$2,share=on"
+  echo -accel kvm -cpu host -M $machine -smp 1 -m "$mem" -nodefaults -no-user-config -display none \
     -no-reboot -kernel "$kernel_bzimage" -initrd "$initrd" -append "'$cmdline'" \
     -drive "file=$1,if=none,id=s0,format=raw,readonly=on" -device virtio-blk-pci,drive=s0,serial=godwit-script
 }
@@ -144,7 +155,7 @@ hop=0
 chain() {
   local vmm=$1 wl=$2 d=$work/$1-$2 img=$work/$2.img
   mkdir -p "$d"
-  local log=$d/boot.log sock pid
+  local log=$d/boot.log sock pid ram=
   step "$vmm $wl: boot"
   if [ "$vmm" = godwit ]; then
     sock=$d/boot.sock
@@ -153,7 +164,9 @@ chain() {
       --name "gwmig-$wl-boot" --api-socket "$sock" </dev/null >"$log" 2>&1 &
   else
     sock=$d/boot.qmp
-    eval "qemu-system-x86_64 $(qcommon "$img")" -serial "file:$log" \
+    ram=
+    [ "$transport" = local ] && ram=$d/ram
+    eval "qemu-system-x86_64 $(qcommon "$img" "$ram")" -serial "file:$log" \
       -qmp "unix:$sock,server=on,wait=off" </dev/null >"$d/boot.err" 2>&1 &
   fi
   pid=$!; pids+=("$pid")
@@ -176,26 +189,36 @@ chain() {
       try=$((try + 1)); port=$((port + 1))
       n=$d/hop$i-$b-try$try
       dlog=$n.log
-      step "$vmm $wl: move $i (budget $b ms) to port $port${try:+, try $try}"
+      step "$vmm $wl: move $i (budget $b ms, $transport) to port $port${try:+, try $try}"
+      local uri=tcp:127.0.0.1:$port at=$port
+      [ "$transport" = local ] && uri=unix:$n.unix at=$n.unix
       if [ "$vmm" = godwit ]; then
         dsock=$n.sock
-        "$godwit" run --incoming "tcp:127.0.0.1:$port" --name "gwmig-$hop" --api-socket "$dsock" \
+        "$godwit" run --incoming "$uri" --name "gwmig-$hop" --api-socket "$dsock" \
           </dev/null >"$dlog" 2>&1 &
+      elif [ "$transport" = local ]; then
+        dsock=$n.qmp
+        eval "qemu-system-x86_64 $(qcommon "$img" "$ram")" -serial "file:$dlog" \
+          -qmp "unix:$dsock,server=on,wait=off" -incoming defer </dev/null >"$n.err" 2>&1 &
       else
         dsock=$n.qmp
         eval "qemu-system-x86_64 $(qcommon "$img")" -serial "file:$dlog" \
-          -qmp "unix:$dsock,server=on,wait=off" -incoming "tcp:127.0.0.1:$port" </dev/null >"$n.err" 2>&1 &
+          -qmp "unix:$dsock,server=on,wait=off" -incoming "$uri" </dev/null >"$n.err" 2>&1 &
       fi
       dpid=$!; pids+=("$dpid")
-      "$py" "$helper" listening "$port" 30 ||
+      [ "$vmm" = qemu ] && [ "$transport" = local ] &&
+        { "$py" "$helper" qemu-incoming "$dsock" "$uri" 30 --shared || kill -KILL "$dpid"; }
+      "$py" "$helper" listening "$at" 30 ||
         { echo "bench: the $vmm destination did not listen; its output:" >&2; tail -n 20 "$dlog" "$n.err" 2>/dev/null >&2
           kill -KILL "$dpid" "$pid" 2>/dev/null; return 1; }
       local off
       off=$(stat -c %s "$log")
+      local how=
+      [ "$transport" = local ] && { [ "$vmm" = godwit ] && how=--local || how=--shared; }
       if [ "$vmm" = godwit ]; then
-        r=$("$py" "$helper" godwit "$godwit" "$sock" "tcp:127.0.0.1:$port" "$n.out" "$mig_timeout")
+        r=$("$py" "$helper" godwit "$godwit" "$sock" "$uri" "$n.out" "$mig_timeout" $how)
       else
-        r=$(timeout -k 5 $((mig_timeout + 30)) "$py" "$helper" qemu "$sock" "tcp:127.0.0.1:$port" "$b" "$mig_timeout")
+        r=$(timeout -k 5 $((mig_timeout + 30)) "$py" "$helper" qemu "$sock" "$uri" "$b" "$mig_timeout" $how)
       fi || {
         echo "bench: $vmm $wl move $i (budget $b) failed; the destination's log:" >&2
         tail -n 10 "$dlog" "$n.err" 2>/dev/null >&2
@@ -256,7 +279,9 @@ row() {
 echo
 echo "command: bench/migrate.sh $*${GODWIT_IN_TESTHOST:+ (inside tools/testhost/testhost.sh)}; $((SECONDS - start)) s in all"
 echo "guest: $kernel_package bzImage, default initrd, script mode running bench/guest-gap.c; $mem MiB, 1 vCPU;" \
-  "$(qemu-system-x86_64 --version | head -n 1); migration over TCP on 127.0.0.1"
+  "$(qemu-system-x86_64 --version | head -n 1);" \
+  "$([ "$transport" = local ] && echo "same-host moves over a UNIX socket, RAM not copied (godwit --local," \
+    "QEMU x-ignore-shared on a shared memory file)" || echo "migration over TCP on 127.0.0.1")"
 set -- $qemu_downtimes
 q1=${1:-300} q2=${2:-10}
 ok=1
@@ -282,8 +307,10 @@ done
 echo
 echo "godwit: godwit run --kernel K --initrd I --memory $mem --cpus 1 --no-rng --no-reboot --cmdline '$cmdline'" \
   "--disk path=SCRIPT,readonly=on,serial=godwit-script; godwit run --incoming tcp:127.0.0.1:PORT --name N" \
-  "--api-socket S; godwit migrate SOCK tcp:127.0.0.1:PORT"
+  "--api-socket S; godwit migrate SOCK tcp:127.0.0.1:PORT (local: unix:PATH, both sides, --local)"
 echo "qemu:   qemu-system-x86_64 $(qcommon SCRIPT | sed "s|$kernel_bzimage|K|; s|$initrd|I|") -serial file:LOG" \
   "-qmp unix:SOCK,server=on,wait=off [-incoming tcp:127.0.0.1:PORT]; QMP migrate-set-parameters" \
-  "downtime-limit MS max-bandwidth 2^40, migrate tcp:127.0.0.1:PORT"
+  "downtime-limit MS max-bandwidth 2^40, migrate tcp:127.0.0.1:PORT (local: -M q35,memory-backend=ram" \
+  "-object memory-backend-file,id=ram,mem-path=FILE,share=on, -incoming defer, x-ignore-shared on both" \
+  "sides, migrate-incoming and migrate unix:PATH)"
 [ $ok -eq 1 ]
