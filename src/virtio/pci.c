@@ -335,6 +335,8 @@ static void enable_queue(struct virtio_pci *vp)
                       virtio_has_feature(vdev, VIRTIO_F_INDIRECT_DESC));
     if (ret < 0)
         mark_needs_reset(vp, "queue rings outside RAM or misaligned");
+    else
+        virtq_init_used_flags(&vdev->queues[vp->queue_select]);
 }
 
 /* A vector number the driver may use: one of ours, or none. */

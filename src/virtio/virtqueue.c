@@ -50,11 +50,15 @@ int virtq_setup(struct virtqueue *vq, const struct guest_memory *gm, uint16_t si
     vq->desc = desc_host;
     vq->avail = avail_host;
     vq->used = used_host;
-    /* We never ask the driver to hold back its kicks (VIRTQ_USED_F_NO_NOTIFY). */
-    __atomic_store_n(&vq->used->flags, 0, __ATOMIC_RELAXED);
-    gm_mark_dirty(gm, used, sizeof(vq->used->flags));
     vq->enabled = true;
     return 0;
+}
+
+void virtq_init_used_flags(struct virtqueue *vq)
+{
+    /* We never ask the driver to hold back its kicks (VIRTQ_USED_F_NO_NOTIFY). */
+    __atomic_store_n(&vq->used->flags, 0, __ATOMIC_RELAXED);
+    gm_mark_dirty(vq->gm, vq->used_gpa, sizeof(vq->used->flags));
 }
 
 void virtq_reset(struct virtqueue *vq)
