@@ -141,8 +141,8 @@ struct godwit_config {
      * coming, at the cost of a CPU while it polls; 0 (the default): never. At most
      * GODWIT_MAX_IO_POLL_US. */
     unsigned io_poll_us;
-    /* Guest RAM in a memfd of 4 KiB pages, even where the host's transparent huge page
-     * setting would give it 2 MiB pages (`--thp off`; docs/memory-map.md says why one may). */
+    /* Guest RAM in a memfd, not in godwit's tmpfs of transparent huge pages (`--thp off`):
+     * 4 KiB pages unless the host's shmem_enabled gives memfds huge pages (docs/memory-map.md). */
     bool no_thp;
 };
 #define GODWIT_MAX_IO_POLL_US 1000

@@ -34,7 +34,7 @@ struct vm_config {
     unsigned nr_cpus;
     bool hugepages;
     int ram_dir; /* where guest RAM's file is made (gm_ram_dir_open), or -1: a memfd */
-    bool no_thp; /* RAM in a memfd of 4 KiB pages even with a ram_dir (--thp off) */
+    bool no_thp; /* RAM in a memfd even with a ram_dir (--thp off) */
     bool no_reboot; /* a guest reboot ends the process instead of restarting the VM */
     int console_out_fd; /* where the serial console's output goes, unless console_out is set */
     /* Serial console output, on the main loop's thread (at most 4 KiB a call, once the console
