@@ -89,39 +89,45 @@ wait_for_line() {
   return 1
 }
 
+# stall_report LOG SOCK PID: what the VM (PID, its API at SOCK) was waiting for, on stdout
+# (tests/e2e/stall-report.py: queues, devices and vCPUs; the VMM threads' kernel stacks).
+# LOG.counters and LOG.vcpus keep the API's answers.
+stall_report() {
+  local log=$1 sock=$2 pid=$3 vmm t
+  curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters >"$log.counters" 2>/dev/null ||
+    echo "stall: the API at $sock did not answer GET /vm/counters within 10 s"
+  curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus" 2>/dev/null
+  python3 "$(dirname "${BASH_SOURCE[0]}")/stall-report.py" "$log.counters" "$log.vcpus"
+  vmm=$(pgrep -P "$pid" -x godwit | head -n 1)
+  for t in /proc/"${vmm:-$pid}"/task/*; do
+    echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
+  done
+}
+
 # watch_progress LOG SOCK PID: the progress watchdog of a guest case. Every 5 s it reads the
 # VM's counters (exits, kicks, interrupts, device traffic) through the API at SOCK and the size
 # of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
-# was waiting (tests/e2e/stall-report.py: queues and vCPUs; the VMM threads' kernel stacks)
-# and kills the VMM, so that a hang
-# fails at once and says why instead of running into the case's timeout.
+# was waiting (stall_report) and kills the VMM, so that a hang fails at once and says why
+# instead of running into the case's timeout. An API that does not answer is no progress: a
+# VMM whose API thread hangs is stalled too.
 watch_progress() {
   local log=$1 sock=$2 pid=$3 limit=${GODWIT_STALL_S:-60}
   local last= still=0 sig counters
-  local lib_dir
-  lib_dir=$(dirname "${BASH_SOURCE[0]}")
   while kill -0 "$pid" 2>/dev/null; do
     sleep 5
     counters=$(curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters 2>/dev/null)
     # Ages (last_kick_ms, ...) change by themselves: only counts are progress.
     sig="$(stat -c %s "$log" 2>/dev/null) $(grep -oE '"(pio|mmio|kicks|interrupts|reads|writes|rx_packets|tx_packets|tx_bytes|rx_bytes)":[0-9]+' <<<"$counters" | tr '\n' ' ')"
-    if [ -z "$counters" ] || [ "$sig" != "$last" ]; then
+    if [ "$sig" != "$last" ]; then
       last=$sig
       still=0
       continue
     fi
     still=$((still + 5))
     [ "$still" -ge "$limit" ] || continue
-    printf '%s\n' "$counters" >"$log.counters"
-    curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus" 2>/dev/null
-    local vmm t
-    vmm=$(pgrep -P "$pid" -x godwit | head -n 1)
     {
-      echo "watchdog: the guest made no progress for ${still}s"
-      python3 "$lib_dir/stall-report.py" "$log.counters" "$log.vcpus"
-      for t in /proc/"${vmm:-$pid}"/task/*; do
-        echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
-      done
+      echo "watchdog: the guest made no progress for ${still}s$([ -n "$counters" ] || echo " (its API did not answer)")"
+      stall_report "$log" "$sock" "$pid"
     } >>"$log" 2>&1
     pkill -KILL -P "$pid" 2>/dev/null
     kill -KILL "$pid" 2>/dev/null

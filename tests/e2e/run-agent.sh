@@ -27,7 +27,24 @@ eval "$("$root/guests/build-guest.sh" --print)" || { echo "agent: default guest 
 big_mib=${GODWIT_AGENT_BIG_MIB:-100}
 log=$work/agent.log
 api=$log.api
-g() { timeout 600 "$godwit" "$@"; }
+# g ARGS...: godwit ARGS, given up on after $g_limit s (default 120; the slowest call takes a
+# few seconds) with what was waiting: the VM's stall report and the guest agent's processes. A
+# call that hangs fails its case with the report instead of running into the suite's timeout.
+g() {
+  timeout -k 5 "${g_limit:-120}" "$godwit" "$@"
+  local status=$?
+  [ $status -eq 124 ] || [ $status -eq 137 ] && stuck_report "$*" >&2
+  return $status
+}
+stuck_report() {
+  echo "agent: 'godwit $1' got no answer within ${g_limit:-120} s; what waited:"
+  stall_report "$log" "$api" "$vm_pid"
+  # A second connection to the agent, if it still takes one: its processes and their stacks.
+  timeout 60 "$godwit" exec "$api" -- sh -c 'for p in $(pidof godwit-agent); do
+      echo "guest: agent $p $(cut -d" " -f3 /proc/$p/stat) $(tr "\n" " " </proc/$p/stack | cut -c1-200)"
+    done; echo "guest: $(grep -c . /proc/mounts) mounts, freeze timer $(cat /run/godwit-agent/freeze-timer.pid 2>/dev/null)"' 2>&1 ||
+    echo "guest: the agent took no second connection either"
+}
 
 # The guest: a script that ticks (the watchdog's progress) while the host drives its agent.
 script=$work/script.img

@@ -3,7 +3,7 @@
 
 Usage: stall-report.py COUNTERS_JSON VCPUS_JSON
 Reads godwit's GET /vm/counters and GET /vm/vcpus answers (files) and prints one line per
-queue that holds work and per vCPU: requests the device has not taken, answers the driver has
+queue that holds work and per vCPU (and each device's own counts): requests the device has not taken, answers the driver has
 not seen (and whether it was interrupted for them), and where each vCPU stands.
 """
 import json
@@ -23,7 +23,8 @@ def queue_lines(name, q):
     qn = f"{name} queue {q['queue']}"
     taken = (q["avail_idx"] - q["last_avail_idx"]) & 0xFFFF
     if taken:
-        yield (f"{qn}: {taken} request(s) offered by the driver, not taken by the device "
+        # On a receive queue these are empty buffers: room for what the device has not sent.
+        yield (f"{qn}: {taken} buffer(s) offered by the driver, not taken by the device "
                f"(kicks {q['kicks']}, last {q['last_kick_ms']} ms ago, "
                f"avail_event {q.get('avail_event')})")
     if "used_event" in q:
@@ -44,6 +45,9 @@ def main():
     vcpus = load(sys.argv[2])
     busy = False
     for name, dev in sorted((counters or {}).get("devices", {}).items()):
+        # The device's own counts (a vsock's connections and unread bytes, a disk's requests).
+        own = " ".join(f"{k} {v}" for k, v in dev.items() if isinstance(v, (int, float)))
+        print(f"stall: {name}: {own}")
         for q in dev.get("queues", []):
             for line in queue_lines(name, q):
                 busy = True
