@@ -4,15 +4,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
 #include "vcpu/vcpu.h"
+#include "virtio/blk.h"
 #include "vm/kvm_state.h"
 #include "vm/virtio_devices.h"
 #include "vm/vm.h"
@@ -20,16 +18,12 @@
 #define SECTION_MEMORY "memory"
 #define SECTION_DISKS "disks"
 
-/* The size of a disk image or block device; 0 with errno set when it cannot be told. */
+/* The size of a disk image or block device; 0 when it cannot be told. */
 static uint64_t file_size(int fd)
 {
-    struct stat st;
-    uint64_t size = 0;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-        size = (uint64_t)st.st_size;
-    else if (ioctl(fd, BLKGETSIZE64, &size) < 0)
-        size = 0;
-    return size;
+    uint64_t bytes;
+    uint32_t block;
+    return virtio_blk_image_size(fd, &bytes, &block) == 0 ? bytes : 0;
 }
 
 /* The size of disk `index`: of the image the VM has open (a same-host handover's may have been

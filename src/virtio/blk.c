@@ -957,22 +957,20 @@ static int blk_lock(struct virtio_blk *blk)
     return ret;
 }
 
-static int blk_size_of(struct virtio_blk *blk, uint64_t *bytes, uint32_t *block)
+int virtio_blk_image_size(int fd, uint64_t *bytes, uint32_t *block)
 {
     struct stat st;
     *block = SECTOR_SIZE;
-    if (fstat(blk->fd, &st) < 0)
+    if (fstat(fd, &st) < 0)
         return -errno;
     if (S_ISREG(st.st_mode)) {
         *bytes = (uint64_t)st.st_size;
         return 0;
     }
-    if (!S_ISBLK(st.st_mode)) {
-        log_error("virtio-blk: %s is neither a regular file nor a block device", blk->path);
-        return -EINVAL;
-    }
+    if (!S_ISBLK(st.st_mode))
+        return -ENOTBLK;
     int lbs = 0;
-    if (ioctl(blk->fd, BLKGETSIZE64, bytes) < 0 || ioctl(blk->fd, BLKSSZGET, &lbs) < 0)
+    if (ioctl(fd, BLKGETSIZE64, bytes) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0)
         return -errno;
     if (lbs >= (int)SECTOR_SIZE)
         *block = (uint32_t)lbs;
@@ -983,9 +981,11 @@ static int blk_probe(struct virtio_blk *blk)
 {
     uint64_t bytes;
     uint32_t block;
-    int ret = blk_size_of(blk, &bytes, &block);
+    int ret = virtio_blk_image_size(blk->fd, &bytes, &block);
+    if (ret == -ENOTBLK)
+        log_error("virtio-blk: %s is neither a regular file nor a block device", blk->path);
     if (ret < 0)
-        return ret;
+        return ret == -ENOTBLK ? -EINVAL : ret;
     if (bytes % SECTOR_SIZE) {
         log_error("virtio-blk: %s: size %llu is not a multiple of 512 bytes", blk->path,
                   (unsigned long long)bytes);

@@ -55,6 +55,13 @@ void virtio_blk_destroy(struct virtio_blk *blk);
  * the caller retries), or -errno after one line. */
 int virtio_blk_lock(struct virtio_blk *blk);
 
+/*
+ * The size in bytes of the image open at `fd` (a regular file or a block device) and its
+ * logical block size (512 for a file, the device's own otherwise): 0, -ENOTBLK for anything
+ * else, or -errno. The one way both the device and a saved state's disk sizes read it.
+ */
+int virtio_blk_image_size(int fd, uint64_t *bytes, uint32_t *block);
+
 /* The image's open descriptor (the device's own: for a local live upgrade to hand over). */
 int virtio_blk_fd(const struct virtio_blk *blk);
 
