@@ -375,6 +375,37 @@ static void test_rx_zero_copy(void **state)
     fx_free(f);
 }
 
+/* A burst waiting in the tap: read straight into the chains one after the other, in order,
+ * until the chains run out mid-burst; the rest wait for the driver's next buffers. */
+static void test_rx_burst(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    for (unsigned i = 0; i < 6; i++)
+        offer_rx(f, 0, i, 1024);
+    notify(f, 0);
+    run_for(f, 20);
+    for (unsigned k = 0; k < 10; k++)
+        peer_send(f, 0, (struct hdr){ 0 }, 100 + k, 20 + k);
+    run_until(f, 0, 6, 3000);
+    run_for(f, 50);
+    assert_int_equal(used_idx(f, 0), 6); /* no chain left for the seventh */
+    for (unsigned i = 6; i < 12; i++)
+        offer_rx(f, 0, i, 1024);
+    notify(f, 0);
+    run_until(f, 0, 10, 3000);
+    for (unsigned k = 0; k < 10; k++) {
+        assert_int_equal(used_elem(f, 0, (uint16_t)k).id, k);
+        assert_int_equal(used_elem(f, 0, (uint16_t)k).len, HDR + 100 + k);
+        for (size_t i = 0; i < 100 + k; i++)
+            assert_int_equal(rx_buf(f, 0, k)[HDR + i], pattern(i, 20 + k));
+    }
+    struct virtio_net_counters c = counters(f);
+    assert_int_equal(c.rx_packets, 10);
+    assert_int_equal(c.rx_dropped, 0);
+    fx_free(f);
+}
+
 static void test_rx_waits_for_buffers(void **state)
 {
     (void)state;
@@ -939,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_rx_packet),
         cmocka_unit_test(test_rx_mergeable),
         cmocka_unit_test(test_rx_zero_copy),
+        cmocka_unit_test(test_rx_burst),
         cmocka_unit_test(test_rx_waits_for_buffers),
         cmocka_unit_test(test_rx_too_big_without_mrg),
         cmocka_unit_test(test_rx_offloads_not_negotiated),
