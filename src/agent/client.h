@@ -101,8 +101,10 @@ int agent_client_exec_start(struct agent_client *c, const char *const *argv, con
  * `out` and `err`, signals read from the signalfd `sig` (-1: none) passed on. *status: the
  * exit code, or 128 + the signal that ended it. 0 or -errno (c->error says why):
  * -ETIMEDOUT when the command runs past timeout_ms (0: no limit), -EFBIG when it writes more
- * than max_output bytes (0: no limit) to stdout or to stderr. After either, close the client:
- * the agent kills a command whose connection ends. */
+ * than max_output bytes (0: no limit) to stdout or to stderr, -ECANCELED on a second signal
+ * other than SIGWINCH (*status 128 + its number: the first went to the command, the second
+ * ends the wait). After any of them, close the client: the agent kills a command whose
+ * connection ends. */
 struct agent_exec_io {
     int in, out, err, sig;
     unsigned timeout_ms;

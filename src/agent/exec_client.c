@@ -29,6 +29,7 @@ struct exec_state {
     size_t plen, poff;
     int sigs[8];                  /* signals waiting for the buffer to empty */
     int nsigs;
+    int term_signal;              /* the first ending signal passed on, 0 before one */
     bool stdin_open;
     int status;                   /* -1 until EXIT */
     uint64_t written[3];          /* bytes of output per stream (AGENT_STDOUT, AGENT_STDERR) */
@@ -98,13 +99,30 @@ static int read_stdin(struct exec_state *s)
     return flush(s);
 }
 
+/*
+ * A signal to pass on. The first that ends a command (all but SIGWINCH) goes to it; a second
+ * ends the session here instead, status 128 + its number: the command did not end on the
+ * first (it may not: a trap), or its agent no longer answers, and whoever sent both wants
+ * this program gone (a user pressing Ctrl-C twice, `timeout` or systemd after a first
+ * SIGTERM). -ECANCELED, the command perhaps still running in the guest.
+ */
 static int on_signal(struct exec_state *s, int sfd)
 {
     struct signalfd_siginfo si;
     if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
         return 0;
+    int sig = (int)si.ssi_signo;
+    if (sig != SIGWINCH && s->term_signal) {
+        snprintf(s->c->error, sizeof(s->c->error),
+                 "exec: a second signal (%s) after %s: not waiting for the command any more; it "
+                 "may still run in the guest", strsignal(sig), strsignal(s->term_signal));
+        s->status = 128 + sig;
+        return -ECANCELED;
+    }
+    if (sig != SIGWINCH)
+        s->term_signal = sig;
     if (s->nsigs < (int)(sizeof(s->sigs) / sizeof(s->sigs[0])))
-        s->sigs[s->nsigs++] = (int)si.ssi_signo;
+        s->sigs[s->nsigs++] = sig;
     return s->plen ? 0 : flush(s);
 }
 

@@ -1,8 +1,8 @@
 /*
  * agent_exec.c: godwit exec NAME [-t] [-u USER] -- CMD ARGS...: the command's stdout and
- * stderr here, this stdin there, SIGINT, SIGTERM, SIGHUP and SIGQUIT passed on, and its exit
- * status as godwit's (128 + N for a signal N, as shells report it). The session itself is
- * agent/exec_client.c's.
+ * stderr here, this stdin there, SIGINT, SIGTERM, SIGHUP and SIGQUIT passed on (a second one
+ * ends godwit exec itself), and its exit status as godwit's (128 + N for a signal N, as shells
+ * report it). The session itself is agent/exec_client.c's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -102,7 +102,8 @@ int agent_exec_main(int argc, char **argv)
         tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     if (ret < 0 || status < 0) {
         log_error("%s", c->error[0] ? c->error : strerror(ret < 0 ? -ret : EPIPE));
-        status = 255;
+        if (ret != -ECANCELED || status < 0) /* a second signal: 128 + its number */
+            status = 255;
     }
     if (sfd >= 0)
         close(sfd);

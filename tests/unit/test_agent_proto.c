@@ -10,6 +10,7 @@
 #include <string.h>
 #include <errno.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,6 +75,51 @@ static void test_exec_round_trip(void **state)
     while (agent_field_next(&m, &pos, &f))
         args += f.tag == AGENT_T_ARG;
     assert_int_equal(args, 2);
+}
+
+/* One signal as a signalfd reads it, written into a pipe that stands in for the signalfd. */
+static void send_signal(int fd, int sig)
+{
+    struct signalfd_siginfo si = { .ssi_signo = (uint32_t)sig };
+    assert_int_equal(write(fd, &si, sizeof(si)), (ssize_t)sizeof(si));
+}
+
+/* An agent that never answers: the first SIGTERM goes to it as a SIGNAL message, the second
+ * ends the session at once with 143 (128 + SIGTERM): a hung agent must not keep godwit exec
+ * alive. */
+static void test_exec_second_signal_ends_wait(void **state)
+{
+    (void)state;
+    int sv[2], sig[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe(sig), 0);
+    struct agent_client *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->fd = sv[0];
+    c->stdin_ended = true;
+    send_signal(sig[1], SIGTERM);
+    send_signal(sig[1], SIGTERM);
+    struct agent_exec_io io = { .in = -1, .out = -1, .err = -1, .sig = sig[0] };
+    int status = -1;
+    assert_int_equal(agent_client_exec_run(c, &io, &status), -ECANCELED);
+    assert_int_equal(status, 128 + SIGTERM);
+    assert_non_null(strstr(c->error, "second signal"));
+    /* What the agent got: one SIGNAL message, SIGTERM. */
+    ssize_t n = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+    assert_true(n >= (ssize_t)AGENT_HEADER_SIZE);
+    struct agent_msg m;
+    assert_int_equal(agent_header_decode(buf, &m.h), 0);
+    assert_int_equal(m.h.type, AGENT_SIGNAL);
+    assert_int_equal((size_t)n, AGENT_HEADER_SIZE + m.h.length);
+    m.payload = buf + AGENT_HEADER_SIZE;
+    uint32_t v;
+    assert_true(agent_get_u32(&m, AGENT_T_SIGNAL, &v));
+    assert_int_equal(v, SIGTERM);
+    close(sv[0]);
+    close(sv[1]);
+    close(sig[0]);
+    close(sig[1]);
+    free(c);
 }
 
 static void test_header_refusals(void **state)
@@ -315,8 +361,10 @@ static void test_cp_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exec_round_trip),   cmocka_unit_test(test_header_refusals),
-        cmocka_unit_test(test_schema_refusals),   cmocka_unit_test(test_value_refusals),
+        cmocka_unit_test(test_exec_round_trip),
+        cmocka_unit_test(test_exec_second_signal_ends_wait),
+        cmocka_unit_test(test_header_refusals),   cmocka_unit_test(test_schema_refusals),
+        cmocka_unit_test(test_value_refusals),
         cmocka_unit_test(test_builder_overflow),  cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_vsock_handshake),   cmocka_unit_test(test_cp_arguments),
     };
