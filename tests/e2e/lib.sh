@@ -108,14 +108,21 @@ stall_report() {
 # VM's counters (exits, kicks, interrupts, device traffic) through the API at SOCK and the size
 # of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
 # was waiting (stall_report) and kills the VMM, so that a hang fails at once and says why
-# instead of running into the case's timeout. An API that does not answer is no progress: a
-# VMM whose API thread hangs is stalled too.
+# instead of running into the case's timeout. An API that does not answer is no progress (a
+# VMM whose API thread hangs is stalled too); one not made yet is a VM still starting.
 watch_progress() {
   local log=$1 sock=$2 pid=$3 limit=${GODWIT_STALL_S:-60}
   local last= still=0 sig counters
   while kill -0 "$pid" 2>/dev/null; do
     sleep 5
     counters=$(curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters 2>/dev/null)
+    # No API socket yet: the VM is starting, or waiting for a migration to come in (a
+    # destination makes its API once the guest is there). Not a stall.
+    if [ -z "$counters" ] && [ ! -S "$sock" ]; then
+      last=
+      still=0
+      continue
+    fi
     # Ages (last_kick_ms, ...) change by themselves: only counts are progress.
     sig="$(stat -c %s "$log" 2>/dev/null) $(grep -oE '"(pio|mmio|kicks|interrupts|reads|writes|rx_packets|tx_packets|tx_bytes|rx_bytes)":[0-9]+' <<<"$counters" | tr '\n' ' ')"
     if [ "$sig" != "$last" ]; then
