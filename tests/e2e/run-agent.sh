@@ -40,7 +40,7 @@ stuck_report() {
   echo "agent: 'godwit $1' got no answer within ${g_limit:-120} s; what waited:"
   stall_report "$log" "$api" "$vm_pid"
   # A second connection to the agent, if it still takes one: its processes and their stacks.
-  timeout 60 "$godwit" exec "$api" -- sh -c 'for p in $(pidof godwit-agent); do
+  timeout -k 5 60 "$godwit" exec "$api" -- sh -c 'for p in $(pidof godwit-agent); do
       echo "guest: agent $p $(cut -d" " -f3 /proc/$p/stat) $(tr "\n" " " </proc/$p/stack | cut -c1-200)"
     done; echo "guest: $(grep -c . /proc/mounts) mounts, freeze timer $(cat /run/godwit-agent/freeze-timer.pid 2>/dev/null)"' 2>&1 ||
     echo "guest: the agent took no second connection either"
