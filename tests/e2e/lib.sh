@@ -105,8 +105,8 @@ stall_report() {
 }
 
 # watch_progress LOG SOCK PID: the progress watchdog of a guest case. Every 5 s it reads the
-# VM's counters (exits, kicks, interrupts, device traffic) through the API at SOCK and the size
-# of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
+# VM's counters (the guest's exits, kicks, disk requests and sent traffic) through the API at
+# SOCK and the size of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
 # was waiting (stall_report) and kills the VMM, so that a hang fails at once and says why
 # instead of running into the case's timeout. An API that does not answer is no progress (a
 # VMM whose API thread hangs is stalled too); one not made yet is a VM still starting.
@@ -123,8 +123,11 @@ watch_progress() {
       still=0
       continue
     fi
-    # Ages (last_kick_ms, ...) change by themselves: only counts are progress.
-    sig="$(stat -c %s "$log" 2>/dev/null) $(grep -oE '"(pio|mmio|kicks|interrupts|reads|writes|rx_packets|tx_packets|tx_bytes|rx_bytes)":[0-9]+' <<<"$counters" | tr '\n' ' ')"
+    # Only what the guest does is progress: its exits, kicks, disk requests, what it sends,
+    # and its console. What the host sends it (rx, the interrupts that announce it) moves by
+    # itself: the agent monitor's ping every second would make a stuck guest look alive.
+    # Ages (last_kick_ms, ...) change by themselves too.
+    sig="$(stat -c %s "$log" 2>/dev/null) $(grep -oE '"(pio|mmio|kicks|reads|writes|tx_packets|tx_bytes)":[0-9]+' <<<"$counters" | tr '\n' ' ')"
     if [ "$sig" != "$last" ]; then
       last=$sig
       still=0
