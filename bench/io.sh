@@ -169,6 +169,8 @@ fi
 make_script() { # OUT SECTIONS
   local j name args
   {
+    # BENCH_DETAIL: the guest's own interrupt counts, per line, before and after its jobs.
+    [ "$detail" = 1 ] && echo 'echo "BENCH interrupts before"; cat /proc/interrupts'
     if [[ $2 == *blk* ]]; then
       printf '%s\n' 'dev=' 'for s in /sys/block/vd*/serial; do' \
         '  [ "$(cat "$s" 2>/dev/null)" = godwit-script ] && continue' \
@@ -193,7 +195,7 @@ make_script() { # OUT SECTIONS
       done
     fi
     # BENCH_DETAIL: the host samples the last end line while the VM still runs.
-    [ "$detail" = 1 ] && echo 'sleep 3'
+    [ "$detail" = 1 ] && printf '%s\n' 'echo "BENCH interrupts after"; cat /proc/interrupts' 'sleep 3'
   } >"$1"
   local size; size=$(stat -c %s "$1")
   head -c $(( (512 - size % 512) % 512 )) /dev/zero | tr '\0' '\n' >>"$1"
