@@ -354,7 +354,7 @@ static bool net_rx_wanted(struct virtio_net *net, const struct net_pair *p)
 
 static bool net_rx_zc_start(struct virtio_net *net, struct net_pair *p);
 static void net_rx_zc_done(struct virtio_net *net, struct net_pair *p, int res);
-static void net_rx_drain(struct virtio_net *net, struct net_pair *p);
+static void net_rx_drain(struct virtio_net *net, struct net_pair *p, unsigned max);
 
 /* Reads the tap's next packet (or waits for one) unless a packet is held or I/O in flight. */
 static void net_rx_arm(struct virtio_net *net, struct net_pair *p)
@@ -541,11 +541,16 @@ static bool net_rx_complete(struct event_loop *loop, void *opaque, int res)
         }
         net_rx_zc_done(net, op->pair, res);
         if (res > 0)
-            net_rx_drain(net, op->pair);
+            net_rx_drain(net, op->pair, NET_RX_BATCH - 1);
     } else if (!op->polling) {
         net_rx_read_done(net, op->pair, res);
     } else if (res != -ECANCELED) {
         op->polling = false; /* readable (or failing: the read will say) */
+        /* Read now, not in the next turn: the packet that woke an idle tap is the one a
+         * round trip waits for. (Polling follows an -EAGAIN, so the tap honours
+         * O_NONBLOCK and a readv cannot wait.) */
+        if (res > 0)
+            net_rx_drain(net, op->pair, NET_RX_BATCH);
     }
     net_rx_arm(net, op->pair);
     virtio_unlock(net->vdev);
@@ -743,15 +748,16 @@ static void net_rx_zc_done(struct virtio_net *net, struct net_pair *p, int res)
 }
 
 /*
- * After a packet read straight into the guest's buffers, the tap's next ones, up to
- * NET_RX_BATCH, read the same way at once with readv (the tap is non-blocking: -EAGAIN when it
- * is empty, and then the pair polls as after any such read), in the same turn of the loop: a
- * burst costs one turn and at most one interrupt, not a turn each.
+ * Reads up to `max` of the tap's waiting packets straight into the guest's buffers with readv
+ * (the tap is non-blocking: -EAGAIN when it is empty, and then the pair polls as after any
+ * such read), in this turn of the loop: after a packet read through the ring (the ones behind
+ * it), or once a poll found an idle tap readable. A burst costs one turn and at most one
+ * interrupt, not a turn each.
  */
-static void net_rx_drain(struct virtio_net *net, struct net_pair *p)
+static void net_rx_drain(struct virtio_net *net, struct net_pair *p, unsigned max)
 {
     struct net_rx_op *op = p->rx;
-    for (unsigned n = 1; n < NET_RX_BATCH && !op->polling && !p->rx_len && !net->quiesced &&
+    for (unsigned n = 0; n < max && !op->polling && !p->rx_len && !net->quiesced &&
                          net_rx_wanted(net, p);
          n++) {
         unsigned cnt = net_rx_zc_gather(net, p);

@@ -406,6 +406,24 @@ static void test_rx_burst(void **state)
     fx_free(f);
 }
 
+/* A packet that comes to an idle tap (the device waits for readability) reaches the guest in
+ * the loop turn that sees the tap readable: not one turn later, after a read of its own. */
+static void test_rx_idle_tap_one_turn(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(ALL_FEATURES);
+    offer_rx(f, 0, 0, 1024);
+    notify(f, 0);
+    run_for(f, 20); /* the tap is empty: the device now polls it */
+    peer_send(f, 0, (struct hdr){ 0 }, 60, 9);
+    assert_true(loop_run_once(&f->loop) >= 0);
+    assert_int_equal(used_idx(f, 0), 1);
+    assert_int_equal(used_elem(f, 0, 0).len, HDR + 60);
+    assert_int_equal(rx_buf(f, 0, 0)[HDR + 59], pattern(59, 9));
+    assert_int_equal(counters(f).rx_zero_copy, 1);
+    fx_free(f);
+}
+
 static void test_rx_waits_for_buffers(void **state)
 {
     (void)state;
@@ -971,6 +989,7 @@ int main(void)
         cmocka_unit_test(test_rx_mergeable),
         cmocka_unit_test(test_rx_zero_copy),
         cmocka_unit_test(test_rx_burst),
+        cmocka_unit_test(test_rx_idle_tap_one_turn),
         cmocka_unit_test(test_rx_waits_for_buffers),
         cmocka_unit_test(test_rx_too_big_without_mrg),
         cmocka_unit_test(test_rx_offloads_not_negotiated),
