@@ -26,6 +26,9 @@
 #                   default all of the sections')
 #   BENCH_DETAIL    1: after the table, where each VMM's CPU went during each job (ticks per
 #                   thread name) and its VM's KVM exit counters (debugfs), medians of the rounds
+#   BENCH_VMMS      which VMMs each round boots, comma separated: godwit, qemu (QEMU with
+#                   vhost=off and, for net, vhost=on) (default godwit,qemu); an A/B of two
+#                   godwit builds needs no QEMU rounds
 #   BENCH_GODWIT_POLL  microseconds: each round also boots godwit with --io-poll US (the
 #                   label godwit-poll), and the table gets its rows against QEMU's and its
 #                   own CPU figures, beside godwit's without polling
@@ -129,6 +132,11 @@ if [ -n "${BENCH_JOBS:-}" ]; then
   [ -n "$rows" ] || die "BENCH_JOBS: none of '$BENCH_JOBS' is in BENCH_ROWS"
 fi
 detail=${BENCH_DETAIL:-0}
+vmms=${BENCH_VMMS:-godwit,qemu}
+for name in ${vmms//,/ }; do
+  [[ $name =~ ^(godwit|qemu)$ ]] || die "BENCH_VMMS: no VMM '$name' (godwit, qemu)"
+done
+vmm_wanted() { [[ ,$vmms, == *,$1,* ]]; }
 poll_us=${BENCH_GODWIT_POLL:-}
 [[ -z $poll_us || $poll_us =~ ^[0-9]+$ ]] || die "BENCH_GODWIT_POLL takes microseconds (a whole number)"
 if [ "$detail" = 1 ] && [ ! -d /sys/kernel/debug/kvm ]; then
@@ -464,13 +472,17 @@ for i in $(seq 1 "$runs"); do
   round_start=$SECONDS
   want blk && run_ceiling
   make_script "$work/script.img" "$vm_sections"
-  mapfile -d '' cmd < <(godwit_cmd "$work/script.img"); run_vm godwit "$vm_sections" "${cmd[@]}"
-  if [ -n "$poll_us" ]; then
+  if vmm_wanted godwit; then
+    mapfile -d '' cmd < <(godwit_cmd "$work/script.img"); run_vm godwit "$vm_sections" "${cmd[@]}"
+  fi
+  if vmm_wanted godwit && [ -n "$poll_us" ]; then
     mapfile -d '' cmd < <(godwit_cmd "$work/script.img" --io-poll "$poll_us")
     run_vm godwit-poll "$vm_sections" "${cmd[@]}"
   fi
-  mapfile -d '' cmd < <(qemu_cmd "$work/script.img" off); run_vm qemu "$vm_sections" "${cmd[@]}"
-  if want net && [ -z "$vhost_why" ]; then
+  if vmm_wanted qemu; then
+    mapfile -d '' cmd < <(qemu_cmd "$work/script.img" off); run_vm qemu "$vm_sections" "${cmd[@]}"
+  fi
+  if vmm_wanted qemu && want net && [ -z "$vhost_why" ]; then
     make_script "$work/script-net.img" net
     mapfile -d '' cmd < <(qemu_cmd "$work/script-net.img" on); run_vm qemu-vhost net "${cmd[@]}"
   fi
@@ -495,16 +507,18 @@ row() { # TITLE ceiling godwit qemu [NOTE]
 table() {
   local j name unit title runs_note
   echo "command: $(printf '%q ' env BENCH_ROWS="$rows" BENCH_RUNTIME="$runtime" BENCH_ENGINE="$engine" \
-    ${BENCH_DEADLINE:+BENCH_DEADLINE="$BENCH_DEADLINE"} bench/io.sh "$build" "$runs")${GODWIT_IN_TESTHOST:+(inside tools/testhost/testhost.sh)}"
+    ${BENCH_DEADLINE:+BENCH_DEADLINE="$BENCH_DEADLINE"} ${BENCH_VMMS:+BENCH_VMMS="$vmms"} bench/io.sh "$build" "$runs")${GODWIT_IN_TESTHOST:+(inside tools/testhost/testhost.sh)}"
   echo
   echo "godwit $(git -C "$root" describe --always --dirty 2>/dev/null) against $(qemu-system-x86_64 --version | head -n 1);" \
     "$runtime s a job, fio ioengine=$engine, $elapsed s in all"
   echo "guest: $kernel_package bzImage, $(basename "$bench_initrd"), 1 vCPU, $mem MiB; host: $(uname -r), $(nproc) CPUs"
   runs_note="successful rounds (fewest jobs):"
-  local labels=(godwit qemu)
-  [ -n "$poll_us" ] && labels+=(godwit-poll)
+  local labels=()
+  vmm_wanted godwit && labels+=(godwit)
+  vmm_wanted qemu && labels+=(qemu)
+  vmm_wanted godwit && [ -n "$poll_us" ] && labels+=(godwit-poll)
   want blk && labels=(ceiling "${labels[@]}")
-  want net && [ -z "$vhost_why" ] && labels+=(qemu-vhost)
+  vmm_wanted qemu && want net && [ -z "$vhost_why" ] && labels+=(qemu-vhost)
   for l in "${labels[@]}"; do
     local n=$runs
     for j in "${blk_jobs[@]}" "${net_jobs[@]}"; do
@@ -532,6 +546,7 @@ table() {
       row "$title ($unit)" "" "$(med godwit.$name)" "$(med qemu.$name)"
     done
     for j in "${net_jobs[@]}"; do
+      vmm_wanted qemu || break
       name=$(field "$j" 0); unit=$(field "$j" 2); title=$(field "$j" 3)
       row "$title, QEMU vhost=on ($unit)" "" "$(med godwit.$name)" "$(med qemu-vhost.$name)" "${vhost_why:+not run: $vhost_why}"
     done
@@ -554,13 +569,15 @@ table() {
     name=$(field "$j" 0); title="VMM CPU s per GB, lower is better: $(field "$j" 3)"
     row "$title" "" "$(med godwit.$name.cpu)" "$(med qemu.$name.cpu)"
     [ -n "$poll_us" ] && row "$title, godwit --io-poll $poll_us" "" "$(med godwit-poll.$name.cpu)" "$(med qemu.$name.cpu)"
-    [[ $name == tx || $name == rx ]] &&
+    [[ $name == tx || $name == rx ]] && vmm_wanted qemu &&
       row "$title, QEMU vhost=on" "" "$(med godwit.$name.cpu)" "$(med qemu-vhost.$name.cpu)" "${vhost_why:+not run}"
   done
   echo
   echo "godwit: $(mapfile -d '' c < <(godwit_cmd SCRIPT); printf '%q ' "${c[@]}")"
-  echo "qemu:   $(mapfile -d '' c < <(qemu_cmd SCRIPT off); printf '%q ' "${c[@]}")"
-  want net && echo "qemu vhost=on: the same with vhost=on and no bench disk"
+  if vmm_wanted qemu; then
+    echo "qemu:   $(mapfile -d '' c < <(qemu_cmd SCRIPT off); printf '%q ' "${c[@]}")"
+    want net && echo "qemu vhost=on: the same with vhost=on and no bench disk"
+  fi
   want blk && echo "fio:    fio --filename=DEV|IMG --name=JOB {$(for j in "${blk_jobs[@]}"; do printf ' %s |' "$(field "$j" 1)"; done)} ${fio_common[*]}"
   [ "$detail" = 1 ] && detail_table
   want net && echo "net:    iperf3 -c 10.0.2.1 [-R] -t $runtime -f m (server: iperf3 -s -B 10.0.2.1 here); ping -A -q -c 10000000 -w $runtime 10.0.2.1 (busybox, in the guest)"
