@@ -45,6 +45,8 @@ static int prepare_cached(struct kernel_unpack *u, const struct payload_info *p,
         return ret;
     if (u->cache_path[0] && kernel_cache_store(dir, u->cache_path, img, p->unpacked_len) < 0)
         u->cache_path[0] = '\0';
+    else if (u->cache_path[0])
+        kernel_cache_prune(dir, u->cache_path, KERNEL_CACHE_KEEP);
     /* The first boot takes it: no need to read back what was just written. */
     u->image = (struct vmlinux_image){ .data = img, .len = p->unpacked_len };
     return 0;

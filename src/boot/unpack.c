@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* mkostemp */
 #include "boot/unpack.h"
 
+#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -379,6 +380,87 @@ static int make_dirs(const char *dir)
             return 0;
         *p = '/';
     }
+}
+
+/* A name of the cache's own form: HASH.vmlinux. */
+static bool is_cache_name(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    return dot && strcmp(dot, ".vmlinux") == 0 && is_hash(name, (size_t)(dot - name));
+}
+
+struct cache_entry {
+    char name[KERNEL_HASH_HEX_LEN + sizeof(".vmlinux")]; /* HASH.vmlinux and its NUL */
+    struct timespec mtime;
+};
+
+/* Newest first. */
+static int cache_entry_cmp(const void *a, const void *b)
+{
+    const struct cache_entry *x = a, *y = b;
+    if (x->mtime.tv_sec != y->mtime.tv_sec)
+        return x->mtime.tv_sec < y->mtime.tv_sec ? 1 : -1;
+    if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+        return x->mtime.tv_nsec < y->mtime.tv_nsec ? 1 : -1;
+    return strcmp(x->name, y->name);
+}
+
+/* The cache's images in `dir`, newest first, in *out (malloc'd); their count, or -errno. */
+static int cache_entries(DIR *d, struct cache_entry **out)
+{
+    struct cache_entry *list = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    struct stat st;
+
+    while ((e = readdir(d))) {
+        if (!is_cache_name(e->d_name) ||
+            fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            struct cache_entry *bigger = realloc(list, cap * sizeof(*list));
+            if (!bigger) {
+                free(list);
+                return -ENOMEM;
+            }
+            list = bigger;
+        }
+        memcpy(list[n].name, e->d_name, sizeof(list[n].name)); /* its length: is_cache_name */
+        list[n++].mtime = st.st_mtim;
+    }
+    if (n > 1)
+        qsort(list, n, sizeof(*list), cache_entry_cmp);
+    *out = list;
+    return (int)n;
+}
+
+unsigned kernel_cache_prune(const char *dir, const char *keep_path, unsigned keep)
+{
+    const char *slash = strrchr(keep_path, '/');
+    const char *keep_name = slash ? slash + 1 : keep_path;
+    struct cache_entry *list = NULL;
+    unsigned removed = 0, kept = 0;
+    DIR *d = opendir(dir);
+    int n = d ? cache_entries(d, &list) : -errno;
+
+    for (int i = 0; i < n; i++) {
+        if (strcmp(list[i].name, keep_name) == 0 || kept < keep) {
+            kept++;
+            continue;
+        }
+        if (unlinkat(dirfd(d), list[i].name, 0) == 0)
+            removed++;
+    }
+    if (n < 0)
+        log_info("kernel: cannot look for old images in the cache %s: %s", dir, strerror(-n));
+    else if (removed)
+        log_info("kernel: removed %u older image(s) from the cache %s (it keeps %u)", removed,
+                 dir, keep);
+    free(list);
+    if (d)
+        closedir(d);
+    return removed;
 }
 
 /* Written whole, synced, then renamed into place: without the sync a crash can leave the new

@@ -87,6 +87,16 @@ void kernel_memo_store(const char *dir, const struct stat *st, const char *hash)
  * the directory (0700, parents too) when missing. Returns 0 or -errno (one warning logged). */
 int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, size_t len);
 
+/*
+ * The cache keeps the KERNEL_CACHE_KEEP images stored last (each a whole vmlinux, tens of MB)
+ * and removes older ones, so that a host that upgrades its kernels does not keep every one it
+ * ever booted; an image removed and booted again is decompressed and stored again. Only names
+ * of the cache's own form (HASH.vmlinux) are looked at, and `keep_path` is never removed.
+ * Called after a store. Returns how many were removed; failures are silent (one info line).
+ */
+#define KERNEL_CACHE_KEEP 4u
+unsigned kernel_cache_prune(const char *dir, const char *keep_path, unsigned keep);
+
 
 /*
  * What one VM does with a bzImage's payload, decided once before its first boot (on the

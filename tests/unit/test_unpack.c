@@ -407,6 +407,58 @@ static void test_bad_cache_files_replaced(void **state)
     }
 }
 
+/* After a store the cache keeps the newest images and the one just stored; names of other
+ * forms (a store's temporary file, anything else) and links are left alone. */
+static void test_cache_pruned_to_the_newest(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/godwit-prune.XXXXXX", path[4096], names[6][128];
+    assert_non_null(mkdtemp(dir));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (int i = 0; i < 6; i++) { /* images[0] is the oldest */
+        snprintf(names[i], sizeof(names[i]), "%064x.vmlinux", i + 1);
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        write_file(path, (const uint8_t *)"x", 1, 0600);
+        struct timespec t[2] = { now, { now.tv_sec - 100 + i, 0 } };
+        assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+    }
+    const char *others[] = { "notes.txt", "0000000000000000000000000000000000000000000000000000000000000001.vmlinux.Ab12Cd" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, others[i]);
+        write_file(path, (const uint8_t *)"x", 1, 0600);
+    }
+    snprintf(path, sizeof(path), "%s/%064x.vmlinux", dir, 99);
+    assert_int_equal(symlink(names[0], path), 0);
+
+    snprintf(path, sizeof(path), "%s/%s", dir, names[5]);
+    assert_int_equal(kernel_cache_prune(dir, path, 4), 2);
+    for (int i = 0; i < 6; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        assert_int_equal(access(path, F_OK) == 0, i >= 2);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, others[i]);
+        assert_int_equal(access(path, F_OK), 0);
+        unlink(path);
+    }
+    snprintf(path, sizeof(path), "%s/%064x.vmlinux", dir, 99);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    unlink(path);
+    /* The one just stored stays even when it is not among the newest. */
+    snprintf(path, sizeof(path), "%s/%s", dir, names[2]);
+    assert_int_equal(kernel_cache_prune(dir, path, 1), 2);
+    assert_int_equal(access(path, F_OK), 0);
+    for (int i = 2; i < 6; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        assert_int_equal(access(path, F_OK) == 0, i == 2 || i == 5);
+        unlink(path);
+    }
+    assert_int_equal(kernel_cache_prune("/nonexistent/godwit-cache", path, 1), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_symlinked_cache_file_not_followed(void **state)
 {
     struct fixture *f = *state;
@@ -649,6 +701,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_written_then_hit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_cache_files_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlinked_cache_file_not_followed, setup, teardown),
+        cmocka_unit_test(test_cache_pruned_to_the_newest),
         cmocka_unit_test_setup_teardown(test_unusable_cache_dir_boots_from_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disabled_or_corrupt_prepare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memo_used_for_the_same_file_version, setup,
