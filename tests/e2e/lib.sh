@@ -106,9 +106,9 @@ stall_report() {
 
 # watch_progress LOG SOCK PID: the progress watchdog of a guest case. Every 5 s it reads the
 # VM's counters (the guest's exits, kicks, disk requests and sent traffic) through the API at
-# SOCK and the size of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it appends to LOG what
-# was waiting (stall_report) and kills the VMM, so that a hang fails at once and says why
-# instead of running into the case's timeout. An API that does not answer is no progress (a
+# SOCK and the size of LOG; when none has moved for $GODWIT_STALL_S seconds (default 60) it
+# appends to LOG what was waiting (stall_report) and kills the VMM, so that a hang fails at
+# once and says why instead of running into the case's timeout. An API that does not answer is no progress (a
 # VMM whose API thread hangs is stalled too); one not made yet is a VM still starting.
 watch_progress() {
   local log=$1 sock=$2 pid=$3 limit=${GODWIT_STALL_S:-60}

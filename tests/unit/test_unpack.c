@@ -423,7 +423,9 @@ static void test_cache_pruned_to_the_newest(void **state)
         struct timespec t[2] = { now, { now.tv_sec - 100 + i, 0 } };
         assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
     }
-    const char *others[] = { "notes.txt", "0000000000000000000000000000000000000000000000000000000000000001.vmlinux.Ab12Cd" };
+    const char *others[] = { /* not the cache's: another file, a store's temporary one */
+        "notes.txt", "0000000000000000000000000000000000000000000000000000000000000001.vmlinux.Ab12Cd",
+    };
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, others[i]);
         write_file(path, (const uint8_t *)"x", 1, 0600);
