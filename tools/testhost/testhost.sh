@@ -216,6 +216,9 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
 done
 [ -e /host/run/testhost/keys-pinned ] || echo "testhost: could not keep a VM to pin KVM's static keys"
 read -r up _ </proc/uptime
+# Told to the caller: a test host that ends without an exit status after this broke down
+# while the command ran (below), not before it could start it.
+: >/ctl/started
 if [ -f /ctl/interactive ]; then
     # The caller's terminal: the command gets the serial line as its controlling terminal
     # (so that resizes reach it as SIGWINCH), with the terminal's size, kept up to date.
@@ -349,6 +352,9 @@ cpu=EPYC,+svm,+npt,-rdseed,-sha-ni,-fxsr-opt,-misalignsse,-3dnowprefetch,-osvw,-
 args=(
     -accel "tcg,thread=${GODWIT_TESTHOST_TCG:-multi}" -cpu "$cpu" -smp "$smp" -m "$mem" -M pc
     -nodefaults -display none -no-reboot
+    # What QEMU logs on a reset: a triple fault of the test host's own CPU shows there, when
+    # it stops with nothing on its console (-no-reboot: QEMU just exits, status 0).
+    -d cpu_reset -D "$tmp/resets.log"
     -chardev stdio,id=con,signal=off -serial chardev:con
     -kernel "$bzimage" -initrd "$l1"
     -append "console=ttyS0 panic=-1 $([[ -n $interactive ]] && echo loglevel=1 || echo quiet)"
@@ -494,5 +500,14 @@ if [[ -f $ctl/rc ]]; then
 fi
 if ((qrc == 124 || qrc == 137)); then
     die "timed out after ${timeout_s}s (the test host was killed)"
+fi
+# Ended with the command running and nothing in its console: a reset of the test host itself
+# (twice in benchmarks, under a QEMU guest and under godwit's), which no guest can cause; the
+# caller runs it again, as after a freeze.
+if [[ -e $ctl/started ]]; then
+    how="stopped by itself"
+    grep -qx 'Triple fault' "$tmp/resets.log" 2>/dev/null && how="reset itself (QEMU saw its CPU triple fault)"
+    note "the test host $how after $((SECONDS - start))s while the command ran; run it again"
+    exit 75
 fi
 die "the test host stopped after $((SECONDS - start))s without running the command (QEMU exit status $qrc; see its console output above)"
