@@ -447,15 +447,24 @@ run_vm() { # LABEL SECTIONS CMD...
   local jobs=()
   [[ $sections == *blk* ]] && jobs+=("${blk_jobs[@]}")
   [[ $sections == *net* ]] && jobs+=("${net_jobs[@]}")
+  local missing=0
   for j in "${jobs[@]}"; do
     name=$(field "$j" 0)
-    record "$label" "$name" "$(sed -n "s/^BENCH end $name //p" "$log" | tail -n 1)" && ok=1
+    if record "$label" "$name" "$(sed -n "s/^BENCH end $name //p" "$log" | tail -n 1)"; then
+      ok=1
+    else
+      missing=$((missing + 1))
+    fi
   done
-  if [ $ok = 0 ]; then
-    echo "bench: $label run $i failed (exit status $st); its console:" >&2
+  # A guest that stopped part of the way: how it ended, and its whole console kept apart
+  # (the round's consoles are overwritten by the next round's).
+  if [ $missing != 0 ]; then
+    echo "bench: $label run $i: $missing of ${#jobs[@]} jobs gave no result (exit status $st," \
+      "console kept as $label.run$i.log); its console ends:" >&2
     tail -n 25 "$log" >&2
-    return 1
+    cp "$log" "$work/$label.run$i.log"
   fi
+  [ $ok = 0 ] && return 1
   [ "$i" = 1 ] && grep -m1 '^BENCH dev' "$log" | sed "s/^/bench: $label: /" >&2
   return 0
 }
@@ -609,9 +618,10 @@ out=${BENCH_OUT:-}
 echo
 table | { if [ -n "$out" ]; then tee "$out"; else cat; fi; }
 if [ -n "$out" ]; then
-  # The consoles and CPU samples of the last round, for a figure that needs explaining.
+  # The consoles and CPU samples of the last round, for a figure that needs explaining, and
+  # the consoles of guests that stopped early in any round (LABEL.runN.log).
   mkdir -p "${out%.md}.logs" && cp "$work"/*.log "$work"/*.cpu* "${out%.md}.logs/" 2>/dev/null
-  echo "bench: table written to $out, the last round's consoles to ${out%.md}.logs/" >&2
+  echo "bench: table written to $out, the consoles to ${out%.md}.logs/" >&2
 fi
 n_ok=$(cat "$work"/res/godwit.* "$work"/res/qemu.* 2>/dev/null | wc -l)
 [ "$n_ok" -gt 0 ]
