@@ -505,7 +505,7 @@ fi
 # (twice in benchmarks, under a QEMU guest and under godwit's), which no guest can cause; the
 # caller runs it again, as after a freeze.
 if [[ -e $ctl/started ]]; then
-    how="stopped by itself"
+    how="ended by itself (QEMU exit status $qrc: a reset or power-off of its own, or QEMU stopped from outside)"
     grep -qx 'Triple fault' "$tmp/resets.log" 2>/dev/null && how="reset itself (QEMU saw its CPU triple fault)"
     note "the test host $how after $((SECONDS - start))s while the command ran; run it again"
     exit 75
