@@ -339,7 +339,9 @@ add() { echo "$3" >>"$work/res/$1.$2"; } # LABEL METRIC VALUE
 parse() { # NAME OUTPUT -> "VALUE BYTES"
   local f
   case $1 in
-    tx | rx) awk '{for (i = 2; i <= NF; i++) { if ($i == "MBytes") b = $(i-1) * 1048576
+    # iperf3 counts bytes in binary units and switches to GBytes past 1 GiB (a fast 10 s job).
+    tx | rx) awk '{for (i = 2; i <= NF; i++) { if ($i == "KBytes") b = $(i-1) * 1024
+             if ($i == "MBytes") b = $(i-1) * 1048576; if ($i == "GBytes") b = $(i-1) * 1073741824
              if ($i == "Mbits/sec") r = $(i-1) } } END { if (r != "") printf "%s %.0f\n", r, b }' <<<"$2" ;;
     rr) sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$2" | awk '{print $1 * 1000, 0}' ;;
     *) IFS=';' read -ra f <<<"$2"
