@@ -202,8 +202,14 @@ make_script() { # OUT SECTIONS
         esac
       done
     fi
-    # BENCH_DETAIL: the host samples the last end line while the VM still runs.
-    [ "$detail" = 1 ] && printf '%s\n' 'echo "BENCH interrupts after"; cat /proc/interrupts' 'sleep 3'
+    # The host samples the VMM's CPU time at each end line: after the last, the VM must still
+    # run for a moment (with the guest powered off at once, QEMU was gone before its sample
+    # and that job had no CPU per GB). BENCH_DETAIL samples more, and longer.
+    if [ "$detail" = 1 ]; then
+      printf '%s\n' 'echo "BENCH interrupts after"; cat /proc/interrupts' 'sleep 3'
+    else
+      echo 'sleep 1'
+    fi
   } >"$1"
   local size; size=$(stat -c %s "$1")
   head -c $(( (512 - size % 512) % 512 )) /dev/zero | tr '\0' '\n' >>"$1"
@@ -399,7 +405,7 @@ run_ceiling() {
 # stacks and the tap's counters) and the VM is stopped, rather than waiting for
 # BENCH_VM_TIMEOUT to say only that a job gave no result.
 stall_watch() { # LABEL TPID LOG
-  local label=$1 tpid=$2 log=$3 size=-1 quiet=0 now vmm t
+  local label=$1 tpid=$2 log=$3 size=-1 quiet=0 now vmm
   while kill -0 "$tpid" 2>/dev/null; do
     sleep 5
     now=$(stat -c %s "$log" 2>/dev/null || echo 0)
@@ -414,13 +420,27 @@ stall_watch() { # LABEL TPID LOG
         curl -s -m 30 --unix-socket "$work/api.sock" http://localhost/vm/vcpus >"$work/$label.vcpus.json"
         python3 "$root/tests/e2e/stall-report.py" "$work/$label.counters.json" "$work/$label.vcpus.json"
       fi
-      for t in /proc/"$vmm"/task/*; do
-        echo "bench: thread $(cat "$t/comm"): $(tr '\n' ' ' <"$t/stack" | cut -c1-200)"
-      done
+      vmm_threads "$vmm"
       want net && ip -s link show "$tap"
     } >"$work/$label.stall" 2>&1
+    cat "$work/$label.stall" >&2 # now: should the VMM not end, the console is never closed
     kill "$tpid"
+    # A VMM that outlives its kill (timeout sends SIGKILL 5 s after the TERM) is stuck in the
+    # kernel, on its way out or not: where each of its threads is, since the bench waits.
+    sleep 30
+    if kill -0 "$vmm" 2>/dev/null; then
+      echo "bench: $label run $i: the VMM (pid $vmm) has not ended 30 s after it was stopped:" >&2
+      vmm_threads "$vmm" >&2
+    fi
     return
+  done
+}
+
+vmm_threads() { # PID: each thread's name, state and kernel stack
+  local t
+  for t in /proc/"$1"/task/*; do
+    echo "bench: thread $(cat "$t/comm" 2>/dev/null) ($(awk '{print $3}' "$t/stat" 2>/dev/null)):" \
+      "$(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-300)"
   done
 }
 
@@ -440,10 +460,8 @@ run_vm() { # LABEL SECTIONS CMD...
   watch_console "$tpid" "$log" "$work/$label.cpu" <"$work/con"
   wait "$tpid"; st=$?
   kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
-  if [ -s "$work/$label.stall" ]; then
-    cat "$work/$label.stall" >&2
-    cat "$work/$label.stall" >>"$log" # kept with the round's consoles
-  fi
+  # Printed by stall_watch when it fired; kept with the round's consoles too.
+  [ -s "$work/$label.stall" ] && cat "$work/$label.stall" >>"$log"
   [ -n "$tracefs" ] && trace_collect "$work/$label.cpu.detail"
   if [ -n "${iperf_pid:-}" ]; then kill "$iperf_pid" 2>/dev/null; wait "$iperf_pid" 2>/dev/null; iperf_pid=; fi
   local jobs=()
