@@ -445,7 +445,7 @@ vmm_threads() { # PID: each thread's name, state and kernel stack
 }
 
 run_vm() { # LABEL SECTIONS CMD...
-  local label=$1 sections=$2 log=$work/$1.log st name j ok=0 tpid; shift 2
+  local label=$1 sections=$2 log=$work/$1.log st name j tpid; shift 2
   : >"$log"; : >"$work/$label.cpu"; : >"$work/$label.cpu.detail"
   if [[ $sections == *net* ]]; then
     iperf3 -s -B 10.0.2.1 >/dev/null 2>&1 &
@@ -470,11 +470,8 @@ run_vm() { # LABEL SECTIONS CMD...
   local missing=0
   for j in "${jobs[@]}"; do
     name=$(field "$j" 0)
-    if record "$label" "$name" "$(sed -n "s/^BENCH end $name //p" "$log" | tail -n 1)"; then
-      ok=1
-    else
+    record "$label" "$name" "$(sed -n "s/^BENCH end $name //p" "$log" | tail -n 1)" ||
       missing=$((missing + 1))
-    fi
   done
   # A guest that stopped part of the way: how it ended, and its whole console kept apart
   # (the round's consoles are overwritten by the next round's).
@@ -484,7 +481,7 @@ run_vm() { # LABEL SECTIONS CMD...
     tail -n 25 "$log" >&2
     cp "$log" "$work/$label.run$i.log"
   fi
-  [ $ok = 0 ] && return 1
+  [ $missing = ${#jobs[@]} ] && return 1
   [ "$i" = 1 ] && grep -m1 '^BENCH dev' "$log" | sed "s/^/bench: $label: /" >&2
   return 0
 }

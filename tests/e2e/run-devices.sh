@@ -310,10 +310,10 @@ case_net() { net_transfer net gwtap0; }
 # The same with the main loop polling the transmit queue (--io-poll), a path the guest takes
 # without kicks: polling must have found its packets (net0's `polled`, read while the guest
 # lingers after the transfers), and every byte must arrive.
-case_net_poll() { net_transfer net_poll gwtap2 --io-poll 500; }
+case_net_poll() { net_transfer net_poll gwtap2 500; }
 
-net_transfer() { # NAME TAP [GODWIT OPTIONS...]
-  local name=$1 tap=$2 src=$work/$1-source.img; shift 2
+net_transfer() { # NAME TAP [POLL_US: run with --io-poll POLL_US, and check that it polled]
+  local name=$1 tap=$2 poll_us=${3:-} src=$work/$1-source.img
   head -c $((8 * 1024 * 1024)) /dev/urandom >"$src"
   ip tuntap add dev $tap mode tap || { fail $name "cannot create tap $tap"; return; }
   ip addr add 10.0.2.1/24 dev $tap && ip link set $tap up
@@ -339,12 +339,13 @@ ping -c 3 -W 5 10.0.2.1 >/tmp/ping && echo "ping ok"
 dd if=/dev/vdb bs=65536 2>/dev/null | nc 10.0.2.1 5000 && echo "sent"
 echo "received $(nc 10.0.2.1 5001 | md5sum)"
 EOF
-    [ $# -eq 0 ] || echo "sleep 5"; } | script_disk $name)
+    [ -z "$poll_us" ] || echo "sleep 5"; } | script_disk $name)
   start_watched $name 240 "$godwit" run "${common[@]}" --cmdline "$cmdline" \
-    --net "tap=$tap,mac=52:54:00:12:34:56" --disk "$script" --disk "path=$src,readonly=on" "$@"
+    --net "tap=$tap,mac=52:54:00:12:34:56" --disk "$script" --disk "path=$src,readonly=on" \
+    ${poll_us:+--io-poll "$poll_us"}
   local ok=1 polled
-  if [ $# -gt 0 ] && wait_for_line "$work/$name.log" '^received ' "$vm_pid" 200; then
-    polled=$(curl -s --unix-socket "$work/$name.log.api" http://localhost/vm/counters |
+  if [ -n "$poll_us" ] && wait_for_line "$work/$name.log" '^received ' "$vm_pid" 200; then
+    polled=$(curl -s -m 10 --unix-socket "$work/$name.log.api" http://localhost/vm/counters |
       python3 -c 'import json, sys; print(json.load(sys.stdin)["devices"]["net0"]["polled"])')
     echo "$name: net0's requests found by polling: ${polled:-none}"
     [ "${polled:-0}" -gt 0 ] || { ok=0; fail $name "polling found none of the guest's packets ('$polled')"; }
