@@ -30,6 +30,7 @@
 
 #define MIG_MAGIC 0x474d5747u /* "GWMG" little-endian */
 #define HEADER_LEN 16u
+#define MIG_ROUTE_SIZE 16u /* u32 GSI, u32 data, u64 address */
 
 const char *mig_type_name(uint32_t type)
 {
@@ -51,6 +52,7 @@ const char *mig_type_name(uint32_t type)
     case MIG_PASS_END: return "PASS_END";
     case MIG_SYNC: return "SYNC";
     case MIG_SYNCED: return "SYNCED";
+    case MIG_ROUTES: return "ROUTES";
     }
     return "unknown";
 }
@@ -69,6 +71,7 @@ static uint64_t max_len(uint32_t type)
     case MIG_CONNECTIONS: return 12;
     case MIG_JOIN: return 12;
     case MIG_PASS_END: return 4;
+    case MIG_ROUTES: return 4 + (uint64_t)MIG_MAX_ROUTES * MIG_ROUTE_SIZE;
     case MIG_READY:
     case MIG_DONE:
     case MIG_ACK:
@@ -861,6 +864,61 @@ int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid)
     return 0;
 bad:
     log_error("migration: a CPU model of %llu bytes is not a CPUID table",
+              (unsigned long long)len);
+    return -EPROTO;
+}
+
+int mig_send_routes(int fd, const struct mig_route *routes, unsigned count)
+{
+    uint8_t *buf = malloc(4 + (size_t)count * MIG_ROUTE_SIZE);
+    if (!buf)
+        return -ENOMEM;
+    le_put(buf, 4, count);
+    for (unsigned i = 0; i < count; i++) {
+        uint8_t *e = buf + 4 + (size_t)i * MIG_ROUTE_SIZE;
+        le_put(e, 4, routes[i].gsi);
+        le_put(e + 4, 4, routes[i].data);
+        le_put(e + 8, 8, routes[i].address);
+    }
+    int ret = mig_send(fd, MIG_ROUTES, buf, 4 + (size_t)count * MIG_ROUTE_SIZE);
+    free(buf);
+    return ret;
+}
+
+int mig_recv_routes(int fd, uint64_t len, struct mig_route **routes, unsigned *count)
+{
+    uint8_t n_le[4];
+    *routes = NULL;
+    *count = 0;
+    if (len < sizeof(n_le))
+        goto bad;
+    int ret = mig_recv_all(fd, n_le, sizeof(n_le));
+    if (ret < 0)
+        return ret;
+    uint32_t n = (uint32_t)le_get(n_le, 4);
+    if (n > MIG_MAX_ROUTES || len != sizeof(n_le) + (uint64_t)n * MIG_ROUTE_SIZE)
+        goto bad;
+    if (n == 0)
+        return 0;
+    uint8_t *buf = malloc((size_t)n * MIG_ROUTE_SIZE);
+    struct mig_route *r = calloc(n, sizeof(*r));
+    ret = buf && r ? mig_recv_all(fd, buf, (size_t)n * MIG_ROUTE_SIZE) : -ENOMEM;
+    for (uint32_t i = 0; ret == 0 && i < n; i++) {
+        const uint8_t *e = buf + (size_t)i * MIG_ROUTE_SIZE;
+        r[i] = (struct mig_route){ .gsi = (uint32_t)le_get(e, 4),
+                                   .data = (uint32_t)le_get(e + 4, 4),
+                                   .address = le_get(e + 8, 8) };
+    }
+    free(buf);
+    if (ret < 0) {
+        free(r);
+        return ret;
+    }
+    *routes = r;
+    *count = n;
+    return 0;
+bad:
+    log_error("migration: MSI routes of %llu bytes are not a list of routes",
               (unsigned long long)len);
     return -EPROTO;
 }

@@ -31,6 +31,13 @@
  *          them instead of binding the paths again, so the paths never go away. A destination
  *          that takes only the 8-byte form refuses the 16-byte one by its length; an 8-byte
  *          DEVICES (an older source) hands no socket over: the destination binds the paths
+ *   ROUTES source -> destination, before CPU (version 5): the MSI routes the source gives
+ *          KVM as the migration starts, u32 count, then count times u32 GSI, u32 data, u64
+ *          address. The destination gives them to KVM now, so that the state's load, in the
+ *          pause, finds them set and rewrites KVM's table only for a vector the guest changed
+ *          since (each rewrite waits for KVM's readers of the old table: milliseconds under
+ *          nested virtualization). Refused (one line) when a GSI is not one of the
+ *          destination's MSI GSIs: another device layout
  *   CPU    source -> destination: the guest's CPU model, vCPU 0's CPUID as cpuid_build() made
  *          it: u32 count, then count struct kvm_cpuid_entry2 (40 bytes each)
  *   READY  destination -> source: the VM is built and can run that CPU model; memory may come.
@@ -80,12 +87,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: SYNC and SYNCED. MEMFD and DEVICES
+/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: SYNC and SYNCED; 5: ROUTES (a
+ * version 4 destination refuses a version 5 source at HELLO: an older godwit takes no guest
+ * from a newer one, while a live upgrade, older to newer, works). MEMFD and DEVICES
  * change nothing for a copying migration: a destination that knows neither refuses MEMFD as an
  * unknown message. A destination takes a source of MIG_MIN_PROTOCOL_VERSION on (a version 3
  * source sends no SYNC; nothing else differs); a version 3 destination refuses a version 4
  * source at HELLO, with a line that says both versions. */
-#define MIG_PROTOCOL_VERSION 4u
+#define MIG_PROTOCOL_VERSION 5u
 #define MIG_MIN_PROTOCOL_VERSION 3u
 /* CONNECTIONS, JOIN and PASS_END change nothing for one connection; a destination that knows
  * none of them refuses CONNECTIONS where its HELLO belongs. */
@@ -95,6 +104,7 @@
 #define MIG_MAX_CONFIG (1u << 20)
 #define MIG_MAX_STATE (256u << 20)
 #define MIG_MAX_CPUID_ENTRIES 256u
+#define MIG_MAX_ROUTES 2048u /* VM_MAX_MSI_GSIS */
 /* The most descriptors DEVICES carries: 16 disks, 8 interfaces of 16 queue pairs (the
  * configuration's limits) and two listening sockets, under the kernel's 253 a message. */
 #define MIG_MAX_DEVICE_FDS 146u
@@ -121,6 +131,7 @@ enum mig_type {
      * a destination refuses them as unknown */
     MIG_SYNC = 18,
     MIG_SYNCED = 19,
+    MIG_ROUTES = 20,
 };
 
 struct mig_header {
@@ -221,6 +232,16 @@ void mig_devices_close(struct mig_devices *devs);
 struct kvm_cpuid2;
 int mig_send_cpu(int fd, const struct kvm_cpuid2 *cpuid);
 int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid);
+
+/* ROUTES: MSI routes by GSI. Reading one: *routes is malloc'ed (NULL when *count is 0); 0 or
+ * -errno (-EPROTO after one line for a payload that is not such a list). */
+struct mig_route {
+    uint32_t gsi;
+    uint32_t data;
+    uint64_t address;
+};
+int mig_send_routes(int fd, const struct mig_route *routes, unsigned count);
+int mig_recv_routes(int fd, uint64_t len, struct mig_route **routes, unsigned *count);
 
 const char *mig_type_name(uint32_t type);
 

@@ -131,6 +131,34 @@ static int receive_cpu(struct vm *vm, int fd, uint64_t len, char *why, size_t wh
     return ret < 0 ? ret : mig_send(fd, MIG_READY, NULL, 0);
 }
 
+/* The source's MSI routes, given to KVM now instead of in the pause (ROUTES, channel.h). A GSI
+ * this VM does not have is refused (-EPROTO); KVM's refusal of the table ends the migration
+ * as the state's load would, before any page comes. */
+static int receive_routes(struct vm *vm, int fd, uint64_t len)
+{
+    struct mig_route *routes;
+    unsigned n;
+    int ret = mig_recv_routes(fd, len, &routes, &n);
+    if (ret < 0)
+        return ret;
+    uint64_t t0 = monotonic_ns();
+    vm_routing_hold(vm);
+    for (unsigned i = 0; i < n && ret == 0; i++) {
+        ret = vm_set_msi_route(vm, routes[i].gsi, routes[i].address, routes[i].data, true);
+        if (ret < 0)
+            log_error("migration: an MSI route for GSI %u, which is none of this VM's MSI "
+                      "GSIs (another device layout?)", routes[i].gsi);
+    }
+    int set = vm_routing_release(vm);
+    free(routes);
+    if (ret < 0)
+        return -EPROTO;
+    if (set == 0)
+        log_info("migration: %u MSI routes given to KVM ahead of the state (%.1f ms)", n,
+                 ms_since_ns(t0));
+    return set;
+}
+
 /*
  * After ACK, the source's GO: the commit point (channel.h). Until it comes the guest must not
  * run here, since the source resumes it when our ACK does not reach it. 0: run it.
@@ -328,6 +356,8 @@ static int receive_final_state(struct receivers *r, int fd, uint64_t len)
 static int receive_one(struct receivers *r, int fd, const struct mig_header *h, bool handed_over,
                        bool *have_cpu, bool *have_state, char *why, size_t why_len)
 {
+    if (h->type == MIG_ROUTES && !*have_cpu)
+        return receive_routes(r->vm, fd, h->len);
     if (h->type == MIG_CPU && !*have_cpu) {
         int ret = receive_cpu(r->vm, fd, h->len, why, why_len);
         *have_cpu = ret == 0;

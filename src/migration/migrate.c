@@ -558,8 +558,28 @@ static int final_step(struct migration *m, struct vm *vm)
 
 /* ---- the thread ---- */
 
-/* The guest's CPU model goes first; the destination answers READY once it has built the VM
- * and found every feature the guest was given, or refuses, before any page is sent. */
+/* The MSI routes as they stand, for the destination to give KVM before the pause (ROUTES):
+ * the state's load then rewrites KVM's table only if the guest changes a vector meanwhile. */
+static int offer_routes(struct migration *m)
+{
+    struct vm_msi_route *table;
+    unsigned nr, n = 0;
+    int ret = vm_msi_routes_copy(m->vm, &table, &nr);
+    if (ret < 0)
+        return ret;
+    struct mig_route *routes = calloc(nr ? nr : 1, sizeof(*routes));
+    for (unsigned i = 0; routes && i < nr; i++)
+        if (table[i].valid)
+            routes[n++] = (struct mig_route){ .gsi = VM_MSI_GSI_BASE + i, .data = table[i].data,
+                                              .address = table[i].address };
+    ret = routes ? mig_send_routes(m->fd, routes, n) : -ENOMEM;
+    free(routes);
+    free(table);
+    return ret;
+}
+
+/* The guest's CPU model: the destination answers READY once it has built the VM and found
+ * every feature the guest was given, or refuses, before any page is sent. */
 static int offer_cpu_model(struct migration *m)
 {
     struct kvm_cpuid2 *cpuid = cpuid_build(m->vm->supported_cpuid, 0, m->vm->nr_vcpus);
@@ -854,6 +874,8 @@ static void *migration_thread(void *arg)
      * the backlog for the destination once this VM pauses). */
     if (ret == 0 && m->params.local)
         ret = mig_send_devices(m->fd, &m->devices);
+    if (ret == 0)
+        ret = offer_routes(m);
     if (ret == 0)
         ret = offer_cpu_model(m);
     /* Nothing to track or copy when both sides map the same file: straight to the pause. */

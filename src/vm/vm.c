@@ -272,6 +272,23 @@ int vm_routing_release(struct vm *vm)
     return ret;
 }
 
+int vm_msi_routes_copy(struct vm *vm, struct vm_msi_route **routes, unsigned *nr)
+{
+    int ret = 0;
+    pthread_mutex_lock(&vm->routing_lock);
+    *nr = vm->nr_msi_gsis;
+    *routes = NULL;
+    if (*nr) {
+        *routes = malloc(*nr * sizeof(**routes));
+        if (*routes)
+            memcpy(*routes, vm->msi_routes, *nr * sizeof(**routes));
+        else
+            ret = -ENOMEM;
+    }
+    pthread_mutex_unlock(&vm->routing_lock);
+    return ret;
+}
+
 /* The VM-wide KVM objects: the VM, its irqchip (PIC + IOAPIC + LAPICs) and PIT. */
 static int vm_create_kvm_vm(struct vm *vm)
 {

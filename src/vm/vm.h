@@ -226,6 +226,9 @@ int vm_set_msi_route(struct vm *vm, uint32_t gsi, uint64_t address, uint32_t dat
  */
 void vm_routing_hold(struct vm *vm);
 int vm_routing_release(struct vm *vm);
+/* A copy of the MSI route table: *routes (malloc'ed, NULL when empty) holds *nr entries, entry
+ * i for GSI VM_MSI_GSI_BASE + i, each valid or not. 0 or -ENOMEM. */
+int vm_msi_routes_copy(struct vm *vm, struct vm_msi_route **routes, unsigned *nr);
 /* While held: gives KVM the table now, if it changed. 0 or -errno. */
 int vm_routing_flush(struct vm *vm);
 

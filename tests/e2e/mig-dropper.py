@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # mig-dropper.py PORT: a fake migration destination on 127.0.0.1:PORT for a source that uses
 # several connections (godwit migrate --connections K): it reads the opening (CONNECTIONS,
-# HELLO, each extra connection's JOIN, the CPU model), answers READY, reads the pages on every
-# connection, and once 2 MiB came on the first extra connection it closes that one unread (a
-# connection dropped in the middle of a pass). The source must give up and run the guest on.
+# HELLO, each extra connection's JOIN, the MSI routes and the CPU model), answers READY, reads
+# the pages on every connection, and once 2 MiB came on the first extra connection it closes
+# that one unread (a connection dropped in the middle of a pass). The source must give up and
+# run the guest on.
 import socket
 import struct
 import sys
@@ -49,6 +50,7 @@ def main():
     extras = [ls.accept()[0] for _ in range(count - 1)]
     for e in extras:
         message(e, 14)  # JOIN
+    message(first, 20)  # ROUTES (protocol 5)
     message(first, 7)  # CPU
     first.sendall(struct.pack("<IIQ", MAGIC, 8, 0))  # READY
     for c in [first] + extras[1:]:

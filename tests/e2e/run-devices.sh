@@ -991,6 +991,11 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   finish_watched migrate_source
   [ $status -eq 0 ] || { ok=0; fail migrate_source "exit status $status, expected 0 (migrated)"; }
   grep -a 'migrated to' "$src" || { ok=0; fail migrate_source "no 'migrated to' line"; }
+  # The guest's MSI routes reached the destination's KVM before the pause (ROUTES): its load
+  # of the state, in the pause, did not rewrite KVM's routing table.
+  grep -aq 'MSI routes given to KVM ahead of the state' "$dst" &&
+    grep -aqE 'the state here: .* 0 MSI-X routing updates' "$dst" ||
+    { ok=0; fail migrate_dest "the load rewrote the MSI routes in the pause: $(grep -aE 'MSI routes|the state here' "$dst")"; }
   local at want
   at=$(last_count "$src")
   want=$((at + 20))
@@ -1228,6 +1233,8 @@ case_migrate_local() {
     local_hop $last $hop --local || { ok=0; break; }
     grep -q 'memory handed over' "$work/$hop.out" && grep -q 'hands its guest.s memory over' "$work/$hop.log" ||
       { ok=0; fail $hop "not a handover: $(cat "$work/$hop.out")"; }
+    grep -aqE 'the state here: .* 0 MSI-X routing updates' "$work/$hop.log" ||
+      { ok=0; fail $hop "the load rewrote the MSI routes in the pause: $(grep -aE 'MSI routes|the state here' "$work/$hop.log")"; }
     grep -q '2 disks and 1 tap handed over (not reopened)' "$work/$hop.log" ||
       { ok=0; fail $hop "the disks and the tap were not handed over: $(grep -a migration "$work/$hop.log" | tail -n 3)"; }
     grep -q "the console's socket handed over (not bound again); the vsock socket handed over (not bound again)" "$work/$hop.log" ||

@@ -223,6 +223,81 @@ static void test_cpu_model_handshake(void **state)
     }
 }
 
+/* ROUTES: the list comes back as sent; a count over the limit or one that is not the payload's
+ * is refused before any entry is read. */
+static void test_routes_round_trip(void **state)
+{
+    (void)state;
+    const struct mig_route sent[] = {
+        { .gsi = 24, .data = 0x4021, .address = 0xfee00000 },
+        { .gsi = 30, .data = 0x4022, .address = 0x1fee01000ull },
+    };
+    struct pipe_pair p = pair();
+    assert_int_equal(mig_send_routes(p.tx, sent, 2), 0);
+    assert_int_equal(mig_send_routes(p.tx, NULL, 0), 0);
+    struct mig_header h;
+    struct mig_route *got;
+    unsigned n;
+    assert_int_equal(mig_recv_header(p.rx, &h), 0);
+    assert_int_equal(h.type, MIG_ROUTES);
+    assert_int_equal(mig_recv_routes(p.rx, h.len, &got, &n), 0);
+    assert_int_equal(n, 2);
+    assert_memory_equal(got, sent, sizeof(sent));
+    free(got);
+    assert_int_equal(mig_recv_header(p.rx, &h), 0);
+    assert_int_equal(mig_recv_routes(p.rx, h.len, &got, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(got);
+
+    /* Refused: a count the payload does not hold, a count over the limit, a payload too short
+     * for its count, an oversized message (by its header alone). */
+    const struct { uint32_t count; uint64_t len; } bad[] = {
+        { 2, 4 + 16 }, { MIG_MAX_ROUTES + 1, 4 + (MIG_MAX_ROUTES + 1ull) * 16 }, { 0, 3 },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(write(p.tx, &bad[i].count, 4), 4);
+        assert_int_equal(mig_recv_routes(p.rx, bad[i].len, &got, &n), -EPROTO);
+        assert_null(got);
+        if (bad[i].len >= 4) /* what the refusal left unread */
+            continue;
+        uint8_t rest[4];
+        assert_int_equal(read(p.rx, rest, 4), 4);
+    }
+    put_header(p.tx, MAGIC, MIG_ROUTES, 4 + (MIG_MAX_ROUTES + 1ull) * 16);
+    assert_int_equal(mig_recv_header(p.rx, &h), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+}
+
+/* A destination takes ROUTES before the CPU model: an empty list changes nothing and READY
+ * follows; a route for a GSI the VM does not have is refused, and the source hears why. */
+static void test_routes_at_destination(void **state)
+{
+    (void)state;
+    struct vm vm;
+    dest_vm(&vm, true);
+    struct pipe_pair p = pair();
+    assert_int_equal(mig_send_routes(p.tx, NULL, 0), 0);
+    send_cpu_model(p.tx, true);
+    shutdown(p.tx, SHUT_WR);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -ECONNRESET);
+    assert_int_equal(next_type(p.tx), MIG_READY);
+    assert_int_equal(vm.routing_sets, 0);
+    close(p.tx);
+    close(p.rx);
+
+    const struct mig_route stray = { .gsi = 24, .data = 1, .address = 0xfee00000 };
+    p = pair();
+    assert_int_equal(mig_send_routes(p.tx, &stray, 1), 0); /* this VM has no MSI GSI */
+    send_cpu_model(p.tx, true);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -EPROTO);
+    assert_int_equal(next_type(p.tx), MIG_ERROR);
+    assert_int_equal(vm.routing_sets, 0);
+    close(p.tx);
+    close(p.rx);
+    dest_vm_free(&vm);
+}
+
 static void send_page(int fd, uint64_t page, char fill)
 {
     uint8_t prefix[12], data[4096];
@@ -818,6 +893,8 @@ int main(void)
         cmocka_unit_test(test_receive_refusals),
         cmocka_unit_test(test_sync),
         cmocka_unit_test(test_cpu_model_handshake),
+        cmocka_unit_test(test_routes_round_trip),
+        cmocka_unit_test(test_routes_at_destination),
         cmocka_unit_test(test_connect),
         cmocka_unit_test(test_memfd_round_trip),
         cmocka_unit_test(test_memfd_refusals),
