@@ -10,7 +10,8 @@ every few milliseconds, and the reading of the guest's gap lines (bench/guest-ga
       a destination started with -incoming defer: the capability, then migrate-incoming URI
   migrate.py gaps SRC_LOG SRC_OFFSET DST_LOG
       print: longest gap (us) during the migration, the switchover's (the first whole line
-      at the destination), the source's typical second before it (median), lines used
+      at the destination), the source's typical second before it (median), CLOCK_REALTIME's
+      longest gap, the writer's rate, lines used, a line's write() time before it (median)
   migrate.py listening PORT|PATH TIMEOUT waits for a TCP listener on 127.0.0.1:PORT, or for a
                                          UNIX socket at PATH
 """
@@ -169,7 +170,7 @@ def qemu_migrate(sock, uri, downtime, timeout, shared):
         pass
 
 
-GAP = re.compile(rb'^gap (\d+) max_us (\d+) real_max_us (\d+) print_us (\d+) wrote_mib ([0-9.]+)\s*$')
+GAP = re.compile(rb'^gap (\d+) max_us (\d+) real_max_us (\d+) print_us (\d+) wrote_mib ([0-9.]+)( .*)?$')
 
 
 def gap_lines(path, offset):
@@ -181,7 +182,7 @@ def gap_lines(path, offset):
         m = GAP.match(line.replace(b'\r', b''))
         if m:
             seq, gap, real, pr = (int(m.group(i)) for i in range(1, 5))
-            out.append((seq, max(gap, pr), real, float(m.group(5))))
+            out.append((seq, max(gap, pr), real, float(m.group(5)), pr))
     return out
 
 
@@ -199,7 +200,8 @@ def gaps(src_log, offset, dst_log):
     real = max(l[2] for l in during + dst)
     typical = statistics.median(l[1] for l in before) if before else '-'
     rate = statistics.median(l[3] for l in before) if before else '-'
-    print(longest, dst[0][1], typical, real, rate, len(during) + len(dst))
+    write = statistics.median(l[4] for l in before) if before else '-'
+    print(longest, dst[0][1], typical, real, rate, len(during) + len(dst), write)
 
 
 def listening_unix(path, timeout):

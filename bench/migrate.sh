@@ -8,8 +8,14 @@
 # and the busybox initramfs) in script mode, 1 GiB, 1 vCPU, no network. Its script disk carries
 # bench/guest-gap.c, built static here: the script copies it out of the disk and execs it. It
 # reads CLOCK_MONOTONIC (and CLOCK_REALTIME) in a tight loop and prints, once a second, the
-# longest gap between two reads on the serial console; "busy" also has it rewrite a 64 MiB
-# buffer at $BENCH_DIRTY MiB/s (default 50), a 4 KiB page at a time in the same loop.
+# longest gap between two reads on hvc0, a virtio console (BENCH_GAP_CONSOLE=serial: on the
+# serial port, as before 2026-12-02); "busy" also has it rewrite a 64 MiB buffer at
+# $BENCH_DIRTY MiB/s (default 50), a 4 KiB page at a time in the same loop.
+# Why hvc0: a line's write() is in the guest-seen gap (below), and the serial port takes one
+# exit to the VMM per byte, 10-120 ms for a 70-byte line in the nested test host: more than
+# godwit's whole pause, for both VMMs alike. A write to hvc0 is one notification (the guest's
+# driver then waits for the VMM to take the buffer), so what is left in a line's time is the
+# VMM's own.
 #
 # For each workload (idle, busy) and each VMM one guest is booted and, once it has printed
 # $BENCH_SETTLE s of gap lines, moved over TCP on 127.0.0.1 to a fresh destination process,
@@ -24,6 +30,9 @@
 #           QEMU's default, and 10 in turn) and max-bandwidth 1 TiB/s (QEMU's default cap is
 #           32 MiB/s: raised, as bench/snapshot.sh does), migrate, query-migrate every 5 ms
 #           until completed: total-time, downtime, ram.transferred; then quit
+# Each VMM gives the guest hvc0 on a file per process (godwit --console virtio,file=F, on the
+# destination too; QEMU virtio-serial-pci with a virtconsole on -chardev file); the serial port
+# keeps the boot messages.
 # Guest-seen downtime: the longest gap in the gap lines from the move's start on the source
 # through the first two whole lines at the destination (CLOCK_MONOTONIC, which kvmclock keeps
 # going across the move; the time the loop spent in its own write() of a line counts too);
@@ -43,7 +52,7 @@
 # sending its pages.
 #
 # Environment: BENCH_TRANSPORT (tcp, the default, or local), BENCH_VMMS (default "godwit qemu"), BENCH_WORKLOADS (default "idle busy"),
-# BENCH_QEMU_DOWNTIMES (ms, default "300 10"), BENCH_MEM (MiB, default 1024), BENCH_DIRTY
+# BENCH_QEMU_DOWNTIMES (ms, default "300 10"), BENCH_GAP_CONSOLE (virtio, the default, or serial), BENCH_MEM (MiB, default 1024), BENCH_DIRTY
 # (MiB/s for busy, default 50), BENCH_SETTLE (s of gap lines before each move, default 4),
 # BENCH_VM_TIMEOUT (s for a boot to reach the loop, default 180), BENCH_MIGRATE_TIMEOUT (s per
 # move, default 120), BENCH_BUDGET (s: after this no further move is started in a chain beyond
@@ -60,6 +69,8 @@ vmms=${BENCH_VMMS:-godwit qemu}
 workloads=${BENCH_WORKLOADS:-idle busy}
 qemu_downtimes=${BENCH_QEMU_DOWNTIMES:-300 10}
 mem=${BENCH_MEM:-1024}
+gapcon=${BENCH_GAP_CONSOLE:-virtio}
+case $gapcon in virtio|serial) ;; *) echo "bench: BENCH_GAP_CONSOLE must be virtio or serial" >&2; exit 1 ;; esac
 dirty=${BENCH_DIRTY:-50}
 settle=${BENCH_SETTLE:-4}
 vm_timeout=${BENCH_VM_TIMEOUT:-180}
@@ -103,9 +114,11 @@ cmdline="console=ttyS0 reboot=acpi panic=1 quiet godwit.test=script"
 gcc -static -O2 -o "$work/guest-gap" "$root/bench/guest-gap.c" ||
   { echo "bench: cannot build bench/guest-gap.c statically (glibc's static libraries?)" >&2; exit 1; }
 script_disk() { # NAME MIBPS
-  local img=$work/$1.img size
-  printf 'dd if="$0" of=/guest-gap bs=4096 skip=1 2>/dev/null\nchmod +x /guest-gap\nexec /guest-gap %s 64\nexit 1\n' \
-    "$2" >"$img"
+  local img=$work/$1.img size out=
+  [ "$gapcon" = virtio ] &&
+    out='[ -c /dev/hvc0 ] || { echo "guest-gap: no /dev/hvc0"; exit 1; }; exec >/dev/hvc0; echo'
+  printf 'dd if="$0" of=/guest-gap bs=4096 skip=1 2>/dev/null\nchmod +x /guest-gap\n%s\nexec /guest-gap %s 64\nexit 1\n' \
+    "$out" "$2" >"$img"
   size=$(stat -c %s "$img")
   head -c $((4096 - size)) /dev/zero | tr '\0' '\n' >>"$img"
   cat "$work/guest-gap" >>"$img"
@@ -123,27 +136,39 @@ qcommon() { # SCRIPT_IMG [RAM_FILE]: with RAM_FILE (local moves), RAM is that sh
     -drive "file=$1,if=none,id=s0,format=raw,readonly=on" -device virtio-blk-pci,drive=s0,serial=godwit-script
 }
 
+# The gap lines' file beside a VM's serial log, and the console options that put them there.
+gap_log() { if [ "$gapcon" = virtio ]; then echo "${1%.log}.hvc.log"; else echo "$1"; fi; }
+godwit_console() { [ "$gapcon" = virtio ] && echo "--console virtio,file=$(gap_log "$1")"; }
+qemu_console() {
+  [ "$gapcon" = virtio ] &&
+    echo "-device virtio-serial-pci -chardev file,id=hvc,path=$(gap_log "$1") -device virtconsole,chardev=hvc"
+}
+
 step() { echo "bench: [$((SECONDS - start)) s] $*" >&2; }
 rec() { echo "$3" >>"$work/$1.$2"; }  # rec CONFIG METRIC VALUE
 gap_count() { local c=; [ -f "$1" ] && c=$(tr -d '\r' <"$1" | grep -acE '^gap [0-9]+ max_us'); echo "${c:-0}"; }
 
-# wait_gaps LOG PID LABEL N SECS: waits for N more whole gap lines in LOG than it has now.
+# wait_gaps LOG PID LABEL N SECS: waits for N more whole gap lines than LOG's VM has printed
+# now (in its gap_log). It and wait_exit look every 0.3 s: each look forks, and in the nested
+# test host a fork takes CPU time the guest's loop would see as a gap.
 wait_gaps() {
-  local log=$1 pid=$2 label=$3 want end=$((SECONDS + $5))
-  want=$(( $(gap_count "$log") + $4 ))
-  until [ "$(gap_count "$log")" -ge "$want" ]; do
+  local log=$1 pid=$2 label=$3 want end=$((SECONDS + $5)) glog
+  glog=$(gap_log "$log")
+  want=$(( $(gap_count "$glog") + $4 ))
+  until [ "$(gap_count "$glog")" -ge "$want" ]; do
     kill -0 "$pid" 2>/dev/null ||
       { echo "bench: $label exited before printing gap lines; its log:" >&2; tail -n 20 "$log" >&2; return 1; }
     [ $SECONDS -lt $end ] ||
-      { echo "bench: $label: no gap lines after $5 s; its log:" >&2; tail -n 20 "$log" >&2; return 1; }
-    sleep 0.1
+      { echo "bench: $label: no gap lines after $5 s; its logs:" >&2; tail -n 20 "$log" >&2
+        [ "$glog" = "$log" ] || tail -n 5 "$glog" >&2 2>/dev/null; return 1; }
+    sleep 0.3
   done
 }
 
 # wait_exit PID SECS: the process's exit status, or 124 after killing it when it outlives SECS.
 wait_exit() {
   local pid=$1 end=$((SECONDS + $2))
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.3; done
   kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; wait "$pid" 2>/dev/null; return 124; }
   wait "$pid"
 }
@@ -161,12 +186,12 @@ chain() {
     sock=$d/boot.sock
     "$godwit" run --kernel "$kernel_bzimage" --initrd "$initrd" --memory "$mem" --cpus 1 \
       --no-rng --no-reboot --cmdline "$cmdline" --disk "path=$img,readonly=on,serial=godwit-script" \
-      --name "gwmig-$wl-boot" --api-socket "$sock" </dev/null >"$log" 2>&1 &
+      --name "gwmig-$wl-boot" --api-socket "$sock" $(godwit_console "$log") </dev/null >"$log" 2>&1 &
   else
     sock=$d/boot.qmp
     ram=
     [ "$transport" = local ] && ram=$d/ram
-    eval "qemu-system-x86_64 $(qcommon "$img" "$ram")" -serial "file:$log" \
+    eval "qemu-system-x86_64 $(qcommon "$img" "$ram")" $(qemu_console "$log") -serial "file:$log" \
       -qmp "unix:$sock,server=on,wait=off" </dev/null >"$d/boot.err" 2>&1 &
   fi
   pid=$!; pids+=("$pid")
@@ -195,14 +220,14 @@ chain() {
       if [ "$vmm" = godwit ]; then
         dsock=$n.sock
         "$godwit" run --incoming "$uri" --name "gwmig-$hop" --api-socket "$dsock" \
-          </dev/null >"$dlog" 2>&1 &
+          $(godwit_console "$dlog") </dev/null >"$dlog" 2>&1 &
       elif [ "$transport" = local ]; then
         dsock=$n.qmp
-        eval "qemu-system-x86_64 $(qcommon "$img" "$ram")" -serial "file:$dlog" \
+        eval "qemu-system-x86_64 $(qcommon "$img" "$ram")" $(qemu_console "$dlog") -serial "file:$dlog" \
           -qmp "unix:$dsock,server=on,wait=off" -incoming defer </dev/null >"$n.err" 2>&1 &
       else
         dsock=$n.qmp
-        eval "qemu-system-x86_64 $(qcommon "$img")" -serial "file:$dlog" \
+        eval "qemu-system-x86_64 $(qcommon "$img")" $(qemu_console "$dlog") -serial "file:$dlog" \
           -qmp "unix:$dsock,server=on,wait=off" -incoming "$uri" </dev/null >"$n.err" 2>&1 &
       fi
       dpid=$!; pids+=("$dpid")
@@ -212,7 +237,7 @@ chain() {
         { echo "bench: the $vmm destination did not listen; its output:" >&2; tail -n 20 "$dlog" "$n.err" 2>/dev/null >&2
           kill -KILL "$dpid" "$pid" 2>/dev/null; return 1; }
       local off
-      off=$(stat -c %s "$log")
+      off=$(stat -c %s "$(gap_log "$log")")
       local how=
       [ "$transport" = local ] && { [ "$vmm" = godwit ] && how=--local || how=--shared; }
       if [ "$vmm" = godwit ]; then
@@ -238,16 +263,17 @@ chain() {
       wait_gaps "$dlog" "$dpid" "$vmm $wl destination $i" 2 60 || { kill -KILL "$dpid"; keep_logs; return 1; }
       local wall total down bytes passes g
       read -r wall total down bytes passes <<<"$r"
-      g=$("$py" "$helper" gaps "$log" "$off" "$dlog") || { kill -KILL "$dpid"; keep_logs; return 1; }
-      local longest switch typical real rate nlines
-      read -r longest switch typical real rate nlines <<<"$g"
+      g=$("$py" "$helper" gaps "$(gap_log "$log")" "$off" "$(gap_log "$dlog")") || { kill -KILL "$dpid"; keep_logs; return 1; }
+      local longest switch typical real rate nlines write
+      read -r longest switch typical real rate nlines write <<<"$g"
       rec $cfg total "$total"; rec $cfg wall "$wall"; rec $cfg down "$down"; rec $cfg bytes "$bytes"
       rec $cfg gap "$longest"; rec $cfg switch "$switch"; rec $cfg noise "$typical"; rec $cfg real "$real"
-      rec $cfg rate "$rate"
+      rec $cfg rate "$rate"; rec $cfg write "$write"
       echo "bench: $vmm $wl move $i (budget $b): total $total ms (wall $wall ms), VMM downtime $down ms," \
         "$(awk -v b="$bytes" 'BEGIN{printf "%.1f", b / 1048576}') MiB sent, passes $passes;" \
         "guest: longest gap $longest us (switchover line $switch us, typical second before $typical us," \
-        "CLOCK_REALTIME $real us; $nlines lines), writing $rate MiB/s" >&2
+        "CLOCK_REALTIME $real us; $nlines lines; a line's write() took $write us before), writing" \
+        "$rate MiB/s" >&2
       keep_logs
       log=$dlog sock=$dsock pid=$dpid
       wait_gaps "$log" "$pid" "$vmm $wl destination $i" "$settle" 60 || { kill -KILL "$pid"; keep_logs; return 1; }
@@ -278,7 +304,8 @@ row() {
 
 echo
 echo "command: bench/migrate.sh $*${GODWIT_IN_TESTHOST:+ (inside tools/testhost/testhost.sh)}; $((SECONDS - start)) s in all"
-echo "guest: $kernel_package bzImage, default initrd, script mode running bench/guest-gap.c; $mem MiB, 1 vCPU;" \
+echo "guest: $kernel_package bzImage, default initrd, script mode running bench/guest-gap.c (its lines on" \
+  "$([ "$gapcon" = virtio ] && echo hvc0 || echo the serial port)); $mem MiB, 1 vCPU;" \
   "$(qemu-system-x86_64 --version | head -n 1);" \
   "$([ "$transport" = local ] && echo "same-host moves over a UNIX socket, RAM not copied (godwit --local," \
     "QEMU x-ignore-shared on a shared memory file)" || echo "migration over TCP on 127.0.0.1")"
@@ -300,15 +327,17 @@ for wl in $workloads; do
   row "  of which the switchover's line (ms)" 1000 "$(med $g.switch)" "$(med $a.switch)" "$(med $b.switch)"
   row "  the loop's typical second before the move (ms)" 1000 "$(med $g.noise)" "$(med $a.noise)" "$(med $b.noise)"
   row "  longest gap, CLOCK_REALTIME (ms)" 1000 "$(med $g.real)" "$(med $a.real)" "$(med $b.real)"
+  row "  a gap line's write() before the move (ms)" 1000 "$(med $g.write)" "$(med $a.write)" "$(med $b.write)"
   row "downtime, VMM's figure (ms)" 1 "$(med $g.down)" "$(med $a.down)" "$(med $b.down)"
   row "bytes sent (MiB)" 1048576 "$(med $g.bytes)" "$(med $a.bytes)" "$(med $b.bytes)"
   for c in $g $a $b; do [ "$(cnt $c)" -gt 0 ] || ok=0; done
 done
 echo
 echo "godwit: godwit run --kernel K --initrd I --memory $mem --cpus 1 --no-rng --no-reboot --cmdline '$cmdline'" \
-  "--disk path=SCRIPT,readonly=on,serial=godwit-script; godwit run --incoming tcp:127.0.0.1:PORT --name N" \
-  "--api-socket S; godwit migrate SOCK tcp:127.0.0.1:PORT (local: unix:PATH, both sides, --local)"
-echo "qemu:   qemu-system-x86_64 $(qcommon SCRIPT | sed "s|$kernel_bzimage|K|; s|$initrd|I|") -serial file:LOG" \
+  "--disk path=SCRIPT,readonly=on,serial=godwit-script $(godwit_console LOG); godwit run --incoming tcp:127.0.0.1:PORT --name N" \
+  "--api-socket S $(godwit_console DLOG); godwit migrate SOCK tcp:127.0.0.1:PORT (local: unix:PATH, both sides, --local)"
+echo "qemu:   qemu-system-x86_64 $(qcommon SCRIPT | sed "s|$kernel_bzimage|K|; s|$initrd|I|") $(qemu_console LOG)" \
+  "-serial file:LOG" \
   "-qmp unix:SOCK,server=on,wait=off [-incoming tcp:127.0.0.1:PORT]; QMP migrate-set-parameters" \
   "downtime-limit MS max-bandwidth 2^40, migrate tcp:127.0.0.1:PORT (local: -M q35,memory-backend=ram" \
   "-object memory-backend-file,id=ram,mem-path=FILE,share=on, -incoming defer, x-ignore-shared on both" \
