@@ -325,7 +325,11 @@ enum agent_resumed_claim agent_monitor_take_resumed(struct agent_monitor *m, con
 {
     enum agent_resumed_claim claim = AGENT_RESUMED_NONE;
     pthread_mutex_lock(&m->lock);
-    if (m->resumed.why && strcmp(m->resumed.why, why) == 0 && !m->resumed.thaw && m->st.alive) {
+    /* An agent that answered before: after a pause longer than AGENT_LOST_MS it is not alive
+     * until its next answer (its pings went unanswered meanwhile), and the caller, asking just
+     * after the resume, would otherwise return before the monitor's step. The caller's step
+     * waits for the agent, bounded by its requests' timeouts, and gives it back on failure. */
+    if (m->resumed.why && strcmp(m->resumed.why, why) == 0 && !m->resumed.thaw && m->st.seen) {
         m->resumed.why = NULL;
         claim = AGENT_RESUMED_TAKEN;
     } else if (m->resumed.stepping) {

@@ -46,7 +46,7 @@ void agent_monitor_stop(struct agent_monitor *m);
 void agent_monitor_resumed(struct agent_monitor *m, const char *why, bool thaw);
 /* What agent_monitor_take_resumed() found. */
 enum agent_resumed_claim {
-    AGENT_RESUMED_NONE,     /* no step owed (made already), or no agent alive: the monitor waits */
+    AGENT_RESUMED_NONE,     /* no step owed (made already), or no agent ever answered */
     AGENT_RESUMED_TAKEN,    /* the caller makes the step now, and the monitor will not */
     AGENT_RESUMED_STEPPING, /* the monitor's thread makes it right now: agent_monitor_wait_step() */
 };

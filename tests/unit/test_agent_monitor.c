@@ -283,7 +283,8 @@ static void test_no_agent(void **state)
 }
 
 /* A resume's step taken over (the API's sync-time?after=resume makes it itself): the monitor
- * makes none; a restore's (with its thaw) and one for an agent that is not alive stay its own. */
+ * makes none; a restore's (with its thaw) and one for an agent that never answered stay its
+ * own. */
 static void test_take_resumed(void **state)
 {
     (void)state;
@@ -304,6 +305,24 @@ static void test_take_resumed(void **state)
     agent_monitor_resumed(m, "restore", true);
     assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_NONE);
     assert_true(wait_for(&vm, &vm.thaws, 1, 5000));
+    agent_monitor_stop(m);
+    fake_vm_stop(&vm);
+}
+
+/* An agent lost for a while, as during a pause longer than AGENT_LOST_MS: the step a resume
+ * owes is still the caller's, which must not return before it. */
+static void test_take_resumed_after_a_long_pause(void **state)
+{
+    (void)state;
+    struct fake_vm vm = { .listen_fd = -1 };
+    struct agent_monitor *m;
+    fake_vm_start(&vm);
+    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
+    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    vm.silent = true; /* no answers: the guest paused */
+    assert_true(wait_for(&vm, &vm.lost, 1, AGENT_LOST_MS + 5000));
+    agent_monitor_resumed(m, "resume", false);
+    assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_TAKEN);
     agent_monitor_stop(m);
     fake_vm_stop(&vm);
 }
@@ -413,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_no_agent),
         cmocka_unit_test(test_resumed_warns_only_after_an_agent),
         cmocka_unit_test(test_take_resumed),
+        cmocka_unit_test(test_take_resumed_after_a_long_pause),
         cmocka_unit_test(test_wait_for_monitors_step),
         cmocka_unit_test(test_stop_while_waiting_for_step),
     };
