@@ -1,9 +1,13 @@
 """bench/migrate.sh's timed parts: one process that drives a migration and polls its VMM
 every few milliseconds, and the reading of the guest's gap lines (bench/guest-gap.c).
 
-  migrate.py godwit GODWIT SRC_SOCK URI OUT TIMEOUT [--downtime-ms N]
-  migrate.py qemu SRC_QMP URI DOWNTIME_MS TIMEOUT [--shared]
-      print: wall_ms total_ms downtime_ms bytes_sent passes (passes: - for QEMU)
+  migrate.py godwit GODWIT SRC_SOCK URI OUT TIMEOUT [godwit migrate's options]
+  migrate.py qemu SRC_QMP URI DOWNTIME_MS TIMEOUT [--shared] [--max-bandwidth MIBPS]
+      print: wall_ms total_ms downtime_ms bytes_sent passes (passes: QEMU's dirty-sync-count)
+      A move that did not converge (godwit: "did not converge", its --timeout; QEMU: still
+      active after TIMEOUT, then cancelled) prints "noconv wall_ms bytes_sent passes" and
+      exits 3: the guest runs on at the source.
+      --max-bandwidth: QEMU's cap (default 1 TiB/s: none; QEMU's own default is 32 MiB/s)
       --shared: QEMU's own same-host move, RAM in a file both processes map and the
       x-ignore-shared capability, so that no page is sent (the peer of godwit's --local)
   migrate.py qemu-incoming DST_QMP URI TIMEOUT [--shared]
@@ -117,6 +121,9 @@ def godwit_migrate(godwit, sock, uri, out, timeout, extra):
             last = st
             time.sleep(0.01)
     text = open(out, errors='replace').read()
+    if p.returncode != 0 and 'did not converge' in text:
+        print('noconv', wall, (last or {}).get('bytes_sent', 0), (last or {}).get('pass', '-'))
+        sys.exit(3)
     if p.returncode != 0:
         fail("godwit migrate exited %d: %s" % (p.returncode, text.strip()[-500:]))
     if last is not None and last.get('state') == 'completed':
@@ -142,12 +149,12 @@ def qemu_incoming(sock, uri, timeout, shared):
     q.cmd('migrate-incoming', {'uri': uri})
 
 
-def qemu_migrate(sock, uri, downtime, timeout, shared):
+def qemu_migrate(sock, uri, downtime, timeout, shared, max_bandwidth):
     deadline = time.monotonic() + timeout
     q = QMP(sock, deadline)
     if shared:
         ignore_shared(q)
-    q.cmd('migrate-set-parameters', {'downtime-limit': downtime, 'max-bandwidth': 1 << 40})
+    q.cmd('migrate-set-parameters', {'downtime-limit': downtime, 'max-bandwidth': max_bandwidth})
     t0 = time.monotonic()
     q.cmd('migrate', {'uri': uri})
     while True:
@@ -159,6 +166,10 @@ def qemu_migrate(sock, uri, downtime, timeout, shared):
             fail("QEMU migration %s: %s" % (st, r.get('error-desc', '')))
         if time.monotonic() > deadline:
             q.cmd('migrate_cancel')
+            if st == 'active':  # still copying: it did not converge
+                ram = r.get('ram', {})
+                print('noconv', ms(t0), ram.get('transferred', 0), ram.get('dirty-sync-count', '-'))
+                sys.exit(3)
             fail("QEMU migration not completed after %g s (status %s, %s)" % (timeout, st, r.get('ram')))
         time.sleep(0.005)
     wall = ms(t0)
@@ -237,7 +248,10 @@ def main():
     if a[0] == 'godwit':
         godwit_migrate(a[1], a[2], a[3], a[4], float(a[5]), a[6:])
     elif a[0] == 'qemu':
-        qemu_migrate(a[1], a[2], int(a[3]), float(a[4]), '--shared' in a[5:])
+        cap = 1 << 40
+        if '--max-bandwidth' in a[5:]:
+            cap = int(float(a[a.index('--max-bandwidth') + 1]) * 1048576)
+        qemu_migrate(a[1], a[2], int(a[3]), float(a[4]), '--shared' in a[5:], cap)
     elif a[0] == 'qemu-incoming':
         qemu_incoming(a[1], a[2], float(a[3]), '--shared' in a[4:])
     elif a[0] == 'gaps':

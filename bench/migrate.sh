@@ -17,7 +17,16 @@
 # driver then waits for the VMM to take the buffer), so what is left in a line's time is the
 # VMM's own.
 #
-# For each workload (idle, busy) and each VMM one guest is booted and, once it has printed
+# "capped" is the busy guest over a link both VMMs hold to $BENCH_CAP_MIBPS MiB/s (default
+# 32, QEMU's own default cap) for at most $BENCH_CAP_TIMEOUT s (default 60): godwit `migrate
+# --bandwidth N --timeout S` at its defaults otherwise (auto-converge), QEMU at its own
+# (downtime-limit 300 ms, no auto-converge capability). A move still copying at the end is
+# cancelled and counted as not converged (the issue's "convergence where QEMU's default does
+# not"); the guest runs on at its source and that chain ends.
+# Before the moves, iperf3 measures the loopback's rate (3 s over 127.0.0.1, no VM running):
+# each table gives total time over the time the bytes sent would take at that rate.
+#
+# For each workload (idle, busy, capped) and each VMM one guest is booted and, once it has printed
 # $BENCH_SETTLE s of gap lines, moved over TCP on 127.0.0.1 to a fresh destination process,
 # which then becomes the source of the next move (RUNS moves for godwit, 2 x RUNS for QEMU):
 #   godwit  `godwit run --incoming tcp:127.0.0.1:PORT --name N --api-socket S` (nothing else),
@@ -51,7 +60,8 @@
 # -incoming defer) and migrate to unix:PATH: QEMU's own way to move a guest on one host without
 # sending its pages.
 #
-# Environment: BENCH_TRANSPORT (tcp, the default, or local), BENCH_VMMS (default "godwit qemu"), BENCH_WORKLOADS (default "idle busy"),
+# Environment: BENCH_TRANSPORT (tcp, the default, or local), BENCH_VMMS (default "godwit qemu"),
+# BENCH_WORKLOADS (default "idle busy capped"), BENCH_CAP_MIBPS and BENCH_CAP_TIMEOUT (capped),
 # BENCH_QEMU_DOWNTIMES (ms, default "300 10"), BENCH_GAP_CONSOLE (virtio, the default, or serial), BENCH_MEM (MiB, default 1024), BENCH_DIRTY
 # (MiB/s for busy, default 50), BENCH_SETTLE (s of gap lines before each move, default 4),
 # BENCH_VM_TIMEOUT (s for a boot to reach the loop, default 180), BENCH_MIGRATE_TIMEOUT (s per
@@ -66,7 +76,9 @@ runs=${2:-${BENCH_RUNS:-2}}
 transport=${BENCH_TRANSPORT:-tcp}
 case $transport in tcp|local) ;; *) echo "bench: BENCH_TRANSPORT must be tcp or local" >&2; exit 1 ;; esac
 vmms=${BENCH_VMMS:-godwit qemu}
-workloads=${BENCH_WORKLOADS:-idle busy}
+workloads=${BENCH_WORKLOADS:-idle busy capped}
+cap=${BENCH_CAP_MIBPS:-32}
+cap_timeout=${BENCH_CAP_TIMEOUT:-60}
 qemu_downtimes=${BENCH_QEMU_DOWNTIMES:-300 10}
 mem=${BENCH_MEM:-1024}
 gapcon=${BENCH_GAP_CONSOLE:-virtio}
@@ -127,6 +139,7 @@ script_disk() { # NAME MIBPS
 }
 script_disk idle 0
 script_disk busy "$dirty"
+script_disk capped "$dirty"
 
 qcommon() { # SCRIPT_IMG [RAM_FILE]: with RAM_FILE (local moves), RAM is that shared file
   local machine=q35
@@ -198,7 +211,9 @@ chain() {
   wait_gaps "$log" "$pid" "$vmm $wl (boot)" "$settle" "$vm_timeout" ||
     { cat "$d/boot.err" 2>/dev/null >&2; kill -KILL "$pid" 2>/dev/null; return 1; }
   local budgets r i
-  if [ "$vmm" = godwit ]; then budgets=default; else budgets=$qemu_downtimes; fi
+  if [ "$vmm" = godwit ]; then budgets=default
+  elif [ "$wl" = capped ]; then budgets=300 # QEMU's default, as its cap
+  else budgets=$qemu_downtimes; fi
   for i in $(seq 1 "$runs"); do
     for b in $budgets; do
       if [ $hop -gt 0 ] && [ "$i" -gt 1 ] && [ $((SECONDS - start)) -ge "$budget" ]; then
@@ -238,13 +253,30 @@ chain() {
           kill -KILL "$dpid" "$pid" 2>/dev/null; return 1; }
       local off
       off=$(stat -c %s "$(gap_log "$log")")
-      local how=
+      local how= limit=$mig_timeout rc
       [ "$transport" = local ] && { [ "$vmm" = godwit ] && how=--local || how=--shared; }
+      # capped: both VMMs held to $cap MiB/s for $cap_timeout s (godwit's own --timeout).
+      if [ "$wl" = capped ] && [ "$vmm" = godwit ]; then
+        how="$how --bandwidth $cap --timeout $cap_timeout" limit=$((cap_timeout + 60))
+      elif [ "$wl" = capped ]; then
+        how="$how --max-bandwidth $cap" limit=$cap_timeout
+      fi
       if [ "$vmm" = godwit ]; then
-        r=$("$py" "$helper" godwit "$godwit" "$sock" "$uri" "$n.out" "$mig_timeout" $how)
+        r=$("$py" "$helper" godwit "$godwit" "$sock" "$uri" "$n.out" "$limit" $how)
       else
-        r=$(timeout -k 5 $((mig_timeout + 30)) "$py" "$helper" qemu "$sock" "$uri" "$b" "$mig_timeout" $how)
-      fi || {
+        r=$(timeout -k 5 $((limit + 30)) "$py" "$helper" qemu "$sock" "$uri" "$b" "$limit" $how)
+      fi
+      rc=$?
+      if [ $rc -eq 3 ]; then # not converged: the guest runs on at the source; the chain ends
+        local nwall nbytes npasses
+        read -r _ nwall nbytes npasses <<<"$r"
+        rec $cfg noconv 1
+        echo "bench: $vmm $wl move $i (budget $b): did not converge in $limit s ($(awk -v b="$nbytes" \
+          'BEGIN{printf "%.1f", b / 1048576}') MiB sent, passes $npasses); the guest runs on at the source" >&2
+        kill -KILL "$dpid" "$pid" 2>/dev/null; wait "$dpid" "$pid" 2>/dev/null; keep_logs
+        return 0
+      fi
+      [ $rc -eq 0 ] || {
         echo "bench: $vmm $wl move $i (budget $b) failed; the destination's log:" >&2
         tail -n 10 "$dlog" "$n.err" 2>/dev/null >&2
         kill -KILL "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null; keep_logs
@@ -288,12 +320,33 @@ med() { [ -s "$work/$1" ] && median <"$work/$1"; }
 cnt() { [ -s "$work/$1.total" ] && wc -l <"$work/$1.total" || echo 0; }
 
 start=$SECONDS
+# The loopback's own rate with no VM running, for the issue's "total time within 1.5x of the
+# bytes over the loopback bandwidth": iperf3 over 127.0.0.1 for 3 s.
+lo_mibps=
+if command -v iperf3 >/dev/null; then
+  port=$((port + 1))
+  iperf3 -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
+  lo_srv=$!
+  "$py" "$helper" listening $port 10 &&
+    lo_mibps=$(iperf3 -c 127.0.0.1 -p $port -t 3 -f m 2>/dev/null | awk '/receiver/ {
+      for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i }
+      END { if (r) printf "%.1f", r * 1e6 / 8 / 1048576 }')
+  kill $lo_srv 2>/dev/null; wait $lo_srv 2>/dev/null
+fi
+step "loopback: ${lo_mibps:-n/a} MiB/s (iperf3 -c 127.0.0.1 -t 3)"
+
 for wl in $workloads; do
   for vmm in $vmms; do
     chain "$vmm" "$wl" || echo "bench: the $vmm $wl chain stopped early" >&2
     keep_logs
   done
 done
+
+# ideal CONFIG: its median total time over the time its median bytes take at the loopback's rate
+ideal() {
+  awk -v t="$(med $1.total)" -v b="$(med $1.bytes)" -v lo="$lo_mibps" \
+    'BEGIN { if (t != "" && b != "" && lo != "" && b > 0) print t / (b / (lo * 1048576) * 1000) }'
+}
 
 # row NAME DIVISOR godwit q1 q2: values and godwit/QEMU ratios
 row() {
@@ -309,11 +362,29 @@ echo "guest: $kernel_package bzImage, default initrd, script mode running bench/
   "$(qemu-system-x86_64 --version | head -n 1);" \
   "$([ "$transport" = local ] && echo "same-host moves over a UNIX socket, RAM not copied (godwit --local," \
     "QEMU x-ignore-shared on a shared memory file)" || echo "migration over TCP on 127.0.0.1")"
+echo "loopback: ${lo_mibps:-n/a} MiB/s (iperf3 -c 127.0.0.1 -t 3, no VM running)"
 set -- $qemu_downtimes
 q1=${1:-300} q2=${2:-10}
 ok=1
+noconv() { cat "$work/$1.noconv" 2>/dev/null | wc -l; }
 for wl in $workloads; do
   g=godwit-$wl a=qemu$q1-$wl b=qemu$q2-$wl
+  if [ "$wl" = capped ]; then # QEMU at its defaults only: 300 ms, no auto-converge
+    a=qemu300-capped b=none
+    echo
+    echo "capped (writer at $dirty MiB/s, both VMMs held to $cap MiB/s for at most $cap_timeout s;" \
+      "godwit at its defaults otherwise, QEMU at its own: 300 ms, no auto-converge): converged: godwit" \
+      "$(cnt $g) of $(( $(cnt $g) + $(noconv $g) )), QEMU $(cnt $a) of $(( $(cnt $a) + $(noconv $a) ))"
+    echo
+    echo "| capped, $mem MiB (medians of the moves that converged) | godwit (10 ms) | QEMU 300 ms | godwit/QEMU |"
+    echo "|---|---|---|---|"
+    row "total time, VMM's figure (ms)" 1 "$(med $g.total)" "$(med $a.total)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
+    row "guest-seen downtime: longest gap (ms)" 1000 "$(med $g.gap)" "$(med $a.gap)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
+    row "downtime, VMM's figure (ms)" 1 "$(med $g.down)" "$(med $a.down)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
+    row "bytes sent (MiB)" 1048576 "$(med $g.bytes)" "$(med $a.bytes)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
+    [ "$(cnt $g)" -gt 0 ] || ok=0
+    continue
+  fi
   echo
   echo "$wl$([ "$wl" = busy ] && echo " (writer at $dirty MiB/s asked; the guest's own count, median: godwit" \
     "$(med $g.rate || echo n/a), QEMU $(med $a.rate || echo n/a) MiB/s)"): successful moves: godwit $(cnt $g)," \
@@ -330,16 +401,18 @@ for wl in $workloads; do
   row "  a gap line's write() before the move (ms)" 1000 "$(med $g.write)" "$(med $a.write)" "$(med $b.write)"
   row "downtime, VMM's figure (ms)" 1 "$(med $g.down)" "$(med $a.down)" "$(med $b.down)"
   row "bytes sent (MiB)" 1048576 "$(med $g.bytes)" "$(med $a.bytes)" "$(med $b.bytes)"
+  row "total time over the bytes' time at the loopback's rate (x)" 1 "$(ideal $g)" "$(ideal $a)" "$(ideal $b)"
   for c in $g $a $b; do [ "$(cnt $c)" -gt 0 ] || ok=0; done
 done
 echo
 echo "godwit: godwit run --kernel K --initrd I --memory $mem --cpus 1 --no-rng --no-reboot --cmdline '$cmdline'" \
   "--disk path=SCRIPT,readonly=on,serial=godwit-script $(godwit_console LOG); godwit run --incoming tcp:127.0.0.1:PORT --name N" \
-  "--api-socket S $(godwit_console DLOG); godwit migrate SOCK tcp:127.0.0.1:PORT (local: unix:PATH, both sides, --local)"
+  "--api-socket S $(godwit_console DLOG); godwit migrate SOCK tcp:127.0.0.1:PORT (capped: --bandwidth $cap" \
+  "--timeout $cap_timeout; local: unix:PATH, both sides, --local)"
 echo "qemu:   qemu-system-x86_64 $(qcommon SCRIPT | sed "s|$kernel_bzimage|K|; s|$initrd|I|") $(qemu_console LOG)" \
   "-serial file:LOG" \
   "-qmp unix:SOCK,server=on,wait=off [-incoming tcp:127.0.0.1:PORT]; QMP migrate-set-parameters" \
-  "downtime-limit MS max-bandwidth 2^40, migrate tcp:127.0.0.1:PORT (local: -M q35,memory-backend=ram" \
+  "downtime-limit MS max-bandwidth 2^40 (capped: 300 and $cap MiB/s), migrate tcp:127.0.0.1:PORT (local: -M q35,memory-backend=ram" \
   "-object memory-backend-file,id=ram,mem-path=FILE,share=on, -incoming defer, x-ignore-shared on both" \
   "sides, migrate-incoming and migrate unix:PATH)"
 [ $ok -eq 1 ]
