@@ -178,15 +178,21 @@ static void fake_vm_stop(struct fake_vm *vm)
     pthread_mutex_destroy(&vm->lock);
 }
 
+/* A monitor on `vm`'s fake agent, started, once the agent has answered. */
+static struct agent_monitor *monitor_found(struct fake_vm *vm)
+{
+    struct agent_monitor *m;
+    fake_vm_start(vm);
+    assert_int_equal(agent_monitor_start(&m, vm->path, on_change, vm), 0);
+    assert_true(wait_for(vm, &vm->found, 1, 5000));
+    return m;
+}
+
 static void test_heartbeat_found_lost_found(void **state)
 {
     (void)state;
     struct fake_vm vm = { .listen_fd = -1 };
-    fake_vm_start(&vm);
-
-    struct agent_monitor *m;
-    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
-    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    struct agent_monitor *m = monitor_found(&vm);
     struct agent_status st;
     agent_monitor_status(m, &st);
     assert_true(st.seen && st.alive);
@@ -251,10 +257,7 @@ static void test_poweroff_request(void **state)
 {
     (void)state;
     struct fake_vm vm = { .listen_fd = -1 };
-    struct agent_monitor *m;
-    fake_vm_start(&vm);
-    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
-    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    struct agent_monitor *m = monitor_found(&vm);
     assert_true(agent_monitor_request_poweroff(m));
     assert_true(wait_for(&vm, &vm.poweroffs, 1, AGENT_PING_INTERVAL_MS / 2));
     nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 500 * 1000 * 1000 }, NULL);
@@ -315,10 +318,7 @@ static void test_take_resumed_after_a_long_pause(void **state)
 {
     (void)state;
     struct fake_vm vm = { .listen_fd = -1 };
-    struct agent_monitor *m;
-    fake_vm_start(&vm);
-    assert_int_equal(agent_monitor_start(&m, vm.path, on_change, &vm), 0);
-    assert_true(wait_for(&vm, &vm.found, 1, 5000));
+    struct agent_monitor *m = monitor_found(&vm);
     vm.silent = true; /* no answers: the guest paused */
     assert_true(wait_for(&vm, &vm.lost, 1, AGENT_LOST_MS + 5000));
     agent_monitor_resumed(m, "resume", false);
@@ -331,10 +331,7 @@ static void test_take_resumed_after_a_long_pause(void **state)
  * caller is told so, and its wait ends only once the step has reached the agent. */
 static struct agent_monitor *start_slow_step(struct fake_vm *vm)
 {
-    struct agent_monitor *m;
-    fake_vm_start(vm);
-    assert_int_equal(agent_monitor_start(&m, vm->path, on_change, vm), 0);
-    assert_true(wait_for(vm, &vm->found, 1, 5000));
+    struct agent_monitor *m = monitor_found(vm);
     agent_monitor_resumed(m, "resume", false);
     assert_true(wait_for(vm, &vm->set_times_taken, 1, 3000)); /* the monitor's, being answered */
     assert_int_equal(agent_monitor_take_resumed(m, "resume"), AGENT_RESUMED_STEPPING);
