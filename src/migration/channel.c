@@ -840,32 +840,54 @@ int mig_send_cpu(int fd, const struct kvm_cpuid2 *cpuid)
                      cpuid->nent * sizeof(cpuid->entries[0]));
 }
 
-int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid)
+/*
+ * A counted list's payload of `len` bytes: u32 n (at most `max`), then n entries of `size`
+ * bytes, read into a zeroed buffer after `prefix` bytes of room. *list is malloc'ed and *n set;
+ * 0, -ENOMEM, -errno, or -EPROTO after one line ("migration: WHAT of LEN bytes VERDICT") for
+ * a count over `max` or one that is not the payload's, found before any entry is read.
+ */
+static int recv_counted(int fd, uint64_t len, uint32_t max, size_t size, size_t prefix,
+                        const char *what, const char *verdict, uint8_t **list, uint32_t *n)
 {
     uint8_t count[4];
+    *list = NULL;
+    *n = 0;
     if (len < sizeof(count))
         goto bad;
     int ret = mig_recv_all(fd, count, sizeof(count));
     if (ret < 0)
         return ret;
-    uint32_t n = (uint32_t)le_get(count, 4);
-    if (n > MIG_MAX_CPUID_ENTRIES || len != sizeof(count) + n * sizeof(struct kvm_cpuid_entry2))
+    uint32_t got = (uint32_t)le_get(count, 4);
+    if (got > max || len != sizeof(count) + (uint64_t)got * size)
         goto bad;
-    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-    if (!c)
+    uint8_t *buf = calloc(1, prefix + (size_t)got * size + 1); /* + 1: never a size of 0 */
+    if (!buf)
         return -ENOMEM;
-    c->nent = n;
-    ret = mig_recv_all(fd, c->entries, n * sizeof(c->entries[0]));
+    ret = mig_recv_all(fd, buf + prefix, (size_t)got * size);
     if (ret < 0) {
-        free(c);
+        free(buf);
         return ret;
     }
-    *cpuid = c;
+    *list = buf;
+    *n = got;
     return 0;
 bad:
-    log_error("migration: a CPU model of %llu bytes is not a CPUID table",
-              (unsigned long long)len);
+    log_error("migration: %s of %llu bytes %s", what, (unsigned long long)len, verdict);
     return -EPROTO;
+}
+
+int mig_recv_cpu(int fd, uint64_t len, struct kvm_cpuid2 **cpuid)
+{
+    uint8_t *buf;
+    uint32_t n;
+    int ret = recv_counted(fd, len, MIG_MAX_CPUID_ENTRIES, sizeof(struct kvm_cpuid_entry2),
+                           sizeof(struct kvm_cpuid2), "a CPU model", "is not a CPUID table",
+                           &buf, &n);
+    if (ret < 0)
+        return ret;
+    *cpuid = (struct kvm_cpuid2 *)buf;
+    (*cpuid)->nent = n;
+    return 0;
 }
 
 int mig_send_routes(int fd, const struct mig_route *routes, unsigned count)
@@ -887,38 +909,27 @@ int mig_send_routes(int fd, const struct mig_route *routes, unsigned count)
 
 int mig_recv_routes(int fd, uint64_t len, struct mig_route **routes, unsigned *count)
 {
-    uint8_t n_le[4];
+    uint8_t *buf;
+    uint32_t n;
     *routes = NULL;
     *count = 0;
-    if (len < sizeof(n_le))
-        goto bad;
-    int ret = mig_recv_all(fd, n_le, sizeof(n_le));
-    if (ret < 0)
+    int ret = recv_counted(fd, len, MIG_MAX_ROUTES, MIG_ROUTE_SIZE, 0, "MSI routes",
+                           "are not a list of routes", &buf, &n);
+    if (ret < 0 || n == 0) {
+        free(buf);
         return ret;
-    uint32_t n = (uint32_t)le_get(n_le, 4);
-    if (n > MIG_MAX_ROUTES || len != sizeof(n_le) + (uint64_t)n * MIG_ROUTE_SIZE)
-        goto bad;
-    if (n == 0)
-        return 0;
-    uint8_t *buf = malloc((size_t)n * MIG_ROUTE_SIZE);
+    }
     struct mig_route *r = calloc(n, sizeof(*r));
-    ret = buf && r ? mig_recv_all(fd, buf, (size_t)n * MIG_ROUTE_SIZE) : -ENOMEM;
-    for (uint32_t i = 0; ret == 0 && i < n; i++) {
+    for (uint32_t i = 0; r && i < n; i++) {
         const uint8_t *e = buf + (size_t)i * MIG_ROUTE_SIZE;
         r[i] = (struct mig_route){ .gsi = (uint32_t)le_get(e, 4),
                                    .data = (uint32_t)le_get(e + 4, 4),
                                    .address = le_get(e + 8, 8) };
     }
     free(buf);
-    if (ret < 0) {
-        free(r);
-        return ret;
-    }
+    if (!r)
+        return -ENOMEM;
     *routes = r;
     *count = n;
     return 0;
-bad:
-    log_error("migration: MSI routes of %llu bytes are not a list of routes",
-              (unsigned long long)len);
-    return -EPROTO;
 }
