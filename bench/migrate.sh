@@ -348,11 +348,13 @@ ideal() {
     'BEGIN { if (t != "" && b != "" && lo != "" && b > 0) print t / (b / (lo * 1048576) * 1000) }'
 }
 
-# row NAME DIVISOR godwit q1 q2: values and godwit/QEMU ratios
+# row NAME DIVISOR godwit q1 q2: values and godwit/QEMU ratios; q2 "-": no second QEMU column
 row() {
   awk -v n="$1" -v d="$2" -v g="$3" -v a="$4" -v b="$5" 'function f(x) { return x == "" ? "n/a" : sprintf("%.1f", x / d) }
     function r(x) { return (g == "" || x == "" || x == 0) ? "n/a" : sprintf("%.2f", g / x) }
-    BEGIN { printf "| %s | %s | %s | %s | %s | %s |\n", n, f(g), f(a), r(a), f(b), r(b) }'
+    BEGIN { printf "| %s | %s | %s | %s |", n, f(g), f(a), r(a)
+      if (b != "-") printf " %s | %s |", f(b), r(b)
+      printf "\n" }'
 }
 
 echo
@@ -366,11 +368,11 @@ echo "loopback: ${lo_mibps:-n/a} MiB/s (iperf3 -c 127.0.0.1 -t 3, no VM running)
 set -- $qemu_downtimes
 q1=${1:-300} q2=${2:-10}
 ok=1
-noconv() { cat "$work/$1.noconv" 2>/dev/null | wc -l; }
+noconv() { [ -s "$work/$1.noconv" ] && wc -l <"$work/$1.noconv" || echo 0; }
 for wl in $workloads; do
   g=godwit-$wl a=qemu$q1-$wl b=qemu$q2-$wl
   if [ "$wl" = capped ]; then # QEMU at its defaults only: 300 ms, no auto-converge
-    a=qemu300-capped b=none
+    a=qemu300-capped
     echo
     echo "capped (writer at $dirty MiB/s, both VMMs held to $cap MiB/s for at most $cap_timeout s;" \
       "godwit at its defaults otherwise, QEMU at its own: 300 ms, no auto-converge): converged: godwit" \
@@ -378,10 +380,10 @@ for wl in $workloads; do
     echo
     echo "| capped, $mem MiB (medians of the moves that converged) | godwit (10 ms) | QEMU 300 ms | godwit/QEMU |"
     echo "|---|---|---|---|"
-    row "total time, VMM's figure (ms)" 1 "$(med $g.total)" "$(med $a.total)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
-    row "guest-seen downtime: longest gap (ms)" 1000 "$(med $g.gap)" "$(med $a.gap)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
-    row "downtime, VMM's figure (ms)" 1 "$(med $g.down)" "$(med $a.down)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
-    row "bytes sent (MiB)" 1048576 "$(med $g.bytes)" "$(med $a.bytes)" "" | cut -d'|' -f1-5 | sed 's/$/|/'
+    row "total time, VMM's figure (ms)" 1 "$(med $g.total)" "$(med $a.total)" -
+    row "guest-seen downtime: longest gap (ms)" 1000 "$(med $g.gap)" "$(med $a.gap)" -
+    row "downtime, VMM's figure (ms)" 1 "$(med $g.down)" "$(med $a.down)" -
+    row "bytes sent (MiB)" 1048576 "$(med $g.bytes)" "$(med $a.bytes)" -
     [ "$(cnt $g)" -gt 0 ] || ok=0
     continue
   fi
