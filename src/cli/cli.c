@@ -265,11 +265,25 @@ void cli_run_options_free(struct cli_run_options *opts)
     godwit_handover_close(&opts->handover);
 }
 
+/* While no source has connected yet: the filters of the threads this process starts once the
+ * guest's configuration has come, compiled now rather than between that and READY, where the
+ * source waits for them (40-60 ms in the test host). A configuration or --seccomp that asks for
+ * another mode compiles its own, as without this. */
+static void prepare_filters(enum godwit_seccomp mode)
+{
+    static const enum sandbox_thread kinds[] = { SANDBOX_THREAD_MAIN_LOOP, SANDBOX_THREAD_VCPU,
+                                                 SANDBOX_THREAD_CLI };
+    for (unsigned i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        sandbox_seccomp_prepare(kinds[i], mode);
+}
+
 /* The source's configuration is the base that options override, as a --config file is. The
  * connection stays open for the VM to receive the guest through. */
-static int accept_migration(const char *uri, struct cli_run_options *opts)
+static int accept_migration(const char *uri, struct cli_run_options *opts,
+                            enum godwit_seccomp mode)
 {
     char *config;
+    prepare_filters(mode);
     log_info("waiting for a migration on %s", uri);
     int fd = godwit_incoming_accept(uri, &config, &opts->incoming_memfd, &opts->handover);
     if (fd < 0)
@@ -348,62 +362,54 @@ static void override_handover(struct godwit_handover *h, const bool given[4])
     }
 }
 
-int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
+static const struct option run_options[] = {
+    { "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
+    { "cmdline", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
+    { "cpus", required_argument, NULL, 'p' },   { "hugepages", no_argument, NULL, OPT_HUGEPAGES },
+    { "no-reboot", no_argument, NULL, OPT_NO_REBOOT }, { "verbose", no_argument, NULL, 'v' },
+    { "quiet", no_argument, NULL, 'q' },        { "help", no_argument, NULL, 'h' },
+    { "config", required_argument, NULL, OPT_CONFIG },
+    { "name", required_argument, NULL, OPT_NAME },
+    { "api-socket", required_argument, NULL, OPT_API_SOCKET },
+    { "disk", required_argument, NULL, OPT_DISK },
+    { "net", required_argument, NULL, OPT_NET },
+    { "console", required_argument, NULL, OPT_CONSOLE },
+    { "no-rng", no_argument, NULL, OPT_NO_RNG },
+    { "vsock", required_argument, NULL, OPT_VSOCK },
+    { "kernel-decompress", required_argument, NULL, OPT_KERNEL_DECOMPRESS },
+    { "thp", required_argument, NULL, OPT_THP },
+    { "restore", required_argument, NULL, OPT_RESTORE },
+    { "incoming", required_argument, NULL, OPT_INCOMING },
+    { "seccomp", required_argument, NULL, OPT_SECCOMP },
+    { "caps", required_argument, NULL, OPT_CAPS },
+    { "io-poll", required_argument, NULL, OPT_IO_POLL },
+    { "jail", required_argument, NULL, OPT_JAIL },
+    { "uid", required_argument, NULL, OPT_UID },
+    { "gid", required_argument, NULL, OPT_GID },
+    { "cgroup", required_argument, NULL, OPT_CGROUP },
+    { "netns", required_argument, NULL, OPT_NETNS },
+    { 0 },
+};
+static const char run_shortopts[] = ":k:i:c:m:p:vqh";
+
+/* Which kinds of option were given, for what follows the options (override_handover, the
+ * jail's checks). */
+struct options_given {
+    bool disks, nets, console, vsock;
+    unsigned ids; /* 1: --uid, 2: --gid */
+};
+
+/* Every option given, over what opts holds (defaults, a --config file, a snapshot's or a
+ * migration's configuration). 0, CLI_HELP, or -EINVAL after one line. */
+static int apply_options(int argc, char **argv, struct cli_run_options *opts,
+                         struct options_given *given)
 {
     struct vm_config *cfg = &opts->cfg;
-    static const struct option options[] = {
-        { "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
-        { "cmdline", required_argument, NULL, 'c' }, { "memory", required_argument, NULL, 'm' },
-        { "cpus", required_argument, NULL, 'p' },   { "hugepages", no_argument, NULL, OPT_HUGEPAGES },
-        { "no-reboot", no_argument, NULL, OPT_NO_REBOOT }, { "verbose", no_argument, NULL, 'v' },
-        { "quiet", no_argument, NULL, 'q' },        { "help", no_argument, NULL, 'h' },
-        { "config", required_argument, NULL, OPT_CONFIG },
-        { "name", required_argument, NULL, OPT_NAME },
-        { "api-socket", required_argument, NULL, OPT_API_SOCKET },
-        { "disk", required_argument, NULL, OPT_DISK },
-        { "net", required_argument, NULL, OPT_NET },
-        { "console", required_argument, NULL, OPT_CONSOLE },
-        { "no-rng", no_argument, NULL, OPT_NO_RNG },
-        { "vsock", required_argument, NULL, OPT_VSOCK },
-        { "kernel-decompress", required_argument, NULL, OPT_KERNEL_DECOMPRESS },
-        { "thp", required_argument, NULL, OPT_THP },
-        { "restore", required_argument, NULL, OPT_RESTORE },
-        { "incoming", required_argument, NULL, OPT_INCOMING },
-        { "seccomp", required_argument, NULL, OPT_SECCOMP },
-        { "caps", required_argument, NULL, OPT_CAPS },
-        { "io-poll", required_argument, NULL, OPT_IO_POLL },
-        { "jail", required_argument, NULL, OPT_JAIL },
-        { "uid", required_argument, NULL, OPT_UID },
-        { "gid", required_argument, NULL, OPT_GID },
-        { "cgroup", required_argument, NULL, OPT_CGROUP },
-        { "netns", required_argument, NULL, OPT_NETNS },
-        { 0 },
-    };
-    static const char shortopts[] = ":k:i:c:m:p:vqh";
-    bool disks_given = false, nets_given = false, console_given = false, vsock_given = false;
-    unsigned ids_given = 0; /* 1: --uid, 2: --gid */
     uint64_t value;
     int opt;
-
-    memset(opts, 0, sizeof(*opts));
-    config_defaults(cfg, &opts->extra);
-    const char *file = find_option(argc, argv, options, shortopts, OPT_CONFIG);
-    const char *restore = find_option(argc, argv, options, shortopts, OPT_RESTORE);
-    const char *incoming = find_option(argc, argv, options, shortopts, OPT_INCOMING);
-    if (!!file + !!restore + !!incoming > 1) {
-        log_error("--config, --restore and --incoming exclude each other: a snapshot and a "
-                  "migration bring their configuration");
-        return -EINVAL;
-    }
-    if (file && config_load_file(file, cfg, &opts->extra, &opts->owned, NULL) < 0)
-        return -EINVAL;
-    if (restore && load_snapshot_config(restore, opts) < 0)
-        return -EINVAL;
-    if (incoming && accept_migration(incoming, opts) < 0)
-        return -EINVAL;
     opterr = 0;
     optind = 0; /* 0: glibc starts a fresh scan */
-    while ((opt = getopt_long(argc, argv, shortopts, options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, run_shortopts, run_options, NULL)) != -1) {
         switch (opt) {
         case 'k': cfg->kernel_path = optarg; break;
         case 'i': cfg->initrd_path = optarg; break;
@@ -433,21 +439,21 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         case OPT_API_SOCKET: opts->extra.api_socket = optarg; break;
         case OPT_DISK:
         case OPT_NET:
-            if (add_device_option(opts, opt, optarg, &disks_given, &nets_given) < 0)
+            if (add_device_option(opts, opt, optarg, &given->disks, &given->nets) < 0)
                 return -EINVAL;
             break;
         case OPT_CONSOLE:
             if (devopt_parse_console("--console", optarg, &cfg->virtio_console,
                                      &cfg->virtio_console_path, &opts->owned) < 0)
                 return -EINVAL;
-            console_given = true;
+            given->console = true;
             break;
         case OPT_NO_RNG: cfg->no_rng = true; break;
         case OPT_VSOCK:
             if (devopt_parse_vsock("--vsock", optarg, &cfg->vsock_cid, &cfg->vsock_path,
                                    &opts->owned) < 0)
                 return -EINVAL;
-            vsock_given = true;
+            given->vsock = true;
             break;
         case OPT_KERNEL_DECOMPRESS:
             if (parse_off("--kernel-decompress", optarg, &cfg->no_kernel_decompress) < 0)
@@ -484,7 +490,7 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
                 opts->jail.uid = (uid_t)value;
             else
                 opts->jail.gid = (gid_t)value;
-            ids_given |= opt == OPT_UID ? 1 : 2;
+            given->ids |= opt == OPT_UID ? 1 : 2;
             break;
         case OPT_CGROUP:
             if (jail_cgroup_add(&opts->jail.cgroup, optarg) < 0)
@@ -506,13 +512,13 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         log_error("unexpected argument '%s' (see godwit run --help)", argv[optind]);
         return -EINVAL;
     }
-    override_handover(&opts->handover,
-                      (const bool[4]){ disks_given, nets_given, console_given, vsock_given });
-    if (!cfg->kernel_path) {
-        log_error("--kernel is required (see godwit run --help)");
-        return -EINVAL;
-    }
-    if (ids_given && !opts->jail.dir) {
+    return 0;
+}
+
+/* The jail's own options make sense only with --jail. */
+static int check_jail_options(const struct cli_run_options *opts, const struct options_given *given)
+{
+    if (given->ids && !opts->jail.dir) {
         log_error("--uid and --gid are the --jail's user: give --jail DIR too");
         return -EINVAL;
     }
@@ -520,7 +526,65 @@ int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
         log_error("--cgroup limits a jailed VM: give --jail DIR too (or use systemd's limits)");
         return -EINVAL;
     }
-    opts->jail.ids_given = ids_given == 3;
+    return 0;
+}
+
+/* A destination checks its options before it waits for a source, which may be long: a bad one
+ * is refused at once, not once a guest has come. On a copy, since the source's configuration
+ * comes first and the options override it. Also gives the filter mode they ask for. */
+static int check_options_early(int argc, char **argv, enum godwit_seccomp *mode)
+{
+    struct cli_run_options scratch;
+    struct options_given given = { 0 };
+    memset(&scratch, 0, sizeof(scratch));
+    config_defaults(&scratch.cfg, &scratch.extra);
+    int ret = apply_options(argc, argv, &scratch, &given);
+    if (ret == 0)
+        ret = check_jail_options(&scratch, &given);
+    *mode = scratch.extra.seccomp;
+    cli_run_options_free(&scratch);
+    return ret;
+}
+
+int cli_parse_run(int argc, char **argv, struct cli_run_options *opts)
+{
+    struct vm_config *cfg = &opts->cfg;
+    struct options_given given = { 0 };
+
+    memset(opts, 0, sizeof(*opts));
+    config_defaults(cfg, &opts->extra);
+    const char *file = find_option(argc, argv, run_options, run_shortopts, OPT_CONFIG);
+    const char *restore = find_option(argc, argv, run_options, run_shortopts, OPT_RESTORE);
+    const char *incoming = find_option(argc, argv, run_options, run_shortopts, OPT_INCOMING);
+    if (!!file + !!restore + !!incoming > 1) {
+        log_error("--config, --restore and --incoming exclude each other: a snapshot and a "
+                  "migration bring their configuration");
+        return -EINVAL;
+    }
+    if (file && config_load_file(file, cfg, &opts->extra, &opts->owned, NULL) < 0)
+        return -EINVAL;
+    if (restore && load_snapshot_config(restore, opts) < 0)
+        return -EINVAL;
+    if (incoming) {
+        enum godwit_seccomp mode;
+        int ret = check_options_early(argc, argv, &mode);
+        if (ret != 0)
+            return ret;
+        if (accept_migration(incoming, opts, mode) < 0)
+            return -EINVAL;
+    }
+    int ret = apply_options(argc, argv, opts, &given);
+    if (ret != 0)
+        return ret;
+    override_handover(&opts->handover,
+                      (const bool[4]){ given.disks, given.nets, given.console, given.vsock });
+    if (!cfg->kernel_path) {
+        log_error("--kernel is required (see godwit run --help)");
+        return -EINVAL;
+    }
+    if (check_jail_options(opts, &given) < 0)
+        return -EINVAL;
+    opts->jail.ids_given = given.ids == 3;
     return 0;
 }
 

@@ -426,6 +426,33 @@ static void test_jail_options(void **state)
     cli_run_options_free(&opts);
 }
 
+/* A destination refuses a bad option before it waits for a source: it neither listens nor
+ * blocks (without the early check each parse below would wait for a connection forever, which
+ * the alarm turns into this test's failure). */
+static void test_incoming_checks_options_first(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/godwit-test-cli-incoming.XXXXXX";
+    assert_non_null(mkdtemp(path));
+    char uri[sizeof(path) + 16];
+    snprintf(uri, sizeof(uri), "unix:%s/mig.sock", path);
+    char *bad_memory[] = { "run", "--incoming", uri, "--memory", "12x", NULL };
+    char *unknown[] = { "run", "--incoming", uri, "--frobnicate", NULL };
+    char *bad_seccomp[] = { "run", "--incoming", uri, "--seccomp", "maybe", NULL };
+    char *uid_alone[] = { "run", "--incoming", uri, "--uid", "5", NULL };
+    char *help[] = { "run", "--incoming", uri, "--help", NULL };
+    struct vm_config cfg;
+    alarm(20);
+    assert_int_equal(parse(ARGC(bad_memory), bad_memory, &cfg), -EINVAL);
+    assert_int_equal(parse(ARGC(unknown), unknown, &cfg), -EINVAL);
+    assert_int_equal(parse(ARGC(bad_seccomp), bad_seccomp, &cfg), -EINVAL);
+    assert_int_equal(parse(ARGC(uid_alone), uid_alone, &cfg), -EINVAL);
+    assert_int_equal(parse(ARGC(help), help, &cfg), CLI_HELP);
+    alarm(0);
+    assert_int_equal(access(uri + 5, F_OK), -1); /* no socket was bound */
+    assert_int_equal(rmdir(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_on_off_options),
         cmocka_unit_test(test_bad_device_options_rejected),
         cmocka_unit_test(test_devices_override_config_file),
+        cmocka_unit_test(test_incoming_checks_options_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
