@@ -727,6 +727,7 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     if (!vm)
         return reason;
     gv->loop.stop = false;
+    uint64_t create_start = monotonic_ns();
     int created = vm_create(vm, &gv->cfg);
     bool restored = gv->restore != NULL;
     if (gv->restore) { /* a later boot (a guest reboot) starts the kernel afresh */
@@ -740,8 +741,13 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     bool held = false;    /* the vCPU threads made, waiting for the switch-over */
     if (migrated_in) { /* the guest's RAM and state come from the source */
         if (created == 0) {
+            uint64_t threads_start = monotonic_ns();
             created = vm_start_held(vm);
             held = true; /* even when it failed: some may have started */
+            if (created == 0)
+                log_info("migration: the VM here built in %.1f ms (%.1f ms its memory, devices "
+                         "and KVM objects, %.1f ms its vCPU threads)", ms_since_ns(create_start),
+                         ns_to_ms(threads_start - create_start), ms_since_ns(threads_start));
         }
         if (created == 0)
             created = migration_receive(vm, gv->incoming_fd, gv->incoming_memfd >= 0,
