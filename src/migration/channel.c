@@ -31,6 +31,7 @@
 #define MIG_MAGIC 0x474d5747u /* "GWMG" little-endian */
 #define HEADER_LEN 16u
 #define MIG_ROUTE_SIZE 16u /* u32 GSI, u32 data, u64 address */
+#define RUN_ENTRY_SIZE 12u /* u64 first page, u32 count */
 
 const char *mig_type_name(uint32_t type)
 {
@@ -53,6 +54,7 @@ const char *mig_type_name(uint32_t type)
     case MIG_SYNC: return "SYNC";
     case MIG_SYNCED: return "SYNCED";
     case MIG_ROUTES: return "ROUTES";
+    case MIG_RUNS: return "RUNS";
     }
     return "unknown";
 }
@@ -63,6 +65,8 @@ static uint64_t max_len(uint32_t type)
     switch (type) {
     case MIG_HELLO: return 4 + MIG_MAX_CONFIG;
     case MIG_PAGES: return 12 + (uint64_t)MIG_MAX_RUN_PAGES * MIG_PAGE_SIZE;
+    case MIG_RUNS:
+        return 4 + (uint64_t)MIG_MAX_RUN_PAGES * (RUN_ENTRY_SIZE + MIG_PAGE_SIZE);
     case MIG_STATE: return MIG_MAX_STATE;
     case MIG_ERROR: return 1024;
     case MIG_CPU: return 4 + (uint64_t)MIG_MAX_CPUID_ENTRIES * sizeof(struct kvm_cpuid_entry2);
@@ -288,6 +292,19 @@ void mig_unlisten(int listener, const char *uri)
 
 /* ---- messages ---- */
 
+/* Steps *iov and *n past `done` bytes that a partial sendmsg or readv moved. */
+static void iov_advance(struct iovec **iov, int *n, size_t done)
+{
+    while (*n > 0 && done >= (*iov)->iov_len) {
+        done -= (*iov)->iov_len;
+        (*iov)++, (*n)--;
+    }
+    if (*n > 0) {
+        (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + done;
+        (*iov)->iov_len -= done;
+    }
+}
+
 static int write_iov(int fd, struct iovec *iov, int n)
 {
     while (n > 0) {
@@ -298,14 +315,7 @@ static int write_iov(int fd, struct iovec *iov, int n)
             continue;
         if (w < 0)
             return errno == EAGAIN ? -ETIMEDOUT : -errno; /* SO_SNDTIMEO ran out */
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++, n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        iov_advance(&iov, &n, (size_t)w);
     }
     return 0;
 }
@@ -339,6 +349,76 @@ int mig_recv_all(int fd, void *buf, size_t len)
 {
     int ret = fd_read_exact(fd, buf, len);
     return ret == -EAGAIN ? -ETIMEDOUT : ret; /* SO_RCVTIMEO ran out */
+}
+
+int mig_send_runs(int fd, const struct mig_run *runs, unsigned n, void *const *hosts)
+{
+    uint8_t head[HEADER_LEN + 4 + MIG_MAX_RUN_PAGES * RUN_ENTRY_SIZE];
+    struct iovec iov[2 + MIG_MAX_RUN_PAGES];
+    uint64_t pages = 0;
+    if (!n || n > MIG_MAX_RUN_PAGES)
+        return -EINVAL;
+    le_put(head + HEADER_LEN, 4, n);
+    for (unsigned i = 0; i < n; i++) {
+        le_put(head + HEADER_LEN + 4 + i * RUN_ENTRY_SIZE, 8, runs[i].first);
+        le_put(head + HEADER_LEN + 4 + i * RUN_ENTRY_SIZE + 8, 4, runs[i].count);
+        iov[1 + i] = (struct iovec){ hosts[i], (size_t)runs[i].count * MIG_PAGE_SIZE };
+        pages += runs[i].count;
+    }
+    if (pages > MIG_MAX_RUN_PAGES)
+        return -EINVAL;
+    size_t table = 4 + (size_t)n * RUN_ENTRY_SIZE;
+    put_header(head, MIG_RUNS, table + pages * MIG_PAGE_SIZE);
+    iov[0] = (struct iovec){ head, HEADER_LEN + table };
+    return write_iov(fd, iov, (int)n + 1);
+}
+
+int mig_recv_runs_table(int fd, uint64_t len, struct mig_run *runs, unsigned *n)
+{
+    uint8_t table[4 + MIG_MAX_RUN_PAGES * RUN_ENTRY_SIZE];
+    if (len < 4)
+        goto bad;
+    int ret = mig_recv_all(fd, table, 4);
+    if (ret < 0)
+        return ret;
+    uint32_t count = (uint32_t)le_get(table, 4);
+    if (!count || count > MIG_MAX_RUN_PAGES || len < 4 + (uint64_t)count * RUN_ENTRY_SIZE)
+        goto bad;
+    if ((ret = mig_recv_all(fd, table + 4, (size_t)count * RUN_ENTRY_SIZE)) < 0)
+        return ret;
+    uint64_t pages = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = table + 4 + i * RUN_ENTRY_SIZE;
+        runs[i] = (struct mig_run){ .first = le_get(e, 8), .count = (uint32_t)le_get(e + 8, 4) };
+        if (!runs[i].count || runs[i].count > MIG_MAX_RUN_PAGES - pages)
+            goto bad;
+        pages += runs[i].count;
+    }
+    if (len != 4 + (uint64_t)count * RUN_ENTRY_SIZE + pages * MIG_PAGE_SIZE)
+        goto bad;
+    *n = count;
+    return 0;
+bad:
+    log_error("migration: a RUNS message of %llu bytes whose runs are not 1 to %u, of 1 to %u "
+              "pages in all, or not its length", (unsigned long long)len, MIG_MAX_RUN_PAGES,
+              MIG_MAX_RUN_PAGES);
+    return -EPROTO;
+}
+
+int mig_recv_iov(int fd, struct iovec *iov, unsigned count)
+{
+    int n = (int)count;
+    while (n > 0) {
+        ssize_t r = readv(fd, iov, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno == EAGAIN ? -ETIMEDOUT : -errno; /* SO_RCVTIMEO ran out */
+        if (r == 0)
+            return -ECONNRESET;
+        iov_advance(&iov, &n, (size_t)r);
+    }
+    return 0;
 }
 
 /* Checks a header's bytes: the magic, and a length within its type's bound. */

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,28 @@ bad:
     log_error("migration: a page run whose length (%llu bytes) does not match its page count",
               (unsigned long long)len);
     return -EPROTO;
+}
+
+/* Several page runs (RUNS), read straight into guest RAM in one call where the socket has
+ * them: each run is checked to lie inside RAM before any page of the message is read. */
+static int receive_runs(struct vm *vm, int fd, uint64_t len)
+{
+    struct mig_run runs[MIG_MAX_RUN_PAGES];
+    struct iovec iov[MIG_MAX_RUN_PAGES];
+    unsigned n;
+    int ret = mig_recv_runs_table(fd, len, runs, &n);
+    if (ret < 0)
+        return ret;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *host = run_host(&vm->mem, runs[i].first, runs[i].count);
+        if (!host) {
+            log_error("migration: a run of %u pages at page %llu lies outside this VM's RAM",
+                      runs[i].count, (unsigned long long)runs[i].first);
+            return -EPROTO;
+        }
+        iov[i] = (struct iovec){ host, (size_t)runs[i].count * MIG_PAGE_SIZE };
+    }
+    return mig_recv_iov(fd, iov, n);
 }
 
 /* Where the destination's part of the pause went, from STATE's header to the ACK: the
@@ -256,6 +279,8 @@ static void *receive_extra(void *arg)
     while ((ret = mig_recv_header(c->fd, &h)) == 0) {
         if (h.type == MIG_PAGES)
             ret = receive_pages(c->all->vm, c->fd, h.len);
+        else if (h.type == MIG_RUNS)
+            ret = receive_runs(c->all->vm, c->fd, h.len);
         else if (h.type == MIG_PASS_END)
             ret = pass_end(c, c->fd, h.len);
         else if (h.type == MIG_DONE)
@@ -367,7 +392,7 @@ static int receive_one(struct receivers *r, int fd, const struct mig_header *h, 
         log_error("migration: a %s message before the CPU model", mig_type_name(h->type));
         return -EPROTO;
     }
-    if (h->type == MIG_PAGES && handed_over) {
+    if ((h->type == MIG_PAGES || h->type == MIG_RUNS) && handed_over) {
         log_error("migration: a page run in a local handover, whose RAM is shared");
         return -EPROTO;
     }
@@ -375,6 +400,8 @@ static int receive_one(struct receivers *r, int fd, const struct mig_header *h, 
         return mig_send(fd, MIG_SYNCED, NULL, 0); /* every page before it is written */
     if (h->type == MIG_PAGES && !*have_state)
         return receive_pages(r->vm, fd, h->len);
+    if (h->type == MIG_RUNS && !*have_state)
+        return receive_runs(r->vm, fd, h->len);
     if (h->type == MIG_PASS_END && r->count > 1 && !*have_state)
         return pass_end(&r->first, fd, h->len);
     if (h->type == MIG_STATE && !*have_state) {

@@ -183,27 +183,53 @@ static int keep_to_limit(struct migration *m, uint64_t bytes)
     return 0;
 }
 
-/* One run of `count` pages from `first`, read from guest memory as it is now, on `fd`. */
-static int send_run(struct migration *m, int fd, uint64_t first, uint32_t count)
+/*
+ * Page runs on their way to one RUNS message, MIG_MAX_RUN_PAGES pages at most: a dirty pass's
+ * pages come one or two at a time, and a message each cost a system call at both ends (three
+ * at the destination), 40-100 us a page in the nested test host. Each run's pages are read
+ * from guest memory as the message goes.
+ */
+struct run_batch {
+    int fd;
+    unsigned nr, pages;
+    struct mig_run runs[MIG_MAX_RUN_PAGES];
+    void *hosts[MIG_MAX_RUN_PAGES];
+};
+
+static int flush_runs(struct migration *m, struct run_batch *b)
+{
+    if (!b->nr)
+        return 0;
+    int ret = mig_send_runs(b->fd, b->runs, b->nr, b->hosts);
+    uint64_t bytes = (uint64_t)b->pages * MIG_PAGE_SIZE;
+    b->nr = b->pages = 0;
+    if (ret < 0)
+        return ret;
+    add_sent(m, bytes);
+    return keep_to_limit(m, bytes);
+}
+
+/* Adds `count` pages from `first` (inside one region, at most MIG_MAX_RUN_PAGES), sending the
+ * batch first when they would not fit and once it is full. */
+static int add_run(struct migration *m, struct run_batch *b, uint64_t first, uint32_t count)
 {
     uint64_t left;
     uint8_t *host = page_host(&m->vm->mem, first, &left);
-    if (!host || left < count)
+    if (!host || left < count || count > MIG_MAX_RUN_PAGES)
         return -EINVAL;
-    uint8_t prefix[12];
-    le_put(prefix, 8, first);
-    le_put(prefix + 8, 4, count);
-    int ret = mig_send2(fd, MIG_PAGES, prefix, sizeof(prefix), host,
-                        (size_t)count * MIG_PAGE_SIZE);
-    if (ret == 0)
-        add_sent(m, (uint64_t)count * MIG_PAGE_SIZE);
-    return ret == 0 ? keep_to_limit(m, (uint64_t)count * MIG_PAGE_SIZE) : ret;
+    int ret = b->pages + count > MIG_MAX_RUN_PAGES ? flush_runs(m, b) : 0;
+    if (ret < 0)
+        return ret;
+    b->runs[b->nr] = (struct mig_run){ .first = first, .count = count };
+    b->hosts[b->nr++] = host;
+    b->pages += count;
+    return b->pages == MIG_MAX_RUN_PAGES ? flush_runs(m, b) : 0;
 }
 
-/* Sends the pages of [first, first + count) that `want(m, page)` selects on `fd`, as runs
- * that stop at region ends and at MIG_MAX_RUN_PAGES. */
-static int send_selected(struct migration *m, int fd, uint64_t first, uint64_t count,
-                         bool (*want)(struct migration *m, uint64_t page))
+/* Adds the pages of [first, first + count) that `want(m, page)` selects to `b`, as runs that
+ * stop at region ends and at MIG_MAX_RUN_PAGES. */
+static int send_selected(struct migration *m, struct run_batch *b, uint64_t first,
+                         uint64_t count, bool (*want)(struct migration *m, uint64_t page))
 {
     uint64_t page = first, end = first + count;
     while (page < end) {
@@ -218,7 +244,7 @@ static int send_selected(struct migration *m, int fd, uint64_t first, uint64_t c
             return -EINVAL;
         while (page + run < end && run < left && run < MIG_MAX_RUN_PAGES && want(m, page + run))
             run++;
-        int ret = send_run(m, fd, page, (uint32_t)run);
+        int ret = add_run(m, b, page, (uint32_t)run);
         if (ret < 0)
             return ret;
         page += run;
@@ -237,16 +263,16 @@ static bool page_dirty(struct migration *m, uint64_t page)
     return m->bitmap[page / BITS_PER_WORD] & (1UL << (page % BITS_PER_WORD));
 }
 
-/* memory_populated_ranges()'s callback: a lane's populated pages go on its connection. */
+/* memory_populated_ranges()'s callback: a lane's populated pages go into its batch. */
 struct populated_ctx {
     struct migration *m;
-    int fd;
+    struct run_batch *batch;
 };
 
 static int send_populated(void *opaque, uint64_t first, uint64_t count)
 {
     struct populated_ctx *c = opaque;
-    return send_selected(c->m, c->fd, first, count, page_not_zero);
+    return send_selected(c->m, c->batch, first, count, page_not_zero);
 }
 
 static int clear_chunk(struct migration *m, const unsigned long *pages, uint64_t first,
@@ -265,9 +291,9 @@ static int clear_chunk(struct migration *m, const unsigned long *pages, uint64_t
  * skipping the memory file's holes unread. The chunk's dirty bits are cleared before it is
  * scanned, so a write after that is sent again later (dirty.h). Lanes scan at once: lseek's
  * SEEK_DATA answers each call with its own result; nothing reads the shared file offset. */
-static int first_pass_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
+static int first_pass_chunk(struct migration *m, struct run_batch *b, uint64_t page, uint64_t n)
 {
-    struct populated_ctx c = { m, fd };
+    struct populated_ctx c = { m, b };
     int ret = clear_chunk(m, NULL, page, n);
     return ret < 0 ? ret : memory_populated_ranges(&m->vm->mem, page, n, send_populated, &c);
 }
@@ -275,7 +301,7 @@ static int first_pass_chunk(struct migration *m, int fd, uint64_t page, uint64_t
 /* A chunk of a later pass: its pages in m->bitmap, KVM's record of them cleared just before.
  * Not in the final step: the guest is paused, no later pass will look, and each clear costs
  * the pause its write-protection and TLB flush (a failed final step ends the dirty log). */
-static int dirty_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
+static int dirty_chunk(struct migration *m, struct run_batch *b, uint64_t page, uint64_t n)
 {
     bool any = false;
     for (uint64_t p = page; p < page + n && !any; p += BITS_PER_WORD)
@@ -283,7 +309,7 @@ static int dirty_chunk(struct migration *m, int fd, uint64_t page, uint64_t n)
     if (!any)
         return 0;
     int ret = m->final_step ? 0 : clear_chunk(m, m->bitmap, page, n);
-    return ret < 0 ? ret : send_selected(m, fd, page, n, page_dirty);
+    return ret < 0 ? ret : send_selected(m, b, page, n, page_dirty);
 }
 
 /* Pages a chunk spans: whole 64-page words, as KVM clears them. The first pass alone on one
@@ -295,21 +321,29 @@ static uint64_t chunk_pages(const struct migration *m, bool first)
                                                         : 64 * MIG_MAX_RUN_PAGES;
 }
 
-/* Chunk after chunk of the current pass, as handed out, until none is left or a lane failed. */
+/* Chunk after chunk of the current pass, as handed out, until none is left or a lane failed.
+ * A batch may span chunks: it goes once full, and what is left once the pass's part is done. */
 static int send_chunks(struct migration *m, int fd, bool first)
 {
     const uint64_t chunk = chunk_pages(m, first);
-    for (;;) {
-        if (atomic_load(&m->lane_failed))
-            return -ECANCELED;
+    struct run_batch *b = calloc(1, sizeof(*b));
+    int ret = b ? 0 : -ENOMEM;
+    while (ret == 0) {
+        if (atomic_load(&m->lane_failed)) {
+            ret = -ECANCELED;
+            break;
+        }
         uint64_t page = atomic_fetch_add(&m->next_chunk, 1) * chunk;
         if (page >= m->nr_pages)
-            return 0;
+            break;
         uint64_t n = m->nr_pages - page < chunk ? m->nr_pages - page : chunk;
-        int ret = first ? first_pass_chunk(m, fd, page, n) : dirty_chunk(m, fd, page, n);
-        if (ret < 0)
-            return ret;
+        b->fd = fd;
+        ret = first ? first_pass_chunk(m, b, page, n) : dirty_chunk(m, b, page, n);
     }
+    if (ret == 0)
+        ret = flush_runs(m, b);
+    free(b);
+    return ret;
 }
 
 /* A lane's part failed: the others stop at their next chunk, and one blocked on a connection

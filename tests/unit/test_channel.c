@@ -401,6 +401,87 @@ static void test_receive_refusals(void **state)
     dest_vm_free(&vm);
 }
 
+/* Version 6: several runs in one RUNS message land where each belongs, the last page of RAM
+ * included, and SYNC follows them; the table's own refusals come before any page is read. */
+static void test_runs(void **state)
+{
+    (void)state;
+    struct vm vm;
+    dest_vm(&vm, true);
+    const uint64_t last = (64ull << 20) / 4096 - 1;
+    static uint8_t data[4][4096];
+    for (int i = 0; i < 4; i++)
+        memset(data[i], 0x61 + i, sizeof(data[i]));
+    /* One page at 5, two at 100 (from one buffer of two pages), the last page of RAM. */
+    uint8_t two[2 * 4096];
+    memcpy(two, data[1], 4096);
+    memcpy(two + 4096, data[2], 4096);
+    const struct mig_run runs[] = { { 5, 1 }, { 100, 2 }, { last, 1 } };
+    void *hosts[] = { data[0], two, data[3] };
+    struct pipe_pair p = pair();
+    send_cpu_model(p.tx, true);
+    assert_int_equal(mig_send_runs(p.tx, runs, 3, hosts), 0);
+    assert_int_equal(mig_send(p.tx, MIG_SYNC, NULL, 0), 0);
+    shutdown(p.tx, SHUT_WR);
+    assert_int_equal(migration_receive(&vm, p.rx, false, NULL, 0), -ECONNRESET);
+    assert_int_equal(next_type(p.tx), MIG_READY);
+    assert_int_equal(next_type(p.tx), MIG_SYNCED);
+    const uint8_t *ram = vm.mem.regions[0].host;
+    assert_int_equal(ram[5 * 4096], 0x61);
+    assert_int_equal(ram[100 * 4096 + 4095], 0x62);
+    assert_int_equal(ram[101 * 4096], 0x63);
+    assert_int_equal(ram[last * 4096 + 4095], 0x64);
+    assert_int_equal(ram[6 * 4096], 0); /* nothing between them */
+    close(p.tx);
+    close(p.rx);
+
+    /* What the sender refuses to send: no runs, or more pages than a message holds. */
+    const struct mig_run too_many[] = { { 0, 200 }, { 300, 57 } };
+    assert_int_equal(mig_send_runs(p.tx, runs, 0, hosts), -EINVAL);
+    assert_int_equal(mig_send_runs(p.tx, too_many, 2, hosts), -EINVAL);
+
+    /* Tables refused before any page: no runs, too many runs, an empty run, more pages than a
+     * message holds, a length that is not the table's and its pages', a run outside RAM, and
+     * any RUNS once RAM is the source's file. */
+    const struct {
+        uint32_t n;
+        struct mig_run run[2];
+        int64_t extra; /* added to the length the table and its pages make */
+        bool handed_over;
+    } bad[] = {
+        { 0, { { 0, 1 } }, 0, false },
+        { 257, { { 0, 1 } }, 0, false },
+        { 1, { { 0, 0 } }, 0, false },
+        { 2, { { 0, 200 }, { 300, 57 } }, -8192, false }, /* under the header's bound */
+        { 1, { { 0, 1 } }, 4096, false },
+        { 1, { { 0, 1 } }, -1, false },
+        { 2, { { 0, 1 }, { last, 2 } }, 0, false },
+        { 1, { { 0, 1 } }, 0, true },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p = pair();
+        send_cpu_model(p.tx, true);
+        unsigned entries = bad[i].n <= 2 ? bad[i].n : 2;
+        uint64_t pages = 0;
+        for (unsigned j = 0; j < entries; j++)
+            pages += bad[i].run[j].count;
+        uint64_t len = 4 + (uint64_t)bad[i].n * 12 + pages * 4096 + (uint64_t)bad[i].extra;
+        put_header(p.tx, MAGIC, MIG_RUNS, len);
+        assert_int_equal(write(p.tx, &bad[i].n, 4), 4);
+        for (unsigned j = 0; j < entries; j++) {
+            assert_int_equal(write(p.tx, &bad[i].run[j].first, 8), 8);
+            assert_int_equal(write(p.tx, &bad[i].run[j].count, 4), 4);
+        }
+        shutdown(p.tx, SHUT_WR);
+        assert_int_equal(migration_receive(&vm, p.rx, bad[i].handed_over, NULL, 0), -EPROTO);
+        assert_int_equal(next_type(p.tx), MIG_READY);
+        assert_int_equal(next_type(p.tx), MIG_ERROR); /* the source hears why */
+        close(p.tx);
+        close(p.rx);
+    }
+    dest_vm_free(&vm);
+}
+
 /* A memory file of `size` bytes, as a source's guest RAM. */
 static int ram_file(off_t size)
 {
@@ -891,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_refused_headers),
         cmocka_unit_test(test_hello_refusals),
         cmocka_unit_test(test_receive_refusals),
+        cmocka_unit_test(test_runs),
         cmocka_unit_test(test_sync),
         cmocka_unit_test(test_cpu_model_handshake),
         cmocka_unit_test(test_routes_round_trip),
