@@ -20,7 +20,7 @@
 #include "vm/vm.h"
 
 /* The host address of a run of pages, by their index in the memory file, when the whole run
- * lies inside one region; NULL otherwise. */
+ * lies inside one region; NULL after one line otherwise. */
 static uint8_t *run_host(const struct guest_memory *gm, uint64_t first, uint32_t count)
 {
     for (unsigned i = 0; i < gm->nr_regions; i++) {
@@ -29,6 +29,8 @@ static uint8_t *run_host(const struct guest_memory *gm, uint64_t first, uint32_t
         if (first >= start && first - start < pages && count <= pages - (first - start))
             return r->host + (first - start) * MIG_PAGE_SIZE;
     }
+    log_error("migration: a run of %u pages at page %llu lies outside this VM's RAM", count,
+              (unsigned long long)first);
     return NULL;
 }
 
@@ -46,12 +48,7 @@ static int receive_pages(struct vm *vm, int fd, uint64_t len)
         len != sizeof(prefix) + (uint64_t)count * MIG_PAGE_SIZE)
         goto bad;
     uint8_t *host = run_host(&vm->mem, first, count);
-    if (!host) {
-        log_error("migration: a run of %u pages at page %llu lies outside this VM's RAM", count,
-                  (unsigned long long)first);
-        return -EPROTO;
-    }
-    return mig_recv_all(fd, host, (size_t)count * MIG_PAGE_SIZE);
+    return host ? mig_recv_all(fd, host, (size_t)count * MIG_PAGE_SIZE) : -EPROTO;
 bad:
     log_error("migration: a page run whose length (%llu bytes) does not match its page count",
               (unsigned long long)len);
@@ -70,11 +67,8 @@ static int receive_runs(struct vm *vm, int fd, uint64_t len)
         return ret;
     for (unsigned i = 0; i < n; i++) {
         uint8_t *host = run_host(&vm->mem, runs[i].first, runs[i].count);
-        if (!host) {
-            log_error("migration: a run of %u pages at page %llu lies outside this VM's RAM",
-                      runs[i].count, (unsigned long long)runs[i].first);
+        if (!host)
             return -EPROTO;
-        }
         iov[i] = (struct iovec){ host, (size_t)runs[i].count * MIG_PAGE_SIZE };
     }
     return mig_recv_iov(fd, iov, n);
