@@ -209,13 +209,13 @@ static int flush_runs(struct migration *m, struct run_batch *b)
     return keep_to_limit(m, bytes);
 }
 
-/* Adds `count` pages from `first` (inside one region, at most MIG_MAX_RUN_PAGES), sending the
- * batch first when they would not fit and once it is full. */
-static int add_run(struct migration *m, struct run_batch *b, uint64_t first, uint32_t count)
+/* Adds `count` pages from `first`, at `host` (inside one region, as send_selected() found
+ * them; at most MIG_MAX_RUN_PAGES), sending the batch first when they would not fit and once
+ * it is full. */
+static int add_run(struct migration *m, struct run_batch *b, uint64_t first, uint32_t count,
+                   uint8_t *host)
 {
-    uint64_t left;
-    uint8_t *host = page_host(&m->vm->mem, first, &left);
-    if (!host || left < count || count > MIG_MAX_RUN_PAGES)
+    if (count > MIG_MAX_RUN_PAGES)
         return -EINVAL;
     int ret = b->pages + count > MIG_MAX_RUN_PAGES ? flush_runs(m, b) : 0;
     if (ret < 0)
@@ -240,11 +240,12 @@ static int send_selected(struct migration *m, struct run_batch *b, uint64_t firs
             continue;
         }
         uint64_t left, run = 1;
-        if (!page_host(&m->vm->mem, page, &left))
+        uint8_t *host = page_host(&m->vm->mem, page, &left);
+        if (!host)
             return -EINVAL;
         while (page + run < end && run < left && run < MIG_MAX_RUN_PAGES && want(m, page + run))
             run++;
-        int ret = add_run(m, b, page, (uint32_t)run);
+        int ret = add_run(m, b, page, (uint32_t)run, host);
         if (ret < 0)
             return ret;
         page += run;
@@ -328,6 +329,8 @@ static int send_chunks(struct migration *m, int fd, bool first)
     const uint64_t chunk = chunk_pages(m, first);
     struct run_batch *b = calloc(1, sizeof(*b));
     int ret = b ? 0 : -ENOMEM;
+    if (b)
+        b->fd = fd;
     while (ret == 0) {
         if (atomic_load(&m->lane_failed)) {
             ret = -ECANCELED;
@@ -337,7 +340,6 @@ static int send_chunks(struct migration *m, int fd, bool first)
         if (page >= m->nr_pages)
             break;
         uint64_t n = m->nr_pages - page < chunk ? m->nr_pages - page : chunk;
-        b->fd = fd;
         ret = first ? first_pass_chunk(m, b, page, n) : dirty_chunk(m, b, page, n);
     }
     if (ret == 0)
