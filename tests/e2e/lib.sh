@@ -30,14 +30,57 @@ run_case() {
   local passed_before=$passed failed_before=$failed crashes_before
   crashes_before=$(guest_crashes)
   echo "-- $1"
-  "case_$1"
+  run_case_once "$1"
   [ "$failed" -eq "$failed_before" ] && return 0
   [ "$(guest_crashes)" -gt "$crashes_before" ] || return 0
   retried="$retried $1"
   passed=$passed_before failed=$failed_before
   echo "-- $1 again: its guest crashed above (a test-host failure, docs/testing.md); this run decides"
   case_cleanup
+  run_case_once "$1"
+}
+
+# run_case_once CASE: case_CASE under the case's own watchdog. The VMs a case starts have the
+# progress watchdog (start_watched), but a step in between can wait too (a VM that should have
+# been refused and boots instead; a helper script). After $GODWIT_CASE_S seconds (default 900:
+# the longest case, migrate, takes about 200 s under ASan) it says so, lists what the case
+# still runs, and kills that, so that the case fails with that list instead of the test host's
+# timeout ending the whole suite without a word.
+run_case_once() {
+  local deadline mark=$work/deadline-$1 suite=$BASHPID # (expanded in the & child, it would be the child's)
+  rm -f "$mark"
+  case_deadline "$1" "${GODWIT_CASE_S:-900}" "$suite" "$mark" &
+  deadline=$!
   "case_$1"
+  kill "$deadline" 2>/dev/null
+  wait "$deadline" 2>/dev/null
+  [ -s "$mark" ] && fail "$1" "$(cat "$mark")"
+  return 0
+}
+case_deadline() { # CASE SECS SUITE_PID MARK
+  local sleeper pids self=$BASHPID
+  sleep "$2" &
+  sleeper=$!
+  trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+  wait $sleeper
+  pids=$(case_processes "$3" "$self")
+  {
+    echo "watchdog: the case still ran after $2 s; what it ran, now killed:"
+    [ -n "$pids" ] && ps -o pid=,etime=,args= -p "${pids// /,}" | cut -c1-200
+  } >"$4"
+  # shellcheck disable=SC2086
+  [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+}
+# case_processes SUITE_PID SELF: the pids of the suite's descendants, but for SELF (the case's
+# watchdog) and its own.
+case_processes() {
+  ps -eo pid=,ppid= | awk -v root="$1" -v self="$2" '
+    { parent[$1] = $2 }
+    END { for (p in parent)
+            for (q = p; q in parent && q > 1; q = parent[q]) {
+              if (q == self) break
+              if (parent[q] == root) { print p; break } } }' |
+    paste -sd' '
 }
 
 # What a failed case may leave behind that would stop its second run: its taps (every suite
@@ -75,6 +118,21 @@ expect_clean() { # NAME: no sanitizer report, no crash of the VMM itself
   grep -Eq 'Sanitizer|runtime error|Segmentation|core dumped' "$work/$1.log" || return 0
   fail "$1" "the VMM reported a memory error or crashed"
   return 1
+}
+
+# refused_within NAME SECS COMMAND...: a godwit command that must be refused, in the
+# foreground, its output in $work/NAME.log and its exit status in $status. Status 0 when it
+# ended non-zero within SECS. One that runs on instead (a VM that booted where it should have
+# been refused) is killed at SECS, not waited for, and fails NAME saying so.
+refused_within() {
+  local name=$1 secs=$2; shift 2
+  timeout -k 5 "$secs" "$@" </dev/null >"$work/$name.log" 2>&1
+  status=$?
+  case $status in
+    0) fail "$name" "it was not refused: it ended with status 0"; return 1 ;;
+    124 | 137) fail "$name" "it was not refused: it still ran after ${secs} s and was killed"; return 1 ;;
+  esac
+  return 0
 }
 
 # wait_for_line LOG PATTERN PID SECS: until LOG has a line matching PATTERN (status 0), or

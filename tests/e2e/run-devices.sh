@@ -766,7 +766,7 @@ case_snapshot() {
   # A corrupt snapshot: one flipped byte in the state is refused with one line.
   cp -r "$dir" "$work/snap-bad"
   printf '\xff' | dd of="$work/snap-bad/state" bs=1 seek=200 conv=notrunc 2>/dev/null
-  "$godwit" run --restore "$work/snap-bad" </dev/null >"$work/snapshot_corrupt.log" 2>&1
+  timeout -k 5 60 "$godwit" run --restore "$work/snap-bad" </dev/null >"$work/snapshot_corrupt.log" 2>&1
   status=$?
   expect_status snapshot_corrupt 2 && expect_line snapshot_corrupt 'checksum mismatch' || return
   [ "$(wc -l <"$work/snapshot_corrupt.log")" -eq 1 ] ||
@@ -1055,11 +1055,16 @@ c, _ = s.accept(); time.sleep(60)' "$work/stuck.sock" &
   first=$(grep -aoE '^count [0-9]+' "$back" | head -n 1 | cut -d' ' -f2)
   [ "${first:-0}" -gt "$at" ] && [ "${first:-0}" -le $((at + 2)) ] ||
     { ok=0; fail migrate_back "the guest counted from '$first' after moving back, it was at $at"; }
+  if ! kill -0 "$back_pid" 2>/dev/null; then
+    # The guest did not reach its third home: what follows (the disk's lock, a lost RUNNING)
+    # needs it running there. A third VM would even boot from the disk nobody holds now.
+    fail $name "the guest is not running at migrate_back; the rest of the case cannot run"
+    finish_watched migrate_back; return
+  fi
   dst=$back dest_pid=$back_pid # the guest's home from here on
 
   # A third VM cannot take the disk from the destination.
-  "$godwit" run "${common[@]}" --disk "path=$disk" </dev/null >"$work/migrate_third.log" 2>&1 &&
-    { ok=0; fail $name "a third VM opened the migrated guest's disk"; }
+  refused_within migrate_third 60 "$godwit" run "${common[@]}" --disk "path=$disk" || ok=0
   grep -q 'in use by another VM' "$work/migrate_third.log" ||
     { ok=0; fail $name "third VM: $(tail -n 2 "$work/migrate_third.log")"; }
   # The destination's RUNNING lost after GO: the destination runs the guest, and the source,
@@ -1253,8 +1258,7 @@ case_migrate_local() {
     [ ! -e "$disk" ] && [ "${on_disk:-0}" -ge "${first_d:-1}" ] ||
       { ok=0; fail $name "the guest's writes at ml_d did not land in the renamed image: it holds '$on_disk', ml_d counted from '$first_d'"; }
     ip link show $tap >/dev/null 2>&1 && { ok=0; fail $name "a tap named $tap was opened again"; }
-    "$godwit" run "${common[@]}" --disk "path=$disk.moved" </dev/null >"$work/ml_third.log" 2>&1 &&
-      { ok=0; fail $name "a third VM opened the handed-over disk"; }
+    refused_within ml_third 60 "$godwit" run "${common[@]}" --disk "path=$disk.moved" || ok=0
     grep -q 'in use by another VM' "$work/ml_third.log" ||
       { ok=0; fail $name "the handed-over disk is not locked: $(tail -n 2 "$work/ml_third.log")"; }
     python3 - "$con" "$vsock" >"$work/ml_sockets.out" 2>&1 <<'PY' ||
