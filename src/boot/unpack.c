@@ -435,12 +435,50 @@ static int cache_entries(DIR *d, struct cache_entry **out)
     return (int)n;
 }
 
+/* Whether `hash` names one of the images the cache kept: an entry of `list` that was not
+ * blanked when its file was removed. */
+static bool hash_kept(const char *hash, const struct cache_entry *list, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (list[i].name[0] && strncmp(list[i].name, hash, KERNEL_HASH_HEX_LEN) == 0)
+            return true;
+    return false;
+}
+
+/* The by-file links whose image the cache no longer holds: each names one version of a file
+ * once booted, and without this they would pile up with every kernel upgrade. Anything in
+ * by-file that is not a link to a hash stays. A link that another godwit made for an image it
+ * has not stored yet may go too: that costs its next boot the hash, nothing else. */
+static unsigned prune_memos(int dir_fd, const struct cache_entry *list, int n)
+{
+    int fd = openat(dir_fd, "by-file", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    unsigned removed = 0;
+    struct dirent *e;
+    char hash[KERNEL_HASH_HEX_LEN + 1];
+
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    while ((e = readdir(d))) {
+        ssize_t len = readlinkat(dirfd(d), e->d_name, hash, sizeof(hash));
+        if (len < 0 || !is_hash(hash, (size_t)len) || hash_kept(hash, list, n))
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
 unsigned kernel_cache_prune(const char *dir, const char *keep_path, unsigned keep)
 {
     const char *slash = strrchr(keep_path, '/');
     const char *keep_name = slash ? slash + 1 : keep_path;
     struct cache_entry *list = NULL;
-    unsigned removed = 0, kept = 0;
+    unsigned removed = 0, kept = 0, memos = 0;
     DIR *d = opendir(dir);
     int n = d ? cache_entries(d, &list) : -errno;
 
@@ -449,14 +487,18 @@ unsigned kernel_cache_prune(const char *dir, const char *keep_path, unsigned kee
             kept++;
             continue;
         }
-        if (unlinkat(dirfd(d), list[i].name, 0) == 0)
+        if (unlinkat(dirfd(d), list[i].name, 0) == 0) {
             removed++;
+            list[i].name[0] = '\0'; /* not kept: its memo links go too */
+        }
     }
+    if (removed)
+        memos = prune_memos(dirfd(d), list, n);
     if (n < 0)
         log_info("kernel: cannot look for old images in the cache %s: %s", dir, strerror(-n));
     else if (removed)
-        log_info("kernel: removed %u older image(s) from the cache %s (it keeps %u)", removed,
-                 dir, keep);
+        log_info("kernel: removed %u older image(s) from the cache %s (it keeps %u), and %u "
+                 "link(s) to them in by-file", removed, dir, keep, memos);
     free(list);
     if (d)
         closedir(d);

@@ -92,7 +92,9 @@ int kernel_cache_store(const char *dir, const char *path, const uint8_t *img, si
  * and removes older ones, so that a host that upgrades its kernels does not keep every one it
  * ever booted; an image removed and booted again is decompressed and stored again. Only names
  * of the cache's own form (HASH.vmlinux) are looked at, and `keep_path` is never removed.
- * Called after a store. Returns how many were removed; failures are silent (one info line).
+ * When images go, so do the by-file links to images the cache no longer holds.
+ * Called after a store. Returns how many images were removed; failures are silent (one info
+ * line).
  */
 #define KERNEL_CACHE_KEEP 4u
 unsigned kernel_cache_prune(const char *dir, const char *keep_path, unsigned keep);

@@ -408,7 +408,8 @@ static void test_bad_cache_files_replaced(void **state)
 }
 
 /* After a store the cache keeps the newest images and the one just stored; names of other
- * forms (a store's temporary file, anything else) and links are left alone. */
+ * forms (a store's temporary file, anything else) and links are left alone. The by-file links
+ * to the images removed go; the others there stay. */
 static void test_cache_pruned_to_the_newest(void **state)
 {
     (void)state;
@@ -433,12 +434,34 @@ static void test_cache_pruned_to_the_newest(void **state)
     snprintf(path, sizeof(path), "%s/%064x.vmlinux", dir, 99);
     assert_int_equal(symlink(names[0], path), 0);
 
+    /* by-file: links to two images that go and to one that stays, and what is not such a
+     * link (a link to something else, a file). */
+    char memo[4096], target[KERNEL_HASH_HEX_LEN + 1];
+    snprintf(memo, sizeof(memo), "%s/by-file", dir);
+    assert_int_equal(mkdir(memo, 0700), 0);
+    const char *memos[] = { "v0", "v1", "v5", "other", "file" };
+    for (int i = 0; i < 4; i++) {
+        snprintf(memo, sizeof(memo), "%s/by-file/%s", dir, memos[i]);
+        snprintf(target, sizeof(target), "%.64s", i < 3 ? names[i < 2 ? i : 5] : "notes.txt");
+        assert_int_equal(symlink(target, memo), 0);
+    }
+    snprintf(memo, sizeof(memo), "%s/by-file/file", dir);
+    write_file(memo, (const uint8_t *)"x", 1, 0600);
+
     snprintf(path, sizeof(path), "%s/%s", dir, names[5]);
     assert_int_equal(kernel_cache_prune(dir, path, 4), 2);
     for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         assert_int_equal(access(path, F_OK) == 0, i >= 2);
     }
+    for (int i = 0; i < 5; i++) {
+        struct stat memo_st;
+        snprintf(memo, sizeof(memo), "%s/by-file/%s", dir, memos[i]);
+        assert_int_equal(lstat(memo, &memo_st) == 0, i >= 2);
+        unlink(memo);
+    }
+    snprintf(memo, sizeof(memo), "%s/by-file", dir);
+    assert_int_equal(rmdir(memo), 0);
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, others[i]);
         assert_int_equal(access(path, F_OK), 0);
