@@ -311,6 +311,31 @@ static void drop_handover_sockets(struct godwit_vm *gv)
     gv->cfg.console_listen_fd = gv->cfg.vsock_listen_fd = NULL;
 }
 
+/*
+ * What a migration in leaves behind: its connections, the handed-over memory file (the VM's
+ * RAM holds its own descriptor) and sockets. After a switch-over this runs once the vCPUs
+ * are let go, not in the guest's pause: closing a TCP connection sends its FIN, and over
+ * loopback the receiving side's work runs inside that close() (one connection each, up to 8).
+ * `guest_here`: GO came, so the guest's sockets' paths are this side's, to unlink at its end;
+ * until then they were the source's, which may run the guest on.
+ */
+static void incoming_done(struct godwit_vm *gv, struct vm *vm, bool guest_here)
+{
+    if (gv->incoming_fd >= 0)
+        close(gv->incoming_fd);
+    gv->incoming_fd = -1;
+    for (unsigned i = 0; i < gv->handover.nr_streams; i++)
+        close(gv->handover.streams[i]);
+    gv->handover.nr_streams = 0;
+    if (gv->incoming_memfd >= 0)
+        close(gv->incoming_memfd);
+    gv->incoming_memfd = gv->cfg.incoming_memfd = -1;
+    gv->cfg.incoming = false;
+    drop_handover_sockets(gv);
+    if (guest_here)
+        vm_virtio_own_sockets(vm, true);
+}
+
 /* Reads the snapshot now, so that a bad one is refused before anything starts. */
 static int open_restore(struct godwit_vm *gv, const char *dir)
 {
@@ -755,20 +780,7 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
         if (created == 0)
             migrated_fd = gv->incoming_fd;
         else
-            close(gv->incoming_fd);
-        gv->incoming_fd = -1;
-        for (unsigned i = 0; i < gv->handover.nr_streams; i++)
-            close(gv->handover.streams[i]);
-        gv->handover.nr_streams = 0;
-        if (gv->incoming_memfd >= 0) /* the VM's RAM holds its own descriptor */
-            close(gv->incoming_memfd);
-        gv->incoming_memfd = gv->cfg.incoming_memfd = -1;
-        gv->cfg.incoming = false;
-        drop_handover_sockets(gv);
-        /* The guest is this side's (GO came): so are its sockets' paths, to unlink at its end.
-         * Until then they were the source's, which may run the guest on. */
-        if (created == 0)
-            vm_virtio_own_sockets(vm, true);
+            incoming_done(gv, vm, false);
     }
     if (created < 0) {
         if (held)
@@ -782,15 +794,14 @@ static enum vm_exit_reason run_once(struct godwit_vm *gv)
     /* RUNNING goes before the held vCPU threads are let go (a migrated-in VM's are held, and
      * letting them go cannot fail): once woken they take this thread's CPU (the test host has
      * two), and the source's figure for the pause would wait on them (6 ms of 26 there). */
-    if (migrated_fd >= 0) {
-        if (started == 0)
-            migration_confirm_running(migrated_fd);
-        close(migrated_fd); /* without RUNNING the source keeps the guest paused, and says so */
-    }
+    if (migrated_fd >= 0 && started == 0)
+        migration_confirm_running(migrated_fd); /* without it the source keeps the guest paused */
     if (started == 0 && held)
         vm_release(vm);
     else if (started == 0)
         started = vm_start(vm);
+    if (migrated_fd >= 0) /* the guest runs: what the migration left can go now */
+        incoming_done(gv, vm, true);
     if (started < 0) {
         vm_request_exit(vm, VM_EXIT_VMM_ERROR);
     } else {
