@@ -98,6 +98,11 @@ struct migration {
     pthread_mutex_t clear_lock; /* dirty_log_clear() shares one buffer */
     uint64_t clear_ns;          /* time in dirty_log_clear(), all lanes (under clear_lock) */
     unsigned clears;            /* how many calls */
+    /* Where a pass's time goes (its log line), all lanes together: pages the first pass found
+     * populated (the rest of them zero, not sent), and time in the system calls that send
+     * pages. */
+    _Atomic uint64_t populated_pages;
+    _Atomic uint64_t send_ns;
     struct migration_rate rate;
 
     pthread_mutex_t lock; /* guards progress */
@@ -200,7 +205,9 @@ static int flush_runs(struct migration *m, struct run_batch *b)
 {
     if (!b->nr)
         return 0;
+    uint64_t t0 = monotonic_ns();
     int ret = mig_send_runs(b->fd, b->runs, b->nr, b->hosts);
+    atomic_fetch_add(&m->send_ns, monotonic_ns() - t0);
     uint64_t bytes = (uint64_t)b->pages * MIG_PAGE_SIZE;
     b->nr = b->pages = 0;
     if (ret < 0)
@@ -273,6 +280,7 @@ struct populated_ctx {
 static int send_populated(void *opaque, uint64_t first, uint64_t count)
 {
     struct populated_ctx *c = opaque;
+    atomic_fetch_add(&c->m->populated_pages, count);
     return send_selected(c->m, c->batch, first, count, page_not_zero);
 }
 
@@ -855,20 +863,26 @@ double migration_rate_bps(const struct migration_rate *r)
     return ms > 0 ? (double)bytes * 1e3 / ms : 0;
 }
 
-/* One pass's figures, for its log line and the rate. */
+/* One pass's figures, for its log line and the rate. With several connections the times
+ * spent in calls are their sums, which may exceed the pass's own. */
 struct pass_figures {
-    uint64_t bytes;
-    double ms, clear_ms;
+    uint64_t bytes, populated_pages;
+    double ms, clear_ms, send_ms, sync_ms;
     unsigned clears;
 };
 
 static void log_pass(struct migration *m, unsigned pass, const struct pass_figures *f,
                      double rate, double left)
 {
-    log_info("migration to %s: pass %u: %.1f MiB in %.1f ms, %.1f ms of it clearing the dirty "
-             "log (%u clears); sending at %.1f MiB/s (the last passes'), %.1f MiB left",
-             m->params.uri, pass, (double)f->bytes / 1048576, f->ms, f->clear_ms, f->clears,
-             rate / 1048576, left / 1048576);
+    char populated[64] = "";
+    if (pass == 1)
+        snprintf(populated, sizeof(populated), " (of %.1f MiB populated, the rest zero pages)",
+                 (double)f->populated_pages * MIG_PAGE_SIZE / 1048576);
+    log_info("migration to %s: pass %u: %.1f MiB%s in %.1f ms: %.1f ms clearing the dirty log "
+             "(%u clears), %.1f ms in the calls that send pages, %.1f ms until the destination "
+             "had written them (SYNC); sending at %.1f MiB/s (the last passes'), %.1f MiB left",
+             m->params.uri, pass, (double)f->bytes / 1048576, populated, f->ms, f->clear_ms,
+             f->clears, f->send_ms, f->sync_ms, rate / 1048576, left / 1048576);
 }
 
 /* Pass after pass until what is left fits the budget; returns 0 to switch over, or -errno.
@@ -879,16 +893,22 @@ static int iterate(struct migration *m)
     for (unsigned pass = 1;; pass++) {
         uint64_t sent_before = m->progress.bytes_sent, clear_before = m->clear_ns;
         unsigned clears_before = m->clears;
+        uint64_t send_before = atomic_load(&m->send_ns);
+        atomic_store(&m->populated_pages, 0);
         uint64_t pass_start = monotonic_ns();
         int ret = pass == 1 ? first_pass(m) : send_dirty(m);
+        uint64_t sync_start = monotonic_ns();
         /* The pass ends when the destination has written it (channel.h, SYNC). */
         if (ret == 0 && (ret = mig_send(m->fd, MIG_SYNC, NULL, 0)) == 0)
             ret = wait_for(m, MIG_SYNCED, "SYNCED");
         if (ret < 0)
             return ret;
         struct pass_figures f = { .bytes = m->progress.bytes_sent - sent_before,
+                                  .populated_pages = atomic_load(&m->populated_pages),
                                   .ms = ms_since_ns(pass_start),
                                   .clear_ms = ns_to_ms(m->clear_ns - clear_before),
+                                  .send_ms = ns_to_ms(atomic_load(&m->send_ns) - send_before),
+                                  .sync_ms = ms_since_ns(sync_start),
                                   .clears = m->clears - clears_before };
         /* The first pass reads all of RAM, and starts the rate alone; the later ones, of
          * dirty pages, are what the final step is like. Not sending: clearing the dirty log,
