@@ -147,18 +147,41 @@ wait_for_line() {
   return 1
 }
 
+# thread_ticks PID: one line per thread of PID, "TID TICKS" (user and system time, in clock
+# ticks: a vCPU thread's time in the guest is in it).
+thread_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v tid="${t##*/}" '{ sub(/^.*\) /, ""); print tid, $12 + $13 }' "$t/stat" 2>/dev/null
+  done
+}
+
 # stall_report LOG SOCK PID: what the VM (PID, its API at SOCK) was waiting for, on stdout
 # (tests/e2e/stall-report.py: queues, devices and vCPUs; the VMM threads' kernel stacks).
-# LOG.counters and LOG.vcpus keep the API's answers.
+# The vCPUs are read twice, a second apart, and each thread says how much CPU it took in
+# that second: a vCPU that spins in the guest (an exception it takes again and again) shows
+# at the same place with a busy thread, one that waits shows an idle one. LOG.counters,
+# LOG.vcpus and LOG.vcpus2 keep the API's answers.
 stall_report() {
-  local log=$1 sock=$2 pid=$3 vmm t
+  local log=$1 sock=$2 pid=$3 vmm t tid ticks t0 t1 ms
   curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters >"$log.counters" 2>/dev/null ||
     echo "stall: the API at $sock did not answer GET /vm/counters within 10 s"
-  curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus" 2>/dev/null
-  python3 "$(dirname "${BASH_SOURCE[0]}")/stall-report.py" "$log.counters" "$log.vcpus"
   vmm=$(pgrep -P "$pid" -x godwit | head -n 1)
-  for t in /proc/"${vmm:-$pid}"/task/*; do
-    echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
+  vmm=${vmm:-$pid}
+  declare -A before after
+  t0=${EPOCHREALTIME/./}
+  while read -r tid ticks; do before[$tid]=$ticks; done < <(thread_ticks "$vmm")
+  curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus" 2>/dev/null
+  sleep 1
+  curl -s -m 30 --unix-socket "$sock" http://localhost/vm/vcpus >"$log.vcpus2" 2>/dev/null
+  while read -r tid ticks; do after[$tid]=$ticks; done < <(thread_ticks "$vmm")
+  t1=${EPOCHREALTIME/./}
+  ms=$(( (t1 - t0) / 1000 ))
+  python3 "$(dirname "${BASH_SOURCE[0]}")/stall-report.py" "$log.counters" "$log.vcpus" "$log.vcpus2"
+  for tid in $(printf "%s\n" "${!after[@]}" | sort -n); do
+    t=/proc/$vmm/task/$tid
+    echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(( (after[$tid] - ${before[$tid]:-${after[$tid]}}) * 100000 / $(getconf CLK_TCK) / (ms > 0 ? ms : 1) ))% of a CPU over ${ms} ms;" \
+      "$(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
   done
 }
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """stall-report.py: says what a guest that stopped making progress was waiting for.
 
-Usage: stall-report.py COUNTERS_JSON VCPUS_JSON
+Usage: stall-report.py COUNTERS_JSON VCPUS_JSON [VCPUS_JSON_A_SECOND_LATER]
 Reads godwit's GET /vm/counters and GET /vm/vcpus answers (files) and prints one line per
 queue that holds work and per vCPU (and each device's own counts): requests the device has not taken, answers the driver has
-not seen (and whether it was interrupted for them), and where each vCPU stands.
+not seen (and whether it was interrupted for them), and where each vCPU stands. With a second
+GET /vm/vcpus, each vCPU's line says whether it moved in between.
 """
 import json
 import sys
@@ -40,6 +41,16 @@ def queue_lines(name, q):
         yield f"{qn}: broken (the device needs a reset)"
 
 
+def vcpu_line(v):
+    lapic = v.get("lapic", {})
+    return (f"{v.get('state')} at rip {v.get('rip')} rsp {v.get('rsp')} cpl {v.get('cpl')}, "
+            f"interrupts {'on' if v.get('interrupts_enabled') else 'off'}, "
+            f"apic irr {lapic.get('irr')} isr {lapic.get('isr')} tpr {lapic.get('tpr')}, "
+            f"tsc {v.get('msrs', {}).get('tsc')} deadline {v.get('msrs', {}).get('tsc_deadline')}"
+            + (f", exception {v.get('exception_vector')} pending (error code "
+               f"{v.get('exception_error_code')})" if v.get("exception_pending") else ""))
+
+
 def main():
     counters = load(sys.argv[1])
     vcpus = load(sys.argv[2])
@@ -54,15 +65,14 @@ def main():
                 print("stall:", line)
     if counters and not busy:
         print("stall: every virtqueue is idle: no request waits on a device, every answer was seen")
+    later = {v.get("index"): v for v in (load(sys.argv[3]) or [])} if len(sys.argv) > 3 else {}
     for v in vcpus or []:
-        lapic = v.get("lapic", {})
-        print(f"stall: vcpu{v.get('index')}: {v.get('state')} at rip {v.get('rip')} cpl {v.get('cpl')}, "
-              f"interrupts {'on' if v.get('interrupts_enabled') else 'off'}, "
-              f"apic irr {lapic.get('irr')} isr {lapic.get('isr')} tpr {lapic.get('tpr')}, "
-              f"tsc {v.get('msrs', {}).get('tsc')} deadline {v.get('msrs', {}).get('tsc_deadline')}"
-              + (f", exception {v.get('exception_vector')} pending (error code "
-                 f"{v.get('exception_error_code')})" if v.get("exception_pending") else "")
-              + f", code at rip {v.get('code')}")
+        print(f"stall: vcpu{v.get('index')}: {vcpu_line(v)}")
+        w = later.get(v.get("index"))
+        if w:
+            same = all(w.get(k) == v.get(k) for k in ("rip", "rsp", "exception_pending"))
+            print(f"stall: vcpu{v.get('index')} a second later: "
+                  + ("the same place, " if same else "") + vcpu_line(w))
 
 
 if __name__ == "__main__":
