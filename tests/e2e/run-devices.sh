@@ -871,7 +871,11 @@ migrate_source_gone() {
   fail migrate "the source ended (status below); the rest of the case cannot run"
   pkill -KILL -P "$2" 2>/dev/null # godwit itself, not the timeout(1) around it
   finish_watched migrate_source
-  echo "    | migrate_source ended with status $status"
+  echo "    | migrate_source ended with status $status; its last lines (the guest's last two counts,"
+  echo "    | godwit's lines and the progress watchdog's report):"
+  { grep -a '^count' "$work/migrate_source.log" | tail -n 2
+    grep -a 'godwit: ' "$work/migrate_source.log" | tail -n 8
+    grep -aE '^(watchdog|stall): ' "$work/migrate_source.log"; } | sed 's/^/    | /'
   finish_watched migrate_dest
   return 0
 }
