@@ -192,19 +192,11 @@ wait_exit() {
 port=$((20000 + RANDOM % 20000))
 hop=0
 
-# loopback_rate: MiB/s that iperf3 carries over 127.0.0.1 in 3 s, or nothing without iperf3.
+# loopback_rate: MiB/s that iperf3 carries over 127.0.0.1 in 3 s, on a port of its own.
+. "$root/bench/loopback-rate.sh"
 loopback_rate() {
-  command -v iperf3 >/dev/null || return 0
-  local srv
   port=$((port + 1))
-  iperf3 -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
-  srv=$!
-  "$py" "$helper" listening $port 10 >/dev/null &&
-    iperf3 -c 127.0.0.1 -p $port -t 3 -f m 2>/dev/null | awk '/receiver/ {
-      for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i }
-      END { if (r) printf "%.1f", r * 1e6 / 8 / 1048576 }'
-  kill $srv 2>/dev/null; wait $srv 2>/dev/null
-  return 0
+  loopback_rate_on $port
 }
 
 # chain VMM WORKLOAD: boots one guest and moves it on, hop after hop.
