@@ -163,7 +163,7 @@ thread_ticks() {
 # at the same place with a busy thread, one that waits shows an idle one. LOG.counters,
 # LOG.vcpus and LOG.vcpus2 keep the API's answers.
 stall_report() {
-  local log=$1 sock=$2 pid=$3 vmm t tid ticks t0 t1 ms
+  local log=$1 sock=$2 pid=$3 vmm t tid ticks t0 t1 ms hz
   curl -s -m 10 --unix-socket "$sock" http://localhost/vm/counters >"$log.counters" 2>/dev/null ||
     echo "stall: the API at $sock did not answer GET /vm/counters within 10 s"
   vmm=$(pgrep -P "$pid" -x godwit | head -n 1)
@@ -177,10 +177,12 @@ stall_report() {
   while read -r tid ticks; do after[$tid]=$ticks; done < <(thread_ticks "$vmm")
   t1=${EPOCHREALTIME/./}
   ms=$(( (t1 - t0) / 1000 ))
+  ms=$(( ms > 0 ? ms : 1 ))
+  hz=$(getconf CLK_TCK)
   python3 "$(dirname "${BASH_SOURCE[0]}")/stall-report.py" "$log.counters" "$log.vcpus" "$log.vcpus2"
   for tid in $(printf "%s\n" "${!after[@]}" | sort -n); do
     t=/proc/$vmm/task/$tid
-    echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(( (after[$tid] - ${before[$tid]:-${after[$tid]}}) * 100000 / $(getconf CLK_TCK) / (ms > 0 ? ms : 1) ))% of a CPU over ${ms} ms;" \
+    echo "stall: thread $(cat "$t/comm" 2>/dev/null): $(( (after[$tid] - ${before[$tid]:-${after[$tid]}}) * 100000 / hz / ms ))% of a CPU over ${ms} ms;" \
       "$(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-160)"
   done
 }
