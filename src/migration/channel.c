@@ -27,11 +27,13 @@
 #include "io/fd_io.h"
 #include "log.h"
 #include "migration/state.h"
+#include "virtio/console.h"
 
 #define MIG_MAGIC 0x474d5747u /* "GWMG" little-endian */
 #define HEADER_LEN 16u
 #define MIG_ROUTE_SIZE 16u /* u32 GSI, u32 data, u64 address */
 #define RUN_ENTRY_SIZE 12u /* u64 first page, u32 count */
+#define CLIENT_FIXED 12u   /* CLIENTS before its input: u32 pending, u32 written, u16 x 2 */
 
 const char *mig_type_name(uint32_t type)
 {
@@ -55,6 +57,7 @@ const char *mig_type_name(uint32_t type)
     case MIG_SYNCED: return "SYNCED";
     case MIG_ROUTES: return "ROUTES";
     case MIG_RUNS: return "RUNS";
+    case MIG_CLIENTS: return "CLIENTS";
     }
     return "unknown";
 }
@@ -76,6 +79,7 @@ static uint64_t max_len(uint32_t type)
     case MIG_JOIN: return 12;
     case MIG_PASS_END: return 4;
     case MIG_ROUTES: return 4 + (uint64_t)MIG_MAX_ROUTES * MIG_ROUTE_SIZE;
+    case MIG_CLIENTS: return CLIENT_FIXED + VIRTIO_CONSOLE_PENDING_MAX;
     case MIG_READY:
     case MIG_DONE:
     case MIG_ACK:
@@ -469,21 +473,20 @@ static void take_fds(struct msghdr *msg, int *fds, unsigned max, unsigned *n)
         *n = max + 1;
 }
 
-/* A header read with recvmsg, keeping up to `max` descriptors that ride on it in fds (the
- * rest -1); *n counts every one that came (more than max: the rest were closed). */
-static int recv_header_fds(int fd, struct mig_header *h, int *fds, unsigned max, unsigned *n)
+/* Exactly `len` bytes read with recvmsg, keeping up to `max` descriptors that ride on them in
+ * fds (the rest -1); *n counts every one that came (more than max: the rest were closed). */
+static int recv_all_fds(int fd, uint8_t *b, size_t len, int *fds, unsigned max, unsigned *n)
 {
-    uint8_t b[HEADER_LEN];
     size_t got = 0;
     *n = 0;
     for (unsigned i = 0; i < max; i++)
         fds[i] = -1;
-    while (got < sizeof(b)) {
+    while (got < len) {
         union {
             char buf[CMSG_SPACE((MIG_MAX_DEVICE_FDS + 1) * sizeof(int))];
             struct cmsghdr align;
         } control;
-        struct iovec iov = { b + got, sizeof(b) - got };
+        struct iovec iov = { b + got, len - got };
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                               .msg_controllen = sizeof(control.buf) };
         ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
@@ -495,7 +498,15 @@ static int recv_header_fds(int fd, struct mig_header *h, int *fds, unsigned max,
             return r < 0 ? (errno == EAGAIN ? -ETIMEDOUT : -errno) : -ECONNRESET;
         got += (size_t)r;
     }
-    return parse_header(b, h);
+    return 0;
+}
+
+/* A header read with recvmsg, with the descriptors that ride on it (recv_all_fds). */
+static int recv_header_fds(int fd, struct mig_header *h, int *fds, unsigned max, unsigned *n)
+{
+    uint8_t b[HEADER_LEN];
+    int ret = recv_all_fds(fd, b, sizeof(b), fds, max, n);
+    return ret < 0 ? ret : parse_header(b, h);
 }
 
 /* The same keeping only the first descriptor in *passed (-1: none came). */
@@ -792,9 +803,9 @@ static const char *tap_fd_problem(int fd)
     return NULL;
 }
 
-/* What is wrong with a listening socket's descriptor, or NULL: the console's and the vsock
- * device's are UNIX stream sockets that listen (SO_ACCEPTCONN). */
-static const char *socket_fd_problem(int fd)
+/* What is wrong with a socket's descriptor, or NULL: the console's and the vsock device's are
+ * UNIX stream sockets that listen (SO_ACCEPTCONN), the console's client one that does not. */
+static const char *socket_fd_problem(int fd, bool want_listening)
 {
     struct stat st;
     int domain = 0, type = 0, listening = 0;
@@ -806,8 +817,9 @@ static const char *socket_fd_problem(int fd)
         type != SOCK_STREAM)
         return "is not a UNIX stream socket";
     len = sizeof(int);
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening)
-        return "is not listening";
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+        !listening != !want_listening)
+        return want_listening ? "is not listening" : "is a listening socket";
     return NULL;
 }
 
@@ -827,7 +839,7 @@ static const char *device_fd_problem(const struct mig_devices *devs, unsigned i,
         return tap_fd_problem(devs->fds[i]);
     }
     *kind = i == taps_end && devs->nr_consoles ? "console socket" : "vsock socket";
-    return socket_fd_problem(devs->fds[i]);
+    return socket_fd_problem(devs->fds[i], true);
 }
 
 /* DEVICES' payload into devs' counts: 8 bytes (disks, taps) or 16 (and the sockets). */
@@ -1011,5 +1023,62 @@ int mig_recv_routes(int fd, uint64_t len, struct mig_route **routes, unsigned *c
         return -ENOMEM;
     *routes = r;
     *count = n;
+    return 0;
+}
+
+int mig_send_console_client(int fd, const struct virtio_console_client *c)
+{
+    uint8_t header[HEADER_LEN], payload[CLIENT_FIXED + VIRTIO_CONSOLE_PENDING_MAX];
+    if (c->fd < 0 || c->pending_len > VIRTIO_CONSOLE_PENDING_MAX)
+        return -EINVAL;
+    size_t len = CLIENT_FIXED + c->pending_len;
+    put_header(header, MIG_CLIENTS, len);
+    le_put(payload, 4, c->pending_len);
+    le_put(payload + 4, 4, c->tx_written);
+    le_put(payload + 8, 2, c->tx_head);
+    le_put(payload + 10, 2, c->tx_idx);
+    memcpy(payload + CLIENT_FIXED, c->pending, c->pending_len);
+    struct iovec iov = { header, sizeof(header) };
+    /* The descriptor on the payload: the receiver reads every header without descriptors. */
+    int ret = write_iov(fd, &iov, 1);
+    return ret < 0 ? ret : mig_send_with_fds(fd, payload, len, &c->fd, 1);
+}
+
+int mig_recv_console_client(int fd, uint64_t len, struct virtio_console_client *c)
+{
+    uint8_t payload[CLIENT_FIXED + VIRTIO_CONSOLE_PENDING_MAX];
+    int fds[1];
+    unsigned n;
+    const char *problem = NULL;
+    c->fd = -1;
+    if (len < CLIENT_FIXED || len > sizeof(payload)) {
+        log_error("migration: a CLIENTS message of %llu bytes", (unsigned long long)len);
+        return -EPROTO;
+    }
+    int ret = recv_all_fds(fd, payload, len, fds, 1, &n);
+    if (ret < 0) {
+        if (fds[0] >= 0)
+            close(fds[0]);
+        return ret;
+    }
+    c->pending_len = (uint32_t)le_get(payload, 4);
+    c->tx_written = (uint32_t)le_get(payload + 4, 4);
+    c->tx_head = (uint16_t)le_get(payload + 8, 2);
+    c->tx_idx = (uint16_t)le_get(payload + 10, 2);
+    if (len != CLIENT_FIXED + (uint64_t)c->pending_len)
+        problem = "its input is not its length";
+    else if (n != 1)
+        problem = n ? "more than one descriptor came" : "no descriptor came";
+    else
+        problem = socket_fd_problem(fds[0], false);
+    if (problem) {
+        log_error("migration: the source's console client is refused: %s%s",
+                  n == 1 && !strncmp(problem, "is", 2) ? "its descriptor " : "", problem);
+        if (fds[0] >= 0)
+            close(fds[0]);
+        return -EPROTO;
+    }
+    memcpy(c->pending, payload + CLIENT_FIXED, c->pending_len);
+    c->fd = fds[0];
     return 0;
 }

@@ -62,6 +62,16 @@
  *   PASS_END source -> destination, over K > 1 connections only: u32 pass (1, 2, ...): this
  *          connection carries no more pages of that pass. Each connection sends one for every
  *          pass, the final one (with the guest paused) included, in order (see below)
+ *   CLIENTS source -> destination, in a local handover's final step only (version 7), with
+ *          the VM paused, before STATE, when the console's socket has a client: u32 input
+ *          bytes, u32 written, u16 head, u16 index, then that input (at most
+ *          VIRTIO_CONSOLE_PENDING_MAX bytes); the client's connected UNIX socket rides on the
+ *          payload's first byte (not on the header, which the destination reads without
+ *          descriptors). The input is what the source read from the client and the guest has
+ *          not taken; written, head and index say how much of the output chain the source
+ *          handed back to the guest's ring the client has already got (virtio/console.h). The
+ *          destination serves the client once GO comes, so its connection stays open through
+ *          the upgrade; until then the source may still resume the guest and serve it
  *   STATE  source -> destination: the VM's state (vm_state.h), once, with the VM paused
  *   DONE   source -> destination: nothing more comes
  *   ACK    destination -> source: the state is loaded; the guest can run here
@@ -95,14 +105,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: SYNC and SYNCED; 5: ROUTES; 6: RUNS
- * (a version 5 destination refuses a version 6 source at HELLO, as a 4 did a 5: an older godwit
- * takes no guest from a newer one, while a live upgrade, older to newer, works). MEMFD and DEVICES
- * change nothing for a copying migration: a destination that knows neither refuses MEMFD as an
- * unknown message. A destination takes a source of MIG_MIN_PROTOCOL_VERSION on (a version 3
- * source sends no SYNC; nothing else differs); a version 3 destination refuses a version 4
+/* 2: CPU and READY before any page; 3: GO and RUNNING; 4: SYNC and SYNCED; 5: ROUTES; 6: RUNS;
+ * 7: CLIENTS (a version 6 destination refuses a version 7 source at HELLO, as a 4 did a 5: an
+ * older godwit takes no guest from a newer one, while a live upgrade, older to newer, works).
+ * MEMFD and DEVICES change nothing for a copying migration: a destination that knows neither
+ * refuses MEMFD as an unknown message. A destination takes a source of MIG_MIN_PROTOCOL_VERSION
+ * on (a version 3 source sends no SYNC; a source before 7 hands no console client over, which
+ * then closes with it; nothing else differs); a version 3 destination refuses a version 4
  * source at HELLO, with a line that says both versions. */
-#define MIG_PROTOCOL_VERSION 6u
+#define MIG_PROTOCOL_VERSION 7u
 #define MIG_MIN_PROTOCOL_VERSION 3u
 /* CONNECTIONS, JOIN and PASS_END change nothing for one connection; a destination that knows
  * none of them refuses CONNECTIONS where its HELLO belongs. */
@@ -141,6 +152,7 @@ enum mig_type {
     MIG_SYNCED = 19,
     MIG_ROUTES = 20,
     MIG_RUNS = 21,
+    MIG_CLIENTS = 22,
 };
 
 struct mig_header {
@@ -268,6 +280,14 @@ int mig_recv_runs_table(int fd, uint64_t len, struct mig_run *runs, unsigned *n)
  * 0, -ECONNRESET at EOF, or -errno. */
 struct iovec;
 int mig_recv_iov(int fd, struct iovec *iov, unsigned n);
+
+/* CLIENTS: the console's socket client `c` (c->fd >= 0), its descriptor passed. 0 or -errno. */
+struct virtio_console_client;
+int mig_send_console_client(int fd, const struct virtio_console_client *c);
+/* CLIENTS' payload of `len` bytes after its header, into *c (c->fd close-on-exec, the caller's
+ * to close). -EPROTO after one line, with no descriptor kept: a length that is not its input's,
+ * no descriptor or more than one, one that is not a connected UNIX stream socket. */
+int mig_recv_console_client(int fd, uint64_t len, struct virtio_console_client *c);
 
 const char *mig_type_name(uint32_t type);
 

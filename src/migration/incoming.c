@@ -17,6 +17,8 @@
 #include "migration/state.h"
 #include "migration/vm_state.h"
 #include "vcpu/vcpu.h"
+#include "virtio/console.h"
+#include "vm/virtio_devices.h"
 #include "vm/vm.h"
 
 /* The host address of a run of pages, by their index in the memory file, when the whole run
@@ -221,6 +223,7 @@ struct receivers {
     struct receiver extra[MIG_MAX_CONNECTIONS - 1];
     struct receiver first;
     struct load_times times; /* the final state's, for the log line after ACK */
+    struct virtio_console_client client; /* a local handover's (CLIENTS); fd -1: none */
 };
 
 /* One connection failed: the others stop waiting at a pass's end, and the first connection's
@@ -301,6 +304,7 @@ static int receivers_start(struct receivers *r, struct vm *vm, int fd, const int
 {
     *r = (struct receivers){ .vm = vm, .main_fd = fd, .count = nr_extra + 1 };
     r->first = (struct receiver){ .all = r, .fd = fd, .next_pass = 1 };
+    r->client.fd = -1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     for (unsigned i = 0; i < nr_extra; i++) {
@@ -345,6 +349,8 @@ static void receivers_free(struct receivers *r)
     receivers_join(r, true);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->cond);
+    if (r->client.fd >= 0) /* only our copy: the source still serves the client */
+        close(r->client.fd);
 }
 
 /* Tells the source why this side gives up, if it still listens. */
@@ -369,6 +375,16 @@ static int receive_final_state(struct receivers *r, int fd, uint64_t len)
         return -EPROTO;
     }
     return receive_state(r->vm, fd, len, &r->times);
+}
+
+/* After GO the source never serves the console's client again: this VM serves the same
+ * connection from here. */
+static void serve_console_client(struct vm *vm, const struct virtio_console_client *c)
+{
+    int ret = vm_virtio_adopt_console_client(vm, c);
+    if (ret < 0)
+        log_warn("migration: the console's client that the source handed over cannot be served "
+                 "here (%s): its connection closes", strerror(-ret));
 }
 
 /* One message on the first connection; *done once the guest is this side's (GO came). */
@@ -398,6 +414,8 @@ static int receive_one(struct receivers *r, int fd, const struct mig_header *h, 
         return receive_runs(r->vm, fd, h->len);
     if (h->type == MIG_PASS_END && r->count > 1 && !*have_state)
         return pass_end(&r->first, fd, h->len);
+    if (h->type == MIG_CLIENTS && handed_over && !*have_state && r->client.fd < 0)
+        return mig_recv_console_client(fd, h->len, &r->client);
     if (h->type == MIG_STATE && !*have_state) {
         int ret = receive_final_state(r, fd, h->len);
         *have_state = ret == 0;
@@ -436,8 +454,17 @@ int migration_receive(struct vm *vm, int fd, bool handed_over, const int *extra,
                 return ret;
             }
             log_load_times(&r.times);
+            struct virtio_console_client *client = &r.client;
+            int client_fd = client->fd;
+            client->fd = -1; /* kept until GO: receivers_free() would close it */
             receivers_free(&r);
-            return wait_for_go(fd);
+            ret = wait_for_go(fd);
+            client->fd = client_fd;
+            if (client_fd >= 0 && ret == 0)
+                serve_console_client(vm, client);
+            else if (client_fd >= 0)
+                close(client_fd);
+            return ret;
         }
         ret = receive_one(&r, fd, &h, handed_over, &have_cpu, &have_state, why, sizeof(why));
         if (ret == -ECONNABORTED) { /* the source gave up, and said why */

@@ -24,6 +24,7 @@
 #include "migration/dirty.h"
 #include "migration/state.h"
 #include "migration/vm_state.h"
+#include "virtio/console.h"
 #include "vcpu/vcpu.h"
 #include "vm/virtio_devices.h"
 #include "vm/vm.h"
@@ -511,6 +512,17 @@ static int send_state(struct migration *m, struct vm *vm)
     return ret;
 }
 
+/* A local handover's console client goes with the guest (CLIENTS): the destination serves
+ * the same connection after GO. A console that was not quiesced (a VM paused without its
+ * devices) keeps its client, which then closes with this VM as before. */
+static int hand_over_console_client(struct migration *m, struct vm *vm)
+{
+    struct virtio_console_client c;
+    if (vm_virtio_console_client(vm, &c) < 0 || c.fd < 0)
+        return 0;
+    return mig_send_console_client(m->fd, &c);
+}
+
 /*
  * GO, the commit point (channel.h): from here this VM never resumes the guest by itself. A
  * RUNNING that does not come leaves it paused, with an error that says why and what to do.
@@ -558,6 +570,8 @@ static int final_step(struct migration *m, struct vm *vm)
         ret = end_lanes(m);
     pages_at = ms_since_ns(t0);
     uint64_t sent_before_state = m->progress.bytes_sent; /* only this thread adds to it now */
+    if (ret == 0 && m->params.local)
+        ret = hand_over_console_client(m, vm);
     if (ret == 0)
         ret = send_state(m, vm);
     state_at = ms_since_ns(t0);

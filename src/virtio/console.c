@@ -24,7 +24,7 @@
 
 #define CON_QUEUE_SIZE 256
 /* One read from in_fd: a burst of pasted text, a few guest receive buffers' worth. */
-#define CON_RX_BUF 4096
+#define CON_RX_BUF VIRTIO_CONSOLE_PENDING_MAX
 #define CON_LISTEN_BACKLOG 4
 /* Chains one call of a queue's handler takes before it lets the loop serve others. */
 #define CON_BUDGET 64u
@@ -899,6 +899,58 @@ int virtio_console_listen_fd(struct virtio_console *con)
     int fd = con->listen_fd;
     virtio_unlock(con->vdev);
     return fd;
+}
+
+int virtio_console_client(struct virtio_console *con, struct virtio_console_client *c)
+{
+    int ret = 0;
+    virtio_lock(con->vdev);
+    if (!con->quiesced) {
+        ret = -EBUSY;
+    } else {
+        c->fd = con->client_fd;
+        c->pending_len = (uint32_t)(con->pending_len - con->pending_off);
+        memcpy(c->pending, con->pending + con->pending_off, c->pending_len);
+        c->tx_written = con->tx_skip;
+        c->tx_head = con->tx_skip_head;
+        c->tx_idx = con->tx_skip_idx;
+    }
+    virtio_unlock(con->vdev);
+    return ret;
+}
+
+int virtio_console_adopt_client(struct virtio_console *con, const struct virtio_console_client *c)
+{
+    int ret = 0;
+    if (c->fd < 0 || c->pending_len > CON_RX_BUF) {
+        if (c->fd >= 0)
+            close(c->fd);
+        return -EINVAL;
+    }
+    virtio_lock(con->vdev);
+    if (con->listen_fd < 0 || con->client_fd >= 0 || con->rx) {
+        ret = -EBUSY;
+        close(c->fd);
+    } else {
+        /* Before the attach, which reads only once no input is pending. */
+        memcpy(con->pending, c->pending, c->pending_len);
+        con->pending_off = 0;
+        con->pending_len = c->pending_len;
+        con->tx_skip = c->tx_written;
+        con->tx_skip_head = c->tx_head;
+        con->tx_skip_idx = c->tx_idx;
+        log_info("virtio-console: the client handed over (%u bytes of its input pending)",
+                 c->pending_len);
+        con->client_fd = c->fd;
+        con_set_fds(con, c->fd, c->fd);
+        rx_maybe_read(con);
+        /* The guest's buffers may all be out already: the pending input, and output offered
+         * meanwhile, go on the loop's next turn, as after a spent budget. */
+        if (con->active && !con->quiesced)
+            con_defer(con);
+    }
+    virtio_unlock(con->vdev);
+    return ret;
 }
 
 void virtio_console_counters(struct virtio_console *con, uint64_t *tx_bytes, uint64_t *tx_dropped)

@@ -93,6 +93,32 @@ int virtio_console_listen(struct virtio_console *con, int listen_fd);
 /* The listening socket it serves (the console's own), or -1: for a live upgrade's handover. */
 int virtio_console_listen_fd(struct virtio_console *con);
 
+/*
+ * A connected socket client as a live upgrade (--local) hands it to the next godwit, so that
+ * the connection stays open: its descriptor, and what the device holds for it that would be
+ * lost or repeated otherwise (input read from it that the guest has not taken yet, and how
+ * much of the output chain that quiesce handed back it has already got).
+ */
+#define VIRTIO_CONSOLE_PENDING_MAX 4096u
+struct virtio_console_client {
+    int fd;               /* -1: no client */
+    uint32_t pending_len; /* at most VIRTIO_CONSOLE_PENDING_MAX */
+    uint32_t tx_written;  /* bytes of the chain at tx_idx (head tx_head) written to the client */
+    uint16_t tx_head, tx_idx;
+    uint8_t pending[VIRTIO_CONSOLE_PENDING_MAX];
+};
+/* The client of a quiesced console, which keeps it (c->fd -1: none): 0, or -EBUSY when the
+ * device is not quiesced (its I/O with the client may be in flight). Takes virtio_lock(). */
+int virtio_console_client(struct virtio_console *con, struct virtio_console_client *c);
+/*
+ * Serves `c` (from another godwit's virtio_console_client(), the guest's state loaded here)
+ * as if it had just connected, its pending input first: the descriptor is the console's from
+ * here, failure included. Call it only once the other godwit will never serve it again (GO):
+ * a read started here would race the other's. 0, -EINVAL (no descriptor, too much input) or
+ * -EBUSY (not listening on a socket, or a client attached already). Takes virtio_lock().
+ */
+int virtio_console_adopt_client(struct virtio_console *con, const struct virtio_console_client *c);
+
 /* Totals since creation: guest output bytes written to out_fd (or a client), and those
  * dropped (past a file's cap, or after a write failed). Takes virtio_lock(). */
 void virtio_console_counters(struct virtio_console *con, uint64_t *tx_bytes,

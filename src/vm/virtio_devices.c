@@ -709,6 +709,35 @@ void vm_virtio_own_sockets(struct vm *vm, bool own)
     }
 }
 
+/* The console device on a socket (a console in other modes has no listening socket). */
+static struct virtio_console *socket_console(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->registry.nr; i++) {
+        struct virtio_slot *s = slot_of(&vm->registry.entries[i]);
+        if (s && s->model_destroy == console_model_destroy &&
+            virtio_console_listen_fd(s->model) >= 0)
+            return s->model;
+    }
+    return NULL;
+}
+
+int vm_virtio_console_client(struct vm *vm, struct virtio_console_client *c)
+{
+    struct virtio_console *con = socket_console(vm);
+    c->fd = -1;
+    return con ? virtio_console_client(con, c) : 0;
+}
+
+int vm_virtio_adopt_console_client(struct vm *vm, const struct virtio_console_client *c)
+{
+    struct virtio_console *con = socket_console(vm);
+    if (con)
+        return virtio_console_adopt_client(con, c);
+    if (c->fd >= 0)
+        close(c->fd);
+    return -ENODEV;
+}
+
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len)
 {
     struct virtio_console *con = vm->virtio ? vm->virtio->terminal_console : NULL;

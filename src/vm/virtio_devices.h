@@ -41,6 +41,13 @@ int vm_virtio_disk_fd(const struct vm *vm, unsigned index);
  * loop's thread. */
 void vm_virtio_own_sockets(struct vm *vm, bool own);
 
+/* A local live upgrade's console client (virtio/console.h): the one connected to the console's
+ * socket, for the final step with the VM paused (c->fd -1: none, or no console on a socket),
+ * and, at the destination, the same client served once GO came. As the console's calls. */
+struct virtio_console_client;
+int vm_virtio_console_client(struct vm *vm, struct virtio_console_client *c);
+int vm_virtio_adopt_console_client(struct vm *vm, const struct virtio_console_client *c);
+
 /* Terminal input for hvc0 (--console virtio); returns the bytes the guest took. Main loop. */
 size_t vm_virtio_console_input(struct vm *vm, const uint8_t *buf, size_t len);
 

@@ -1189,6 +1189,36 @@ local_hop() {
     { fail $to "the guest's data in RAM changed on the way: $sums"; return 1; }
 }
 
+# console_client_ask DIR N: has the console client that stays connected through the moves
+# (tests/e2e/console_client.py, controlled through DIR) ask the guest's shell for step N, and
+# waits for the answer: 0, or 1 with why on stdout.
+console_client_ask() {
+  local dir=$1 n=$2
+  touch "$dir/ask-$n"
+  for _ in $(seq 1 700); do
+    [ -e "$dir/answer-$n" ] && return 0
+    [ -e "$dir/failed" ] && { cat "$dir/failed"; return 1; }
+    sleep 0.1
+  done
+  echo "the client gave no answer to step $n in 70 s"
+  return 1
+}
+
+# console_client_end DIR PID VM: the client closes its connection and ends; then VM's console
+# must see it go (the one client it serves), so that the next client is served.
+console_client_end() {
+  local dir=$1 pid=$2 vm=$3
+  touch "$dir/end"
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  for _ in $(seq 1 100); do
+    grep -aq 'virtio-console: client disconnected' "$work/$vm.log" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # paused_ms OUT: the guest's pause that a migrate command's output reports.
 paused_ms() { grep -oE 'guest paused [0-9.]+ ms' "$1" | cut -d' ' -f3; }
 
@@ -1214,9 +1244,11 @@ sockets_evidence() {
 # locked once the sources are gone. The guest also has a shell on hvc0 behind a console socket
 # and a vsock device: the copying hop gives its destination paths of its own (the source
 # holds the first ones), the handovers pass the listening sockets on, so the socket files are
-# never bound again (the same inodes throughout), a program reaches the guest's shell through
-# the console socket after them, and the vsock socket takes a CONNECT; the last VM unlinks its
-# vsock socket when it ends. --local over TCP is refused with one line.
+# never bound again (the same inodes throughout). A client of the console connected before the
+# handovers stays connected through both, the guest's shell answering it after each; once it
+# has gone, a new program reaches the shell through the console socket, and the vsock socket
+# takes a CONNECT; the last VM unlinks its vsock socket when it ends. --local over TCP is
+# refused with one line.
 case_migrate_local() {
   local name=migrate_local disk=$work/migrate-local-disk.img ok=1 script tap=gwml0
   truncate -s 8M "$disk"
@@ -1246,6 +1278,14 @@ case_migrate_local() {
   hop_run_opts=()
   local con_ino vsock_ino
   con_ino=$(stat -c %i "$con" 2>/dev/null) vsock_ino=$(stat -c %i "$vsock" 2>/dev/null)
+  # A client of the console that stays connected through both handovers, answered each time.
+  local client_dir=$work/ml_client client_pid why step=1
+  rm -rf "$client_dir"
+  mkdir -p "$client_dir"
+  python3 "$here/console_client.py" "$con" "$client_dir" >"$work/ml_client.out" 2>&1 &
+  client_pid=$!
+  why=$(console_client_ask "$client_dir" $step) ||
+    { ok=0; fail $name "the console client at ml_b, before any handover: $why"; }
   # From here only the open descriptors reach the image and the tap.
   mv "$disk" "$disk.moved" &&
     ip link set $tap down && ip link set $tap name ${tap}x && ip link set ${tap}x up ||
@@ -1267,8 +1307,19 @@ case_migrate_local() {
       { ok=0; fail $hop "a socket file was bound again or removed: $(ls -li "$con" "$vsock" 2>&1 | tr '\n' ' ')"; }
     awk '{for (i = 2; i <= NF; i++) if ($i == "MiB" && $(i + 1) ~ /^sent/) exit !($(i - 1) < 1); exit 1}' \
       "$work/$hop.out" || { ok=0; fail $hop "memory went on the socket: $(cat "$work/$hop.out")"; }
+    step=$((step + 1))
+    why=$(console_client_ask "$client_dir" $step) &&
+      grep -aq 'virtio-console: the client handed over' "$work/$hop.log" ||
+      { ok=0; fail $hop "the console's client, connected since ml_b, after this handover: ${why:-not handed over}"
+        sockets_evidence; }
     last=$hop
   done
+  # Its end frees the console for the next client (one at a time).
+  if ! console_client_end "$client_dir" $client_pid $last && [ $ok -eq 1 ]; then
+    ok=0
+    fail $name "the console of $last did not see its client go"
+    sockets_evidence
+  fi
   if [ $ok -eq 1 ]; then
     local first_d on_disk
     first_d=$(grep -aoE '^count [0-9]+' "$work/ml_d.log" | head -n 1 | cut -d' ' -f2)

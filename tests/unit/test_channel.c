@@ -23,6 +23,7 @@
 #include "migration/channel.h"
 #include "migration/incoming.h"
 #include "vcpu/vcpu.h"
+#include "virtio/console.h"
 #include "vm/vm.h"
 
 #define MAGIC 0x474d5747u
@@ -99,7 +100,7 @@ static void test_hello_refusals(void **state)
     char *config = NULL;
     /* Another protocol version. */
     struct pipe_pair p = pair();
-    uint32_t version = 7;
+    uint32_t version = MIG_PROTOCOL_VERSION + 1;
     put_header(p.tx, MAGIC, MIG_HELLO, 4 + 2);
     assert_int_equal(write(p.tx, &version, 4), 4);
     assert_int_equal(write(p.tx, "{}", 2), 2);
@@ -769,6 +770,110 @@ static void test_devices_socket_refusals(void **state)
     close(file);
 }
 
+/* A local handover's console client (CLIENTS): the received descriptor is the same
+ * connection (what the client sends reads through it, what is written to it reaches the
+ * client), and the input and output position come with it. */
+static void test_console_client_round_trip(void **state)
+{
+    (void)state;
+    struct pipe_pair p = pair();
+    int conn[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, conn), 0);
+    static struct virtio_console_client out, in;
+    out = (struct virtio_console_client){ .fd = conn[0], .pending_len = 6, .tx_written = 17,
+                                          .tx_head = 3, .tx_idx = 65535 };
+    memcpy(out.pending, "typed\n", 6);
+    assert_int_equal(mig_send_console_client(p.tx, &out), 0);
+    struct mig_header h;
+    assert_int_equal(mig_recv_header(p.rx, &h), 0); /* as the destination reads each header */
+    assert_int_equal(h.type, MIG_CLIENTS);
+    assert_int_equal(mig_recv_console_client(p.rx, h.len, &in), 0);
+    assert_true(in.fd >= 0);
+    assert_int_equal(in.pending_len, 6);
+    assert_memory_equal(in.pending, "typed\n", 6);
+    assert_int_equal(in.tx_written, 17);
+    assert_int_equal(in.tx_head, 3);
+    assert_int_equal(in.tx_idx, 65535);
+    close(conn[0]); /* the source is gone: the connection lives on in the copy */
+    assert_int_equal(write(conn[1], "more", 4), 4);
+    char buf[8] = { 0 };
+    assert_int_equal(read(in.fd, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "more", 4);
+    assert_int_equal(write(in.fd, "out", 3), 3);
+    assert_int_equal(read(conn[1], buf, sizeof(buf)), 3);
+    close(in.fd);
+    close(conn[1]);
+    /* No input at all is the 12 bytes alone; too much input is not sent. */
+    conn[0] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    out = (struct virtio_console_client){ .fd = conn[0] };
+    assert_int_equal(mig_send_console_client(p.tx, &out), 0);
+    assert_int_equal(mig_recv_header(p.rx, &h), 0);
+    assert_int_equal(h.len, 12);
+    assert_int_equal(mig_recv_console_client(p.rx, h.len, &in), 0);
+    assert_int_equal(in.pending_len, 0);
+    close(in.fd);
+    out.pending_len = VIRTIO_CONSOLE_PENDING_MAX + 1;
+    assert_int_equal(mig_send_console_client(p.tx, &out), -EINVAL);
+    close(conn[0]);
+    close(p.tx);
+    close(p.rx);
+}
+
+/* CLIENTS' payload of `len` bytes saying `pending` bytes of input, with `n` descriptors. */
+static void send_client_raw(int fd, uint64_t len, uint32_t pending, const int *fds, unsigned n)
+{
+    uint8_t b[16 + 12 + 64] = { 0 };
+    put_header(fd, MAGIC, MIG_CLIENTS, len);
+    memcpy(b, &pending, 4);
+    assert_true(len <= sizeof(b));
+    assert_int_equal(mig_send_with_fds(fd, b, len, fds, n), 0);
+}
+
+/* CLIENTS refused with one line and nothing left open: input that is not its length, no
+ * descriptor, two, a listening socket, a file; and a length the header already refuses. */
+static void test_console_client_refusals(void **state)
+{
+    (void)state;
+    char path[80];
+    int listener = listener_at(path, sizeof(path), "client"), sv[2], file = ram_file(4096);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    const struct { uint64_t len; uint32_t pending; int fds[2]; unsigned n; } bad[] = {
+        { 20, 4, { sv[0] }, 1 },        /* 8 bytes of input said 4 */
+        { 14, 4, { sv[0] }, 1 },        /* 2 bytes of input said 4 */
+        { 12, 0, { -1 }, 0 },           /* no descriptor */
+        { 12, 0, { sv[0], sv[0] }, 2 }, /* two */
+        { 12, 0, { listener }, 1 },     /* a listening socket, not a client */
+        { 12, 0, { file }, 1 },         /* not a socket */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pipe_pair p = pair();
+        static struct virtio_console_client in;
+        struct mig_header h;
+        send_client_raw(p.tx, bad[i].len, bad[i].pending, bad[i].fds, bad[i].n);
+        assert_int_equal(mig_recv_header(p.rx, &h), 0);
+        int before = dup(0);
+        close(before);
+        assert_int_equal(mig_recv_console_client(p.rx, h.len, &in), -EPROTO);
+        assert_int_equal(in.fd, -1);
+        int after = dup(0); /* the lowest number is free again */
+        assert_int_equal(after, before);
+        close(after);
+        close(p.tx);
+        close(p.rx);
+    }
+    struct pipe_pair p = pair();
+    struct mig_header h;
+    put_header(p.tx, MAGIC, MIG_CLIENTS, 12 + VIRTIO_CONSOLE_PENDING_MAX + 1);
+    assert_int_equal(mig_recv_header(p.rx, &h), -EPROTO);
+    close(p.tx);
+    close(p.rx);
+    close(listener);
+    unlink(path);
+    close(sv[0]);
+    close(sv[1]);
+    close(file);
+}
+
 /* Connecting: to a listener (UNIX and TCP), to nothing there (refused at once, not after the
  * timeout), and to a bad URI. */
 static void test_connect(void **state)
@@ -984,6 +1089,8 @@ int main(void)
         cmocka_unit_test(test_devices_refusals),
         cmocka_unit_test(test_devices_sockets_round_trip),
         cmocka_unit_test(test_devices_socket_refusals),
+        cmocka_unit_test(test_console_client_round_trip),
+        cmocka_unit_test(test_console_client_refusals),
         cmocka_unit_test(test_connections_handshake),
         cmocka_unit_test(test_passes_over_connections),
         cmocka_unit_test(test_extra_connection_failures),

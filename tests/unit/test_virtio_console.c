@@ -726,37 +726,96 @@ static bool read_gives_eof(int fd)
     return read(fd, &byte, 1) == 0;
 }
 
+/* The source's end of a live upgrade as godwit's final step has it: quiesced (a client's read
+ * cancelled, a write in flight handed back), its client handed over (a duplicate, as
+ * SCM_RIGHTS passes it) and the device gone without resuming; `to` then serves that client,
+ * as a destination does after GO. */
+static void hand_over(struct fx *from, struct fx *to)
+{
+    static struct virtio_console_client c;
+    assert_int_equal(virtio_console_client(from->con, &c), -EBUSY); /* not while it runs */
+    assert_int_equal(from->vdev.ops->quiesce(&from->vdev), 0);
+    assert_int_equal(virtio_console_client(from->con, &c), 0);
+    assert_true(c.fd >= 0);
+    c.fd = fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
+    assert_true(c.fd >= 0);
+    fx_free(from);
+    assert_int_equal(virtio_console_adopt_client(to->con, &c), 0);
+}
+
+/* Reads what `client` has until it has `len` bytes in all, running `f` in between. */
+static void read_output(struct fx *f, int client, uint8_t *buf, size_t len, uint16_t tx)
+{
+    size_t got = 0;
+    for (unsigned i = 0; i < 3000 && (got < len || used_idx(f, TXQ) != tx); i++) {
+        run_until(f, never, 1);
+        ssize_t n;
+        while (got < len && (n = read(client, buf + got, len - got)) > 0)
+            got += (size_t)n;
+    }
+    assert_int_equal(got, len);
+    assert_int_equal(used_idx(f, TXQ), tx);
+}
+
 /*
  * A live upgrade's console socket over two handovers (A to B to C), as godwit does it: the
  * destination's device is built on a duplicate while the source still serves, the source
- * pauses (quiesce) and ends without resuming. A client attached to a source is closed with
- * it; one that connects while the source is paused waits in the backlog and is the next
- * device's, whose guest it reaches.
+ * pauses (quiesce) and hands its client over, and ends without resuming. The client stays
+ * connected throughout: input it typed that A had read and its guest had not taken reaches
+ * B's guest, and an output chain B had half written when it paused is finished by C without
+ * repeating a byte. One that connects meanwhile is turned away, as while any client is on.
  */
 static void test_socket_handover(void **state)
 {
     (void)state;
     char path[64];
     struct fx *a = fx_listening(path, sizeof(path), "con-ho");
-    int c1 = connect_client(path);
+    int client = connect_client(path);
     run_until(a, never, 50);
-    exchange(a, c1, "at a\n", "from a\r\n");
+    exchange(a, client, "at a\n", "from a\r\n");
+    assert_int_equal(write(client, "typed at a\n", 11), 11);
+    run_until(a, never, 20); /* read, held: the guest offers no buffers */
 
     struct fx *b = fx_adopting(virtio_console_listen_fd(a->con), path);
-    assert_int_equal(a->vdev.ops->quiesce(&a->vdev), 0);
-    int c2 = connect_client(path); /* during the pause */
-    fx_free(a);                   /* ends paused */
-    assert_true(read_gives_eof(c1));
-    close(c1);
+    int other = connect_client(path); /* during the pause */
+    hand_over(a, b);
+    offer_rx(b, RX_GPA, 64);
+    notify(b, RXQ);
+    assert_int_equal(used_idx(b, RXQ), 1);
+    assert_int_equal(used_elem(b, RXQ, 0).len, 11);
+    assert_memory_equal(host(b, RX_GPA, 11), "typed at a\n", 11);
     run_until(b, never, 50);
-    exchange(b, c2, "at b\n", "from b\r\n");
+    assert_true(read_gives_eof(other)); /* B serves the client it was handed */
+    close(other);
+    exchange(b, client, "at b\n", "from b\r\n");
+
+    /* 1 MiB of output, more than the connection holds: B pauses with part of it written. */
+    enum { BIG = 1 << 20 };
+    static uint8_t sent[BIG], got[BIG];
+    for (size_t i = 0; i < BIG; i++)
+        sent[i] = (uint8_t)('a' + i * 7 % 26);
+    memcpy(host(b, BIG_GPA, BIG), sent, BIG);
+    struct fake_seg big = { BIG_GPA, BIG, false };
+    offer(b, TXQ, &big, 1);
+    notify(b, TXQ);
+    run_until(b, never, 30);
+    assert_int_equal(used_idx(b, TXQ), 1); /* the chain is not done */
 
     struct fx *c = fx_adopting(virtio_console_listen_fd(b->con), path);
-    assert_int_equal(b->vdev.ops->quiesce(&b->vdev), 0);
-    fx_free(b);
-    assert_true(read_gives_eof(c2));
-    close(c2);
-    last_session(c, path, "at c\n", "from c\r\n"); /* a client once the source is gone */
+    offer_text(c, TX_GPA, "x"); /* C's ring as B's was: the chain comes at the same place */
+    notify(c, TXQ);
+    hand_over(b, c);
+    memcpy(host(c, BIG_GPA, BIG), sent, BIG);
+    offer(c, TXQ, &big, 1);
+    notify(c, TXQ);
+    read_output(c, client, got, BIG, 2);
+    assert_memory_equal(got, sent, BIG);
+    char byte;
+    assert_int_equal(read(client, &byte, 1), -1); /* nothing more: no byte repeated */
+    exchange(c, client, "at c\n", "from c\r\n");
+    close(client);
+    run_until(c, never, 50); /* the device sees the hang-up */
+    last_session(c, path, "after\n", "again\r\n"); /* the next client is served */
     unlink(path);
 }
 
