@@ -1,9 +1,10 @@
 /*
  * fuzz_migration.c: a live migration's destination reading a hostile stream: its opening (a
  * local handover's MEMFD with or without a descriptor, the HELLO and its configuration), then
- * migration_receive() itself (headers, the MSI routes, the CPU model, page runs, the state
- * with its vCPU section, DONE, ERROR) into a VM of 64 MiB and one vCPU with no KVM behind
- * them (and no MSI GSIs: every route is refused).
+ * migration_receive() itself (headers, the MSI routes, the CPU model, page runs, a handover's
+ * console client (CLIENTS, refused here: no descriptor rides on it), the state with its vCPU
+ * section, DONE, ERROR) into a VM of 64 MiB and one vCPU with no KVM behind them (and no MSI
+ * GSIs: every route is refused).
  */
 #include <linux/kvm.h>
 #include <sys/mman.h>
