@@ -819,6 +819,37 @@ static void test_socket_handover(void **state)
     unlink(path);
 }
 
+/* A handover that fails before GO (no ACK came): the destination closes its copy of the
+ * client, the source resumes and serves the same connection, input it held included. */
+static void test_socket_handover_given_up(void **state)
+{
+    (void)state;
+    char path[64];
+    struct fx *a = fx_listening(path, sizeof(path), "con-back");
+    int client = connect_client(path);
+    run_until(a, never, 50);
+    exchange(a, client, "before\n", "first\r\n");
+    assert_int_equal(write(client, "held\n", 5), 5);
+    run_until(a, never, 20); /* read, held: the guest offers no buffers */
+    static struct virtio_console_client c;
+    assert_int_equal(a->vdev.ops->quiesce(&a->vdev), 0);
+    assert_int_equal(virtio_console_client(a->con, &c), 0);
+    assert_int_equal(c.pending_len, 5);
+    int copy = fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
+    assert_true(copy >= 0);
+    close(copy); /* the destination gave up */
+    a->vdev.ops->resume(&a->vdev);
+    offer_rx(a, RX_GPA + 0x100, 64);
+    notify(a, RXQ);
+    run_until(a, never, 20);
+    assert_memory_equal(host(a, RX_GPA + 0x100, 5), "held\n", 5);
+    exchange(a, client, "after\n", "again\r\n");
+    close(client);
+    run_until(a, never, 20);
+    fx_free(a);
+    unlink(path);
+}
+
 static void test_socket_refuses_other_files(void **state)
 {
     (void)state;
@@ -1232,6 +1263,7 @@ int main(void)
         cmocka_unit_test(test_destroy_in_flight),
         cmocka_unit_test(test_socket_backend),
         cmocka_unit_test(test_socket_handover),
+        cmocka_unit_test(test_socket_handover_given_up),
         cmocka_unit_test(test_socket_refuses_other_files),
         cmocka_unit_test(test_file_output),
         cmocka_unit_test(test_file_cap),
