@@ -173,8 +173,10 @@ def qemu_migrate(sock, uri, downtime, timeout, shared, max_bandwidth):
             fail("QEMU migration not completed after %g s (status %s, %s)" % (timeout, st, r.get('ram')))
         time.sleep(0.005)
     wall = ms(t0)
-    print(wall, r.get('total-time', 0), r.get('downtime', 0), r.get('ram', {}).get('transferred', 0),
-          r.get('ram', {}).get('dirty-sync-count', '-'))
+    # '-' where QEMU leaves a figure out (its capped moves in 7.2 gave neither time): no figure,
+    # not a zero one.
+    print(wall, r.get('total-time', '-'), r.get('downtime', '-'),
+          r.get('ram', {}).get('transferred', 0), r.get('ram', {}).get('dirty-sync-count', '-'))
     try:
         q.cmd('quit')
     except SystemExit:

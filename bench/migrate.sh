@@ -161,7 +161,9 @@ qemu_console() {
 }
 
 step() { echo "bench: [$((SECONDS - start)) s] $*" >&2; }
-rec() { echo "$3" >>"$work/$1.$2"; }  # rec CONFIG METRIC VALUE
+# rec CONFIG METRIC VALUE; a VALUE of '-' (or none) is no figure, and is not recorded: a median
+# takes it for 0 otherwise.
+rec() { case "$3" in '' | -) return 0 ;; esac; echo "$3" >>"$work/$1.$2"; }
 gap_count() { local c=; [ -f "$1" ] && c=$(tr -d '\r' <"$1" | grep -acE '^gap [0-9]+ max_us'); echo "${c:-0}"; }
 
 # wait_gaps LOG PID LABEL N SECS: waits for N more whole gap lines than LOG's VM has printed
