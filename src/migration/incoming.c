@@ -387,6 +387,22 @@ static void serve_console_client(struct vm *vm, const struct virtio_console_clie
                  "here (%s): its connection closes", strerror(-ret));
 }
 
+/* After ACK the connections' readers end (before the wait: GO to RUNNING is in the guest's
+ * pause), then GO makes the guest this side's, and the console's client with it. */
+static int after_ack(struct receivers *r, struct vm *vm, int fd)
+{
+    int client_fd = r->client.fd;
+    r->client.fd = -1; /* GO decides who keeps it, not receivers_free() */
+    receivers_free(r);
+    int ret = wait_for_go(fd);
+    r->client.fd = client_fd;
+    if (ret == 0 && client_fd >= 0)
+        serve_console_client(vm, &r->client);
+    else if (client_fd >= 0)
+        close(client_fd); /* our copy only: the source serves the client on */
+    return ret;
+}
+
 /* One message on the first connection; *done once the guest is this side's (GO came). */
 static int receive_one(struct receivers *r, int fd, const struct mig_header *h, bool handed_over,
                        bool *have_cpu, bool *have_state, char *why, size_t why_len)
@@ -454,17 +470,7 @@ int migration_receive(struct vm *vm, int fd, bool handed_over, const int *extra,
                 return ret;
             }
             log_load_times(&r.times);
-            struct virtio_console_client *client = &r.client;
-            int client_fd = client->fd;
-            client->fd = -1; /* kept until GO: receivers_free() would close it */
-            receivers_free(&r);
-            ret = wait_for_go(fd);
-            client->fd = client_fd;
-            if (client_fd >= 0 && ret == 0)
-                serve_console_client(vm, client);
-            else if (client_fd >= 0)
-                close(client_fd);
-            return ret;
+            return after_ack(&r, vm, fd);
         }
         ret = receive_one(&r, fd, &h, handed_over, &have_cpu, &have_state, why, sizeof(why));
         if (ret == -ECONNABORTED) { /* the source gave up, and said why */

@@ -67,14 +67,22 @@ static int read_hour(struct rtc *rtc)
     return (b & 0x02) ? hour : hour % 12 + (pm ? 12 : 0);
 }
 
-/* Reads the clock the way Linux's mc146818_get_time() does and returns it as a time_t. */
+/* Reads the clock the way Linux's mc146818_get_time() does and returns it as a time_t: field
+ * by field, again when the seconds changed meanwhile (read across a minute's turn, 59 seconds
+ * and the next minute would make a time a minute ahead). */
 static time_t read_clock(struct rtc *rtc)
 {
-    struct tm tm = { .tm_sec = read_field(rtc, 0x00), .tm_min = read_field(rtc, 0x02),
-                     .tm_hour = read_hour(rtc), .tm_mday = read_field(rtc, 0x07),
-                     .tm_mon = read_field(rtc, 0x08) - 1,
-                     .tm_year = read_field(rtc, 0x32) * 100 + read_field(rtc, 0x09) - 1900 };
-    return timegm(&tm);
+    for (unsigned tries = 0; tries < 10; tries++) {
+        int sec = read_field(rtc, 0x00);
+        struct tm tm = { .tm_sec = sec, .tm_min = read_field(rtc, 0x02),
+                         .tm_hour = read_hour(rtc), .tm_mday = read_field(rtc, 0x07),
+                         .tm_mon = read_field(rtc, 0x08) - 1,
+                         .tm_year = read_field(rtc, 0x32) * 100 + read_field(rtc, 0x09) - 1900 };
+        if (read_field(rtc, 0x00) == sec)
+            return timegm(&tm);
+    }
+    fail_msg("the seconds changed during each of 10 reads of the clock");
+    return 0;
 }
 
 static void assert_close_to(time_t got, time_t want)
