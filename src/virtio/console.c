@@ -511,12 +511,18 @@ static void client_detach(struct virtio_console *con)
     con_set_fds(con, -1, -1);
 }
 
-static void client_attach(struct virtio_console *con, int fd)
+/* Serves `fd` as the client, for input and output both. */
+static void client_serve(struct virtio_console *con, int fd)
 {
-    log_info("virtio-console: client connected");
     con->client_fd = fd;
     con_set_fds(con, fd, fd);
     rx_maybe_read(con);
+}
+
+static void client_attach(struct virtio_console *con, int fd)
+{
+    log_info("virtio-console: client connected");
+    client_serve(con, fd);
 }
 
 static bool accept_arm(struct virtio_console *con, struct con_op *op)
@@ -932,7 +938,7 @@ int virtio_console_adopt_client(struct virtio_console *con, const struct virtio_
         ret = -EBUSY;
         close(c->fd);
     } else {
-        /* Before the attach, which reads only once no input is pending. */
+        /* Before it is served, which reads only once no input is pending. */
         memcpy(con->pending, c->pending, c->pending_len);
         con->pending_off = 0;
         con->pending_len = c->pending_len;
@@ -941,9 +947,7 @@ int virtio_console_adopt_client(struct virtio_console *con, const struct virtio_
         con->tx_skip_idx = c->tx_idx;
         log_info("virtio-console: the client handed over (%u bytes of its input pending)",
                  c->pending_len);
-        con->client_fd = c->fd;
-        con_set_fds(con, c->fd, c->fd);
-        rx_maybe_read(con);
+        client_serve(con, c->fd);
         /* The guest's buffers may all be out already: the pending input, and output offered
          * meanwhile, go on the loop's next turn, as after a spent budget. */
         if (con->active && !con->quiesced)

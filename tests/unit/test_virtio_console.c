@@ -743,6 +743,20 @@ static void hand_over(struct fx *from, struct fx *to)
     assert_int_equal(virtio_console_adopt_client(to->con, &c), 0);
 }
 
+/* A console listening at a new path whose *client had one exchange with the guest, then
+ * typed `held`: the device has read it and holds it, the guest offering no buffers. */
+static struct fx *fx_holding_input(char *path, size_t size, const char *name, int *client,
+                                   const char *held)
+{
+    struct fx *f = fx_listening(path, size, name);
+    *client = connect_client(path);
+    run_until(f, never, 50);
+    exchange(f, *client, "before\n", "first\r\n");
+    assert_int_equal(write(*client, held, strlen(held)), (ssize_t)strlen(held));
+    run_until(f, never, 20);
+    return f;
+}
+
 /* Reads what `client` has until it has `len` bytes in all, running `f` in between. */
 static void read_output(struct fx *f, int client, uint8_t *buf, size_t len, uint16_t tx)
 {
@@ -769,12 +783,8 @@ static void test_socket_handover(void **state)
 {
     (void)state;
     char path[64];
-    struct fx *a = fx_listening(path, sizeof(path), "con-ho");
-    int client = connect_client(path);
-    run_until(a, never, 50);
-    exchange(a, client, "at a\n", "from a\r\n");
-    assert_int_equal(write(client, "typed at a\n", 11), 11);
-    run_until(a, never, 20); /* read, held: the guest offers no buffers */
+    int client;
+    struct fx *a = fx_holding_input(path, sizeof(path), "con-ho", &client, "typed at a\n");
 
     struct fx *b = fx_adopting(virtio_console_listen_fd(a->con), path);
     int other = connect_client(path); /* during the pause */
@@ -825,12 +835,8 @@ static void test_socket_handover_given_up(void **state)
 {
     (void)state;
     char path[64];
-    struct fx *a = fx_listening(path, sizeof(path), "con-back");
-    int client = connect_client(path);
-    run_until(a, never, 50);
-    exchange(a, client, "before\n", "first\r\n");
-    assert_int_equal(write(client, "held\n", 5), 5);
-    run_until(a, never, 20); /* read, held: the guest offers no buffers */
+    int client;
+    struct fx *a = fx_holding_input(path, sizeof(path), "con-back", &client, "held\n");
     static struct virtio_console_client c;
     assert_int_equal(a->vdev.ops->quiesce(&a->vdev), 0);
     assert_int_equal(virtio_console_client(a->con, &c), 0);
